@@ -1,0 +1,31 @@
+"""yolo_spd: SPD-Conv, SCConv and SSDConv for Ultralytics YOLO, aimed at small-object detection.
+
+Importing the package registers the modules into Ultralytics (see :mod:`yolo_spd.register`), after which stock
+Ultralytics builds the packaged configs by bare name::
+
+    import yolo_spd
+    from ultralytics import YOLO
+    model = YOLO("yolov5-spd-n.yaml")
+"""
+
+from .configs import config_dir, list_models
+from .modules import CRU, SRU, SCConv, SPDConv, SSDConv, SpaceToDepth
+from .register import SUPPORTED_ULTRALYTICS, is_registered, register, unregister
+
+__version__ = "0.1.0"
+__all__ = (
+    "CRU",
+    "SRU",
+    "SCConv",
+    "SPDConv",
+    "SSDConv",
+    "SUPPORTED_ULTRALYTICS",
+    "SpaceToDepth",
+    "config_dir",
+    "is_registered",
+    "list_models",
+    "register",
+    "unregister",
+)
+
+register()

@@ -1,0 +1,197 @@
+"""SCConv: Spatial and Channel reconstruction Convolution (SRU then CRU).
+
+Li, Wen, He, "SCConv: Spatial and Channel Reconstruction Convolution for Feature Redundancy", CVPR 2023.
+Equation numbers below are the paper's (text in ``shared/papers/scconv-paper.md`` of the project workspace).
+
+Deviations from the paper and from the authors' released module, each with its reason:
+
+1. Hard gate gradient (SRU, eq. 3). The paper's gate maps weights above the threshold to exactly 1 (W1) and the
+   rest to 0 (W2). Such a step has zero gradient, so the GroupNorm scale gamma - the very importance measure of
+   eq. 2 - would never train. The forward pass here is the exact 0/1 gate; the backward pass uses a straight-through
+   estimator (W1 = step + sigmoid - stop_gradient(sigmoid), W2 = 1 - W1), so gamma and beta learn.
+   ``gate="released"`` selects the authors' released behaviour instead: in W1, weights above the threshold become 1
+   and the others keep their sigmoid value; in W2 they become 0 and the others keep theirs.
+2. Fuse (CRU, eq. 8). The paper's soft attention is per channel across the two branches,
+   beta_1 = e^{s1} / (e^{s1} + e^{s2}). The released code applies one softmax over all 2C pooled channels of the
+   concatenated branches, which is a different function; this implementation follows the paper.
+3. GroupNorm groups. The released code asserts that ``group_num`` (16) divides C. Here the group count is
+   gcd(C, gn_groups): exactly gn_groups whenever it divides C (the released behaviour), otherwise the largest count
+   dividing both, so every even channel count works (YOLO widths at n scale include 24 and 40). The chosen count is
+   ``sru.gn.num_groups``.
+4. Bias. The released GWC has a bias; eq. 5 and the parameter count of eq. 11 have none, so none is used here.
+5. c1 != c2 and stride 2 (the paper's SCConv maps C -> C at stride 1). SRU works on c1 channels. CRU maps c1 -> c2
+   exactly as eq. 11 counts it (GWC and PWC1 output c2; PWC2 outputs c2 - (1 - alpha) c1 / r, concatenated with the
+   reused X_low). At stride 2 the k x k GWC is strided and sees the full-resolution X_up; the 1 x 1 paths (PWC1,
+   PWC2 and the reused X_low) see their input 2x2 average-pooled (ceil mode), so no pixel is simply dropped and
+   odd H or W give the ceil(H/2) x ceil(W/2) of a strided 3 x 3 convolution.
+6. Conv-row tail. The paper's SCConv replaces the 3 x 3 convolution inside a block whose BatchNorm and activation
+   follow it. As a YOLO row replaces Ultralytics' ``Conv`` (conv + BN + SiLU), ``bn=True, act=True`` (default) adds
+   that BatchNorm and activation; ``bn=False, act=False`` is the bare paper module.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ._common import norm_act, require, require_odd_kernel, require_positive_int, require_stride
+
+GATES = ("hard", "released")
+
+
+class SRU(nn.Module):
+    """Spatial Reconstruction Unit (Sec. 2.1): separate informative from redundant features, then cross-reconstruct.
+
+    Args:
+        c (int): Channels (even: eq. 4 adds the two channel halves).
+        gn_groups (int): Requested GroupNorm groups; the count used is gcd(c, gn_groups) (deviation 3).
+        gate_threshold (float): Gate threshold in (0, 1); the paper uses 0.5.
+        gate (str): ``"hard"`` (paper, eq. 3, with a straight-through gradient) or ``"released"`` (authors' code).
+    """
+
+    def __init__(self, c: int, gn_groups: int = 16, gate_threshold: float = 0.5, gate: str = "hard"):
+        super().__init__()
+        require_positive_int("c1", c, "SCConv")
+        require(c % 2 == 0, f"SCConv: c1={c} is not allowed; SRU's cross-reconstruction (eq. 4) needs an even c1")
+        require_positive_int("gn_groups", gn_groups, "SCConv")
+        require(0.0 < gate_threshold < 1.0, f"SCConv: gate_threshold={gate_threshold!r} is not allowed; expected 0 < t < 1")
+        require(gate in GATES, f"SCConv: gate={gate!r} is not allowed; expected one of {', '.join(GATES)}")
+        self.gn = nn.GroupNorm(math.gcd(c, gn_groups), c)
+        self.gate_threshold = gate_threshold
+        self.gate = gate
+
+    def importance_weights(self) -> torch.Tensor:
+        """Eq. 2: W_gamma = gamma_i / sum_j gamma_j (a plain ratio, not a softmax: a softmax would squash every
+        weight towards 1/C and the gate of eq. 3 would see almost no spread)."""
+        gamma = self.gn.weight
+        return gamma / gamma.sum()
+
+    def gates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 3: W = Gate(Sigmoid(W_gamma * GN(X))); returns (W1, W2), elementwise, shaped like ``x``."""
+        reweights = torch.sigmoid(self.gn(x) * self.importance_weights().view(1, -1, 1, 1))
+        informative = reweights > self.gate_threshold
+        if self.gate == "released":
+            return reweights.masked_fill(informative, 1.0), reweights.masked_fill(informative, 0.0)
+        w1 = informative.to(reweights.dtype) + (reweights - reweights.detach())  # forward: exact 0/1 (deviation 1)
+        return w1, 1.0 - w1
+
+    @staticmethod
+    def reconstruct(x1w: torch.Tensor, x2w: torch.Tensor) -> torch.Tensor:
+        """Eq. 4: X^w = (X11w + X22w) U (X21w + X12w), where Xi1w / Xi2w are the first / second channel halves."""
+        x11, x12 = x1w.chunk(2, dim=1)
+        x21, x22 = x2w.chunk(2, dim=1)
+        return torch.cat([x11 + x22, x21 + x12], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w1, w2 = self.gates(x)
+        return self.reconstruct(w1 * x, w2 * x)
+
+
+class CRU(nn.Module):
+    """Channel Reconstruction Unit (Sec. 2.2): split, transform (rich upper / cheap lower) and fuse.
+
+    Args:
+        c1 (int): Input channels.
+        c2 (int): Output channels.
+        k (int): GWC kernel size (odd).
+        s (int): Stride, 1 or 2 (deviation 5).
+        alpha (float): Split ratio, 0 < alpha < 1; alpha * c1 channels go to the upper branch.
+        r (int): Squeeze ratio.
+        g (int): GWC groups.
+    """
+
+    def __init__(self, c1: int, c2: int, k: int = 3, s: int = 1, alpha: float = 0.5, r: int = 2, g: int = 2):
+        super().__init__()
+        for name, value in (("c1", c1), ("c2", c2), ("r", r), ("g", g)):
+            require_positive_int(name, value, "SCConv")
+        require_odd_kernel(k, "SCConv")
+        require_stride(s, "SCConv")
+        require(0.0 < alpha < 1.0, f"SCConv: alpha={alpha!r} is not allowed; expected 0 < alpha < 1")
+        self.up_channels = int(alpha * c1)
+        self.low_channels = c1 - self.up_channels
+        up_sq, low_sq = self.up_channels // r, self.low_channels // r
+        require(
+            up_sq >= 1 and low_sq >= 1,
+            f"SCConv: alpha={alpha}, r={r} are not allowed for c1={c1}: a squeezed branch would have no channels "
+            f"(upper {up_sq}, lower {low_sq}); each of alpha*c1 and (1-alpha)*c1 must be >= r",
+        )
+        require(
+            up_sq % g == 0 and c2 % g == 0,
+            f"SCConv: g={g} is not allowed; it must divide the squeezed upper width {up_sq} and c2={c2}",
+        )
+        require(
+            low_sq < c2,
+            f"SCConv: c2={c2} is not allowed for c1={c1}; eq. 6 reuses {low_sq} squeezed lower channels, so c2 must exceed it",
+        )
+        self.squeeze_up = nn.Conv2d(self.up_channels, up_sq, 1, bias=False)
+        self.squeeze_low = nn.Conv2d(self.low_channels, low_sq, 1, bias=False)
+        self.gwc = nn.Conv2d(up_sq, c2, k, s, k // 2, groups=g, bias=False)
+        self.pwc1 = nn.Conv2d(up_sq, c2, 1, bias=False)
+        self.pwc2 = nn.Conv2d(low_sq, c2 - low_sq, 1, bias=False)
+        self.pool = nn.AvgPool2d(2, 2, ceil_mode=True) if s == 2 else nn.Identity()
+
+    def upper(self, x_up: torch.Tensor) -> torch.Tensor:
+        """Eq. 5: Y1 = M^G X_up + M^P1 X_up (the 1 x 1 path on the pooled X_up at stride 2)."""
+        return self.gwc(x_up) + self.pwc1(self.pool(x_up))
+
+    def lower(self, x_low: torch.Tensor) -> torch.Tensor:
+        """Eq. 6: Y2 = M^P2 X_low U X_low (``x_low`` already at output resolution)."""
+        return torch.cat([self.pwc2(x_low), x_low], dim=1)
+
+    @staticmethod
+    def fuse(y1: torch.Tensor, y2: torch.Tensor) -> torch.Tensor:
+        """Eqs. 7-9: S_m = GAP(Y_m); beta = per-channel softmax over the two branches; Y = beta1 Y1 + beta2 Y2."""
+        beta = torch.stack([y1.mean(dim=(2, 3)), y2.mean(dim=(2, 3))]).softmax(dim=0)[..., None, None]
+        return beta[0] * y1 + beta[1] * y2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        up, low = x.split([self.up_channels, self.low_channels], dim=1)
+        x_up = self.squeeze_up(up)
+        x_low = self.squeeze_low(self.pool(low))  # 1 x 1 squeeze and average pooling commute; pool first is cheaper
+        return self.fuse(self.upper(x_up), self.lower(x_low))
+
+
+class SCConv(nn.Module):
+    """SCConv (Fig. 1): ``SRU(c1)`` then ``CRU(c1 -> c2)``, then BN + activation as in an Ultralytics ``Conv`` row.
+
+    YAML: ``[-1, 1, SCConv, [c2]]``, ``[-1, 1, SCConv, [c2, 3, 2]]`` (stride 2), further arguments in order.
+
+    Args:
+        c1 (int): Input channels (even).
+        c2 (int): Output channels.
+        k (int): GWC kernel size (odd).
+        s (int): Stride, 1 or 2.
+        alpha (float): CRU split ratio (paper: 1/2).
+        r (int): CRU squeeze ratio (paper: 2).
+        g (int): GWC groups (paper: 2).
+        gn_groups (int): SRU GroupNorm groups requested (released code: 16).
+        gate_threshold (float): SRU gate threshold (paper: 0.5).
+        gate (str): ``"hard"`` (paper) or ``"released"`` (authors' code); see the module docstring.
+        bn (bool): Add a BatchNorm after CRU (deviation 6).
+        act (bool | nn.Module): Activation after the BatchNorm, as in Ultralytics' ``Conv``.
+    """
+
+    def __init__(
+        self,
+        c1: int,
+        c2: int,
+        k: int = 3,
+        s: int = 1,
+        alpha: float = 0.5,
+        r: int = 2,
+        g: int = 2,
+        gn_groups: int = 16,
+        gate_threshold: float = 0.5,
+        gate: str = "hard",
+        bn: bool = True,
+        act=True,
+    ):
+        super().__init__()
+        self.sru = SRU(c1, gn_groups, gate_threshold, gate)
+        self.cru = CRU(c1, c2, k, s, alpha, r, g)
+        self.bn, self.act = norm_act(c2, bn, act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.cru(self.sru(x))))
