@@ -1,0 +1,232 @@
+"""SCConv (CVPR 2023): each equation computed directly on a small tensor and compared with the module."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from yolo_spd import CRU, SRU, SCConv
+
+
+def randomize(module: torch.nn.Module) -> torch.nn.Module:
+    """Non-trivial affine parameters (GroupNorm/BatchNorm start at 1/0, which would hide mistakes)."""
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if "gn" in name or "bn" in name:
+                p.uniform_(0.5, 1.5) if name.endswith("weight") else p.uniform_(-0.3, 0.3)
+    return module
+
+
+def group_norm_by_hand(x, groups, gamma, beta, eps=1e-5):
+    """Eq. 1 per sample and group: gamma (x - mu) / sqrt(sigma^2 + eps) + beta."""
+    n, c, h, w = x.shape
+    xg = x.reshape(n, groups, -1)
+    mu = xg.mean(-1, keepdim=True)
+    var = xg.var(-1, unbiased=False, keepdim=True)
+    normed = ((xg - mu) / torch.sqrt(var + eps)).reshape(n, c, h, w)
+    return normed * gamma.view(1, -1, 1, 1) + beta.view(1, -1, 1, 1)
+
+
+def test_eq2_importance_weights_are_gamma_over_its_sum_not_a_softmax():
+    sru = SRU(8)
+    gamma = torch.arange(1.0, 9.0)
+    with torch.no_grad():
+        sru.gn.weight.copy_(gamma)
+    expected = gamma / 36.0
+    assert torch.allclose(sru.importance_weights(), expected)
+    assert not torch.allclose(sru.importance_weights(), gamma.softmax(0), atol=1e-3)
+
+
+@pytest.mark.parametrize("gate", ["hard", "released"])
+def test_eq3_gate(gate):
+    sru = randomize(SRU(8, gn_groups=4, gate=gate))
+    x = torch.randn(2, 8, 5, 6)
+    gn = group_norm_by_hand(x, 4, sru.gn.weight.detach(), sru.gn.bias.detach())
+    w_gamma = sru.gn.weight.detach() / sru.gn.weight.detach().sum()
+    reweights = 1.0 / (1.0 + torch.exp(-(gn * w_gamma.view(1, -1, 1, 1))))
+    above = reweights > 0.5
+    w1, w2 = sru.gates(x)
+    if gate == "hard":  # paper: informative -> 1 in W1, 0 in W2; the rest the other way round
+        assert torch.equal(w1.detach(), above.float()) and torch.equal(w2.detach(), (~above).float())
+    else:  # authors' release: the thresholded entry becomes 1 / 0, the others keep the sigmoid value
+        assert torch.allclose(w1, torch.where(above, torch.ones_like(reweights), reweights), atol=1e-6)
+        assert torch.allclose(w2, torch.where(above, torch.zeros_like(reweights), reweights), atol=1e-6)
+    assert above.any() and (~above).any()  # the gate separates: both kinds of element exist
+
+
+def test_eq4_cross_reconstruction_channel_by_channel():
+    x1w, x2w = torch.randn(2, 6, 3, 3), torch.randn(2, 6, 3, 3)
+    out = SRU.reconstruct(x1w, x2w)
+    for c in range(3):  # X^w1 = X11 + X22
+        assert torch.equal(out[:, c], x1w[:, c] + x2w[:, c + 3])
+    for c in range(3, 6):  # X^w2 = X21 + X12
+        assert torch.equal(out[:, c], x2w[:, c - 3] + x1w[:, c])
+
+
+def test_sru_forward_is_gated_inputs_cross_reconstructed():
+    sru = randomize(SRU(8, gn_groups=4))
+    x = torch.randn(2, 8, 4, 4)
+    w1, w2 = sru.gates(x)
+    assert torch.equal(sru(x), SRU.reconstruct(w1 * x, w2 * x))
+    assert torch.equal(w1 * x + w2 * x, x)  # hard masks partition every element
+
+
+def grouped_conv_by_hand(x, weight, groups, stride=1):
+    """GWC as `groups` independent dense convolutions on channel slices."""
+    cin, cout = x.shape[1] // groups, weight.shape[0] // groups
+    pad = weight.shape[-1] // 2
+    outs = [
+        F.conv2d(x[:, i * cin : (i + 1) * cin], weight[i * cout : (i + 1) * cout], stride=stride, padding=pad)
+        for i in range(groups)
+    ]
+    return torch.cat(outs, 1)
+
+
+def pointwise_by_hand(x, weight):
+    return torch.einsum("oc,nchw->nohw", weight[:, :, 0, 0], x)
+
+
+def test_eq5_upper_stage_is_gwc_plus_pwc():
+    cru = CRU(16, 12)
+    x_up = torch.randn(2, 4, 5, 5)
+    expected = grouped_conv_by_hand(x_up, cru.gwc.weight, 2) + pointwise_by_hand(x_up, cru.pwc1.weight)
+    assert torch.allclose(cru.upper(x_up), expected, atol=1e-5)
+
+
+def test_eq5_at_stride_2_the_pointwise_path_sees_the_average_pooled_input():
+    cru = CRU(16, 12, s=2)
+    x_up = torch.randn(1, 4, 6, 6)
+    pooled = x_up.reshape(1, 4, 3, 2, 3, 2).mean(dim=(3, 5))
+    expected = grouped_conv_by_hand(x_up, cru.gwc.weight, 2, stride=2) + pointwise_by_hand(pooled, cru.pwc1.weight)
+    assert torch.allclose(cru.upper(x_up), expected, atol=1e-5)
+
+
+def test_eq6_lower_stage_is_pwc_concatenated_with_the_reused_features():
+    cru = CRU(16, 12)
+    x_low = torch.randn(2, 4, 5, 5)
+    y2 = cru.lower(x_low)
+    assert y2.shape[1] == 12
+    assert torch.allclose(y2[:, :8], pointwise_by_hand(x_low, cru.pwc2.weight), atol=1e-5)
+    assert torch.equal(y2[:, 8:], x_low)
+
+
+def test_eqs7_to_9_fuse_is_a_per_channel_softmax_over_the_two_branches():
+    y1, y2 = torch.randn(2, 5, 4, 3), torch.randn(2, 5, 4, 3)
+    s1 = y1.sum(dim=(2, 3)) / 12.0  # eq. 7
+    s2 = y2.sum(dim=(2, 3)) / 12.0
+    beta1 = torch.exp(s1) / (torch.exp(s1) + torch.exp(s2))  # eq. 8
+    beta2 = torch.exp(s2) / (torch.exp(s1) + torch.exp(s2))
+    expected = beta1[..., None, None] * y1 + beta2[..., None, None] * y2  # eq. 9
+    assert torch.allclose(CRU.fuse(y1, y2), expected, atol=1e-6)
+    assert torch.allclose(beta1 + beta2, torch.ones_like(beta1))
+
+
+def test_scconv_forward_equals_the_equations_composed_by_hand():
+    m = randomize(SCConv(16, 12, bn=False, act=False, gn_groups=4))
+    x = torch.randn(2, 16, 6, 5)
+    sru, cru = m.sru, m.cru
+    gn = group_norm_by_hand(x, 4, sru.gn.weight.detach(), sru.gn.bias.detach())
+    gamma = sru.gn.weight.detach()
+    w1 = (torch.sigmoid(gn * (gamma / gamma.sum()).view(1, -1, 1, 1)) > 0.5).float()
+    x1w, x2w = w1 * x, (1 - w1) * x
+    xw = torch.cat([x1w[:, :8] + x2w[:, 8:], x2w[:, :8] + x1w[:, 8:]], 1)
+    x_up = pointwise_by_hand(xw[:, :8], cru.squeeze_up.weight)
+    x_low = pointwise_by_hand(xw[:, 8:], cru.squeeze_low.weight)
+    y1 = grouped_conv_by_hand(x_up, cru.gwc.weight, 2) + pointwise_by_hand(x_up, cru.pwc1.weight)
+    y2 = torch.cat([pointwise_by_hand(x_low, cru.pwc2.weight), x_low], 1)
+    s1, s2 = y1.mean(dim=(2, 3)), y2.mean(dim=(2, 3))
+    b1 = (torch.exp(s1) / (torch.exp(s1) + torch.exp(s2)))[..., None, None]
+    assert torch.allclose(m(x), b1 * y1 + (1 - b1) * y2, atol=1e-5)
+
+
+def eq11_params(c1, c2, alpha=0.5, r=2, g=2, k=3):
+    a, b = alpha * c1, (1 - alpha) * c1
+    return a * a / r + k * k * (a / (g * r)) * (c2 / g) * g + a / r * c2 + b * b / r + b / r * (c2 - b / r)
+
+
+@pytest.mark.parametrize("c1,c2", [(64, 64), (32, 64), (64, 48), (128, 256)])
+def test_eq11_parameter_count(c1, c2):
+    m = SCConv(c1, c2, bn=False, act=False)
+    gn_affine = 2 * c1  # eq. 11 counts the transform stage only; SRU's GroupNorm adds gamma and beta
+    assert sum(p.numel() for p in m.parameters()) == eq11_params(c1, c2) + gn_affine
+
+
+def test_eq11_about_five_times_fewer_parameters_than_a_3x3_conv():
+    c = 256
+    ratio = 9 * c * c / eq11_params(c, c)
+    assert 4.5 < ratio < 5.5  # the paper: P_s / P_sc ~ 5 for alpha = 1/2, r = 2, g = 2, k = 3
+
+
+def count_torch_calls(fn) -> int:
+    class Counter(torch.overrides.TorchFunctionMode):
+        calls = 0
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            Counter.calls += 1
+            return func(*args, **(kwargs or {}))
+
+    with Counter():
+        fn()
+    return Counter.calls
+
+
+def test_python_sum_pitfall_importance_weights_are_one_reduction_whatever_c():
+    """Python's builtin ``sum`` over gamma unrolls into C tensor additions (slow, and C nodes in a trace or export)."""
+    small, large = SRU(8), SRU(256)
+    assert count_torch_calls(small.importance_weights) == count_torch_calls(large.importance_weights)
+    gamma = large.gn.weight
+    assert count_torch_calls(lambda: sum(gamma)) > 256 > count_torch_calls(large.importance_weights)
+
+
+@pytest.mark.parametrize("c,requested,expected", [(24, 16, 8), (40, 16, 8), (64, 16, 16), (56, 16, 8), (48, 32, 16)])
+def test_groupnorm_groups_always_divide_the_channels(c, requested, expected):
+    m = SCConv(c, c, gn_groups=requested)
+    assert m.sru.gn.num_groups == expected and c % m.sru.gn.num_groups == 0
+    assert m(torch.randn(1, c, 4, 4)).shape == (1, c, 4, 4)
+
+
+@pytest.mark.parametrize(
+    "c1,c2,s,h,w", [(16, 16, 1, 8, 8), (16, 32, 1, 7, 5), (32, 16, 2, 8, 8), (16, 24, 2, 7, 9), (8, 8, 2, 1, 1)]
+)
+def test_c1_ne_c2_and_stride_2_including_odd_sizes(c1, c2, s, h, w):
+    y = SCConv(c1, c2, 3, s)(torch.randn(2, c1, h, w))
+    assert y.shape == (2, c2, -(-h // s), -(-w // s))
+    assert torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("gate", ["hard", "released"])
+def test_gradients_reach_every_parameter(gate):
+    m = randomize(SCConv(16, 24, 3, 2, gate=gate))
+    m(torch.randn(2, 16, 9, 9)).square().mean().backward()
+    missing = [n for n, p in m.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert not missing  # including sru.gn.* under the hard gate (straight-through gradient)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(c1=15, c2=16), "c1=15"),
+        (dict(c1=16, c2=16, alpha=1.0), "alpha=1.0"),
+        (dict(c1=16, c2=16, gate="soft"), "gate='soft'"),
+        (dict(c1=16, c2=16, s=3), "s=3"),
+        (dict(c1=16, c2=16, k=4), "k=4"),
+        (dict(c1=16, c2=15), "g=2"),
+        (dict(c1=4, c2=4, r=4), "r=4"),
+        (dict(c1=16, c2=16, gate_threshold=1.5), "gate_threshold=1.5"),
+    ],
+)
+def test_bad_arguments_raise_a_value_error_naming_them(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SCConv(**kwargs)
+
+
+def test_default_is_a_conv_row_and_bare_is_the_paper_module():
+    from ultralytics.nn.modules import Conv
+
+    row, bare = SCConv(16, 16), SCConv(16, 16, bn=False, act=False)
+    assert isinstance(row.bn, torch.nn.BatchNorm2d) and row.act is Conv.default_act
+    assert isinstance(bare.bn, torch.nn.Identity) and isinstance(bare.act, torch.nn.Identity)
+    assert math.isclose(sum(p.numel() for p in row.parameters()) - sum(p.numel() for p in bare.parameters()), 32)

@@ -1,0 +1,94 @@
+"""SpaceToDepth and SPDConv against the SPD-Conv paper (Sec. 3.1) and the authors' channel order."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from yolo_spd import SPDConv, SpaceToDepth
+
+
+def space_to_depth_by_hand(x: torch.Tensor, scale: int) -> torch.Tensor:
+    """Sec. 3.1 pixel by pixel: output channel (j*scale + i)*C + c at (y, x) is input (c, y*scale + i, x*scale + j)."""
+    n, c, h, w = x.shape
+    out = torch.zeros(n, scale * scale * c, h // scale, w // scale)
+    for j in range(scale):
+        for i in range(scale):
+            block = j * scale + i
+            for ch in range(c):
+                for yy in range(h // scale):
+                    for xx in range(w // scale):
+                        out[:, block * c + ch, yy, xx] = x[:, ch, yy * scale + i, xx * scale + j]
+    return out
+
+
+@pytest.mark.parametrize("scale", [2, 3])
+def test_space_to_depth_matches_pixel_definition(scale):
+    x = torch.randn(2, 3, 2 * scale, 3 * scale)
+    assert torch.equal(SpaceToDepth(scale=scale)(x), space_to_depth_by_hand(x, scale))
+
+
+def test_space_to_depth_keeps_the_authors_channel_order():
+    x = torch.arange(2 * 4 * 4, dtype=torch.float32).view(1, 2, 4, 4)
+    authors = torch.cat([x[..., ::2, ::2], x[..., 1::2, ::2], x[..., ::2, 1::2], x[..., 1::2, 1::2]], 1)
+    assert torch.equal(SpaceToDepth()(x), authors)
+
+
+@pytest.mark.parametrize("h,w", [(5, 7), (1, 1), (7, 4), (4, 9)])
+def test_space_to_depth_pads_odd_sizes_with_zeros(h, w):
+    x = torch.randn(1, 3, h, w) + 10.0  # no zeros in the input, so padding is visible
+    y = SpaceToDepth()(x)
+    assert y.shape == (1, 12, -(-h // 2), -(-w // 2))
+    padded = torch.nn.functional.pad(x, (0, w % 2, 0, h % 2))
+    assert torch.equal(y, space_to_depth_by_hand(padded, 2))
+    assert (y == 0).sum() == 12 * y.shape[-2] * y.shape[-1] - x.numel()  # exactly the padded pixels are zero
+
+
+def test_space_to_depth_loses_no_pixel():
+    x = torch.randn(2, 5, 8, 6)
+    assert torch.equal(SpaceToDepth()(x).flatten().sort().values, x.flatten().sort().values)
+
+
+def test_space_to_depth_rejects_a_declared_width_that_is_not_four_times_the_input():
+    SpaceToDepth(32, 128)  # consistent
+    with pytest.raises(ValueError, match=r"c2=96 .* 4 \* c1|scale\^2 \* c1 = 128"):
+        SpaceToDepth(32, 96)
+
+
+@pytest.mark.parametrize("c1,c2,k,s,h,w", [(8, 16, 3, 2, 16, 16), (3, 5, 1, 2, 9, 7), (6, 6, 5, 2, 5, 5), (4, 8, 3, 3, 9, 9)])
+def test_spdconv_is_space_to_depth_then_a_non_strided_conv(c1, c2, k, s, h, w):
+    m = SPDConv(c1, c2, k, s).eval()
+    x = torch.randn(2, c1, h, w)
+    conv = m.conv.conv
+    assert conv.stride == (1, 1) and conv.in_channels == s * s * c1 and conv.out_channels == c2
+    expected = m.conv.act(m.conv.bn(conv(SpaceToDepth(scale=s)(x))))
+    assert torch.allclose(m(x), expected)
+    assert m(x).shape == (2, c2, -(-h // s), -(-w // s))
+
+
+def test_spdconv_output_size_equals_the_strided_conv_it_replaces():
+    from ultralytics.nn.modules import Conv
+
+    for h, w in [(32, 32), (31, 17), (3, 2)]:
+        x = torch.randn(1, 8, h, w)
+        assert SPDConv(8, 16)(x).shape == Conv(8, 16, 3, 2)(x).shape
+
+
+def test_spdconv_gradients_reach_every_parameter():
+    m = SPDConv(4, 8)
+    m(torch.randn(2, 4, 9, 9)).square().mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(c1=0, c2=8), "c1=0"),
+        (dict(c1=4, c2=8, k=2), "k=2"),
+        (dict(c1=4, c2=8, s=0), "s=0"),
+        (dict(c1=4, c2=6, g=4), "g=4"),
+    ],
+)
+def test_spdconv_bad_arguments_name_the_argument(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SPDConv(**kwargs)
