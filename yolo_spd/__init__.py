@@ -1,6 +1,6 @@
 """yolo_spd: SPD-Conv, SCConv and SSDConv for Ultralytics YOLO, aimed at small-object detection.
 
-Importing the package registers the modules into Ultralytics (see :mod:`yolo_spd.register`), after which stock
+Importing the package registers the modules into Ultralytics (see :mod:`yolo_spd.registration`), after which stock
 Ultralytics builds the packaged configs by bare name::
 
     import yolo_spd
@@ -10,7 +10,7 @@ Ultralytics builds the packaged configs by bare name::
 
 from .configs import config_dir, list_models
 from .modules import CRU, SRU, SCConv, SPDConv, SSDConv, SpaceToDepth
-from .register import SUPPORTED_ULTRALYTICS, is_registered, register, unregister
+from .registration import SUPPORTED_ULTRALYTICS, is_registered, register, unregister
 
 __version__ = "0.1.0"
 __all__ = (

@@ -10,6 +10,13 @@ import fnmatch
 from pathlib import Path
 
 YAML_SUFFIXES = (".yaml", ".yml")
+SCALES = "nsmlx"
+
+
+def _scale_order(stem: str) -> tuple:
+    """Sort key: family name, then scale in n, s, m, l, x order (so tables read small to large)."""
+    family, _, scale = stem.rpartition("-")
+    return (family, SCALES.index(scale)) if len(scale) == 1 and scale in SCALES else (stem, -1)
 
 
 def config_dir() -> Path:
@@ -19,12 +26,13 @@ def config_dir() -> Path:
 
 
 def list_models(pattern: str = "*") -> list[str]:
-    """Names of the packaged model configs (file stems) matching a shell-style ``pattern``, sorted.
+    """Names of the packaged model configs (file stems) matching a shell-style ``pattern``, small scales first.
 
     >>> "yolov5-spd-n" in list_models("yolov5-spd-*")
     True
     """
-    return sorted(p.stem for p in config_dir().iterdir() if p.suffix in YAML_SUFFIXES and fnmatch.fnmatch(p.stem, pattern))
+    stems = (p.stem for p in config_dir().iterdir() if p.suffix in YAML_SUFFIXES and fnmatch.fnmatch(p.stem, pattern))
+    return sorted(stems, key=_scale_order)
 
 
 def packaged_config(name) -> Path | None:

@@ -1,0 +1,152 @@
+"""Registration into Ultralytics: channel bookkeeping, idempotence, exact reversal, version and name guards."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from ultralytics.nn import tasks
+from ultralytics.utils import checks
+from ultralytics.utils.ops import make_divisible
+
+import yolo_spd
+from yolo_spd import registration
+from yolo_spd.registration import UnsupportedUltralyticsError, check_ultralytics_version
+
+from .conftest import REPO, child_env
+
+
+def snapshot(module) -> dict:
+    return {name: id(value) for name, value in vars(module).items()}
+
+
+@pytest.fixture
+def unregistered():
+    """Run a test with yolo_spd unregistered, and re-register afterwards whatever happens."""
+    yolo_spd.unregister()
+    try:
+        yield
+    finally:
+        yolo_spd.register()
+
+
+def build(d: dict, ch: int = 3):
+    return tasks.parse_model(d, ch=ch, verbose=False)[0]
+
+
+def test_import_registers_and_registering_again_changes_nothing():
+    assert yolo_spd.is_registered()
+    before = snapshot(tasks)
+    yolo_spd.register()
+    assert snapshot(tasks) == before
+
+
+def test_unregister_restores_ultralytics_exactly(unregistered):
+    pristine, safe_before = snapshot(tasks), set(torch.serialization.get_safe_globals())
+    assert not {"SPDConv", "SCConv", "SSDConv", "SpaceToDepth", "frozenset"} & set(vars(tasks))
+    assert tasks.check_yaml is checks.check_yaml
+    yolo_spd.register()
+    assert snapshot(tasks) != pristine and yolo_spd.SPDConv in torch.serialization.get_safe_globals()
+    yolo_spd.unregister()
+    yolo_spd.unregister()  # harmless twice
+    assert snapshot(tasks) == pristine
+    assert set(torch.serialization.get_safe_globals()) == safe_before  # torch keeps them as a set
+
+
+def test_unregistered_ultralytics_no_longer_knows_the_modules(unregistered):
+    with pytest.raises(KeyError, match="SPDConv"):
+        build({"nc": 1, "backbone": [[-1, 1, "SPDConv", [16]]], "head": []})
+    with pytest.raises(FileNotFoundError):
+        tasks.yaml_model_load("yolov5-spd-n.yaml")
+
+
+def test_channel_rule_c1_from_the_from_layer_c2_scaled_and_made_divisible():
+    d = {
+        "nc": 1,
+        "depth_multiple": 1.0,
+        "width_multiple": 0.25,
+        "backbone": [
+            [-1, 1, "Conv", [64, 3, 2]],  # 0: 16 ch
+            [-1, 1, "Conv", [96, 3, 1]],  # 1: 24 ch
+            [[0, 1], 1, "Concat", [1]],  # 2: 40 ch
+            [-1, 1, "SPDConv", [100, 3]],  # 3: c1 40, c2 make_divisible(25, 8) = 32
+            [-1, 1, "SCConv", [128, 3, 2]],  # 4: c1 32, c2 32, stride 2
+            [-1, 1, "SSDConv", [200, 3, 1, 0.5]],  # 5: c1 32, c2 56, in_ratio 0.5
+            [-1, 1, "SpaceToDepth", [896]],  # 6: 224 = 4 * 56
+            [-1, 1, "Conv", [64, 1, 1]],  # 7: c1 must be 224
+        ],
+        "head": [],
+    }
+    layers = build(d)
+    assert (layers[3].conv.conv.in_channels, layers[3].conv.conv.out_channels) == (4 * 40, make_divisible(25, 8))
+    assert layers[4].cru.gwc.out_channels == 32 and layers[4].cru.gwc.stride == (2, 2)
+    assert layers[4].sru.gn.num_channels == 32
+    assert layers[5].main_in == 16 and layers[5].bn_main.num_features == 56
+    assert layers[7].conv.in_channels == 224
+    y = torch.randn(1, 3, 64, 64)
+    outputs = []
+    for layer in layers:
+        x = y if layer.f == -1 else [outputs[j] for j in layer.f]
+        y = layer(x)
+        outputs.append(y)
+    assert y.shape == (1, 16, 4, 4)
+
+
+def test_max_channels_of_a_scales_yaml_caps_our_modules_like_any_conv():
+    d = {"nc": 1, "scales": {"n": [1.0, 0.25, 64]}, "scale": "n", "backbone": [[-1, 1, "SPDConv", [1024, 3]]], "head": []}
+    assert build(d)[0].conv.conv.out_channels == 16  # min(1024, 64) * 0.25
+
+
+def test_a_space_to_depth_row_with_the_wrong_width_fails_with_a_clear_error():
+    d = {"nc": 1, "backbone": [[-1, 1, "Conv", [16, 3, 1]], [-1, 1, "SpaceToDepth", [48]]], "head": []}
+    with pytest.raises(ValueError, match=r"c2=48 .*64"):
+        build(d)
+
+
+@pytest.mark.parametrize("version", ["8.3.99", "8.5.0", "9.0.1", "garbage"])
+def test_versions_outside_the_supported_range_are_refused_with_the_range_named(version):
+    with pytest.raises(UnsupportedUltralyticsError, match=rf"ultralytics>=8\.4,<8\.5.*{version}"):
+        check_ultralytics_version(version)
+
+
+def test_supported_versions_pass():
+    for version in ("8.4.0", "8.4.190", "8.4.7.dev0"):
+        check_ultralytics_version(version)
+
+
+def test_register_refuses_an_unsupported_ultralytics_and_changes_nothing(unregistered, monkeypatch):
+    import ultralytics
+
+    monkeypatch.setattr(ultralytics, "__version__", "8.5.2")
+    pristine = snapshot(tasks)
+    with pytest.raises(UnsupportedUltralyticsError, match="8.5.2"):
+        yolo_spd.register()
+    assert snapshot(tasks) == pristine and not yolo_spd.is_registered()
+
+
+def test_register_refuses_to_shadow_an_existing_ultralytics_name(unregistered, monkeypatch):
+    monkeypatch.setattr(tasks, "SPDConv", object(), raising=False)  # as if Ultralytics shipped its own SPDConv
+    with pytest.raises(UnsupportedUltralyticsError, match="SPDConv"):
+        yolo_spd.register()
+
+
+def test_a_failed_self_check_rolls_back(unregistered, monkeypatch):
+    monkeypatch.setattr(registration, "BASE_MODULES", frozenset())  # channel rule would not apply
+    pristine = snapshot(tasks)
+    with pytest.raises(UnsupportedUltralyticsError, match="channel rule"):
+        yolo_spd.register()
+    assert snapshot(tasks) == pristine
+
+
+def test_bare_names_resolve_from_any_directory_and_a_local_file_wins(tmp_path):
+    (tmp_path / "yolov5-spd-s.yaml").write_text((REPO / "cfg" / "yolov5-spd-n.yaml").read_text().replace("nc: 80", "nc: 3"))
+    code = (
+        "import yolo_spd\n"
+        "from ultralytics import YOLO\n"
+        "print(YOLO('yolov5-spd-n.yaml').model.yaml['nc'], YOLO('yolov5-spd-s.yaml').model.yaml['nc'])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=child_env(), capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-2:] == ["80", "3"]
