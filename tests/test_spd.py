@@ -92,3 +92,21 @@ def test_spdconv_gradients_reach_every_parameter():
 def test_spdconv_bad_arguments_name_the_argument(kwargs, match):
     with pytest.raises(ValueError, match=match):
         SPDConv(**kwargs)
+
+
+def test_dynamic_onnx_export_handles_odd_sizes_it_was_not_traced_with(tmp_path):
+    import numpy as np
+    import onnxruntime as ort
+
+    m = SPDConv(3, 8).eval()
+    path = tmp_path / "spd.onnx"
+    torch.onnx.export(
+        m, torch.randn(1, 3, 8, 8), str(path), input_names=["x"], dynamo=False,
+        dynamic_axes={"x": {2: "h", 3: "w"}}, opset_version=17,
+    )
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for h, w in [(8, 8), (7, 9), (5, 5)]:
+        x = torch.randn(1, 3, h, w)
+        with torch.no_grad():
+            expected = m(x).numpy()
+        np.testing.assert_allclose(session.run(None, {"x": x.numpy()})[0], expected, rtol=0, atol=1e-4)

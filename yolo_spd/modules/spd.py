@@ -50,7 +50,9 @@ class SpaceToDepth(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.scale
         pad_h, pad_w = -x.shape[-2] % s, -x.shape[-1] % s
-        if pad_h or pad_w:
+        # While exporting, always emit the pad (of 0 where nothing is needed): a traced `if` would bake in the
+        # example input's parity, and a dynamic-shape ONNX model would then fail on odd feature maps.
+        if torch.onnx.is_in_onnx_export() or pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
         return torch.cat([x[..., i::s, j::s] for j in range(s) for i in range(s)], dim=1)
 
