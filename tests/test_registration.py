@@ -105,14 +105,14 @@ def test_a_space_to_depth_row_with_the_wrong_width_fails_with_a_clear_error():
         build(d)
 
 
-@pytest.mark.parametrize("version", ["8.3.99", "8.5.0", "9.0.1", "garbage"])
+@pytest.mark.parametrize("version", ["8.3.99", "8.4.66", "8.5.0", "9.0.1", "8.4", "garbage"])
 def test_versions_outside_the_supported_range_are_refused_with_the_range_named(version):
-    with pytest.raises(UnsupportedUltralyticsError, match=rf"ultralytics>=8\.4,<8\.5.*{version}"):
+    with pytest.raises(UnsupportedUltralyticsError, match=rf"ultralytics>=8\.4\.67,<8\.5.*{version}"):
         check_ultralytics_version(version)
 
 
 def test_supported_versions_pass():
-    for version in ("8.4.0", "8.4.190", "8.4.7.dev0"):
+    for version in ("8.4.67", "8.4.190", "8.4.99.dev0", "8.4.120rc1"):
         check_ultralytics_version(version)
 
 

@@ -88,7 +88,7 @@ def test_checkpoint_loads_under_ultralytics_safe_load(trained, tmp_path):
         f"model.predict({str(image)!r}, imgsz={IMGSZ}, verbose=False)\n"
         "print('loaded', type(model.model.model[2]).__name__)\n"
     )
-    out = run_python(code, tmp_path, ULTRALYTICS_SAFE_LOAD="1")
+    out = run_python(code, tmp_path, ULTRALYTICS_SAFE_LOAD="true")  # "1" works only in later 8.4 releases
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[-2:] == ["loaded", "SpaceToDepth"]
 

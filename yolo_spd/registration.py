@@ -14,7 +14,7 @@ to torch's checkpoint allow-list:
 3. Bare config names. ``yaml_model_load`` finds a YAML through ``tasks.check_yaml``; the wrapper returns the packaged
    ``cfg/`` file for a bare name such as ``"yolov5-spd-n.yaml"`` when no file of that name exists locally.
 4. Safe loading. The classes are added to ``torch.serialization``'s safe globals, so checkpoints load under
-   ``ULTRALYTICS_SAFE_LOAD=1`` (import yolo_spd before loading: a restricted load cannot import it for you).
+   ``ULTRALYTICS_SAFE_LOAD=true`` (import yolo_spd before loading: a restricted load cannot import it for you).
 
 :func:`register` is idempotent; :func:`unregister` undoes all four. Both check the Ultralytics version against
 :data:`SUPPORTED_ULTRALYTICS`, and registration verifies on a two-row model that the channel rule took effect, so a
@@ -25,6 +25,7 @@ models.
 from __future__ import annotations
 
 import builtins
+import re
 from pathlib import Path
 
 import torch
@@ -32,8 +33,10 @@ import torch
 from .configs import packaged_config
 from .modules import CRU, SRU, SCConv, SPDConv, SSDConv, SpaceToDepth
 
-SUPPORTED_ULTRALYTICS = ((8, 4), (8, 5))  # [lower, upper) on (major, minor); tested: see README
-SUPPORTED_TEXT = "ultralytics>=8.4,<8.5"
+# [lower, upper). 8.4.67 is the first release with restricted checkpoint loading (ULTRALYTICS_SAFE_LOAD); both ends
+# of the range are tested (see README, "Tested versions").
+SUPPORTED_ULTRALYTICS = ((8, 4, 67), (8, 5, 0))
+SUPPORTED_TEXT = "ultralytics>=8.4.67,<8.5"
 
 #: YAML name -> class, for every module a model YAML may name.
 MODULES = {cls.__name__: cls for cls in (SpaceToDepth, SPDConv, SCConv, SSDConv)}
@@ -62,12 +65,10 @@ def check_ultralytics_version(version: str | None = None) -> None:
         import ultralytics
 
         version = ultralytics.__version__
-    try:
-        major_minor = tuple(int(part) for part in version.split(".")[:2])
-    except ValueError:
-        major_minor = ()
+    match = re.match(r"(\d+)\.(\d+)\.(\d+)", version)
+    release = tuple(int(part) for part in match.groups()) if match else None
     low, high = SUPPORTED_ULTRALYTICS
-    if len(major_minor) != 2 or not low <= major_minor < high:
+    if release is None or not low <= release < high:
         raise UnsupportedUltralyticsError(
             f"yolo_spd supports {SUPPORTED_TEXT}, but ultralytics {version} is installed; "
             f"install a supported version: pip install '{SUPPORTED_TEXT}'"
