@@ -150,3 +150,33 @@ def test_bare_names_resolve_from_any_directory_and_a_local_file_wins(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=child_env(), capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[-2:] == ["80", "3"]
+
+
+@pytest.mark.parametrize("depth,expected", [(0.33, 1), (1.0, 3)])
+def test_repeated_rows_are_depth_scaled(depth, expected):
+    d = {"nc": 1, "depth_multiple": depth, "backbone": [[-1, 1, "Conv", [32, 3, 2]], [-1, 3, "SCConv", [32]]], "head": []}
+    layer = build(d)[1]
+    blocks = list(layer) if isinstance(layer, torch.nn.Sequential) else [layer]
+    assert len(blocks) == expected and all(isinstance(b, yolo_spd.SCConv) for b in blocks)
+
+
+class RepeatBlock(torch.nn.Module):
+    """A C3-style block: (c1, c2, n) with n repeats inside."""
+
+    def __init__(self, c1, c2, n=1):
+        super().__init__()
+        self.c1, self.c2, self.n = c1, c2, n
+        self.conv = torch.nn.Conv2d(c1, c2, 1)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def test_repeat_modules_get_the_scaled_count_as_their_third_argument(monkeypatch):
+    """The hook C3-style variants use: listed in REPEAT_MODULES, parse_model inserts n and builds one block."""
+    monkeypatch.setattr(registration, "BASE_MODULES", registration.BASE_MODULES | {RepeatBlock})
+    monkeypatch.setattr(registration, "REPEAT_MODULES", frozenset({RepeatBlock}))
+    monkeypatch.setattr(tasks, "RepeatBlock", RepeatBlock, raising=False)
+    d = {"nc": 1, "depth_multiple": 0.67, "width_multiple": 0.5, "backbone": [[-1, 6, "RepeatBlock", [64]]], "head": []}
+    block = build(d, ch=8)[0]
+    assert isinstance(block, RepeatBlock) and (block.c1, block.c2, block.n) == (8, 32, 4)  # round(6 * 0.67) = 4
