@@ -63,3 +63,43 @@ def test_info_table_reports_the_figures():
 def test_list_models_filters_and_orders_small_to_large():
     assert yolo_spd.list_models("yolov5-spd-*") == [f"yolov5-spd-{s}" for s in "nsml"]
     assert yolo_spd.list_models("no-such-*") == []
+
+
+MIXED_YAML = {
+    "nc": 2,
+    "depth_multiple": 0.33,
+    "width_multiple": 0.25,
+    "backbone": [
+        [-1, 1, "Conv", [64, 3, 2]],  # 0-P1/2
+        [-1, 1, "SPDConv", [128, 3]],  # 1-P2/4
+        [-1, 1, "SCConv", [128]],  # 2
+        [-1, 1, "SSDConv", [256, 3, 2]],  # 3-P3/8
+        [-1, 1, "SCConv", [256, 3, 2]],  # 4-P4/16
+        [-1, 1, "Conv", [256, 3, 1]],  # 5
+        [-1, 1, "SpaceToDepth", [1024]],  # 6-P5/32
+    ],
+    "head": [[[3, 4, 6], 1, "Detect", ["nc"]]],
+}
+
+
+def test_a_model_using_every_module_takes_a_training_step():
+    from ultralytics.cfg import get_cfg
+    from ultralytics.nn.tasks import DetectionModel
+
+    model = DetectionModel(cfg=MIXED_YAML, ch=3, nc=2, verbose=False)
+    model.args = get_cfg()
+    model.train()
+    batch = {
+        "img": torch.rand(2, 3, 64, 64),
+        "batch_idx": torch.tensor([0.0, 1.0]),
+        "cls": torch.tensor([[0.0], [1.0]]),
+        "bboxes": torch.tensor([[0.5, 0.5, 0.2, 0.2], [0.3, 0.6, 0.1, 0.15]]),
+    }
+    loss, _ = model.loss(batch)
+    loss.sum().backward()
+    assert torch.isfinite(loss).all()
+    ours = (yolo_spd.SPDConv, yolo_spd.SCConv, yolo_spd.SSDConv)
+    for layer in model.model:
+        if isinstance(layer, ours):
+            missing = [n for n, p in layer.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+            assert not missing, f"{type(layer).__name__} (layer {layer.i}) got no gradient in {missing}"
