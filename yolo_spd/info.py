@@ -25,9 +25,6 @@ def model_stats(name: str, imgsz: int = 640) -> ModelStats:
     """Build the packaged config ``name`` (e.g. ``"yolov5-spd-n"``) and measure it."""
     from ultralytics import YOLO
 
-    from .registration import register
-
-    register()
     model = YOLO(f"{name}.yaml").model
     layers = model.model
     return ModelStats(

@@ -29,6 +29,7 @@ import re
 from pathlib import Path
 
 import torch
+from ultralytics.nn.modules import C3, Conv
 
 from .configs import packaged_config
 from .modules import CRU, SRU, SCConv, SPDConv, SSDConv, SpaceToDepth
@@ -77,8 +78,6 @@ def check_ultralytics_version(version: str | None = None) -> None:
 
 def _frozenset_with_ours(iterable=()):
     """``frozenset`` for ``ultralytics.nn.tasks``: adds our classes to parse_model's base and repeat module sets."""
-    from ultralytics.nn.modules import C3, Conv
-
     members = builtins.frozenset(iterable)
     if Conv in members and C3 in members:  # base_modules (the only set holding both)
         return members | BASE_MODULES
