@@ -180,3 +180,11 @@ def test_repeat_modules_get_the_scaled_count_as_their_third_argument(monkeypatch
     d = {"nc": 1, "depth_multiple": 0.67, "width_multiple": 0.5, "backbone": [[-1, 6, "RepeatBlock", [64]]], "head": []}
     block = build(d, ch=8)[0]
     assert isinstance(block, RepeatBlock) and (block.c1, block.c2, block.n) == (8, 32, 4)  # round(6 * 0.67) = 4
+
+
+def test_pyproject_declares_the_range_the_registration_supports():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    dependencies = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert registration.SUPPORTED_TEXT == "ultralytics>=8.4.67,<8.5"
+    assert registration.SUPPORTED_TEXT in dependencies

@@ -37,7 +37,7 @@ from .modules import CRU, SRU, SCConv, SPDConv, SSDConv, SpaceToDepth
 # [lower, upper). 8.4.67 is the first release with restricted checkpoint loading (ULTRALYTICS_SAFE_LOAD); both ends
 # of the range are tested (see README, "Tested versions").
 SUPPORTED_ULTRALYTICS = ((8, 4, 67), (8, 5, 0))
-SUPPORTED_TEXT = "ultralytics>=8.4.67,<8.5"
+SUPPORTED_TEXT = "ultralytics>={}.{}.{},<{}.{}".format(*SUPPORTED_ULTRALYTICS[0], *SUPPORTED_ULTRALYTICS[1][:2])
 
 #: YAML name -> class, for every module a model YAML may name.
 MODULES = {cls.__name__: cls for cls in (SpaceToDepth, SPDConv, SCConv, SSDConv)}
