@@ -3,8 +3,6 @@ predict, the plain ``yolo val`` CLI, restricted loading) and export to ONNX."""
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import subprocess
 import sys
