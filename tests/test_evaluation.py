@@ -1,0 +1,301 @@
+"""COCO evaluation: official JSON vs label-derived ground truth, agreement with pycocotools called directly, both
+backends, size ranges, and every kind of bad input. Tests on ../shared/data/coco-tiny skip when it is absent."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from yolo_spd.errors import UsageError
+from yolo_spd.evaluation import build_ground_truth, evaluate_predictions, resolve_split, run_cocoeval, size_ranges
+from yolo_spd.evaluation.ground_truth import GroundTruth, image_size, label_path, labels_ground_truth
+
+from .conftest import SHARED, make_yolo_dataset
+
+COCO_TINY = SHARED / "data" / "coco-tiny"
+needs_coco_tiny = pytest.mark.skipif(not (COCO_TINY / "data.yaml").is_file(), reason="../shared/data/coco-tiny absent")
+SUMMARY_KEYS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AR1", "AR10", "AR100", "AR_small",
+                "AR_medium", "AR_large")  # the order of pycocotools' stats
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("YOLO_SPD_CACHE", str(tmp_path / "cache"))
+
+
+def perturbed_detections(annotations: list[dict], seed: int = 0) -> list[dict]:
+    """Ground truth boxes jittered, some dropped, plus false positives, with scores: a plausible detector output."""
+    rng = np.random.default_rng(seed)
+    detections = []
+    for ann in annotations:
+        if ann.get("iscrowd") or rng.random() < 0.15:
+            continue
+        x, y, w, h = ann["bbox"]
+        jitter = rng.normal(0, 0.08, 4) * [w, h, w, h]
+        box = [x + jitter[0], y + jitter[1], max(1.0, w + jitter[2]), max(1.0, h + jitter[3])]
+        detections.append({"image_id": ann["image_id"], "category_id": ann["category_id"], "bbox": box,
+                           "score": float(rng.uniform(0.2, 1.0))})
+        if rng.random() < 0.3:
+            detections.append({"image_id": ann["image_id"], "category_id": ann["category_id"],
+                               "bbox": [x + w, y + h, w, h], "score": float(rng.uniform(0.0, 0.5))})
+    return detections
+
+
+def pycocotools_stats(gt_file: Path, det_file: Path, image_ids: list) -> np.ndarray:
+    """The 12 numbers from pycocotools used exactly as its README shows."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(gt_file))
+        dt = gt.loadRes(str(det_file))
+        evaluator = COCOeval(gt, dt, "bbox")
+        evaluator.params.imgIds = image_ids
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return evaluator.stats
+
+
+def ours(result) -> np.ndarray:
+    return np.array([result.metrics[k] for k in SUMMARY_KEYS])
+
+
+# --- COCO itself: the official JSON ---------------------------------------------------------------------------------
+
+
+@needs_coco_tiny
+def test_coco_tiny_uses_the_official_json_and_ground_truth_scores_one(tmp_path):
+    split = resolve_split(COCO_TINY / "data.yaml")
+    assert split.coco_json == COCO_TINY / "annotations" / "instances_val2017.json"  # standard layout detected
+    truth = build_ground_truth(split)
+    assert truth.is_official
+    detections = [{**{k: a[k] for k in ("image_id", "category_id", "bbox")}, "score": 1.0}
+                  for a in truth.coco["annotations"] if not a["iscrowd"]]
+    file = tmp_path / "gt_as_detections.json"
+    file.write_text(json.dumps(detections))
+    result = evaluate_predictions(str(COCO_TINY / "data.yaml"), file)
+    assert result.metrics["AP"] == pytest.approx(1.0) and result.metrics["AP_small"] == pytest.approx(1.0)
+
+
+@needs_coco_tiny
+@pytest.mark.parametrize("seed", [0, 1])
+def test_official_path_gives_pycocotools_numbers_exactly(tmp_path, seed):
+    gt_file = COCO_TINY / "annotations" / "instances_val2017.json"
+    coco = json.loads(gt_file.read_text())
+    det_file = tmp_path / "detections.json"
+    det_file.write_text(json.dumps(perturbed_detections(coco["annotations"], seed)))
+    data = tmp_path / "coco-tiny.yaml"  # a folder-style YAML naming the JSON explicitly
+    data.write_text(f"path: {COCO_TINY}\ntrain: images/train\nval: images/val\n"
+                    f"coco_json: annotations/instances_val2017.json\nnames: {json.dumps(resolve_names())}\n")
+    result = evaluate_predictions(str(data), det_file)
+    expected = pycocotools_stats(gt_file, det_file, sorted(im["id"] for im in coco["images"]))
+    np.testing.assert_allclose(ours(result), expected, atol=1e-6, rtol=0)
+    assert 0.1 < result.metrics["AP_small"] < 0.9  # a non-trivial score, so the comparison means something
+
+
+def resolve_names() -> list[str]:
+    return list(resolve_split(COCO_TINY / "data.yaml").names)
+
+
+@needs_coco_tiny
+def test_label_derived_ground_truth_gives_a_different_ap_small_on_coco(tmp_path):
+    """The same detections scored against the YOLO labels (box areas, no crowd) and the official JSON differ."""
+    split = resolve_split(COCO_TINY / "data.yaml")
+    official = build_ground_truth(split, "json")
+    derived = build_ground_truth(split, "labels")
+    assert not derived.is_official
+    to_label_id = {cat: i + 1 for i, cat in enumerate(official.category_ids)}
+    official_dets = perturbed_detections(official.coco["annotations"])
+    label_dets = [{**d, "category_id": to_label_id[d["category_id"]]} for d in official_dets]
+    a = run_cocoeval(official, official_dets)
+    b = run_cocoeval(derived, label_dets)
+    assert a.metrics["AP_small"] != pytest.approx(b.metrics["AP_small"], abs=1e-3)
+    small = lambda truth: sum(x["area"] < 32**2 and not x["iscrowd"] for x in truth.coco["annotations"])  # noqa: E731
+    assert small(official) > small(derived)  # mask areas put more objects in "small" than box areas do
+
+
+@needs_coco_tiny
+def test_backends_agree_on_coco_tiny(tmp_path):
+    truth = build_ground_truth(resolve_split(COCO_TINY / "data.yaml"))
+    detections = perturbed_detections(truth.coco["annotations"], seed=3)
+    a, b = run_cocoeval(truth, detections), run_cocoeval(truth, detections, backend="faster")
+    np.testing.assert_allclose(ours(a), ours(b), atol=1e-4, rtol=0)
+
+
+# --- label-derived ground truth ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def dataset(tmp_path) -> Path:
+    return make_yolo_dataset(tmp_path / "data", n_train=2, n_val=6, size=96)
+
+
+def test_label_derived_boxes_are_pixel_boxes_of_the_label_rows(dataset):
+    split = resolve_split(dataset)
+    truth = build_ground_truth(split)
+    assert truth.source.startswith("YOLO labels")
+    image = split.images[0]
+    rows = np.loadtxt(label_path(image), ndmin=2)
+    anns = [a for a in truth.coco["annotations"] if a["image_id"] == truth.image_ids[image.name]]
+    assert len(anns) == len(rows)
+    for row, ann in zip(rows, anns):
+        cls, cx, cy, w, h = row
+        assert ann["category_id"] == int(cls) + 1
+        np.testing.assert_allclose(ann["bbox"], [(cx - w / 2) * 96, (cy - h / 2) * 96, w * 96, h * 96], atol=1e-3)
+        assert ann["area"] == pytest.approx(w * h * 96 * 96, rel=1e-4) and ann["iscrowd"] == 0
+
+
+def test_ground_truth_follows_ultralytics_label_rules(dataset, capsys):
+    root = dataset.parent
+    labels, images = root / "labels" / "val", root / "images" / "val"
+    (labels / "000.txt").write_text("0 0.5 0.5 0.2 0.2\n0 0.5 0.5 0.2 0.2\n1 0.95 0.95 0.2 0.2\n")  # dup + overhang
+    (labels / "001.txt").write_text("5 0.5 0.5 0.1 0.1\n")  # class out of range: image skipped
+    (labels / "002.txt").write_text("")  # empty: image kept, no objects
+    (images / "003.jpg").write_bytes(b"not an image")  # unreadable: skipped
+    (labels / "004.txt").unlink()  # no label file: image kept, no objects
+    truth = build_ground_truth(resolve_split(dataset))
+    kept = sorted(truth.image_ids)
+    assert kept == ["000.jpg", "002.jpg", "004.jpg", "005.jpg"]
+    assert len(truth.skipped) == 2 and "out of range" in " ".join(truth.skipped)
+    first = [a for a in truth.coco["annotations"] if a["image_id"] == truth.image_ids["000.jpg"]]
+    assert len(first) == 2  # the duplicate row counts once
+    x, y, w, h = first[1]["bbox"]
+    assert x + w == pytest.approx(96) and y + h == pytest.approx(96)  # clipped to the image
+
+
+def test_image_size_applies_exif_rotation(tmp_path):
+    from PIL import Image
+
+    file = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    Image.new("RGB", (40, 20)).save(file, exif=exif)
+    assert image_size(file) == (20, 40)
+    import cv2
+
+    assert cv2.imread(str(file)).shape[:2] == (40, 20)  # what Ultralytics' loader sees: height 40, width 20
+
+
+def test_ground_truth_cache_is_reused_and_rebuilt_when_a_label_changes(dataset, monkeypatch):
+    split = resolve_split(dataset)
+    first = labels_ground_truth(list(split.images), list(split.names))
+    from yolo_spd.evaluation import ground_truth as module
+
+    def fail(*_):
+        raise AssertionError("rebuilt although nothing changed")
+
+    monkeypatch.setattr(module, "build_from_labels", fail)
+    assert labels_ground_truth(list(split.images), list(split.names)).coco == first.coco
+    monkeypatch.undo()
+    label = label_path(split.images[0])
+    label.write_text("1 0.5 0.5 0.5 0.5\n")
+    changed = labels_ground_truth(list(split.images), list(split.names))
+    image_id = changed.image_ids[split.images[0].name]
+    assert [a["category_id"] for a in changed.coco["annotations"] if a["image_id"] == image_id] == [2]
+
+
+# --- backends and size ranges -----------------------------------------------------------------------------------------
+
+
+def one_image_truth(sides: list[float]) -> GroundTruth:
+    annotations = [{"id": i + 1, "image_id": 1, "category_id": 1, "bbox": [60.0 * i, 0.0, s, s], "area": s * s,
+                    "iscrowd": 0} for i, s in enumerate(sides)]
+    coco = {"images": [{"id": 1, "file_name": "a.jpg", "width": 400, "height": 100}], "annotations": annotations,
+            "categories": [{"id": 1, "name": "thing"}]}
+    return GroundTruth(coco=coco, category_ids=[1], image_ids={"a.jpg": 1}, source="test")
+
+
+def test_aitod_ranges_split_objects_by_sqrt_area():
+    truth = one_image_truth([5, 12, 24, 50])
+    found = [{"image_id": 1, "category_id": 1, "bbox": a["bbox"], "score": 0.9} for a in truth.coco["annotations"][:2]]
+    m = run_cocoeval(truth, found, size_ranges("aitod")).metrics
+    assert (m["AP_verytiny"], m["AP_tiny"], m["AP_small"], m["AP_medium"]) == pytest.approx((1, 1, 0, 0))
+    assert m["AR_verytiny"] == pytest.approx(1) and m["AR_medium"] == pytest.approx(0)
+    coco = run_cocoeval(truth, found).metrics  # COCO: 5, 12 and 24 px are all "small"; 2 of 3 found, none wrong
+    assert coco["AP_small"] == pytest.approx(67 / 101)  # precision 1 at the 67 recall points 0.00 ... 0.66
+
+
+def test_custom_size_bounds():
+    ranges = size_ranges("0,10,30")
+    assert ranges.labels == ("0-10", "10-30", "30+")
+    truth = one_image_truth([5, 20, 40])
+    found = [{"image_id": 1, "category_id": 1, "bbox": truth.coco["annotations"][1]["bbox"], "score": 0.9}]
+    m = run_cocoeval(truth, found, ranges).metrics
+    assert (m["AP_0-10"], m["AP_10-30"], m["AP_30+"]) == pytest.approx((0, 1, 0))
+
+
+@pytest.mark.parametrize("bad", ["tiny", "32", "32,16", "-1,5", "a,b"])
+def test_bad_size_ranges_are_refused(bad):
+    with pytest.raises(UsageError, match=r"sizes=.*coco, aitod"):
+        size_ranges(bad)
+
+
+def test_backends_agree_on_generated_data(dataset):
+    truth = build_ground_truth(resolve_split(dataset))
+    detections = perturbed_detections(truth.coco["annotations"], seed=5)
+    for sizes in ("coco", "aitod"):
+        a = run_cocoeval(truth, detections, size_ranges(sizes))
+        b = run_cocoeval(truth, detections, size_ranges(sizes), backend="faster")
+        assert a.metrics.keys() == b.metrics.keys()
+        np.testing.assert_allclose(list(a.metrics.values()), list(b.metrics.values()), atol=1e-4, rtol=0)
+
+
+def test_unknown_backend_is_refused(dataset):
+    truth = build_ground_truth(resolve_split(dataset))
+    with pytest.raises(UsageError, match="backend=fast: allowed backends are pycocotools, faster"):
+        run_cocoeval(truth, [], backend="fast")
+
+
+# --- bad input ------------------------------------------------------------------------------------------------------
+
+
+def test_no_detections_scores_zero(dataset, tmp_path):
+    file = tmp_path / "none.json"
+    file.write_text("[]")
+    result = evaluate_predictions(str(dataset), file)
+    assert result.metrics["AP"] == 0 and result.metrics["AR100"] == 0 and result.detections == 0
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("", "the file is empty"),
+        ("[{", "not valid JSON"),
+        ('{"a": 1}', "expected a JSON list of detections, found a dict"),
+        ('[{"image_id": 0, "bbox": [0, 0, 1, 1], "score": 1}]', "detection 0 lacks category_id"),
+        ('[{"image_id": 0, "category_id": 1, "bbox": [0, 0, 1], "score": 1}]', "bbox=\\[0, 0, 1\\]"),
+        ('[{"image_id": 0, "category_id": 1, "bbox": [0, 0, 1, 1], "score": "high"}]', "score='high'"),
+        ('[{"image_id": 999, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 1}]', "names image 999"),
+        ('[{"image_id": 0, "category_id": 7, "bbox": [0, 0, 1, 1], "score": 1}]', "category_id=7"),
+    ],
+)
+def test_malformed_predictions_get_one_clear_error(dataset, tmp_path, content, message):
+    file = tmp_path / "bad.json"
+    file.write_text(content)
+    with pytest.raises(UsageError, match=message) as error:
+        evaluate_predictions(str(dataset), file)
+    assert "\n" not in str(error.value) and "predictions=" in str(error.value)
+
+
+def test_missing_dataset_says_where_it_looked_and_never_downloads(tmp_path):
+    data = tmp_path / "gone.yaml"
+    data.write_text(f"path: {tmp_path / 'nowhere'}\ntrain: images/train\nval: images/val\nnames: [a]\n"
+                    "download: https://example.com/data.zip\n")
+    with pytest.raises(UsageError, match=r"val images not found at .*nowhere.*never downloads"):
+        resolve_split(data)
+
+
+def test_packaged_coco_yaml_resolves_by_bare_name_and_names_the_official_json(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError, match=r"data=coco.yaml: val images not found at .*images/val2017"):
+        resolve_split("coco.yaml")
+    from yolo_spd.evaluation.dataset import load_yaml
+
+    _, content = load_yaml("coco.yaml")
+    assert content["coco_json"] == "annotations/instances_val2017.json" and len(content["names"]) == 80

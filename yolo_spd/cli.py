@@ -1,0 +1,291 @@
+"""The ``yolo-spd`` command: Ultralytics' ``yolo`` with yolo_spd's modules registered and COCO AP_S evaluation.
+
+Arguments use Ultralytics' ``key=value`` style. See :data:`HELP` (``yolo-spd help``) for the modes and keys.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+from pathlib import Path
+
+import yaml
+
+from .errors import UsageError
+
+HELP = """\
+yolo-spd: Ultralytics YOLO with SPD-Conv, SCConv and SSDConv, and COCO small-object (AP_S) evaluation.
+
+Usage:  yolo-spd MODE key=value ...
+
+Modes:
+  train    train like `yolo train`, then score best.pt with COCO's evaluator
+  val      validate weights, or score a saved detections file, with COCO's evaluator (AP_S highlighted)
+  predict  `yolo predict` with the yolo_spd modules registered (all keys as in Ultralytics)
+  export   `yolo export` with the yolo_spd modules registered (all keys as in Ultralytics)
+  info     table of the packaged model configs: yolo-spd info [pattern] [--latency]
+  help     this text
+
+Keys that differ from Ultralytics':
+  cfg=MODEL.yaml        train: the MODEL YAML (as in the SPD-Conv authors' scripts); model= works too
+  overrides=FILE.yaml   train: an Ultralytics settings-override file (what `yolo train cfg=` means)
+  weights=PATH.pt       val: the checkpoint to validate; model= works too
+  predictions=FILE.json val: score this COCO detections file instead of running a model
+  sizes=coco            size ranges: coco (small<32<=medium<96<=large px), aitod (2/8/16/32 px), or bounds: 0,16,32,96
+  backend=pycocotools   pycocotools (the numbers papers quote) or faster (faster-coco-eval)
+  gt=auto               ground truth: auto (the dataset's COCO JSON if it has one, else its labels), json, labels
+  per_class=False       also print a per-class AP table (Markdown)
+Every other key is Ultralytics' (epochs, imgsz, batch, device, project, name, ...): https://docs.ultralytics.com/usage/cfg/
+
+Examples:
+  yolo-spd train                                   # the offline demo: yolov5-spd-n on synthetic small objects
+  yolo-spd train cfg=yolov5-spd-s.yaml data=coco.yaml epochs=300 imgsz=640
+  yolo-spd val weights=runs/detect/train/weights/best.pt data=coco.yaml per_class=True
+  yolo-spd val predictions=preds.json data=coco.yaml sizes=aitod
+  yolo-spd predict model=best.pt source=images/
+  yolo-spd export model=best.pt format=onnx
+  yolo-spd info yolov5-spd-*
+
+Dataset YAMLs may name the official annotation file with `coco_json: annotations/instances_val2017.json`; COCO's AP_S
+is only the official one when scored against it (the packaged `coco.yaml` does this). yolo-spd never downloads data.
+"""
+
+MODES = ("train", "val", "predict", "export", "info", "help")
+EVAL_KEYS = {"sizes": "coco", "backend": "pycocotools", "gt": "auto", "per_class": False}
+TRAIN_KEYS = {"cfg": None, "overrides": None, **EVAL_KEYS}
+VAL_KEYS = {"weights": None, "predictions": None, **EVAL_KEYS}
+DEMO_TRAIN_ARGS = {"epochs": 30, "imgsz": 256, "batch": 16}  # a few minutes on 2 CPU cores
+DEFAULT_MODEL = "yolov5-spd-n.yaml"
+DEMO_EPOCHS_ENV = "YOLO_SPD_DEMO_EPOCHS"  # shortens the demo (tests); an explicit epochs= wins
+
+
+def parse_value(text: str):
+    """Ultralytics-style value: none/true/false, numbers, YAML lists, else the string itself."""
+    lowered = text.lower()
+    if lowered in ("none", "null"):
+        return None
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    if text.startswith(("[", "{")):
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError:
+            pass
+    return text
+
+
+def parse_pairs(tokens: list[str], allowed: set[str]) -> dict:
+    """``key=value`` tokens -> dict, refusing malformed tokens and unknown keys with a close-match suggestion."""
+    args = {}
+    for token in tokens:
+        key, sep, value = token.partition("=")
+        key = key.strip().lstrip("-").replace("-", "_")
+        if not sep or not key:
+            raise UsageError(f"'{token}' is not a key=value argument; see yolo-spd help")
+        if key not in allowed:
+            close = difflib.get_close_matches(key, sorted(allowed), n=3)
+            hint = f"; similar keys: {', '.join(close)}" if close else "; see yolo-spd help"
+            raise UsageError(f"'{key}' is not a valid yolo-spd argument{hint}")
+        args[key] = parse_value(value.strip())
+    return args
+
+
+def ultralytics_keys() -> set[str]:
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
+    return set(DEFAULT_CFG_DICT) - {"cfg"}
+
+
+def split_ours(args: dict, ours: dict) -> tuple[dict, dict]:
+    """(yolo_spd's keys with defaults filled in, the rest for Ultralytics)."""
+    mine = {key: args.pop(key, default) for key, default in ours.items()}
+    return mine, args
+
+
+def _is_model_yaml(file: Path) -> bool:
+    try:
+        content = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(content, dict) and "backbone" in content
+
+
+def resolve_model(model, mode_key: str) -> str:
+    """A model YAML (path or packaged bare name) or an existing checkpoint; never something to download."""
+    from .configs import packaged_config
+
+    text = str(model)
+    path = Path(text)
+    if text.endswith((".yaml", ".yml")):
+        if path.is_file() or packaged_config(text) is not None:
+            file = path if path.is_file() else packaged_config(text)
+            if not _is_model_yaml(file):
+                raise UsageError(
+                    f"{mode_key}={text} is not a model YAML (it has no 'backbone:'); for an Ultralytics settings-override "
+                    "file use overrides="
+                )
+            return text
+        raise UsageError(f"{mode_key}={text}: no such model YAML here or among the packaged configs (yolo-spd info)")
+    if path.is_file():
+        return text
+    raise UsageError(f"{mode_key}={text}: file not found (yolo_spd never downloads weights)")
+
+
+def _runs_folder(project, name: str) -> Path:
+    from ultralytics.utils import RUNS_DIR
+
+    base = Path(project) if project else Path(RUNS_DIR) / "detect"
+    folder, n = base / name, 2
+    while folder.exists():
+        folder, n = base / f"{name}{n}", n + 1
+    return folder
+
+
+def _print_evaluation(result, folder: Path, per_class: bool) -> None:
+    from .evaluation import report
+
+    print(report.header(result))
+    print("\n".join(report.summary_lines(result)))
+    if per_class:
+        print(report.per_class_table(result))
+    json_file, csv_file = report.save(result, folder)
+    print(f"Saved {json_file.name} and {csv_file.name} to {folder}")
+
+
+def _check_data_yaml(data, splits=("train", "val")) -> None:
+    from .evaluation.dataset import resolve_split
+
+    for split in splits:
+        resolve_split(data, split)
+
+
+def run_val(tokens: list[str]) -> None:
+    from .evaluation import evaluate_model, evaluate_predictions, save_detections
+
+    args = parse_pairs(tokens, set(VAL_KEYS) | ultralytics_keys())
+    mine, rest = split_ours(args, VAL_KEYS)
+    weights = mine["weights"] or rest.pop("model", None)
+    data = rest.pop("data", None)
+    if not data:
+        raise UsageError("data= is required (a dataset YAML path, or a packaged name such as coco.yaml)")
+    eval_args = {k: mine[k] for k in ("sizes", "backend", "gt")}
+    if mine["predictions"]:
+        if weights:
+            raise UsageError("give either weights= (run a model) or predictions= (score a file), not both")
+        result = evaluate_predictions(data, mine["predictions"], split=rest.get("split") or "val", **eval_args)
+        folder = _runs_folder(rest.get("project"), rest.get("name") or "val")
+        _print_evaluation(result, folder, mine["per_class"])
+        return
+    if not weights:
+        raise UsageError("val needs weights=PATH.pt (or predictions=FILE.json)")
+    from ultralytics import YOLO
+
+    model = YOLO(resolve_model(weights, "weights"))
+    evaluation = evaluate_model(model, data, split=rest.pop("split", None) or "val", **eval_args, **rest)
+    save_detections(evaluation, evaluation.save_dir)
+    _print_evaluation(evaluation.result, evaluation.save_dir, mine["per_class"])
+
+
+def run_train(tokens: list[str]) -> None:
+    from .demo import demo_data_yaml
+    from .evaluation import evaluate_model, save_detections
+
+    args = parse_pairs(tokens, set(TRAIN_KEYS) | ultralytics_keys())
+    mine, rest = split_ours(args, TRAIN_KEYS)
+    if mine["cfg"] and rest.get("model"):
+        raise UsageError("give the model once: cfg= or model=, not both")
+    model = resolve_model(mine["cfg"] or rest.pop("model", None) or DEFAULT_MODEL, "cfg")
+    if mine["overrides"]:
+        rest = {**_read_overrides(mine["overrides"]), **rest}
+    if not rest.get("data"):
+        rest["data"] = str(demo_data_yaml())
+        epochs = os.environ.get(DEMO_EPOCHS_ENV)
+        demo = {**DEMO_TRAIN_ARGS, **({"epochs": int(epochs)} if epochs else {})}
+        rest = {**demo, **rest}
+        print(f"yolo-spd: no data= given, training {model} on the built-in demo dataset {rest['data']}")
+    if not rest.get("resume"):
+        _check_data_yaml(rest["data"])
+    from ultralytics import YOLO
+
+    yolo = YOLO(model)
+    yolo.train(**rest)
+    trainer = yolo.trainer
+    best = next((p for p in (trainer.best, trainer.last) if Path(p).is_file()), None)
+    if best is None:
+        return
+    print(f"\nScoring {best} with COCO's evaluator")
+    val_args = {k: rest[k] for k in ("imgsz", "batch", "device", "workers") if k in rest}
+    evaluation = evaluate_model(
+        YOLO(best), trainer.args.data, sizes=mine["sizes"], backend=mine["backend"], gt=mine["gt"],
+        project=str(trainer.save_dir.parent), name=trainer.save_dir.name, exist_ok=True, plots=False, **val_args,
+    )
+    save_detections(evaluation, trainer.save_dir)
+    _print_evaluation(evaluation.result, trainer.save_dir, mine["per_class"])
+
+
+def _read_overrides(file) -> dict:
+    path = Path(str(file))
+    if not path.is_file():
+        raise UsageError(f"overrides={file}: file not found")
+    content = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(content, dict):
+        raise UsageError(f"overrides={file}: expected a mapping of Ultralytics keys")
+    unknown = sorted(set(content) - ultralytics_keys())
+    if unknown:
+        raise UsageError(f"overrides={file}: unknown Ultralytics keys {', '.join(unknown)}")
+    return content
+
+
+def run_ultralytics(mode: str, tokens: list[str]) -> None:
+    """Hand the command to Ultralytics' own CLI, in this process where the modules are registered."""
+    from ultralytics.cfg import entrypoint
+
+    sys.argv = ["yolo", mode, *tokens]
+    entrypoint()
+
+
+def run_info(tokens: list[str]) -> None:
+    from .info import main as info_main
+
+    info_main(tokens)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one ``yolo-spd`` command; returns the exit status (2 for bad input, with one error line on stderr)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("help", "--help", "-h") or "--help" in argv or "-h" in argv:
+        print(HELP)
+        return 0
+    mode, tokens = argv[0], argv[1:]
+    try:
+        if mode not in MODES:
+            close = difflib.get_close_matches(mode, MODES, n=1)
+            suggestion = f" (did you mean {close[0]}?)" if close else ""
+            raise UsageError(f"'{mode}' is not a yolo-spd mode; choose from {', '.join(MODES)}{suggestion}")
+        import yolo_spd  # noqa: F401 - registers the modules
+
+        RUNNERS.get(mode, lambda t: run_ultralytics(mode, t))(tokens)
+    except UsageError as e:
+        print(f"yolo-spd: error: {e}", file=sys.stderr)
+        return 2
+    except (SyntaxError, TypeError, FileNotFoundError) as e:  # Ultralytics' argument and dataset checks
+        if os.environ.get(TRACEBACK_ENV):
+            raise
+        message = " ".join(str(e).split()) or type(e).__name__
+        print(f"yolo-spd: error: {message} (set {TRACEBACK_ENV}=1 for the traceback)", file=sys.stderr)
+        return 2
+    return 0
+
+
+RUNNERS = {"train": run_train, "val": run_val, "info": run_info}
+TRACEBACK_ENV = "YOLO_SPD_TRACEBACK"
+
+
+def entry() -> None:
+    sys.exit(main())

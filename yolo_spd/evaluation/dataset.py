@@ -1,0 +1,155 @@
+"""Resolve a dataset YAML to what evaluation needs: the split's image files, the class names and the COCO JSON.
+
+Paths follow Ultralytics' documented rules, so a YAML means the same thing here as in ``yolo val``: the root is
+``path:`` (relative to the working directory if that exists, else to Ultralytics' ``datasets_dir``) or, without a
+``path:`` key, the YAML's own folder; a split is a folder of images, a ``.txt`` list of images (relative entries are
+relative to the list's folder) or a list of those. Nothing is ever downloaded: a missing dataset is an error that
+says what was looked for and where.
+
+The ``coco_json:`` key (yolo_spd's, ignored by Ultralytics) names the official COCO annotation file, relative to the
+root: a string for the ``val`` split, or a mapping ``{val: ..., test: ...}`` for several splits. Without it, ``annotations/instances_<split folder>.json`` and ``annotations/instances_val2017.json`` are
+used when they describe every image of the split (the standard COCO layout).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from ..configs import packaged_dataset
+from ..errors import UsageError
+
+IMAGE_SUFFIXES = frozenset(
+    ".avif .bmp .dng .heic .heif .jp2 .jpeg .jpeg2000 .jpg .mpo .png .tif .tiff .webp".split()
+)  # Ultralytics' image formats
+
+
+@dataclass(frozen=True)
+class DatasetSplit:
+    yaml_file: Path
+    root: Path
+    split: str
+    images: tuple[Path, ...]  # sorted
+    names: tuple[str, ...]
+    coco_json: Path | None  # official ground truth, when the dataset has one
+
+
+def load_yaml(data: str | os.PathLike) -> tuple[Path, dict]:
+    """Find and read a dataset YAML: a path, or a bare name of one of the packaged ``data/`` YAMLs."""
+    file = Path(data)
+    if not file.is_file():
+        packaged = packaged_dataset(str(data))
+        if packaged is None:
+            raise UsageError(f"data={data}: no such dataset YAML (looked for {file.resolve()} and in the packaged data/)")
+        file = packaged
+    try:
+        content = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise UsageError(f"data={data}: not valid YAML ({' '.join(str(e).split())})") from None
+    if not isinstance(content, dict):
+        raise UsageError(f"data={data}: a dataset YAML must be a mapping with train/val/names keys")
+    return file, content
+
+
+def dataset_root(yaml_file: Path, content: dict) -> Path:
+    path = content.get("path")
+    if not path:
+        return yaml_file.parent.resolve()
+    root = Path(path)
+    if not root.exists() and not root.is_absolute():
+        from ultralytics.utils import DATASETS_DIR
+
+        root = Path(DATASETS_DIR) / root
+    return root.resolve()
+
+
+def class_names(content: dict, where: str) -> tuple[str, ...]:
+    names = content.get("names")
+    if isinstance(names, dict):
+        if sorted(names) != list(range(len(names))):
+            raise UsageError(f"{where}: names keys must be 0..{len(names) - 1}, got {sorted(names)}")
+        return tuple(str(names[i]) for i in range(len(names)))
+    if isinstance(names, list) and names:
+        return tuple(str(n) for n in names)
+    if isinstance(content.get("nc"), int):
+        return tuple(f"class_{i}" for i in range(content["nc"]))
+    raise UsageError(f"{where}: needs 'names:' (a list or an index: name mapping) or 'nc:'")
+
+
+def _split_sources(root: Path, entry) -> list[Path]:
+    entries = entry if isinstance(entry, list) else [entry]
+    sources = []
+    for item in entries:
+        source = (root / str(item)).resolve()
+        if not source.exists() and str(item).startswith("../"):
+            source = (root / str(item)[3:]).resolve()
+        sources.append(source)
+    return sources
+
+
+def list_images(source: Path) -> list[Path]:
+    """Image files of one split entry: every image below a folder, or the files a ``.txt`` list names."""
+    if source.is_dir():
+        return [p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES]
+    lines = source.read_text(encoding="utf-8").split()
+    files = [source.parent / line[2:] if line.startswith("./") else Path(line) for line in lines]
+    files = [f if f.is_absolute() else source.parent / f for f in files]
+    return [f for f in files if f.suffix.lower() in IMAGE_SUFFIXES]
+
+
+def _coco_json(root: Path, content: dict, split: str, sources: list[Path], images: list[Path], where: str):
+    explicit = content.get("coco_json")
+    if isinstance(explicit, dict):
+        explicit = explicit.get(split)
+    elif split != "val":
+        explicit = None
+    if explicit:
+        file = (root / str(explicit)).resolve()
+        if not file.is_file():
+            raise UsageError(f"{where}: coco_json={explicit} not found (looked for {file})")
+        return file
+    candidates = [root / "annotations" / f"instances_{s.stem}.json" for s in sources]
+    candidates.append(root / "annotations" / "instances_val2017.json")
+    for file in dict.fromkeys(candidates):
+        if file.is_file() and _describes_all(file, images):
+            return file
+    return None
+
+
+def _describes_all(file: Path, images: list[Path]) -> bool:
+    try:
+        listed = {image["file_name"] for image in json.loads(file.read_text(encoding="utf-8"))["images"]}
+    except (ValueError, KeyError, TypeError):
+        return False
+    return all(image.name in listed for image in images)
+
+
+def resolve_split(data: str | os.PathLike, split: str = "val") -> DatasetSplit:
+    """Resolve ``data`` (a YAML path or packaged name) to the images, names and COCO JSON of ``split``."""
+    yaml_file, content = load_yaml(data)
+    where = f"data={data}"
+    if not content.get(split):
+        raise UsageError(f"{where}: no '{split}:' entry; the YAML has {', '.join(map(str, content)) or 'no keys'}")
+    root = dataset_root(yaml_file, content)
+    sources = _split_sources(root, content[split])
+    missing = [s for s in sources if not s.exists()]
+    if missing:
+        raise UsageError(
+            f"{where}: {split} images not found at {missing[0]} (dataset root {root}); "
+            "yolo_spd never downloads datasets: fetch the data first or fix 'path:'/'" + split + ":'"
+        )
+    images = sorted({p.resolve() for s in sources for p in list_images(s)})
+    if not images:
+        raise UsageError(f"{where}: no images in {', '.join(map(str, sources))}")
+    return DatasetSplit(
+        yaml_file=yaml_file,
+        root=root,
+        split=split,
+        images=tuple(images),
+        names=class_names(content, where),
+        coco_json=_coco_json(root, content, split, sources, images, where),
+    )

@@ -1,0 +1,209 @@
+"""COCO-format ground truth for evaluation: the official JSON when a dataset has one, else built from YOLO labels.
+
+Official JSON (COCO itself). Crowd regions and the official ``area`` field (the mask area, not the box area) decide
+what is ignored and what is small/medium/large, so only the official file gives the official AP_S. YOLO class ``i``
+is the ``i``-th category in ascending category-id order (the order Ultralytics' ``coco.yaml`` and COCO-to-YOLO
+converters use), and images are matched by file name.
+
+Label-derived (every other YOLO dataset). One annotation per label row, in pixels of the image as stored on disk
+(size read from the image header, EXIF rotation applied as OpenCV applies it when Ultralytics loads the image),
+``area`` = box area, ``iscrowd`` = 0. The rows and images kept follow Ultralytics' label checks, so the ground truth
+describes exactly what its dataloader trains and validates on:
+
+- an image that cannot be opened, or is under 10 px on a side, is skipped;
+- a label file that fails Ultralytics' checks (wrong column count, coordinates above 1.01 or negative, non-integer
+  or out-of-range class) makes the whole image skipped, as Ultralytics marks it corrupt;
+- duplicate rows are counted once; polygon (segment) rows become their bounding box; boxes are clipped to the image.
+
+The result is cached in the user's cache folder under a key made from every label and image file's path, size and
+modification time, so it is rebuilt whenever a label changes and costs one ``stat`` per file otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..errors import UsageError
+from ..paths import cache_dir, write_atomic
+
+EXIF_ORIENTATION = 0x0112
+ROTATED_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+GT_CACHE_VERSION = 1
+
+
+@dataclass
+class GroundTruth:
+    """A COCO ground-truth dict plus the maps from YOLO indices and image files to its ids."""
+
+    coco: dict
+    category_ids: list[int]  # YOLO class index -> COCO category id
+    image_ids: dict[str, int]  # image file name -> COCO image id
+    source: str  # "official COCO JSON <file>" or "YOLO labels (box areas)"
+    skipped: list[str] = field(default_factory=list)  # one reason per image left out
+
+    @property
+    def is_official(self) -> bool:
+        return self.source.startswith("official")
+
+
+def label_path(image: Path) -> Path:
+    """Ultralytics' convention: the label of ``.../images/x/a.jpg`` is ``.../labels/x/a.txt``."""
+    text = os.fspath(image)
+    marker = f"{os.sep}images{os.sep}"
+    if marker in text:
+        head, tail = text.rsplit(marker, 1)
+        text = f"{head}{os.sep}labels{os.sep}{tail}"
+    return Path(text).with_suffix(".txt")
+
+
+def image_size(image: Path) -> tuple[int, int]:
+    """(width, height) as OpenCV decodes the file: from the header, swapped for EXIF-rotated images."""
+    with Image.open(image) as im:
+        width, height = im.size
+        orientation = im.getexif().get(EXIF_ORIENTATION, 1) if im.format in ("JPEG", "MPO", "TIFF", "WEBP") else 1
+    return (height, width) if orientation in ROTATED_ORIENTATIONS else (width, height)
+
+
+def parse_label_file(file: Path, nc: int) -> np.ndarray:
+    """The (N, 5) ``cls, x, y, w, h`` rows Ultralytics keeps from one label file; raises ValueError where it would
+    mark the image corrupt."""
+    if not file.is_file():
+        return np.zeros((0, 5), np.float32)
+    rows = [line.split() for line in file.read_text(encoding="utf-8-sig").strip().splitlines() if line.strip()]
+    if not rows:
+        return np.zeros((0, 5), np.float32)
+    if any(len(r) > 6 for r in rows):  # polygons
+        if any(len(r) == 5 for r in rows):
+            raise ValueError("labels mix segment and detection rows")
+        rows = [_polygon_to_box(r) for r in rows]
+    labels = np.array(rows, dtype=np.float32)
+    if labels.shape[1] != 5:
+        raise ValueError(f"labels need 5 columns, found {labels.shape[1]}")
+    if labels[:, 1:].max() > 1.01:
+        raise ValueError("non-normalized or out-of-bounds coordinates")
+    if labels.min() < 0 and not (labels.min() >= -0.01 and labels[:, 3:5].min() >= 0):
+        raise ValueError("negative label values")
+    if (labels[:, 0] % 1 != 0).any():
+        raise ValueError("non-integer class labels")
+    if labels[:, 0].max() >= nc:
+        raise ValueError(f"class {int(labels[:, 0].max())} is out of range for {nc} classes (0-{nc - 1})")
+    _, first = np.unique(labels, axis=0, return_index=True)
+    return labels[np.sort(first)]
+
+
+def _polygon_to_box(row: list[str]) -> list[float]:
+    xy = np.array(row[1:], dtype=np.float32).reshape(-1, 2)
+    (x0, y0), (x1, y1) = xy.min(0), xy.max(0)
+    return [float(row[0]), (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0]
+
+
+def _image_id(image: Path, index: int, numeric_stems: bool) -> int:
+    return int(image.stem) if numeric_stems else index + 1
+
+
+def build_from_labels(images: list[Path], names: list[str]) -> GroundTruth:
+    """Label-derived ground truth (see the module docstring for the rules)."""
+    numeric = all(p.stem.isdigit() for p in images) and len({int(p.stem) for p in images}) == len(images)
+    coco = {"images": [], "annotations": [], "categories": [{"id": i + 1, "name": n} for i, n in enumerate(names)]}
+    skipped = []
+    for index, image in enumerate(images):
+        try:
+            width, height = image_size(image)
+            if width < 10 or height < 10:
+                raise ValueError(f"image size {width}x{height} is under 10 px")
+            labels = parse_label_file(label_path(image), len(names))
+        except Exception as e:  # noqa: BLE001 - any unreadable image or label is skipped, as Ultralytics does
+            skipped.append(f"{image}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+            continue
+        image_id = _image_id(image, index, numeric)
+        coco["images"].append({"id": image_id, "file_name": image.name, "width": width, "height": height})
+        coco["annotations"] += _annotations(labels, image_id, width, height, first_id=len(coco["annotations"]) + 1)
+    return GroundTruth(
+        coco=coco,
+        category_ids=[c["id"] for c in coco["categories"]],
+        image_ids={im["file_name"]: im["id"] for im in coco["images"]},
+        source="YOLO labels (box areas)",
+        skipped=skipped,
+    )
+
+
+def _annotations(labels: np.ndarray, image_id: int, width: int, height: int, first_id: int) -> list[dict]:
+    x0 = np.clip((labels[:, 1] - labels[:, 3] / 2) * width, 0, width)
+    y0 = np.clip((labels[:, 2] - labels[:, 4] / 2) * height, 0, height)
+    x1 = np.clip((labels[:, 1] + labels[:, 3] / 2) * width, 0, width)
+    y1 = np.clip((labels[:, 2] + labels[:, 4] / 2) * height, 0, height)
+    return [
+        {
+            "id": first_id + i,
+            "image_id": image_id,
+            "category_id": int(labels[i, 0]) + 1,
+            "bbox": [float(x0[i]), float(y0[i]), float(x1[i] - x0[i]), float(y1[i] - y0[i])],
+            "area": float((x1[i] - x0[i]) * (y1[i] - y0[i])),
+            "iscrowd": 0,
+        }
+        for i in range(len(labels))
+    ]
+
+
+def _cache_key(images: list[Path], names: list[str]) -> str:
+    digest = hashlib.sha256(f"v{GT_CACHE_VERSION}|{'|'.join(names)}".encode())
+    for image in images:
+        for file in (image, label_path(image)):
+            try:
+                st = os.stat(file)
+                digest.update(f"{file}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+            except OSError:
+                digest.update(f"{file}|missing\n".encode())
+    return digest.hexdigest()[:24]
+
+
+def labels_ground_truth(images: list[Path], names: list[str], use_cache: bool = True) -> GroundTruth:
+    """:func:`build_from_labels`, cached on disk until an image or label file changes."""
+    key = _cache_key(images, names)
+    cache = cache_dir() / "ground-truth" / f"{key}.json"
+    if use_cache and cache.is_file():
+        try:
+            return GroundTruth(**json.loads(cache.read_text(encoding="utf-8")))
+        except (ValueError, TypeError):
+            pass  # unreadable cache (e.g. an older format): rebuild it
+    truth = build_from_labels(images, names)
+    if use_cache:
+        write_atomic(cache, json.dumps(truth.__dict__))
+    return truth
+
+
+def official_ground_truth(json_file: Path, images: list[Path], names: list[str]) -> GroundTruth:
+    """The official COCO JSON restricted to ``images``, with YOLO class ``i`` = ``i``-th category by id."""
+    try:
+        coco = json.loads(json_file.read_text(encoding="utf-8"))
+        categories = sorted(coco["categories"], key=lambda c: c["id"])
+        by_name = {im["file_name"]: im for im in coco["images"]}
+    except (ValueError, KeyError, TypeError) as e:
+        raise UsageError(f"coco_json={json_file}: not a COCO instances file ({type(e).__name__}: {e})") from None
+    if len(categories) != len(names):
+        raise UsageError(
+            f"coco_json={json_file} has {len(categories)} categories but the dataset YAML names {len(names)} classes"
+        )
+    missing = [p.name for p in images if p.name not in by_name]
+    if missing:
+        raise UsageError(f"coco_json={json_file} does not describe {len(missing)} image(s) of the split, e.g. {missing[0]}")
+    kept = {by_name[p.name]["id"] for p in images}
+    coco = {
+        **coco,
+        "images": [im for im in coco["images"] if im["id"] in kept],
+        "annotations": [a for a in coco["annotations"] if a["image_id"] in kept],
+        "categories": categories,
+    }
+    return GroundTruth(
+        coco=coco,
+        category_ids=[c["id"] for c in categories],
+        image_ids={im["file_name"]: im["id"] for im in coco["images"]},
+        source=f"official COCO JSON {json_file}",
+    )
