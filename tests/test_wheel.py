@@ -1,4 +1,5 @@
-"""A plain, non-editable wheel ships the configs: bare names resolve from site-packages in another directory."""
+"""A plain, non-editable wheel ships the configs, dataset YAMLs and the yolo-spd command: bare names resolve from
+site-packages in another directory."""
 
 from __future__ import annotations
 
@@ -41,13 +42,21 @@ def test_wheel_installs_and_resolves_bare_config_names_from_site_packages(tmp_pa
         "model = YOLO('yolov5-spd-m.yaml')\n"
         "print(yolo_spd.__file__)\n"
         "print(yolo_spd.config_dir())\n"
+        "from yolo_spd.configs import packaged_dataset\n"
+        "print(packaged_dataset('coco.yaml'))\n"
         "print(model.model.model[0].conv.conv.out_channels)\n"
     )
     env = child_env()
     env.pop("PYTHONPATH")  # nothing from the repository
     run = subprocess.run([str(python), "-c", code], cwd=elsewhere, env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-3000:]
-    package_file, configs, focus_width = run.stdout.split()[-3:]
+    package_file, configs, coco_yaml, focus_width = run.stdout.split()[-4:]
     site_packages = str(tmp_path / "venv" / "lib")
-    assert package_file.startswith(site_packages) and configs.startswith(site_packages)
+    assert all(path.startswith(site_packages) for path in (package_file, configs, coco_yaml))
     assert configs.endswith("yolo_spd/cfg") and focus_width == "48"  # m scale: 64 * 0.75
+    assert coco_yaml.endswith("yolo_spd/data/coco.yaml")
+
+    command = subprocess.run([str(tmp_path / "venv" / "bin" / "yolo-spd"), "val", "data=coco.yaml", "weights=x.pt"],
+                             cwd=elsewhere, env=env, capture_output=True, text=True)
+    assert command.returncode == 2, command.stderr  # the packaged coco.yaml was found; its images are not here
+    assert "data=coco.yaml: val images not found at" in command.stderr and "never downloads" in command.stderr

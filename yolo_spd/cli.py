@@ -43,6 +43,7 @@ Examples:
   yolo-spd train cfg=yolov5-spd-s.yaml data=coco.yaml epochs=300 imgsz=640
   yolo-spd val weights=runs/detect/train/weights/best.pt data=coco.yaml per_class=True
   yolo-spd val predictions=preds.json data=coco.yaml sizes=aitod
+  yolo-spd val weights=runs/detect/train/weights/best.pt data=demo   # the built-in demo dataset
   yolo-spd predict model=best.pt source=images/
   yolo-spd export model=best.pt format=onnx
   yolo-spd info yolov5-spd-*
@@ -158,11 +159,14 @@ def _print_evaluation(result, folder: Path, per_class: bool) -> None:
     print(f"Saved {json_file.name} and {csv_file.name} to {folder}")
 
 
-def _check_data_yaml(data, splits=("train", "val")) -> None:
+def resolve_data(data) -> str:
+    """The dataset YAML file ``data=`` names, checked to exist with its images (``demo``: the built-in dataset)."""
+    from .demo import DEMO_DATA_NAME, demo_data_yaml
     from .evaluation.dataset import resolve_split
 
-    for split in splits:
-        resolve_split(data, split)
+    if str(data) == DEMO_DATA_NAME:
+        return str(demo_data_yaml())
+    return str(resolve_split(data, "val").yaml_file)
 
 
 def run_val(tokens: list[str]) -> None:
@@ -171,30 +175,31 @@ def run_val(tokens: list[str]) -> None:
     args = parse_pairs(tokens, set(VAL_KEYS) | ultralytics_keys())
     mine, rest = split_ours(args, VAL_KEYS)
     weights = mine["weights"] or rest.pop("model", None)
-    data = rest.pop("data", None)
-    if not data:
-        raise UsageError("data= is required (a dataset YAML path, or a packaged name such as coco.yaml)")
+    if mine["predictions"] and weights:
+        raise UsageError("give either weights= (run a model) or predictions= (score a file), not both")
+    if not (weights or mine["predictions"]):
+        raise UsageError("val needs weights=PATH.pt (or predictions=FILE.json)")
+    if not rest.get("data"):
+        raise UsageError("data= is required (a dataset YAML path, a packaged name such as coco.yaml, or demo)")
+    data = resolve_data(rest.pop("data"))
+    split = rest.pop("split", None) or "val"
     eval_args = {k: mine[k] for k in ("sizes", "backend", "gt")}
     if mine["predictions"]:
-        if weights:
-            raise UsageError("give either weights= (run a model) or predictions= (score a file), not both")
-        result = evaluate_predictions(data, mine["predictions"], split=rest.get("split") or "val", **eval_args)
+        result = evaluate_predictions(data, mine["predictions"], split=split, **eval_args)
         folder = _runs_folder(rest.get("project"), rest.get("name") or "val")
         _print_evaluation(result, folder, mine["per_class"])
         return
-    if not weights:
-        raise UsageError("val needs weights=PATH.pt (or predictions=FILE.json)")
     from ultralytics import YOLO
 
     model = YOLO(resolve_model(weights, "weights"))
-    evaluation = evaluate_model(model, data, split=rest.pop("split", None) or "val", **eval_args, **rest)
+    evaluation = evaluate_model(model, data, split=split, **eval_args, **rest)
     save_detections(evaluation, evaluation.save_dir)
     _print_evaluation(evaluation.result, evaluation.save_dir, mine["per_class"])
 
 
 def run_train(tokens: list[str]) -> None:
-    from .demo import demo_data_yaml
     from .evaluation import evaluate_model, save_detections
+    from .evaluation.dataset import resolve_split
 
     args = parse_pairs(tokens, set(TRAIN_KEYS) | ultralytics_keys())
     mine, rest = split_ours(args, TRAIN_KEYS)
@@ -204,13 +209,15 @@ def run_train(tokens: list[str]) -> None:
     if mine["overrides"]:
         rest = {**_read_overrides(mine["overrides"]), **rest}
     if not rest.get("data"):
-        rest["data"] = str(demo_data_yaml())
+        rest["data"] = resolve_data("demo")
         epochs = os.environ.get(DEMO_EPOCHS_ENV)
         demo = {**DEMO_TRAIN_ARGS, **({"epochs": int(epochs)} if epochs else {})}
         rest = {**demo, **rest}
         print(f"yolo-spd: no data= given, training {model} on the built-in demo dataset {rest['data']}")
+    else:
+        rest["data"] = resolve_data(rest["data"])
     if not rest.get("resume"):
-        _check_data_yaml(rest["data"])
+        resolve_split(rest["data"], "train")  # fail before training, never download
     from ultralytics import YOLO
 
     yolo = YOLO(model)
@@ -242,12 +249,15 @@ def _read_overrides(file) -> dict:
     return content
 
 
-def run_ultralytics(mode: str, tokens: list[str]) -> None:
-    """Hand the command to Ultralytics' own CLI, in this process where the modules are registered."""
-    from ultralytics.cfg import entrypoint
+def run_predict_or_export(mode: str, tokens: list[str]) -> None:
+    """``YOLO(model).predict(...)`` / ``.export(...)``: every key as in Ultralytics, with the modules registered."""
+    from ultralytics import YOLO
 
-    sys.argv = ["yolo", mode, *tokens]
-    entrypoint()
+    args = parse_pairs(tokens, ultralytics_keys())
+    if not args.get("model"):
+        raise UsageError(f"{mode} needs model=PATH.pt (or a model YAML)")
+    model = YOLO(resolve_model(args.pop("model"), "model"))
+    getattr(model, mode)(**args)
 
 
 def run_info(tokens: list[str]) -> None:
@@ -270,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"'{mode}' is not a yolo-spd mode; choose from {', '.join(MODES)}{suggestion}")
         import yolo_spd  # noqa: F401 - registers the modules
 
-        RUNNERS.get(mode, lambda t: run_ultralytics(mode, t))(tokens)
+        RUNNERS.get(mode, lambda t: run_predict_or_export(mode, t))(tokens)
     except UsageError as e:
         print(f"yolo-spd: error: {e}", file=sys.stderr)
         return 2

@@ -18,6 +18,7 @@ import numpy as np
 
 from .paths import cache_dir
 
+DEMO_DATA_NAME = "demo"  # what users type: data=demo
 DEMO_NAME = "spd-synth-v1"  # bump when the generator changes, so stale caches are not reused
 CLASSES = ("disc", "square", "triangle")
 IMAGE_SIZE = 256

@@ -1,0 +1,155 @@
+"""The yolo-spd command: argument handling, val on saved detections, and train -> val -> predict -> export end to end."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from yolo_spd import cli
+from yolo_spd.evaluation import build_ground_truth, evaluate_predictions, resolve_split, run_cocoeval
+
+from .conftest import child_env, make_yolo_dataset
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("YOLO_SPD_CACHE", str(tmp_path / "cache"))
+
+
+def run(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(list(argv))
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [("none", None), ("True", True), ("false", False), ("3", 3), ("0.5", 0.5), ("1e-3", 1e-3), ("[1, 2]", [1, 2]),
+     ("runs/x", "runs/x"), ("0,16,32", "0,16,32")],
+)
+def test_values_parse_like_ultralytics(text, value):
+    assert cli.parse_value(text) == value
+
+
+@pytest.mark.parametrize("argv", [["help"], ["--help"], ["train", "--help"], []])
+def test_help_names_the_modes_and_which_cfg_is_which(argv):
+    code, out, _ = run(*argv)
+    assert code == 0
+    assert all(mode in out for mode in cli.MODES)
+    assert "cfg=MODEL.yaml" in out and "overrides=FILE.yaml" in out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["trian"], "'trian' is not a yolo-spd mode; .* \\(did you mean train\\?\\)"),
+        (["train", "epoch=3"], "'epoch' is not a valid yolo-spd argument; similar keys: epochs"),
+        (["val", "weights"], "'weights' is not a key=value argument"),
+        (["train", "cfg=missing.yaml"], "cfg=missing.yaml: no such model YAML"),
+        (["train", "cfg=yolov5-spd-n.yaml", "model=yolov5-spd-s.yaml"], "cfg= or model=, not both"),
+        (["train", "model=weights-i-do-not-have.pt"], "file not found \\(yolo_spd never downloads weights\\)"),
+        (["val", "weights=x.pt"], "data= is required"),
+        (["val", "weights=x.pt", "predictions=p.json"], "not both"),
+        (["val", "data=coco.yaml"], "val needs weights="),
+        (["val", "sizes=huge", "predictions=p.json", "data=d.yaml"], "no such dataset YAML|sizes=huge"),
+    ],
+)
+def test_bad_arguments_get_one_error_line(argv, message):
+    code, out, err = run(*argv)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and err.startswith("yolo-spd: error: ")
+    import re
+
+    assert re.search(message, err), err
+
+
+def test_cfg_must_be_a_model_yaml_and_overrides_is_ultralytics_cfg(tmp_path):
+    settings = tmp_path / "settings.yaml"
+    settings.write_text("epochs: 3\nimgsz: 64\n")
+    code, _, err = run("train", f"cfg={settings}")
+    assert code == 2 and "is not a model YAML" in err and "overrides=" in err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochz: 3\n")
+    code, _, err = run("train", "cfg=yolov5-spd-n.yaml", f"overrides={bad}")
+    assert code == 2 and "unknown Ultralytics keys epochz" in err
+
+
+def test_val_on_a_predictions_file_writes_the_run_folder(tmp_path):
+    data = make_yolo_dataset(tmp_path / "data", n_train=2, n_val=4)
+    truth = build_ground_truth(resolve_split(data))
+    detections = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 0.5}
+                  for a in truth.coco["annotations"][::2]]
+    preds = tmp_path / "preds.json"
+    preds.write_text(json.dumps(detections))
+    code, out, err = run("val", f"predictions={preds}", f"data={data}", f"project={tmp_path / 'runs'}", "name=v",
+                         "per_class=True")
+    assert code == 0, err
+    saved = json.loads((tmp_path / "runs" / "v" / "coco_eval.json").read_text())
+    assert saved["metrics"] == pytest.approx(evaluate_predictions(str(data), preds).metrics)
+    assert "<- AP_S" in out and "| red |" in out  # summary and per-class table
+    header, values = (tmp_path / "runs" / "v" / "coco_eval.csv").read_text().splitlines()
+    assert header.split(",")[2:] == list(saved["metrics"]) and float(values.split(",")[2]) == pytest.approx(
+        saved["metrics"]["AP"], abs=1e-6)
+    assert not list((tmp_path / "runs" / "v").glob(".*tmp"))  # no temporary files left behind
+
+
+@pytest.mark.slow
+def test_train_then_val_predict_export_end_to_end(tmp_path):
+    data = make_yolo_dataset(tmp_path / "data", n_train=8, n_val=4)
+    runs = tmp_path / "runs"
+    common = ["imgsz=64", "batch=4", "workers=0", "device=cpu", f"project={runs}"]
+    code, out, err = run("train", "cfg=yolov5-spd-n.yaml", f"data={data}", "epochs=1", "amp=False", "plots=False",
+                         "name=train", *common)
+    assert code == 0, err
+    train_eval = json.loads((runs / "train" / "coco_eval.json").read_text())
+    assert train_eval["ground_truth"].startswith("YOLO labels") and "AP_small" in train_eval["metrics"]
+    best = runs / "train" / "weights" / "best.pt"
+
+    code, out, err = run("val", f"weights={best}", f"data={data}", "name=val", "conf=0.001", *common)
+    assert code == 0, err
+    val_dir = runs / "val"
+    saved = json.loads((val_dir / "coco_eval.json").read_text())
+    detections = json.loads((val_dir / "coco_predictions.json").read_text())
+    assert saved["detections"] == len(detections) > 0
+    rescored = run_cocoeval(build_ground_truth(resolve_split(data)), detections)  # the files reproduce the numbers
+    assert rescored.metrics == pytest.approx(saved["metrics"], abs=1e-9)
+
+    wrong = tmp_path / "three.yaml"
+    wrong.write_text(f"path: {data.parent}\ntrain: images/train\nval: images/val\nnames: [a, b, c]\n")
+    code, _, err = run("val", f"weights={best}", f"data={wrong}", *common)
+    assert code == 2 and "detect 2 classes but data=three.yaml has 3" in err
+
+    image = next((data.parent / "images" / "val").glob("*.jpg"))
+    code, _, err = run("predict", f"model={best}", f"source={image}", "conf=0.0001", "save_txt=True", "name=pred",
+                       *common)
+    assert code == 0, err
+    rows = np.loadtxt(next((runs / "pred" / "labels").glob("*.txt")), ndmin=2)
+    assert rows.shape[1] == 5 and set(rows[:, 0]) <= {0, 1}
+    code, _, err = run("export", f"model={best}", "format=onnx", "imgsz=64")
+    assert code == 0, err
+    assert best.with_suffix(".onnx").stat().st_size > 100_000
+
+
+@pytest.mark.slow
+def test_train_with_no_arguments_runs_the_offline_demo(tmp_path):
+    """`yolo-spd train` alone: the synthetic dataset is generated into the cache, trained on and scored."""
+    settings = tmp_path / "fresh-ultralytics-settings"  # a machine where Ultralytics never ran
+    settings.mkdir()
+    env = child_env(YOLO_SPD_CACHE=str(tmp_path / "cache"), YOLO_SPD_DEMO_EPOCHS="1", YOLO_CONFIG_DIR=str(settings))
+    out = subprocess.run([sys.executable, "-m", "yolo_spd", "train"], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "built-in demo dataset" in out.stdout and "<- AP_S" in out.stdout
+    run_dir = out.stdout.rsplit("Saved coco_eval.json and coco_eval.csv to ", 1)[1].split()[0]
+    saved = json.loads((tmp_path / run_dir / "coco_eval.json").read_text())
+    assert saved["images"] == 40 and saved["annotations"] > 100
+    labels = list((tmp_path / "cache" / "datasets").glob("*/labels/train/*.txt"))
+    sides = np.concatenate([np.loadtxt(f, ndmin=2)[:, 3:5].max(1) * 256 for f in labels])
+    assert len(labels) == 160 and np.mean(sides < 32) > 0.7  # mostly COCO-small objects
