@@ -169,6 +169,18 @@ def test_ground_truth_follows_ultralytics_label_rules(dataset, capsys):
     assert x + w == pytest.approx(96) and y + h == pytest.approx(96)  # clipped to the image
 
 
+def test_image_list_naming_a_missing_file_scores_the_rest_and_says_so(dataset, tmp_path):
+    root = dataset.parent
+    listing = root / "val.txt"
+    listing.write_text("./images/val/000.jpg\n./images/val/001.jpg\n./images/val/gone.jpg\n")
+    data = tmp_path / "listed.yaml"
+    data.write_text(f"path: {root}\ntrain: images/train\nval: val.txt\nnames: [red, green]\n")
+    truth = build_ground_truth(resolve_split(data))
+    assert sorted(truth.image_ids) == ["000.jpg", "001.jpg"]
+    result = run_cocoeval(truth, [])
+    assert result.images == 2 and "1 image(s) left out" in result.ground_truth and "gone.jpg" in result.ground_truth
+
+
 def test_image_size_applies_exif_rotation(tmp_path):
     from PIL import Image
 

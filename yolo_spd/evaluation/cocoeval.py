@@ -140,8 +140,14 @@ def run_cocoeval(
         images=len(truth.coco["images"]),
         annotations=len(truth.coco["annotations"]),
         detections=len(detections),
-        ground_truth=truth.source,
+        ground_truth=truth.source + _skipped_note(truth),
     )
+
+
+def _skipped_note(truth: GroundTruth) -> str:
+    if not truth.skipped:
+        return ""
+    return f"; {len(truth.skipped)} image(s) left out as Ultralytics' loader leaves them out, e.g. {truth.skipped[0]}"
 
 
 def _mean_valid(values: np.ndarray) -> float:

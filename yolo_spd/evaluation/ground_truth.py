@@ -27,7 +27,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from ..errors import UsageError
@@ -71,37 +70,40 @@ def image_size(image: Path) -> tuple[int, int]:
     return (height, width) if orientation in ROTATED_ORIENTATIONS else (width, height)
 
 
-def parse_label_file(file: Path, nc: int) -> np.ndarray:
-    """The (N, 5) ``cls, x, y, w, h`` rows Ultralytics keeps from one label file; raises ValueError where it would
-    mark the image corrupt."""
-    if not file.is_file():
-        return np.zeros((0, 5), np.float32)
-    rows = [line.split() for line in file.read_text(encoding="utf-8-sig").strip().splitlines() if line.strip()]
-    if not rows:
-        return np.zeros((0, 5), np.float32)
+def parse_label_file(file: Path, nc: int) -> list[tuple[float, ...]]:
+    """The ``(cls, x, y, w, h)`` rows Ultralytics keeps from one label file, in file order; raises ValueError where it
+    would mark the image corrupt. (Plain Python: label files are a few rows, where numpy's per-call cost dominates.)"""
+    try:
+        text = file.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        return []
+    rows = [line.split() for line in text.strip().splitlines() if line.strip()]
     if any(len(r) > 6 for r in rows):  # polygons
         if any(len(r) == 5 for r in rows):
             raise ValueError("labels mix segment and detection rows")
         rows = [_polygon_to_box(r) for r in rows]
-    labels = np.array(rows, dtype=np.float32)
-    if labels.shape[1] != 5:
-        raise ValueError(f"labels need 5 columns, found {labels.shape[1]}")
-    if labels[:, 1:].max() > 1.01:
+    labels = [tuple(float(v) for v in row) for row in rows]
+    for row in labels:
+        _check_row(row, nc)
+    return list(dict.fromkeys(labels))  # duplicate rows count once
+
+
+def _check_row(row: tuple[float, ...], nc: int) -> None:
+    if len(row) != 5:
+        raise ValueError(f"labels need 5 columns, found {len(row)}")
+    if max(row[1:]) > 1.01:
         raise ValueError("non-normalized or out-of-bounds coordinates")
-    if labels.min() < 0 and not (labels.min() >= -0.01 and labels[:, 3:5].min() >= 0):
+    if min(row) < 0 and not (min(row) >= -0.01 and min(row[3:]) >= 0):
         raise ValueError("negative label values")
-    if (labels[:, 0] % 1 != 0).any():
+    if row[0] % 1:
         raise ValueError("non-integer class labels")
-    if labels[:, 0].max() >= nc:
-        raise ValueError(f"class {int(labels[:, 0].max())} is out of range for {nc} classes (0-{nc - 1})")
-    _, first = np.unique(labels, axis=0, return_index=True)
-    return labels[np.sort(first)]
+    if row[0] >= nc:
+        raise ValueError(f"class {int(row[0])} is out of range for {nc} classes (0-{nc - 1})")
 
 
 def _polygon_to_box(row: list[str]) -> list[float]:
-    xy = np.array(row[1:], dtype=np.float32).reshape(-1, 2)
-    (x0, y0), (x1, y1) = xy.min(0), xy.max(0)
-    return [float(row[0]), (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0]
+    xs, ys = [float(v) for v in row[1::2]], [float(v) for v in row[2::2]]
+    return [float(row[0]), (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2, max(xs) - min(xs), max(ys) - min(ys)]
 
 
 def _image_id(image: Path, index: int, numeric_stems: bool) -> int:
@@ -134,22 +136,20 @@ def build_from_labels(images: list[Path], names: list[str]) -> GroundTruth:
     )
 
 
-def _annotations(labels: np.ndarray, image_id: int, width: int, height: int, first_id: int) -> list[dict]:
-    x0 = np.clip((labels[:, 1] - labels[:, 3] / 2) * width, 0, width)
-    y0 = np.clip((labels[:, 2] - labels[:, 4] / 2) * height, 0, height)
-    x1 = np.clip((labels[:, 1] + labels[:, 3] / 2) * width, 0, width)
-    y1 = np.clip((labels[:, 2] + labels[:, 4] / 2) * height, 0, height)
-    return [
-        {
+def _annotations(labels: list[tuple[float, ...]], image_id: int, width: int, height: int, first_id: int) -> list[dict]:
+    annotations = []
+    for i, (cls, cx, cy, w, h) in enumerate(labels):
+        x0, x1 = (min(max(v, 0.0), 1.0) * width for v in (cx - w / 2, cx + w / 2))
+        y0, y1 = (min(max(v, 0.0), 1.0) * height for v in (cy - h / 2, cy + h / 2))
+        annotations.append({
             "id": first_id + i,
             "image_id": image_id,
-            "category_id": int(labels[i, 0]) + 1,
-            "bbox": [float(x0[i]), float(y0[i]), float(x1[i] - x0[i]), float(y1[i] - y0[i])],
-            "area": float((x1[i] - x0[i]) * (y1[i] - y0[i])),
+            "category_id": int(cls) + 1,
+            "bbox": [x0, y0, x1 - x0, y1 - y0],
+            "area": (x1 - x0) * (y1 - y0),
             "iscrowd": 0,
-        }
-        for i in range(len(labels))
-    ]
+        })
+    return annotations
 
 
 def _cache_key(images: list[Path], names: list[str]) -> str:

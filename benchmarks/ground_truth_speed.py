@@ -1,0 +1,58 @@
+"""How long building label-derived COCO ground truth takes, per 1000 images: first build and cached.
+
+    python benchmarks/ground_truth_speed.py [--images 2000]
+
+Writes a YOLO dataset of small JPEGs (640x480, 1-9 boxes each) to a temporary folder and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+def write_dataset(root: Path, count: int) -> list[Path]:
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    image = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    ok, encoded = cv2.imencode(".jpg", image)
+    files = []
+    for i in range(count):
+        file = root / "images" / f"{i:06d}.jpg"
+        file.write_bytes(encoded.tobytes())
+        boxes = rng.uniform(0.1, 0.9, (int(rng.integers(1, 10)), 4)) * [1, 1, 0.1, 0.1]
+        rows = [f"{int(rng.integers(0, 3))} {x:.5f} {y:.5f} {w:.5f} {h:.5f}" for x, y, w, h in boxes]
+        (root / "labels" / f"{i:06d}.txt").write_text("\n".join(rows) + "\n")
+        files.append(file)
+    return files
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=2000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["YOLO_SPD_CACHE"] = str(Path(tmp) / "cache")
+        from yolo_spd.evaluation.ground_truth import labels_ground_truth
+
+        images = write_dataset(Path(tmp) / "data", args.images)
+        timings = {}
+        for label in ("first build", "cached"):
+            start = time.perf_counter()
+            truth = labels_ground_truth(images, ["a", "b", "c"])
+            timings[label] = time.perf_counter() - start
+        print(f"{args.images} images, {len(truth.coco['annotations'])} boxes\n")
+        print("| ground truth from YOLO labels | seconds per 1000 images |\n|---|---:|")
+        for label, seconds in timings.items():
+            print(f"| {label} | {seconds / args.images * 1000:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
