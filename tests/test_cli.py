@@ -100,14 +100,22 @@ def test_val_on_a_predictions_file_writes_the_run_folder(tmp_path):
     assert not list((tmp_path / "runs" / "v").glob(".*tmp"))  # no temporary files left behind
 
 
-@pytest.mark.slow
-def test_train_then_val_predict_export_end_to_end(tmp_path):
-    data = make_yolo_dataset(tmp_path / "data", n_train=8, n_val=4)
-    runs = tmp_path / "runs"
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """`yolo-spd train` for one epoch on a generated dataset: (data.yaml, runs folder, common val arguments)."""
+    root = tmp_path_factory.mktemp("cli")
+    data = make_yolo_dataset(root / "data", n_train=8, n_val=4)
+    runs = root / "runs"
     common = ["imgsz=64", "batch=4", "workers=0", "device=cpu", f"project={runs}"]
-    code, out, err = run("train", "cfg=yolov5-spd-n.yaml", f"data={data}", "epochs=1", "amp=False", "plots=False",
-                         "name=train", *common)
+    code, _, err = run("train", "cfg=yolov5-spd-n.yaml", f"data={data}", "epochs=1", "amp=False", "plots=False",
+                       "name=train", *common)
     assert code == 0, err
+    return data, runs, common
+
+
+@pytest.mark.slow
+def test_train_then_val_predict_export_end_to_end(trained_run, tmp_path):
+    data, runs, common = trained_run
     train_eval = json.loads((runs / "train" / "coco_eval.json").read_text())
     assert train_eval["ground_truth"].startswith("YOLO labels") and "AP_small" in train_eval["metrics"]
     best = runs / "train" / "weights" / "best.pt"
@@ -135,6 +143,37 @@ def test_train_then_val_predict_export_end_to_end(tmp_path):
     code, _, err = run("export", f"model={best}", "format=onnx", "imgsz=64")
     assert code == 0, err
     assert best.with_suffix(".onnx").stat().st_size > 100_000
+
+
+@pytest.mark.slow
+def test_compare_puts_models_side_by_side_and_refuses_other_class_lists(trained_run, tmp_path):
+    import shutil
+
+    import torch
+
+    data, runs, common = trained_run
+    best = runs / "train" / "weights" / "best.pt"
+    a, b = tmp_path / "a" / "weights" / "best.pt", tmp_path / "b" / "weights" / "best.pt"
+    for copy in (a, b):
+        copy.parent.mkdir(parents=True)
+        shutil.copy(best, copy)
+    code, out, err = run("compare", f"weights={a},{b}", f"data={data}", "name=cmp", "sizes=aitod", "conf=0.001",
+                         *common)
+    assert code == 0, err
+    saved = json.loads((runs / "cmp" / "compare.json").read_text())
+    assert [m["model"] for m in saved["models"]] == ["a/best", "b/best"]  # same stem: run folder disambiguates
+    assert saved["models"][0]["metrics"] == saved["models"][1]["metrics"]  # same weights, same evaluator
+    assert "AP_verytiny" in saved["models"][0]["metrics"] and "| a/best |" in out
+    header = (runs / "cmp" / "compare.csv").read_text().splitlines()[0].split(",")
+    assert header[:4] == ["model", "weights", "params", "AP"] and "AP_tiny" in header and "AR_small" in header
+    assert (runs / "cmp" / "compare_ap_by_size.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    checkpoint = torch.load(best, weights_only=False)
+    checkpoint["model"].names = {0: "cat", 1: "dog"}
+    other = tmp_path / "other.pt"
+    torch.save(checkpoint, other)
+    code, _, err = run("compare", f"weights={a},{other}", f"data={data}", *common)
+    assert code == 2 and "other detects 2 classes [cat, dog] but the data has 2 [red, green]" in err
 
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@ Usage:  yolo-spd MODE key=value ...
 Modes:
   train    train like `yolo train`, then score best.pt with COCO's evaluator
   val      validate weights, or score a saved detections file, with COCO's evaluator (AP_S highlighted)
+  compare  validate several checkpoints on the same data: side-by-side table, CSV/JSON, AP-by-size bar plot
   predict  `yolo predict` with the yolo_spd modules registered (all keys as in Ultralytics)
   export   `yolo export` with the yolo_spd modules registered (all keys as in Ultralytics)
   info     table of the packaged model configs: yolo-spd info [pattern] [--latency]
@@ -30,7 +31,7 @@ Modes:
 Keys that differ from Ultralytics':
   cfg=MODEL.yaml        train: the MODEL YAML (as in the SPD-Conv authors' scripts); model= works too
   overrides=FILE.yaml   train: an Ultralytics settings-override file (what `yolo train cfg=` means)
-  weights=PATH.pt       val: the checkpoint to validate; model= works too
+  weights=PATH.pt       val: the checkpoint to validate (model= works too); compare: a comma-separated list
   predictions=FILE.json val: score this COCO detections file instead of running a model
   sizes=coco            size ranges: coco (small<32<=medium<96<=large px), aitod (2/8/16/32 px), or bounds: 0,16,32,96
   backend=pycocotools   pycocotools (the numbers papers quote) or faster (faster-coco-eval)
@@ -44,6 +45,7 @@ Examples:
   yolo-spd val weights=runs/detect/train/weights/best.pt data=coco.yaml per_class=True
   yolo-spd val predictions=preds.json data=coco.yaml sizes=aitod
   yolo-spd val weights=runs/detect/train/weights/best.pt data=demo   # the built-in demo dataset
+  yolo-spd compare weights=yolov5nu.pt,yolov5-spd-n.pt data=aerial.yaml sizes=aitod
   yolo-spd predict model=best.pt source=images/
   yolo-spd export model=best.pt format=onnx
   yolo-spd info yolov5-spd-*
@@ -52,7 +54,7 @@ Dataset YAMLs may name the official annotation file with `coco_json: annotations
 is only the official one when scored against it (the packaged `coco.yaml` does this). yolo-spd never downloads data.
 """
 
-MODES = ("train", "val", "predict", "export", "info", "help")
+MODES = ("train", "val", "compare", "predict", "export", "info", "help")
 EVAL_KEYS = {"sizes": "coco", "backend": "pycocotools", "gt": "auto", "per_class": False}
 TRAIN_KEYS = {"cfg": None, "overrides": None, **EVAL_KEYS}
 VAL_KEYS = {"weights": None, "predictions": None, **EVAL_KEYS}
@@ -249,6 +251,24 @@ def _read_overrides(file) -> dict:
     return content
 
 
+def run_compare(tokens: list[str]) -> None:
+    from .compare import compare, markdown_table
+
+    args = parse_pairs(tokens, {"weights", *EVAL_KEYS} | ultralytics_keys())
+    mine, rest = split_ours(args, {"weights": None, **EVAL_KEYS})
+    files = [w.strip() for w in str(mine["weights"] or "").split(",") if w.strip()]
+    if len(files) < 2:
+        raise UsageError("compare needs two or more checkpoints: weights=a.pt,b.pt[,...]")
+    weights = [Path(resolve_model(w, "weights")) for w in files]
+    if not rest.get("data"):
+        raise UsageError("data= is required (a dataset YAML path, a packaged name such as coco.yaml, or demo)")
+    data = resolve_data(rest.pop("data"))
+    folder = _runs_folder(rest.pop("project", None), rest.pop("name", None) or "compare")
+    scores, columns, saved = compare(weights, data, folder, **{k: mine[k] for k in ("sizes", "backend", "gt")}, **rest)
+    print(markdown_table(scores, columns))
+    print(f"Saved {', '.join(f.name for f in saved)} to {folder}")
+
+
 def run_predict_or_export(mode: str, tokens: list[str]) -> None:
     """``YOLO(model).predict(...)`` / ``.export(...)``: every key as in Ultralytics, with the modules registered."""
     from ultralytics import YOLO
@@ -293,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-RUNNERS = {"train": run_train, "val": run_val, "info": run_info}
+RUNNERS = {"train": run_train, "val": run_val, "compare": run_compare, "info": run_info}
 TRACEBACK_ENV = "YOLO_SPD_TRACEBACK"
 
 

@@ -1,0 +1,164 @@
+"""``yolo-spd compare``: several models, the same data, the same evaluator, one side-by-side table and an AP-by-size plot.
+
+Each model is validated by Ultralytics and scored by :func:`yolo_spd.evaluation.evaluate_model` with identical
+settings. The table (Markdown on screen, ``compare.csv`` and ``compare.json`` on disk) and the bar plot
+(``compare_ap_by_size.png``) go to one run folder; each model's own validation output sits in a subfolder.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UsageError
+from .paths import write_atomic
+
+
+@dataclass
+class ModelScore:
+    label: str
+    weights: Path
+    params: int
+    metrics: dict[str, float]
+
+
+def model_labels(weights: list[Path]) -> list[str]:
+    """Short unique names: the file stem, or ``<run folder>/<stem>`` when stems repeat (``train3/best``)."""
+    stems = [w.stem for w in weights]
+    labels = []
+    for w in weights:
+        label = w.stem
+        if stems.count(label) > 1:
+            run = w.parent.parent if w.parent.name == "weights" else w.parent
+            label = f"{run.name}/{w.stem}"
+        labels.append(label)
+    for i, label in enumerate(labels):  # still equal (same run names): number them
+        if labels.count(label) > 1:
+            labels[i] = f"{label}#{i + 1}"
+    return labels
+
+
+def check_same_classes(names_by_model: dict[str, dict], data_names: tuple[str, ...]) -> None:
+    """Refuse models whose class lists differ from each other or from the data's."""
+    expected = list(data_names)
+    for label, names in names_by_model.items():
+        listed = [names[i] for i in sorted(names)]
+        if listed != expected:
+            raise UsageError(
+                f"{label} detects {len(listed)} classes {_short(listed)} but the data has {len(expected)} "
+                f"{_short(expected)}; compare only models trained on the same class list"
+            )
+
+
+def _short(names: list[str]) -> str:
+    return "[" + ", ".join(names[:4]) + (", ...]" if len(names) > 4 else "]")
+
+
+def table_columns(range_labels: tuple[str, ...]) -> list[str]:
+    columns = ["AP", "AP50", "AP75", *(f"AP_{r}" for r in range_labels), f"AR_{range_labels[0]}"]
+    if "small" in range_labels and "AR_small" not in columns:
+        columns.append("AR_small")
+    return columns
+
+
+def markdown_table(scores: list[ModelScore], columns: list[str]) -> str:
+    lines = ["| model | params | " + " | ".join(columns) + " |", "|---|---:|" + "---:|" * len(columns)]
+    for s in scores:
+        values = " | ".join("-" if s.metrics[c] < 0 else f"{s.metrics[c]:.3f}" for c in columns)
+        lines.append(f"| {s.label} | {s.params:,} | {values} |")
+    return "\n".join(lines)
+
+
+def to_csv(scores: list[ModelScore], columns: list[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["model", "weights", "params", *columns])
+    for s in scores:
+        writer.writerow([s.label, str(s.weights), s.params, *(f"{s.metrics[c]:.6f}" for c in columns)])
+    return buffer.getvalue()
+
+
+def plot_ap_by_size(scores: list[ModelScore], ranges, file: Path, title: str = "") -> Path:
+    """Grouped bars: AP per object-size range, one bar per model (written to a temporary file, then renamed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    groups = ["all", *(f"{label}\n{_bounds(low, high)}" for label, (low, high) in zip(ranges.labels, ranges.bounds))]
+    keys = ["AP", *(f"AP_{r}" for r in ranges.labels)]
+    width = 0.8 / max(len(scores), 1)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(groups), 3.6), dpi=150)
+    for i, s in enumerate(scores):
+        values = [max(s.metrics[k], 0.0) for k in keys]
+        positions = np.arange(len(groups)) + (i - (len(scores) - 1) / 2) * width
+        bars = ax.bar(positions, values, width, label=s.label)
+        ax.bar_label(bars, fmt="%.3f", fontsize=6, padding=1)
+    ax.set_xticks(np.arange(len(groups)), groups)
+    ax.set_xlabel("object size (sqrt(area), px)")
+    ax.set_ylabel("AP@[.5:.95]")
+    ax.set_ylim(bottom=0)
+    ax.set_title(f"AP by object size: {title}" if title else "AP by object size", fontsize=9)
+    ax.legend(fontsize=7, frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    file.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{file.stem}.", suffix=".png", dir=file.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp)
+        os.replace(tmp, file)
+    finally:
+        plt.close(fig)
+        Path(tmp).unlink(missing_ok=True)
+    return file
+
+
+def _dataset_title(yaml_file: Path) -> str:
+    return yaml_file.parent.name if yaml_file.stem == "data" else yaml_file.stem
+
+
+def _bounds(low: float, high: float) -> str:
+    from .evaluation.cocoeval import OPEN_END
+
+    return f">= {low:g} px" if high >= OPEN_END else f"{low:g}-{high:g} px"
+
+
+def save(scores: list[ModelScore], columns: list[str], ranges, folder: Path, settings: dict) -> list[Path]:
+    payload = {"settings": settings, "models": [
+        {"model": s.label, "weights": str(s.weights), "params": s.params, "metrics": s.metrics} for s in scores]}
+    return [
+        write_atomic(folder / "compare.csv", to_csv(scores, columns)),
+        write_atomic(folder / "compare.json", json.dumps(payload, indent=2) + "\n"),
+        plot_ap_by_size(scores, ranges, folder / "compare_ap_by_size.png", title=_dataset_title(Path(settings["data"]))),
+    ]
+
+
+def compare(weights: list[Path], data: str, folder: Path, sizes: str = "coco", backend: str = "pycocotools",
+            gt: str = "auto", **val_args) -> tuple[list[ModelScore], list[str], list[Path]]:
+    """Validate every model in ``weights`` on ``data`` with the same settings; return scores, columns, saved files."""
+    from ultralytics import YOLO
+
+    from .evaluation import evaluate_model, resolve_split, size_ranges
+
+    ranges = size_ranges(sizes)  # refuse bad sizes before any model runs
+    dataset = resolve_split(data, val_args.get("split") or "val")
+    labels = model_labels(weights)
+    models = {label: YOLO(str(w)) for label, w in zip(labels, weights)}
+    check_same_classes({label: m.names for label, m in models.items()}, dataset.names)
+    scores = []
+    for (label, model), file in zip(models.items(), weights):
+        evaluation = evaluate_model(model, data, sizes=sizes, backend=backend, gt=gt, project=str(folder),
+                                    name=label.replace("/", "_"), exist_ok=True, plots=False, **val_args)
+        params = sum(p.numel() for p in model.model.parameters())
+        scores.append(ModelScore(label, file, params, evaluation.result.metrics))
+    columns = table_columns(ranges.labels)
+    settings = {"data": str(dataset.yaml_file), "sizes": ranges.name, "backend": backend,
+                "ground_truth": evaluation.result.ground_truth, **{k: str(v) for k, v in val_args.items()}}
+    return scores, columns, save(scores, columns, ranges, folder, settings)
