@@ -1,0 +1,150 @@
+"""Does SPD help small objects? Train baseline and yolo_spd detectors identically on real aerial data, compare AP by size.
+
+    python benchmarks/small_objects.py                       # the README's study (hours on a 2-core CPU)
+    python benchmarks/small_objects.py --epochs 1 --seeds 0  # a smoke run
+
+Every model trains from scratch with the same seeds, epochs, image size and hyper-parameters on
+``../shared/data/aerial-cars`` (KIT AIS aerial images, 88% of boxes under 32x32 px). Runs are resumable: a run that
+finished is skipped, one that was interrupted resumes from its ``last.pt``, so re-running the command after a crash
+or a reboot picks up where it stopped. Then ``yolo_spd.compare`` scores each seed's models with COCO's evaluator
+(COCO and AI-TOD size ranges) and the script writes ``results/small_objects.{md,json,png}``: mean +- std over seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_DATA = HERE.parents[1] / "shared" / "data" / "aerial-cars" / "data.yaml"
+BASELINE = "yolov5nu.yaml"  # Ultralytics' YOLOv5n (anchor-free head), the same head as the yolo_spd configs
+CANDIDATES = ("yolov5-spd-n.yaml", "yolov5-scconv-n.yaml", "yolov5-ssdconv-n.yaml")
+AITOD = "aitod:"  # prefix of metrics under the AI-TOD ranges (their "small" is 16-32 px, COCO's is < 32 px)
+COLUMNS = ("AP", "AP50", "AP_small", "AP_medium", "AR_small", f"{AITOD}AP_verytiny", f"{AITOD}AP_tiny",
+           f"{AITOD}AP_small")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--models", nargs="+", default=None, help="model YAMLs (default: baseline + packaged n-scale)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=20, help="20: 4 models x 3 seeds fit in about 2.5 h on 2 cores")
+    parser.add_argument("--imgsz", type=int, default=640, help="images are 684-1764 px wide: cars shrink, never grow")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--runs", type=Path, default=HERE / "runs" / "small_objects")
+    return parser.parse_args(argv)
+
+
+def default_models() -> list[str]:
+    from yolo_spd.configs import packaged_config
+
+    return [BASELINE, *(name for name in CANDIDATES if packaged_config(name) is not None)]
+
+
+def run_name(model: str, seed: int) -> str:
+    return f"{Path(model).stem}-seed{seed}"
+
+
+def train_one(model: str, seed: int, args: argparse.Namespace) -> Path:
+    """Train (or resume, or skip) one run; returns its best.pt."""
+    from ultralytics import YOLO
+
+    from yolo_spd.paths import write_atomic
+
+    folder = args.runs / run_name(model, seed)
+    done, last = folder / "done.json", folder / "weights" / "last.pt"
+    if done.is_file():
+        print(f"[skip] {folder.name}: finished earlier")
+        return folder / "weights" / "best.pt"
+    start = time.time()
+    if last.is_file():
+        print(f"[resume] {folder.name} from {last}")
+        YOLO(str(last)).train(resume=True)
+    else:
+        print(f"[train] {folder.name}")
+        YOLO(model).train(
+            data=str(args.data), epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, seed=seed, deterministic=True,
+            device="cpu", workers=2, amp=False, project=str(args.runs), name=folder.name, exist_ok=True, plots=True,
+        )
+    write_atomic(done, json.dumps({"model": model, "seed": seed, "epochs": args.epochs, "imgsz": args.imgsz,
+                                   "seconds_this_session": round(time.time() - start)}))
+    return folder / "weights" / "best.pt"
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def aggregate(per_seed: dict[int, dict[str, dict[str, float]]]) -> dict[str, dict[str, tuple[float, float]]]:
+    """{seed: {model: metrics}} -> {model: {metric: (mean, std)}}."""
+    first = next(iter(per_seed.values()))
+    return {m: {k: mean_std([per_seed[s][m][k] for s in per_seed]) for k in first[m]} for m in first}
+
+
+def markdown(summary: dict, seeds: list[int]) -> str:
+    lines = [f"| model ({len(seeds)} seeds, mean ± std) | " + " | ".join(c.replace(AITOD, "AI-TOD ") for c in COLUMNS) + " |",
+             "|---|" + "---:|" * len(COLUMNS)]
+    for model, metrics in summary.items():
+        cells = " | ".join("-" if m < 0 else f"{m:.3f} ± {s:.3f}" for m, s in (metrics[c] for c in COLUMNS))
+        lines.append(f"| {model} | {cells} |")
+    return "\n".join(lines)
+
+
+def score_seed(models: list[str], seed: int, args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Both size-range presets for one seed's models: {model: metrics}."""
+    from yolo_spd.compare import compare
+
+    weights = [args.runs / run_name(m, seed) / "weights" / "best.pt" for m in models]
+    metrics = {Path(m).stem: {} for m in models}
+    for sizes in ("coco", "aitod"):
+        folder = args.runs / f"compare-seed{seed}-{sizes}"
+        scores, _, _ = compare(weights, str(args.data), folder, sizes=sizes, imgsz=args.imgsz, batch=args.batch,
+                               device="cpu", workers=0)
+        prefix = AITOD if sizes == "aitod" else ""
+        for model, score in zip(models, scores):
+            metrics[Path(model).stem] |= {prefix + key: value for key, value in score.metrics.items()}
+    return metrics
+
+
+def write_results(summary: dict, per_seed: dict, args: argparse.Namespace, command: str) -> None:
+    from yolo_spd.compare import ModelScore, plot_ap_by_size
+    from yolo_spd.evaluation import size_ranges
+    from yolo_spd.paths import write_atomic
+
+    table = markdown(summary, sorted(per_seed))
+    write_atomic(args.out / "small_objects.md", f"`{command}`\n\n{table}\n")
+    write_atomic(args.out / "small_objects.json", json.dumps(
+        {"command": command, "epochs": args.epochs, "imgsz": args.imgsz, "seeds": sorted(per_seed),
+         "per_seed": per_seed, "mean_std": summary}, indent=2) + "\n")
+    aitod = size_ranges("aitod")
+    keys = ["AP", *(f"AP_{label}" for label in aitod.labels)]
+    means = [ModelScore(Path(model).stem, Path(model), 0, {k: metrics[k if k == "AP" else AITOD + k][0] for k in keys})
+             for model, metrics in summary.items()]
+    plot_ap_by_size(means, aitod, args.out / "small_objects.png",
+                    title=f"aerial-cars, mean of {len(per_seed)} seeds, {args.epochs} epochs")
+    print(table)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if not args.data.is_file():
+        sys.exit(f"small_objects.py: --data {args.data} not found (the study uses ../shared/data/aerial-cars)")
+    import yolo_spd  # noqa: F401 - registers the modules
+
+    models = args.models or default_models()
+    for seed in args.seeds:
+        for model in models:
+            train_one(model, seed, args)
+    per_seed = {seed: score_seed(models, seed, args) for seed in args.seeds}
+    command = "python benchmarks/small_objects.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    write_results(aggregate(per_seed), per_seed, args, command.strip())
+
+
+if __name__ == "__main__":
+    main()

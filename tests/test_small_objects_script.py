@@ -1,0 +1,61 @@
+"""benchmarks/small_objects.py: resume logic and mean +- std aggregation (the study itself runs for hours)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from .conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def study():
+    spec = importlib.util.spec_from_file_location("small_objects", REPO / "benchmarks" / "small_objects.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class RecordingYOLO:
+    calls: list = []
+
+    def __init__(self, model):
+        self.model = model
+
+    def train(self, **kwargs):
+        RecordingYOLO.calls.append((self.model, kwargs))
+
+
+def test_runs_resume_or_skip_instead_of_starting_over(study, tmp_path, monkeypatch):
+    import ultralytics
+
+    monkeypatch.setattr(ultralytics, "YOLO", RecordingYOLO)
+    RecordingYOLO.calls = []
+    args = study.parse_args(["--runs", str(tmp_path), "--epochs", "3"])
+    fresh = tmp_path / "yolov5nu-seed0"
+    interrupted = tmp_path / "yolov5-spd-n-seed1" / "weights"
+    interrupted.mkdir(parents=True)
+    (interrupted / "last.pt").write_bytes(b"")
+    finished = tmp_path / "yolov5-spd-n-seed2"
+    finished.mkdir()
+    (finished / "done.json").write_text("{}")
+
+    study.train_one("yolov5nu.yaml", 0, args)
+    study.train_one("yolov5-spd-n.yaml", 1, args)
+    study.train_one("yolov5-spd-n.yaml", 2, args)
+    (first_model, first), (second_model, second) = RecordingYOLO.calls
+    assert first_model == "yolov5nu.yaml" and first["seed"] == 0 and first["epochs"] == 3 and first["name"] == fresh.name
+    assert second_model == str(interrupted / "last.pt") and second == {"resume": True}
+    assert json.loads((fresh / "done.json").read_text())["seed"] == 0  # marked finished only after train returned
+
+
+def test_mean_and_std_over_seeds(study):
+    per_seed = {s: {"a": {c: v for c in study.COLUMNS}, "b": {c: -1.0 for c in study.COLUMNS}}
+                for s, v in ((0, 0.1), (1, 0.3))}
+    summary = study.aggregate(per_seed)
+    mean, std = summary["a"]["AP_small"]
+    assert mean == pytest.approx(0.2) and std == pytest.approx(0.1414, abs=1e-4)  # sample std
+    table = study.markdown(summary, [0, 1])
+    assert "| a | 0.200 ± 0.141 |" in table and "| b | - |" in table  # -1: no objects in that range
