@@ -62,8 +62,19 @@ def label_path(image: Path) -> Path:
     return Path(text).with_suffix(".txt")
 
 
+# Leading bytes of the formats Pillow reads without plugins. Anything else is opened only if its suffix is a format
+# that needs one (HEIF), because Ultralytics' patched Image.open answers an unidentified file by pip-installing a
+# HEIF plugin: a corrupt .jpg must not make evaluation reach for the network.
+MAGIC = (b"\xff\xd8", b"\x89PNG", b"BM", b"GIF8", b"II*\x00", b"MM\x00*", b"RIFF")
+PLUGIN_SUFFIXES = (".heic", ".heif", ".avif", ".dng", ".jp2", ".jpeg2000", ".mpo")
+
+
 def image_size(image: Path) -> tuple[int, int]:
     """(width, height) as OpenCV decodes the file: from the header, swapped for EXIF-rotated images."""
+    with open(image, "rb") as f:
+        head = f.read(8)
+    if not head.startswith(MAGIC) and image.suffix.lower() not in PLUGIN_SUFFIXES:
+        raise ValueError("not an image file (unrecognised header)")
     with Image.open(image) as im:
         width, height = im.size
         orientation = im.getexif().get(EXIF_ORIENTATION, 1) if im.format in ("JPEG", "MPO", "TIFF", "WEBP") else 1
