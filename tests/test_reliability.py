@@ -81,3 +81,93 @@ def test_a_corrupt_image_never_makes_evaluation_reach_for_pip(tmp_path, monkeypa
     data = broken_dataset(tmp_path / "data")
     build_ground_truth(resolve_split(data))
     assert calls == []
+
+
+# --- determinism -----------------------------------------------------------------------------------------------------
+
+ALL_MODULES_YAML = """\
+nc: 2
+depth_multiple: 1.0
+width_multiple: 1.0
+backbone:
+  - [-1, 1, Conv, [16, 3, 2]]      # 0  P1/2
+  - [-1, 1, SPDConv, [32, 3]]      # 1  P2/4
+  - [-1, 1, SCConv, [32, 3, 2]]    # 2  P3/8
+  - [-1, 1, SSDConv, [64, 3, 2]]   # 3  P4/16
+  - [-1, 1, SPDConv, [64, 3]]      # 4  P5/32
+head:
+  - [[2, 3, 4], 1, Detect, [nc]]
+"""
+
+
+@pytest.mark.slow
+def test_same_seed_gives_identical_weights_after_one_cpu_epoch(tmp_path):
+    import torch
+    from ultralytics import YOLO
+
+    data = make_yolo_dataset(tmp_path / "data", n_train=8, n_val=2)
+    model_yaml = tmp_path / "all-modules.yaml"
+    model_yaml.write_text(ALL_MODULES_YAML)
+
+    def train(name: str) -> dict:
+        YOLO(str(model_yaml)).train(
+            data=str(data), epochs=1, imgsz=64, batch=4, workers=0, device="cpu", seed=7, deterministic=True,
+            amp=False, plots=False, val=False, project=str(tmp_path / "runs"), name=name, verbose=False,
+        )
+        checkpoint = torch.load(tmp_path / "runs" / name / "weights" / "last.pt", weights_only=False)
+        return checkpoint["ema"].float().state_dict() if checkpoint.get("ema") else checkpoint["model"].state_dict()
+
+    first, second = train("a"), train("b")
+    assert first.keys() == second.keys() and any("cru" in k or "sru" in k for k in first)
+    for key in first:
+        assert torch.equal(first[key], second[key]), key
+    initial = YOLO(str(model_yaml)).model.state_dict()
+    assert any(not torch.equal(first[k].float(), initial[k].float()) for k in first if k in initial)  # it trained
+
+
+# --- safe checkpoint loading -------------------------------------------------------------------------------------------
+
+FOREIGN_MODULE = '''
+import torch
+from pathlib import Path
+
+class Foreign(torch.nn.Module):
+    def __setstate__(self, state):
+        Path("UNPICKLED_FOREIGN_CODE").write_text("ran")
+        super().__setstate__(state)
+'''
+
+
+def test_restricted_loading_accepts_ours_and_refuses_foreign_classes(tmp_path):
+    import subprocess
+    import sys
+
+    import torch
+    from ultralytics import YOLO
+
+    from .conftest import child_env
+
+    (tmp_path / "foreign_mod.py").write_text(FOREIGN_MODULE)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        from foreign_mod import Foreign
+
+        ours = YOLO("yolov5-spd-n.yaml").model
+        torch.save({"model": ours, "train_args": {}}, tmp_path / "ours.pt")
+        ours.extra = Foreign()
+        torch.save({"model": ours, "train_args": {}}, tmp_path / "foreign.pt")
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("foreign_mod", None)
+
+    def load(name: str) -> subprocess.CompletedProcess:
+        code = f"import yolo_spd\nfrom ultralytics import YOLO\nprint(type(YOLO({name!r}).model.model[2]).__name__)\n"
+        env = child_env(ULTRALYTICS_SAFE_LOAD="true")
+        env["PYTHONPATH"] += f"{__import__('os').pathsep}{tmp_path}"
+        return subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+
+    accepted = load("ours.pt")
+    assert accepted.returncode == 0 and accepted.stdout.split()[-1] == "SpaceToDepth", accepted.stderr[-2000:]
+    refused = load("foreign.pt")
+    assert refused.returncode != 0 and "references types outside" in refused.stderr
+    assert not (tmp_path / "UNPICKLED_FOREIGN_CODE").exists()  # the foreign class's code never ran
