@@ -15,13 +15,16 @@ to torch's checkpoint allow-list:
    ``cfg/`` file for a bare name such as ``"yolov5-spd-n.yaml"`` when no file of that name exists locally.
 4. Safe loading. The classes are added to ``torch.serialization``'s safe globals, so checkpoints load under
    ``ULTRALYTICS_SAFE_LOAD=true`` (import yolo_spd before loading: a restricted load cannot import it for you).
+5. Row errors. ``tasks.parse_model`` is wrapped: the rows are checked first (:mod:`yolo_spd.model_yaml`) and an
+   error while building a row is re-raised as :class:`~yolo_spd.model_yaml.ModelYAMLError` naming the YAML file and
+   the layer, instead of a bare ``KeyError`` or ``IndexError``.
 
 Evaluation also needs one thing from Ultralytics' validator, kept here with the rest:
 :func:`validate_collecting_detections` runs ``model.val(save_json=True)`` with a validator subclass whose
 ``eval_json`` (Ultralytics' own COCO-JSON scoring step) is switched off, and reads back the detections, class map and
 image list the validator collected, so yolo_spd scores them against the right ground truth exactly once.
 
-:func:`register` is idempotent; :func:`unregister` undoes all four. Both check the Ultralytics version against
+:func:`register` is idempotent; :func:`unregister` undoes all five. Both check the Ultralytics version against
 :data:`SUPPORTED_ULTRALYTICS`, and registration verifies on a two-row model that the channel rule took effect, so a
 future Ultralytics that builds models differently fails at import with a clear message instead of building wrong
 models.
@@ -30,6 +33,7 @@ models.
 from __future__ import annotations
 
 import builtins
+import inspect
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +42,7 @@ import torch
 from ultralytics.nn.modules import C3, Conv
 
 from .configs import packaged_config
+from .model_yaml import ModelYAMLError, check_rows
 from .modules import CRU, SRU, SCConv, SPDConv, SSDConv, SpaceToDepth
 
 # [lower, upper). 8.4.67 is the first release with restricted checkpoint loading (ULTRALYTICS_SAFE_LOAD); both ends
@@ -103,6 +108,61 @@ def _check_yaml_resolving_packaged(original):
     return check_yaml
 
 
+def _yaml_parameters(cls) -> list | None:
+    """The constructor parameters a YAML row's ``args`` map onto, for our classes (None for anyone else's)."""
+    if cls not in BASE_MODULES:
+        return None
+    parameters = list(inspect.signature(cls).parameters.values())[1:]  # c1 comes from the 'from' layer
+    if cls in REPEAT_MODULES:
+        parameters = parameters[:1] + parameters[2:]  # the repeat count comes from the repeats column
+    return parameters
+
+
+def _rows(d: dict) -> list:
+    return list(d.get("backbone") or []) + list(d.get("head") or [])
+
+
+def _first_failing_layer(parse_model, d: dict, ch) -> int | None:
+    """Index of the first layer whose prefix of the YAML fails to build (binary search; only on the error path)."""
+    from copy import deepcopy
+
+    rows, backbone = _rows(d), len(d.get("backbone") or [])
+
+    def builds(k: int) -> bool:
+        prefix = {**deepcopy(d), "backbone": deepcopy(rows[: min(k, backbone)]), "head": deepcopy(rows[backbone:k])}
+        try:
+            parse_model(prefix, ch=ch, verbose=False)
+            return True
+        except Exception:  # noqa: BLE001 - any failure means this prefix contains the bad row
+            return False
+
+    low, high = 0, len(rows)  # invariant: prefix of `low` rows builds, of `high` rows fails
+    if builds(high):
+        return None
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if builds(middle) else (low, middle)
+    return high - 1
+
+
+def _parse_model_naming_rows(original, namespace: dict):
+    def parse_model(d, ch, verbose=True):
+        where = Path(str(d.get("yaml_file", "model YAML"))).name
+        check_rows(d, namespace, _yaml_parameters, where)
+        try:
+            return original(d, ch, verbose=verbose)
+        except Exception as error:
+            layer = _first_failing_layer(original, d, ch)
+            if layer is None:
+                raise
+            row = _rows(d)[layer]
+            problem = " ".join(str(error).split()) or type(error).__name__
+            raise ModelYAMLError(f"{where}: layer {layer} {row[2]} {row[3]}: {problem}") from error
+
+    parse_model.__wrapped__ = original
+    return parse_model
+
+
 def _self_check(tasks) -> None:
     """Build a two-row model through parse_model and confirm our channel rule was applied."""
     d = {"nc": 1, "backbone": [[-1, 1, "SPDConv", [16, 3]], [-1, 1, "SpaceToDepth", [64]]], "head": []}
@@ -129,11 +189,13 @@ def register() -> None:
         )
     _state["added_names"] = [name for name in MODULES if name not in tasks.__dict__]
     _state["check_yaml"] = tasks.check_yaml
+    _state["parse_model"] = tasks.parse_model
     _state["safe_globals_before"] = list(torch.serialization.get_safe_globals())
     for name in _state["added_names"]:
         setattr(tasks, name, MODULES[name])
     tasks.frozenset = _frozenset_with_ours
     tasks.check_yaml = _check_yaml_resolving_packaged(_state["check_yaml"])
+    tasks.parse_model = _parse_model_naming_rows(_state["parse_model"], vars(tasks))
     torch.serialization.add_safe_globals(list(PICKLED_CLASSES))
     try:
         _self_check(tasks)
@@ -152,6 +214,7 @@ def unregister() -> None:
         delattr(tasks, name)
     del tasks.frozenset
     tasks.check_yaml = _state["check_yaml"]
+    tasks.parse_model = _state["parse_model"]
     ours = set(PICKLED_CLASSES)
     kept = [g for g in torch.serialization.get_safe_globals() if g not in ours or g in _state["safe_globals_before"]]
     torch.serialization.clear_safe_globals()
