@@ -1,15 +1,26 @@
-"""Model statistics for the packaged configs: ``python -m yolo_spd.info [pattern]`` prints a Markdown table.
+"""Model statistics for the packaged configs: ``python -m yolo_spd.info [pattern] [--latency]`` prints a Markdown table.
 
-Parameters are counted from the built model; GFLOPs come from Ultralytics' own counter (ultralytics-thop, with the
-same stride-aware proxy call Ultralytics makes) at 640. The README's model table is this command's output.
+Every config is compared with its Ultralytics baseline at the same scale (:func:`yolo_spd.configs.baseline`):
+yolov5-* with yolov5{n,s,m,l}u, yolov8-* with yolov8{n,s,m,l}, yolo11-* with yolo11{n,s,m,l}. Parameters are
+counted from the built model; GFLOPs come from Ultralytics' own counter (ultralytics-thop, with the same
+stride-aware proxy call Ultralytics makes) at 640. ``--latency`` adds CPU latency at batch 1 in PyTorch eager mode
+and in ONNX Runtime, each next to its ratio to the baseline measured in the same run (latencies from different
+runs or machines are not comparable; ratios are more stable). The README's model table is this command's output.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import statistics
+import tempfile
+import time
+from copy import deepcopy
 from dataclasses import dataclass
+from pathlib import Path
 
-from .configs import list_models
+from .configs import baseline, list_models
 
 
 @dataclass(frozen=True)
@@ -18,14 +29,37 @@ class ModelStats:
     layers: int
     params: int  # whole model
     params_before_detect: int  # the figure comparable with the SPD-Conv authors' backbone + neck
-    gflops: float  # at 640 x 640, batch 1
+    gflops: float  # at imgsz x imgsz, batch 1
 
 
-def model_stats(name: str, imgsz: int = 640) -> ModelStats:
-    """Build the packaged config ``name`` (e.g. ``"yolov5-spd-n"``) and measure it."""
+@dataclass(frozen=True)
+class Latency:
+    """Median wall time of one batch-1 forward pass, in milliseconds."""
+
+    torch_ms: float  # PyTorch eager, inference mode
+    onnx_ms: float  # ONNX Runtime, CPU execution provider
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A packaged config next to its baseline; the latencies are None unless measured."""
+
+    model: ModelStats
+    base: ModelStats
+    latency: Latency | None = None
+    base_latency: Latency | None = None
+
+
+def build(name: str):
+    """``ultralytics.YOLO`` for a packaged config or an Ultralytics model name (``"yolov8n"``), from its YAML."""
     from ultralytics import YOLO
 
-    model = YOLO(f"{name}.yaml").model
+    return YOLO(f"{name}.yaml")
+
+
+def model_stats(name: str, imgsz: int = 640, yolo=None) -> ModelStats:
+    """Build ``name`` (e.g. ``"yolov5-spd-n"`` or the baseline ``"yolov5nu"``) and measure it."""
+    model = (yolo or build(name)).model
     layers = model.model
     return ModelStats(
         name=name,
@@ -34,8 +68,6 @@ def model_stats(name: str, imgsz: int = 640) -> ModelStats:
         params_before_detect=sum(p.numel() for layer in layers[:-1] for p in layer.parameters()),
         gflops=gflops(model, imgsz),
     )
-
-
 def gflops(model, imgsz: int = 640) -> float:
     """GFLOPs of ``model`` at ``imgsz`` x ``imgsz``, batch 1, counted by ultralytics-thop.
 
@@ -51,23 +83,125 @@ def gflops(model, imgsz: int = 640) -> float:
     return thop.profile(model, inputs=[image], stride=stride, min_cells=1, verbose=False)[0] / 1e9 * 2
 
 
-def markdown_table(stats: list[ModelStats]) -> str:
-    rows = [
-        "| model | layers | params | params before Detect | GFLOPs @640 |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    rows += [f"| {s.name} | {s.layers} | {s.params:,} | {s.params_before_detect:,} | {s.gflops:.1f} |" for s in stats]
-    return "\n".join(rows)
+@contextlib.contextmanager
+def _quiet_ultralytics():
+    """Silence Ultralytics' INFO log (the exporter's progress lines) so the table is the only output."""
+    from ultralytics.utils import LOGGER
+
+    level = LOGGER.level
+    LOGGER.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        LOGGER.setLevel(level)
+
+
+def _median_ms(run, repeats: int, warmup: int) -> float:
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def measure_latency(yolo, imgsz: int = 640, repeats: int = 10, warmup: int = 2, threads: int = 1) -> Latency:
+    """Median CPU latency of a batch-1 ``imgsz`` x ``imgsz`` forward pass, in PyTorch eager mode and ONNX Runtime.
+
+    Both runs use ``threads`` intra-op threads (torch's setting is restored afterwards). The PyTorch model is a fused
+    (Conv + BatchNorm folded) copy in eval mode, as Ultralytics runs inference; the ONNX file is Ultralytics' own
+    export (which fuses the same way), written to a temporary folder and deleted afterwards.
+    """
+    import onnxruntime as ort
+    import torch
+
+    x = torch.rand(1, 3, imgsz, imgsz)
+    model = deepcopy(yolo.model).float().eval().fuse(verbose=False)
+    threads_before = torch.get_num_threads()  # restored at the end: the exporter changes it too
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            torch_ms = _median_ms(lambda: model(x), repeats, warmup)
+        with tempfile.TemporaryDirectory() as tmp, _quiet_ultralytics():
+            exporter = deepcopy(yolo)
+            exporter.model.pt_path = str(Path(tmp) / "model.pt")  # the exporter writes <pt_path stem>.onnx beside it
+            onnx_file = Path(exporter.export(format="onnx", imgsz=imgsz, device="cpu", verbose=False))
+            options = ort.SessionOptions()
+            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+            session = ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
+            feed = {session.get_inputs()[0].name: x.numpy()}
+            onnx_ms = _median_ms(lambda: session.run(None, feed), repeats, warmup)
+    finally:
+        torch.set_num_threads(threads_before)
+    return Latency(torch_ms=torch_ms, onnx_ms=onnx_ms)
+
+
+def compare(names: list[str], imgsz: int = 640, latency: bool = False, **latency_args) -> list[Comparison]:
+    """Measure each config and its baseline (each baseline built and timed once per call, shared by its configs)."""
+    measured: dict[str, tuple[ModelStats, Latency | None]] = {}
+
+    def measure(name: str) -> tuple[ModelStats, Latency | None]:
+        if name not in measured:
+            yolo = build(name)
+            stats = model_stats(name, imgsz, yolo)
+            measured[name] = (stats, measure_latency(yolo, imgsz, **latency_args) if latency else None)
+        return measured[name]
+
+    rows = []
+    for name in names:
+        (stats, lat), (base_stats, base_lat) = measure(name), measure(baseline(name))
+        rows.append(Comparison(stats, base_stats, lat, base_lat))
+    return rows
+
+
+def markdown_table(rows: list[Comparison], imgsz: int = 640) -> str:
+    """The comparison as a Markdown table; ratio columns are this model's figure divided by its baseline's."""
+    header = [
+        "model", "baseline", "layers", "params", "params before Detect", f"GFLOPs @{imgsz}", "params / base",
+        "GFLOPs / base",
+    ]  # fmt: skip
+    with_latency = any(row.latency for row in rows)
+    if with_latency:
+        header += ["PyTorch ms", "PyTorch / base", "ONNX RT ms", "ONNX RT / base"]
+    lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(header) - 2)]
+    for row in rows:
+        m, b = row.model, row.base
+        cells = [
+            m.name, b.name, str(m.layers), f"{m.params:,}", f"{m.params_before_detect:,}", f"{m.gflops:.1f}",
+            f"{m.params / b.params:.2f}", f"{m.gflops / b.gflops:.2f}",
+        ]  # fmt: skip
+        if with_latency:
+            lat, base = row.latency, row.base_latency
+            cells += [
+                f"{lat.torch_ms:.1f}", f"{lat.torch_ms / base.torch_ms:.2f}",
+                f"{lat.onnx_ms:.1f}", f"{lat.onnx_ms / base.onnx_ms:.2f}",
+            ]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m yolo_spd.info", description=__doc__.splitlines()[0])
+    """``[pattern] [--latency] [--imgsz N] [--repeats N] [--threads N]``; prints the table to stdout."""
+    parser = argparse.ArgumentParser(prog="yolo-spd info", description=__doc__.splitlines()[0])
     parser.add_argument("pattern", nargs="?", default="*", help="shell-style filter on config names (default: all)")
+    parser.add_argument("--latency", action="store_true", help="add PyTorch eager and ONNX Runtime CPU latency")
+    parser.add_argument("--imgsz", type=int, default=640, help="square input size for GFLOPs and latency")
+    parser.add_argument("--repeats", type=int, default=10, help="timed runs per model and runtime (median)")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads for PyTorch and ONNX Runtime")
     args = parser.parse_args(argv)
+    for option in ("imgsz", "repeats", "threads"):
+        if getattr(args, option) < 1:
+            parser.error(f"--{option}={getattr(args, option)} is not allowed; expected an integer >= 1")
+    if args.imgsz % 32:
+        parser.error(f"--imgsz={args.imgsz} is not allowed; expected a multiple of 32 (the models' largest stride)")
     names = list_models(args.pattern)
     if not names:
         parser.error(f"no packaged config matches {args.pattern!r}; available: {', '.join(list_models())}")
-    print(markdown_table([model_stats(name) for name in names]))
+    latency_args = {"repeats": args.repeats, "threads": args.threads} if args.latency else {}
+    rows = compare(names, args.imgsz, args.latency, **latency_args)
+    print(markdown_table(rows, args.imgsz))
 
 
 if __name__ == "__main__":
