@@ -66,7 +66,44 @@ class _BottleneckConvSwap:
                 block.cv2 = self.conv_module(conv.in_channels, conv.out_channels, conv.kernel_size[0])
 
 
-class C3_SCConv23(_BottleneckConvSwap, C3):
+class _C3Variant(_BottleneckConvSwap, C3):
+    """C3 (c1, c2, n, shortcut, g, e) with ``conv_module`` bottleneck convs; the concrete classes set the module."""
+
+    def __init__(self, c1: int, c2: int, n: int = 1, shortcut: bool = True, g: int = 1, e: float = 0.5):
+        self._check_args(c1, c2, n, g)
+        super().__init__(c1, c2, n, shortcut, g, e)
+        self._swap_bottleneck_convs()
+
+
+class _C2fVariant(_BottleneckConvSwap, C2f):
+    """C2f (c1, c2, n, shortcut, g, e) with ``conv_module`` bottleneck convs; the concrete classes set the module."""
+
+    def __init__(self, c1: int, c2: int, n: int = 1, shortcut: bool = False, g: int = 1, e: float = 0.5):
+        self._check_args(c1, c2, n, g)
+        super().__init__(c1, c2, n, shortcut, g, e)
+        self._swap_bottleneck_convs()
+
+
+class _C3k2Variant(_BottleneckConvSwap, C3k2):
+    """C3k2 (c1, c2, n, c3k, e, attn, g, shortcut) with ``conv_module`` bottleneck convs; see the concrete classes."""
+
+    def __init__(
+        self,
+        c1: int,
+        c2: int,
+        n: int = 1,
+        c3k: bool = False,
+        e: float = 0.5,
+        attn: bool = False,
+        g: int = 1,
+        shortcut: bool = True,
+    ):
+        self._check_args(c1, c2, n, g)
+        super().__init__(c1, c2, n, c3k, e, attn, g, shortcut)
+        self._swap_bottleneck_convs()
+
+
+class C3_SCConv23(_C3Variant):
     """YOLOv5's C3 with each bottleneck's 3 x 3 convolution replaced by SCConv (Li et al., CVPR 2023, Fig. 1).
 
     YAML: ``[-1, 3, C3_SCConv23, [c2]]`` or ``[c2, False]`` (no shortcut), exactly as a C3 row. See the module
@@ -83,13 +120,8 @@ class C3_SCConv23(_BottleneckConvSwap, C3):
 
     conv_module = SCConv
 
-    def __init__(self, c1: int, c2: int, n: int = 1, shortcut: bool = True, g: int = 1, e: float = 0.5):
-        self._check_args(c1, c2, n, g)
-        super().__init__(c1, c2, n, shortcut, g, e)
-        self._swap_bottleneck_convs()
 
-
-class C3_SSDConv(_BottleneckConvSwap, C3):
+class C3_SSDConv(_C3Variant):
     """YOLOv5's C3 with each bottleneck's 3 x 3 convolution replaced by SSDConv (Zhang et al., IEEE TETCI 2025).
 
     YAML: ``[-1, 3, C3_SSDConv, [c2]]`` or ``[c2, False]`` (no shortcut), exactly as a C3 row. See the module
@@ -106,13 +138,8 @@ class C3_SSDConv(_BottleneckConvSwap, C3):
 
     conv_module = SSDConv
 
-    def __init__(self, c1: int, c2: int, n: int = 1, shortcut: bool = True, g: int = 1, e: float = 0.5):
-        self._check_args(c1, c2, n, g)
-        super().__init__(c1, c2, n, shortcut, g, e)
-        self._swap_bottleneck_convs()
 
-
-class C2f_SCConv23(_BottleneckConvSwap, C2f):
+class C2f_SCConv23(_C2fVariant):
     """YOLOv8's C2f with each bottleneck's second 3 x 3 convolution replaced by SCConv (Li et al., CVPR 2023, Fig. 1).
 
     YAML: ``[-1, 3, C2f_SCConv23, [c2, True]]``, exactly as a C2f row. See the module docstring for the replaced
@@ -129,13 +156,8 @@ class C2f_SCConv23(_BottleneckConvSwap, C2f):
 
     conv_module = SCConv
 
-    def __init__(self, c1: int, c2: int, n: int = 1, shortcut: bool = False, g: int = 1, e: float = 0.5):
-        self._check_args(c1, c2, n, g)
-        super().__init__(c1, c2, n, shortcut, g, e)
-        self._swap_bottleneck_convs()
 
-
-class C2f_SSDConv(_BottleneckConvSwap, C2f):
+class C2f_SSDConv(_C2fVariant):
     """YOLOv8's C2f with each bottleneck's second 3 x 3 convolution replaced by SSDConv (Zhang et al., TETCI 2025).
 
     YAML: ``[-1, 3, C2f_SSDConv, [c2, True]]``, exactly as a C2f row. See the module docstring for the replaced
@@ -152,13 +174,8 @@ class C2f_SSDConv(_BottleneckConvSwap, C2f):
 
     conv_module = SSDConv
 
-    def __init__(self, c1: int, c2: int, n: int = 1, shortcut: bool = False, g: int = 1, e: float = 0.5):
-        self._check_args(c1, c2, n, g)
-        super().__init__(c1, c2, n, shortcut, g, e)
-        self._swap_bottleneck_convs()
 
-
-class C3k2_SCConv23(_BottleneckConvSwap, C3k2):
+class C3k2_SCConv23(_C3k2Variant):
     """YOLO11's C3k2 with every bottleneck's second 3 x 3 convolution replaced by SCConv (Li et al., CVPR 2023).
 
     Covers all three C3k2 forms: plain bottlenecks, C3k blocks (``c3k=True``; their bottlenecks are replaced too)
@@ -178,23 +195,8 @@ class C3k2_SCConv23(_BottleneckConvSwap, C3k2):
 
     conv_module = SCConv
 
-    def __init__(
-        self,
-        c1: int,
-        c2: int,
-        n: int = 1,
-        c3k: bool = False,
-        e: float = 0.5,
-        attn: bool = False,
-        g: int = 1,
-        shortcut: bool = True,
-    ):
-        self._check_args(c1, c2, n, g)
-        super().__init__(c1, c2, n, c3k, e, attn, g, shortcut)
-        self._swap_bottleneck_convs()
 
-
-class C3k2_SSDConv(_BottleneckConvSwap, C3k2):
+class C3k2_SSDConv(_C3k2Variant):
     """YOLO11's C3k2 with every bottleneck's second 3 x 3 convolution replaced by SSDConv (Zhang et al., TETCI 2025).
 
     Covers all three C3k2 forms: plain bottlenecks, C3k blocks (``c3k=True``; their bottlenecks are replaced too)
@@ -213,21 +215,6 @@ class C3k2_SSDConv(_BottleneckConvSwap, C3k2):
     """
 
     conv_module = SSDConv
-
-    def __init__(
-        self,
-        c1: int,
-        c2: int,
-        n: int = 1,
-        c3k: bool = False,
-        e: float = 0.5,
-        attn: bool = False,
-        g: int = 1,
-        shortcut: bool = True,
-    ):
-        self._check_args(c1, c2, n, g)
-        super().__init__(c1, c2, n, c3k, e, attn, g, shortcut)
-        self._swap_bottleneck_convs()
 
 
 BLOCKS = (C3_SCConv23, C2f_SCConv23, C3k2_SCConv23, C3_SSDConv, C2f_SSDConv, C3k2_SSDConv)
