@@ -228,31 +228,37 @@ def test_baselines_are_ultralytics_models_of_the_same_scale():
 # --- info table ----------------------------------------------------------------------------------------------------
 
 
-def test_info_divides_each_config_by_its_own_baseline_and_builds_each_baseline_once(monkeypatch):
+def test_info_divides_each_config_by_its_own_baseline_and_times_each_group_together(monkeypatch):
     built_names, timed = [], []
-    fake_stats = {"yolov8-spd-n": 300, "yolov8-spd-s": 900, "yolov8n": 100, "yolov8s": 600}
+    fake_params = {"yolov8-spd-n": 300, "yolov8-spd-s": 900, "yolov8n": 100, "yolov8s": 600, "yolo11-spd-n": 50,
+                   "yolo11n": 200}  # fmt: skip
 
     def fake_build(name):
         built_names.append(name)
         return name
 
     def fake_stats_of(name, imgsz, yolo):
-        return info.ModelStats(name, 23, fake_stats[name], fake_stats[name] - 1, fake_stats[name] / 10)
+        return info.ModelStats(name, 23, fake_params[name], fake_params[name] - 1, fake_params[name] / 10)
 
-    def fake_latency(yolo, imgsz, **kwargs):
-        timed.append((yolo, imgsz, kwargs))
-        return info.Latency(torch_ms=fake_stats[yolo] / 5, onnx_ms=fake_stats[yolo] / 50)
+    def fake_latency(yolos, imgsz, **kwargs):
+        timed.append((list(yolos), imgsz, kwargs))
+        return {name: info.Latency(torch_ms=fake_params[name] / 5, onnx_ms=fake_params[name] / 50) for name in yolos}
 
     monkeypatch.setattr(info, "build", fake_build)
     monkeypatch.setattr(info, "model_stats", fake_stats_of)
     monkeypatch.setattr(info, "measure_latency", fake_latency)
-    rows = info.compare(["yolov8-spd-n", "yolov8-spd-s", "yolov8-spd-n"], imgsz=64, latency=True, repeats=3)
-    assert sorted(built_names) == ["yolov8-spd-n", "yolov8-spd-s", "yolov8n", "yolov8s"]  # each built once
-    assert [t[0] for t in timed] == built_names and all(t[1:] == (64, {"repeats": 3}) for t in timed)
+    names = ["yolo11-spd-n", "yolov8-spd-n", "yolov8-spd-s"]
+    rows = info.compare(names, imgsz=64, latency=True, repeats=3)
+    assert sorted(built_names) == sorted([*names, "yolo11n", "yolov8n", "yolov8s"])  # each built once
+    # one round-robin group per baseline, the baseline first
+    groups = [["yolo11n", "yolo11-spd-n"], ["yolov8n", "yolov8-spd-n"], ["yolov8s", "yolov8-spd-s"]]
+    assert timed == [(group, 64, {"repeats": 3}) for group in groups]
     table = info.markdown_table(rows, imgsz=64).splitlines()
     assert table[0].startswith("| model | baseline | layers | params |") and "ONNX RT / base" in table[0]
-    assert table[2] == "| yolov8-spd-n | yolov8n | 23 | 300 | 299 | 30.0 | 3.00 | 3.00 | 60.0 | 3.00 | 6.0 | 3.00 |"
-    assert table[3] == "| yolov8-spd-s | yolov8s | 23 | 900 | 899 | 90.0 | 1.50 | 1.50 | 180.0 | 1.50 | 18.0 | 1.50 |"
+    assert [line.split(" | ")[0] for line in table[2:]] == ["| " + name for name in names]  # the order asked for
+    assert table[2] == "| yolo11-spd-n | yolo11n | 23 | 50 | 49 | 5.0 | 0.25 | 0.25 | 10.0 | 0.25 | 1.0 | 0.25 |"
+    assert table[3] == "| yolov8-spd-n | yolov8n | 23 | 300 | 299 | 30.0 | 3.00 | 3.00 | 60.0 | 3.00 | 6.0 | 3.00 |"
+    assert table[4] == "| yolov8-spd-s | yolov8s | 23 | 900 | 899 | 90.0 | 1.50 | 1.50 | 180.0 | 1.50 | 18.0 | 1.50 |"
     assert "PyTorch" not in info.markdown_table(info.compare(["yolov8-spd-n"], imgsz=64))
 
 
@@ -275,11 +281,12 @@ def test_info_main_rejects_bad_arguments(argv, message, capsys):
 
 
 @pytest.mark.slow
-def test_latency_measures_both_runtimes_and_leaves_no_files(tmp_path, monkeypatch):
+def test_latency_times_every_model_in_both_runtimes_and_leaves_no_files(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     threads = torch.get_num_threads()
-    lat = info.measure_latency(YOLO("yolov8-spd-n.yaml"), imgsz=32, repeats=2, warmup=1, threads=threads % 2 + 1)
-    assert lat.torch_ms > 0 and lat.onnx_ms > 0
+    yolos = {name: YOLO(f"{name}.yaml") for name in ("yolov8n", "yolov8-spd-n")}
+    lat = info.measure_latency(yolos, imgsz=32, repeats=2, warmup=1, threads=threads % 2 + 1)
+    assert list(lat) == list(yolos) and all(v.torch_ms > 0 and v.onnx_ms > 0 for v in lat.values())
     assert torch.get_num_threads() == threads and list(tmp_path.iterdir()) == []
 
 

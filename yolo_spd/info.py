@@ -68,6 +68,8 @@ def model_stats(name: str, imgsz: int = 640, yolo=None) -> ModelStats:
         params_before_detect=sum(p.numel() for layer in layers[:-1] for p in layer.parameters()),
         gflops=gflops(model, imgsz),
     )
+
+
 def gflops(model, imgsz: int = 640) -> float:
     """GFLOPs of ``model`` at ``imgsz`` x ``imgsz``, batch 1, counted by ultralytics-thop.
 
@@ -96,64 +98,77 @@ def _quiet_ultralytics():
         LOGGER.setLevel(level)
 
 
-def _median_ms(run, repeats: int, warmup: int) -> float:
-    for _ in range(warmup):
-        run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+def _time_ms(run) -> float:
+    start = time.perf_counter()
+    run()
+    return (time.perf_counter() - start) * 1e3
 
 
-def measure_latency(yolo, imgsz: int = 640, repeats: int = 10, warmup: int = 2, threads: int = 1) -> Latency:
-    """Median CPU latency of a batch-1 ``imgsz`` x ``imgsz`` forward pass, in PyTorch eager mode and ONNX Runtime.
+def measure_latency(
+    yolos: dict, imgsz: int = 640, repeats: int = 10, warmup: int = 2, threads: int = 1
+) -> dict[str, Latency]:
+    """Median CPU latency of a batch-1 ``imgsz`` x ``imgsz`` forward pass of each model in ``yolos`` (name -> YOLO),
+    in PyTorch eager mode and in ONNX Runtime.
 
-    Both runs use ``threads`` intra-op threads (torch's setting is restored afterwards). The PyTorch model is a fused
-    (Conv + BatchNorm folded) copy in eval mode, as Ultralytics runs inference; the ONNX file is Ultralytics' own
-    export (which fuses the same way), written to a temporary folder and deleted afterwards.
+    The models are timed round-robin: each of the ``repeats`` rounds runs every model once in each runtime, so a
+    change in machine load during the run affects all of them alike and the ratios between them stay meaningful.
+    Both runtimes use ``threads`` intra-op threads (torch's setting is restored afterwards). The PyTorch model is a
+    fused (Conv + BatchNorm folded) copy in eval mode, as Ultralytics runs inference; the ONNX file is Ultralytics'
+    own export (which fuses the same way), written to a temporary folder and deleted afterwards.
     """
     import onnxruntime as ort
     import torch
 
     x = torch.rand(1, 3, imgsz, imgsz)
-    model = deepcopy(yolo.model).float().eval().fuse(verbose=False)
+    feed = x.numpy()
     threads_before = torch.get_num_threads()  # restored at the end: the exporter changes it too
     torch.set_num_threads(threads)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    runners: dict[str, tuple] = {}
     try:
-        with torch.inference_mode():
-            torch_ms = _median_ms(lambda: model(x), repeats, warmup)
         with tempfile.TemporaryDirectory() as tmp, _quiet_ultralytics():
-            exporter = deepcopy(yolo)
-            exporter.model.pt_path = str(Path(tmp) / "model.pt")  # the exporter writes <pt_path stem>.onnx beside it
-            onnx_file = Path(exporter.export(format="onnx", imgsz=imgsz, device="cpu", verbose=False))
-            options = ort.SessionOptions()
-            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-            session = ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
-            feed = {session.get_inputs()[0].name: x.numpy()}
-            onnx_ms = _median_ms(lambda: session.run(None, feed), repeats, warmup)
+            for i, (name, yolo) in enumerate(yolos.items()):
+                model = deepcopy(yolo.model).float().eval().fuse(verbose=False)
+                exporter = deepcopy(yolo)
+                exporter.model.pt_path = str(Path(tmp) / f"{i}.pt")  # the exporter writes <pt_path stem>.onnx there
+                onnx_file = exporter.export(format="onnx", imgsz=imgsz, device="cpu", verbose=False)
+                session = ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
+                input_name = session.get_inputs()[0].name
+                runners[name] = (lambda m=model: m(x), lambda s=session, n=input_name: s.run(None, {n: feed}))
+            times = {name: ([], []) for name in runners}
+            torch.set_num_threads(threads)  # again: the export may have changed it
+            with torch.inference_mode():
+                for round_ in range(warmup + repeats):
+                    for name, (run_torch, run_onnx) in runners.items():
+                        torch_ms, onnx_ms = _time_ms(run_torch), _time_ms(run_onnx)
+                        if round_ >= warmup:
+                            times[name][0].append(torch_ms)
+                            times[name][1].append(onnx_ms)
     finally:
         torch.set_num_threads(threads_before)
-    return Latency(torch_ms=torch_ms, onnx_ms=onnx_ms)
+    return {name: Latency(statistics.median(t), statistics.median(o)) for name, (t, o) in times.items()}
 
 
 def compare(names: list[str], imgsz: int = 640, latency: bool = False, **latency_args) -> list[Comparison]:
-    """Measure each config and its baseline (each baseline built and timed once per call, shared by its configs)."""
-    measured: dict[str, tuple[ModelStats, Latency | None]] = {}
-
-    def measure(name: str) -> tuple[ModelStats, Latency | None]:
-        if name not in measured:
-            yolo = build(name)
-            stats = model_stats(name, imgsz, yolo)
-            measured[name] = (stats, measure_latency(yolo, imgsz, **latency_args) if latency else None)
-        return measured[name]
-
-    rows = []
+    """Measure each config and its baseline. Configs sharing a baseline form a group whose models are built, and
+    with ``latency`` timed round-robin, together; each baseline is built and timed once, and a group's models are
+    released before the next group is built."""
+    groups: dict[str, list[str]] = {}
     for name in names:
-        (stats, lat), (base_stats, base_lat) = measure(name), measure(baseline(name))
-        rows.append(Comparison(stats, base_stats, lat, base_lat))
-    return rows
+        groups.setdefault(baseline(name), []).append(name)
+    stats: dict[str, ModelStats] = {}
+    latencies: dict[str, Latency] = {}
+    for base, members in groups.items():
+        yolos = {name: build(name) for name in dict.fromkeys([base, *members])}
+        stats.update({name: model_stats(name, imgsz, yolo) for name, yolo in yolos.items()})
+        if latency:
+            latencies.update(measure_latency(yolos, imgsz, **latency_args))
+        del yolos
+    return [
+        Comparison(stats[name], stats[baseline(name)], latencies.get(name), latencies.get(baseline(name)))
+        for name in names
+    ]
 
 
 def markdown_table(rows: list[Comparison], imgsz: int = 640) -> str:
