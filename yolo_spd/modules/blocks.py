@@ -2,7 +2,7 @@
 
 Both papers use their module as a drop-in for the 3 x 3 convolution of a bottleneck residual block: SCConv
 (Li, Wen, He, CVPR 2023) places SCConv on "the intermediate input features X in the bottleneck residual block"
-(Sec. 3, Fig. 1) and its experiments "only replace the bottleneck 3 x 3 convolutions" (Sec. 4.2); SSDConv (Zhang
+(Sec. 2, Fig. 1) and its experiments "only replace the bottleneck 3 x 3 convolutions" (Sec. 3.4); SSDConv (Zhang
 et al., IEEE TETCI 2025; authors' README) "is designed to replace standard 3 x 3 convolutional layers". In
 Ultralytics YOLO the bottleneck residual block is ``Bottleneck``, used inside C3 (YOLOv5), C2f (YOLOv8) and C3k2
 (YOLO11, directly or through C3k). Each class here is the stock Ultralytics block, built by the stock constructor,
