@@ -346,3 +346,20 @@ def test_onnx_export_matches_pytorch(name, tmp_path, monkeypatch):
     assert got.shape == expected.shape == (1, 84, 8 * 12 + 4 * 6 + 2 * 3)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-3)
     assert float(np.abs(expected).max()) > 1.0
+
+
+def test_the_readme_yaml_examples_build_in_order():
+    """The "after" rows of README's "Using the modules in your own YAML" guide, stacked into one backbone."""
+    import yaml
+
+    from .conftest import REPO
+
+    rows = [yaml.safe_load(line.split("#")[0])[0] for line in (REPO / "README.md").read_text().splitlines()
+            if line.startswith("- [") and "# after" in line]  # fmt: skip
+    assert [row[2] for row in rows] == ["SPDConv", "C2f_SCConv23", "C3_SSDConv"]
+    d = {"nc": 1, "depth_multiple": 0.33, "width_multiple": 0.25, "backbone": [[-1, 1, "Conv", [64, 3, 2]], *rows]}
+    built_layers = tasks.parse_model({**d, "head": []}, ch=3, verbose=False)[0]
+    assert [type(m).__name__ for m in built_layers[1:]] == ["SPDConv", "C2f_SCConv23", "C3_SSDConv"]
+    assert [len(m.m) for m in built_layers[2:]] == [2, 3]  # round(6 * 0.33), round(9 * 0.33)
+    y = built_layers[3](built_layers[2](built_layers[1](built_layers[0](torch.zeros(1, 3, 64, 64)))))
+    assert y.shape == (1, 128, 16, 16)
