@@ -132,6 +132,31 @@ def test_c3k2_variants_do_not_get_parse_models_scale_rules_as_documented():
     assert not legacy_head(stock[-1]) and legacy_head(ours[-1])
 
 
+@pytest.mark.parametrize("family,block", [("v8/yolov8.yaml", "C2f"), ("11/yolo11.yaml", "C3k2")])
+@pytest.mark.parametrize("module", ["SCConv23", "SSDConv"])
+def test_variants_fit_the_narrowest_yolov8_and_yolo11_widths(family, block, module):
+    """Every C2f / C3k2 row of Ultralytics' own YAML swapped for the variant builds and runs at scale n, whose
+    bottlenecks are the narrowest (8 channels in yolo11n); backbone and neck differ from stock only in those convs.
+    The Detect head is the documented exception: with no stock C3k2 row left, the yolo11 one is built legacy."""
+    import yaml
+    from ultralytics.cfg import ROOT
+
+    def build(name: str):
+        d = yaml.safe_load((ROOT / "cfg" / "models" / family).read_text()) | {"scale": "n"}
+        for row in d["backbone"] + d["head"]:
+            row[2] = name if row[2] == block else row[2]
+        return tasks.DetectionModel(d, verbose=False).eval()
+
+    ours, stock = build(f"{block}_{module}"), build(block)
+    ours_b, stock_b = bottlenecks(ours), bottlenecks(stock)
+    assert len(ours_b) == len(stock_b) > 0 and min(b.cv2.conv.in_channels for b in stock_b) <= 16
+    body = n_params(ours.model[:-1]) - sum(n_params(b.cv2) for b in ours_b)
+    assert body == n_params(stock.model[:-1]) - sum(n_params(b.cv2) for b in stock_b)
+    assert legacy_head(ours.model[-1]) and legacy_head(stock.model[-1]) == (block == "C2f")
+    with torch.no_grad():
+        assert ours(torch.zeros(1, 3, 64, 96))[0].shape == (1, 84, 8 * 12 + 4 * 6 + 2 * 3)
+
+
 # --- configs -------------------------------------------------------------------------------------------------------
 
 
