@@ -59,7 +59,7 @@ def build(name: str):
 
 def model_stats(name: str, imgsz: int = 640, yolo=None) -> ModelStats:
     """Build ``name`` (e.g. ``"yolov5-spd-n"`` or the baseline ``"yolov5nu"``) and measure it."""
-    model = (yolo or build(name)).model
+    model = (build(name) if yolo is None else yolo).model
     layers = model.model
     return ModelStats(
         name=name,
