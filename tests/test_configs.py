@@ -8,7 +8,7 @@ from ultralytics import YOLO
 from ultralytics.nn.modules import C3, Detect, Focus
 
 import yolo_spd
-from yolo_spd.info import markdown_table, model_stats
+from yolo_spd.info import compare, markdown_table
 
 # SPD-Conv authors' space_depth_{n,s,m,l}.yaml, nc=80, all layers before Detect (the acceptance figure).
 AUTHORS_PARAMS = {"n": 2_141_152, "s": 8_542_144, "m": 24_303_072, "l": 52_249_984}
@@ -53,11 +53,13 @@ def test_forward_at_640_gives_the_detect_output_shape():
 
 
 def test_info_table_reports_the_figures():
-    stats = [model_stats(name) for name in ("yolov5-spd-n", "yolov5-spd-s")]
+    rows = compare(["yolov5-spd-n", "yolov5-spd-s"])
+    stats = [row.model for row in rows]
     assert [s.params_before_detect for s in stats] == [AUTHORS_PARAMS["n"], AUTHORS_PARAMS["s"]]
     assert 0 < stats[0].gflops < stats[1].gflops  # counted, not Ultralytics' silent 0.0 for Focus stems
-    table = markdown_table(stats)
-    assert "| yolov5-spd-n | 31 | " in table and f"{AUTHORS_PARAMS['s']:,}" in table
+    assert [row.base.name for row in rows] == ["yolov5nu", "yolov5su"]
+    table = markdown_table(rows)
+    assert "| yolov5-spd-n | yolov5nu | 31 | " in table and f"{AUTHORS_PARAMS['s']:,}" in table
 
 
 def test_list_models_filters_and_orders_small_to_large():

@@ -9,11 +9,30 @@ Ultralytics builds the packaged configs by bare name::
 """
 
 from .configs import config_dir, list_models
-from .modules import CRU, SRU, SCConv, SPDConv, SSDConv, SpaceToDepth
+from .modules import (
+    CRU,
+    C2f_SCConv23,
+    C2f_SSDConv,
+    C3_SCConv23,
+    C3_SSDConv,
+    C3k2_SCConv23,
+    C3k2_SSDConv,
+    SRU,
+    SCConv,
+    SPDConv,
+    SSDConv,
+    SpaceToDepth,
+)
 from .registration import SUPPORTED_ULTRALYTICS, is_registered, register, unregister
 
 __version__ = "0.1.0"
 __all__ = (
+    "C2f_SCConv23",
+    "C2f_SSDConv",
+    "C3_SCConv23",
+    "C3_SSDConv",
+    "C3k2_SCConv23",
+    "C3k2_SSDConv",
     "CRU",
     "SRU",
     "SCConv",

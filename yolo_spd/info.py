@@ -1,15 +1,26 @@
-"""Model statistics for the packaged configs: ``python -m yolo_spd.info [pattern]`` prints a Markdown table.
+"""Model statistics for the packaged configs: ``python -m yolo_spd.info [pattern] [--latency]`` prints a Markdown table.
 
-Parameters are counted from the built model; GFLOPs come from Ultralytics' own counter (ultralytics-thop, with the
-same stride-aware proxy call Ultralytics makes) at 640. The README's model table is this command's output.
+Every config is compared with its Ultralytics baseline at the same scale (:func:`yolo_spd.configs.baseline`):
+yolov5-* with yolov5{n,s,m,l}u, yolov8-* with yolov8{n,s,m,l}, yolo11-* with yolo11{n,s,m,l}. Parameters are
+counted from the built model; GFLOPs come from Ultralytics' own counter (ultralytics-thop, with the same
+stride-aware proxy call Ultralytics makes) at 640. ``--latency`` adds CPU latency at batch 1 in PyTorch eager mode
+and in ONNX Runtime, each next to its ratio to the baseline measured in the same run (latencies from different
+runs or machines are not comparable; ratios are more stable). The README's model table is this command's output.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import statistics
+import tempfile
+import time
+from copy import deepcopy
 from dataclasses import dataclass
+from pathlib import Path
 
-from .configs import list_models
+from .configs import baseline, list_models
 
 
 @dataclass(frozen=True)
@@ -18,14 +29,37 @@ class ModelStats:
     layers: int
     params: int  # whole model
     params_before_detect: int  # the figure comparable with the SPD-Conv authors' backbone + neck
-    gflops: float  # at 640 x 640, batch 1
+    gflops: float  # at imgsz x imgsz, batch 1
 
 
-def model_stats(name: str, imgsz: int = 640) -> ModelStats:
-    """Build the packaged config ``name`` (e.g. ``"yolov5-spd-n"``) and measure it."""
+@dataclass(frozen=True)
+class Latency:
+    """Median wall time of one batch-1 forward pass, in milliseconds."""
+
+    torch_ms: float  # PyTorch eager, inference mode
+    onnx_ms: float  # ONNX Runtime, CPU execution provider
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A packaged config next to its baseline; the latencies are None unless measured."""
+
+    model: ModelStats
+    base: ModelStats
+    latency: Latency | None = None
+    base_latency: Latency | None = None
+
+
+def build(name: str):
+    """``ultralytics.YOLO`` for a packaged config or an Ultralytics model name (``"yolov8n"``), from its YAML."""
     from ultralytics import YOLO
 
-    model = YOLO(f"{name}.yaml").model
+    return YOLO(f"{name}.yaml")
+
+
+def model_stats(name: str, imgsz: int = 640, yolo=None) -> ModelStats:
+    """Build ``name`` (e.g. ``"yolov5-spd-n"`` or the baseline ``"yolov5nu"``) and measure it."""
+    model = (build(name) if yolo is None else yolo).model
     layers = model.model
     return ModelStats(
         name=name,
@@ -51,23 +85,138 @@ def gflops(model, imgsz: int = 640) -> float:
     return thop.profile(model, inputs=[image], stride=stride, min_cells=1, verbose=False)[0] / 1e9 * 2
 
 
-def markdown_table(stats: list[ModelStats]) -> str:
-    rows = [
-        "| model | layers | params | params before Detect | GFLOPs @640 |",
-        "|---|---:|---:|---:|---:|",
+@contextlib.contextmanager
+def _quiet_ultralytics():
+    """Silence Ultralytics' INFO log (the exporter's progress lines) so the table is the only output."""
+    from ultralytics.utils import LOGGER
+
+    level = LOGGER.level
+    LOGGER.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        LOGGER.setLevel(level)
+
+
+def _time_ms(run) -> float:
+    start = time.perf_counter()
+    run()
+    return (time.perf_counter() - start) * 1e3
+
+
+def measure_latency(
+    yolos: dict, imgsz: int = 640, repeats: int = 10, warmup: int = 2, threads: int = 1
+) -> dict[str, Latency]:
+    """Median CPU latency of a batch-1 ``imgsz`` x ``imgsz`` forward pass of each model in ``yolos`` (name -> YOLO),
+    in PyTorch eager mode and in ONNX Runtime.
+
+    The models are timed round-robin: each of the ``repeats`` rounds runs every model once in each runtime, so a
+    change in machine load during the run affects all of them alike and the ratios between them stay meaningful.
+    Both runtimes use ``threads`` intra-op threads (torch's setting is restored afterwards). The PyTorch model is a
+    fused (Conv + BatchNorm folded) copy in eval mode, as Ultralytics runs inference; the ONNX file is Ultralytics'
+    own export (which fuses the same way), written to a temporary folder and deleted afterwards.
+    """
+    import onnxruntime as ort
+    import torch
+
+    x = torch.rand(1, 3, imgsz, imgsz)
+    feed = x.numpy()
+    threads_before = torch.get_num_threads()  # restored at the end: the exporter changes it too
+    torch.set_num_threads(threads)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    runners: dict[str, tuple] = {}
+    try:
+        with tempfile.TemporaryDirectory() as tmp, _quiet_ultralytics():
+            for i, (name, yolo) in enumerate(yolos.items()):
+                model = deepcopy(yolo.model).float().eval().fuse(verbose=False)
+                exporter = deepcopy(yolo)
+                exporter.model.pt_path = str(Path(tmp) / f"{i}.pt")  # the exporter writes <pt_path stem>.onnx there
+                onnx_file = exporter.export(format="onnx", imgsz=imgsz, device="cpu", verbose=False)
+                session = ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
+                input_name = session.get_inputs()[0].name
+                runners[name] = (lambda m=model: m(x), lambda s=session, n=input_name: s.run(None, {n: feed}))
+            times = {name: ([], []) for name in runners}
+            torch.set_num_threads(threads)  # again: the export may have changed it
+            with torch.inference_mode():
+                for round_ in range(warmup + repeats):
+                    for name, (run_torch, run_onnx) in runners.items():
+                        torch_ms, onnx_ms = _time_ms(run_torch), _time_ms(run_onnx)
+                        if round_ >= warmup:
+                            times[name][0].append(torch_ms)
+                            times[name][1].append(onnx_ms)
+    finally:
+        torch.set_num_threads(threads_before)
+    return {name: Latency(statistics.median(t), statistics.median(o)) for name, (t, o) in times.items()}
+
+
+def compare(names: list[str], imgsz: int = 640, latency: bool = False, **latency_args) -> list[Comparison]:
+    """Measure each config and its baseline. Configs sharing a baseline form a group whose models are built, and
+    with ``latency`` timed round-robin, together; each baseline is built and timed once, and a group's models are
+    released before the next group is built."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(baseline(name), []).append(name)
+    stats: dict[str, ModelStats] = {}
+    latencies: dict[str, Latency] = {}
+    for base, members in groups.items():
+        yolos = {name: build(name) for name in dict.fromkeys([base, *members])}
+        stats.update({name: model_stats(name, imgsz, yolo) for name, yolo in yolos.items()})
+        if latency:
+            latencies.update(measure_latency(yolos, imgsz, **latency_args))
+        del yolos
+    return [
+        Comparison(stats[name], stats[baseline(name)], latencies.get(name), latencies.get(baseline(name)))
+        for name in names
     ]
-    rows += [f"| {s.name} | {s.layers} | {s.params:,} | {s.params_before_detect:,} | {s.gflops:.1f} |" for s in stats]
-    return "\n".join(rows)
+
+
+def markdown_table(rows: list[Comparison], imgsz: int = 640) -> str:
+    """The comparison as a Markdown table; ratio columns are this model's figure divided by its baseline's."""
+    header = [
+        "model", "baseline", "layers", "params", "params before Detect", f"GFLOPs @{imgsz}", "params / base",
+        "GFLOPs / base",
+    ]  # fmt: skip
+    with_latency = any(row.latency for row in rows)
+    if with_latency:
+        header += ["PyTorch ms", "PyTorch / base", "ONNX RT ms", "ONNX RT / base"]
+    lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(header) - 2)]
+    for row in rows:
+        m, b = row.model, row.base
+        cells = [
+            m.name, b.name, str(m.layers), f"{m.params:,}", f"{m.params_before_detect:,}", f"{m.gflops:.1f}",
+            f"{m.params / b.params:.2f}", f"{m.gflops / b.gflops:.2f}",
+        ]  # fmt: skip
+        if with_latency:
+            lat, base = row.latency, row.base_latency
+            cells += [
+                f"{lat.torch_ms:.1f}", f"{lat.torch_ms / base.torch_ms:.2f}",
+                f"{lat.onnx_ms:.1f}", f"{lat.onnx_ms / base.onnx_ms:.2f}",
+            ]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m yolo_spd.info", description=__doc__.splitlines()[0])
+    """``[pattern] [--latency] [--imgsz N] [--repeats N] [--threads N]``; prints the table to stdout."""
+    parser = argparse.ArgumentParser(prog="yolo-spd info", description=__doc__.splitlines()[0])
     parser.add_argument("pattern", nargs="?", default="*", help="shell-style filter on config names (default: all)")
+    parser.add_argument("--latency", action="store_true", help="add PyTorch eager and ONNX Runtime CPU latency")
+    parser.add_argument("--imgsz", type=int, default=640, help="square input size for GFLOPs and latency")
+    parser.add_argument("--repeats", type=int, default=10, help="timed runs per model and runtime (median)")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads for PyTorch and ONNX Runtime")
     args = parser.parse_args(argv)
+    for option in ("imgsz", "repeats", "threads"):
+        if getattr(args, option) < 1:
+            parser.error(f"--{option}={getattr(args, option)} is not allowed; expected an integer >= 1")
+    if args.imgsz % 32:
+        parser.error(f"--imgsz={args.imgsz} is not allowed; expected a multiple of 32 (the models' largest stride)")
     names = list_models(args.pattern)
     if not names:
         parser.error(f"no packaged config matches {args.pattern!r}; available: {', '.join(list_models())}")
-    print(markdown_table([model_stats(name) for name in names]))
+    latency_args = {"repeats": args.repeats, "threads": args.threads} if args.latency else {}
+    rows = compare(names, args.imgsz, args.latency, **latency_args)
+    print(markdown_table(rows, args.imgsz))
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ from ultralytics.nn.modules import C3, Conv
 from .configs import packaged_config
 from .model_yaml import ModelYAMLError, check_rows
 from .modules import CRU, SRU, SCConv, SPDConv, SSDConv, SpaceToDepth
+from .modules.blocks import BLOCKS
 
 # [lower, upper). 8.4.67 is the first release with restricted checkpoint loading (ULTRALYTICS_SAFE_LOAD); both ends
 # of the range are tested (see README, "Tested versions").
@@ -51,13 +52,13 @@ SUPPORTED_ULTRALYTICS = ((8, 4, 67), (8, 5, 0))
 SUPPORTED_TEXT = "ultralytics>={}.{}.{},<{}.{}".format(*SUPPORTED_ULTRALYTICS[0], *SUPPORTED_ULTRALYTICS[1][:2])
 
 #: YAML name -> class, for every module a model YAML may name.
-MODULES = {cls.__name__: cls for cls in (SpaceToDepth, SPDConv, SCConv, SSDConv)}
+MODULES = {cls.__name__: cls for cls in (SpaceToDepth, SPDConv, SCConv, SSDConv, *BLOCKS)}
 #: Modules that take Ultralytics' Conv-style (c1, c2, *args) channel rule.
 BASE_MODULES = frozenset(MODULES.values())
-#: Modules that also take a repeat count as their third argument (C3-style blocks); none yet.
-REPEAT_MODULES: frozenset = frozenset()
+#: Modules that also take a repeat count as their third argument: the C3/C2f/C3k2 variants.
+REPEAT_MODULES = frozenset(BLOCKS)
 #: Classes a checkpoint of a yolo_spd model pickles, besides torch's and Ultralytics' own.
-PICKLED_CLASSES = (SpaceToDepth, SPDConv, SCConv, SSDConv, SRU, CRU)
+PICKLED_CLASSES = (SpaceToDepth, SPDConv, SCConv, SSDConv, SRU, CRU, *BLOCKS)
 
 
 class UnsupportedUltralyticsError(ImportError):
