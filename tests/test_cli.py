@@ -192,3 +192,10 @@ def test_train_with_no_arguments_runs_the_offline_demo(tmp_path):
     labels = list((tmp_path / "cache" / "datasets").glob("*/labels/train/*.txt"))
     sides = np.concatenate([np.loadtxt(f, ndmin=2)[:, 3:5].max(1) * 256 for f in labels])
     assert len(labels) == 160 and np.mean(sides < 32) > 0.7  # mostly COCO-small objects
+
+
+def test_info_prints_the_model_table_with_baseline_ratios():
+    code, out, err = run("info", "yolov5-spd-n")
+    assert code == 0, err
+    row = next(line for line in out.splitlines() if line.startswith("| yolov5-spd-n "))
+    assert "| yolov5nu |" in row and "3,038,816" in row and "2,141,152" in row
