@@ -43,16 +43,27 @@ def test_import_registers_and_registering_again_changes_nothing():
     assert snapshot(tasks) == before
 
 
+def callback_snapshot() -> dict:
+    from ultralytics.utils.callbacks import base
+
+    return {event: list(functions) for event, functions in base.default_callbacks.items()}
+
+
 def test_unregister_restores_ultralytics_exactly(unregistered):
+    from ultralytics.utils import dist
+
     pristine, safe_before = snapshot(tasks), set(torch.serialization.get_safe_globals())
+    callbacks_before, ddp_before = callback_snapshot(), dist.generate_ddp_file
     assert not {"SPDConv", "SCConv", "SSDConv", "SpaceToDepth", "frozenset"} & set(vars(tasks))
     assert tasks.check_yaml is checks.check_yaml
     yolo_spd.register()
     assert snapshot(tasks) != pristine and yolo_spd.SPDConv in torch.serialization.get_safe_globals()
+    assert callback_snapshot() != callbacks_before and dist.generate_ddp_file is not ddp_before
     yolo_spd.unregister()
     yolo_spd.unregister()  # harmless twice
     assert snapshot(tasks) == pristine
     assert set(torch.serialization.get_safe_globals()) == safe_before  # torch keeps them as a set
+    assert callback_snapshot() == callbacks_before and dist.generate_ddp_file is ddp_before
 
 
 def test_unregistered_ultralytics_no_longer_knows_the_modules(unregistered):

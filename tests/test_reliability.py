@@ -171,3 +171,138 @@ def test_restricted_loading_accepts_ours_and_refuses_foreign_classes(tmp_path):
     refused = load("foreign.pt")
     assert refused.returncode != 0 and "references types outside" in refused.stderr
     assert not (tmp_path / "UNPICKLED_FOREIGN_CODE").exists()  # the foreign class's code never ran
+
+
+# --- kill and resume ---------------------------------------------------------------------------------------------------
+
+TRAIN_ARGS = ["cfg=yolov5-spd-n.yaml", "epochs=3", "imgsz=64", "batch=2", "workers=0", "device=cpu", "amp=False",
+              "plots=False", "name=run", "exist_ok=True"]
+
+
+def cli_process(args: list[str], cwd: Path, prelude: str = ""):
+    import subprocess
+    import sys
+
+    from .conftest import child_env
+
+    code = f"{prelude}\nimport sys\nfrom yolo_spd.cli import main\nsys.exit(main({args!r}))\n"
+    return subprocess.Popen([sys.executable, "-c", code], cwd=cwd, env=child_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def results_epochs(run: Path) -> list[int]:
+    import csv
+
+    with open(run / "results.csv", encoding="utf-8") as f:
+        return [int(float(row["epoch"])) for row in csv.DictReader(f)]
+
+
+def checkpoint_epoch(file: Path) -> int:
+    import torch
+
+    return torch.load(file, weights_only=False)["epoch"]
+
+
+def resume(run: Path, cwd: Path) -> None:
+    process = cli_process(["train", "resume=True", f"model={run / 'weights' / 'last.pt'}"], cwd)
+    output = process.communicate(timeout=600)[0]
+    assert process.returncode == 0, output[-3000:]
+
+
+# Simulates a kill while last.pt is being written: the second checkpoint write is cut short and the process dies
+# before the rename. Ultralytics itself writes last.pt in place, so without the atomic write this corrupts it.
+KILL_DURING_SECOND_CHECKPOINT = """
+import os, signal
+real_replace = os.replace
+def replace(source, target, *args, **kwargs):
+    if str(target).endswith("last.pt") and os.path.exists(target):
+        with open(source, "r+b") as f:
+            f.truncate(1000)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_replace(source, target, *args, **kwargs)
+os.replace = replace
+"""
+
+
+@pytest.mark.slow
+def test_a_kill_while_writing_the_checkpoint_leaves_the_previous_one_and_resume_finishes(tmp_path):
+    data = make_yolo_dataset(tmp_path / "data", n_train=8, n_val=2, size=64)
+    args = ["train", f"data={data}", f"project={tmp_path / 'runs'}", *TRAIN_ARGS]
+    process = cli_process(args, tmp_path, prelude=KILL_DURING_SECOND_CHECKPOINT)
+    output = process.communicate(timeout=600)[0]
+    run = tmp_path / "runs" / "run"
+    assert process.returncode == -9, output[-3000:]
+    assert checkpoint_epoch(run / "weights" / "last.pt") == 0  # epoch 1's checkpoint, intact
+    assert results_epochs(run) == [1, 2]  # Ultralytics wrote epoch 2's row before the checkpoint that died
+    resume(run, tmp_path)
+    assert results_epochs(run) == [1, 2, 3]  # epoch 2 re-run once, not listed twice
+    assert (run / "coco_eval.json").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGINT"])
+def test_training_killed_mid_epoch_resumes_to_the_right_epoch_count(tmp_path, signal_name):
+    import signal
+    import time
+
+    data = make_yolo_dataset(tmp_path / "data", n_train=24, n_val=2, size=64)
+    args = ["train", f"data={data}", f"project={tmp_path / 'runs'}", *TRAIN_ARGS]
+    process = cli_process(args, tmp_path)
+    run = tmp_path / "runs" / "run"
+    deadline = time.time() + 600
+    while not ((run / "results.csv").is_file() and (run / "weights" / "last.pt").is_file()):
+        assert process.poll() is None and time.time() < deadline, "training ended before its first epoch finished"
+        time.sleep(0.2)
+    time.sleep(1.5)  # into epoch 2
+    process.send_signal(getattr(signal, signal_name))
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode != 0, output[-3000:]
+    done_before = checkpoint_epoch(run / "weights" / "last.pt") + 1
+    assert 1 <= done_before < 3
+    resume(run, tmp_path)
+    assert results_epochs(run) == [1, 2, 3]
+    final = __import__("torch").load(run / "weights" / "last.pt", weights_only=False)
+    assert len(final["train_results"]["epoch"]) == 3
+
+
+# --- multi-GPU launch ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_ddp_worker_rebuilds_yolo_spd_models_without_importing_yolo_spd_itself(tmp_path):
+    """Ultralytics launches DDP workers from a generated script; run that script's setup on CPU in a fresh process."""
+    import re
+    import subprocess
+    import sys
+
+    from ultralytics.models.yolo.detect import DetectionTrainer
+    from ultralytics.utils import dist
+
+    from yolo_spd.registration import DDP_IMPORT
+
+    from .conftest import child_env
+
+    data = make_yolo_dataset(tmp_path / "data", n_train=2, n_val=2, size=64)
+    trainer = DetectionTrainer(overrides={"model": "yolov5-spd-n.yaml", "data": str(data), "imgsz": 64,
+                                          "device": "cpu", "project": str(tmp_path / "runs"), "name": "ddp"})
+    script = Path(dist.generate_ddp_file(trainer))
+    try:
+        text = script.read_text()
+        assert text.count(DDP_IMPORT) == 1
+        forward = ("{0}import torch, sys\n"
+                   "{0}model = trainer.model if isinstance(trainer.model, torch.nn.Module) else "
+                   "trainer.get_model(cfg=trainer.args.model, verbose=False)\n"
+                   "{0}model.eval()(torch.zeros(1, 3, 64, 64))\n"
+                   "{0}print('worker', type(model.model[2]).__name__, 'forward-ok')\n")
+        text, replaced = re.subn(r"^(\s*)(?:results = )?trainer\.train\(\)\s*$", lambda m: forward.format(m[1]), text,
+                                 flags=re.M)
+        assert replaced == 1
+        script.write_text(text)
+        env = child_env()
+        env.pop("PYTHONPATH")  # the worker finds yolo_spd only through the launch script
+        out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert out.stdout.split()[-3:] == ["worker", "SpaceToDepth", "forward-ok"]
+    finally:
+        script.unlink(missing_ok=True)
+        script.with_suffix(".pt").unlink(missing_ok=True)

@@ -201,7 +201,6 @@ def run_val(tokens: list[str]) -> None:
 
 def run_train(tokens: list[str]) -> None:
     from .evaluation import evaluate_model, save_detections
-    from .evaluation.dataset import resolve_split
 
     args = parse_pairs(tokens, set(TRAIN_KEYS) | ultralytics_keys())
     mine, rest = split_ours(args, TRAIN_KEYS)
@@ -210,16 +209,8 @@ def run_train(tokens: list[str]) -> None:
     model = resolve_model(mine["cfg"] or rest.pop("model", None) or DEFAULT_MODEL, "cfg")
     if mine["overrides"]:
         rest = {**_read_overrides(mine["overrides"]), **rest}
-    if not rest.get("data"):
-        rest["data"] = resolve_data("demo")
-        epochs = os.environ.get(DEMO_EPOCHS_ENV)
-        demo = {**DEMO_TRAIN_ARGS, **({"epochs": int(epochs)} if epochs else {})}
-        rest = {**demo, **rest}
-        print(f"yolo-spd: no data= given, training {model} on the built-in demo dataset {rest['data']}")
-    else:
-        rest["data"] = resolve_data(rest["data"])
-    if not rest.get("resume"):
-        resolve_split(rest["data"], "train")  # fail before training, never download
+    if not rest.get("resume"):  # a resumed run takes its data and settings from the checkpoint
+        rest = _with_training_data(rest, model)
     from ultralytics import YOLO
 
     yolo = YOLO(model)
@@ -229,13 +220,28 @@ def run_train(tokens: list[str]) -> None:
     if best is None:
         return
     print(f"\nScoring {best} with COCO's evaluator")
-    val_args = {k: rest[k] for k in ("imgsz", "batch", "device", "workers") if k in rest}
+    val_args = {k: getattr(trainer.args, k) for k in ("imgsz", "batch", "device", "workers")}
     evaluation = evaluate_model(
         YOLO(best), trainer.args.data, sizes=mine["sizes"], backend=mine["backend"], gt=mine["gt"],
         project=str(trainer.save_dir.parent), name=trainer.save_dir.name, exist_ok=True, plots=False, **val_args,
     )
     save_detections(evaluation, trainer.save_dir)
     _print_evaluation(evaluation.result, trainer.save_dir, mine["per_class"])
+
+
+def _with_training_data(args: dict, model: str) -> dict:
+    """``args`` with ``data`` resolved to a checked YAML; without ``data``, the demo dataset and its defaults."""
+    from .evaluation.dataset import resolve_split
+
+    if args.get("data"):
+        args = {**args, "data": resolve_data(args["data"])}
+    else:
+        epochs = os.environ.get(DEMO_EPOCHS_ENV)
+        demo = {**DEMO_TRAIN_ARGS, **({"epochs": int(epochs)} if epochs else {})}
+        args = {**demo, **args, "data": resolve_data("demo")}
+        print(f"yolo-spd: no data= given, training {model} on the built-in demo dataset {args['data']}")
+    resolve_split(args["data"], "train")  # fail before training, never download
+    return args
 
 
 def _read_overrides(file) -> dict:

@@ -1,7 +1,7 @@
 """Registration of yolo_spd's modules into Ultralytics: the only file that touches Ultralytics internals.
 
-``import yolo_spd`` calls :func:`register`, which makes three reversible changes to ``ultralytics.nn.tasks`` and one
-to torch's checkpoint allow-list:
+``import yolo_spd`` calls :func:`register`, which makes these reversible changes (to ``ultralytics.nn.tasks``, torch's
+checkpoint allow-list, Ultralytics' default trainer callbacks and its DDP launch-file writer):
 
 1. Module names. ``parse_model`` resolves a YAML row's module name in the ``tasks`` namespace, so each class in
    :data:`MODULES` is bound there under its name (refusing to shadow an existing Ultralytics name).
@@ -18,13 +18,18 @@ to torch's checkpoint allow-list:
 5. Row errors. ``tasks.parse_model`` is wrapped: the rows are checked first (:mod:`yolo_spd.model_yaml`) and an
    error while building a row is re-raised as :class:`~yolo_spd.model_yaml.ModelYAMLError` naming the YAML file and
    the layer, instead of a bare ``KeyError`` or ``IndexError``.
+6. Training reliability. Two callbacks join Ultralytics' default trainer callbacks: checkpoints (``last.pt``,
+   ``best.pt``, ``epochN.pt``) are written to a temporary file and renamed, so a kill mid-write leaves the previous
+   checkpoint intact; and on resume, ``results.csv`` rows of epochs about to be re-run are dropped (Ultralytics writes
+   the row before the checkpoint, so a kill between the two would otherwise duplicate that epoch). The multi-GPU
+   launch file Ultralytics generates gets an ``import yolo_spd`` line, so DDP workers rebuild our models.
 
 Evaluation also needs one thing from Ultralytics' validator, kept here with the rest:
 :func:`validate_collecting_detections` runs ``model.val(save_json=True)`` with a validator subclass whose
 ``eval_json`` (Ultralytics' own COCO-JSON scoring step) is switched off, and reads back the detections, class map and
 image list the validator collected, so yolo_spd scores them against the right ground truth exactly once.
 
-:func:`register` is idempotent; :func:`unregister` undoes all five. Both check the Ultralytics version against
+:func:`register` is idempotent; :func:`unregister` undoes all six. Both check the Ultralytics version against
 :data:`SUPPORTED_ULTRALYTICS`, and registration verifies on a two-row model that the channel rule took effect, so a
 future Ultralytics that builds models differently fails at import with a clear message instead of building wrong
 models.
@@ -33,7 +38,10 @@ models.
 from __future__ import annotations
 
 import builtins
+import csv
 import inspect
+import io
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,6 +172,60 @@ def _parse_model_naming_rows(original, namespace: dict):
     return parse_model
 
 
+class _AtomicWritePath(type(Path())):
+    """A path whose ``write_bytes`` writes a temporary file beside it and renames it into place."""
+
+    def write_bytes(self, data) -> int:
+        temporary = self.with_name(f".{self.name}.{os.getpid()}.tmp")
+        with open(temporary, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, self)
+        return len(data)
+
+
+def _write_checkpoints_atomically(trainer) -> None:
+    """on_pretrain_routine_start: route the trainer's checkpoint writes through :class:`_AtomicWritePath`."""
+    trainer.wdir = _AtomicWritePath(trainer.wdir)
+    trainer.last, trainer.best = trainer.wdir / trainer.last.name, trainer.wdir / trainer.best.name
+
+
+def _drop_rerun_epochs_from_results(trainer) -> None:
+    """on_train_start: after a resume, keep only results.csv rows of epochs the checkpoint already contains."""
+    csv_file = Path(trainer.csv)
+    if trainer.start_epoch <= 0 or not csv_file.is_file():
+        return
+    rows = list(csv.reader(io.StringIO(csv_file.read_text(encoding="utf-8"))))
+    kept = rows[:1] + [r for r in rows[1:] if r and int(float(r[0])) <= trainer.start_epoch]
+    if len(kept) != len(rows):
+        from .paths import write_atomic
+
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerows(kept)
+        write_atomic(csv_file, buffer.getvalue())
+
+
+TRAINER_CALLBACKS = {
+    "on_pretrain_routine_start": _write_checkpoints_atomically,
+    "on_train_start": _drop_rerun_epochs_from_results,
+}
+DDP_IMPORT = "    import yolo_spd  # registers yolo_spd's modules in this DDP worker\n"
+
+
+def _ddp_file_importing_us(original):
+    def generate_ddp_file(trainer):
+        file = Path(original(trainer))
+        text = file.read_text(encoding="utf-8")
+        main = 'if __name__ == "__main__":\n'
+        if main in text and DDP_IMPORT not in text:
+            file.write_text(text.replace(main, main + DDP_IMPORT, 1), encoding="utf-8")
+        return str(file)
+
+    generate_ddp_file.__wrapped__ = original
+    return generate_ddp_file
+
+
 def _self_check(tasks) -> None:
     """Build a two-row model through parse_model and confirm our channel rule was applied."""
     d = {"nc": 1, "backbone": [[-1, 1, "SPDConv", [16, 3]], [-1, 1, "SpaceToDepth", [64]]], "head": []}
@@ -197,6 +259,13 @@ def register() -> None:
     tasks.frozenset = _frozenset_with_ours
     tasks.check_yaml = _check_yaml_resolving_packaged(_state["check_yaml"])
     tasks.parse_model = _parse_model_naming_rows(_state["parse_model"], vars(tasks))
+    from ultralytics.utils import dist
+    from ultralytics.utils.callbacks import base
+
+    _state["generate_ddp_file"] = dist.generate_ddp_file
+    dist.generate_ddp_file = _ddp_file_importing_us(_state["generate_ddp_file"])
+    for event, callback in TRAINER_CALLBACKS.items():
+        base.default_callbacks[event].append(callback)
     torch.serialization.add_safe_globals(list(PICKLED_CLASSES))
     try:
         _self_check(tasks)
@@ -216,6 +285,12 @@ def unregister() -> None:
     del tasks.frozenset
     tasks.check_yaml = _state["check_yaml"]
     tasks.parse_model = _state["parse_model"]
+    from ultralytics.utils import dist
+    from ultralytics.utils.callbacks import base
+
+    dist.generate_ddp_file = _state["generate_ddp_file"]
+    for event, callback in TRAINER_CALLBACKS.items():
+        base.default_callbacks[event].remove(callback)
     ours = set(PICKLED_CLASSES)
     kept = [g for g in torch.serialization.get_safe_globals() if g not in ours or g in _state["safe_globals_before"]]
     torch.serialization.clear_safe_globals()
