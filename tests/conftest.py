@@ -19,6 +19,7 @@ SHARED = REPO.parent / "shared"
 def child_env(**extra: str) -> dict:
     """Environment for subprocesses: offline, the repo importable, plus ``extra``."""
     env = dict(os.environ, YOLO_OFFLINE="1", **extra)
+    env.pop("PYTEST_CURRENT_TEST", None)  # else Ultralytics thinks it runs inside its own tests and moves run folders
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
     return env
 

@@ -50,7 +50,8 @@ def callback_snapshot() -> dict:
 
 
 def test_unregister_restores_ultralytics_exactly(unregistered):
-    from ultralytics.utils import dist
+    from ultralytics.data import utils as data_utils
+    from ultralytics.utils import dist, plotting
 
     pristine, safe_before = snapshot(tasks), set(torch.serialization.get_safe_globals())
     callbacks_before, ddp_before = callback_snapshot(), dist.generate_ddp_file
@@ -64,6 +65,8 @@ def test_unregister_restores_ultralytics_exactly(unregistered):
     assert snapshot(tasks) == pristine
     assert set(torch.serialization.get_safe_globals()) == safe_before  # torch keeps them as a set
     assert callback_snapshot() == callbacks_before and dist.generate_ddp_file is ddp_before
+    assert plotting.check_font is data_utils.check_font is checks.check_font  # the original, everywhere
+    assert not hasattr(checks.check_font, "__wrapped__")
 
 
 def test_unregistered_ultralytics_no_longer_knows_the_modules(unregistered):

@@ -306,3 +306,53 @@ def test_a_ddp_worker_rebuilds_yolo_spd_models_without_importing_yolo_spd_itself
     finally:
         script.unlink(missing_ok=True)
         script.with_suffix(".pt").unlink(missing_ok=True)
+
+
+# --- offline guard ----------------------------------------------------------------------------------------------------
+
+OFFLINE_FLOWS = """
+exec(open({guard!r}).read())
+import sys
+from yolo_spd.cli import main
+common = ["imgsz=64", "batch=2", "workers=0", "device=cpu", "project={runs}"]
+best = "{runs}/t/weights/best.pt"
+for argv in (["train", "cfg=yolov5-spd-n.yaml", "data={data}", "epochs=1", "name=t", *common],
+             ["val", "weights=" + best, "data={data}", "name=v", *common],
+             ["predict", "model=" + best, "source={images}", "name=p", *common],
+             ["export", "model=" + best, "format=onnx", "imgsz=64"]):
+    assert main(argv) == 0, argv
+print("ALL FLOWS DONE")
+"""
+
+
+def guard_entries(log: Path) -> list[tuple[str, str]]:
+    """(header line, stack) per recorded attempt."""
+    if not log.is_file():
+        return []
+    entries = log.read_text().split("=== ")[1:]
+    return [(entry.splitlines()[0], entry) for entry in entries]
+
+
+@pytest.mark.slow
+def test_main_flows_make_no_network_connection_and_spawn_no_pip(tmp_path):
+    """Build, train one epoch (with plots: fonts), val with AP_S, predict, export, on a machine where Ultralytics never
+    ran (empty settings folder, no fonts) and the network is blocked. The one thing allowed is Ultralytics' own
+    connectivity probe at import; set YOLO_OFFLINE=1 to skip even that."""
+    import subprocess
+    import sys
+
+    from .conftest import child_env
+
+    data = make_yolo_dataset(tmp_path / "data", n_train=4, n_val=2)
+    settings, log = tmp_path / "settings", tmp_path / "guard.log"
+    settings.mkdir()
+    code = OFFLINE_FLOWS.format(guard=str(Path(__file__).with_name("network_guard.py")), data=data,
+                                images=data.parent / "images" / "val", runs=tmp_path / "runs")
+    env = child_env(NETWORK_GUARD_LOG=str(log), YOLO_CONFIG_DIR=str(settings), YOLO_SPD_CACHE=str(tmp_path / "c"))
+    env.pop("YOLO_OFFLINE")  # a user who set nothing
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=900)
+    assert out.returncode == 0 and "ALL FLOWS DONE" in out.stdout, (out.stdout + out.stderr)[-3000:]
+    unexpected = [head for head, stack in guard_entries(log) if "in is_online" not in stack]
+    assert unexpected == [], guard_entries(log)[0][1][-3000:]
+    assert (tmp_path / "runs" / "t" / "labels.jpg").is_file()  # plots with text were drawn (font found offline)

@@ -23,13 +23,17 @@ checkpoint allow-list, Ultralytics' default trainer callbacks and its DDP launch
    checkpoint intact; and on resume, ``results.csv`` rows of epochs about to be re-run are dropped (Ultralytics writes
    the row before the checkpoint, so a kill between the two would otherwise duplicate that epoch). The multi-GPU
    launch file Ultralytics generates gets an ``import yolo_spd`` line, so DDP workers rebuild our models.
+7. Fonts offline. Ultralytics' ``check_font`` downloads Arial from GitHub when it is not in the settings folder, even
+   in offline mode; when Ultralytics found no connectivity at import (``ultralytics.utils.ONLINE`` false) the wrapper
+   answers with matplotlib's bundled DejaVu Sans instead, so plots never reach for the network. Online, Ultralytics'
+   own download runs as usual.
 
 Evaluation also needs one thing from Ultralytics' validator, kept here with the rest:
 :func:`validate_collecting_detections` runs ``model.val(save_json=True)`` with a validator subclass whose
 ``eval_json`` (Ultralytics' own COCO-JSON scoring step) is switched off, and reads back the detections, class map and
 image list the validator collected, so yolo_spd scores them against the right ground truth exactly once.
 
-:func:`register` is idempotent; :func:`unregister` undoes all six. Both check the Ultralytics version against
+:func:`register` is idempotent; :func:`unregister` undoes all seven. Both check the Ultralytics version against
 :data:`SUPPORTED_ULTRALYTICS`, and registration verifies on a two-row model that the channel rule took effect, so a
 future Ultralytics that builds models differently fails at import with a clear message instead of building wrong
 models.
@@ -226,6 +230,39 @@ def _ddp_file_importing_us(original):
     return generate_ddp_file
 
 
+FONT_USERS = ("ultralytics.utils.checks", "ultralytics.data.utils", "ultralytics.utils.plotting")  # bind check_font
+
+
+def _local_font(name: str) -> Path | None:
+    from matplotlib import font_manager
+    from ultralytics.utils import USER_CONFIG_DIR
+
+    candidates = [Path(USER_CONFIG_DIR) / name, *(Path(f.fname) for f in font_manager.fontManager.ttflist
+                                                    if name in f.fname)]
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def _check_font_offline_fallback(original):
+    def check_font(font="Arial.ttf"):
+        from ultralytics import utils
+
+        if utils.ONLINE:
+            return original(font)
+        import matplotlib
+
+        return _local_font(Path(font).name) or Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+
+    check_font.__wrapped__ = original
+    return check_font
+
+
+def _patch_font_users(replacement) -> None:
+    import importlib
+
+    for name in FONT_USERS:
+        setattr(importlib.import_module(name), "check_font", replacement)
+
+
 def _self_check(tasks) -> None:
     """Build a two-row model through parse_model and confirm our channel rule was applied."""
     d = {"nc": 1, "backbone": [[-1, 1, "SPDConv", [16, 3]], [-1, 1, "SpaceToDepth", [64]]], "head": []}
@@ -266,6 +303,10 @@ def register() -> None:
     dist.generate_ddp_file = _ddp_file_importing_us(_state["generate_ddp_file"])
     for event, callback in TRAINER_CALLBACKS.items():
         base.default_callbacks[event].append(callback)
+    from ultralytics.utils import checks
+
+    _state["check_font"] = checks.check_font
+    _patch_font_users(_check_font_offline_fallback(_state["check_font"]))
     torch.serialization.add_safe_globals(list(PICKLED_CLASSES))
     try:
         _self_check(tasks)
@@ -291,6 +332,7 @@ def unregister() -> None:
     dist.generate_ddp_file = _state["generate_ddp_file"]
     for event, callback in TRAINER_CALLBACKS.items():
         base.default_callbacks[event].remove(callback)
+    _patch_font_users(_state["check_font"])
     ours = set(PICKLED_CLASSES)
     kept = [g for g in torch.serialization.get_safe_globals() if g not in ours or g in _state["safe_globals_before"]]
     torch.serialization.clear_safe_globals()
