@@ -1,0 +1,85 @@
+"""Property tests (issue 7, item 1): over random shapes and arguments every module either returns the right output
+shape with finite values and gradients, or raises one ValueError naming the argument and the allowed values."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from yolo_spd import SCConv, SPDConv, SpaceToDepth, SSDConv
+
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+channels = st.integers(1, 40)
+kernels = st.sampled_from([1, 2, 3, 5])  # 2 is not allowed: it must be refused clearly
+strides = st.sampled_from([0, 1, 2, 3])  # 1 and 2 are the allowed strides of SCConv / SSDConv
+sides = st.integers(1, 11)  # odd and even, down to 1
+NAMED_ARGUMENT = re.compile(r"\b(c1|c2|k|s|g|scale|alpha|r|gn_groups|gate_threshold|gate|in_ratio|out_ratio|"
+                            r"exp_times|reduction)=")
+
+
+def check(build, c2: int, stride: int, h: int, w: int) -> None:
+    """Either a clear ValueError at construction, or correct, finite outputs and gradients."""
+    try:
+        module = build()
+    except ValueError as error:
+        message = str(error)
+        assert "\n" not in message and NAMED_ARGUMENT.search(message), message
+        assert re.search(r"not allowed|expected|must", message), message
+        return
+    module.train()
+    x = torch.randn(2, module_input_channels(module), h, w, requires_grad=True)  # batch 2: BatchNorm needs >1 value
+    y = module(x)
+    assert y.shape == (2, c2, math.ceil(h / stride), math.ceil(w / stride))
+    assert torch.isfinite(y).all()
+    y.square().mean().backward()
+    assert torch.isfinite(x.grad).all()
+    for name, parameter in module.named_parameters():
+        assert parameter.grad is None or torch.isfinite(parameter.grad).all(), name
+
+
+def module_input_channels(module) -> int:
+    return module.c1
+
+
+@SETTINGS
+@given(c1=channels, c2=channels, k=kernels, s=st.sampled_from([1, 2, 3]), g=st.integers(1, 4), h=sides, w=sides)
+def test_spdconv(c1, c2, k, s, g, h, w):
+    check(lambda: with_c1(SPDConv(c1, c2, k, s, g), c1), c2, s, h, w)
+
+
+@SETTINGS
+@given(c1=channels, scale=st.integers(0, 3), h=sides, w=sides)
+def test_space_to_depth(c1, scale, h, w):
+    check(lambda: with_c1(SpaceToDepth(c1, c1 * scale * scale, scale), c1), c1 * scale * scale, max(scale, 1), h, w)
+
+
+@SETTINGS
+@given(c1=channels, c2=channels, k=kernels, s=strides, alpha=st.floats(0.0, 1.0), r=st.integers(1, 4),
+       g=st.integers(1, 4), gn_groups=st.integers(1, 32), gate=st.sampled_from(["hard", "released", "soft"]),
+       h=sides, w=sides)
+def test_scconv(c1, c2, k, s, alpha, r, g, gn_groups, gate, h, w):
+    check(lambda: with_c1(SCConv(c1, c2, k, s, alpha, r, g, gn_groups, gate=gate), c1), c2, s, h, w)
+
+
+@SETTINGS
+@given(c1=channels, c2=channels, k=kernels, s=strides, in_ratio=st.floats(0.0, 1.0), out_ratio=st.floats(0.0, 1.0),
+       exp_times=st.integers(0, 3), reduction=st.integers(1, 32), h=sides, w=sides)
+def test_ssdconv(c1, c2, k, s, in_ratio, out_ratio, exp_times, reduction, h, w):
+    check(lambda: with_c1(SSDConv(c1, c2, k, s, in_ratio, out_ratio, exp_times, reduction), c1), c2, s, h, w)
+
+
+def with_c1(module, c1: int):
+    module.c1 = c1
+    return module
+
+
+@pytest.mark.parametrize("bad", [True, 2.0, "3", None])
+def test_non_integer_channels_are_refused_by_name(bad):
+    for build in (lambda: SPDConv(bad, 8), lambda: SCConv(8, bad), lambda: SSDConv(bad, 8)):
+        with pytest.raises(ValueError, match=r"c[12]="):
+            build()
