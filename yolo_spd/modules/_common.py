@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 from ultralytics.nn.modules.conv import Conv
 
@@ -50,3 +51,37 @@ def norm_act(c2: int, bn: bool, act) -> tuple[nn.Module, nn.Module]:
     else:
         activation = nn.Identity()
     return norm, activation
+
+
+def is_exporting() -> bool:
+    """True while torch traces or exports the model (a traced graph must not contain Python autograd Functions)."""
+    return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.jit.is_scripting()
+
+
+def bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """(s, t) with bn(y) = s * y + t per channel, from the running statistics (eval-mode BatchNorm)."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    return scale, bn.bias - bn.running_mean * scale
+
+
+def grouped_to_dense(weight: torch.Tensor, groups: int) -> torch.Tensor:
+    """The dense (groups=1) weight computing the same convolution as a grouped ``weight``: block-diagonal in channels."""
+    c_out, c_in_per_group = weight.shape[:2]
+    dense = weight.new_zeros(c_out, c_in_per_group * groups, *weight.shape[2:])
+    out_per_group = c_out // groups
+    for g in range(groups):  # runs once, at fuse time
+        rows = slice(g * out_per_group, (g + 1) * out_per_group)
+        dense[rows, g * c_in_per_group : (g + 1) * c_in_per_group] = weight[rows]
+    return dense
+
+
+def conv_like(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None, groups: int | None = None) -> nn.Conv2d:
+    """A new Conv2d with ``conv``'s geometry (stride, padding) and the given weight, bias and groups."""
+    groups = conv.groups if groups is None else groups
+    c_out, c_in = weight.shape[0], weight.shape[1] * groups
+    fused = nn.Conv2d(c_in, c_out, weight.shape[2:], conv.stride, conv.padding, conv.dilation, groups, bias is not None)
+    fused = fused.to(weight.device, weight.dtype)
+    fused.weight.data.copy_(weight)
+    if bias is not None:
+        fused.bias.data.copy_(bias)
+    return fused.requires_grad_(False)

@@ -34,9 +34,20 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from ._common import norm_act, require, require_odd_kernel, require_positive_int, require_stride
+from ._common import (
+    bn_scale_shift,
+    conv_like,
+    grouped_to_dense,
+    is_exporting,
+    norm_act,
+    require,
+    require_odd_kernel,
+    require_positive_int,
+    require_stride,
+)
 
 GATES = ("hard", "released")
 
@@ -84,9 +95,49 @@ class SRU(nn.Module):
         x21, x22 = x2w.chunk(2, dim=1)
         return torch.cat([x11 + x22, x21 + x12], dim=1)
 
+    def gate_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """z = W_gamma * GN(X) - logit(threshold) in one GroupNorm call (W_gamma folded into its affine), so that
+        Sigmoid(W_gamma * GN(X)) > threshold exactly where z > 0 (sigmoid is increasing)."""
+        w_gamma = self.importance_weights()
+        shift = self.threshold_logit
+        return F.group_norm(x, self.gn.num_groups, self.gn.weight * w_gamma, self.gn.bias * w_gamma - shift, self.gn.eps)
+
+    @property
+    def threshold_logit(self) -> float:
+        return math.log(self.gate_threshold / (1.0 - self.gate_threshold))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w1, w2 = self.gates(x)
-        return self.reconstruct(w1 * x, w2 * x)
+        if self.gate == "released":
+            w1, w2 = self.gates(x)
+            return self.reconstruct(w1 * x, w2 * x)
+        informative = x * hard_gate(self.gate_logits(x), self.threshold_logit)  # W1 X; W2 X = X - W1 X, as W2 = 1 - W1 is 0/1
+        return self.reconstruct(informative, x - informative)
+
+
+class _StraightThroughStep(torch.autograd.Function):
+    """Forward: the exact 0/1 step (z > 0). Backward: the gradient of sigmoid(z + logit(t)) - deviation 1, i.e. the
+    same straight-through estimator as ``step + sigmoid - sigmoid.detach()`` without materialising the sigmoid twice."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, threshold_logit: float) -> torch.Tensor:
+        ctx.save_for_backward(z)
+        ctx.threshold_logit = threshold_logit
+        return torch.gt(z, 0, out=torch.empty_like(z))  # float 0/1 without a bool tensor in between
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (z,) = ctx.saved_tensors
+        sig = torch.sigmoid(z + ctx.threshold_logit)
+        return grad * sig * (1.0 - sig), None
+
+
+def hard_gate(z: torch.Tensor, threshold_logit: float = 0.0) -> torch.Tensor:
+    """W1 of eq. 3 from gate logits z: 1 where z > 0, else 0 (straight-through gradient when one is needed)."""
+    if is_exporting():
+        return (z > 0).to(z.dtype)
+    if z.requires_grad:
+        return _StraightThroughStep.apply(z, threshold_logit)
+    return torch.gt(z, 0, out=torch.empty_like(z))
 
 
 class CRU(nn.Module):
@@ -131,26 +182,79 @@ class CRU(nn.Module):
         self.pwc1 = nn.Conv2d(up_sq, c2, 1, bias=False)
         self.pwc2 = nn.Conv2d(low_sq, c2 - low_sq, 1, bias=False)
         self.pool = nn.AvgPool2d(2, 2, ceil_mode=True) if s == 2 else nn.Identity()
+        for name in ("low_scale", "low_shift", "mean_scale"):  # set by fold_output_bn; not part of checkpoints
+            self.register_buffer(name, None, persistent=False)
+
+    def squeeze(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two 1 x 1 squeezes of the split input -> (X_up, X_low), X_low at output resolution.
+
+        With an even split at stride 1 they run as one grouped convolution (groups=2 computes exactly the two
+        separate ones); at stride 2 the lower input is pooled first, which is cheaper than merging.
+        """
+        if self.pool_is_identity and self.up_channels == self.low_channels:
+            weight = torch.cat([self.squeeze_up.weight, self.squeeze_low.weight])
+            return F.conv2d(x, weight, groups=2).split([self.squeeze_up.out_channels, self.squeeze_low.out_channels], 1)
+        up, low = x.split([self.up_channels, self.low_channels], dim=1)
+        return self.squeeze_up(up), self.squeeze_low(self.pool(low))  # 1 x 1 squeeze and pooling commute
+
+    @property
+    def pool_is_identity(self) -> bool:
+        return isinstance(self.pool, nn.Identity)
 
     def upper(self, x_up: torch.Tensor) -> torch.Tensor:
-        """Eq. 5: Y1 = M^G X_up + M^P1 X_up (the 1 x 1 path on the pooled X_up at stride 2)."""
-        return self.gwc(x_up) + self.pwc1(self.pool(x_up))
+        """Eq. 5: Y1 = M^G X_up + M^P1 X_up (the 1 x 1 path on the pooled X_up at stride 2). After ``SCConv.fuse()`` at
+        stride 1, ``gwc`` holds both (PWC1 added to GWC's centre tap) and ``pwc1`` is None."""
+        y1 = self.gwc(x_up)
+        return y1 if self.pwc1 is None else y1 + self.pwc1(self.pool(x_up))
 
     def lower(self, x_low: torch.Tensor) -> torch.Tensor:
         """Eq. 6: Y2 = M^P2 X_low U X_low (``x_low`` already at output resolution)."""
-        return torch.cat([self.pwc2(x_low), x_low], dim=1)
+        reused = x_low if self.low_scale is None else torch.addcmul(self.low_shift, x_low, self.low_scale)
+        return torch.cat([self.pwc2(x_low), reused], dim=1)
 
     @staticmethod
-    def fuse(y1: torch.Tensor, y2: torch.Tensor) -> torch.Tensor:
-        """Eqs. 7-9: S_m = GAP(Y_m); beta = per-channel softmax over the two branches; Y = beta1 Y1 + beta2 Y2."""
-        beta = torch.stack([y1.mean(dim=(2, 3)), y2.mean(dim=(2, 3))]).softmax(dim=0)[..., None, None]
-        return beta[0] * y1 + beta[1] * y2
+    def fuse(y1: torch.Tensor, y2: torch.Tensor, mean_scale: torch.Tensor | None = None) -> torch.Tensor:
+        """Eqs. 7-9: S_m = GAP(Y_m); beta = per-channel softmax over the two branches; Y = beta1 Y1 + beta2 Y2.
+
+        A softmax over two values is beta1 = sigmoid(S1 - S2), beta2 = 1 - beta1, so Y = Y2 + beta1 (Y1 - Y2): one
+        ``lerp``. ``mean_scale`` (set by :meth:`fold_output_bn`) undoes a folded affine s Y + t on the means.
+        """
+        difference = y1.mean(dim=(2, 3), keepdim=True) - y2.mean(dim=(2, 3), keepdim=True)
+        if mean_scale is not None:
+            difference = difference / mean_scale
+        return torch.lerp(y2, y1, torch.sigmoid(difference))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        up, low = x.split([self.up_channels, self.low_channels], dim=1)
-        x_up = self.squeeze_up(up)
-        x_low = self.squeeze_low(self.pool(low))  # 1 x 1 squeeze and average pooling commute; pool first is cheaper
-        return self.fuse(self.upper(x_up), self.lower(x_low))
+        x_up, x_low = self.squeeze(x)
+        return self.fuse(self.upper(x_up), self.lower(x_low), self.mean_scale)
+
+    @torch.no_grad()
+    def fold_output_bn(self, bn: nn.BatchNorm2d) -> None:
+        """Fold the BatchNorm that follows CRU (eval statistics) into its branches. As beta1 + beta2 = 1,
+        BN(beta1 Y1 + beta2 Y2) = beta1 BN(Y1) + beta2 BN(Y2); the betas still come from the unfolded means,
+        recovered as (mean - t) / s (t cancels in S1 - S2). Where s = 0 the channel is the constant t whatever beta
+        is, so s is replaced by 1 there."""
+        scale, shift = bn_scale_shift(bn)
+        n_pwc2 = self.pwc2.out_channels
+        column = scale.view(-1, 1, 1, 1)
+        self.gwc = conv_like(self.gwc, self.gwc.weight * column, shift)
+        if self.pwc1 is not None:
+            self.pwc1 = conv_like(self.pwc1, self.pwc1.weight * column, None)
+        self.pwc2 = conv_like(self.pwc2, self.pwc2.weight * column[:n_pwc2], shift[:n_pwc2])
+        self.low_scale = scale[n_pwc2:].view(1, -1, 1, 1).clone()
+        self.low_shift = shift[n_pwc2:].view(1, -1, 1, 1).clone()
+        self.mean_scale = torch.where(scale == 0, torch.ones_like(scale), scale).view(1, -1, 1, 1)
+
+    @torch.no_grad()
+    def merge_upper(self) -> None:
+        """At stride 1, turn GWC + PWC1 (eq. 5, two linear maps of the same X_up) into one dense k x k convolution."""
+        if self.pwc1 is None or not self.pool_is_identity:
+            return
+        weight = grouped_to_dense(self.gwc.weight, self.gwc.groups)
+        k = weight.shape[-1]
+        weight[:, :, k // 2, k // 2] += self.pwc1.weight[:, :, 0, 0]
+        self.gwc = conv_like(self.gwc, weight, self.gwc.bias, groups=1)
+        self.pwc1 = None
 
 
 class SCConv(nn.Module):
@@ -195,3 +299,13 @@ class SCConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.bn(self.cru(self.sru(x))))
+
+    @torch.no_grad()
+    def fuse(self) -> SCConv:
+        """Inference form (eval mode; Ultralytics' ``model.fuse()`` calls this once registered): the trailing
+        BatchNorm folds into CRU's branches and, at stride 1, GWC and PWC1 become one convolution. Idempotent."""
+        if isinstance(self.bn, nn.BatchNorm2d):
+            self.cru.fold_output_bn(self.bn)
+            self.bn = nn.Identity()
+        self.cru.merge_upper()
+        return self

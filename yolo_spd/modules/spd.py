@@ -54,7 +54,25 @@ class SpaceToDepth(nn.Module):
         # example input's parity, and a dynamic-shape ONNX model would then fail on odd feature maps.
         if torch.onnx.is_in_onnx_export() or pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
-        return torch.cat([x[..., i::s, j::s] for j in range(s) for i in range(s)], dim=1)
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            return _space_to_depth_channels_last(x, s)
+        return _space_to_depth(x, s)
+
+
+def _space_to_depth(x: torch.Tensor, s: int) -> torch.Tensor:
+    """One strided copy: view (N, C, H', i, W', j), order the blocks (j, i) with i fastest, as the authors' slicing."""
+    n, c, h, w = x.shape
+    blocks = x.reshape(n, c, h // s, s, w // s, s).permute(0, 5, 3, 1, 2, 4)  # (N, j, i, C, H', W')
+    return blocks.reshape(n, s * s * c, h // s, w // s)
+
+
+def _space_to_depth_channels_last(x: torch.Tensor, s: int) -> torch.Tensor:
+    """As :func:`_space_to_depth` for a channels-last input, returning channels-last: every output pixel is s^2
+    contiguous runs of C values, so the copy moves whole channel vectors."""
+    n, c, h, w = x.shape
+    pixels = x.permute(0, 2, 3, 1).reshape(n, h // s, s, w // s, s, c)  # (N, H', i, W', j, C), a view
+    blocks = pixels.permute(0, 1, 3, 4, 2, 5).reshape(n, h // s, w // s, s * s * c)  # (N, H', W', j, i, C)
+    return blocks.permute(0, 3, 1, 2)
 
 
 class SPDConv(nn.Module):
