@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._common import norm_act, require, require_odd_kernel, require_positive_int, require_stride
+from ._common import bn_scale_shift, conv_like, norm_act, require, require_odd_kernel, require_positive_int, require_stride
 
 
 class SSDConv(nn.Module):
@@ -108,6 +108,9 @@ class SSDConv(nn.Module):
             self.down = nn.Conv2d(exp_out, c2, 1, groups=base_out if fits else math.gcd(exp_out, c2), bias=False)
         self.pool = nn.AvgPool2d(2, 2, ceil_mode=True) if s == 2 else nn.Identity()
         self.bn, self.act = norm_act(c2, bn, act)
+        self.diversity_shift = None  # set by fuse()
+        for name in ("out_scale", "out_shift"):  # set by fuse(); not part of checkpoints
+            self.register_buffer(name, None, persistent=False)
 
     def similarity_attention(self, y: torch.Tensor) -> torch.Tensor:
         """Channel weights (N, C, 1, 1) from inter-channel similarity.
@@ -116,11 +119,28 @@ class SSDConv(nn.Module):
         similarity matrix S = V V^T is mapped to [0, 1] by (S + 1) / 2 and averaged over channels (s_c, how much
         channel c resembles the others). The channel mean m_c scaled by the dissimilarity (1 - s_c) drives an
         FC -> ReLU -> FC -> sigmoid bottleneck, so distinctive channels are emphasised (feature diversity).
+
+        Computed without the C x C matrix: mean_j S_cj = v_c . v_bar with v_bar = mean_j v_j, and the L2
+        normalisation cancels the softmax's denominator, so v_c = e_c / |e_c| with e_c = exp(y_c - max y_c).
         """
         n, c = y.shape[:2]
-        v = F.normalize(y.flatten(2).softmax(dim=-1), dim=-1)
-        similarity = ((v @ v.transpose(1, 2) + 1.0) / 2.0).mean(dim=2)
-        return self.fc((1.0 - similarity) * y.mean(dim=(2, 3))).view(n, c, 1, 1)
+        e = torch.exp(y - y.amax(dim=(2, 3), keepdim=True)).flatten(2)  # (N, C, HW)
+        inv_norm = torch.linalg.vector_norm(e, dim=2, keepdim=True).reciprocal()  # >= 1 entry is exp(0)
+        v_bar = torch.bmm(inv_norm.transpose(1, 2), e) / c  # (N, 1, HW)
+        mean_similarity = 0.5 + 0.5 * torch.bmm(e, v_bar.transpose(1, 2)) * inv_norm  # (N, C, 1)
+        dissimilarity = (1.0 - mean_similarity).view(n, c)
+        return self.fc(dissimilarity * y.mean(dim=(2, 3))).view(n, c, 1, 1)
+
+    def diversity_branch(self, diversity_in: torch.Tensor) -> torch.Tensor:
+        y = self.diversity(self.bn_diversity(diversity_in))
+        if self.diversity_shift is not None:  # fused: the folded BatchNorm's shift, exact at the zero-padded border
+            y = y + self.diversity_shift(*y.shape[2:])
+        return y
+
+    def residual(self, y_e: torch.Tensor | None) -> torch.Tensor | None:
+        if y_e is None:
+            return self.out_shift  # None unless fused
+        return y_e if self.down is None else self.down(y_e)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x_m, x_e = x.split([self.main_in, self.exp_in], dim=1)
@@ -128,8 +148,88 @@ class SSDConv(nn.Module):
         x_m = self.pool(x_m)
         y_e = self.expand(self.pool(x_e)) if self.expand is not None else None
         diversity_in = x_m if y_e is None else torch.cat([x_m, y_e], dim=1)
-        y_m = self.bn_main(torch.cat([y_base, self.diversity(self.bn_diversity(diversity_in))], dim=1))
-        y = y_m * self.similarity_attention(y_m)
-        if y_e is not None:
-            y = y + (y_e if self.down is None else self.down(y_e))
+        y_m = self.bn_main(torch.cat([y_base, self.diversity_branch(diversity_in)], dim=1))
+        attention = self.similarity_attention(y_m)
+        if self.out_scale is not None:
+            attention = attention * self.out_scale
+        residual = self.residual(y_e)
+        y = y_m * attention if residual is None else torch.addcmul(residual, y_m, attention)
         return self.act(self.bn(y))
+
+    @torch.no_grad()
+    def fuse(self) -> SSDConv:
+        """Inference form (eval mode; Ultralytics' ``model.fuse()`` calls this once registered). Idempotent.
+
+        * ``bn_main`` folds into the base and diversity convolutions (BatchNorm after a convolution);
+        * ``bn_diversity`` (BatchNorm *before* the zero-padded diversity convolution) folds its scale into the
+          weights and its shift into :class:`BorderExactShift`, a bias that is exact at the border too;
+        * the trailing ``bn`` folds into the attention weights and the residual path (a down-projection or, if
+          there is none, a per-channel 1 x 1 convolution; the bias alone when there is no expansion path).
+        """
+        if not isinstance(self.bn_main, nn.BatchNorm2d):
+            return self
+        self.fold_main_and_diversity_bn()
+        if isinstance(self.bn, nn.BatchNorm2d):
+            self.fold_output_bn()
+        return self
+
+    def fold_main_and_diversity_bn(self) -> None:
+        main_scale, main_shift = bn_scale_shift(self.bn_main)
+        b = self.base.out_channels
+        self.base = conv_like(self.base, self.base.weight * main_scale[:b, None, None, None], main_shift[:b])
+        weight = self.diversity.weight * main_scale[b:, None, None, None]
+        in_scale, in_shift = bn_scale_shift(self.bn_diversity)
+        self.diversity_shift = BorderExactShift(in_shift, weight, main_shift[b:], self.diversity.groups)
+        self.diversity = conv_like(self.diversity, weight * per_group_input(in_scale, weight), None)
+        self.bn_main, self.bn_diversity = nn.Identity(), nn.Identity()
+
+    def fold_output_bn(self) -> None:
+        scale, shift = bn_scale_shift(self.bn)
+        self.out_scale = scale.view(1, -1, 1, 1).clone()
+        if self.down is not None:
+            self.down = conv_like(self.down, self.down.weight * scale[:, None, None, None], shift)
+        elif self.expand is not None:  # residual y_e itself: s y_e + t as a per-channel 1 x 1 convolution
+            identity = nn.Conv2d(len(scale), len(scale), 1, groups=len(scale), bias=False).to(scale)
+            self.down = conv_like(identity, scale.view(-1, 1, 1, 1), shift)
+        else:
+            self.out_shift = shift.view(1, -1, 1, 1).clone()
+        self.bn = nn.Identity()
+
+
+def per_group_input(in_scale: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Arrange a per-input-channel scale like a grouped weight's (C_out, C_in / groups, 1, 1) slots."""
+    c_out, in_per_group = weight.shape[:2]
+    groups = len(in_scale) // in_per_group
+    return in_scale.view(groups, 1, in_per_group).expand(groups, c_out // groups, in_per_group).reshape(c_out, -1)[
+        ..., None, None
+    ]
+
+
+class BorderExactShift(nn.Module):
+    """conv(zero_pad(t), W) + b for a per-channel constant t: the term a BatchNorm shift t leaves when the
+    BatchNorm before a zero-padded k x k convolution is folded into it. Inside the map it is one constant per
+    channel, but the padding zeros are not shifted, so the first and last k // 2 rows and columns differ; it is
+    computed on a (2p+1) x (2p+1) plane (p = k // 2), whose middle row and column stand for the whole interior,
+    and expanded to H x W by indexing.
+    """
+
+    def __init__(self, shift: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int):
+        super().__init__()
+        self.register_buffer("shift", shift.detach().clone().view(1, -1, 1, 1))
+        self.register_buffer("weight", weight.detach().clone())
+        self.register_buffer("bias", bias.detach().clone())
+        self.groups = groups
+        self.padding = weight.shape[-1] // 2
+
+    def forward(self, h: int, w: int) -> torch.Tensor:
+        p = self.padding
+        plane = self.shift.expand(-1, -1, min(h, 2 * p + 1), min(w, 2 * p + 1))
+        small = F.conv2d(plane, self.weight, self.bias, padding=p, groups=self.groups)
+        return small[:, :, self.source_rows(h)][..., self.source_rows(w)]
+
+    def source_rows(self, size: int) -> torch.Tensor:
+        """Index into the small plane for each of ``size`` rows: border rows map to themselves, interior to p."""
+        p, index = self.padding, torch.arange(size, device=self.shift.device)
+        if size <= 2 * p + 1:
+            return index
+        return index.clamp(max=p) + (index - (size - 1 - p)).clamp(min=0)
