@@ -45,13 +45,16 @@ def test_import_registers_and_registering_again_changes_nothing():
 
 def test_unregister_restores_ultralytics_exactly(unregistered):
     pristine, safe_before = snapshot(tasks), set(torch.serialization.get_safe_globals())
+    pristine_model_class = snapshot(tasks.BaseModel)
     assert not {"SPDConv", "SCConv", "SSDConv", "SpaceToDepth", "frozenset"} & set(vars(tasks))
     assert tasks.check_yaml is checks.check_yaml
     yolo_spd.register()
     assert snapshot(tasks) != pristine and yolo_spd.SPDConv in torch.serialization.get_safe_globals()
+    assert snapshot(tasks.BaseModel) != pristine_model_class  # fuse() wrapped
     yolo_spd.unregister()
     yolo_spd.unregister()  # harmless twice
     assert snapshot(tasks) == pristine
+    assert snapshot(tasks.BaseModel) == pristine_model_class
     assert set(torch.serialization.get_safe_globals()) == safe_before  # torch keeps them as a set
 
 

@@ -9,7 +9,7 @@ Ultralytics builds the packaged configs by bare name::
 """
 
 from .configs import config_dir, list_models
-from .modules import CRU, SRU, SCConv, SPDConv, SSDConv, SpaceToDepth
+from .modules import CRU, SRU, SCConv, SPDConv, SSDConv, SpaceToDepth, fuse_modules
 from .registration import SUPPORTED_ULTRALYTICS, is_registered, register, unregister
 
 __version__ = "0.1.0"
@@ -22,6 +22,7 @@ __all__ = (
     "SUPPORTED_ULTRALYTICS",
     "SpaceToDepth",
     "config_dir",
+    "fuse_modules",
     "is_registered",
     "list_models",
     "register",

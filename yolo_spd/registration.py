@@ -1,7 +1,7 @@
 """Registration of yolo_spd's modules into Ultralytics: the only file that touches Ultralytics internals.
 
-``import yolo_spd`` calls :func:`register`, which makes three reversible changes to ``ultralytics.nn.tasks`` and one
-to torch's checkpoint allow-list:
+``import yolo_spd`` calls :func:`register`, which makes three reversible changes to ``ultralytics.nn.tasks``, one
+to torch's checkpoint allow-list and one to ``BaseModel.fuse``:
 
 1. Module names. ``parse_model`` resolves a YAML row's module name in the ``tasks`` namespace, so each class in
    :data:`MODULES` is bound there under its name (refusing to shadow an existing Ultralytics name).
@@ -16,7 +16,11 @@ to torch's checkpoint allow-list:
 4. Safe loading. The classes are added to ``torch.serialization``'s safe globals, so checkpoints load under
    ``ULTRALYTICS_SAFE_LOAD=true`` (import yolo_spd before loading: a restricted load cannot import it for you).
 
-:func:`register` is idempotent; :func:`unregister` undoes all four. Both check the Ultralytics version against
+5. Inference fuse. Ultralytics calls ``model.fuse()`` before val, predict and export, and its ``BaseModel.fuse`` only
+   knows Ultralytics' classes. ``BaseModel.fuse`` is wrapped to run :func:`yolo_spd.fuse_modules` (SCConv's and
+   SSDConv's exact BatchNorm and branch folding) first, then Ultralytics' own fuse, unchanged.
+
+:func:`register` is idempotent; :func:`unregister` undoes all five. Both check the Ultralytics version against
 :data:`SUPPORTED_ULTRALYTICS`, and registration verifies on a two-row model that the channel rule took effect, so a
 future Ultralytics that builds models differently fails at import with a clear message instead of building wrong
 models.
@@ -32,7 +36,7 @@ import torch
 from ultralytics.nn.modules import C3, Conv
 
 from .configs import packaged_config
-from .modules import CRU, SRU, SCConv, SPDConv, SSDConv, SpaceToDepth
+from .modules import CRU, SRU, SCConv, SPDConv, SSDConv, SpaceToDepth, fuse_modules
 
 # [lower, upper). 8.4.67 is the first release with restricted checkpoint loading (ULTRALYTICS_SAFE_LOAD); both ends
 # of the range are tested (see README, "Tested versions").
@@ -97,6 +101,17 @@ def _check_yaml_resolving_packaged(original):
     return check_yaml
 
 
+def _fuse_ours_first(original):
+    """Wrap ``BaseModel.fuse``: fuse yolo_spd's modules, then run Ultralytics' fuse exactly as before."""
+
+    def fuse(self, *args, **kwargs):
+        fuse_modules(self)
+        return original(self, *args, **kwargs)
+
+    fuse.__wrapped__ = original
+    return fuse
+
+
 def _self_check(tasks) -> None:
     """Build a two-row model through parse_model and confirm our channel rule was applied."""
     d = {"nc": 1, "backbone": [[-1, 1, "SPDConv", [16, 3]], [-1, 1, "SpaceToDepth", [64]]], "head": []}
@@ -129,6 +144,8 @@ def register() -> None:
     tasks.frozenset = _frozenset_with_ours
     tasks.check_yaml = _check_yaml_resolving_packaged(_state["check_yaml"])
     torch.serialization.add_safe_globals(list(PICKLED_CLASSES))
+    _state["fuse"] = tasks.BaseModel.__dict__["fuse"]
+    tasks.BaseModel.fuse = _fuse_ours_first(_state["fuse"])
     try:
         _self_check(tasks)
     except Exception:
@@ -146,6 +163,7 @@ def unregister() -> None:
         delattr(tasks, name)
     del tasks.frozenset
     tasks.check_yaml = _state["check_yaml"]
+    tasks.BaseModel.fuse = _state["fuse"]
     ours = set(PICKLED_CLASSES)
     kept = [g for g in torch.serialization.get_safe_globals() if g not in ours or g in _state["safe_globals_before"]]
     torch.serialization.clear_safe_globals()

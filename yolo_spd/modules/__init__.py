@@ -1,7 +1,24 @@
 """The convolution blocks, one file per paper: SPD-Conv (``spd``), SCConv (``scconv``), SSDConv (``ssdconv``)."""
 
+from torch import nn
+
 from .scconv import CRU, SRU, SCConv
 from .spd import SPDConv, SpaceToDepth
 from .ssdconv import SSDConv
 
-__all__ = ("CRU", "SRU", "SCConv", "SPDConv", "SSDConv", "SpaceToDepth")
+__all__ = ("CRU", "SRU", "SCConv", "SPDConv", "SSDConv", "SpaceToDepth", "fuse_modules")
+
+#: Modules with an inference-time ``fuse()`` (SPDConv's inner Ultralytics ``Conv`` is fused by Ultralytics itself).
+FUSABLE = (SCConv, SSDConv)
+
+
+def fuse_modules(model: nn.Module) -> nn.Module:
+    """Fuse every SCConv and SSDConv inside ``model`` (any nesting) for inference; eval mode, idempotent.
+
+    Registered, Ultralytics' ``model.fuse()`` calls this (see :mod:`yolo_spd.registration`); call it yourself for a
+    plain ``nn.Module``.
+    """
+    for module in list(model.modules()):  # fuse() replaces children, so iterate over a snapshot
+        if isinstance(module, FUSABLE):
+            module.fuse()
+    return model

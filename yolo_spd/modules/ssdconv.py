@@ -42,7 +42,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._common import bn_scale_shift, conv_like, norm_act, require, require_odd_kernel, require_positive_int, require_stride
+from ._common import (
+    bn_scale_shift,
+    conv_like,
+    is_exporting,
+    norm_act,
+    require,
+    require_odd_kernel,
+    require_positive_int,
+    require_stride,
+)
 
 
 class SSDConv(nn.Module):
@@ -108,8 +117,8 @@ class SSDConv(nn.Module):
             self.down = nn.Conv2d(exp_out, c2, 1, groups=base_out if fits else math.gcd(exp_out, c2), bias=False)
         self.pool = nn.AvgPool2d(2, 2, ceil_mode=True) if s == 2 else nn.Identity()
         self.bn, self.act = norm_act(c2, bn, act)
-        self.diversity_shift = None  # set by fuse()
-        for name in ("out_scale", "out_shift"):  # set by fuse(); not part of checkpoints
+        fused_buffers = ("diversity_shift", "diversity_shift_weight", "diversity_shift_bias", "out_scale", "out_shift")
+        for name in fused_buffers:  # set by fuse(); not part of checkpoints
             self.register_buffer(name, None, persistent=False)
 
     def similarity_attention(self, y: torch.Tensor) -> torch.Tensor:
@@ -134,7 +143,8 @@ class SSDConv(nn.Module):
     def diversity_branch(self, diversity_in: torch.Tensor) -> torch.Tensor:
         y = self.diversity(self.bn_diversity(diversity_in))
         if self.diversity_shift is not None:  # fused: the folded BatchNorm's shift, exact at the zero-padded border
-            y = y + self.diversity_shift(*y.shape[2:])
+            h, w = y.shape[2:]
+            y = y + border_exact_shift(self.diversity_shift, self.diversity_shift_weight, self.diversity_shift_bias, h, w)
         return y
 
     def residual(self, y_e: torch.Tensor | None) -> torch.Tensor | None:
@@ -162,7 +172,7 @@ class SSDConv(nn.Module):
 
         * ``bn_main`` folds into the base and diversity convolutions (BatchNorm after a convolution);
         * ``bn_diversity`` (BatchNorm *before* the zero-padded diversity convolution) folds its scale into the
-          weights and its shift into :class:`BorderExactShift`, a bias that is exact at the border too;
+          weights and its shift into a bias map that is exact at the border too (:func:`border_exact_shift`);
         * the trailing ``bn`` folds into the attention weights and the residual path (a down-projection or, if
           there is none, a per-channel 1 x 1 convolution; the bias alone when there is no expansion path).
         """
@@ -179,7 +189,8 @@ class SSDConv(nn.Module):
         self.base = conv_like(self.base, self.base.weight * main_scale[:b, None, None, None], main_shift[:b])
         weight = self.diversity.weight * main_scale[b:, None, None, None]
         in_scale, in_shift = bn_scale_shift(self.bn_diversity)
-        self.diversity_shift = BorderExactShift(in_shift, weight, main_shift[b:], self.diversity.groups)
+        self.diversity_shift = in_shift.view(1, -1, 1, 1).clone()
+        self.diversity_shift_weight, self.diversity_shift_bias = weight.clone(), main_shift[b:].clone()
         self.diversity = conv_like(self.diversity, weight * per_group_input(in_scale, weight), None)
         self.bn_main, self.bn_diversity = nn.Identity(), nn.Identity()
 
@@ -205,31 +216,27 @@ def per_group_input(in_scale: torch.Tensor, weight: torch.Tensor) -> torch.Tenso
     ]
 
 
-class BorderExactShift(nn.Module):
-    """conv(zero_pad(t), W) + b for a per-channel constant t: the term a BatchNorm shift t leaves when the
-    BatchNorm before a zero-padded k x k convolution is folded into it. Inside the map it is one constant per
-    channel, but the padding zeros are not shifted, so the first and last k // 2 rows and columns differ; it is
-    computed on a (2p+1) x (2p+1) plane (p = k // 2), whose middle row and column stand for the whole interior,
-    and expanded to H x W by indexing.
+def border_exact_shift(shift: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """conv(zero_pad(t), W) + b on an h x w map, for a per-channel constant t (shape (1, C, 1, 1)), stride 1,
+    'same' padding and groups = C / W.shape[1]: the term a BatchNorm shift t leaves when the BatchNorm before a
+    zero-padded k x k convolution is folded into it. In the interior it is one constant per channel, but the padding
+    zeros are not shifted, so the first and last k // 2 rows and columns differ. It is computed on a
+    (2p+1) x (2p+1) plane (p = k // 2), whose middle row and column stand for the whole interior, then indexed out
+    to h x w, so the cost does not grow with the feature map.
     """
+    p = weight.shape[-1] // 2
+    # The eager path also covers maps smaller than the plane. A traced graph keeps the full plane and the index
+    # formula so it stays valid for every size it may be run at; that formula needs h, w >= 2p (>= 2 for k = 3).
+    exporting = is_exporting()
+    side_h, side_w = (2 * p + 1, 2 * p + 1) if exporting else (min(h, 2 * p + 1), min(w, 2 * p + 1))
+    plane = shift.expand(-1, -1, side_h, side_w)
+    small = F.conv2d(plane, weight, bias, padding=p, groups=shift.shape[1] // weight.shape[1])
+    return small[:, :, _plane_index(h, p, shift.device, exporting)][..., _plane_index(w, p, shift.device, exporting)]
 
-    def __init__(self, shift: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int):
-        super().__init__()
-        self.register_buffer("shift", shift.detach().clone().view(1, -1, 1, 1))
-        self.register_buffer("weight", weight.detach().clone())
-        self.register_buffer("bias", bias.detach().clone())
-        self.groups = groups
-        self.padding = weight.shape[-1] // 2
 
-    def forward(self, h: int, w: int) -> torch.Tensor:
-        p = self.padding
-        plane = self.shift.expand(-1, -1, min(h, 2 * p + 1), min(w, 2 * p + 1))
-        small = F.conv2d(plane, self.weight, self.bias, padding=p, groups=self.groups)
-        return small[:, :, self.source_rows(h)][..., self.source_rows(w)]
-
-    def source_rows(self, size: int) -> torch.Tensor:
-        """Index into the small plane for each of ``size`` rows: border rows map to themselves, interior to p."""
-        p, index = self.padding, torch.arange(size, device=self.shift.device)
-        if size <= 2 * p + 1:
-            return index
-        return index.clamp(max=p) + (index - (size - 1 - p)).clamp(min=0)
+def _plane_index(size, p: int, device: torch.device, exporting: bool) -> torch.Tensor:
+    """For each of ``size`` rows, its row in the (2p+1) plane: border rows keep their offset, interior rows map to p."""
+    index = torch.arange(size, device=device)
+    if not exporting and size <= 2 * p + 1:
+        return index
+    return index.clamp(max=p) + (index - (size - 1 - p)).clamp(min=0)
