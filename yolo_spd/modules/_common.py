@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from ultralytics.nn.modules.conv import Conv
 
@@ -85,3 +86,24 @@ def conv_like(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None, 
     if bias is not None:
         fused.bias.data.copy_(bias)
     return fused.requires_grad_(False)
+
+
+def pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.conv2d(x, weight, bias)`` for a dense 1 x 1 ``weight`` (C_out, C_in, 1, 1), as one matrix product.
+
+    On CPU, oneDNN reorders small-channel NCHW tensors around a 1 x 1 convolution, which costs several times the
+    arithmetic; a batched matrix product over the (C, H*W) view, or over channels for a channels-last input, reads
+    the tensor where it is. Layouts where neither view exists fall back to the convolution.
+    """
+    n, _, h, w = x.shape
+    matrix = weight.flatten(1)
+    if x.device.type != "cpu":
+        return F.conv2d(x, weight, bias)
+    if x.stride(1) == 1 and x.shape[1] > 1:  # channels innermost (channels-last, or a channel slice of it)
+        return F.linear(x.permute(0, 2, 3, 1), matrix, bias).permute(0, 3, 1, 2)
+    if x.stride(-1) != 1 or x.stride(-2) != w:
+        return F.conv2d(x, weight, bias)
+    pixels, matrices = x.flatten(2), matrix.expand(n, -1, -1)  # (N, C, H*W) views; matmul would copy both
+    if bias is None:
+        return torch.bmm(matrices, pixels).view(n, -1, h, w)
+    return torch.baddbmm(bias.view(1, -1, 1), matrices, pixels).view(n, -1, h, w)

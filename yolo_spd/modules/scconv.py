@@ -43,6 +43,7 @@ from ._common import (
     grouped_to_dense,
     is_exporting,
     norm_act,
+    pointwise,
     require,
     require_odd_kernel,
     require_positive_int,
@@ -106,12 +107,24 @@ class SRU(nn.Module):
     def threshold_logit(self) -> float:
         return math.log(self.gate_threshold / (1.0 - self.gate_threshold))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def reconstructed_halves(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 4 without the final union: (X11w + X22w, X21w + X12w).
+
+        Under the hard gate W2 = 1 - W1 is 0/1, so X11w + X22w = X1 M1 + (X2 - X2 M2) with M = W1: two ``addcmul``
+        per half, bit-identical to the products and sums of eq. 4 (multiplying by 0 or 1 and adding 0 are exact).
+        """
+        x1, x2 = x.chunk(2, dim=1)
         if self.gate == "released":
             w1, w2 = self.gates(x)
-            return self.reconstruct(w1 * x, w2 * x)
-        informative = x * hard_gate(self.gate_logits(x), self.threshold_logit)  # W1 X; W2 X = X - W1 X, as W2 = 1 - W1 is 0/1
-        return self.reconstruct(informative, x - informative)
+            (w11, w12), (w21, w22) = w1.chunk(2, dim=1), w2.chunk(2, dim=1)
+            return x1 * w11 + x2 * w22, x1 * w21 + x2 * w12
+        m1, m2 = hard_gate(self.gate_logits(x), self.threshold_logit).chunk(2, dim=1)
+        first = torch.addcmul(torch.addcmul(x2, x2, m2, value=-1.0), x1, m1)
+        second = torch.addcmul(torch.addcmul(x1, x1, m1, value=-1.0), x2, m2)
+        return first, second
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat(self.reconstructed_halves(x), dim=1)
 
 
 class _StraightThroughStep(torch.autograd.Function):
@@ -188,14 +201,18 @@ class CRU(nn.Module):
     def squeeze(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The two 1 x 1 squeezes of the split input -> (X_up, X_low), X_low at output resolution.
 
-        With an even split at stride 1 they run as one grouped convolution (groups=2 computes exactly the two
-        separate ones); at stride 2 the lower input is pooled first, which is cheaper than merging.
+        At stride 1 they run as one 1 x 1 convolution whose weight is block-diagonal (zero blocks make it exactly
+        the two separate ones); at stride 2 the lower input is pooled first, which is cheaper than merging.
         """
-        if self.pool_is_identity and self.up_channels == self.low_channels:
-            weight = torch.cat([self.squeeze_up.weight, self.squeeze_low.weight])
-            return F.conv2d(x, weight, groups=2).split([self.squeeze_up.out_channels, self.squeeze_low.out_channels], 1)
-        up, low = x.split([self.up_channels, self.low_channels], dim=1)
-        return self.squeeze_up(up), self.squeeze_low(self.pool(low))  # 1 x 1 squeeze and pooling commute
+        if not self.pool_is_identity:
+            return self.squeeze_split(*x.split([self.up_channels, self.low_channels], dim=1))
+        weight = torch.block_diag(self.squeeze_up.weight.flatten(1), self.squeeze_low.weight.flatten(1))
+        squeezed = pointwise(x, weight[..., None, None])
+        return squeezed.split([self.squeeze_up.out_channels, self.squeeze_low.out_channels], dim=1)
+
+    def squeeze_split(self, up: torch.Tensor, low: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The squeezes of an input already split into its upper and lower part (1 x 1 squeeze and pooling commute)."""
+        return pointwise(up, self.squeeze_up.weight), pointwise(self.pool(low), self.squeeze_low.weight)
 
     @property
     def pool_is_identity(self) -> bool:
@@ -205,28 +222,40 @@ class CRU(nn.Module):
         """Eq. 5: Y1 = M^G X_up + M^P1 X_up (the 1 x 1 path on the pooled X_up at stride 2). After ``SCConv.fuse()`` at
         stride 1, ``gwc`` holds both (PWC1 added to GWC's centre tap) and ``pwc1`` is None."""
         y1 = self.gwc(x_up)
-        return y1 if self.pwc1 is None else y1 + self.pwc1(self.pool(x_up))
+        return y1 if self.pwc1 is None else y1 + pointwise(self.pool(x_up), self.pwc1.weight)
+
+    def lower_parts(self, x_low: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two parts of eq. 6's union: (M^P2 X_low, X_low); after ``SCConv.fuse()`` both carry the folded BN."""
+        reused = x_low if self.low_scale is None else torch.addcmul(self.low_shift, x_low, self.low_scale)
+        return pointwise(x_low, self.pwc2.weight, self.pwc2.bias), reused
 
     def lower(self, x_low: torch.Tensor) -> torch.Tensor:
         """Eq. 6: Y2 = M^P2 X_low U X_low (``x_low`` already at output resolution)."""
-        reused = x_low if self.low_scale is None else torch.addcmul(self.low_shift, x_low, self.low_scale)
-        return torch.cat([self.pwc2(x_low), reused], dim=1)
+        return torch.cat(self.lower_parts(x_low), dim=1)
 
     @staticmethod
-    def fuse(y1: torch.Tensor, y2: torch.Tensor, mean_scale: torch.Tensor | None = None) -> torch.Tensor:
-        """Eqs. 7-9: S_m = GAP(Y_m); beta = per-channel softmax over the two branches; Y = beta1 Y1 + beta2 Y2.
+    def fuse(y1: torch.Tensor, y2: torch.Tensor) -> torch.Tensor:
+        """Eqs. 7-9: S_m = GAP(Y_m); beta = per-channel softmax over the two branches; Y = beta1 Y1 + beta2 Y2."""
+        return torch.lerp(y2, y1, branch_weight(y1.mean(dim=(2, 3), keepdim=True), y2.mean(dim=(2, 3), keepdim=True)))
 
-        A softmax over two values is beta1 = sigmoid(S1 - S2), beta2 = 1 - beta1, so Y = Y2 + beta1 (Y1 - Y2): one
-        ``lerp``. ``mean_scale`` (set by :meth:`fold_output_bn`) undoes a folded affine s Y + t on the means.
-        """
-        difference = y1.mean(dim=(2, 3), keepdim=True) - y2.mean(dim=(2, 3), keepdim=True)
-        if mean_scale is not None:
-            difference = difference / mean_scale
-        return torch.lerp(y2, y1, torch.sigmoid(difference))
+    def fuse_parts(self, y1: torch.Tensor, y2_parts: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """:meth:`fuse` with Y2 given as its two parts, so that without autograd the union is never materialised:
+        each part's ``lerp`` writes straight into its channels of the output."""
+        y2_mean = torch.cat([part.mean(dim=(2, 3), keepdim=True) for part in y2_parts], dim=1)  # two (N, c, 1, 1)
+        beta1 = branch_weight(y1.mean(dim=(2, 3), keepdim=True), y2_mean, self.mean_scale)
+        if torch.is_grad_enabled() or is_exporting():
+            return torch.lerp(torch.cat(y2_parts, dim=1), y1, beta1)
+        out = torch.empty_like(y1)
+        split = y2_parts[0].shape[1]
+        torch.lerp(y2_parts[0], y1[:, :split], beta1[:, :split], out=out[:, :split])
+        torch.lerp(y2_parts[1], y1[:, split:], beta1[:, split:], out=out[:, split:])
+        return out
+
+    def transform_and_fuse(self, x_up: torch.Tensor, x_low: torch.Tensor) -> torch.Tensor:
+        return self.fuse_parts(self.upper(x_up), self.lower_parts(x_low))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x_up, x_low = self.squeeze(x)
-        return self.fuse(self.upper(x_up), self.lower(x_low), self.mean_scale)
+        return self.transform_and_fuse(*self.squeeze(x))
 
     @torch.no_grad()
     def fold_output_bn(self, bn: nn.BatchNorm2d) -> None:
@@ -255,6 +284,13 @@ class CRU(nn.Module):
         weight[:, :, k // 2, k // 2] += self.pwc1.weight[:, :, 0, 0]
         self.gwc = conv_like(self.gwc, weight, self.gwc.bias, groups=1)
         self.pwc1 = None
+
+
+def branch_weight(s1: torch.Tensor, s2: torch.Tensor, mean_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """beta1 of eq. 8: a softmax over two values is sigmoid(S1 - S2), and then Y = Y2 + beta1 (Y1 - Y2) is one
+    ``lerp``. ``mean_scale`` (set by ``CRU.fold_output_bn``) undoes a folded affine s Y + t on the means."""
+    difference = s1 - s2
+    return torch.sigmoid(difference if mean_scale is None else difference / mean_scale)
 
 
 class SCConv(nn.Module):
@@ -298,7 +334,11 @@ class SCConv(nn.Module):
         self.bn, self.act = norm_act(c2, bn, act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(self.cru(self.sru(x))))
+        if self.cru.up_channels * 2 == self.sru.gn.num_channels:  # CRU's split is SRU's halves: never concatenate
+            y = self.cru.transform_and_fuse(*self.cru.squeeze_split(*self.sru.reconstructed_halves(x)))
+        else:
+            y = self.cru(self.sru(x))
+        return self.act(self.bn(y))
 
     @torch.no_grad()
     def fuse(self) -> SCConv:

@@ -47,6 +47,7 @@ from ._common import (
     conv_like,
     is_exporting,
     norm_act,
+    pointwise,
     require,
     require_odd_kernel,
     require_positive_int,
@@ -117,7 +118,8 @@ class SSDConv(nn.Module):
             self.down = nn.Conv2d(exp_out, c2, 1, groups=base_out if fits else math.gcd(exp_out, c2), bias=False)
         self.pool = nn.AvgPool2d(2, 2, ceil_mode=True) if s == 2 else nn.Identity()
         self.bn, self.act = norm_act(c2, bn, act)
-        fused_buffers = ("diversity_shift", "diversity_shift_weight", "diversity_shift_bias", "out_scale", "out_shift")
+        fused_buffers = ("diversity_shift", "diversity_shift_weight", "diversity_shift_bias", "out_scale", "out_shift",
+                         "residual_scale")
         for name in fused_buffers:  # set by fuse(); not part of checkpoints
             self.register_buffer(name, None, persistent=False)
 
@@ -150,13 +152,15 @@ class SSDConv(nn.Module):
     def residual(self, y_e: torch.Tensor | None) -> torch.Tensor | None:
         if y_e is None:
             return self.out_shift  # None unless fused
-        return y_e if self.down is None else self.down(y_e)
+        if self.down is not None:
+            return self.down(y_e)
+        return y_e if self.out_shift is None else torch.addcmul(self.out_shift, y_e, self.residual_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x_m, x_e = x.split([self.main_in, self.exp_in], dim=1)
         y_base = self.base(x_m)
         x_m = self.pool(x_m)
-        y_e = self.expand(self.pool(x_e)) if self.expand is not None else None
+        y_e = pointwise(self.pool(x_e), self.expand.weight) if self.expand is not None else None
         diversity_in = x_m if y_e is None else torch.cat([x_m, y_e], dim=1)
         y_m = self.bn_main(torch.cat([y_base, self.diversity_branch(diversity_in)], dim=1))
         attention = self.similarity_attention(y_m)
@@ -174,7 +178,7 @@ class SSDConv(nn.Module):
         * ``bn_diversity`` (BatchNorm *before* the zero-padded diversity convolution) folds its scale into the
           weights and its shift into a bias map that is exact at the border too (:func:`border_exact_shift`);
         * the trailing ``bn`` folds into the attention weights and the residual path (a down-projection or, if
-          there is none, a per-channel 1 x 1 convolution; the bias alone when there is no expansion path).
+          there is none, a per-channel affine of y_e; the bias alone when there is no expansion path).
         """
         if not isinstance(self.bn_main, nn.BatchNorm2d):
             return self
@@ -199,11 +203,9 @@ class SSDConv(nn.Module):
         self.out_scale = scale.view(1, -1, 1, 1).clone()
         if self.down is not None:
             self.down = conv_like(self.down, self.down.weight * scale[:, None, None, None], shift)
-        elif self.expand is not None:  # residual y_e itself: s y_e + t as a per-channel 1 x 1 convolution
-            identity = nn.Conv2d(len(scale), len(scale), 1, groups=len(scale), bias=False).to(scale)
-            self.down = conv_like(identity, scale.view(-1, 1, 1, 1), shift)
-        else:
+        else:  # the residual is y_e itself (s y_e + t) or absent (t)
             self.out_shift = shift.view(1, -1, 1, 1).clone()
+            self.residual_scale = scale.view(1, -1, 1, 1).clone()
         self.bn = nn.Identity()
 
 
