@@ -1,7 +1,7 @@
 """Shared timing helpers for the benchmark scripts: thread setup, interleaved medians, Markdown tables.
 
 Timings on a shared machine drift; every candidate of a comparison is therefore run once per round, in alternating
-order, and the medians over rounds are compared, so load changes hit both sides of a ratio alike.
+order, and a ratio is the median of the per-round ratios, so load changes hit both sides of a ratio alike.
 """
 
 from __future__ import annotations
@@ -25,19 +25,33 @@ def setup(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def interleaved_medians(candidates: dict[str, Callable[[], object]], repeats: int, warmup: int) -> dict[str, float]:
-    """Median wall time in ms of each candidate, measured in ``repeats`` interleaved rounds after ``warmup`` calls."""
+class Timings:
+    """Wall times in seconds per candidate, one entry per round."""
+
+    def __init__(self, rounds: dict[str, list[float]]):
+        self.rounds = rounds
+
+    def ms(self, name: str) -> float:
+        return statistics.median(self.rounds[name]) * 1e3
+
+    def ratio(self, name: str, baseline: str) -> float:
+        """Median over rounds of the per-round ratio: the two sides of each ratio ran back to back."""
+        return statistics.median(a / b for a, b in zip(self.rounds[name], self.rounds[baseline]))
+
+
+def interleaved(candidates: dict[str, Callable[[], object]], repeats: int, warmup: int) -> Timings:
+    """Run every candidate once per round, in alternating order, ``repeats`` rounds after ``warmup`` calls each."""
     for run in candidates.values():
         for _ in range(warmup):
             run()
-    times: dict[str, list[float]] = {name: [] for name in candidates}
+    rounds: dict[str, list[float]] = {name: [] for name in candidates}
     names = list(candidates)
     for round_index in range(repeats):
         for name in names if round_index % 2 == 0 else reversed(names):
             start = time.perf_counter()
             candidates[name]()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) * 1e3 for name, values in times.items()}
+            rounds[name].append(time.perf_counter() - start)
+    return Timings(rounds)
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:

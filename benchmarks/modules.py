@@ -6,7 +6,8 @@
 Prints Markdown. Per row: eval forward (no grad) of the straightforward implementation (``tests/reference.py``,
 the code before issue #5), of the fast modules, and of the fused modules (``fuse()``, what Ultralytics runs for
 val/predict/export), against the Ultralytics ``Conv`` the module replaces, fused the same way (conv + bias + SiLU);
-then train-mode forward + backward (gradients of input and parameters). All ratios come from one interleaved run.
+then train-mode forward + backward (gradients of input and parameters). All ratios come from one interleaved run
+(median of per-round ratios; times are medians over rounds).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import argparse
 import copy
 
-from _timing import environment_line, interleaved_medians, markdown_table, setup
+from _timing import environment_line, interleaved, markdown_table, setup
 
 SHAPES = [(64, 80), (128, 40), (256, 20)]
 
@@ -75,7 +76,7 @@ def eval_row(label, module, conv, reference_forward, x, args):
 
     fast, baseline = fused(module), fused(conv)
     with torch.no_grad():
-        t = interleaved_medians(
+        t = interleaved(
             {
                 "conv": lambda: baseline(x),
                 "reference": lambda: reference_forward(module, x),
@@ -86,8 +87,8 @@ def eval_row(label, module, conv, reference_forward, x, args):
             args.warmup,
         )
     return [
-        label, f"{t['conv']:.1f}", f"{t['reference']:.1f}", f"{t['fast']:.1f}", f"{t['fused']:.1f}",
-        f"{t['reference'] / t['conv']:.2f}×", f"**{t['fused'] / t['conv']:.2f}×**",
+        label, *(f"{t.ms(name):.1f}" for name in ("conv", "reference", "fast", "fused")),
+        f"{t.ratio('reference', 'conv'):.2f}×", f"**{t.ratio('fused', 'conv'):.2f}×**",
     ]
 
 
@@ -99,7 +100,7 @@ def train_step(forward, module, x):
 
 
 def train_row(label, module, conv, reference_forward, x, args):
-    t = interleaved_medians(
+    t = interleaved(
         {
             "conv": train_step(lambda: conv(x), conv, x),
             "reference": train_step(lambda: reference_forward(module, x), module, x),
@@ -109,8 +110,8 @@ def train_row(label, module, conv, reference_forward, x, args):
         args.warmup,
     )
     return [
-        label, f"{t['conv']:.1f}", f"{t['reference']:.1f}", f"{t['fast']:.1f}",
-        f"**{t['fast'] / t['reference']:.2f}×**", f"{t['fast'] / t['conv']:.2f}×",
+        label, *(f"{t.ms(name):.1f}" for name in ("conv", "reference", "fast")),
+        f"**{t.ratio('fast', 'reference'):.2f}×**", f"{t.ratio('fast', 'conv'):.2f}×",
     ]
 
 
@@ -124,7 +125,7 @@ def space_to_depth_rows(x, args):
     spd = SpaceToDepth()
     rows = []
     for name, tensor in (("contiguous", x), ("channels_last", x.contiguous(memory_format=torch.channels_last))):
-        t = interleaved_medians(
+        t = interleaved(
             {
                 "clone": tensor.clone,
                 "fast": lambda: spd(tensor),
@@ -136,8 +137,8 @@ def space_to_depth_rows(x, args):
         )
         rows.append(
             [
-                f"{tuple(x.shape)} {name}", f"{t['clone']:.2f}", f"{t['reference']:.2f}", f"{t['pixel_unshuffle']:.2f}",
-                f"{t['fast']:.2f}", f"**{t['fast'] / t['clone']:.2f}×**",
+                f"{tuple(x.shape)} {name}", *(f"{t.ms(k):.2f}" for k in ("clone", "reference", "pixel_unshuffle", "fast")),
+                f"**{t.ratio('fast', 'clone'):.2f}×**",
             ]
         )
     return rows
