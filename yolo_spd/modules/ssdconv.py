@@ -118,8 +118,8 @@ class SSDConv(nn.Module):
             self.down = nn.Conv2d(exp_out, c2, 1, groups=base_out if fits else math.gcd(exp_out, c2), bias=False)
         self.pool = nn.AvgPool2d(2, 2, ceil_mode=True) if s == 2 else nn.Identity()
         self.bn, self.act = norm_act(c2, bn, act)
-        fused_buffers = ("diversity_shift", "diversity_shift_weight", "diversity_shift_bias", "out_scale", "out_shift",
-                         "residual_scale")
+        fused_buffers = ("diversity_shift", "diversity_shift_weight", "diversity_shift_bias", "diversity_border",
+                         "out_scale", "out_shift", "residual_scale")
         for name in fused_buffers:  # set by fuse(); not part of checkpoints
             self.register_buffer(name, None, persistent=False)
 
@@ -145,9 +145,15 @@ class SSDConv(nn.Module):
     def diversity_branch(self, diversity_in: torch.Tensor) -> torch.Tensor:
         y = self.diversity(self.bn_diversity(diversity_in))
         if self.diversity_shift is not None:  # fused: the folded BatchNorm's shift, exact at the zero-padded border
-            h, w = y.shape[2:]
-            y = y + border_exact_shift(self.diversity_shift, self.diversity_shift_weight, self.diversity_shift_bias, h, w)
+            y = y + self.diversity_bias(*y.shape[2:])
         return y
+
+    def diversity_bias(self, h: int, w: int) -> torch.Tensor:
+        """The folded ``bn_diversity`` shift through the diversity convolution, as an (1, C, h, w) map: indexed out of
+        a plane computed once at fuse time, or computed directly for maps smaller than the kernel's reach."""
+        if is_exporting() or min(h, w) >= 2 * (self.diversity.kernel_size[0] // 2):
+            return expand_border_plane(self.diversity_border, h, w)
+        return border_exact_shift(self.diversity_shift, self.diversity_shift_weight, self.diversity_shift_bias, h, w)
 
     def residual(self, y_e: torch.Tensor | None) -> torch.Tensor | None:
         if y_e is None:
@@ -158,11 +164,13 @@ class SSDConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x_m, x_e = x.split([self.main_in, self.exp_in], dim=1)
-        y_base = self.base(x_m)
+        y_base = self.base(x_m) if self.base is not None else None
         x_m = self.pool(x_m)
         y_e = pointwise(self.pool(x_e), self.expand.weight) if self.expand is not None else None
         diversity_in = x_m if y_e is None else torch.cat([x_m, y_e], dim=1)
-        y_m = self.bn_main(torch.cat([y_base, self.diversity_branch(diversity_in)], dim=1))
+        y_m = self.diversity_branch(diversity_in)
+        if y_base is not None:  # else fused at stride 1: one convolution yields [base U diversity] (merge_main_convs)
+            y_m = self.bn_main(torch.cat([y_base, y_m], dim=1))
         attention = self.similarity_attention(y_m)
         if self.out_scale is not None:
             attention = attention * self.out_scale
@@ -176,7 +184,8 @@ class SSDConv(nn.Module):
 
         * ``bn_main`` folds into the base and diversity convolutions (BatchNorm after a convolution);
         * ``bn_diversity`` (BatchNorm *before* the zero-padded diversity convolution) folds its scale into the
-          weights and its shift into a bias map that is exact at the border too (:func:`border_exact_shift`);
+          weights and its shift into a bias map that is exact at the border too (:func:`border_exact_shift`,
+          computed once on a (2p+1) x (2p+1) plane and indexed out to the map size);
         * the trailing ``bn`` folds into the attention weights and the residual path (a down-projection or, if
           there is none, a per-channel affine of y_e; the bias alone when there is no expansion path).
         """
@@ -185,6 +194,11 @@ class SSDConv(nn.Module):
         self.fold_main_and_diversity_bn()
         if isinstance(self.bn, nn.BatchNorm2d):
             self.fold_output_bn()
+        self.merge_main_convs()
+        side = 2 * (self.diversity.kernel_size[0] // 2) + 1
+        self.diversity_border = border_exact_shift(
+            self.diversity_shift, self.diversity_shift_weight, self.diversity_shift_bias, side, side
+        )
         return self
 
     def fold_main_and_diversity_bn(self) -> None:
@@ -197,6 +211,21 @@ class SSDConv(nn.Module):
         self.diversity_shift_weight, self.diversity_shift_bias = weight.clone(), main_shift[b:].clone()
         self.diversity = conv_like(self.diversity, weight * per_group_input(in_scale, weight), None)
         self.bn_main, self.bn_diversity = nn.Identity(), nn.Identity()
+
+    def merge_main_convs(self) -> None:
+        """At stride 1 with an ungrouped diversity convolution, the base convolution's input X_m is the first
+        main_in channels of the diversity input, so one convolution over the diversity input, whose base rows are
+        zero on the Y_e channels, yields Y_m = [base U diversity] directly: no concatenation, one pass of the input.
+        (A grouped diversity convolution would have to become dense, multiplying its cost, so it stays separate.)"""
+        if not isinstance(self.pool, nn.Identity) or self.diversity.groups != 1:
+            return
+        extra = self.diversity.in_channels - self.main_in
+        base_weight = F.pad(self.base.weight, (0, 0, 0, 0, 0, extra))  # zero weights on the Y_e channels
+        weight = torch.cat([base_weight, self.diversity.weight])
+        self.diversity_shift_weight = torch.cat([torch.zeros_like(base_weight), self.diversity_shift_weight])
+        self.diversity_shift_bias = torch.cat([self.base.bias, self.diversity_shift_bias])
+        self.diversity = conv_like(self.diversity, weight, None)
+        self.base = None
 
     def fold_output_bn(self) -> None:
         scale, shift = bn_scale_shift(self.bn)
@@ -222,23 +251,20 @@ def border_exact_shift(shift: torch.Tensor, weight: torch.Tensor, bias: torch.Te
     """conv(zero_pad(t), W) + b on an h x w map, for a per-channel constant t (shape (1, C, 1, 1)), stride 1,
     'same' padding and groups = C / W.shape[1]: the term a BatchNorm shift t leaves when the BatchNorm before a
     zero-padded k x k convolution is folded into it. In the interior it is one constant per channel, but the padding
-    zeros are not shifted, so the first and last k // 2 rows and columns differ. It is computed on a
-    (2p+1) x (2p+1) plane (p = k // 2), whose middle row and column stand for the whole interior, then indexed out
-    to h x w, so the cost does not grow with the feature map.
-    """
-    p = weight.shape[-1] // 2
-    # The eager path also covers maps smaller than the plane. A traced graph keeps the full plane and the index
-    # formula so it stays valid for every size it may be run at; that formula needs h, w >= 2p (>= 2 for k = 3).
-    exporting = is_exporting()
-    side_h, side_w = (2 * p + 1, 2 * p + 1) if exporting else (min(h, 2 * p + 1), min(w, 2 * p + 1))
-    plane = shift.expand(-1, -1, side_h, side_w)
-    small = F.conv2d(plane, weight, bias, padding=p, groups=shift.shape[1] // weight.shape[1])
-    return small[:, :, _plane_index(h, p, shift.device, exporting)][..., _plane_index(w, p, shift.device, exporting)]
+    zeros are not shifted, so the first and last k // 2 rows and columns differ."""
+    plane = shift.expand(-1, -1, h, w).contiguous()
+    return F.conv2d(plane, weight, bias, padding=weight.shape[-1] // 2, groups=shift.shape[1] // weight.shape[1])
 
 
-def _plane_index(size, p: int, device: torch.device, exporting: bool) -> torch.Tensor:
+def expand_border_plane(plane: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """The h x w map from its (2p+1) x (2p+1) version (``border_exact_shift`` at h = w = 2p+1), whose middle row and
+    column stand for the whole interior; valid for h, w >= 2p. Index arithmetic only, so a traced graph follows the
+    input size."""
+    p = plane.shape[-1] // 2
+    return plane[:, :, _plane_index(h, p, plane.device)][..., _plane_index(w, p, plane.device)]
+
+
+def _plane_index(size, p: int, device: torch.device) -> torch.Tensor:
     """For each of ``size`` rows, its row in the (2p+1) plane: border rows keep their offset, interior rows map to p."""
     index = torch.arange(size, device=device)
-    if not exporting and size <= 2 * p + 1:
-        return index
     return index.clamp(max=p) + (index - (size - 1 - p)).clamp(min=0)
