@@ -8,8 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from yolo_spd import SCConv, SpaceToDepth, SSDConv
-from yolo_spd.modules.scconv import hard_gate
+from yolo_spd import SRU, SCConv, SpaceToDepth, SSDConv
 
 from . import reference
 
@@ -88,15 +87,27 @@ def test_scconv_matches_the_straightforward_implementation(c1, c2, k, s, h, w, k
     assert_same_outputs_and_gradients(m, reference.scconv, make_input(c1, h, w, channels_last))
 
 
-def test_scconv_hard_gate_is_exactly_zero_or_one_and_its_gradient_is_the_sigmoid_slope():
-    m = randomize_norms(SCConv(16, 16, gn_groups=4)).train()
-    x = make_input(16, 6, 6)
-    z = m.sru.gate_logits(x)
-    w1 = hard_gate(z, m.sru.threshold_logit)
-    assert set(w1.detach().unique().tolist()) == {0.0, 1.0}
-    (grad,) = torch.autograd.grad(w1.sum(), z)
-    sig = torch.sigmoid(z.detach() + m.sru.threshold_logit)
-    torch.testing.assert_close(grad, sig * (1 - sig))
+@pytest.mark.parametrize("threshold", [0.5, 0.3])
+def test_sru_hand_written_backward_is_the_straight_through_gradient(threshold):
+    """Gradients of x and of GroupNorm's gamma and beta (which reach the output only through the gate's
+    straight-through path) equal autograd's through the reference's step + sigmoid - sigmoid.detach()."""
+    sru = randomize_norms(SRU(16, gn_groups=4, gate_threshold=threshold))
+    x = make_input(16, 5, 7)
+    target = torch.randn(2, 16, 5, 7)
+    inputs = [x, sru.gn.weight, sru.gn.bias]
+    fast = torch.autograd.grad((sru(x) * target).sum(), inputs)
+    slow = torch.autograd.grad((reference.sru(sru, x) * target).sum(), inputs)
+    for a, b in zip(fast, slow):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-4 * float(b.abs().max()) + 1e-6)
+    assert float(slow[1].abs().max()) > 1e-3  # gamma does receive a gradient through the gate
+
+
+def test_sru_gradient_when_only_one_half_is_used():
+    sru = randomize_norms(SRU(8, gn_groups=4))
+    x = make_input(8, 4, 4)
+    (fast,) = torch.autograd.grad(sru(x)[:, :4].sum(), x)
+    (slow,) = torch.autograd.grad(reference.sru(sru, x)[:, :4].sum(), x)
+    torch.testing.assert_close(fast, slow, rtol=0, atol=1e-5)
 
 
 SSDCONV_CASES = [
