@@ -55,7 +55,8 @@ def interleaved(candidates: dict[str, Callable[[], object]], repeats: int, warmu
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+    alignment = ["---"] + ["---:"] * (len(header) - 1)  # label column left, numbers right
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(alignment) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
 
@@ -65,4 +66,5 @@ def environment_line(threads: int) -> str:
 
     import torch
 
-    return f"torch {torch.__version__}, {threads} thread(s), {platform.processor() or platform.machine()}, medians in ms"
+    machine = platform.processor() or platform.machine()
+    return f"torch {torch.__version__}, {threads} thread(s), {machine}, medians in ms"

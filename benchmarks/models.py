@@ -7,9 +7,9 @@
 Models are built from their YAMLs (no weights are downloaded) and put in inference form with Ultralytics'
 ``model.fuse()`` (which fuses yolo_spd's modules too), as Ultralytics does before predict and export. The ONNX
 models come from Ultralytics' own ``export(format="onnx")``. GFLOPs are ``yolo_spd.info.gflops`` of the unfused
-model (the figure the README's model table reports). A packaged config is compared with the stock model of its family and scale (yolov5-spd-n with
-yolov5nu): the
-target is latency ratio <= GFLOPs ratio, i.e. no worse time per GFLOP than the baseline.
+model (the figure the README's model table reports). A packaged config is compared with the stock model of its
+family and scale (yolov5-spd-n with yolov5nu): the target is latency ratio <= GFLOPs ratio, i.e. no worse time
+per GFLOP than the baseline.
 """
 
 from __future__ import annotations
@@ -108,7 +108,8 @@ def main(argv=None) -> None:
             eager_t = interleaved(eager, args.repeats, args.warmup)
         onnx_t = interleaved(onnx, args.repeats, args.warmup)
 
-    print(f"{args.imgsz} x {args.imgsz}, batch 1, {args.repeats} interleaved rounds; {environment_line(args.threads)}.\n")
+    setting = f"{args.imgsz} x {args.imgsz}, batch 1, {args.repeats} interleaved rounds"
+    print(f"{setting}; {environment_line(args.threads)}.\n")
     rows = [
         [name, f"{flops[name]:.1f}", f"{eager_t.ms(name):.1f}", f"{onnx_t.ms(name):.1f}",
          f"{eager_t.ms(name) / flops[name]:.2f}", f"{onnx_t.ms(name) / flops[name]:.2f}"]

@@ -50,9 +50,8 @@ def cases(c: int):
     ]
 
 
-def prepared(module, memory_format, train: bool):
-    module = module.to(memory_format=memory_format)
-    return module.train() if train else module.eval()
+def prepared(module, memory_format):
+    return module.to(memory_format=memory_format)
 
 
 def fused(module):
@@ -135,12 +134,8 @@ def space_to_depth_rows(x, args):
             args.repeats * 3,
             args.warmup,
         )
-        rows.append(
-            [
-                f"{tuple(x.shape)} {name}", *(f"{t.ms(k):.2f}" for k in ("clone", "reference", "pixel_unshuffle", "fast")),
-                f"**{t.ratio('fast', 'clone'):.2f}×**",
-            ]
-        )
+        times = [f"{t.ms(k):.2f}" for k in ("clone", "reference", "pixel_unshuffle", "fast")]
+        rows.append([f"{tuple(x.shape)} {name}", *times, f"**{t.ratio('fast', 'clone'):.2f}×**"])
     return rows
 
 
@@ -155,16 +150,16 @@ def main(argv=None) -> None:
     eval_rows, train_rows, spd_rows = [], [], []
     for c, size in shapes:
         x = torch.randn(args.batch, c, size, size).contiguous(memory_format=memory_format)
+        x_grad = x.detach().clone().requires_grad_(True)
         for label, module, conv, reference_forward in cases(c):
             label = f"{label} @{size}"
-            eval_rows.append(eval_row(label, prepared(module, memory_format, False), prepared(conv, memory_format, False),
-                                      reference_forward, x, args))
-            x_grad = x.detach().clone().requires_grad_(True)
-            train_rows.append(train_row(label, prepared(module, memory_format, True), prepared(conv, memory_format, True),
-                                        reference_forward, x_grad, args))
+            module, conv = prepared(module, memory_format), prepared(conv, memory_format)
+            eval_rows.append(eval_row(label, module.eval(), conv.eval(), reference_forward, x, args))
+            train_rows.append(train_row(label, module.train(), conv.train(), reference_forward, x_grad, args))
         spd_rows += space_to_depth_rows(x.contiguous(), args)
     layout = "channels-last" if args.channels_last else "contiguous (NCHW)"
-    print(f"Batch {args.batch}, {layout} inputs, {args.repeats} interleaved rounds; {environment_line(args.threads)}.\n")
+    setting = f"Batch {args.batch}, {layout} inputs, {args.repeats} interleaved rounds"
+    print(f"{setting}; {environment_line(args.threads)}.\n")
     print("Eval forward (no grad). Baseline: the Ultralytics Conv the module replaces, fused (conv + bias + SiLU).\n")
     print(markdown_table(["module @px", "Conv", "straightforward", "fast", "fused", "straightforward / Conv",
                           "fused / Conv"], eval_rows))

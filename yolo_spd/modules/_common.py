@@ -66,7 +66,7 @@ def bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def grouped_to_dense(weight: torch.Tensor, groups: int) -> torch.Tensor:
-    """The dense (groups=1) weight computing the same convolution as a grouped ``weight``: block-diagonal in channels."""
+    """The dense (groups=1) weight of the same convolution as a grouped ``weight``: block-diagonal in channels."""
     c_out, c_in_per_group = weight.shape[:2]
     dense = weight.new_zeros(c_out, c_in_per_group * groups, *weight.shape[2:])
     out_per_group = c_out // groups

@@ -27,6 +27,19 @@ Deviations from the paper and from the authors' released module, each with its r
 6. Conv-row tail. The paper's SCConv replaces the 3 x 3 convolution inside a block whose BatchNorm and activation
    follow it. As a YOLO row replaces Ultralytics' ``Conv`` (conv + BN + SiLU), ``bn=True, act=True`` (default) adds
    that BatchNorm and activation; ``bn=False, act=False`` is the bare paper module.
+
+Implementation (same outputs as the equations, within float32 rounding; ``tests/reference.py`` keeps the
+step-by-step form and ``tests/test_fast_equivalence.py`` compares outputs and gradients):
+
+* SRU: W_gamma and the threshold fold into GroupNorm's affine, z = W_gamma GN(X) - logit(t), so the hard gate is
+  z > 0 (no sigmoid in the forward pass); eq. 4 is two ``addcmul`` per half (bit-identical), fed to CRU's squeezes
+  without concatenating; the straight-through backward is written by hand (``_GatedCrossReconstruction``).
+* CRU: 1 x 1 convolutions run as batched matrix products; at stride 1 the two squeezes of an unsplit input are one
+  block-diagonal 1 x 1 convolution; eq. 8's two-way softmax is sigmoid(S1 - S2) and eq. 9 one ``lerp``.
+* ``SCConv.fuse()`` (inference; Ultralytics' ``model.fuse()`` calls it): the trailing BatchNorm folds into CRU's
+  branches (exact because beta1 + beta2 = 1), and at stride 1 GWC + PWC1 become one dense k x k convolution. At
+  stride 2 they stay separate: PWC1 sees the ceil-mode-pooled input, which a strided kernel reproduces only for even
+  H and W.
 """
 
 from __future__ import annotations
@@ -101,7 +114,8 @@ class SRU(nn.Module):
         Sigmoid(W_gamma * GN(X)) > threshold exactly where z > 0 (sigmoid is increasing)."""
         w_gamma = self.importance_weights()
         shift = self.threshold_logit
-        return F.group_norm(x, self.gn.num_groups, self.gn.weight * w_gamma, self.gn.bias * w_gamma - shift, self.gn.eps)
+        weight, bias = self.gn.weight * w_gamma, self.gn.bias * w_gamma - shift
+        return F.group_norm(x, self.gn.num_groups, weight, bias, self.gn.eps)
 
     @property
     def threshold_logit(self) -> float:

@@ -28,6 +28,11 @@ class SpaceToDepth(nn.Module):
     padded result has the same ceil(H/2) x ceil(W/2) size a stride-2, 'same'-padded 3x3 convolution produces, so the
     block stays a drop-in for the strided convolution it replaces.
 
+    Implementation: one strided copy (a reshape/permute view, then one materialisation), not four slices and a
+    concatenation; a channels-last input gives a channels-last output, where every output pixel is s^2 contiguous
+    runs of C values. ``pixel_unshuffle`` plus a channel permutation folded into the next convolution was measured
+    and is slower on CPU (``benchmarks/modules.py`` prints both), so the authors' order is produced directly.
+
     Args:
         c1 (int, optional): Input channels. Only checked; given by ``parse_model`` when used in a model YAML.
         c2 (int, optional): Output channels. Only checked (must equal scale^2 * c1). In a YAML row this is the

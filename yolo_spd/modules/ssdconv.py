@@ -32,6 +32,16 @@ Deviations from the released module, each with its reason:
    an Ultralytics ``Conv`` (conv + BN + SiLU) row; ``bn=False, act=False`` is the released module's output.
 6. The released file defines an interleaving concat (``jc_concat``) that its forward pass never calls; the plain
    concatenation the forward pass uses is what is implemented.
+
+Implementation (same outputs within float32 rounding; ``tests/reference.py`` keeps the step-by-step form): the
+similarity attention avoids the C x C matrix (see :meth:`SSDConv.similarity_attention`), 1 x 1 convolutions run as
+batched matrix products, and the residual sum is one ``addcmul``. ``SSDConv.fuse()`` (inference; Ultralytics'
+``model.fuse()`` calls it) folds all three BatchNorms - the one *before* the zero-padded diversity convolution
+through a border-exact bias map - and at stride 1 merges the base and diversity convolutions into one.
+
+Speed note: with the default ratios SSDConv does more arithmetic than the k x k convolution it replaces (for
+c1 = c2 = 64: base 45 -> 32 plus diversity 109 -> 32, 3 x 3, i.e. 1.24x the multiply-adds of a 64 -> 64 3 x 3
+convolution), so no implementation of this module can run at or below the plain convolution's time.
 """
 
 from __future__ import annotations
