@@ -131,7 +131,7 @@ class SRU(nn.Module):
         z = self.gate_logits(x)
         if z.requires_grad and not is_exporting():
             return _GatedCrossReconstruction.apply(x, z, self.threshold_logit)
-        return cross_reconstruct(x, (z > 0).to(z.dtype) if is_exporting() else torch.gt(z, 0, out=torch.empty_like(z)))
+        return cross_reconstruct(x, step(z))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat(self.reconstructed_halves(x), dim=1)
@@ -148,7 +148,7 @@ class _GatedCrossReconstruction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, z: torch.Tensor, threshold_logit: float):
-        mask = torch.gt(z, 0, out=torch.empty_like(z))
+        mask = step(z)
         ctx.save_for_backward(x, z, mask)
         ctx.threshold_logit = threshold_logit
         return cross_reconstruct(x, mask)
@@ -167,6 +167,13 @@ class _GatedCrossReconstruction(torch.autograd.Function):
         grad_z[:, :half].mul_(difference).mul_(x1)
         grad_z[:, half:].mul_(difference).mul_(x2).neg_()
         return grad_x, grad_z, None
+
+
+def step(z: torch.Tensor) -> torch.Tensor:
+    """W1 of eq. 3 as floats: 1 where z > 0, else 0 (written as floats directly: no bool tensor in between)."""
+    if is_exporting():  # a traced graph cannot hold an out= argument
+        return (z > 0).to(z.dtype)
+    return torch.gt(z, 0, out=torch.empty_like(z))
 
 
 def cross_reconstruct(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -244,8 +251,8 @@ class CRU(nn.Module):
         return isinstance(self.pool, nn.Identity)
 
     def upper(self, x_up: torch.Tensor) -> torch.Tensor:
-        """Eq. 5: Y1 = M^G X_up + M^P1 X_up (the 1 x 1 path on the pooled X_up at stride 2). After ``SCConv.fuse()`` at
-        stride 1, ``gwc`` holds both (PWC1 added to GWC's centre tap) and ``pwc1`` is None."""
+        """Eq. 5: Y1 = M^G X_up + M^P1 X_up (the 1 x 1 path on the pooled X_up at stride 2). After
+        ``SCConv.fuse()`` at stride 1, ``gwc`` holds both (PWC1 added to GWC's centre tap) and ``pwc1`` is None."""
         y1 = self.gwc(x_up)
         return y1 if self.pwc1 is None else y1 + pointwise(self.pool(x_up), self.pwc1.weight)
 
@@ -261,19 +268,21 @@ class CRU(nn.Module):
     @staticmethod
     def fuse(y1: torch.Tensor, y2: torch.Tensor) -> torch.Tensor:
         """Eqs. 7-9: S_m = GAP(Y_m); beta = per-channel softmax over the two branches; Y = beta1 Y1 + beta2 Y2."""
-        return torch.lerp(y2, y1, branch_weight(y1.mean(dim=(2, 3), keepdim=True), y2.mean(dim=(2, 3), keepdim=True)))
+        beta1 = branch_weight(y1.mean(dim=(2, 3), keepdim=True), y2.mean(dim=(2, 3), keepdim=True))
+        return torch.lerp(y2, y1, beta1)
 
     def fuse_parts(self, y1: torch.Tensor, y2_parts: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """:meth:`fuse` with Y2 given as its two parts, so that without autograd the union is never materialised:
         each part's ``lerp`` writes straight into its channels of the output."""
-        y2_mean = torch.cat([part.mean(dim=(2, 3), keepdim=True) for part in y2_parts], dim=1)  # two (N, c, 1, 1)
+        reduced, reused = y2_parts
+        y2_mean = torch.cat([reduced.mean(dim=(2, 3), keepdim=True), reused.mean(dim=(2, 3), keepdim=True)], dim=1)
         beta1 = branch_weight(y1.mean(dim=(2, 3), keepdim=True), y2_mean, self.mean_scale)
         if torch.is_grad_enabled() or is_exporting():
             return torch.lerp(torch.cat(y2_parts, dim=1), y1, beta1)
         out = torch.empty_like(y1)
-        split = y2_parts[0].shape[1]
-        torch.lerp(y2_parts[0], y1[:, :split], beta1[:, :split], out=out[:, :split])
-        torch.lerp(y2_parts[1], y1[:, split:], beta1[:, split:], out=out[:, split:])
+        split = reduced.shape[1]
+        torch.lerp(reduced, y1[:, :split], beta1[:, :split], out=out[:, :split])
+        torch.lerp(reused, y1[:, split:], beta1[:, split:], out=out[:, split:])
         return out
 
     def transform_and_fuse(self, x_up: torch.Tensor, x_low: torch.Tensor) -> torch.Tensor:
