@@ -22,6 +22,7 @@ import tempfile
 
 from _timing import environment_line, interleaved, markdown_table, setup
 
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", help="config names (default: packaged n/s configs and baselines)")
@@ -124,10 +125,13 @@ def main(argv=None) -> None:
         for name, base in pairs:
             flops_ratio = flops[name] / flops[base]
             eager_ratio, onnx_ratio = eager_t.ratio(name, base), onnx_t.ratio(name, base)
-            met = lambda ratio: "met" if ratio <= flops_ratio else "not met"  # noqa: E731
-            rows.append([f"{name} / {base}", f"{flops_ratio:.2f}", f"{eager_ratio:.2f} ({met(eager_ratio)})",
-                         f"{onnx_ratio:.2f} ({met(onnx_ratio)})"])
+            rows.append([f"{name} / {base}", f"{flops_ratio:.2f}", against(eager_ratio, flops_ratio),
+                         against(onnx_ratio, flops_ratio)])
         print(markdown_table(["pair", "GFLOPs ratio", "PyTorch latency ratio", "ONNX Runtime latency ratio"], rows))
+
+
+def against(latency_ratio: float, flops_ratio: float) -> str:
+    return f"{latency_ratio:.2f} ({'met' if latency_ratio <= flops_ratio else 'not met'})"
 
 
 if __name__ == "__main__":

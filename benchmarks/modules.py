@@ -127,9 +127,9 @@ def space_to_depth_rows(x, args):
         t = interleaved(
             {
                 "clone": tensor.clone,
-                "fast": lambda: spd(tensor),
-                "reference": lambda: reference.space_to_depth(tensor, 2),
-                "pixel_unshuffle": lambda: F.pixel_unshuffle(tensor, 2),
+                "fast": lambda tensor=tensor: spd(tensor),
+                "reference": lambda tensor=tensor: reference.space_to_depth(tensor, 2),
+                "pixel_unshuffle": lambda tensor=tensor: F.pixel_unshuffle(tensor, 2),
             },
             args.repeats * 3,
             args.warmup,

@@ -44,8 +44,8 @@ def assert_same_outputs_and_gradients(module, reference_forward, x, atol=1e-5, g
     for name, a, b in zip(["x"] + [n for n, _ in module.named_parameters()], fast_grads, slow_grads):
         # relative to the tensor's largest entry; 1e-5 absolute for gradients that are zero up to rounding (e.g. a
         # BatchNorm bias before a train-mode BatchNorm)
-        atol = grad_rtol * float(b.abs().max()) + 1e-5
-        torch.testing.assert_close(a, b, rtol=0, atol=atol, msg=f"gradient of {name}")
+        grad_atol = grad_rtol * float(b.abs().max()) + 1e-5
+        torch.testing.assert_close(a, b, rtol=0, atol=grad_atol, msg=f"gradient of {name}")
     module.eval()
     with torch.no_grad():
         torch.testing.assert_close(module(x), reference_forward(module, x), rtol=0, atol=atol)
