@@ -277,6 +277,8 @@ class CRU(nn.Module):
         reduced, reused = y2_parts
         y2_mean = torch.cat([reduced.mean(dim=(2, 3), keepdim=True), reused.mean(dim=(2, 3), keepdim=True)], dim=1)
         beta1 = branch_weight(y1.mean(dim=(2, 3), keepdim=True), y2_mean, self.mean_scale)
+        if torch.is_grad_enabled() and self.mean_scale is None and not is_exporting():
+            return _BranchMix.apply(y1, torch.cat(y2_parts, dim=1))
         if torch.is_grad_enabled() or is_exporting():
             return torch.lerp(torch.cat(y2_parts, dim=1), y1, beta1)
         out = torch.empty_like(y1)
@@ -318,6 +320,39 @@ class CRU(nn.Module):
         weight[:, :, k // 2, k // 2] += self.pwc1.weight[:, :, 0, 0]
         self.gwc = conv_like(self.gwc, weight, self.gwc.bias, groups=1)
         self.pwc1 = None
+
+
+class _BranchMix(torch.autograd.Function):
+    """Eqs. 7-9 for training, Y = lerp(Y2, Y1, beta1) with beta1 = sigmoid(GAP(Y1) - GAP(Y2)), with a hand-written
+    backward (g = dL/dY, P = H W):
+
+        g_beta = sum_hw g (Y1 - Y2),   g_S = g_beta beta1 (1 - beta1),
+        dY1 = beta1 g + g_S / P,       dY2 = (1 - beta1) g - g_S / P
+
+    g_beta comes from two batched dot products, each gradient from one ``addcmul``: autograd's lerp and mean
+    backward make several more passes over the (N, C, H, W) tensors.
+    """
+
+    @staticmethod
+    def forward(ctx, y1: torch.Tensor, y2: torch.Tensor) -> torch.Tensor:
+        beta1 = branch_weight(y1.mean(dim=(2, 3), keepdim=True), y2.mean(dim=(2, 3), keepdim=True))
+        ctx.save_for_backward(y1, y2, beta1)
+        return torch.lerp(y2, y1, beta1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        y1, y2, beta1 = ctx.saved_tensors
+        grad_beta = channel_dot(grad, y1) - channel_dot(grad, y2)
+        grad_mean = grad_beta * beta1 * (1.0 - beta1) / (y1.shape[2] * y1.shape[3])
+        return torch.addcmul(grad_mean, grad, beta1), torch.addcmul(-grad_mean, grad, 1.0 - beta1)
+
+
+def channel_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """sum over H, W of a * b, shaped (N, C, 1, 1), without materialising the product."""
+    if not (a.is_contiguous() and b.is_contiguous()):  # e.g. channels-last: the row views below would copy
+        return (a * b).sum(dim=(2, 3), keepdim=True)
+    n, c, h, w = a.shape
+    return torch.bmm(a.view(n * c, 1, h * w), b.view(n * c, h * w, 1)).view(n, c, 1, 1)
 
 
 def branch_weight(s1: torch.Tensor, s2: torch.Tensor, mean_scale: torch.Tensor | None = None) -> torch.Tensor:
