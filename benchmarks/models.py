@@ -28,12 +28,13 @@ def parse_args(argv=None):
     parser.add_argument("--models", nargs="+", help="config names (default: packaged n/s configs and baselines)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--imgsz", type=int, default=640)
-    parser.add_argument("--repeats", type=int, default=15, help="interleaved rounds (median)")
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="n scale only, 7 rounds, 2 warmup")
+    parser.add_argument("--repeats", type=int, help="interleaved rounds (default 15; 7 with --quick)")
+    parser.add_argument("--warmup", type=int, help="untimed calls per candidate first (default 2-3)")
+    parser.add_argument("--quick", action="store_true", help="n scale only, fewer rounds")
     args = parser.parse_args(argv)
-    if args.quick:
-        args.repeats, args.warmup = 7, 2
+    defaults = (7, 2) if args.quick else (15, 3)  # (repeats, warmup); explicit options win
+    args.repeats = args.repeats or defaults[0]
+    args.warmup = defaults[1] if args.warmup is None else args.warmup
     return args
 
 

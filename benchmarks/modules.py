@@ -24,13 +24,14 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=9, help="interleaved rounds per comparison (median)")
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--quick", action="store_true", help="first shape only, 5 rounds, 1 warmup")
+    parser.add_argument("--repeats", type=int, help="interleaved rounds per comparison (default 9; 5 with --quick)")
+    parser.add_argument("--warmup", type=int, help="untimed calls per candidate first (default 2-3)")
+    parser.add_argument("--quick", action="store_true", help="first shape only, fewer rounds")
     parser.add_argument("--channels-last", action="store_true", help="channels-last inputs and weights throughout")
     args = parser.parse_args(argv)
-    if args.quick:
-        args.repeats, args.warmup = 5, 1
+    defaults = (5, 1) if args.quick else (9, 2)  # (repeats, warmup); explicit options win
+    args.repeats = args.repeats or defaults[0]
+    args.warmup = defaults[1] if args.warmup is None else args.warmup
     return args
 
 
