@@ -55,15 +55,18 @@ def test_unregister_restores_ultralytics_exactly(unregistered):
 
     pristine, safe_before = snapshot(tasks), set(torch.serialization.get_safe_globals())
     callbacks_before, ddp_before, font_before = callback_snapshot(), dist.generate_ddp_file, checks.check_font
+    pristine_model_class = snapshot(tasks.BaseModel)
     assert not {"SPDConv", "SCConv", "SSDConv", "SpaceToDepth", "frozenset"} & set(vars(tasks))
     assert tasks.check_yaml is checks.check_yaml
     yolo_spd.register()
     assert snapshot(tasks) != pristine and yolo_spd.SPDConv in torch.serialization.get_safe_globals()
     assert callback_snapshot() != callbacks_before and dist.generate_ddp_file is not ddp_before
     assert plotting.check_font is not font_before
+    assert snapshot(tasks.BaseModel) != pristine_model_class  # fuse() wrapped
     yolo_spd.unregister()
     yolo_spd.unregister()  # harmless twice
     assert snapshot(tasks) == pristine
+    assert snapshot(tasks.BaseModel) == pristine_model_class
     assert set(torch.serialization.get_safe_globals()) == safe_before  # torch keeps them as a set
     assert callback_snapshot() == callbacks_before and dist.generate_ddp_file is ddp_before
     assert plotting.check_font is data_utils.check_font is checks.check_font is font_before  # everywhere

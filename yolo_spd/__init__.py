@@ -22,6 +22,7 @@ from .modules import (
     SPDConv,
     SSDConv,
     SpaceToDepth,
+    fuse_modules,
 )
 from .registration import SUPPORTED_ULTRALYTICS, is_registered, register, unregister
 
@@ -41,6 +42,7 @@ __all__ = (
     "SUPPORTED_ULTRALYTICS",
     "SpaceToDepth",
     "config_dir",
+    "fuse_modules",
     "is_registered",
     "list_models",
     "register",

@@ -1,7 +1,8 @@
 """Registration of yolo_spd's modules into Ultralytics: the only file that touches Ultralytics internals.
 
-``import yolo_spd`` calls :func:`register`, which makes these reversible changes (to ``ultralytics.nn.tasks``, torch's
-checkpoint allow-list, Ultralytics' default trainer callbacks and its DDP launch-file writer):
+``import yolo_spd`` calls :func:`register`, which makes these reversible changes (to ``ultralytics.nn.tasks`` and its
+``BaseModel.fuse``, torch's checkpoint allow-list, Ultralytics' default trainer callbacks and its DDP launch-file
+writer):
 
 1. Module names. ``parse_model`` resolves a YAML row's module name in the ``tasks`` namespace, so each class in
    :data:`MODULES` is bound there under its name (refusing to shadow an existing Ultralytics name).
@@ -27,13 +28,16 @@ checkpoint allow-list, Ultralytics' default trainer callbacks and its DDP launch
    in offline mode; when Ultralytics found no connectivity at import (``ultralytics.utils.ONLINE`` false) the wrapper
    answers with matplotlib's bundled DejaVu Sans instead, so plots never reach for the network. Online, Ultralytics'
    own download runs as usual.
+8. Inference fuse. Ultralytics calls ``model.fuse()`` before val, predict and export, and its ``BaseModel.fuse`` only
+   knows Ultralytics' classes. ``BaseModel.fuse`` is wrapped to run :func:`yolo_spd.fuse_modules` (SCConv's and
+   SSDConv's exact BatchNorm and branch folding) first, then Ultralytics' own fuse, unchanged.
 
 Evaluation also needs one thing from Ultralytics' validator, kept here with the rest:
 :func:`validate_collecting_detections` runs ``model.val(save_json=True)`` with a validator subclass whose
 ``eval_json`` (Ultralytics' own COCO-JSON scoring step) is switched off, and reads back the detections, class map and
 image list the validator collected, so yolo_spd scores them against the right ground truth exactly once.
 
-:func:`register` is idempotent; :func:`unregister` undoes all seven. Both check the Ultralytics version against
+:func:`register` is idempotent; :func:`unregister` undoes all eight. Both check the Ultralytics version against
 :data:`SUPPORTED_ULTRALYTICS`, and registration verifies on a two-row model that the channel rule took effect, so a
 future Ultralytics that builds models differently fails at import with a clear message instead of building wrong
 models.
@@ -55,7 +59,7 @@ from ultralytics.nn.modules import C3, Conv
 
 from .configs import packaged_config
 from .model_yaml import ModelYAMLError, check_rows
-from .modules import CRU, SRU, SCConv, SPDConv, SSDConv, SpaceToDepth
+from .modules import CRU, SRU, SCConv, SPDConv, SSDConv, SpaceToDepth, fuse_modules
 from .modules.blocks import BLOCKS
 
 # [lower, upper). 8.4.67 is the first release with restricted checkpoint loading (ULTRALYTICS_SAFE_LOAD); both ends
@@ -263,6 +267,17 @@ def _patch_font_users(replacement) -> None:
         setattr(importlib.import_module(name), "check_font", replacement)
 
 
+def _fuse_ours_first(original):
+    """Wrap ``BaseModel.fuse``: fuse yolo_spd's modules, then run Ultralytics' fuse exactly as before."""
+
+    def fuse(self, *args, **kwargs):
+        fuse_modules(self)
+        return original(self, *args, **kwargs)
+
+    fuse.__wrapped__ = original
+    return fuse
+
+
 def _self_check(tasks) -> None:
     """Build a two-row model through parse_model and confirm our channel rule was applied."""
     d = {"nc": 1, "backbone": [[-1, 1, "SPDConv", [16, 3]], [-1, 1, "SpaceToDepth", [64]]], "head": []}
@@ -308,6 +323,8 @@ def register() -> None:
     _state["check_font"] = checks.check_font
     _patch_font_users(_check_font_offline_fallback(_state["check_font"]))
     torch.serialization.add_safe_globals(list(PICKLED_CLASSES))
+    _state["fuse"] = tasks.BaseModel.__dict__["fuse"]
+    tasks.BaseModel.fuse = _fuse_ours_first(_state["fuse"])
     try:
         _self_check(tasks)
     except Exception:
@@ -333,6 +350,7 @@ def unregister() -> None:
     for event, callback in TRAINER_CALLBACKS.items():
         base.default_callbacks[event].remove(callback)
     _patch_font_users(_state["check_font"])
+    tasks.BaseModel.fuse = _state["fuse"]
     ours = set(PICKLED_CLASSES)
     kept = [g for g in torch.serialization.get_safe_globals() if g not in ours or g in _state["safe_globals_before"]]
     torch.serialization.clear_safe_globals()

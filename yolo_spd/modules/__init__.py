@@ -1,6 +1,8 @@
 """The convolution blocks, one file per paper: SPD-Conv (``spd``), SCConv (``scconv``), SSDConv (``ssdconv``); and
 C3/C2f/C3k2 variants whose bottleneck 3 x 3 conv is SCConv or SSDConv (``blocks``)."""
 
+from torch import nn
+
 from .blocks import C2f_SCConv23, C2f_SSDConv, C3_SCConv23, C3_SSDConv, C3k2_SCConv23, C3k2_SSDConv
 from .scconv import CRU, SRU, SCConv
 from .spd import SPDConv, SpaceToDepth
@@ -19,4 +21,20 @@ __all__ = (
     "SPDConv",
     "SSDConv",
     "SpaceToDepth",
+    "fuse_modules",
 )
+
+#: Modules with an inference-time ``fuse()`` (SPDConv's inner Ultralytics ``Conv`` is fused by Ultralytics itself).
+FUSABLE = (SCConv, SSDConv)
+
+
+def fuse_modules(model: nn.Module) -> nn.Module:
+    """Fuse every SCConv and SSDConv inside ``model`` (any nesting) for inference; eval mode, idempotent.
+
+    Registered, Ultralytics' ``model.fuse()`` calls this (see :mod:`yolo_spd.registration`); call it yourself for a
+    plain ``nn.Module``.
+    """
+    for module in list(model.modules()):  # fuse() replaces children, so iterate over a snapshot
+        if isinstance(module, FUSABLE):
+            module.fuse()
+    return model

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 from ultralytics.nn.modules.conv import Conv
 
@@ -50,3 +52,58 @@ def norm_act(c2: int, bn: bool, act) -> tuple[nn.Module, nn.Module]:
     else:
         activation = nn.Identity()
     return norm, activation
+
+
+def is_exporting() -> bool:
+    """True while torch traces or exports the model (a traced graph must not contain Python autograd Functions)."""
+    return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.jit.is_scripting()
+
+
+def bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """(s, t) with bn(y) = s * y + t per channel, from the running statistics (eval-mode BatchNorm)."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    return scale, bn.bias - bn.running_mean * scale
+
+
+def grouped_to_dense(weight: torch.Tensor, groups: int) -> torch.Tensor:
+    """The dense (groups=1) weight of the same convolution as a grouped ``weight``: block-diagonal in channels."""
+    c_out, c_in_per_group = weight.shape[:2]
+    dense = weight.new_zeros(c_out, c_in_per_group * groups, *weight.shape[2:])
+    out_per_group = c_out // groups
+    for g in range(groups):  # runs once, at fuse time
+        rows = slice(g * out_per_group, (g + 1) * out_per_group)
+        dense[rows, g * c_in_per_group : (g + 1) * c_in_per_group] = weight[rows]
+    return dense
+
+
+def conv_like(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None, groups: int | None = None) -> nn.Conv2d:
+    """A new Conv2d with ``conv``'s geometry (stride, padding) and the given weight, bias and groups."""
+    groups = conv.groups if groups is None else groups
+    c_out, c_in = weight.shape[0], weight.shape[1] * groups
+    fused = nn.Conv2d(c_in, c_out, weight.shape[2:], conv.stride, conv.padding, conv.dilation, groups, bias is not None)
+    fused = fused.to(weight.device, weight.dtype)
+    fused.weight.data.copy_(weight)
+    if bias is not None:
+        fused.bias.data.copy_(bias)
+    return fused.requires_grad_(False)
+
+
+def pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.conv2d(x, weight, bias)`` for a dense 1 x 1 ``weight`` (C_out, C_in, 1, 1), as one matrix product.
+
+    On CPU, oneDNN reorders small-channel NCHW tensors around a 1 x 1 convolution, which costs several times the
+    arithmetic; a batched matrix product over the (C, H*W) view, or over channels for a channels-last input, reads
+    the tensor where it is. Layouts where neither view exists fall back to the convolution.
+    """
+    n, _, h, w = x.shape
+    matrix = weight.flatten(1)
+    if x.device.type != "cpu":
+        return F.conv2d(x, weight, bias)
+    if x.stride(1) == 1 and x.shape[1] > 1:  # channels innermost (channels-last, or a channel slice of it)
+        return F.linear(x.permute(0, 2, 3, 1), matrix, bias).permute(0, 3, 1, 2)
+    if x.stride(-1) != 1 or x.stride(-2) != w:
+        return F.conv2d(x, weight, bias)
+    pixels, matrices = x.flatten(2), matrix.expand(n, -1, -1)  # (N, C, H*W) views; matmul would copy both
+    if bias is None:
+        return torch.bmm(matrices, pixels).view(n, -1, h, w)
+    return torch.baddbmm(bias.view(1, -1, 1), matrices, pixels).view(n, -1, h, w)

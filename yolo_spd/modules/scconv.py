@@ -27,6 +27,19 @@ Deviations from the paper and from the authors' released module, each with its r
 6. Conv-row tail. The paper's SCConv replaces the 3 x 3 convolution inside a block whose BatchNorm and activation
    follow it. As a YOLO row replaces Ultralytics' ``Conv`` (conv + BN + SiLU), ``bn=True, act=True`` (default) adds
    that BatchNorm and activation; ``bn=False, act=False`` is the bare paper module.
+
+Implementation (same outputs as the equations, within float32 rounding; ``tests/reference.py`` keeps the
+step-by-step form and ``tests/test_fast_equivalence.py`` compares outputs and gradients):
+
+* SRU: W_gamma and the threshold fold into GroupNorm's affine, z = W_gamma GN(X) - logit(t), so the hard gate is
+  z > 0 (no sigmoid in the forward pass); eq. 4 is two ``addcmul`` per half (bit-identical), fed to CRU's squeezes
+  without concatenating; the straight-through backward is written by hand (``_GatedCrossReconstruction``).
+* CRU: 1 x 1 convolutions run as batched matrix products; at stride 1 the two squeezes of an unsplit input are one
+  block-diagonal 1 x 1 convolution; eq. 8's two-way softmax is sigmoid(S1 - S2) and eq. 9 one ``lerp``.
+* ``SCConv.fuse()`` (inference; Ultralytics' ``model.fuse()`` calls it): the trailing BatchNorm folds into CRU's
+  branches (exact because beta1 + beta2 = 1), and at stride 1 GWC + PWC1 become one dense k x k convolution. At
+  stride 2 they stay separate: PWC1 sees the ceil-mode-pooled input, which a strided kernel reproduces only for even
+  H and W.
 """
 
 from __future__ import annotations
@@ -34,9 +47,21 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from ._common import norm_act, require, require_odd_kernel, require_positive_int, require_stride
+from ._common import (
+    bn_scale_shift,
+    conv_like,
+    grouped_to_dense,
+    is_exporting,
+    norm_act,
+    pointwise,
+    require,
+    require_odd_kernel,
+    require_positive_int,
+    require_stride,
+)
 
 GATES = ("hard", "released")
 
@@ -84,9 +109,80 @@ class SRU(nn.Module):
         x21, x22 = x2w.chunk(2, dim=1)
         return torch.cat([x11 + x22, x21 + x12], dim=1)
 
+    def gate_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """z = W_gamma * GN(X) - logit(threshold) in one GroupNorm call (W_gamma folded into its affine), so that
+        Sigmoid(W_gamma * GN(X)) > threshold exactly where z > 0 (sigmoid is increasing)."""
+        w_gamma = self.importance_weights()
+        shift = self.threshold_logit
+        weight, bias = self.gn.weight * w_gamma, self.gn.bias * w_gamma - shift
+        return F.group_norm(x, self.gn.num_groups, weight, bias, self.gn.eps)
+
+    @property
+    def threshold_logit(self) -> float:
+        return math.log(self.gate_threshold / (1.0 - self.gate_threshold))
+
+    def reconstructed_halves(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 4 without the final union: (X11w + X22w, X21w + X12w)."""
+        if self.gate == "released":
+            x1, x2 = x.chunk(2, dim=1)
+            w1, w2 = self.gates(x)
+            (w11, w12), (w21, w22) = w1.chunk(2, dim=1), w2.chunk(2, dim=1)
+            return x1 * w11 + x2 * w22, x1 * w21 + x2 * w12
+        z = self.gate_logits(x)
+        if z.requires_grad and not is_exporting():
+            return _GatedCrossReconstruction.apply(x, z, self.threshold_logit)
+        return cross_reconstruct(x, step(z))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w1, w2 = self.gates(x)
-        return self.reconstruct(w1 * x, w2 * x)
+        return torch.cat(self.reconstructed_halves(x), dim=1)
+
+
+class _GatedCrossReconstruction(torch.autograd.Function):
+    """Eqs. 3-4 under the hard gate, (X, z) -> (X11w + X22w, X21w + X12w) with W1 = step(z), W2 = 1 - W1, and the
+    straight-through gradient of deviation 1 (dW1/dz = sigmoid'(z + logit t)), with a hand-written backward:
+
+        dX1 = lerp(dB, dA, M1)    dX2 = lerp(dA, dB, M2)    dz1 = (dA - dB) X1 s'    dz2 = (dB - dA) X2 s'
+
+    where (dA, dB) are the output gradients. Autograd through the elementwise form needs about twice the passes.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, z: torch.Tensor, threshold_logit: float):
+        mask = step(z)
+        ctx.save_for_backward(x, z, mask)
+        ctx.threshold_logit = threshold_logit
+        return cross_reconstruct(x, mask)
+
+    @staticmethod
+    def backward(ctx, grad_first: torch.Tensor, grad_second: torch.Tensor):
+        x, z, mask = ctx.saved_tensors
+        (x1, x2), (m1, m2) = x.chunk(2, dim=1), mask.chunk(2, dim=1)
+        half = x1.shape[1]
+        difference = grad_first - grad_second
+        grad_x = torch.empty_like(x)
+        torch.lerp(grad_second, grad_first, m1, out=grad_x[:, :half])
+        torch.lerp(grad_first, grad_second, m2, out=grad_x[:, half:])
+        sig = torch.sigmoid(z + ctx.threshold_logit)
+        grad_z = torch.addcmul(sig, sig, sig, value=-1.0)  # sigmoid' = s - s^2
+        grad_z[:, :half].mul_(difference).mul_(x1)
+        grad_z[:, half:].mul_(difference).mul_(x2).neg_()
+        return grad_x, grad_z, None
+
+
+def step(z: torch.Tensor) -> torch.Tensor:
+    """W1 of eq. 3 as floats: 1 where z > 0, else 0 (written as floats directly: no bool tensor in between)."""
+    if is_exporting():  # a traced graph cannot hold an out= argument
+        return (z > 0).to(z.dtype)
+    return torch.gt(z, 0, out=torch.empty_like(z))
+
+
+def cross_reconstruct(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 4 for a 0/1 gate M = W1 (W2 = 1 - M): X11w + X22w = X1 M1 + (X2 - X2 M2), and symmetrically; two
+    ``addcmul`` per half, bit-identical to eq. 4's products and sums (multiplying by 0 or 1 and adding 0 are exact)."""
+    (x1, x2), (m1, m2) = x.chunk(2, dim=1), mask.chunk(2, dim=1)
+    first = torch.addcmul(torch.addcmul(x2, x2, m2, value=-1.0), x1, m1)
+    second = torch.addcmul(torch.addcmul(x1, x1, m1, value=-1.0), x2, m2)
+    return first, second
 
 
 class CRU(nn.Module):
@@ -131,26 +227,139 @@ class CRU(nn.Module):
         self.pwc1 = nn.Conv2d(up_sq, c2, 1, bias=False)
         self.pwc2 = nn.Conv2d(low_sq, c2 - low_sq, 1, bias=False)
         self.pool = nn.AvgPool2d(2, 2, ceil_mode=True) if s == 2 else nn.Identity()
+        for name in ("low_scale", "low_shift", "mean_scale"):  # set by fold_output_bn; not part of checkpoints
+            self.register_buffer(name, None, persistent=False)
+
+    def squeeze(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two 1 x 1 squeezes of the split input -> (X_up, X_low), X_low at output resolution.
+
+        At stride 1 they run as one 1 x 1 convolution whose weight is block-diagonal (zero blocks make it exactly
+        the two separate ones); at stride 2 the lower input is pooled first, which is cheaper than merging.
+        """
+        if not self.pool_is_identity:
+            return self.squeeze_split(*x.split([self.up_channels, self.low_channels], dim=1))
+        weight = torch.block_diag(self.squeeze_up.weight.flatten(1), self.squeeze_low.weight.flatten(1))
+        squeezed = pointwise(x, weight[..., None, None])
+        return squeezed.split([self.squeeze_up.out_channels, self.squeeze_low.out_channels], dim=1)
+
+    def squeeze_split(self, up: torch.Tensor, low: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The squeezes of an input already split into its upper and lower part (1 x 1 squeeze and pooling commute)."""
+        return pointwise(up, self.squeeze_up.weight), pointwise(self.pool(low), self.squeeze_low.weight)
+
+    @property
+    def pool_is_identity(self) -> bool:
+        return isinstance(self.pool, nn.Identity)
 
     def upper(self, x_up: torch.Tensor) -> torch.Tensor:
-        """Eq. 5: Y1 = M^G X_up + M^P1 X_up (the 1 x 1 path on the pooled X_up at stride 2)."""
-        return self.gwc(x_up) + self.pwc1(self.pool(x_up))
+        """Eq. 5: Y1 = M^G X_up + M^P1 X_up (the 1 x 1 path on the pooled X_up at stride 2). After
+        ``SCConv.fuse()`` at stride 1, ``gwc`` holds both (PWC1 added to GWC's centre tap) and ``pwc1`` is None."""
+        y1 = self.gwc(x_up)
+        return y1 if self.pwc1 is None else y1 + pointwise(self.pool(x_up), self.pwc1.weight)
+
+    def lower_parts(self, x_low: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two parts of eq. 6's union: (M^P2 X_low, X_low); after ``SCConv.fuse()`` both carry the folded BN."""
+        reused = x_low if self.low_scale is None else torch.addcmul(self.low_shift, x_low, self.low_scale)
+        return pointwise(x_low, self.pwc2.weight, self.pwc2.bias), reused
 
     def lower(self, x_low: torch.Tensor) -> torch.Tensor:
         """Eq. 6: Y2 = M^P2 X_low U X_low (``x_low`` already at output resolution)."""
-        return torch.cat([self.pwc2(x_low), x_low], dim=1)
+        return torch.cat(self.lower_parts(x_low), dim=1)
 
     @staticmethod
     def fuse(y1: torch.Tensor, y2: torch.Tensor) -> torch.Tensor:
         """Eqs. 7-9: S_m = GAP(Y_m); beta = per-channel softmax over the two branches; Y = beta1 Y1 + beta2 Y2."""
-        beta = torch.stack([y1.mean(dim=(2, 3)), y2.mean(dim=(2, 3))]).softmax(dim=0)[..., None, None]
-        return beta[0] * y1 + beta[1] * y2
+        beta1 = branch_weight(y1.mean(dim=(2, 3), keepdim=True), y2.mean(dim=(2, 3), keepdim=True))
+        return torch.lerp(y2, y1, beta1)
+
+    def fuse_parts(self, y1: torch.Tensor, y2_parts: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """:meth:`fuse` with Y2 given as its two parts, so that without autograd the union is never materialised:
+        each part's ``lerp`` writes straight into its channels of the output."""
+        reduced, reused = y2_parts
+        y2_mean = torch.cat([reduced.mean(dim=(2, 3), keepdim=True), reused.mean(dim=(2, 3), keepdim=True)], dim=1)
+        beta1 = branch_weight(y1.mean(dim=(2, 3), keepdim=True), y2_mean, self.mean_scale)
+        if torch.is_grad_enabled() and self.mean_scale is None and not is_exporting():
+            return _BranchMix.apply(y1, torch.cat(y2_parts, dim=1))
+        if torch.is_grad_enabled() or is_exporting():
+            return torch.lerp(torch.cat(y2_parts, dim=1), y1, beta1)
+        out = torch.empty_like(y1)
+        split = reduced.shape[1]
+        torch.lerp(reduced, y1[:, :split], beta1[:, :split], out=out[:, :split])
+        torch.lerp(reused, y1[:, split:], beta1[:, split:], out=out[:, split:])
+        return out
+
+    def transform_and_fuse(self, x_up: torch.Tensor, x_low: torch.Tensor) -> torch.Tensor:
+        return self.fuse_parts(self.upper(x_up), self.lower_parts(x_low))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        up, low = x.split([self.up_channels, self.low_channels], dim=1)
-        x_up = self.squeeze_up(up)
-        x_low = self.squeeze_low(self.pool(low))  # 1 x 1 squeeze and average pooling commute; pool first is cheaper
-        return self.fuse(self.upper(x_up), self.lower(x_low))
+        return self.transform_and_fuse(*self.squeeze(x))
+
+    @torch.no_grad()
+    def fold_output_bn(self, bn: nn.BatchNorm2d) -> None:
+        """Fold the BatchNorm that follows CRU (eval statistics) into its branches. As beta1 + beta2 = 1,
+        BN(beta1 Y1 + beta2 Y2) = beta1 BN(Y1) + beta2 BN(Y2); the betas still come from the unfolded means,
+        recovered as (mean - t) / s (t cancels in S1 - S2). Where s = 0 the channel is the constant t whatever beta
+        is, so s is replaced by 1 there."""
+        scale, shift = bn_scale_shift(bn)
+        n_pwc2 = self.pwc2.out_channels
+        column = scale.view(-1, 1, 1, 1)
+        self.gwc = conv_like(self.gwc, self.gwc.weight * column, shift)
+        if self.pwc1 is not None:
+            self.pwc1 = conv_like(self.pwc1, self.pwc1.weight * column, None)
+        self.pwc2 = conv_like(self.pwc2, self.pwc2.weight * column[:n_pwc2], shift[:n_pwc2])
+        self.low_scale = scale[n_pwc2:].view(1, -1, 1, 1).clone()
+        self.low_shift = shift[n_pwc2:].view(1, -1, 1, 1).clone()
+        self.mean_scale = torch.where(scale == 0, torch.ones_like(scale), scale).view(1, -1, 1, 1)
+
+    @torch.no_grad()
+    def merge_upper(self) -> None:
+        """At stride 1, turn GWC + PWC1 (eq. 5, two linear maps of the same X_up) into one dense k x k convolution."""
+        if self.pwc1 is None or not self.pool_is_identity:
+            return
+        weight = grouped_to_dense(self.gwc.weight, self.gwc.groups)
+        k = weight.shape[-1]
+        weight[:, :, k // 2, k // 2] += self.pwc1.weight[:, :, 0, 0]
+        self.gwc = conv_like(self.gwc, weight, self.gwc.bias, groups=1)
+        self.pwc1 = None
+
+
+class _BranchMix(torch.autograd.Function):
+    """Eqs. 7-9 for training, Y = lerp(Y2, Y1, beta1) with beta1 = sigmoid(GAP(Y1) - GAP(Y2)), with a hand-written
+    backward (g = dL/dY, P = H W):
+
+        g_beta = sum_hw g (Y1 - Y2),   g_S = g_beta beta1 (1 - beta1),
+        dY1 = beta1 g + g_S / P,       dY2 = (1 - beta1) g - g_S / P
+
+    g_beta comes from two batched dot products, each gradient from one ``addcmul``: autograd's lerp and mean
+    backward make several more passes over the (N, C, H, W) tensors.
+    """
+
+    @staticmethod
+    def forward(ctx, y1: torch.Tensor, y2: torch.Tensor) -> torch.Tensor:
+        beta1 = branch_weight(y1.mean(dim=(2, 3), keepdim=True), y2.mean(dim=(2, 3), keepdim=True))
+        ctx.save_for_backward(y1, y2, beta1)
+        return torch.lerp(y2, y1, beta1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        y1, y2, beta1 = ctx.saved_tensors
+        grad_beta = channel_dot(grad, y1) - channel_dot(grad, y2)
+        grad_mean = grad_beta * beta1 * (1.0 - beta1) / (y1.shape[2] * y1.shape[3])
+        return torch.addcmul(grad_mean, grad, beta1), torch.addcmul(-grad_mean, grad, 1.0 - beta1)
+
+
+def channel_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """sum over H, W of a * b, shaped (N, C, 1, 1), without materialising the product."""
+    if not (a.is_contiguous() and b.is_contiguous()):  # e.g. channels-last: the row views below would copy
+        return (a * b).sum(dim=(2, 3), keepdim=True)
+    n, c, h, w = a.shape
+    return torch.bmm(a.view(n * c, 1, h * w), b.view(n * c, h * w, 1)).view(n, c, 1, 1)
+
+
+def branch_weight(s1: torch.Tensor, s2: torch.Tensor, mean_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """beta1 of eq. 8: a softmax over two values is sigmoid(S1 - S2), and then Y = Y2 + beta1 (Y1 - Y2) is one
+    ``lerp``. ``mean_scale`` (set by ``CRU.fold_output_bn``) undoes a folded affine s Y + t on the means."""
+    difference = s1 - s2
+    return torch.sigmoid(difference if mean_scale is None else difference / mean_scale)
 
 
 class SCConv(nn.Module):
@@ -194,4 +403,18 @@ class SCConv(nn.Module):
         self.bn, self.act = norm_act(c2, bn, act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(self.cru(self.sru(x))))
+        if self.cru.up_channels * 2 == self.sru.gn.num_channels:  # CRU's split is SRU's halves: never concatenate
+            y = self.cru.transform_and_fuse(*self.cru.squeeze_split(*self.sru.reconstructed_halves(x)))
+        else:
+            y = self.cru(self.sru(x))
+        return self.act(self.bn(y))
+
+    @torch.no_grad()
+    def fuse(self) -> SCConv:
+        """Inference form (eval mode; Ultralytics' ``model.fuse()`` calls this once registered): the trailing
+        BatchNorm folds into CRU's branches and, at stride 1, GWC and PWC1 become one convolution. Idempotent."""
+        if isinstance(self.bn, nn.BatchNorm2d):
+            self.cru.fold_output_bn(self.bn)
+            self.bn = nn.Identity()
+        self.cru.merge_upper()
+        return self

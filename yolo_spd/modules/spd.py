@@ -28,6 +28,11 @@ class SpaceToDepth(nn.Module):
     padded result has the same ceil(H/2) x ceil(W/2) size a stride-2, 'same'-padded 3x3 convolution produces, so the
     block stays a drop-in for the strided convolution it replaces.
 
+    Implementation: one strided copy (a reshape/permute view, then one materialisation), not four slices and a
+    concatenation; a channels-last input gives a channels-last output, where every output pixel is s^2 contiguous
+    runs of C values. ``pixel_unshuffle`` plus a channel permutation folded into the next convolution was measured
+    and is slower on CPU (``benchmarks/modules.py`` prints both), so the authors' order is produced directly.
+
     Args:
         c1 (int, optional): Input channels. Only checked; given by ``parse_model`` when used in a model YAML.
         c2 (int, optional): Output channels. Only checked (must equal scale^2 * c1). In a YAML row this is the
@@ -54,7 +59,25 @@ class SpaceToDepth(nn.Module):
         # example input's parity, and a dynamic-shape ONNX model would then fail on odd feature maps.
         if torch.onnx.is_in_onnx_export() or pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
-        return torch.cat([x[..., i::s, j::s] for j in range(s) for i in range(s)], dim=1)
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            return _space_to_depth_channels_last(x, s)
+        return _space_to_depth(x, s)
+
+
+def _space_to_depth(x: torch.Tensor, s: int) -> torch.Tensor:
+    """One strided copy: view (N, C, H', i, W', j), order the blocks (j, i) with i fastest, as the authors' slicing."""
+    n, c, h, w = x.shape
+    blocks = x.reshape(n, c, h // s, s, w // s, s).permute(0, 5, 3, 1, 2, 4)  # (N, j, i, C, H', W')
+    return blocks.reshape(n, s * s * c, h // s, w // s)
+
+
+def _space_to_depth_channels_last(x: torch.Tensor, s: int) -> torch.Tensor:
+    """As :func:`_space_to_depth` for a channels-last input, returning channels-last: every output pixel is s^2
+    contiguous runs of C values, so the copy moves whole channel vectors."""
+    n, c, h, w = x.shape
+    pixels = x.permute(0, 2, 3, 1).reshape(n, h // s, s, w // s, s, c)  # (N, H', i, W', j, C), a view
+    blocks = pixels.permute(0, 1, 3, 4, 2, 5).reshape(n, h // s, w // s, s * s * c)  # (N, H', W', j, i, C)
+    return blocks.permute(0, 3, 1, 2)
 
 
 class SPDConv(nn.Module):

@@ -1,0 +1,70 @@
+"""Shared timing helpers for the benchmark scripts: thread setup, interleaved medians, Markdown tables.
+
+Timings on a shared machine drift; every candidate of a comparison is therefore run once per round, in alternating
+order, and a ratio is the median of the per-round ratios, so load changes hit both sides of a ratio alike.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def setup(threads: int) -> None:
+    """Import yolo_spd (and tests.reference) from this checkout, offline, with a fixed torch thread count."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    sys.path.insert(0, str(REPO))
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+class Timings:
+    """Wall times in seconds per candidate, one entry per round."""
+
+    def __init__(self, rounds: dict[str, list[float]]):
+        self.rounds = rounds
+
+    def ms(self, name: str) -> float:
+        return statistics.median(self.rounds[name]) * 1e3
+
+    def ratio(self, name: str, baseline: str) -> float:
+        """Median over rounds of the per-round ratio: the two sides of each ratio ran back to back."""
+        return statistics.median(a / b for a, b in zip(self.rounds[name], self.rounds[baseline]))
+
+
+def interleaved(candidates: dict[str, Callable[[], object]], repeats: int, warmup: int) -> Timings:
+    """Run every candidate once per round, in alternating order, ``repeats`` rounds after ``warmup`` calls each."""
+    for run in candidates.values():
+        for _ in range(warmup):
+            run()
+    rounds: dict[str, list[float]] = {name: [] for name in candidates}
+    names = list(candidates)
+    for round_index in range(repeats):
+        for name in names if round_index % 2 == 0 else reversed(names):
+            start = time.perf_counter()
+            candidates[name]()
+            rounds[name].append(time.perf_counter() - start)
+    return Timings(rounds)
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    alignment = ["---"] + ["---:"] * (len(header) - 1)  # label column left, numbers right
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(alignment) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def environment_line(threads: int) -> str:
+    import platform
+
+    import torch
+
+    machine = platform.processor() or platform.machine()
+    return f"torch {torch.__version__}, {threads} thread(s), {machine}, medians in ms"

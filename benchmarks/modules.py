@@ -1,0 +1,176 @@
+"""Per-module speed: SPDConv, SCConv, SSDConv and SpaceToDepth against what each replaces, at YOLO-typical shapes.
+
+    python benchmarks/modules.py            # batch 8; 64/128/256 channels at 80/40/20 px (a few minutes)
+    python benchmarks/modules.py --quick    # 64 channels at 80 px only, fewer repeats
+
+Prints Markdown. Per row: eval forward (no grad) of the straightforward implementation (``tests/reference.py``,
+the code before issue #5), of the fast modules, and of the fused modules (``fuse()``, what Ultralytics runs for
+val/predict/export), against the Ultralytics ``Conv`` the module replaces, fused the same way (conv + bias + SiLU);
+then train-mode forward + backward (gradients of input and parameters). All ratios come from one interleaved run
+(median of per-round ratios; times are medians over rounds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+
+from _timing import environment_line, interleaved, markdown_table, setup
+
+SHAPES = [(64, 80), (128, 40), (256, 20)]
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--repeats", type=int, help="interleaved rounds per comparison (default 9; 5 with --quick)")
+    parser.add_argument("--warmup", type=int, help="untimed calls per candidate first (default 2-3)")
+    parser.add_argument("--quick", action="store_true", help="first shape only, fewer rounds")
+    parser.add_argument("--channels-last", action="store_true", help="channels-last inputs and weights throughout")
+    args = parser.parse_args(argv)
+    defaults = (5, 1) if args.quick else (9, 2)  # (repeats, warmup); explicit options win
+    args.repeats = args.repeats or defaults[0]
+    args.warmup = defaults[1] if args.warmup is None else args.warmup
+    return args
+
+
+def cases(c: int):
+    """(label, module, the Conv it replaces, straightforward forward) at input width c."""
+    from ultralytics.nn.modules import Conv
+
+    from tests import reference
+    from yolo_spd import SCConv, SPDConv, SSDConv
+
+    return [
+        (f"SCConv({c}, {c})", SCConv(c, c), Conv(c, c, 3, 1), reference.scconv),
+        (f"SSDConv({c}, {c})", SSDConv(c, c), Conv(c, c, 3, 1), reference.ssdconv),
+        (f"SCConv({c}, {2 * c}, s=2)", SCConv(c, 2 * c, 3, 2), Conv(c, 2 * c, 3, 2), reference.scconv),
+        (f"SSDConv({c}, {2 * c}, s=2)", SSDConv(c, 2 * c, 3, 2), Conv(c, 2 * c, 3, 2), reference.ssdconv),
+        (f"SPDConv({c}, {2 * c})", SPDConv(c, 2 * c), Conv(c, 2 * c, 3, 2), reference.spdconv),
+    ]
+
+
+def prepared(module, memory_format):
+    return module.to(memory_format=memory_format)
+
+
+def fused(module):
+    """Inference form: our fuse for SCConv/SSDConv, Ultralytics' Conv + BN fold for Conv rows."""
+    from ultralytics.nn.modules import Conv
+    from ultralytics.utils.torch_utils import fuse_conv_and_bn
+
+    from yolo_spd import fuse_modules
+
+    module = fuse_modules(copy.deepcopy(module))
+    for m in module.modules():
+        if isinstance(m, Conv) and hasattr(m, "bn"):
+            m.conv = fuse_conv_and_bn(m.conv, m.bn)
+            del m.bn
+            m.forward = m.forward_fuse
+    return module
+
+
+def eval_row(label, module, conv, reference_forward, x, args):
+    import torch
+
+    fast, baseline = fused(module), fused(conv)
+    with torch.no_grad():
+        t = interleaved(
+            {
+                "conv": lambda: baseline(x),
+                "reference": lambda: reference_forward(module, x),
+                "fast": lambda: module(x),
+                "fused": lambda: fast(x),
+            },
+            args.repeats,
+            args.warmup,
+        )
+    return [
+        label, *(f"{t.ms(name):.1f}" for name in ("conv", "reference", "fast", "fused")),
+        f"{t.ratio('reference', 'conv'):.2f}×", f"**{t.ratio('fused', 'conv'):.2f}×**",
+    ]
+
+
+def train_step(forward, module, x):
+    import torch
+
+    inputs = [x, *module.parameters()]
+    return lambda: torch.autograd.grad(forward().sum(), inputs)
+
+
+def train_row(label, module, conv, reference_forward, x, args):
+    t = interleaved(
+        {
+            "conv": train_step(lambda: conv(x), conv, x),
+            "reference": train_step(lambda: reference_forward(module, x), module, x),
+            "fast": train_step(lambda: module(x), module, x),
+        },
+        args.repeats,
+        args.warmup,
+    )
+    return [
+        label, *(f"{t.ms(name):.1f}" for name in ("conv", "reference", "fast")),
+        f"**{t.ratio('fast', 'reference'):.2f}×**", f"{t.ratio('fast', 'conv'):.2f}×",
+    ]
+
+
+def space_to_depth_rows(x, args):
+    import torch
+    import torch.nn.functional as F
+
+    from tests import reference
+    from yolo_spd import SpaceToDepth
+
+    spd = SpaceToDepth()
+    rows = []
+    for name, tensor in (("contiguous", x), ("channels_last", x.contiguous(memory_format=torch.channels_last))):
+        t = interleaved(
+            {
+                "clone": tensor.clone,
+                "fast": lambda tensor=tensor: spd(tensor),
+                "reference": lambda tensor=tensor: reference.space_to_depth(tensor, 2),
+                "pixel_unshuffle": lambda tensor=tensor: F.pixel_unshuffle(tensor, 2),
+            },
+            args.repeats * 3,
+            args.warmup,
+        )
+        times = [f"{t.ms(k):.2f}" for k in ("clone", "reference", "pixel_unshuffle", "fast")]
+        rows.append([f"{tuple(x.shape)} {name}", *times, f"**{t.ratio('fast', 'clone'):.2f}×**"])
+    return rows
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    setup(args.threads)
+    import torch
+
+    torch.manual_seed(0)
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    shapes = SHAPES[:1] if args.quick else SHAPES
+    eval_rows, train_rows, spd_rows = [], [], []
+    for c, size in shapes:
+        x = torch.randn(args.batch, c, size, size).contiguous(memory_format=memory_format)
+        x_grad = x.detach().clone().requires_grad_(True)
+        for label, module, conv, reference_forward in cases(c):
+            label = f"{label} @{size}"
+            module, conv = prepared(module, memory_format), prepared(conv, memory_format)
+            eval_rows.append(eval_row(label, module.eval(), conv.eval(), reference_forward, x, args))
+            train_rows.append(train_row(label, module.train(), conv.train(), reference_forward, x_grad, args))
+        spd_rows += space_to_depth_rows(x.contiguous(), args)
+    layout = "channels-last" if args.channels_last else "contiguous (NCHW)"
+    setting = f"Batch {args.batch}, {layout} inputs, {args.repeats} interleaved rounds"
+    print(f"{setting}; {environment_line(args.threads)}.\n")
+    print("Eval forward (no grad). Baseline: the Ultralytics Conv the module replaces, fused (conv + bias + SiLU).\n")
+    print(markdown_table(["module @px", "Conv", "straightforward", "fast", "fused", "straightforward / Conv",
+                          "fused / Conv"], eval_rows))
+    print("\nTrain forward + backward (gradients of input and parameters).\n")
+    print(markdown_table(["module @px", "Conv", "straightforward", "fast", "fast / straightforward", "fast / Conv"],
+                         train_rows))
+    print("\nSpaceToDepth (scale 2) against copying the same bytes (`clone()`), eval.\n")
+    print(markdown_table(["input", "clone", "straightforward (4 slices + cat)", "pixel_unshuffle", "SpaceToDepth",
+                          "SpaceToDepth / clone"], spd_rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""Inference fuse: exact (float tolerance) per module and on whole models, reached through Ultralytics'
+``model.fuse()`` once registered, and visible in the exported ONNX graph."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import yolo_spd
+from yolo_spd import SCConv, SSDConv, fuse_modules
+
+from .test_fast_equivalence import randomize_norms
+
+IMGSZ = 64
+ALL_MODULES_YAML = {
+    "nc": 2,
+    "backbone": [
+        [-1, 1, "Conv", [16, 3, 2]],  # 0 P1/2
+        [-1, 1, "SPDConv", [32, 3]],  # 1 P2/4
+        [-1, 1, "SCConv", [32]],  # 2
+        [-1, 1, "SSDConv", [32]],  # 3
+        [-1, 1, "SCConv", [64, 3, 2]],  # 4 P3/8
+        [-1, 1, "SSDConv", [64, 3, 2]],  # 5 P4/16
+        [-1, 1, "Conv", [64, 3, 1]],  # 6
+        [-1, 1, "SpaceToDepth", [256]],  # 7 P5/32
+    ],
+    "head": [[[4, 5, 7], 1, "Detect", ["nc"]]],
+}
+
+
+def fused_copy(module):
+    return fuse_modules(copy.deepcopy(module))
+
+
+def batchnorms(model) -> list:
+    return [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+
+
+@pytest.mark.parametrize(
+    "c1,c2,k,s,h,w,kwargs",
+    [
+        (16, 16, 3, 1, 8, 8, {}),
+        (16, 24, 3, 2, 9, 7, {}),
+        (20, 40, 5, 1, 7, 6, {"alpha": 0.6}),
+        (32, 16, 3, 2, 5, 5, {"gate": "released"}),
+    ],
+)
+def test_scconv_fuse_is_exact_and_folds_every_batchnorm(c1, c2, k, s, h, w, kwargs):
+    m = randomize_norms(SCConv(c1, c2, k, s, gn_groups=4, **kwargs)).eval()
+    x = torch.randn(2, c1, h, w)
+    fused = fused_copy(m)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), m(x), rtol=0, atol=1e-5)
+        channels_last = x.contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(fused(channels_last), m(x), rtol=0, atol=1e-5)
+    assert not batchnorms(fused)
+    if s == 1:  # GWC and PWC1 are one dense convolution
+        assert fused.cru.pwc1 is None and fused.cru.gwc.groups == 1 and fused.cru.gwc.kernel_size == (k, k)
+
+
+def test_scconv_fuse_keeps_channels_whose_batchnorm_scale_is_zero():
+    m = randomize_norms(SCConv(16, 16, gn_groups=4)).eval()
+    with torch.no_grad():
+        m.bn.weight[:3] = 0.0  # those output channels are the constant bias whatever the branch weights are
+    x = torch.randn(2, 16, 6, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(fused_copy(m)(x), m(x), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "c1,c2,k,s,h,w,kwargs",
+    [
+        (16, 16, 3, 1, 8, 8, {}),
+        (16, 24, 3, 2, 9, 7, {}),
+        (16, 12, 3, 1, 7, 6, {"exp_times": 3}),
+        (8, 12, 3, 1, 5, 6, {"in_ratio": 1.0}),
+        (16, 20, 5, 1, 9, 11, {}),
+        (12, 12, 3, 1, 2, 3, {}),
+    ],
+)
+def test_ssdconv_fuse_is_exact_at_the_border_and_folds_every_batchnorm(c1, c2, k, s, h, w, kwargs):
+    m = randomize_norms(SSDConv(c1, c2, k, s, **kwargs)).eval()
+    x = torch.randn(2, c1, h, w) + 0.5  # offset: a border bias error would show on every edge pixel
+    fused = fused_copy(m)
+    with torch.no_grad():
+        expected = m(x)
+        torch.testing.assert_close(fused(x), expected, rtol=0, atol=1e-5)
+        torch.testing.assert_close(fused(x.contiguous(memory_format=torch.channels_last)), expected, rtol=0, atol=1e-5)
+    assert not batchnorms(fused)
+
+
+def test_fuse_is_idempotent():
+    m = torch.nn.Sequential(SCConv(16, 16, gn_groups=4), SSDConv(16, 16))
+    randomize_norms(m).eval()
+    x = torch.randn(1, 16, 7, 7)
+    once = fused_copy(m)
+    with torch.no_grad():
+        first = once(x)
+        torch.testing.assert_close(fuse_modules(once)(x), first, rtol=0, atol=0)
+
+
+def build_all_modules_model(tmp_path):
+    from ultralytics import YOLO
+
+    cfg = tmp_path / "all-modules.yaml"
+    cfg.write_text(yaml.safe_dump(ALL_MODULES_YAML))
+    model = YOLO(str(cfg))
+    randomize_norms(model.model)
+    model.model.eval()
+    return model
+
+
+def test_ultralytics_model_fuse_fuses_our_modules_exactly(tmp_path):
+    model = build_all_modules_model(tmp_path).model
+    x = torch.rand(2, 3, IMGSZ, IMGSZ)
+    with torch.no_grad():
+        before = model(x)[0]
+        model.fuse(verbose=False)
+        after = model(x)[0]
+    assert not batchnorms(model)
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)
+    assert float(before.abs().max()) > 1.0
+
+
+def test_whole_yolov5_spd_n_is_unchanged_by_fuse():
+    from ultralytics import YOLO
+
+    model = YOLO("yolov5-spd-n.yaml").model
+    randomize_norms(model).eval()
+    x = torch.rand(1, 3, IMGSZ, IMGSZ)
+    with torch.no_grad():
+        before = model(x)[0]
+        after = model.fuse(verbose=False)(x)[0]
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)
+
+
+def test_unregistered_ultralytics_fuse_leaves_our_modules_alone(tmp_path):
+    model = build_all_modules_model(tmp_path).model
+    yolo_spd.unregister()
+    try:
+        model.fuse(verbose=False)
+    finally:
+        yolo_spd.register()
+    assert {type(bn) for bn in batchnorms(model)} == {torch.nn.BatchNorm2d}
+    assert model.model[2].cru.pwc1 is not None
+
+
+@pytest.mark.slow
+def test_exported_onnx_uses_the_fused_form_and_matches_pytorch(tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    model = build_all_modules_model(tmp_path)
+    weights = tmp_path / "all-modules.pt"
+    model.save(str(weights))
+    from ultralytics import YOLO
+
+    onnx_file = YOLO(str(weights)).export(format="onnx", imgsz=IMGSZ, simplify=False, dynamic=False)
+    node_types = [node.op_type for node in onnx.load(onnx_file).graph.node]
+    assert "BatchNormalization" not in node_types  # BN before a conv and BN after CRU's mix only vanish if fused
+
+    reference_model = YOLO(str(weights)).model.float().eval()
+    x = torch.rand(1, 3, IMGSZ, IMGSZ)
+    with torch.no_grad():
+        expected = reference_model(x)[0].numpy()
+    session = ort.InferenceSession(onnx_file, providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-3)
+
+
+def test_dynamic_onnx_export_of_a_fused_ssdconv_handles_sizes_it_was_not_traced_with(tmp_path):
+    """The border bias of the folded BatchNorm must follow the input size in a dynamic-shape graph."""
+    import onnxruntime as ort
+
+    m = fused_copy(randomize_norms(torch.nn.Sequential(SSDConv(8, 8), SCConv(8, 8, gn_groups=4))).eval())
+    path = tmp_path / "fused.onnx"
+    torch.onnx.export(
+        m, torch.randn(1, 8, 8, 8), str(path), input_names=["x"], dynamo=False,
+        dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}}, opset_version=17,
+    )
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for n, h, w in [(1, 8, 8), (2, 13, 6), (1, 2, 5)]:
+        x = torch.randn(n, 8, h, w) + 0.5
+        with torch.no_grad():
+            expected = m(x).numpy()
+        np.testing.assert_allclose(session.run(None, {"x": x.numpy()})[0], expected, rtol=0, atol=1e-4)
