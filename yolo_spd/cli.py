@@ -58,7 +58,7 @@ MODES = ("train", "val", "compare", "predict", "export", "info", "help")
 EVAL_KEYS = {"sizes": "coco", "backend": "pycocotools", "gt": "auto", "per_class": False}
 TRAIN_KEYS = {"cfg": None, "overrides": None, **EVAL_KEYS}
 VAL_KEYS = {"weights": None, "predictions": None, **EVAL_KEYS}
-DEMO_TRAIN_ARGS = {"epochs": 15, "imgsz": 256, "batch": 8}  # about 5 minutes on 2 CPU cores
+DEMO_TRAIN_ARGS = {"epochs": 8, "imgsz": 256, "batch": 8}  # about 5 minutes on 2 CPU cores (measured)
 DEFAULT_MODEL = "yolov5-spd-n.yaml"
 DEMO_EPOCHS_ENV = "YOLO_SPD_DEMO_EPOCHS"  # shortens the demo (tests); an explicit epochs= wins
 
