@@ -33,7 +33,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--models", nargs="+", default=None, help="model YAMLs (default: baseline + packaged n-scale)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=20, help="20 at 512 px: 4 models x 3 seeds in about 2.5 h on 2 cores")
+    parser.add_argument("--epochs", type=int, default=20, help="20 at 512 px: a yolov5nu run took 33 min on 2 shared cores; --models picks a subset to fit a budget")
     parser.add_argument("--imgsz", type=int, default=512, help="images are 684-1764 px wide: cars shrink, never grow")
     parser.add_argument("--batch", type=int, default=4, help="4: more optimiser steps from 55 images")
     parser.add_argument("--out", type=Path, default=HERE / "results")
