@@ -123,21 +123,20 @@ def resolve_model(model, mode_key: str) -> str:
     """A model YAML (path or packaged bare name) or an existing checkpoint; never something to download."""
     from .configs import packaged_config
 
-    text = str(model)
-    path = Path(text)
-    if text.endswith((".yaml", ".yml")):
-        if path.is_file() or packaged_config(text) is not None:
-            file = path if path.is_file() else packaged_config(text)
-            if not _is_model_yaml(file):
-                raise UsageError(
-                    f"{mode_key}={text} is not a model YAML (it has no 'backbone:'); for an Ultralytics settings-override "
-                    "file use overrides="
-                )
+    text, path = str(model), Path(str(model))
+    if not text.endswith((".yaml", ".yml")):
+        if path.is_file():
             return text
+        raise UsageError(f"{mode_key}={text}: file not found (yolo_spd never downloads weights)")
+    file = path if path.is_file() else packaged_config(text)
+    if file is None:
         raise UsageError(f"{mode_key}={text}: no such model YAML here or among the packaged configs (yolo-spd info)")
-    if path.is_file():
-        return text
-    raise UsageError(f"{mode_key}={text}: file not found (yolo_spd never downloads weights)")
+    if not _is_model_yaml(file):
+        raise UsageError(
+            f"{mode_key}={text} is not a model YAML (it has no 'backbone:'); for an Ultralytics settings-override "
+            "file use overrides="
+        )
+    return text
 
 
 def _runs_folder(project, name: str) -> Path:
@@ -161,6 +160,13 @@ def _print_evaluation(result, folder: Path, per_class: bool) -> None:
     print(f"Saved {json_file.name} and {csv_file.name} to {folder}")
 
 
+def required_data(args: dict) -> str:
+    """Pop ``data`` from ``args`` and resolve it (see :func:`resolve_data`); it must be given."""
+    if not args.get("data"):
+        raise UsageError("data= is required (a dataset YAML path, a packaged name such as coco.yaml, or demo)")
+    return resolve_data(args.pop("data"))
+
+
 def resolve_data(data) -> str:
     """The dataset YAML file ``data=`` names, checked to exist with its images (``demo``: the built-in dataset)."""
     from .demo import DEMO_DATA_NAME, demo_data_yaml
@@ -181,9 +187,7 @@ def run_val(tokens: list[str]) -> None:
         raise UsageError("give either weights= (run a model) or predictions= (score a file), not both")
     if not (weights or mine["predictions"]):
         raise UsageError("val needs weights=PATH.pt (or predictions=FILE.json)")
-    if not rest.get("data"):
-        raise UsageError("data= is required (a dataset YAML path, a packaged name such as coco.yaml, or demo)")
-    data = resolve_data(rest.pop("data"))
+    data = required_data(rest)
     split = rest.pop("split", None) or "val"
     eval_args = {k: mine[k] for k in ("sizes", "backend", "gt")}
     if mine["predictions"]:
@@ -266,9 +270,7 @@ def run_compare(tokens: list[str]) -> None:
     if len(files) < 2:
         raise UsageError("compare needs two or more checkpoints: weights=a.pt,b.pt[,...]")
     weights = [Path(resolve_model(w, "weights")) for w in files]
-    if not rest.get("data"):
-        raise UsageError("data= is required (a dataset YAML path, a packaged name such as coco.yaml, or demo)")
-    data = resolve_data(rest.pop("data"))
+    data = required_data(rest)
     folder = _runs_folder(rest.pop("project", None), rest.pop("name", None) or "compare")
     scores, columns, saved = compare(weights, data, folder, **{k: mine[k] for k in ("sizes", "backend", "gt")}, **rest)
     print(markdown_table(scores, columns))

@@ -10,13 +10,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UsageError
-from .paths import write_atomic
+from .paths import atomic_target, write_atomic
 
 
 @dataclass
@@ -108,15 +106,11 @@ def plot_ap_by_size(scores: list[ModelScore], ranges, file: Path, title: str = "
     ax.legend(fontsize=7, frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
-    file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{file.stem}.", suffix=".png", dir=file.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp)
-        os.replace(tmp, file)
+        with atomic_target(file) as tmp:
+            fig.savefig(tmp, format="png")
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
     return file
 
 

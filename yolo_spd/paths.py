@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -21,16 +22,22 @@ def cache_dir() -> Path:
     return base / "yolo_spd"
 
 
-def write_atomic(file: Path, text: str) -> Path:
-    """Write ``text`` to ``file`` through a temporary file in the same folder and a rename."""
+@contextlib.contextmanager
+def atomic_target(file: Path):
+    """Yield a temporary path beside ``file``; when the block succeeds it is renamed to ``file``, else removed."""
     file = Path(file)
     file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{file.name}.", suffix=".tmp", dir=file.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{file.stem}.", suffix=file.suffix or ".tmp", dir=file.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
+        yield Path(tmp)
         os.replace(tmp, file)
-    except BaseException:
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
-    return file
+
+
+def write_atomic(file: Path, text: str) -> Path:
+    """Write ``text`` to ``file`` through a temporary file in the same folder and a rename."""
+    with atomic_target(file) as tmp:
+        tmp.write_text(text, encoding="utf-8", newline="")
+    return Path(file)
