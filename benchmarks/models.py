@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import os
 import tempfile
 
 from _timing import environment_line, interleaved, markdown_table, setup
+
+from yolo_spd.info import quiet_ultralytics
 
 
 def parse_args(argv=None):
@@ -69,18 +70,6 @@ def build(name: str, workdir: str, imgsz: int):
         onnx_file = yolo.export(format="onnx", imgsz=imgsz, device="cpu")
     model = yolo.model.float().eval().fuse(verbose=False)
     return flops, model, os.path.join(workdir, onnx_file)
-
-
-@contextlib.contextmanager
-def quiet_ultralytics():
-    from ultralytics.utils import LOGGER
-
-    level = LOGGER.level
-    LOGGER.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        LOGGER.setLevel(level)
 
 
 def ort_session(path: str, threads: int):

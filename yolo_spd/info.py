@@ -86,7 +86,7 @@ def gflops(model, imgsz: int = 640) -> float:
 
 
 @contextlib.contextmanager
-def _quiet_ultralytics():
+def quiet_ultralytics():
     """Silence Ultralytics' INFO log (the exporter's progress lines) so the table is the only output."""
     from ultralytics.utils import LOGGER
 
@@ -127,7 +127,7 @@ def measure_latency(
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     runners: dict[str, tuple] = {}
     try:
-        with tempfile.TemporaryDirectory() as tmp, _quiet_ultralytics():
+        with tempfile.TemporaryDirectory() as tmp, quiet_ultralytics():
             for i, (name, yolo) in enumerate(yolos.items()):
                 model = deepcopy(yolo.model).float().eval().fuse(verbose=False)
                 exporter = deepcopy(yolo)
