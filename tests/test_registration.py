@@ -205,3 +205,20 @@ def test_pyproject_declares_the_range_the_registration_supports():
     dependencies = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     assert registration.SUPPORTED_TEXT == "ultralytics>=8.4.67,<8.5"
     assert registration.SUPPORTED_TEXT in dependencies
+
+
+@pytest.mark.parametrize(
+    "d, scale",
+    [
+        ({"yaml_file": "cfg/yolo11-spd-n.yaml"}, "n"),
+        ({"yaml_file": "cfg/yolov5-ssdconv-l.yaml", "scale": ""}, "l"),
+        ({"yaml_file": "cfg/yolo11-spd-n.yaml", "scales": {"s": [0.5, 0.5, 1024]}}, None),  # scales: Ultralytics picks
+        ({"yaml_file": "my-model.yaml"}, None),
+    ],
+)
+def test_one_scale_yamls_get_their_scale_letter(d, scale):
+    """Ultralytics 8.4.67 reads an empty scale guess as m/l/x for C3k2 (found by CI's oldest-version run)."""
+    from yolo_spd.registration import _scale_from_file_name
+
+    _scale_from_file_name(d)
+    assert (d.get("scale") or None) == scale

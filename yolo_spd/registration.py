@@ -18,7 +18,8 @@ writer):
    ``ULTRALYTICS_SAFE_LOAD=true`` (import yolo_spd before loading: a restricted load cannot import it for you).
 5. Row errors. ``tasks.parse_model`` is wrapped: the rows are checked first (:mod:`yolo_spd.model_yaml`) and an
    error while building a row is re-raised as :class:`~yolo_spd.model_yaml.ModelYAMLError` naming the YAML file and
-   the layer, instead of a bare ``KeyError`` or ``IndexError``.
+   the layer, instead of a bare ``KeyError`` or ``IndexError``. The wrapper also gives one-scale YAMLs such as
+   ``yolo11-spd-n.yaml`` their scale letter (see :func:`_scale_from_file_name`).
 6. Training reliability. Two callbacks join Ultralytics' default trainer callbacks: checkpoints (``last.pt``,
    ``best.pt``, ``epochN.pt``) are written to a temporary file and renamed, so a kill mid-write leaves the previous
    checkpoint intact; and on resume, ``results.csv`` rows of epochs about to be re-run are dropped (Ultralytics writes
@@ -162,10 +163,25 @@ def _first_failing_layer(parse_model, d: dict, ch) -> int | None:
     return high - 1
 
 
+def _scale_from_file_name(d: dict) -> None:
+    """Give a one-scale YAML named ``<family>-<scale>.yaml`` its scale letter.
+
+    Ultralytics guesses the scale only from names like ``yolo11n``; for ``yolo11-spd-n`` the guess is ``""``, and
+    8.4.67's ``parse_model`` tests ``scale in "mlx"``, which is true for the empty string, so it forced C3k2's
+    ``c3k=True`` at every scale. The letter from the file name keeps each scale's rows as written.
+    """
+    if d.get("scale") or d.get("scales"):
+        return
+    suffix = Path(str(d.get("yaml_file", ""))).stem.rpartition("-")[2]
+    if len(suffix) == 1 and suffix in "nslmx":
+        d["scale"] = suffix
+
+
 def _parse_model_naming_rows(original, namespace: dict):
     def parse_model(d, ch, verbose=True):
         where = Path(str(d.get("yaml_file", "model YAML"))).name
         check_rows(d, namespace, _yaml_parameters, where)
+        _scale_from_file_name(d)
         try:
             return original(d, ch, verbose=verbose)
         except Exception as error:
