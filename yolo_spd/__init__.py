@@ -22,6 +22,7 @@ from .modules import (
     SPDConv,
     SSDConv,
     SpaceToDepth,
+    fold_space_to_depth_order,
     fuse_modules,
 )
 from .registration import SUPPORTED_ULTRALYTICS, is_registered, register, unregister
@@ -42,6 +43,7 @@ __all__ = (
     "SUPPORTED_ULTRALYTICS",
     "SpaceToDepth",
     "config_dir",
+    "fold_space_to_depth_order",
     "fuse_modules",
     "is_registered",
     "list_models",

@@ -31,7 +31,9 @@ writer):
    own download runs as usual.
 8. Inference fuse. Ultralytics calls ``model.fuse()`` before val, predict and export, and its ``BaseModel.fuse`` only
    knows Ultralytics' classes. ``BaseModel.fuse`` is wrapped to run :func:`yolo_spd.fuse_modules` (SCConv's and
-   SSDConv's exact BatchNorm and branch folding) first, then Ultralytics' own fuse, unchanged.
+   SSDConv's exact BatchNorm and branch folding, and SpaceToDepth's switch to ONNX's block order, checked on a small
+   random image sized from the model's ``yaml["channels"]`` and ``stride``) first, then Ultralytics' own fuse,
+   unchanged.
 
 Evaluation also needs one thing from Ultralytics' validator, kept here with the rest:
 :func:`validate_collecting_detections` runs ``model.val(save_json=True)`` with a validator subclass whose
@@ -287,11 +289,23 @@ def _fuse_ours_first(original):
     """Wrap ``BaseModel.fuse``: fuse yolo_spd's modules, then run Ultralytics' fuse exactly as before."""
 
     def fuse(self, *args, **kwargs):
-        fuse_modules(self)
+        fuse_modules(self, example=_probe_image(self))
         return original(self, *args, **kwargs)
 
     fuse.__wrapped__ = original
     return fuse
+
+
+def _probe_image(model) -> torch.Tensor | None:
+    """A seeded random batch of one image, two maximum strides square, on the model's device; None unless float32."""
+    parameter = next(model.parameters(), None)
+    if parameter is None or parameter.dtype != torch.float32:
+        return None
+    channels = (getattr(model, "yaml", None) or {}).get("channels", 3)
+    stride = getattr(model, "stride", None)
+    size = 2 * max(32, int(stride.max()) if isinstance(stride, torch.Tensor) else 32)
+    generator = torch.Generator().manual_seed(0)
+    return torch.rand(1, channels, size, size, generator=generator).to(parameter.device)
 
 
 def _self_check(tasks) -> None:

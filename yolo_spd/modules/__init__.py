@@ -1,11 +1,12 @@
 """The convolution blocks, one file per paper: SPD-Conv (``spd``), SCConv (``scconv``), SSDConv (``ssdconv``); and
 C3/C2f/C3k2 variants whose bottleneck 3 x 3 conv is SCConv or SSDConv (``blocks``)."""
 
+import torch
 from torch import nn
 
 from .blocks import C2f_SCConv23, C2f_SSDConv, C3_SCConv23, C3_SSDConv, C3k2_SCConv23, C3k2_SSDConv
 from .scconv import CRU, SRU, SCConv
-from .spd import SPDConv, SpaceToDepth
+from .spd import SPDConv, SpaceToDepth, fold_space_to_depth_order
 from .ssdconv import SSDConv
 
 __all__ = (
@@ -21,6 +22,7 @@ __all__ = (
     "SPDConv",
     "SSDConv",
     "SpaceToDepth",
+    "fold_space_to_depth_order",
     "fuse_modules",
 )
 
@@ -28,13 +30,17 @@ __all__ = (
 FUSABLE = (SCConv, SSDConv)
 
 
-def fuse_modules(model: nn.Module) -> nn.Module:
+def fuse_modules(model: nn.Module, example: torch.Tensor | None = None) -> nn.Module:
     """Fuse every SCConv and SSDConv inside ``model`` (any nesting) for inference; eval mode, idempotent.
 
-    Registered, Ultralytics' ``model.fuse()`` calls this (see :mod:`yolo_spd.registration`); call it yourself for a
+    With an ``example`` input, also switch each SpaceToDepth whose output only feeds convolutions to ONNX's block order
+    (:func:`fold_space_to_depth_order`), so an ONNX export uses the native op. Registered, Ultralytics'
+    ``model.fuse()`` calls this with a small random image (see :mod:`yolo_spd.registration`); call it yourself for a
     plain ``nn.Module``.
     """
     for module in list(model.modules()):  # fuse() replaces children, so iterate over a snapshot
         if isinstance(module, FUSABLE):
             module.fuse()
+    if example is not None:
+        fold_space_to_depth_order(model, example)
     return model

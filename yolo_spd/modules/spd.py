@@ -33,12 +33,21 @@ class SpaceToDepth(nn.Module):
     runs of C values. ``pixel_unshuffle`` plus a channel permutation folded into the next convolution was measured
     and is slower on CPU (``benchmarks/modules.py`` prints both), so the authors' order is produced directly.
 
+    Block order: ``block_order="authors"`` is the order above (column-major over the s x s block grid). ``"onnx"`` is
+    ONNX's ``SpaceToDepth`` order (row-major: f_{0,0}, f_{0,1}, f_{1,0}, f_{1,1}); in that order an ONNX export emits
+    the single native ``SpaceToDepth`` op, which ONNX Runtime runs 8-18x faster than the 6-D ``Transpose`` the
+    authors' order needs. Only :func:`fold_space_to_depth_order` (run by ``model.fuse()``) switches a layer to it,
+    after permuting the input channels of every convolution reading the output, so the model's outputs stay the same.
+
     Args:
         c1 (int, optional): Input channels. Only checked; given by ``parse_model`` when used in a model YAML.
         c2 (int, optional): Output channels. Only checked (must equal scale^2 * c1). In a YAML row this is the
             declared output width, e.g. ``[-1, 1, SpaceToDepth, [512]]`` after a ``Conv`` of width 128.
         scale (int): Block size; the spatial downsampling factor.
     """
+
+    #: "authors" or "onnx"; a class attribute so checkpoints pickled before it existed load with the authors' order.
+    block_order = "authors"
 
     def __init__(self, c1: int | None = None, c2: int | None = None, scale: int = 2):
         super().__init__()
@@ -59,25 +68,152 @@ class SpaceToDepth(nn.Module):
         # example input's parity, and a dynamic-shape ONNX model would then fail on odd feature maps.
         if torch.onnx.is_in_onnx_export() or pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
+        row_major = self.block_order == "onnx"
+        if row_major and torch.onnx.is_in_onnx_export():
+            return _NativeOnnxSpaceToDepth.apply(x, s)
         if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-            return _space_to_depth_channels_last(x, s)
-        return _space_to_depth(x, s)
+            return _space_to_depth_channels_last(x, s, row_major)
+        return _space_to_depth(x, s, row_major)
 
 
-def _space_to_depth(x: torch.Tensor, s: int) -> torch.Tensor:
-    """One strided copy: view (N, C, H', i, W', j), order the blocks (j, i) with i fastest, as the authors' slicing."""
+def _space_to_depth(x: torch.Tensor, s: int, row_major: bool = False) -> torch.Tensor:
+    """One strided copy: view (N, C, H', i, W', j), order the blocks (j, i) with i fastest, as the authors' slicing
+    (or (i, j) with j fastest when ``row_major``, ONNX's order)."""
     n, c, h, w = x.shape
-    blocks = x.reshape(n, c, h // s, s, w // s, s).permute(0, 5, 3, 1, 2, 4)  # (N, j, i, C, H', W')
+    order = (0, 3, 5, 1, 2, 4) if row_major else (0, 5, 3, 1, 2, 4)  # (N, i, j, C, H', W') or (N, j, i, C, H', W')
+    blocks = x.reshape(n, c, h // s, s, w // s, s).permute(order)
     return blocks.reshape(n, s * s * c, h // s, w // s)
 
 
-def _space_to_depth_channels_last(x: torch.Tensor, s: int) -> torch.Tensor:
+def _space_to_depth_channels_last(x: torch.Tensor, s: int, row_major: bool = False) -> torch.Tensor:
     """As :func:`_space_to_depth` for a channels-last input, returning channels-last: every output pixel is s^2
     contiguous runs of C values, so the copy moves whole channel vectors."""
     n, c, h, w = x.shape
     pixels = x.permute(0, 2, 3, 1).reshape(n, h // s, s, w // s, s, c)  # (N, H', i, W', j, C), a view
-    blocks = pixels.permute(0, 1, 3, 4, 2, 5).reshape(n, h // s, w // s, s * s * c)  # (N, H', W', j, i, C)
+    order = (0, 1, 3, 2, 4, 5) if row_major else (0, 1, 3, 4, 2, 5)  # (N, H', W', i, j, C) or (N, H', W', j, i, C)
+    blocks = pixels.permute(order).reshape(n, h // s, w // s, s * s * c)
     return blocks.permute(0, 3, 1, 2)
+
+
+class _NativeOnnxSpaceToDepth(torch.autograd.Function):
+    """Row-major space-to-depth that an ONNX export writes as one ``SpaceToDepth`` node (TorchScript exporter, which
+    Ultralytics' ``export`` uses) rather than as the reshape/transpose/reshape the traced Python would give."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, s: int) -> torch.Tensor:
+        return _space_to_depth(x, s, row_major=True)
+
+    @staticmethod
+    def symbolic(g, x, s: int):
+        return g.op("SpaceToDepth", x, blocksize_i=s)
+
+
+def fold_space_to_depth_order(model: nn.Module, example: torch.Tensor) -> int:
+    """Switch each ``SpaceToDepth`` in ``model`` to ONNX's block order where that is exact; returns how many switched.
+
+    A layer switches when its output reaches only ungrouped ``nn.Conv2d`` modules, directly or through channel
+    concatenations (Ultralytics' ``Concat`` row after a head SpaceToDepth): those convolutions get the matching input
+    channels permuted (a relabelling of the same sum, so exact up to float rounding). Readers are found by running
+    ``example`` through the model in eval mode with hooks; each switch is then checked against the unswitched model's
+    outputs on ``example`` and undone if they differ, which is what happens when the output also feeds something
+    else (a residual sum, a functional convolution). A model that cannot run ``example`` (a ``RuntimeError``) keeps
+    the authors' order everywhere: the switch only changes speed, never outputs, so it is skipped rather than
+    failing the caller's ``fuse()``.
+    """
+    layers = [m for m in model.modules() if isinstance(m, SpaceToDepth) and m.block_order == "authors"]
+    if not layers:
+        return 0
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            try:
+                readers = _convolutions_reading(model, layers, example)
+                reference = _tensors(model(example))
+            except RuntimeError:
+                return 0
+            return sum(_switch_if_exact(model, layer, readers[layer], example, reference) for layer in layers)
+    finally:
+        model.train(was_training)
+
+
+def _convolutions_reading(model: nn.Module, layers: list[SpaceToDepth], example: torch.Tensor) -> dict:
+    """{layer: [(conv, first channel, width)]}: the nn.Conv2d modules reading a layer's output, and where in their
+    input channels it sits (0 when read directly, its offset when read through a channel concatenation)."""
+    sources, kept, readers = {}, [], {layer: [] for layer in layers}  # sources: id(tensor) -> [(layer, first, width)]
+
+    def track(tensor, placed):
+        sources.setdefault(id(tensor), []).extend(placed)
+        kept.append(tensor)  # keeps the tensor alive, so its id cannot be reused during the pass
+
+    def record_output(module, args, output):
+        if isinstance(module, SpaceToDepth) and module in readers:
+            track(output, [(module, 0, output.shape[1])])
+        elif args and isinstance(args[0], (list, tuple)) and _is_channel_concatenation(args[0], output):
+            starts = torch.tensor([0] + [t.shape[1] for t in args[0]]).cumsum(0).tolist()
+            placed = [(layer, start + first, width) for t, start in zip(args[0], starts)
+                      for layer, first, width in sources.get(id(t), [])]
+            if placed:
+                track(output, placed)
+
+    def record_reader(conv, args):
+        for layer, first, width in sources.get(id(args[0]), []):
+            if (conv, first, width) not in readers[layer]:
+                readers[layer].append((conv, first, width))
+
+    hooks = [m.register_forward_hook(record_output) for m in model.modules()]
+    hooks += [m.register_forward_pre_hook(record_reader) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        model(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return readers
+
+
+def _is_channel_concatenation(inputs, output) -> bool:
+    return (all(isinstance(t, torch.Tensor) and t.dim() == 4 for t in inputs) and isinstance(output, torch.Tensor)
+            and output.shape[1] == sum(t.shape[1] for t in inputs) and torch.equal(output, torch.cat(inputs, 1)))
+
+
+def _switch_if_exact(model, layer: SpaceToDepth, readers: list, example, reference) -> bool:
+    if not readers or any(conv.groups != 1 for conv, _, _ in readers):
+        return False
+    original = [conv.weight.detach().clone() for conv, _, _ in readers]
+    for conv, first, width in readers:
+        index = torch.arange(conv.in_channels)
+        index[first:first + width] = first + _row_major_channel_index(layer.scale, width)
+        conv.weight.copy_(conv.weight[:, index])
+    layer.block_order = "onnx"
+    if _same_outputs(_tensors(model(example)), reference):
+        return True
+    del layer.block_order  # back to the class default
+    for (conv, _, _), weight in zip(readers, original):
+        conv.weight.copy_(weight)
+    return False
+
+
+def _row_major_channel_index(s: int, channels: int) -> torch.Tensor:
+    """Index i such that row_major_output = authors_output[:, i] (and the same for a reader's weight columns)."""
+    authors = torch.arange(channels).view(s, s, channels // (s * s))  # authors' layout: (j, i, C)
+    return authors.permute(1, 0, 2).reshape(-1)  # read back in (i, j, C) order
+
+
+def _tensors(output) -> list[torch.Tensor]:
+    """Every tensor in a model output (tensors, or lists/tuples/dicts of them), depth first."""
+    if isinstance(output, torch.Tensor):
+        return [output]
+    if isinstance(output, dict):
+        output = list(output.values())
+    if isinstance(output, (list, tuple)):
+        return [t for item in output for t in _tensors(item)]
+    return []
+
+
+def _same_outputs(outputs: list[torch.Tensor], reference: list[torch.Tensor]) -> bool:
+    return len(outputs) == len(reference) and all(
+        a.shape == b.shape and (a - b).abs().max() <= 1e-4 * (1 + b.abs().max()) for a, b in zip(outputs, reference)
+    )
 
 
 class SPDConv(nn.Module):
