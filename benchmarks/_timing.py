@@ -68,3 +68,12 @@ def environment_line(threads: int) -> str:
 
     machine = platform.processor() or platform.machine()
     return f"torch {torch.__version__}, {threads} thread(s), {machine}, medians in ms"
+
+
+def ort_session(model: str | bytes, threads: int):
+    """An ONNX Runtime CPU session for a model file or serialized model, with the same thread count as torch."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])

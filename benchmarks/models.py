@@ -19,7 +19,7 @@ import contextlib
 import os
 import tempfile
 
-from _timing import environment_line, interleaved, markdown_table, setup
+from _timing import environment_line, interleaved, markdown_table, ort_session, setup
 
 from yolo_spd.info import quiet_ultralytics
 
@@ -70,14 +70,6 @@ def build(name: str, workdir: str, imgsz: int):
         onnx_file = yolo.export(format="onnx", imgsz=imgsz, device="cpu")
     model = yolo.model.float().eval().fuse(verbose=False)
     return flops, model, os.path.join(workdir, onnx_file)
-
-
-def ort_session(path: str, threads: int):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
 def main(argv=None) -> None:

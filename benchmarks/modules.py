@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import copy
 
-from _timing import environment_line, interleaved, markdown_table, setup
+from _timing import environment_line, interleaved, markdown_table, ort_session, setup
 
 SHAPES = [(64, 80), (128, 40), (256, 20)]
 
@@ -140,6 +140,28 @@ def space_to_depth_rows(x, args):
     return rows
 
 
+def onnx_space_to_depth_row(x, args):
+    """ONNX Runtime on SpaceToDepth exported in the authors' block order (reshape, 6-D Transpose, reshape) and in
+    ONNX's order (one native SpaceToDepth node: what ``fuse()`` switches a model's layers to before export)."""
+    import io
+
+    import torch
+
+    from yolo_spd import SpaceToDepth
+
+    sessions = {}
+    for order in ("authors", "onnx"):
+        layer, graph = SpaceToDepth(), io.BytesIO()
+        layer.block_order = order
+        torch.onnx.export(layer, x, graph, input_names=["x"], dynamo=False, opset_version=17)
+        sessions[order] = ort_session(graph.getvalue(), args.threads)
+    feed = {"x": x.numpy()}
+    t = interleaved({order: lambda s=s: s.run(None, feed) for order, s in sessions.items()}, args.repeats * 3,
+                    args.warmup)
+    speed_up = t.ratio("authors", "onnx")
+    return [str(tuple(x.shape)), f"{t.ms('authors'):.2f}", f"{t.ms('onnx'):.2f}", f"**{speed_up:.1f}×**"]
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     setup(args.threads)
@@ -148,7 +170,7 @@ def main(argv=None) -> None:
     torch.manual_seed(0)
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     shapes = SHAPES[:1] if args.quick else SHAPES
-    eval_rows, train_rows, spd_rows = [], [], []
+    eval_rows, train_rows, spd_rows, onnx_rows = [], [], [], []
     for c, size in shapes:
         x = torch.randn(args.batch, c, size, size).contiguous(memory_format=memory_format)
         x_grad = x.detach().clone().requires_grad_(True)
@@ -158,6 +180,7 @@ def main(argv=None) -> None:
             eval_rows.append(eval_row(label, module.eval(), conv.eval(), reference_forward, x, args))
             train_rows.append(train_row(label, module.train(), conv.train(), reference_forward, x_grad, args))
         spd_rows += space_to_depth_rows(x.contiguous(), args)
+        onnx_rows.append(onnx_space_to_depth_row(x.contiguous(), args))
     layout = "channels-last" if args.channels_last else "contiguous (NCHW)"
     setting = f"Batch {args.batch}, {layout} inputs, {args.repeats} interleaved rounds"
     print(f"{setting}; {environment_line(args.threads)}.\n")
@@ -170,6 +193,8 @@ def main(argv=None) -> None:
     print("\nSpaceToDepth (scale 2) against copying the same bytes (`clone()`), eval.\n")
     print(markdown_table(["input", "clone", "straightforward (4 slices + cat)", "pixel_unshuffle", "SpaceToDepth",
                           "SpaceToDepth / clone"], spd_rows))
+    print("\nSpaceToDepth (scale 2) in ONNX Runtime: the authors' block order against ONNX's native op.\n")
+    print(markdown_table(["input", "authors' order (6-D Transpose)", "native SpaceToDepth", "speed-up"], onnx_rows))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from yolo_spd import SPDConv, SpaceToDepth, fold_space_to_depth_order
+from yolo_spd import SpaceToDepth, SPDConv, fold_space_to_depth_order
 
 from .test_fast_equivalence import randomize_norms
 
