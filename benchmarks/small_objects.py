@@ -13,6 +13,7 @@ or a reboot picks up where it stopped. Then ``yolo_spd.compare`` scores each see
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import statistics
 import sys
@@ -25,7 +26,7 @@ BASELINE = "yolov5nu.yaml"  # Ultralytics' YOLOv5n (anchor-free head), the same 
 CANDIDATES = ("yolov5-spd-n.yaml", "yolov5-scconv-n.yaml", "yolov5-ssdconv-n.yaml")
 AITOD = "aitod:"  # prefix of metrics under the AI-TOD ranges (their "small" is 16-32 px, COCO's is < 32 px)
 COLUMNS = ("AP", "AP50", "AP_small", "AP_medium", "AR_small", f"{AITOD}AP_verytiny", f"{AITOD}AP_tiny",
-           f"{AITOD}AP_small")
+           f"{AITOD}AP_small", "train_minutes")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -33,7 +34,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--models", nargs="+", default=None, help="model YAMLs (default: baseline + packaged n-scale)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=20, help="20 at 512 px: a yolov5nu run took 33 min on 2 shared cores; --models picks a subset to fit a budget")
+    parser.add_argument("--epochs", type=int, default=20,
+                        help="20 at 512 px: about 10-13 min per run on 2 idle cores, so 4 models x 3 seeds take about "
+                             "2.5 h (the results table's last column has the measured minutes); --models picks a subset")
     parser.add_argument("--imgsz", type=int, default=512, help="images are 684-1764 px wide: cars shrink, never grow")
     parser.add_argument("--batch", type=int, default=4, help="4: more optimiser steps from 55 images")
     parser.add_argument("--out", type=Path, default=HERE / "results")
@@ -77,6 +80,14 @@ def train_one(model: str, seed: int, args: argparse.Namespace) -> Path:
     return folder / "weights" / "best.pt"
 
 
+def training_minutes(folder: Path) -> float:
+    """Wall-clock minutes of a run's epochs, from its results.csv. Ultralytics restarts the ``time`` column when a
+    run resumes, so this sums the last value of each segment."""
+    with open(folder / "results.csv", newline="") as f:
+        times = [float(row["time"]) for row in csv.DictReader(f, skipinitialspace=True)]
+    return sum(t for t, following in zip(times, times[1:] + [0.0]) if following < t) / 60
+
+
 def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
@@ -88,12 +99,19 @@ def aggregate(per_seed: dict[int, dict[str, dict[str, float]]]) -> dict[str, dic
 
 
 def markdown(summary: dict, seeds: list[int]) -> str:
-    lines = [f"| model ({len(seeds)} seeds, mean ± std) | " + " | ".join(c.replace(AITOD, "AI-TOD ") for c in COLUMNS) + " |",
-             "|---|" + "---:|" * len(COLUMNS)]
+    header = " | ".join(c.replace(AITOD, "AI-TOD ").replace("train_minutes", "train min/run") for c in COLUMNS)
+    lines = [f"| model ({len(seeds)} seeds, mean ± std) | {header} |", "|---|" + "---:|" * len(COLUMNS)]
     for model, metrics in summary.items():
-        cells = " | ".join("-" if m < 0 else f"{m:.3f} ± {s:.3f}" for m, s in (metrics[c] for c in COLUMNS))
-        lines.append(f"| {model} | {cells} |")
+        lines.append(f"| {model} | " + " | ".join(cell(column, *metrics[column]) for column in COLUMNS) + " |")
     return "\n".join(lines)
+
+
+def cell(column: str, mean: float, std: float) -> str:
+    """'mean ± std' (3 decimals, minutes 1); '-' for a size range with no objects (the evaluator's -1)."""
+    if mean < 0:
+        return "-"
+    digits = 1 if column == "train_minutes" else 3
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def score_seed(models: list[str], seed: int, args: argparse.Namespace) -> dict[str, dict[str, float]]:
@@ -101,7 +119,7 @@ def score_seed(models: list[str], seed: int, args: argparse.Namespace) -> dict[s
     from yolo_spd.compare import compare
 
     weights = [args.runs / run_name(m, seed) / "weights" / "best.pt" for m in models]
-    metrics = {Path(m).stem: {} for m in models}
+    metrics = {Path(m).stem: {"train_minutes": training_minutes(args.runs / run_name(m, seed))} for m in models}
     for sizes in ("coco", "aitod"):
         folder = args.runs / f"compare-seed{seed}-{sizes}"
         scores, _, _ = compare(weights, str(args.data), folder, sizes=sizes, imgsz=args.imgsz, batch=args.batch,

@@ -59,3 +59,9 @@ def test_mean_and_std_over_seeds(study):
     assert mean == pytest.approx(0.2) and std == pytest.approx(0.1414, abs=1e-4)  # sample std
     table = study.markdown(summary, [0, 1])
     assert "| a | 0.200 ± 0.141 |" in table and "| b | - |" in table  # -1: no objects in that range
+
+
+def test_training_minutes_add_up_the_segments_of_a_resumed_run(study, tmp_path):
+    rows = [(1, 60.0), (2, 120.0), (3, 30.0), (4, 90.0)]  # Ultralytics restarts the time column when a run resumes
+    (tmp_path / "results.csv").write_text("epoch,  time,metrics/mAP50(B)\n" + "".join(f"{e},{t},0\n" for e, t in rows))
+    assert study.training_minutes(tmp_path) == pytest.approx((120 + 90) / 60)
