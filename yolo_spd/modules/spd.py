@@ -8,6 +8,8 @@ applies a non-strided convolution (Sec. 3.2) so no information is discarded by t
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -35,9 +37,10 @@ class SpaceToDepth(nn.Module):
 
     Block order: ``block_order="authors"`` is the order above (column-major over the s x s block grid). ``"onnx"`` is
     ONNX's ``SpaceToDepth`` order (row-major: f_{0,0}, f_{0,1}, f_{1,0}, f_{1,1}); in that order an ONNX export emits
-    the single native ``SpaceToDepth`` op, which ONNX Runtime runs several times faster than the 6-D ``Transpose`` the
-    authors' order needs (``benchmarks/modules.py`` prints the ratio). Only :func:`fold_space_to_depth_order` (run by ``model.fuse()``) switches a layer to it,
-    after permuting the input channels of every convolution reading the output, so the model's outputs stay the same.
+    the single native ``SpaceToDepth`` op, which ONNX Runtime runs several times faster than the 6-D ``Transpose``
+    the authors' order needs (``benchmarks/modules.py`` prints the ratio). Only :func:`fold_space_to_depth_order`
+    (run by ``model.fuse()``) switches a layer to it, after permuting the input channels of every convolution reading
+    the output, so the model's outputs stay the same.
 
     Args:
         c1 (int, optional): Input channels. Only checked; given by ``parse_model`` when used in a model YAML.
@@ -149,12 +152,12 @@ def _convolutions_reading(model: nn.Module, layers: list[SpaceToDepth], example:
     def record_output(module, args, output):
         if isinstance(module, SpaceToDepth) and module in readers:
             track(output, [(module, 0, output.shape[1])])
-        elif args and isinstance(args[0], (list, tuple)) and _is_channel_concatenation(args[0], output):
-            starts = torch.tensor([0] + [t.shape[1] for t in args[0]]).cumsum(0).tolist()
-            placed = [(layer, start + first, width) for t, start in zip(args[0], starts)
-                      for layer, first, width in sources.get(id(t), [])]
-            if placed:
-                track(output, placed)
+        elif args and isinstance(args[0], (list, tuple)) and any(id(t) in sources for t in args[0]):
+            inputs = args[0]
+            if _is_channel_concatenation(inputs, output):
+                starts = itertools.accumulate((t.shape[1] for t in inputs[:-1]), initial=0)
+                track(output, [(layer, start + first, width) for t, start in zip(inputs, starts)
+                               for layer, first, width in sources.get(id(t), [])])
 
     def record_reader(conv, args):
         for layer, first, width in sources.get(id(args[0]), []):
