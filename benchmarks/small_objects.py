@@ -2,6 +2,8 @@
 
     python benchmarks/small_objects.py                       # the README's study (hours on a 2-core CPU)
     python benchmarks/small_objects.py --epochs 1 --seeds 0  # a smoke run
+    python benchmarks/small_objects.py --models yolov5nu.yaml yolov5-spd-n.yaml \
+        --optimizer AdamW --lr0 0.004 --warmup-epochs 0 --tag adamw   # the same study with the demo's optimiser
 
 Every model trains from scratch with the same seeds, epochs, image size and hyper-parameters on
 ``../shared/data/aerial-cars`` (KIT AIS aerial images, 88% of boxes under 32x32 px). Runs are resumable: a run that
@@ -39,6 +41,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "2.5 h (the results table's last column has the measured minutes); --models picks a subset")
     parser.add_argument("--imgsz", type=int, default=512, help="images are 684-1764 px wide: cars shrink, never grow")
     parser.add_argument("--batch", type=int, default=4, help="4: more optimiser steps from 55 images")
+    parser.add_argument("--optimizer", default=None, help="Ultralytics' optimizer= (default: its own, 'auto')")
+    parser.add_argument("--lr0", type=float, default=None, help="Ultralytics' lr0= (default: its own)")
+    parser.add_argument("--warmup-epochs", type=float, default=None, help="Ultralytics' warmup_epochs= (default: 3)")
+    parser.add_argument("--tag", default="", help="names a variant: its runs and result files get this suffix")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--runs", type=Path, default=HERE / "runs" / "small_objects")
     return parser.parse_args(argv)
@@ -50,8 +56,18 @@ def default_models() -> list[str]:
     return [BASELINE, *(name for name in CANDIDATES if packaged_config(name) is not None)]
 
 
-def run_name(model: str, seed: int) -> str:
-    return f"{Path(model).stem}-seed{seed}"
+def run_name(model: str, seed: int, tag: str = "") -> str:
+    return f"{Path(model).stem}-seed{seed}" + (f"-{tag}" if tag else "")
+
+
+def result_stem(args: argparse.Namespace) -> str:
+    return "small_objects" + (f"-{args.tag}" if args.tag else "")
+
+
+def optimiser_args(args: argparse.Namespace) -> dict:
+    """The optimiser settings given on the command line; the rest stay Ultralytics' defaults."""
+    given = {"optimizer": args.optimizer, "lr0": args.lr0, "warmup_epochs": args.warmup_epochs}
+    return {key: value for key, value in given.items() if value is not None}
 
 
 def train_one(model: str, seed: int, args: argparse.Namespace) -> Path:
@@ -60,7 +76,7 @@ def train_one(model: str, seed: int, args: argparse.Namespace) -> Path:
 
     from yolo_spd.paths import write_atomic
 
-    folder = args.runs / run_name(model, seed)
+    folder = args.runs / run_name(model, seed, args.tag)
     done, last = folder / "done.json", folder / "weights" / "last.pt"
     if done.is_file():
         print(f"[skip] {folder.name}: finished earlier")
@@ -74,6 +90,7 @@ def train_one(model: str, seed: int, args: argparse.Namespace) -> Path:
         YOLO(model).train(
             data=str(args.data), epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, seed=seed, deterministic=True,
             device="cpu", workers=2, amp=False, project=str(args.runs), name=folder.name, exist_ok=True, plots=True,
+            **optimiser_args(args),
         )
     write_atomic(done, json.dumps({"model": model, "seed": seed, "epochs": args.epochs, "imgsz": args.imgsz,
                                    "seconds_this_session": round(time.time() - start)}))
@@ -118,10 +135,11 @@ def score_seed(models: list[str], seed: int, args: argparse.Namespace) -> dict[s
     """Both size-range presets for one seed's models: {model: metrics}."""
     from yolo_spd.compare import compare
 
-    weights = [args.runs / run_name(m, seed) / "weights" / "best.pt" for m in models]
-    metrics = {Path(m).stem: {"train_minutes": training_minutes(args.runs / run_name(m, seed))} for m in models}
+    folders = [args.runs / run_name(m, seed, args.tag) for m in models]
+    weights = [folder / "weights" / "best.pt" for folder in folders]
+    metrics = {Path(m).stem: {"train_minutes": training_minutes(folder)} for m, folder in zip(models, folders)}
     for sizes in ("coco", "aitod"):
-        folder = args.runs / f"compare-seed{seed}-{sizes}"
+        folder = args.runs / run_name("compare", seed, "-".join(filter(None, (sizes, args.tag))))
         scores, _, _ = compare(weights, str(args.data), folder, sizes=sizes, imgsz=args.imgsz, batch=args.batch,
                                device="cpu", workers=0)
         prefix = AITOD if sizes == "aitod" else ""
@@ -136,15 +154,17 @@ def write_results(summary: dict, per_seed: dict, args: argparse.Namespace, comma
     from yolo_spd.paths import write_atomic
 
     table = markdown(summary, sorted(per_seed))
-    write_atomic(args.out / "small_objects.md", f"`{command}`\n\n{table}\n")
-    write_atomic(args.out / "small_objects.json", json.dumps(
-        {"command": command, "epochs": args.epochs, "imgsz": args.imgsz, "seeds": sorted(per_seed),
+    stem = result_stem(args)
+    write_atomic(args.out / f"{stem}.md", f"`{command}`\n\n{table}\n")
+    write_atomic(args.out / f"{stem}.json", json.dumps(
+        {"command": command, "epochs": args.epochs, "imgsz": args.imgsz, "batch": args.batch,
+         "optimiser": optimiser_args(args) or "Ultralytics defaults", "seeds": sorted(per_seed),
          "per_seed": per_seed, "mean_std": summary}, indent=2) + "\n")
     aitod = size_ranges("aitod")
     keys = ["AP", *(f"AP_{label}" for label in aitod.labels)]
     means = [ModelScore(Path(model).stem, Path(model), 0, {k: metrics[k if k == "AP" else AITOD + k][0] for k in keys})
              for model, metrics in summary.items()]
-    plot_ap_by_size(means, aitod, args.out / "small_objects.png",
+    plot_ap_by_size(means, aitod, args.out / f"{stem}.png",
                     title=f"aerial-cars, mean of {len(per_seed)} seeds, {args.epochs} epochs")
     print(table)
 

@@ -65,3 +65,22 @@ def test_training_minutes_add_up_the_segments_of_a_resumed_run(study, tmp_path):
     rows = [(1, 60.0), (2, 120.0), (3, 30.0), (4, 90.0)]  # Ultralytics restarts the time column when a run resumes
     (tmp_path / "results.csv").write_text("epoch,  time,metrics/mAP50(B)\n" + "".join(f"{e},{t},0\n" for e, t in rows))
     assert study.training_minutes(tmp_path) == pytest.approx((120 + 90) / 60)
+
+
+def test_a_tagged_variant_passes_its_optimiser_and_keeps_its_own_runs(study, tmp_path, monkeypatch):
+    import ultralytics
+
+    monkeypatch.setattr(ultralytics, "YOLO", RecordingYOLO)
+    RecordingYOLO.calls = []
+    args = study.parse_args(["--runs", str(tmp_path), "--optimizer", "AdamW", "--lr0", "0.004", "--warmup-epochs", "0",
+                             "--tag", "adamw"])
+    (tmp_path / "yolov5nu-seed0" / "weights").mkdir(parents=True)  # the untagged study's run is not resumed
+    (tmp_path / "yolov5nu-seed0" / "weights" / "last.pt").write_bytes(b"")
+
+    study.train_one("yolov5nu.yaml", 0, args)
+    ((model, kwargs),) = RecordingYOLO.calls
+    assert model == "yolov5nu.yaml" and kwargs["name"] == "yolov5nu-seed0-adamw"
+    assert (kwargs["optimizer"], kwargs["lr0"], kwargs["warmup_epochs"]) == ("AdamW", 0.004, 0.0)
+    assert study.result_stem(args) == "small_objects-adamw"
+    untagged = study.parse_args(["--runs", str(tmp_path)])
+    assert study.optimiser_args(untagged) == {} and study.result_stem(untagged) == "small_objects"
