@@ -89,15 +89,15 @@ def plot_ap_by_size(scores: list[ModelScore], ranges, file: Path, title: str = "
     import matplotlib.pyplot as plt
     import numpy as np
 
-    groups = ["all", *(f"{label}\n{_bounds(low, high)}" for label, (low, high) in zip(ranges.labels, ranges.bounds))]
-    keys = ["AP", *(f"AP_{r}" for r in ranges.labels)]
+    keys, groups = size_groups(scores, ranges)
     width = 0.8 / max(len(scores), 1)
     fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(groups), 3.6), dpi=150)
     for i, s in enumerate(scores):
         values = [max(s.metrics[k], 0.0) for k in keys]
         positions = np.arange(len(groups)) + (i - (len(scores) - 1) / 2) * width
         bars = ax.bar(positions, values, width, label=s.label)
-        ax.bar_label(bars, fmt="%.3f", fontsize=6, padding=1)
+        texts = ["" if s.metrics[k] < 0 else f"{s.metrics[k]:.3f}" for k in keys]  # -1: no objects of that size
+        ax.bar_label(bars, labels=texts, fontsize=6, padding=1)
     ax.set_xticks(np.arange(len(groups)), groups)
     ax.set_xlabel("object size (sqrt(area), px)")
     ax.set_ylabel("AP@[.5:.95]")
@@ -112,6 +112,15 @@ def plot_ap_by_size(scores: list[ModelScore], ranges, file: Path, title: str = "
     finally:
         plt.close(fig)
     return file
+
+
+def size_groups(scores: list[ModelScore], ranges) -> tuple[list[str], list[str]]:
+    """The plot's metric keys and group labels: "all", then each size range with its bounds. COCOeval reports -1
+    for a range without ground-truth objects; such a group says so instead of showing bars of 0."""
+    keys = ["AP", *(f"AP_{r}" for r in ranges.labels)]
+    groups = ["all", *(f"{label}\n{_bounds(low, high)}" for label, (low, high) in zip(ranges.labels, ranges.bounds))]
+    empty = [all(s.metrics[k] < 0 for s in scores) for k in keys]
+    return keys, [group + ("\n(no objects)" if none else "") for group, none in zip(groups, empty)]
 
 
 def _dataset_title(yaml_file: Path) -> str:
