@@ -46,6 +46,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--warmup-epochs", type=float, default=None, help="Ultralytics' warmup_epochs= (default: 3)")
     parser.add_argument("--tag", default="", help="names a variant: its runs and result files get this suffix")
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--replot", type=Path, default=None, metavar="JSON",
+                        help="rewrite the table and plot of a finished study from its results JSON (no training)")
     parser.add_argument("--runs", type=Path, default=HERE / "runs" / "small_objects")
     return parser.parse_args(argv)
 
@@ -169,8 +171,22 @@ def write_results(summary: dict, per_seed: dict, args: argparse.Namespace, comma
     print(table)
 
 
+def replot(args: argparse.Namespace) -> None:
+    """Table and plot again from a results JSON, with the settings it records."""
+    saved = json.loads(args.replot.read_text())
+    args.epochs, args.imgsz, args.batch = saved["epochs"], saved["imgsz"], saved.get("batch", args.batch)
+    optimiser = saved.get("optimiser")
+    if isinstance(optimiser, dict):  # else Ultralytics' defaults
+        args.optimizer, args.lr0, args.warmup_epochs = (optimiser.get(k) for k in ("optimizer", "lr0", "warmup_epochs"))
+    args.tag = args.replot.stem.removeprefix("small_objects").removeprefix("-")
+    per_seed = {int(seed): metrics for seed, metrics in saved["per_seed"].items()}  # JSON keys are strings
+    write_results(saved["mean_std"], per_seed, args, saved["command"])
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.replot:
+        return replot(args)
     if not args.data.is_file():
         sys.exit(f"small_objects.py: --data {args.data} not found (the study uses ../shared/data/aerial-cars)")
     import yolo_spd  # noqa: F401 - registers the modules

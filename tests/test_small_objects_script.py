@@ -84,3 +84,19 @@ def test_a_tagged_variant_passes_its_optimiser_and_keeps_its_own_runs(study, tmp
     assert study.result_stem(args) == "small_objects-adamw"
     untagged = study.parse_args(["--runs", str(tmp_path)])
     assert study.optimiser_args(untagged) == {} and study.result_stem(untagged) == "small_objects"
+
+
+def test_replot_rewrites_table_json_and_plot_from_a_results_file(study, tmp_path):
+    metrics = {c: 0.1 for c in study.COLUMNS} | {"aitod:AP_verytiny": -1.0, "aitod:AP_medium": 0.2}
+    per_seed = {0: {"yolov5nu": metrics, "yolov5-spd-n": metrics}, 1: {"yolov5nu": metrics, "yolov5-spd-n": metrics}}
+    args = study.parse_args(["--out", str(tmp_path), "--tag", "adamw", "--optimizer", "AdamW", "--lr0", "0.004",
+                             "--epochs", "7", "--batch", "2"])
+    study.write_results(study.aggregate(per_seed), per_seed, args, "python benchmarks/small_objects.py --tag adamw")
+    first = json.loads((tmp_path / "small_objects-adamw.json").read_text())
+    (tmp_path / "small_objects-adamw.png").unlink()
+
+    study.main(["--out", str(tmp_path), "--replot", str(tmp_path / "small_objects-adamw.json")])
+    again = json.loads((tmp_path / "small_objects-adamw.json").read_text())
+    assert again == first and again["optimiser"] == {"optimizer": "AdamW", "lr0": 0.004} and again["batch"] == 2
+    assert (tmp_path / "small_objects-adamw.png").is_file()
+    assert (tmp_path / "small_objects-adamw.md").read_text().startswith("`python benchmarks/small_objects.py --tag")
