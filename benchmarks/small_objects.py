@@ -167,7 +167,9 @@ def write_results(summary: dict, per_seed: dict, args: argparse.Namespace, comma
     means = [ModelScore(Path(model).stem, Path(model), 0, {k: metrics[k if k == "AP" else AITOD + k][0] for k in keys})
              for model, metrics in summary.items()]
     plot_ap_by_size(means, aitod, args.out / f"{stem}.png",
-                    title=f"aerial-cars, mean of {len(per_seed)} seeds, {args.epochs} epochs")
+                    title=f"aerial-cars, mean of {len(per_seed)} seeds, {args.epochs} epochs"
+                    + "".join(f", {key}={value:g}" if isinstance(value, float) else f", {value}"
+                              for key, value in optimiser_args(args).items()))
     print(table)
 
 
@@ -178,7 +180,7 @@ def replot(args: argparse.Namespace) -> None:
     optimiser = saved.get("optimiser")
     if isinstance(optimiser, dict):  # else Ultralytics' defaults
         args.optimizer, args.lr0, args.warmup_epochs = (optimiser.get(k) for k in ("optimizer", "lr0", "warmup_epochs"))
-    args.tag = args.replot.stem.removeprefix("small_objects").removeprefix("-")
+    args.out, args.tag = args.replot.parent, args.replot.stem.removeprefix("small_objects").removeprefix("-")
     per_seed = {int(seed): metrics for seed, metrics in saved["per_seed"].items()}  # JSON keys are strings
     write_results(saved["mean_std"], per_seed, args, saved["command"])
 

@@ -95,7 +95,7 @@ def test_replot_rewrites_table_json_and_plot_from_a_results_file(study, tmp_path
     first = json.loads((tmp_path / "small_objects-adamw.json").read_text())
     (tmp_path / "small_objects-adamw.png").unlink()
 
-    study.main(["--out", str(tmp_path), "--replot", str(tmp_path / "small_objects-adamw.json")])
+    study.main(["--replot", str(tmp_path / "small_objects-adamw.json")])  # writes beside the JSON
     again = json.loads((tmp_path / "small_objects-adamw.json").read_text())
     assert again == first and again["optimiser"] == {"optimizer": "AdamW", "lr0": 0.004} and again["batch"] == 2
     assert (tmp_path / "small_objects-adamw.png").is_file()
