@@ -2,8 +2,8 @@
 
     python benchmarks/small_objects.py                       # the README's study (hours on a 2-core CPU)
     python benchmarks/small_objects.py --epochs 1 --seeds 0  # a smoke run
-    python benchmarks/small_objects.py --models yolov5nu.yaml yolov5-spd-n.yaml \
-        --optimizer AdamW --lr0 0.004 --warmup-epochs 0 --tag adamw   # the same study with the demo's optimiser
+    python benchmarks/small_objects.py --optimizer AdamW --lr0 0.004 --warmup-epochs 0 --tag adamw
+                                                             # the same study with the demo's optimiser
 
 Every model trains from scratch with the same seeds, epochs, image size and hyper-parameters on
 ``../shared/data/aerial-cars`` (KIT AIS aerial images, 88% of boxes under 32x32 px). Runs are resumable: a run that
