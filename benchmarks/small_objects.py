@@ -58,18 +58,31 @@ def default_models() -> list[str]:
     return [BASELINE, *(name for name in CANDIDATES if packaged_config(name) is not None)]
 
 
+def tagged(name: str, tag: str) -> str:
+    """A variant's runs, compare folders and result files carry its --tag as a suffix."""
+    return f"{name}-{tag}" if tag else name
+
+
 def run_name(model: str, seed: int, tag: str = "") -> str:
-    return f"{Path(model).stem}-seed{seed}" + (f"-{tag}" if tag else "")
+    return tagged(f"{Path(model).stem}-seed{seed}", tag)
 
 
 def result_stem(args: argparse.Namespace) -> str:
-    return "small_objects" + (f"-{args.tag}" if args.tag else "")
+    return tagged("small_objects", args.tag)
+
+
+OPTIMISER_KEYS = ("optimizer", "lr0", "warmup_epochs")  # Ultralytics' keys for --optimizer/--lr0/--warmup-epochs
 
 
 def optimiser_args(args: argparse.Namespace) -> dict:
     """The optimiser settings given on the command line; the rest stay Ultralytics' defaults."""
-    given = {"optimizer": args.optimizer, "lr0": args.lr0, "warmup_epochs": args.warmup_epochs}
-    return {key: value for key, value in given.items() if value is not None}
+    return {key: getattr(args, key) for key in OPTIMISER_KEYS if getattr(args, key) is not None}
+
+
+def optimiser_label(args: argparse.Namespace) -> str:
+    """', AdamW, lr0=0.004, warmup_epochs=0' for a plot title; empty for Ultralytics' defaults."""
+    return "".join(f", {key}={value:g}" if isinstance(value, float) else f", {value}"
+                   for key, value in optimiser_args(args).items())
 
 
 def train_one(model: str, seed: int, args: argparse.Namespace) -> Path:
@@ -141,7 +154,7 @@ def score_seed(models: list[str], seed: int, args: argparse.Namespace) -> dict[s
     weights = [folder / "weights" / "best.pt" for folder in folders]
     metrics = {Path(m).stem: {"train_minutes": training_minutes(folder)} for m, folder in zip(models, folders)}
     for sizes in ("coco", "aitod"):
-        folder = args.runs / run_name("compare", seed, "-".join(filter(None, (sizes, args.tag))))
+        folder = args.runs / tagged(f"compare-seed{seed}-{sizes}", args.tag)
         scores, _, _ = compare(weights, str(args.data), folder, sizes=sizes, imgsz=args.imgsz, batch=args.batch,
                                device="cpu", workers=0)
         prefix = AITOD if sizes == "aitod" else ""
@@ -167,9 +180,7 @@ def write_results(summary: dict, per_seed: dict, args: argparse.Namespace, comma
     means = [ModelScore(Path(model).stem, Path(model), 0, {k: metrics[k if k == "AP" else AITOD + k][0] for k in keys})
              for model, metrics in summary.items()]
     plot_ap_by_size(means, aitod, args.out / f"{stem}.png",
-                    title=f"aerial-cars, mean of {len(per_seed)} seeds, {args.epochs} epochs"
-                    + "".join(f", {key}={value:g}" if isinstance(value, float) else f", {value}"
-                              for key, value in optimiser_args(args).items()))
+                    title=f"aerial-cars, mean of {len(per_seed)} seeds, {args.epochs} epochs{optimiser_label(args)}")
     print(table)
 
 
@@ -179,7 +190,8 @@ def replot(args: argparse.Namespace) -> None:
     args.epochs, args.imgsz, args.batch = saved["epochs"], saved["imgsz"], saved.get("batch", args.batch)
     optimiser = saved.get("optimiser")
     if isinstance(optimiser, dict):  # else Ultralytics' defaults
-        args.optimizer, args.lr0, args.warmup_epochs = (optimiser.get(k) for k in ("optimizer", "lr0", "warmup_epochs"))
+        for key in OPTIMISER_KEYS:
+            setattr(args, key, optimiser.get(key))
     args.out, args.tag = args.replot.parent, args.replot.stem.removeprefix("small_objects").removeprefix("-")
     per_seed = {int(seed): metrics for seed, metrics in saved["per_seed"].items()}  # JSON keys are strings
     write_results(saved["mean_std"], per_seed, args, saved["command"])
