@@ -25,6 +25,7 @@ Modes:
   compare  validate several checkpoints on the same data: side-by-side table, CSV/JSON, AP-by-size bar plot
   predict  `yolo predict` with the yolo_spd modules registered (all keys as in Ultralytics)
   export   `yolo export` with the yolo_spd modules registered (all keys as in Ultralytics)
+  slice    cut a YOLO dataset's train/val images into tiles at native resolution: a tiled dataset + its data.yaml
   info     table of the packaged model configs: yolo-spd info [pattern] [--latency]
   help     this text
 
@@ -37,6 +38,9 @@ Keys that differ from Ultralytics':
   backend=pycocotools   pycocotools (the numbers papers quote) or faster (faster-coco-eval)
   gt=auto               ground truth: auto (the dataset's COCO JSON if it has one, else its labels), json, labels
   per_class=False       also print a per-class AP table (Markdown)
+  tile=640              slice: tile side in px (>= 32); overlap=0.2 shared fraction in [0, 1); out=DIR (default: cache)
+  min_visible=0.5       slice: keep a box cut by a tile border when this fraction of its area is inside
+  empty=0.1             slice: fraction of tiles without boxes to keep (deterministic); format=png (lossless) or jpg
 Every other key is Ultralytics' (epochs, imgsz, batch, device, project, name, ...): https://docs.ultralytics.com/usage/cfg/
 
 Examples:
@@ -49,12 +53,13 @@ Examples:
   yolo-spd predict model=best.pt source=images/
   yolo-spd export model=best.pt format=onnx
   yolo-spd info yolov5-spd-*
+  yolo-spd slice data=aerial.yaml tile=320 overlap=0.2   # prints where the tiled data.yaml is
 
 Dataset YAMLs may name the official annotation file with `coco_json: annotations/instances_val2017.json`; COCO's AP_S
 is only the official one when scored against it (the packaged `coco.yaml` does this). yolo-spd never downloads data.
 """
 
-MODES = ("train", "val", "compare", "predict", "export", "info", "help")
+MODES = ("train", "val", "compare", "predict", "export", "info", "slice", "help")
 EVAL_KEYS = {"sizes": "coco", "backend": "pycocotools", "gt": "auto", "per_class": False}
 TRAIN_KEYS = {"cfg": None, "overrides": None, **EVAL_KEYS}
 VAL_KEYS = {"weights": None, "predictions": None, **EVAL_KEYS}
@@ -297,6 +302,17 @@ def run_info(tokens: list[str]) -> None:
     info_main(tokens)
 
 
+def run_slice(tokens: list[str]) -> None:
+    """``yolo-spd slice data=X.yaml tile=640 overlap=0.2 ...``: write (or reuse) a tiled copy of the dataset."""
+    from .slicing.tiles import CLI_KEYS, TileSettings, slice_dataset, summary_lines
+
+    mine, _ = split_ours(parse_pairs(tokens, set(CLI_KEYS)), CLI_KEYS)
+    if not mine["data"]:
+        raise UsageError("slice needs data=DATASET.yaml (a labelled YOLO dataset)")
+    settings = TileSettings(**{k: v for k, v in mine.items() if k not in ("data", "out")})
+    print("\n".join(summary_lines(slice_dataset(mine["data"], settings, out=mine["out"]))))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one ``yolo-spd`` command; returns the exit status (2 for bad input, with one error line on stderr)."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -324,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-RUNNERS = {"train": run_train, "val": run_val, "compare": run_compare, "info": run_info}
+RUNNERS = {"train": run_train, "val": run_val, "compare": run_compare, "info": run_info, "slice": run_slice}
 TRACEBACK_ENV = "YOLO_SPD_TRACEBACK"
 
 

@@ -117,6 +117,21 @@ def _polygon_to_box(row: list[str]) -> list[float]:
     return [float(row[0]), (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2, max(xs) - min(xs), max(ys) - min(ys)]
 
 
+def read_labelled_image(image: Path, nc: int) -> tuple[int, int, list[tuple[float, ...]]]:
+    """(width, height, label rows) of one image as Ultralytics keeps them; ValueError where it skips the image."""
+    width, height = image_size(image)
+    if width < 10 or height < 10:
+        raise ValueError(f"image size {width}x{height} is under 10 px")
+    return width, height, parse_label_file(label_path(image), nc)
+
+
+def pixel_box(cx: float, cy: float, w: float, h: float, width: int, height: int) -> tuple[float, float, float, float]:
+    """A normalised YOLO box as ``(x0, y0, x1, y1)`` pixels of a ``width`` x ``height`` image, clipped to it."""
+    x0, x1 = (min(max(v, 0.0), 1.0) * width for v in (cx - w / 2, cx + w / 2))
+    y0, y1 = (min(max(v, 0.0), 1.0) * height for v in (cy - h / 2, cy + h / 2))
+    return x0, y0, x1, y1
+
+
 def _image_id(image: Path, index: int, numeric_stems: bool) -> int:
     return int(image.stem) if numeric_stems else index + 1
 
@@ -128,10 +143,7 @@ def build_from_labels(images: list[Path], names: list[str]) -> GroundTruth:
     skipped = []
     for index, image in enumerate(images):
         try:
-            width, height = image_size(image)
-            if width < 10 or height < 10:
-                raise ValueError(f"image size {width}x{height} is under 10 px")
-            labels = parse_label_file(label_path(image), len(names))
+            width, height, labels = read_labelled_image(image, len(names))
         except Exception as e:  # noqa: BLE001 - any unreadable image or label is skipped, as Ultralytics does
             skipped.append(f"{image}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
             continue
@@ -150,8 +162,7 @@ def build_from_labels(images: list[Path], names: list[str]) -> GroundTruth:
 def _annotations(labels: list[tuple[float, ...]], image_id: int, width: int, height: int, first_id: int) -> list[dict]:
     annotations = []
     for i, (cls, cx, cy, w, h) in enumerate(labels):
-        x0, x1 = (min(max(v, 0.0), 1.0) * width for v in (cx - w / 2, cx + w / 2))
-        y0, y1 = (min(max(v, 0.0), 1.0) * height for v in (cy - h / 2, cy + h / 2))
+        x0, y0, x1, y1 = pixel_box(cx, cy, w, h, width, height)
         annotations.append({
             "id": first_id + i,
             "image_id": image_id,
