@@ -90,8 +90,9 @@ def test_every_generated_block_is_checked_here_and_every_page_has_its_blocks():
     found = all_blocks()
     assert {name for _, name in found} <= CHECKED, "a new block needs a check in this file"
     assert {("README.md", "info"), ("docs/models.md", "info"), ("docs/speed.md", "info-latency"),
-            ("docs/speed.md", "models-speed"), ("docs/speed.md", "modules"), ("docs/evaluation.md", "ground-truth-speed"),
-            ("docs/evidence.md", "small_objects"), ("docs/evidence.md", "small_objects-adamw")} <= set(found)
+            ("docs/speed.md", "models-speed"), ("docs/speed.md", "modules"),
+            ("docs/evaluation.md", "ground-truth-speed"), ("docs/evidence.md", "small_objects"),
+            ("docs/evidence.md", "small_objects-adamw")} <= set(found)
     assert all(text.strip() for text in found.values()), "an empty block: run its command"
 
 
@@ -225,7 +226,8 @@ def test_replace_block_rewrites_only_the_block_atomically_and_keeps_the_file_mod
     page.write_text("intro\n\n<!-- BEGIN generated: t -->\nold\n<!-- END generated: t -->\n\nafter\n")
     os.chmod(page, 0o644)
     assert replace_block(page, "t", "| a |\n|---|\n| 1 |\n")
-    assert page.read_text() == "intro\n\n<!-- BEGIN generated: t -->\n| a |\n|---|\n| 1 |\n<!-- END generated: t -->\n\nafter\n"
+    block = "<!-- BEGIN generated: t -->\n\n| a |\n|---|\n| 1 |\n\n<!-- END generated: t -->"
+    assert page.read_text() == f"intro\n\n{block}\n\nafter\n"
     assert stat.S_IMODE(page.stat().st_mode) == 0o644 and [p.name for p in tmp_path.iterdir()] == ["page.md"]
     assert not replace_block(page, "t", "| a |\n|---|\n| 1 |")  # unchanged content: no rewrite
     assert read_block(page, "t") == "| a |\n|---|\n| 1 |" and parse_table(read_block(page, "t")) == [{"a": "1"}]

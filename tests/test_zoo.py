@@ -383,7 +383,7 @@ def test_onnx_export_matches_pytorch(name, tmp_path, monkeypatch):
 
 
 def test_the_docs_yaml_examples_build_in_order():
-    """The "after" rows of the "Using the modules in your own YAML" guide (docs/modules.md), stacked into one backbone."""
+    """The "after" rows of docs/modules.md's "Using the modules in your own YAML" guide, stacked into one backbone."""
     import yaml
 
     from .conftest import REPO

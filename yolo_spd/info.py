@@ -5,8 +5,9 @@ yolov5-* with yolov5{n,s,m,l}u, yolov8-* with yolov8{n,s,m,l}, yolo11-* with yol
 counted from the built model; GFLOPs come from Ultralytics' own counter (ultralytics-thop, with the same
 stride-aware proxy call Ultralytics makes) at 640. ``--latency`` adds CPU latency at batch 1 in PyTorch eager mode
 and in ONNX Runtime, each next to its ratio to the baseline measured in the same run (latencies from different
-runs or machines are not comparable; ratios are more stable). ``--write-docs README.md docs/models.md`` writes the
-table into those files' generated blocks (:mod:`yolo_spd.markdown`); ``tests/test_docs.py`` checks them.
+runs or machines are not comparable; ratios are more stable). ``--write-docs FILE`` also writes the table into the
+file's generated block (:mod:`yolo_spd.markdown`): the docs' tables come from ``--write-docs docs/models.md`` and
+``"*-n" --write-docs README.md``, and ``tests/test_docs.py`` checks them against this module.
 """
 
 from __future__ import annotations
@@ -235,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads for PyTorch and ONNX Runtime")
     parser.add_argument("--write-docs", nargs="+", type=Path, metavar="FILE", default=[],
                         help="also write the table into the generated block 'info' ('info-latency' with --latency) "
-                             "of each Markdown FILE, e.g. README.md docs/models.md")
+                             "of each Markdown FILE, e.g. docs/models.md")
     args = parser.parse_args(argv)
     for option in ("imgsz", "repeats", "threads"):
         if getattr(args, option) < 1:

@@ -93,7 +93,7 @@ def _span(text: str, name: str, file: Path) -> tuple[int, int]:
 
 
 def read_block(file: str | Path, name: str) -> str:
-    """The text of the generated block ``name`` in ``file``, without its markers and surrounding blank lines."""
+    """The text of the generated block ``name`` in ``file``, without its markers and the blank lines around it."""
     file = Path(file)
     text = file.read_text(encoding="utf-8")
     start, end = _span(text, name, file)
@@ -121,7 +121,8 @@ def replace_block(file: str | Path, name: str, content: str) -> bool:
         raise UsageError(f"{file}: no such file; expected a Markdown file holding block {name!r}")
     text = file.read_text(encoding="utf-8")
     start, end = _span(text, name, file)
-    new = text[:start] + "\n" + content.strip("\n") + "\n" + text[end:]
+    # blank lines around the content, so that every Markdown renderer sees a table there, not part of an HTML block
+    new = text[:start] + "\n\n" + content.strip("\n") + "\n\n" + text[end:]
     if new == text:
         return False
     mode = file.stat().st_mode & 0o777
