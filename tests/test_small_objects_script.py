@@ -110,7 +110,8 @@ def test_replot_writes_the_table_into_the_docs_block_named_after_the_results(stu
     args = study.parse_args(["--out", str(tmp_path), "--tag", "adamw"])
     study.write_results(study.aggregate(per_seed), per_seed, args, "python benchmarks/small_objects.py --tag adamw")
     page = tmp_path / "page.md"
-    page.write_text("before\n<!-- BEGIN generated: small_objects-adamw -->\n<!-- END generated: small_objects-adamw -->\n")
+    markers = "<!-- BEGIN generated: small_objects-adamw -->\n<!-- END generated: small_objects-adamw -->\n"
+    page.write_text("before\n" + markers)
 
     study.main(["--replot", str(tmp_path / "small_objects-adamw.json"), "--write-docs", str(page)])
     table = read_block(page, "small_objects-adamw")
