@@ -1,4 +1,4 @@
-"""Shared timing helpers for the benchmark scripts: thread setup, interleaved medians, Markdown tables.
+"""Shared timing helpers for the benchmark scripts: thread setup, interleaved medians, tables, --write-docs.
 
 Timings on a shared machine drift; every candidate of a comparison is therefore run once per round, in alternating
 order, and a ratio is the median of the per-round ratios, so load changes hit both sides of a ratio alike.
@@ -55,10 +55,37 @@ def interleaved(candidates: dict[str, Callable[[], object]], repeats: int, warmu
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    alignment = ["---"] + ["---:"] * (len(header) - 1)  # label column left, numbers right
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(alignment) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
+    """Label column left, numbers right, written by yolo_spd's one table writer (imported here, after setup())."""
+    from yolo_spd.markdown import table
+
+    return table(header, rows)
+
+
+def add_write_docs(parser, block: str) -> None:
+    """``--write-docs FILE ...``: the script also writes its output into the generated block ``block`` of each FILE."""
+    parser.add_argument("--write-docs", nargs="+", default=[], metavar="FILE",
+                        help=f"also write the output into the generated block '{block}' of each Markdown FILE "
+                             "(yolo_spd.markdown), e.g. docs/speed.md")
+
+
+def check_docs(files: list[str], block: str) -> None:
+    """Fail now, not after minutes of timing, when a --write-docs file lacks the block."""
+    if not files:
+        return
+    from yolo_spd.errors import UsageError
+    from yolo_spd.markdown import read_block
+
+    for file in files:
+        try:
+            read_block(file, block)
+        except (UsageError, OSError) as e:
+            sys.exit(f"{Path(sys.argv[0]).name}: error: --write-docs {file}: {e}")
+
+
+def write_docs(files: list[str], block: str, text: str) -> None:
+    from yolo_spd.markdown import write_blocks
+
+    write_blocks(files, block, text)
 
 
 def environment_line(threads: int) -> str:

@@ -3,6 +3,7 @@
     python benchmarks/models.py             # every packaged n and s config against yolov5nu / yolov5su
     python benchmarks/models.py --quick     # n scale only, fewer repeats
     python benchmarks/models.py --models yolov5-spd-n yolov5nu
+    python benchmarks/models.py --write-docs docs/speed.md   # also into that page's generated block
 
 Models are built from their YAMLs (no weights are downloaded) and put in inference form with Ultralytics'
 ``model.fuse()`` (which fuses yolo_spd's modules too), as Ultralytics does before predict and export. The ONNX
@@ -19,9 +20,14 @@ import contextlib
 import os
 import tempfile
 
-from _timing import environment_line, interleaved, markdown_table, ort_session, setup
+from _timing import (add_write_docs, check_docs, environment_line, interleaved, markdown_table, ort_session, setup,
+                     write_docs)
 
 from yolo_spd.info import quiet_ultralytics
+
+
+BLOCK = "models-speed"  # the generated block --write-docs fills (docs/speed.md)
+GFLOPS_COLUMNS = ("GFLOPs", "GFLOPs ratio")  # the same on every machine; every other column is a timing
 
 
 def parse_args(argv=None):
@@ -32,6 +38,7 @@ def parse_args(argv=None):
     parser.add_argument("--repeats", type=int, help="interleaved rounds (default 15; 7 with --quick)")
     parser.add_argument("--warmup", type=int, help="untimed calls per candidate first (default 2-3)")
     parser.add_argument("--quick", action="store_true", help="n scale only, fewer rounds")
+    add_write_docs(parser, BLOCK)
     args = parser.parse_args(argv)
     defaults = (7, 2) if args.quick else (15, 3)  # (repeats, warmup); explicit options win
     args.repeats = args.repeats or defaults[0]
@@ -75,6 +82,7 @@ def build(name: str, workdir: str, imgsz: int):
 def main(argv=None) -> None:
     args = parse_args(argv)
     setup(args.threads)
+    check_docs(args.write_docs, BLOCK)
     import torch
 
     names = args.models or default_models("n" if args.quick else "ns")
@@ -91,25 +99,35 @@ def main(argv=None) -> None:
             eager_t = interleaved(eager, args.repeats, args.warmup)
         onnx_t = interleaved(onnx, args.repeats, args.warmup)
 
+    text = report(names, flops, eager_t, onnx_t, args)
+    print(text)
+    if args.write_docs:
+        write_docs(args.write_docs, BLOCK, text)
+
+
+def report(names, flops, eager_t, onnx_t, args) -> str:
+    """The printed result: the setting, one table of all models, one of each packaged config against its baseline."""
     setting = f"{args.imgsz} x {args.imgsz}, batch 1, {args.repeats} interleaved rounds"
-    print(f"{setting}; {environment_line(args.threads)}.\n")
+    parts = [f"{setting}; {environment_line(args.threads)}."]
     rows = [
         [name, f"{flops[name]:.1f}", f"{eager_t.ms(name):.1f}", f"{onnx_t.ms(name):.1f}",
          f"{eager_t.ms(name) / flops[name]:.2f}", f"{onnx_t.ms(name) / flops[name]:.2f}"]
         for name in names
     ]
-    print(markdown_table(["model", "GFLOPs", "PyTorch ms", "ONNX Runtime ms", "PyTorch ms/GFLOP",
-                          "ONNX Runtime ms/GFLOP"], rows))
+    parts.append(markdown_table(["model", "GFLOPs", "PyTorch ms", "ONNX Runtime ms", "PyTorch ms/GFLOP",
+                                 "ONNX Runtime ms/GFLOP"], rows))
     pairs = [(name, baseline_of(name)) for name in names if baseline_of(name) in names]
     if pairs:
-        print("\nAgainst the baseline of the same scale (target: latency ratio <= GFLOPs ratio).\n")
+        parts.append("Against the baseline of the same scale (target: latency ratio <= GFLOPs ratio).")
         rows = []
         for name, base in pairs:
             flops_ratio = flops[name] / flops[base]
             eager_ratio, onnx_ratio = eager_t.ratio(name, base), onnx_t.ratio(name, base)
             rows.append([f"{name} / {base}", f"{flops_ratio:.2f}", against(eager_ratio, flops_ratio),
                          against(onnx_ratio, flops_ratio)])
-        print(markdown_table(["pair", "GFLOPs ratio", "PyTorch latency ratio", "ONNX Runtime latency ratio"], rows))
+        parts.append(markdown_table(["pair", "GFLOPs ratio", "PyTorch latency ratio", "ONNX Runtime latency ratio"],
+                                    rows))
+    return "\n\n".join(parts)
 
 
 def against(latency_ratio: float, flops_ratio: float) -> str:

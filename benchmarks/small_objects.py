@@ -4,12 +4,16 @@
     python benchmarks/small_objects.py --epochs 1 --seeds 0  # a smoke run
     python benchmarks/small_objects.py --optimizer AdamW --lr0 0.004 --warmup-epochs 0 --tag adamw
                                                              # the same study with the demo's optimiser
+    python benchmarks/small_objects.py --replot benchmarks/results/small_objects.json --write-docs docs/evidence.md
+                                                             # table and plot again; the table into the docs
 
 Every model trains from scratch with the same seeds, epochs, image size and hyper-parameters on
 ``../shared/data/aerial-cars`` (KIT AIS aerial images, 88% of boxes under 32x32 px). Runs are resumable: a run that
 finished is skipped, one that was interrupted resumes from its ``last.pt``, so re-running the command after a crash
 or a reboot picks up where it stopped. Then ``yolo_spd.compare`` scores each seed's models with COCO's evaluator
 (COCO and AI-TOD size ranges) and the script writes ``results/small_objects.{md,json,png}``: mean +- std over seeds.
+``--write-docs FILE`` also writes the table into the generated block named like the results (``small_objects`` or
+``small_objects-<tag>``) of each Markdown FILE (:mod:`yolo_spd.markdown`).
 """
 
 from __future__ import annotations
@@ -49,6 +53,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--replot", type=Path, default=None, metavar="JSON",
                         help="rewrite the table and plot of a finished study from its results JSON (no training)")
     parser.add_argument("--runs", type=Path, default=HERE / "runs" / "small_objects")
+    parser.add_argument("--write-docs", nargs="+", type=Path, default=[], metavar="FILE",
+                        help="also write the table into the generated block named like the results (small_objects, "
+                             "small_objects-<tag>) of each Markdown FILE, e.g. docs/evidence.md")
     return parser.parse_args(argv)
 
 
@@ -131,11 +138,12 @@ def aggregate(per_seed: dict[int, dict[str, dict[str, float]]]) -> dict[str, dic
 
 
 def markdown(summary: dict, seeds: list[int]) -> str:
-    header = " | ".join(c.replace(AITOD, "AI-TOD ").replace("train_minutes", "train min/run") for c in COLUMNS)
-    lines = [f"| model ({len(seeds)} seeds, mean ± std) | {header} |", "|---|" + "---:|" * len(COLUMNS)]
-    for model, metrics in summary.items():
-        lines.append(f"| {model} | " + " | ".join(cell(column, *metrics[column]) for column in COLUMNS) + " |")
-    return "\n".join(lines)
+    from yolo_spd.markdown import table
+
+    header = [f"model ({len(seeds)} seeds, mean ± std)"]
+    header += [c.replace(AITOD, "AI-TOD ").replace("train_minutes", "train min/run") for c in COLUMNS]
+    rows = [[model, *(cell(column, *metrics[column]) for column in COLUMNS)] for model, metrics in summary.items()]
+    return table(header, rows)
 
 
 def cell(column: str, mean: float, std: float) -> str:
@@ -166,6 +174,7 @@ def score_seed(models: list[str], seed: int, args: argparse.Namespace) -> dict[s
 def write_results(summary: dict, per_seed: dict, args: argparse.Namespace, command: str) -> None:
     from yolo_spd.compare import ModelScore, plot_ap_by_size
     from yolo_spd.evaluation import size_ranges
+    from yolo_spd.markdown import write_blocks
     from yolo_spd.paths import write_atomic
 
     table = markdown(summary, sorted(per_seed))
@@ -182,6 +191,8 @@ def write_results(summary: dict, per_seed: dict, args: argparse.Namespace, comma
     plot_ap_by_size(means, aitod, args.out / f"{stem}.png",
                     title=f"aerial-cars, mean of {len(per_seed)} seeds, {args.epochs} epochs{optimiser_label(args)}")
     print(table)
+    if args.write_docs:
+        write_blocks(args.write_docs, stem, table)
 
 
 def replot(args: argparse.Namespace) -> None:
@@ -197,8 +208,25 @@ def replot(args: argparse.Namespace) -> None:
     write_results(saved["mean_std"], per_seed, args, saved["command"])
 
 
+def check_docs(args: argparse.Namespace) -> None:
+    """Fail before hours of training when a --write-docs file lacks the block the results go to."""
+    if not args.write_docs:
+        return
+    from yolo_spd.errors import UsageError
+    from yolo_spd.markdown import read_block
+
+    for file in args.write_docs:
+        try:
+            read_block(file, result_stem(args))
+        except (UsageError, OSError) as e:
+            sys.exit(f"small_objects.py: error: --write-docs {file}: {e}")
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.write_docs and args.replot:
+        args.tag = args.replot.stem.removeprefix("small_objects").removeprefix("-")  # the block is named by the JSON
+    check_docs(args)
     if args.replot:
         return replot(args)
     if not args.data.is_file():

@@ -100,3 +100,21 @@ def test_replot_rewrites_table_json_and_plot_from_a_results_file(study, tmp_path
     assert again == first and again["optimiser"] == {"optimizer": "AdamW", "lr0": 0.004} and again["batch"] == 2
     assert (tmp_path / "small_objects-adamw.png").is_file()
     assert (tmp_path / "small_objects-adamw.md").read_text().startswith("`python benchmarks/small_objects.py --tag")
+
+
+def test_replot_writes_the_table_into_the_docs_block_named_after_the_results(study, tmp_path):
+    from yolo_spd.markdown import read_block
+
+    metrics = {c: 0.25 for c in study.COLUMNS} | {"aitod:AP_medium": 0.5}  # the plot's AI-TOD ranges
+    per_seed = {0: {"yolov5nu": metrics}, 1: {"yolov5nu": metrics}}
+    args = study.parse_args(["--out", str(tmp_path), "--tag", "adamw"])
+    study.write_results(study.aggregate(per_seed), per_seed, args, "python benchmarks/small_objects.py --tag adamw")
+    page = tmp_path / "page.md"
+    markers = "<!-- BEGIN generated: small_objects-adamw -->\n<!-- END generated: small_objects-adamw -->\n"
+    page.write_text("before\n" + markers)
+
+    study.main(["--replot", str(tmp_path / "small_objects-adamw.json"), "--write-docs", str(page)])
+    table = read_block(page, "small_objects-adamw")
+    assert table == study.markdown(study.aggregate(per_seed), [0, 1]) and "| yolov5nu | 0.250 ± 0.000 |" in table
+    assert page.read_text().startswith("before\n") and (tmp_path / "small_objects-adamw.md").read_text().endswith(
+        table + "\n")

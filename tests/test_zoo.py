@@ -382,13 +382,13 @@ def test_onnx_export_matches_pytorch(name, tmp_path, monkeypatch):
     assert float(np.abs(expected).max()) > 1.0
 
 
-def test_the_readme_yaml_examples_build_in_order():
-    """The "after" rows of README's "Using the modules in your own YAML" guide, stacked into one backbone."""
+def test_the_docs_yaml_examples_build_in_order():
+    """The "after" rows of docs/modules.md's "Using the modules in your own YAML" guide, stacked into one backbone."""
     import yaml
 
     from .conftest import REPO
 
-    rows = [yaml.safe_load(line.split("#")[0])[0] for line in (REPO / "README.md").read_text().splitlines()
+    rows = [yaml.safe_load(line.split("#")[0])[0] for line in (REPO / "docs" / "modules.md").read_text().splitlines()
             if line.startswith("- [") and "# after" in line]  # fmt: skip
     assert [row[2] for row in rows] == ["SPDConv", "C2f_SCConv23", "C3_SSDConv"]
     d = {"nc": 1, "depth_multiple": 0.33, "width_multiple": 0.25, "backbone": [[-1, 1, "Conv", [64, 3, 2]], *rows]}

@@ -5,7 +5,9 @@ yolov5-* with yolov5{n,s,m,l}u, yolov8-* with yolov8{n,s,m,l}, yolo11-* with yol
 counted from the built model; GFLOPs come from Ultralytics' own counter (ultralytics-thop, with the same
 stride-aware proxy call Ultralytics makes) at 640. ``--latency`` adds CPU latency at batch 1 in PyTorch eager mode
 and in ONNX Runtime, each next to its ratio to the baseline measured in the same run (latencies from different
-runs or machines are not comparable; ratios are more stable). The README's model table is this command's output.
+runs or machines are not comparable; ratios are more stable). ``--write-docs FILE`` also writes the table into the
+file's generated block (:mod:`yolo_spd.markdown`): the docs' tables come from ``--write-docs docs/models.md`` and
+``"*-n" --write-docs README.md``, and ``tests/test_docs.py`` checks them against this module.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .configs import baseline, list_models
+from .errors import UsageError
+from .markdown import read_block, table, write_blocks
 
 
 @dataclass(frozen=True)
@@ -171,6 +175,11 @@ def compare(names: list[str], imgsz: int = 640, latency: bool = False, **latency
     ]
 
 
+#: The columns of :func:`markdown_table` that depend on the machine (``--latency``); the others are the same on every
+#: machine with the same Ultralytics and torch, which ``tests/test_docs.py`` checks against the docs.
+TIMING_COLUMNS = ("PyTorch ms", "PyTorch / base", "ONNX RT ms", "ONNX RT / base")
+
+
 def markdown_table(rows: list[Comparison], imgsz: int = 640) -> str:
     """The comparison as a Markdown table; ratio columns are this model's figure divided by its baseline's."""
     header = [
@@ -179,22 +188,42 @@ def markdown_table(rows: list[Comparison], imgsz: int = 640) -> str:
     ]  # fmt: skip
     with_latency = any(row.latency for row in rows)
     if with_latency:
-        header += ["PyTorch ms", "PyTorch / base", "ONNX RT ms", "ONNX RT / base"]
-    lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(header) - 2)]
+        header += TIMING_COLUMNS
+    cells = []
     for row in rows:
         m, b = row.model, row.base
-        cells = [
+        line = [
             m.name, b.name, str(m.layers), f"{m.params:,}", f"{m.params_before_detect:,}", f"{m.gflops:.1f}",
             f"{m.params / b.params:.2f}", f"{m.gflops / b.gflops:.2f}",
         ]  # fmt: skip
         if with_latency:
             lat, base = row.latency, row.base_latency
-            cells += [
+            line += [
                 f"{lat.torch_ms:.1f}", f"{lat.torch_ms / base.torch_ms:.2f}",
                 f"{lat.onnx_ms:.1f}", f"{lat.onnx_ms / base.onnx_ms:.2f}",
             ]  # fmt: skip
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        cells.append(line)
+    return table(header, cells, align="ll" + "r" * (len(header) - 2))
+
+
+def block_name(latency: bool) -> str:
+    """The generated block ``--write-docs`` fills: ``info``, or ``info-latency`` for a table with timings."""
+    return "info-latency" if latency else "info"
+
+
+def docs_block(table_text: str, latency: bool, threads: int = 1) -> str:
+    """The text ``--write-docs`` puts in a block: the table, plus where the timings were measured."""
+    if not latency:
+        return table_text
+    import platform
+
+    import torch
+
+    machine = platform.processor() or platform.machine()
+    return (
+        f"{table_text}\n\nMachine-dependent: the ms columns (and so their ratios) were measured with torch "
+        f"{torch.__version__}, {threads} thread(s), on {machine}; re-run the command for your machine."
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -205,6 +234,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--imgsz", type=int, default=640, help="square input size for GFLOPs and latency")
     parser.add_argument("--repeats", type=int, default=10, help="timed runs per model and runtime (median)")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads for PyTorch and ONNX Runtime")
+    parser.add_argument("--write-docs", nargs="+", type=Path, metavar="FILE", default=[],
+                        help="also write the table into the generated block 'info' ('info-latency' with --latency) "
+                             "of each Markdown FILE, e.g. docs/models.md")
     args = parser.parse_args(argv)
     for option in ("imgsz", "repeats", "threads"):
         if getattr(args, option) < 1:
@@ -215,8 +247,16 @@ def main(argv: list[str] | None = None) -> None:
     if not names:
         parser.error(f"no packaged config matches {args.pattern!r}; available: {', '.join(list_models())}")
     latency_args = {"repeats": args.repeats, "threads": args.threads} if args.latency else {}
+    for file in args.write_docs:
+        try:
+            read_block(file, block_name(args.latency))  # before the measurement, which can take minutes
+        except (UsageError, OSError) as e:
+            parser.error(str(e))
     rows = compare(names, args.imgsz, args.latency, **latency_args)
-    print(markdown_table(rows, args.imgsz))
+    text = markdown_table(rows, args.imgsz)
+    print(text)
+    if args.write_docs:
+        write_blocks(args.write_docs, block_name(args.latency), docs_block(text, args.latency, args.threads))
 
 
 if __name__ == "__main__":
