@@ -34,6 +34,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import small_objects  # noqa: E402 - the first study: its resumable train_one, run names and training_minutes
 
+from yolo_spd.markdown import table  # noqa: E402
+
 DEFAULT_DATA = small_objects.DEFAULT_DATA
 BASELINE = small_objects.BASELINE
 DEFAULT_MODELS = (BASELINE, "yolov5-spd-n.yaml")
@@ -192,14 +194,13 @@ def markdown(results: dict) -> str:
              f"{train['lr0']}, warmup_epochs {train['warmup_epochs']}; scored by sliced inference ({tiles['tile']}-px "
              f"slices, overlap {settings['eval']['overlap']}) on the full val images at native resolution, COCO "
              "size ranges.", "",
-             "| model (mean ± std over seeds) | seeds | AP | AP50 | AP_small | AP_medium | AR_small | train min/run |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             ]
+    means = []
     for model, m in summarise(runs, models).items():
         cells = [f"{_fmt(m[k][0])} ± {m[k][1]:.3f}" if m[k][0] >= 0 else "-" for k in METRICS]
-        lines.append(f"| {model} | {m['AP'][2]} | " + " | ".join(cells)
-                     + f" | {m['train_minutes'][0]:.1f} ± {m['train_minutes'][1]:.1f} |")
-    lines += ["", f"Paired differences from {paired['baseline']} ({paired['method']}):", "",
-              "| variant | seeds | Δ AP_small (95% CI) | Δ AP50 (95% CI) |", "|---|---:|---:|---:|"]
+        means.append([model, m["AP"][2], *cells, f"{m['train_minutes'][0]:.1f} ± {m['train_minutes'][1]:.1f}"])
+    lines.append(table(["model (mean ± std over seeds)", "seeds", *METRICS, "train min/run"], means))
+    pairs = []
     for variant, entry in paired["variants"].items():
         cells = []
         for metric in PAIRED_METRICS:
@@ -210,12 +211,11 @@ def markdown(results: dict) -> str:
                 cells.append(f"{row['mean_diff']:+.3f} (n<2: no interval)")
             else:
                 cells.append(f"{row['mean_diff']:+.3f} [{row['ci95'][0]:+.3f}, {row['ci95'][1]:+.3f}]")
-        lines.append(f"| {variant} | {entry[PAIRED_METRICS[0]]['n']} | " + " | ".join(cells) + " |")
-    lines += ["", "| model | seed | AP | AP50 | AP_small | AP_medium | AR_small | train min |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in runs:
-        lines.append(f"| {r['model']} | {r['seed']} | " + " | ".join(_fmt(r[k]) for k in METRICS)
-                     + f" | {r['train_minutes']:.1f} |")
+        pairs.append([variant, entry[PAIRED_METRICS[0]]["n"], *cells])
+    lines += ["", f"Paired differences from {paired['baseline']} ({paired['method']}):", "",
+              table(["variant", "seeds", "Δ AP_small (95% CI)", "Δ AP50 (95% CI)"], pairs), ""]
+    per_run = [[r["model"], r["seed"], *(_fmt(r[k]) for k in METRICS), f"{r['train_minutes']:.1f}"] for r in runs]
+    lines.append(table(["model", "seed", *METRICS, "train min"], per_run))
     return "\n".join(lines)
 
 
