@@ -6,8 +6,9 @@
 Prints Markdown. Per row: eval forward (no grad) of the straightforward implementation (``tests/reference.py``,
 the code before issue #5), of the fast modules, and of the fused modules (``fuse()``, what Ultralytics runs for
 val/predict/export), against the Ultralytics ``Conv`` the module replaces, fused the same way (conv + bias + SiLU);
-then train-mode forward + backward (gradients of input and parameters). All ratios come from one interleaved run
-(median of per-round ratios; times are medians over rounds).
+then train-mode forward + backward (gradients of input and parameters); then ONNX Runtime on each module exported
+as it is (eval) and after ``fuse_modules``, i.e. whether a module's ``fuse()`` gains anything in an export. All ratios
+come from one interleaved run (median of per-round ratios; times are medians over rounds).
 """
 
 from __future__ import annotations
@@ -88,7 +89,8 @@ def eval_row(label, module, conv, reference_forward, x, args):
         )
     return [
         label, *(f"{t.ms(name):.1f}" for name in ("conv", "reference", "fast", "fused")),
-        f"{t.ratio('reference', 'conv'):.2f}×", f"**{t.ratio('fused', 'conv'):.2f}×**",
+        f"{t.ratio('reference', 'conv'):.2f}×", f"{t.ratio('fused', 'fast'):.2f}×",
+        f"**{t.ratio('fused', 'conv'):.2f}×**",
     ]
 
 
@@ -162,6 +164,22 @@ def onnx_space_to_depth_row(x, args):
     return [str(tuple(x.shape)), f"{t.ms('authors'):.2f}", f"{t.ms('onnx'):.2f}", f"**{speed_up:.1f}×**"]
 
 
+def onnx_fuse_row(label, module, x, args):
+    """ONNX Runtime on ``module`` exported as it is (eval mode) and exported after ``fuse_modules``."""
+    import io
+
+    import torch
+
+    sessions = {}
+    for form, candidate in (("as is", module), ("fused", fused(module))):
+        graph = io.BytesIO()
+        torch.onnx.export(candidate, x, graph, input_names=["x"], dynamo=False, opset_version=17)
+        sessions[form] = ort_session(graph.getvalue(), args.threads)
+    feed = {"x": x.numpy()}
+    t = interleaved({form: lambda s=s: s.run(None, feed) for form, s in sessions.items()}, args.repeats, args.warmup)
+    return [label, f"{t.ms('as is'):.1f}", f"{t.ms('fused'):.1f}", f"**{t.ratio('fused', 'as is'):.2f}×**"]
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     setup(args.threads)
@@ -170,7 +188,7 @@ def main(argv=None) -> None:
     torch.manual_seed(0)
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     shapes = SHAPES[:1] if args.quick else SHAPES
-    eval_rows, train_rows, spd_rows, onnx_rows = [], [], [], []
+    eval_rows, train_rows, spd_rows, onnx_rows, onnx_fuse_rows = [], [], [], [], []
     for c, size in shapes:
         x = torch.randn(args.batch, c, size, size).contiguous(memory_format=memory_format)
         x_grad = x.detach().clone().requires_grad_(True)
@@ -179,6 +197,8 @@ def main(argv=None) -> None:
             module, conv = prepared(module, memory_format), prepared(conv, memory_format)
             eval_rows.append(eval_row(label, module.eval(), conv.eval(), reference_forward, x, args))
             train_rows.append(train_row(label, module.train(), conv.train(), reference_forward, x_grad, args))
+            if not label.startswith("SPDConv"):  # SPDConv's fuse is Ultralytics' conv + BN fold
+                onnx_fuse_rows.append(onnx_fuse_row(label, module.eval(), x.contiguous(), args))
         spd_rows += space_to_depth_rows(x.contiguous(), args)
         onnx_rows.append(onnx_space_to_depth_row(x.contiguous(), args))
     layout = "channels-last" if args.channels_last else "contiguous (NCHW)"
@@ -186,7 +206,7 @@ def main(argv=None) -> None:
     print(f"{setting}; {environment_line(args.threads)}.\n")
     print("Eval forward (no grad). Baseline: the Ultralytics Conv the module replaces, fused (conv + bias + SiLU).\n")
     print(markdown_table(["module @px", "Conv", "straightforward", "fast", "fused", "straightforward / Conv",
-                          "fused / Conv"], eval_rows))
+                          "fused / fast", "fused / Conv"], eval_rows))
     print("\nTrain forward + backward (gradients of input and parameters).\n")
     print(markdown_table(["module @px", "Conv", "straightforward", "fast", "fast / straightforward", "fast / Conv"],
                          train_rows))
@@ -195,6 +215,8 @@ def main(argv=None) -> None:
                           "SpaceToDepth / clone"], spd_rows))
     print("\nSpaceToDepth (scale 2) in ONNX Runtime: the authors' block order against ONNX's native op.\n")
     print(markdown_table(["input", "authors' order (6-D Transpose)", "native SpaceToDepth", "speed-up"], onnx_rows))
+    print("\nONNX Runtime, eval forward: each module exported as it is against exported after `fuse_modules`.\n")
+    print(markdown_table(["module @px", "exported as is", "exported fused", "fused / as is"], onnx_fuse_rows))
 
 
 if __name__ == "__main__":
