@@ -46,11 +46,15 @@ def batchnorms(model) -> list:
         (16, 16, 3, 1, 8, 8, {}),
         (16, 24, 3, 2, 9, 7, {}),
         (20, 40, 5, 1, 7, 6, {"alpha": 0.6}),
-        (32, 16, 3, 2, 5, 5, {"gate": "released"}),
+        (32, 16, 3, 2, 5, 5, {"variant": "release"}),
+        (16, 16, 3, 1, 8, 8, {"variant": "release"}),
+        (20, 40, 5, 1, 7, 6, {"variant": "release", "alpha": 0.6}),
     ],
 )
 def test_scconv_fuse_is_exact_and_folds_every_batchnorm(c1, c2, k, s, h, w, kwargs):
-    m = randomize_norms(SCConv(c1, c2, k, s, gn_groups=4, **kwargs)).eval()
+    m = randomize_norms(SCConv(c1, c2, k, s, **{"gn_groups": 4, **kwargs})).eval()
+    if m.cru.gwc.bias is not None:  # release form: a GWC bias (R3), non-zero so that its folding is checked
+        torch.nn.init.uniform_(m.cru.gwc.bias, -0.5, 0.5)
     x = torch.randn(2, c1, h, w)
     fused = fused_copy(m)
     with torch.no_grad():
@@ -62,8 +66,9 @@ def test_scconv_fuse_is_exact_and_folds_every_batchnorm(c1, c2, k, s, h, w, kwar
         assert fused.cru.pwc1 is None and fused.cru.gwc.groups == 1 and fused.cru.gwc.kernel_size == (k, k)
 
 
-def test_scconv_fuse_keeps_channels_whose_batchnorm_scale_is_zero():
-    m = randomize_norms(SCConv(16, 16, gn_groups=4)).eval()
+@pytest.mark.parametrize("variant", ["paper", "release"])
+def test_scconv_fuse_keeps_channels_whose_batchnorm_scale_is_zero(variant):
+    m = randomize_norms(SCConv(16, 16, gn_groups=4, variant=variant)).eval()
     with torch.no_grad():
         m.bn.weight[:3] = 0.0  # those output channels are the constant bias whatever the branch weights are
     x = torch.randn(2, 16, 6, 6)
