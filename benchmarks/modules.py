@@ -2,6 +2,7 @@
 
     python benchmarks/modules.py            # batch 8; 64/128/256 channels at 80/40/20 px (a few minutes)
     python benchmarks/modules.py --quick    # 64 channels at 80 px only, fewer repeats
+    python benchmarks/modules.py --cpu-time # this process's CPU time at one thread, for a machine busy with other work
 
 Prints Markdown. Per row: eval forward (no grad) of the straightforward implementation (``tests/reference.py``,
 the code before issue #5), of the fast modules, and of the fused modules (``fuse()``, what Ultralytics runs for
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import time
 
 from _timing import environment_line, interleaved, markdown_table, ort_session, setup
 
@@ -29,7 +31,12 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, help="untimed calls per candidate first (default 2-3)")
     parser.add_argument("--quick", action="store_true", help="first shape only, fewer rounds")
     parser.add_argument("--channels-last", action="store_true", help="channels-last inputs and weights throughout")
+    parser.add_argument("--cpu-time", action="store_true", help="time with this process's CPU time at one thread "
+                        "(steady while other processes load the machine; wall times drift with their load)")
     args = parser.parse_args(argv)
+    if args.cpu_time:
+        args.threads = 1
+    args.clock = time.process_time if args.cpu_time else time.perf_counter
     defaults = (5, 1) if args.quick else (9, 2)  # (repeats, warmup); explicit options win
     args.repeats = args.repeats or defaults[0]
     args.warmup = defaults[1] if args.warmup is None else args.warmup
@@ -86,6 +93,7 @@ def eval_row(label, module, conv, reference_forward, x, args):
             },
             args.repeats,
             args.warmup,
+            args.clock,
         )
     return [
         label, *(f"{t.ms(name):.1f}" for name in ("conv", "reference", "fast", "fused")),
@@ -110,6 +118,7 @@ def train_row(label, module, conv, reference_forward, x, args):
         },
         args.repeats,
         args.warmup,
+        args.clock,
     )
     return [
         label, *(f"{t.ms(name):.1f}" for name in ("conv", "reference", "fast")),
@@ -136,6 +145,7 @@ def space_to_depth_rows(x, args):
             },
             args.repeats * 3,
             args.warmup,
+            args.clock,
         )
         times = [f"{t.ms(k):.2f}" for k in ("clone", "reference", "pixel_unshuffle", "fast")]
         rows.append([f"{tuple(x.shape)} {name}", *times, f"**{t.ratio('fast', 'clone'):.2f}×**"])
@@ -159,7 +169,7 @@ def onnx_space_to_depth_row(x, args):
         sessions[order] = ort_session(graph.getvalue(), args.threads)
     feed = {"x": x.numpy()}
     t = interleaved({order: lambda s=s: s.run(None, feed) for order, s in sessions.items()}, args.repeats * 3,
-                    args.warmup)
+                    args.warmup, args.clock)
     speed_up = t.ratio("authors", "onnx")
     return [str(tuple(x.shape)), f"{t.ms('authors'):.2f}", f"{t.ms('onnx'):.2f}", f"**{speed_up:.1f}×**"]
 
@@ -176,7 +186,8 @@ def onnx_fuse_row(label, module, x, args):
         torch.onnx.export(candidate, x, graph, input_names=["x"], dynamo=False, opset_version=17)
         sessions[form] = ort_session(graph.getvalue(), args.threads)
     feed = {"x": x.numpy()}
-    t = interleaved({form: lambda s=s: s.run(None, feed) for form, s in sessions.items()}, args.repeats, args.warmup)
+    t = interleaved({form: lambda s=s: s.run(None, feed) for form, s in sessions.items()}, args.repeats, args.warmup,
+                    args.clock)
     return [label, f"{t.ms('as is'):.1f}", f"{t.ms('fused'):.1f}", f"**{t.ratio('fused', 'as is'):.2f}×**"]
 
 
@@ -202,7 +213,8 @@ def main(argv=None) -> None:
         spd_rows += space_to_depth_rows(x.contiguous(), args)
         onnx_rows.append(onnx_space_to_depth_row(x.contiguous(), args))
     layout = "channels-last" if args.channels_last else "contiguous (NCHW)"
-    setting = f"Batch {args.batch}, {layout} inputs, {args.repeats} interleaved rounds"
+    clock = "process CPU time" if args.cpu_time else "wall time"
+    setting = f"Batch {args.batch}, {layout} inputs, {args.repeats} interleaved rounds, {clock}"
     print(f"{setting}; {environment_line(args.threads)}.\n")
     print("Eval forward (no grad). Baseline: the Ultralytics Conv the module replaces, fused (conv + bias + SiLU).\n")
     print(markdown_table(["module @px", "Conv", "straightforward", "fast", "fused", "straightforward / Conv",
