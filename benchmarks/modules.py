@@ -6,10 +6,11 @@
 
 Prints Markdown. Per row: eval forward (no grad) of the straightforward implementation (``tests/reference.py``,
 the code before issue #5), of the fast modules, and of the fused modules (``fuse()``, what Ultralytics runs for
-val/predict/export), against the Ultralytics ``Conv`` the module replaces, fused the same way (conv + bias + SiLU);
-then train-mode forward + backward (gradients of input and parameters); then ONNX Runtime on each module exported
-as it is (eval) and after ``fuse_modules``, i.e. whether a module's ``fuse()`` gains anything in an export. All ratios
-come from one interleaved run (median of per-round ratios; times are medians over rounds).
+val/predict/export; SSDConv has none), against the Ultralytics ``Conv`` the module replaces, fused the same way
+(conv + bias + SiLU); then train-mode forward + backward (gradients of input and parameters); then ONNX Runtime on
+each module with a ``fuse()`` exported as it is (eval) and after ``fuse_modules``, i.e. whether the fuse gains
+anything in an export. All ratios come from one interleaved run (median of per-round ratios; times are medians over
+rounds).
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def prepared(module, memory_format):
 
 
 def fused(module):
-    """Inference form: our fuse for SCConv/SSDConv, Ultralytics' Conv + BN fold for Conv rows."""
+    """Inference form: our fuse for SCConv, Ultralytics' Conv + BN fold for Conv rows (SSDConv is left as it is)."""
     from ultralytics.nn.modules import Conv
     from ultralytics.utils.torch_utils import fuse_conv_and_bn
 
@@ -79,26 +80,36 @@ def fused(module):
     return module
 
 
+def has_fuse(module) -> bool:
+    """Whether :func:`fused` changes ``module``: it holds a module with our ``fuse()`` or an Ultralytics Conv + BN."""
+    from ultralytics.nn.modules import Conv
+
+    from yolo_spd.modules import FUSABLE
+
+    return any(isinstance(m, FUSABLE) or (isinstance(m, Conv) and hasattr(m, "bn")) for m in module.modules())
+
+
 def eval_row(label, module, conv, reference_forward, x, args):
     import torch
 
-    fast, baseline = fused(module), fused(conv)
+    baseline = fused(conv)
+    candidates = {
+        "conv": lambda: baseline(x),
+        "reference": lambda: reference_forward(module, x),
+        "fast": lambda: module(x),
+    }
+    if has_fuse(module):
+        inference = fused(module)
+        candidates["fused"] = lambda: inference(x)
     with torch.no_grad():
-        t = interleaved(
-            {
-                "conv": lambda: baseline(x),
-                "reference": lambda: reference_forward(module, x),
-                "fast": lambda: module(x),
-                "fused": lambda: fast(x),
-            },
-            args.repeats,
-            args.warmup,
-            args.clock,
-        )
+        t = interleaved(candidates, args.repeats, args.warmup, args.clock)
+    final = "fused" if "fused" in candidates else "fast"  # what Ultralytics runs after model.fuse()
     return [
-        label, *(f"{t.ms(name):.1f}" for name in ("conv", "reference", "fast", "fused")),
-        f"{t.ratio('reference', 'conv'):.2f}×", f"{t.ratio('fused', 'fast'):.2f}×",
-        f"**{t.ratio('fused', 'conv'):.2f}×**",
+        label, *(f"{t.ms(name):.1f}" for name in ("conv", "reference", "fast")),
+        f"{t.ms('fused'):.1f}" if final == "fused" else "—",
+        f"{t.ratio('reference', 'conv'):.2f}×",
+        f"{t.ratio('fused', 'fast'):.2f}×" if final == "fused" else "—",
+        f"**{t.ratio(final, 'conv'):.2f}×**",
     ]
 
 
@@ -196,6 +207,8 @@ def main(argv=None) -> None:
     setup(args.threads)
     import torch
 
+    from yolo_spd.modules import FUSABLE
+
     torch.manual_seed(0)
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     shapes = SHAPES[:1] if args.quick else SHAPES
@@ -208,7 +221,7 @@ def main(argv=None) -> None:
             module, conv = prepared(module, memory_format), prepared(conv, memory_format)
             eval_rows.append(eval_row(label, module.eval(), conv.eval(), reference_forward, x, args))
             train_rows.append(train_row(label, module.train(), conv.train(), reference_forward, x_grad, args))
-            if not label.startswith("SPDConv"):  # SPDConv's fuse is Ultralytics' conv + BN fold
+            if isinstance(module, FUSABLE):  # SPDConv's fuse is Ultralytics' conv + BN fold; SSDConv has none
                 onnx_fuse_rows.append(onnx_fuse_row(label, module.eval(), x.contiguous(), args))
         spd_rows += space_to_depth_rows(x.contiguous(), args)
         onnx_rows.append(onnx_space_to_depth_row(x.contiguous(), args))
@@ -216,9 +229,10 @@ def main(argv=None) -> None:
     clock = "process CPU time" if args.cpu_time else "wall time"
     setting = f"Batch {args.batch}, {layout} inputs, {args.repeats} interleaved rounds, {clock}"
     print(f"{setting}; {environment_line(args.threads)}.\n")
-    print("Eval forward (no grad). Baseline: the Ultralytics Conv the module replaces, fused (conv + bias + SiLU).\n")
+    print("Eval forward (no grad). Baseline: the Ultralytics Conv the module replaces, fused (conv + bias + SiLU). "
+          "Inference form: fused where the module has a fuse (SSDConv has none: —), else fast.\n")
     print(markdown_table(["module @px", "Conv", "straightforward", "fast", "fused", "straightforward / Conv",
-                          "fused / fast", "fused / Conv"], eval_rows))
+                          "fused / fast", "inference form / Conv"], eval_rows))
     print("\nTrain forward + backward (gradients of input and parameters).\n")
     print(markdown_table(["module @px", "Conv", "straightforward", "fast", "fast / straightforward", "fast / Conv"],
                          train_rows))
@@ -227,7 +241,8 @@ def main(argv=None) -> None:
                           "SpaceToDepth / clone"], spd_rows))
     print("\nSpaceToDepth (scale 2) in ONNX Runtime: the authors' block order against ONNX's native op.\n")
     print(markdown_table(["input", "authors' order (6-D Transpose)", "native SpaceToDepth", "speed-up"], onnx_rows))
-    print("\nONNX Runtime, eval forward: each module exported as it is against exported after `fuse_modules`.\n")
+    print("\nONNX Runtime, eval forward: each module with a fuse exported as it is against exported after "
+          "`fuse_modules`.\n")
     print(markdown_table(["module @px", "exported as is", "exported fused", "fused / as is"], onnx_fuse_rows))
 
 
