@@ -39,8 +39,14 @@ class Timings:
         return statistics.median(a / b for a, b in zip(self.rounds[name], self.rounds[baseline]))
 
 
-def interleaved(candidates: dict[str, Callable[[], object]], repeats: int, warmup: int) -> Timings:
-    """Run every candidate once per round, in alternating order, ``repeats`` rounds after ``warmup`` calls each."""
+def interleaved(
+    candidates: dict[str, Callable[[], object]],
+    repeats: int,
+    warmup: int,
+    clock: Callable[[], float] = time.perf_counter,
+) -> Timings:
+    """Run every candidate once per round, in alternating order, ``repeats`` rounds after ``warmup`` calls each.
+    ``clock`` is wall time by default; ``time.process_time`` (this process's CPU time) is steadier on a busy machine."""
     for run in candidates.values():
         for _ in range(warmup):
             run()
@@ -48,9 +54,9 @@ def interleaved(candidates: dict[str, Callable[[], object]], repeats: int, warmu
     names = list(candidates)
     for round_index in range(repeats):
         for name in names if round_index % 2 == 0 else reversed(names):
-            start = time.perf_counter()
+            start = clock()
             candidates[name]()
-            rounds[name].append(time.perf_counter() - start)
+            rounds[name].append(clock() - start)
     return Timings(rounds)
 
 

@@ -2,18 +2,22 @@
 
     python benchmarks/modules.py            # batch 8; 64/128/256 channels at 80/40/20 px (a few minutes)
     python benchmarks/modules.py --quick    # 64 channels at 80 px only, fewer repeats
+    python benchmarks/modules.py --cpu-time # this process's CPU time at one thread, for a machine busy with other work
 
 Prints Markdown. Per row: eval forward (no grad) of the straightforward implementation (``tests/reference.py``,
 the code before issue #5), of the fast modules, and of the fused modules (``fuse()``, what Ultralytics runs for
-val/predict/export), against the Ultralytics ``Conv`` the module replaces, fused the same way (conv + bias + SiLU);
-then train-mode forward + backward (gradients of input and parameters). All ratios come from one interleaved run
-(median of per-round ratios; times are medians over rounds).
+val/predict/export; SSDConv has none), against the Ultralytics ``Conv`` the module replaces, fused the same way
+(conv + bias + SiLU); then train-mode forward + backward (gradients of input and parameters); then ONNX Runtime on
+each module with a ``fuse()`` exported as it is (eval) and after ``fuse_modules``, i.e. whether the fuse gains
+anything in an export. All ratios come from one interleaved run (median of per-round ratios; times are medians over
+rounds).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import time
 
 from _timing import environment_line, interleaved, markdown_table, ort_session, setup
 
@@ -28,7 +32,12 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, help="untimed calls per candidate first (default 2-3)")
     parser.add_argument("--quick", action="store_true", help="first shape only, fewer rounds")
     parser.add_argument("--channels-last", action="store_true", help="channels-last inputs and weights throughout")
+    parser.add_argument("--cpu-time", action="store_true", help="time with this process's CPU time at one thread "
+                        "(steady while other processes load the machine; wall times drift with their load)")
     args = parser.parse_args(argv)
+    if args.cpu_time:
+        args.threads = 1
+    args.clock = time.process_time if args.cpu_time else time.perf_counter
     defaults = (5, 1) if args.quick else (9, 2)  # (repeats, warmup); explicit options win
     args.repeats = args.repeats or defaults[0]
     args.warmup = defaults[1] if args.warmup is None else args.warmup
@@ -56,7 +65,7 @@ def prepared(module, memory_format):
 
 
 def fused(module):
-    """Inference form: our fuse for SCConv/SSDConv, Ultralytics' Conv + BN fold for Conv rows."""
+    """Inference form: our fuse for SCConv, Ultralytics' Conv + BN fold for Conv rows (SSDConv is left as it is)."""
     from ultralytics.nn.modules import Conv
     from ultralytics.utils.torch_utils import fuse_conv_and_bn
 
@@ -71,24 +80,36 @@ def fused(module):
     return module
 
 
+def has_fuse(module) -> bool:
+    """Whether :func:`fused` changes ``module``: it holds a module with our ``fuse()`` or an Ultralytics Conv + BN."""
+    from ultralytics.nn.modules import Conv
+
+    from yolo_spd.modules import FUSABLE
+
+    return any(isinstance(m, FUSABLE) or (isinstance(m, Conv) and hasattr(m, "bn")) for m in module.modules())
+
+
 def eval_row(label, module, conv, reference_forward, x, args):
     import torch
 
-    fast, baseline = fused(module), fused(conv)
+    baseline = fused(conv)
+    candidates = {
+        "conv": lambda: baseline(x),
+        "reference": lambda: reference_forward(module, x),
+        "fast": lambda: module(x),
+    }
+    if has_fuse(module):
+        inference = fused(module)
+        candidates["fused"] = lambda: inference(x)
     with torch.no_grad():
-        t = interleaved(
-            {
-                "conv": lambda: baseline(x),
-                "reference": lambda: reference_forward(module, x),
-                "fast": lambda: module(x),
-                "fused": lambda: fast(x),
-            },
-            args.repeats,
-            args.warmup,
-        )
+        t = interleaved(candidates, args.repeats, args.warmup, args.clock)
+    final = "fused" if "fused" in candidates else "fast"  # what Ultralytics runs after model.fuse()
     return [
-        label, *(f"{t.ms(name):.1f}" for name in ("conv", "reference", "fast", "fused")),
-        f"{t.ratio('reference', 'conv'):.2f}×", f"**{t.ratio('fused', 'conv'):.2f}×**",
+        label, *(f"{t.ms(name):.1f}" for name in ("conv", "reference", "fast")),
+        f"{t.ms('fused'):.1f}" if final == "fused" else "—",
+        f"{t.ratio('reference', 'conv'):.2f}×",
+        f"{t.ratio('fused', 'fast'):.2f}×" if final == "fused" else "—",
+        f"**{t.ratio(final, 'conv'):.2f}×**",
     ]
 
 
@@ -108,6 +129,7 @@ def train_row(label, module, conv, reference_forward, x, args):
         },
         args.repeats,
         args.warmup,
+        args.clock,
     )
     return [
         label, *(f"{t.ms(name):.1f}" for name in ("conv", "reference", "fast")),
@@ -134,6 +156,7 @@ def space_to_depth_rows(x, args):
             },
             args.repeats * 3,
             args.warmup,
+            args.clock,
         )
         times = [f"{t.ms(k):.2f}" for k in ("clone", "reference", "pixel_unshuffle", "fast")]
         rows.append([f"{tuple(x.shape)} {name}", *times, f"**{t.ratio('fast', 'clone'):.2f}×**"])
@@ -157,9 +180,26 @@ def onnx_space_to_depth_row(x, args):
         sessions[order] = ort_session(graph.getvalue(), args.threads)
     feed = {"x": x.numpy()}
     t = interleaved({order: lambda s=s: s.run(None, feed) for order, s in sessions.items()}, args.repeats * 3,
-                    args.warmup)
+                    args.warmup, args.clock)
     speed_up = t.ratio("authors", "onnx")
     return [str(tuple(x.shape)), f"{t.ms('authors'):.2f}", f"{t.ms('onnx'):.2f}", f"**{speed_up:.1f}×**"]
+
+
+def onnx_fuse_row(label, module, x, args):
+    """ONNX Runtime on ``module`` exported as it is (eval mode) and exported after ``fuse_modules``."""
+    import io
+
+    import torch
+
+    sessions = {}
+    for form, candidate in (("as is", module), ("fused", fused(module))):
+        graph = io.BytesIO()
+        torch.onnx.export(candidate, x, graph, input_names=["x"], dynamo=False, opset_version=17)
+        sessions[form] = ort_session(graph.getvalue(), args.threads)
+    feed = {"x": x.numpy()}
+    t = interleaved({form: lambda s=s: s.run(None, feed) for form, s in sessions.items()}, args.repeats, args.warmup,
+                    args.clock)
+    return [label, f"{t.ms('as is'):.1f}", f"{t.ms('fused'):.1f}", f"**{t.ratio('fused', 'as is'):.2f}×**"]
 
 
 def main(argv=None) -> None:
@@ -167,10 +207,12 @@ def main(argv=None) -> None:
     setup(args.threads)
     import torch
 
+    from yolo_spd.modules import FUSABLE
+
     torch.manual_seed(0)
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     shapes = SHAPES[:1] if args.quick else SHAPES
-    eval_rows, train_rows, spd_rows, onnx_rows = [], [], [], []
+    eval_rows, train_rows, spd_rows, onnx_rows, onnx_fuse_rows = [], [], [], [], []
     for c, size in shapes:
         x = torch.randn(args.batch, c, size, size).contiguous(memory_format=memory_format)
         x_grad = x.detach().clone().requires_grad_(True)
@@ -179,14 +221,18 @@ def main(argv=None) -> None:
             module, conv = prepared(module, memory_format), prepared(conv, memory_format)
             eval_rows.append(eval_row(label, module.eval(), conv.eval(), reference_forward, x, args))
             train_rows.append(train_row(label, module.train(), conv.train(), reference_forward, x_grad, args))
+            if isinstance(module, FUSABLE):  # SPDConv's fuse is Ultralytics' conv + BN fold; SSDConv has none
+                onnx_fuse_rows.append(onnx_fuse_row(label, module.eval(), x.contiguous(), args))
         spd_rows += space_to_depth_rows(x.contiguous(), args)
         onnx_rows.append(onnx_space_to_depth_row(x.contiguous(), args))
     layout = "channels-last" if args.channels_last else "contiguous (NCHW)"
-    setting = f"Batch {args.batch}, {layout} inputs, {args.repeats} interleaved rounds"
+    clock = "process CPU time" if args.cpu_time else "wall time"
+    setting = f"Batch {args.batch}, {layout} inputs, {args.repeats} interleaved rounds, {clock}"
     print(f"{setting}; {environment_line(args.threads)}.\n")
-    print("Eval forward (no grad). Baseline: the Ultralytics Conv the module replaces, fused (conv + bias + SiLU).\n")
+    print("Eval forward (no grad). Baseline: the Ultralytics Conv the module replaces, fused (conv + bias + SiLU). "
+          "Inference form: fused where the module has a fuse (SSDConv has none: —), else fast.\n")
     print(markdown_table(["module @px", "Conv", "straightforward", "fast", "fused", "straightforward / Conv",
-                          "fused / Conv"], eval_rows))
+                          "fused / fast", "inference form / Conv"], eval_rows))
     print("\nTrain forward + backward (gradients of input and parameters).\n")
     print(markdown_table(["module @px", "Conv", "straightforward", "fast", "fast / straightforward", "fast / Conv"],
                          train_rows))
@@ -195,6 +241,9 @@ def main(argv=None) -> None:
                           "SpaceToDepth / clone"], spd_rows))
     print("\nSpaceToDepth (scale 2) in ONNX Runtime: the authors' block order against ONNX's native op.\n")
     print(markdown_table(["input", "authors' order (6-D Transpose)", "native SpaceToDepth", "speed-up"], onnx_rows))
+    print("\nONNX Runtime, eval forward: each module with a fuse exported as it is against exported after "
+          "`fuse_modules`.\n")
+    print(markdown_table(["module @px", "exported as is", "exported fused", "fused / as is"], onnx_fuse_rows))
 
 
 if __name__ == "__main__":

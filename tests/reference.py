@@ -2,7 +2,8 @@
 
 This is the forward math of yolo_spd's modules as first written (one tensor op per paper step, before the speed work
 of issue #5), kept verbatim as functions of a module's parameters, so the fast and fused code paths can be compared
-with it on the same weights, outputs and gradients alike.
+with it on the same weights, outputs and gradients alike. SCConv's release form (``variant="release"``, the public
+code's gate and fuse) was added later, written the same way, one tensor op per step.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def sru_gates(sru, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     gamma = sru.gn.weight
     reweights = torch.sigmoid(sru.gn(x) * (gamma / gamma.sum()).view(1, -1, 1, 1))
     informative = reweights > sru.gate_threshold
-    if sru.gate == "released":
+    if sru.variant == "release":
         return reweights.masked_fill(informative, 1.0), reweights.masked_fill(informative, 0.0)
     w1 = informative.to(reweights.dtype) + (reweights - reweights.detach())
     return w1, 1.0 - w1
@@ -46,6 +47,11 @@ def cru(c, x: torch.Tensor) -> torch.Tensor:
     x_low = c.squeeze_low(c.pool(low))
     y1 = c.gwc(x_up) + c.pwc1(c.pool(x_up))
     y2 = torch.cat([c.pwc2(x_low), x_low], dim=1)
+    if c.variant == "release":  # one softmax over all 2C pooled channels of [Y1 U Y2], then the halves summed
+        both = torch.cat([y1, y2], dim=1)
+        weighted = F.adaptive_avg_pool2d(both, 1).softmax(dim=1) * both
+        first, second = weighted.chunk(2, dim=1)
+        return first + second
     beta = torch.stack([y1.mean(dim=(2, 3)), y2.mean(dim=(2, 3))]).softmax(dim=0)[..., None, None]
     return beta[0] * y1 + beta[1] * y2
 

@@ -77,7 +77,9 @@ SCCONV_CASES = [
     (24, 40, 3, 1, 5, 6, {}, True),
     (32, 16, 5, 2, 7, 7, {"gn_groups": 8}, True),
     (20, 20, 3, 1, 6, 5, {"alpha": 0.6}, False),  # uneven split: two squeeze convolutions
-    (16, 16, 3, 1, 7, 6, {"gate": "released"}, False),
+    (16, 16, 3, 1, 7, 6, {"variant": "release"}, False),
+    (16, 24, 3, 2, 9, 7, {"variant": "release"}, True),
+    (20, 20, 3, 1, 6, 5, {"variant": "release", "alpha": 0.6, "bn": False, "act": False}, False),
     (16, 12, 3, 1, 6, 6, {"gate_threshold": 0.3, "bn": False, "act": False}, True),
 ]
 

@@ -18,7 +18,7 @@ channels = st.integers(1, 40)
 kernels = st.sampled_from([1, 2, 3, 5])  # 2 is not allowed: it must be refused clearly
 strides = st.sampled_from([0, 1, 2, 3])  # 1 and 2 are the allowed strides of SCConv / SSDConv
 sides = st.integers(1, 11)  # odd and even, down to 1
-NAMED_ARGUMENT = re.compile(r"\b(c1|c2|k|s|g|scale|alpha|r|gn_groups|gate_threshold|gate|in_ratio|out_ratio|"
+NAMED_ARGUMENT = re.compile(r"\b(c1|c2|k|s|g|scale|alpha|r|gn_groups|gate_threshold|variant|in_ratio|out_ratio|"
                             r"exp_times|reduction)=")
 
 
@@ -60,10 +60,10 @@ def test_space_to_depth(c1, scale, h, w):
 
 @SETTINGS
 @given(c1=channels, c2=channels, k=kernels, s=strides, alpha=st.floats(0.0, 1.0), r=st.integers(1, 4),
-       g=st.integers(1, 4), gn_groups=st.integers(1, 32), gate=st.sampled_from(["hard", "released", "soft"]),
-       h=sides, w=sides)
-def test_scconv(c1, c2, k, s, alpha, r, g, gn_groups, gate, h, w):
-    check(lambda: with_c1(SCConv(c1, c2, k, s, alpha, r, g, gn_groups, gate=gate), c1), c2, s, h, w)
+       g=st.integers(1, 4), gn_groups=st.none() | st.integers(1, 32),
+       variant=st.sampled_from(["paper", "release", "soft"]), h=sides, w=sides)
+def test_scconv(c1, c2, k, s, alpha, r, g, gn_groups, variant, h, w):
+    check(lambda: with_c1(SCConv(c1, c2, k, s, alpha, r, g, gn_groups, variant=variant), c1), c2, s, h, w)
 
 
 @SETTINGS

@@ -40,18 +40,18 @@ def test_eq2_importance_weights_are_gamma_over_its_sum_not_a_softmax():
     assert not torch.allclose(sru.importance_weights(), gamma.softmax(0), atol=1e-3)
 
 
-@pytest.mark.parametrize("gate", ["hard", "released"])
-def test_eq3_gate(gate):
-    sru = randomize(SRU(8, gn_groups=4, gate=gate))
+@pytest.mark.parametrize("variant", ["paper", "release"])
+def test_eq3_gate(variant):
+    sru = randomize(SRU(8, gn_groups=4, variant=variant))
     x = torch.randn(2, 8, 5, 6)
     gn = group_norm_by_hand(x, 4, sru.gn.weight.detach(), sru.gn.bias.detach())
     w_gamma = sru.gn.weight.detach() / sru.gn.weight.detach().sum()
     reweights = 1.0 / (1.0 + torch.exp(-(gn * w_gamma.view(1, -1, 1, 1))))
     above = reweights > 0.5
     w1, w2 = sru.gates(x)
-    if gate == "hard":  # paper: informative -> 1 in W1, 0 in W2; the rest the other way round
+    if variant == "paper":  # informative -> 1 in W1, 0 in W2; the rest the other way round
         assert torch.equal(w1.detach(), above.float()) and torch.equal(w2.detach(), (~above).float())
-    else:  # authors' release: the thresholded entry becomes 1 / 0, the others keep the sigmoid value
+    else:  # public code (R1): the thresholded entry becomes 1 / 0, the others keep the sigmoid value
         assert torch.allclose(w1, torch.where(above, torch.ones_like(reweights), reweights), atol=1e-6)
         assert torch.allclose(w2, torch.where(above, torch.zeros_like(reweights), reweights), atol=1e-6)
     assert above.any() and (~above).any()  # the gate separates: both kinds of element exist
@@ -142,6 +142,43 @@ def test_scconv_forward_equals_the_equations_composed_by_hand():
     assert torch.allclose(m(x), b1 * y1 + (1 - b1) * y2, atol=1e-5)
 
 
+def test_release_variant_is_the_public_codes_formulas_composed_by_hand():
+    """``variant="release"`` (R1-R4 of the module docstring), each step computed here: GroupNorm with 4 groups, the
+    gate that keeps sub-threshold sigmoid values, a GWC bias, and one softmax over all 2C pooled channels."""
+    m = randomize(SCConv(16, 12, bn=False, act=False, variant="release"))
+    with torch.no_grad():
+        m.cru.gwc.bias.uniform_(-0.5, 0.5)
+    sru, cru = m.sru, m.cru
+    assert sru.gn.num_groups == 4  # R2
+    x = torch.randn(2, 16, 6, 5)
+    gamma = sru.gn.weight.detach()
+    gn = group_norm_by_hand(x, 4, gamma, sru.gn.bias.detach())
+    reweights = 1.0 / (1.0 + torch.exp(-(gn * (gamma / gamma.sum()).view(1, -1, 1, 1))))
+    informative = reweights > 0.5
+    w1 = torch.where(informative, torch.ones_like(reweights), reweights)  # R1
+    w2 = torch.where(informative, torch.zeros_like(reweights), reweights)
+    assert informative.any() and (~informative).any()
+    x1w, x2w = w1 * x, w2 * x
+    xw = torch.cat([x1w[:, :8] + x2w[:, 8:], x2w[:, :8] + x1w[:, 8:]], 1)  # eq. 4
+    x_up = pointwise_by_hand(xw[:, :8], cru.squeeze_up.weight)
+    x_low = pointwise_by_hand(xw[:, 8:], cru.squeeze_low.weight)
+    gwc = grouped_conv_by_hand(x_up, cru.gwc.weight, 2) + cru.gwc.bias.view(1, -1, 1, 1)  # R3
+    y1 = gwc + pointwise_by_hand(x_up, cru.pwc1.weight)
+    y2 = torch.cat([pointwise_by_hand(x_low, cru.pwc2.weight), x_low], 1)
+    pooled = torch.cat([y1, y2], 1).sum(dim=(2, 3)) / 30.0  # (N, 2C)
+    a = torch.exp(pooled) / torch.exp(pooled).sum(dim=1, keepdim=True)  # R4: one softmax over all 24 channels
+    a1, a2 = a[:, :12, None, None], a[:, 12:, None, None]
+    assert torch.allclose(m(x), a1 * y1 + a2 * y2, atol=1e-5)
+    assert float((a1 + a2).detach().max()) < 0.5  # unlike eq. 8, a channel's two weights do not sum to 1
+
+
+@pytest.mark.parametrize("c,groups", [(16, 4), (24, 4), (64, 4), (18, 2)])
+def test_release_variant_groupnorm_asks_for_4_groups_and_the_paper_form_for_16(c, groups):
+    assert SCConv(c, c, variant="release").sru.gn.num_groups == groups
+    assert SCConv(c, c).sru.gn.num_groups == math.gcd(c, 16)
+    assert SCConv(c, c, gn_groups=8, variant="release").sru.gn.num_groups == math.gcd(c, 8)  # explicit count wins
+
+
 def eq11_params(c1, c2, alpha=0.5, r=2, g=2, k=3):
     a, b = alpha * c1, (1 - alpha) * c1
     return a * a / r + k * k * (a / (g * r)) * (c2 / g) * g + a / r * c2 + b * b / r + b / r * (c2 - b / r)
@@ -152,6 +189,11 @@ def test_eq11_parameter_count(c1, c2):
     m = SCConv(c1, c2, bn=False, act=False)
     gn_affine = 2 * c1  # eq. 11 counts the transform stage only; SRU's GroupNorm adds gamma and beta
     assert sum(p.numel() for p in m.parameters()) == eq11_params(c1, c2) + gn_affine
+
+
+def test_release_variant_adds_only_the_gwc_bias_to_the_parameters():
+    paper, release = SCConv(64, 48, bn=False, act=False), SCConv(64, 48, bn=False, act=False, variant="release")
+    assert sum(p.numel() for p in release.parameters()) == sum(p.numel() for p in paper.parameters()) + 48  # R3
 
 
 def test_eq11_about_five_times_fewer_parameters_than_a_3x3_conv():
@@ -197,12 +239,14 @@ def test_c1_ne_c2_and_stride_2_including_odd_sizes(c1, c2, s, h, w):
     assert torch.isfinite(y).all()
 
 
-@pytest.mark.parametrize("gate", ["hard", "released"])
-def test_gradients_reach_every_parameter(gate):
-    m = randomize(SCConv(16, 24, 3, 2, gate=gate))
+@pytest.mark.parametrize("variant", ["paper", "release"])
+@pytest.mark.parametrize("s", [1, 2])
+def test_gradients_reach_every_parameter(variant, s):
+    m = randomize(SCConv(16, 24, 3, s, variant=variant))
     m(torch.randn(2, 16, 9, 9)).square().mean().backward()
     missing = [n for n, p in m.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
-    assert not missing  # including sru.gn.* under the hard gate (straight-through gradient)
+    assert not missing  # including sru.gn.* under the hard gate (straight-through gradient) and the release GWC bias
+    assert ("cru.gwc.bias" in dict(m.named_parameters())) == (variant == "release")
 
 
 @pytest.mark.parametrize(
@@ -210,7 +254,8 @@ def test_gradients_reach_every_parameter(gate):
     [
         (dict(c1=15, c2=16), "c1=15"),
         (dict(c1=16, c2=16, alpha=1.0), "alpha=1.0"),
-        (dict(c1=16, c2=16, gate="soft"), "gate='soft'"),
+        (dict(c1=16, c2=16, variant="soft"), "variant='soft'"),
+        (dict(c1=16, c2=16, variant="released"), "variant='released'"),
         (dict(c1=16, c2=16, s=3), "s=3"),
         (dict(c1=16, c2=16, k=4), "k=4"),
         (dict(c1=16, c2=15), "g=2"),
@@ -230,3 +275,46 @@ def test_default_is_a_conv_row_and_bare_is_the_paper_module():
     assert isinstance(row.bn, torch.nn.BatchNorm2d) and row.act is Conv.default_act
     assert isinstance(bare.bn, torch.nn.Identity) and isinstance(bare.act, torch.nn.Identity)
     assert math.isclose(sum(p.numel() for p in row.parameters()) - sum(p.numel() for p in bare.parameters()), 32)
+
+
+@pytest.mark.parametrize("gate,variant", [("hard", "paper"), ("released", "release")])
+def test_checkpoints_of_the_first_version_load_with_the_same_gate(gate, variant, tmp_path):
+    """yolo_spd 0.1.0 pickled SRU with ``gate`` ("hard" or "released", the SRU part of the release form only) and CRU
+    without ``variant`` or the release buffers; such a module loads and computes what it computed then."""
+    m = randomize(SCConv(16, 16, gn_groups=4)).eval()
+    sru = SRU(16, gn_groups=4, variant=variant)
+    sru.gn.load_state_dict(m.sru.gn.state_dict())
+    x = torch.randn(2, 16, 6, 6)
+    with torch.no_grad():
+        expected = m.act(m.bn(m.cru(sru(x))))  # that gate, then the paper's CRU
+    del m.sru.variant, m.cru.variant, m.cru._buffers["out_scale"], m.cru._buffers["out_shift"]
+    m.sru.gate = gate
+    torch.save(m, tmp_path / "old.pt")
+    loaded = torch.load(tmp_path / "old.pt", weights_only=False)
+    assert loaded.sru.variant == variant and "gate" not in vars(loaded.sru) and loaded.cru.variant == "paper"
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), expected, rtol=0, atol=1e-6)
+        torch.testing.assert_close(loaded.fuse()(x), expected, rtol=0, atol=1e-5)
+
+
+def test_yaml_row_builds_the_release_variant(tmp_path):
+    """The release form from a model YAML, through Ultralytics' parse_model (positional arguments, as for any row)."""
+    import yaml
+    from ultralytics import YOLO
+
+    cfg = {
+        "nc": 2,
+        "backbone": [
+            [-1, 1, "Conv", [16, 3, 2]],
+            [-1, 1, "SCConv", [32, 3, 2, 0.5, 2, 2, None, 0.5, "release"]],
+            [-1, 1, "SCConv", [64, 3, 2]],
+        ],
+        "head": [[[1, 2], 1, "Detect", ["nc"]]],
+    }
+    path = tmp_path / "scconv-release.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    model = YOLO(str(path)).model
+    release, paper = model.model[1], model.model[2]
+    assert (release.sru.variant, release.cru.variant, release.sru.gn.num_groups) == ("release", "release", 4)
+    assert release.cru.gwc.bias is not None and paper.cru.gwc.bias is None
+    assert (paper.sru.variant, paper.sru.gn.num_groups) == ("paper", 16)

@@ -26,12 +26,13 @@ __all__ = (
     "fuse_modules",
 )
 
-#: Modules with an inference-time ``fuse()`` (SPDConv's inner Ultralytics ``Conv`` is fused by Ultralytics itself).
-FUSABLE = (SCConv, SSDConv)
+#: Modules with an inference-time ``fuse()`` (SPDConv's inner Ultralytics ``Conv`` is fused by Ultralytics itself;
+#: SSDConv has none: folding its BatchNorms measured as no gain, see its module docstring).
+FUSABLE = (SCConv,)
 
 
 def fuse_modules(model: nn.Module, example: torch.Tensor | None = None) -> nn.Module:
-    """Fuse every SCConv and SSDConv inside ``model`` (any nesting) for inference; eval mode, idempotent.
+    """Fuse every SCConv inside ``model`` (any nesting) for inference; eval mode, idempotent.
 
     With an ``example`` input, also switch each SpaceToDepth whose output only feeds convolutions to ONNX's block order
     (:func:`fold_space_to_depth_order`), so an ONNX export uses the native op. Registered, Ultralytics'

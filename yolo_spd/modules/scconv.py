@@ -3,43 +3,70 @@
 Li, Wen, He, "SCConv: Spatial and Channel Reconstruction Convolution for Feature Redundancy", CVPR 2023.
 Equation numbers below are the paper's (text in ``shared/papers/scconv-paper.md`` of the project workspace).
 
-Deviations from the paper and from the authors' released module, each with its reason:
+Two forms, chosen by one argument, ``variant``:
 
-1. Hard gate gradient (SRU, eq. 3). The paper's gate maps weights above the threshold to exactly 1 (W1) and the
-   rest to 0 (W2). Such a step has zero gradient, so the GroupNorm scale gamma - the very importance measure of
-   eq. 2 - would never train. The forward pass here is the exact 0/1 gate; the backward pass uses a straight-through
-   estimator (W1 = step + sigmoid - stop_gradient(sigmoid), W2 = 1 - W1), so gamma and beta learn.
-   ``gate="released"`` selects the authors' released behaviour instead: in W1, weights above the threshold become 1
-   and the others keep their sigmoid value; in W2 they become 0 and the others keep theirs.
-2. Fuse (CRU, eq. 8). The paper's soft attention is per channel across the two branches,
-   beta_1 = e^{s1} / (e^{s1} + e^{s2}). The released code applies one softmax over all 2C pooled channels of the
-   concatenated branches, which is a different function; this implementation follows the paper.
-3. GroupNorm groups. The released code asserts that ``group_num`` (16) divides C. Here the group count is
-   gcd(C, gn_groups): exactly gn_groups whenever it divides C (the released behaviour), otherwise the largest count
-   dividing both, so every even channel count works (YOLO widths at n scale include 24 and 40). The chosen count is
-   ``sru.gn.num_groups``.
-4. Bias. The released GWC has a bias; eq. 5 and the parameter count of eq. 11 have none, so none is used here.
-5. c1 != c2 and stride 2 (the paper's SCConv maps C -> C at stride 1). SRU works on c1 channels. CRU maps c1 -> c2
-   exactly as eq. 11 counts it (GWC and PWC1 output c2; PWC2 outputs c2 - (1 - alpha) c1 / r, concatenated with the
-   reused X_low). At stride 2 the k x k GWC is strided and sees the full-resolution X_up; the 1 x 1 paths (PWC1,
-   PWC2 and the reused X_low) see their input 2x2 average-pooled (ceil mode), so no pixel is simply dropped and
-   odd H or W give the ceil(H/2) x ceil(W/2) of a strided 3 x 3 convolution.
-6. Conv-row tail. The paper's SCConv replaces the 3 x 3 convolution inside a block whose BatchNorm and activation
+* ``variant="paper"`` (default): equations 1-11 as the paper writes them, with deviations 1-5 below.
+* ``variant="release"``: the behaviour of the public code ``cheng-haha/ScConv`` (``ScConv.py``). Its README calls it
+  "the unofficial implementation" of the paper: it is not the paper authors' code. It is widely copied into other
+  projects, so this form lets a model built here be compared with models built from it. It differs from the paper
+  in points R1-R4 below; deviations 3-5 apply to both forms.
+
+Deviations of this module from the paper, each with its reason:
+
+1. Hard gate gradient (SRU, eq. 3; paper form). The paper's gate maps weights above the threshold to exactly 1 (W1)
+   and the rest to 0 (W2). Such a step has zero gradient, so the GroupNorm scale gamma - the very importance measure
+   of eq. 2 - would never train. The forward pass here is the exact 0/1 gate; the backward pass uses a
+   straight-through estimator (W1 = step + sigmoid - stop_gradient(sigmoid), W2 = 1 - W1), so gamma and beta learn.
+2. GroupNorm group count (SRU, eq. 1). The paper gives none. With ``gn_groups=None`` the paper form asks for 16,
+   the count of the public code's first revision and this package's default before ``variant`` existed, kept so that
+   models built by earlier versions are unchanged; the release form asks for 4 (R2).
+3. GroupNorm groups that do not divide C. The public code builds ``nn.GroupNorm(4, C)``, which raises unless 4 divides
+   C. Here the group count is gcd(C, gn_groups): exactly gn_groups whenever it divides C, otherwise the largest
+   count dividing both, so every even channel count works (YOLO widths at n scale include 24 and 40). The chosen
+   count is ``sru.gn.num_groups``.
+4. c1 != c2 and stride 2 (the paper's SCConv and the public code map C -> C at stride 1). SRU works on c1 channels.
+   CRU maps c1 -> c2 exactly as eq. 11 counts it (GWC and PWC1 output c2; PWC2 outputs c2 - (1 - alpha) c1 / r,
+   concatenated with the reused X_low). At stride 2 the k x k GWC is strided and sees the full-resolution X_up; the
+   1 x 1 paths (PWC1, PWC2 and the reused X_low) see their input 2x2 average-pooled (ceil mode), so no pixel is
+   simply dropped and odd H or W give the ceil(H/2) x ceil(W/2) of a strided 3 x 3 convolution.
+5. Conv-row tail. The paper's SCConv replaces the 3 x 3 convolution inside a block whose BatchNorm and activation
    follow it. As a YOLO row replaces Ultralytics' ``Conv`` (conv + BN + SiLU), ``bn=True, act=True`` (default) adds
-   that BatchNorm and activation; ``bn=False, act=False`` is the bare paper module.
+   that BatchNorm and activation; ``bn=False, act=False`` is the bare module (the paper's, or the public code's).
+
+Where the public code ``cheng-haha/ScConv`` differs from the paper (checked against its current ``ScConv.py``; the
+file changed several times in July 2023), each reproduced by ``variant="release"`` only, as that code does it, so
+that the two can be compared; the paper form follows the paper:
+
+R1. Gate (SRU, eq. 3). W1 = 1 where Sigmoid(W_gamma GN(X)) > threshold, elsewhere the sigmoid value itself; W2 = 0
+    there, elsewhere the sigmoid value. The paper's W1 and W2 are 0/1 masks everywhere; here the uninformative
+    elements enter both X1w and X2w, scaled by their weight. (Gradients flow through the sigmoid values, so no
+    straight-through estimator is needed.)
+R2. GroupNorm groups (SRU, eq. 1). ``torch.nn.GroupNorm`` with 4 groups (its ``ScConv`` passes 4; its ``SRU`` alone
+    defaults to 16). Its earlier revisions normalised with a hand-written GroupBatchnorm2d (standard deviation with
+    Bessel's correction, eps added to it), first with 16 groups, then with 4; that normalisation is not reproduced.
+R3. GWC bias (CRU, eq. 5). Its GWC convolution has a bias; eq. 5 and the parameter count of eq. 11 have none.
+R4. Fuse (CRU, eqs. 8-9). One softmax over all 2C pooled channels of [Y1 U Y2],
+    (a1, a2) = Softmax_2C([S1 U S2]), Y = a1 Y1 + a2 Y2, instead of eq. 8's per-channel softmax over the two
+    branches, beta_1 = e^{S1} / (e^{S1} + e^{S2}). The weights of one channel no longer sum to 1 (they sum to 1 over
+    all channels together), so every channel's scale depends on all the others.
+
+The rest is the same in both forms and in that code: eq. 2's W_gamma = gamma / sum(gamma), eq. 4's
+cross-reconstruction, and CRU's split, squeezes, PWC1, PWC2 and reuse of X_low (eqs. 5-7).
 
 Implementation (same outputs as the equations, within float32 rounding; ``tests/reference.py`` keeps the
 step-by-step form and ``tests/test_fast_equivalence.py`` compares outputs and gradients):
 
-* SRU: W_gamma and the threshold fold into GroupNorm's affine, z = W_gamma GN(X) - logit(t), so the hard gate is
-  z > 0 (no sigmoid in the forward pass); eq. 4 is two ``addcmul`` per half (bit-identical), fed to CRU's squeezes
-  without concatenating; the straight-through backward is written by hand (``_GatedCrossReconstruction``).
+* SRU (paper form): W_gamma and the threshold fold into GroupNorm's affine, z = W_gamma GN(X) - logit(t), so the
+  hard gate is z > 0 (no sigmoid in the forward pass); eq. 4 is two ``addcmul`` per half (bit-identical), fed to
+  CRU's squeezes without concatenating; the straight-through backward is written by hand
+  (``_GatedCrossReconstruction``). The release gate (R1) and fuse (R4) are computed as written, with autograd.
 * CRU: 1 x 1 convolutions run as batched matrix products; at stride 1 the two squeezes of an unsplit input are one
   block-diagonal 1 x 1 convolution; eq. 8's two-way softmax is sigmoid(S1 - S2) and eq. 9 one ``lerp``.
 * ``SCConv.fuse()`` (inference; Ultralytics' ``model.fuse()`` calls it): the trailing BatchNorm folds into CRU's
-  branches (exact because beta1 + beta2 = 1), and at stride 1 GWC + PWC1 become one dense k x k convolution. At
-  stride 2 they stay separate: PWC1 sees the ceil-mode-pooled input, which a strided kernel reproduces only for even
-  H and W.
+  branches (paper form: exact because beta1 + beta2 = 1) or into the fuse's weights plus a shift (release form:
+  BN(a1 Y1 + a2 Y2) = (s a1) Y1 + (s a2) Y2 + t, as a1 + a2 != 1), and at stride 1 GWC + PWC1 become one dense
+  k x k convolution. At stride 2 they stay separate: PWC1 sees the ceil-mode-pooled input, which a strided kernel
+  reproduces only for even H and W.
 """
 
 from __future__ import annotations
@@ -63,7 +90,12 @@ from ._common import (
     require_stride,
 )
 
-GATES = ("hard", "released")
+VARIANTS = ("paper", "release")
+DEFAULT_GN_GROUPS = {"paper": 16, "release": 4}  # deviation 2 and R2
+
+
+def require_variant(variant) -> None:
+    require(variant in VARIANTS, f"SCConv: variant={variant!r} is not allowed; expected one of {', '.join(VARIANTS)}")
 
 
 class SRU(nn.Module):
@@ -71,21 +103,35 @@ class SRU(nn.Module):
 
     Args:
         c (int): Channels (even: eq. 4 adds the two channel halves).
-        gn_groups (int): Requested GroupNorm groups; the count used is gcd(c, gn_groups) (deviation 3).
+        gn_groups (int | None): Requested GroupNorm groups; the count used is gcd(c, gn_groups) (deviation 3).
+            None: 16 for the paper form (deviation 2), 4 for the release form (R2).
         gate_threshold (float): Gate threshold in (0, 1); the paper uses 0.5.
-        gate (str): ``"hard"`` (paper, eq. 3, with a straight-through gradient) or ``"released"`` (authors' code).
+        variant (str): ``"paper"`` (eq. 3's 0/1 gate, with a straight-through gradient) or ``"release"`` (the public
+            code's gate, R1); see the module docstring.
     """
 
-    def __init__(self, c: int, gn_groups: int = 16, gate_threshold: float = 0.5, gate: str = "hard"):
+    def __init__(self, c: int, gn_groups: int | None = None, gate_threshold: float = 0.5, variant: str = "paper"):
         super().__init__()
+        require_variant(variant)
         require_positive_int("c1", c, "SCConv")
         require(c % 2 == 0, f"SCConv: c1={c} is not allowed; SRU's cross-reconstruction (eq. 4) needs an even c1")
+        gn_groups = DEFAULT_GN_GROUPS[variant] if gn_groups is None else gn_groups
         require_positive_int("gn_groups", gn_groups, "SCConv")
-        require(0.0 < gate_threshold < 1.0, f"SCConv: gate_threshold={gate_threshold!r} is not allowed; expected 0 < t < 1")
-        require(gate in GATES, f"SCConv: gate={gate!r} is not allowed; expected one of {', '.join(GATES)}")
+        require(
+            0.0 < gate_threshold < 1.0,
+            f"SCConv: gate_threshold={gate_threshold!r} is not allowed; expected 0 < t < 1",
+        )
         self.gn = nn.GroupNorm(math.gcd(c, gn_groups), c)
         self.gate_threshold = gate_threshold
-        self.gate = gate
+        self.variant = variant
+
+    def __setstate__(self, state: dict) -> None:
+        """Unpickle, mapping the ``gate`` of checkpoints from this package's first version ("hard": the paper gate,
+        "released": the release gate, R1) to ``variant``: the same computation."""
+        gate = state.pop("gate", None)
+        if gate is not None:
+            state["variant"] = "release" if gate == "released" else "paper"
+        super().__setstate__(state)
 
     def importance_weights(self) -> torch.Tensor:
         """Eq. 2: W_gamma = gamma_i / sum_j gamma_j (a plain ratio, not a softmax: a softmax would squash every
@@ -94,10 +140,11 @@ class SRU(nn.Module):
         return gamma / gamma.sum()
 
     def gates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Eq. 3: W = Gate(Sigmoid(W_gamma * GN(X))); returns (W1, W2), elementwise, shaped like ``x``."""
+        """Eq. 3: W = Gate(Sigmoid(W_gamma * GN(X))); returns (W1, W2), elementwise, shaped like ``x``. The release
+        gate (R1) sets informative weights to 1 in W1 and 0 in W2 and leaves the others at their sigmoid value."""
         reweights = torch.sigmoid(self.gn(x) * self.importance_weights().view(1, -1, 1, 1))
         informative = reweights > self.gate_threshold
-        if self.gate == "released":
+        if self.variant == "release":  # R1
             return reweights.masked_fill(informative, 1.0), reweights.masked_fill(informative, 0.0)
         w1 = informative.to(reweights.dtype) + (reweights - reweights.detach())  # forward: exact 0/1 (deviation 1)
         return w1, 1.0 - w1
@@ -123,7 +170,7 @@ class SRU(nn.Module):
 
     def reconstructed_halves(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Eq. 4 without the final union: (X11w + X22w, X21w + X12w)."""
-        if self.gate == "released":
+        if self.variant == "release":
             x1, x2 = x.chunk(2, dim=1)
             w1, w2 = self.gates(x)
             (w11, w12), (w21, w22) = w1.chunk(2, dim=1), w2.chunk(2, dim=1)
@@ -192,14 +239,22 @@ class CRU(nn.Module):
         c1 (int): Input channels.
         c2 (int): Output channels.
         k (int): GWC kernel size (odd).
-        s (int): Stride, 1 or 2 (deviation 5).
+        s (int): Stride, 1 or 2 (deviation 4).
         alpha (float): Split ratio, 0 < alpha < 1; alpha * c1 channels go to the upper branch.
         r (int): Squeeze ratio.
         g (int): GWC groups.
+        variant (str): ``"paper"`` (eqs. 5-9) or ``"release"`` (the public code: a GWC bias, R3, and one softmax over
+            all 2C channels in the fuse, R4); see the module docstring.
     """
 
-    def __init__(self, c1: int, c2: int, k: int = 3, s: int = 1, alpha: float = 0.5, r: int = 2, g: int = 2):
+    variant = "paper"  # class default for checkpoints of this package's first version, which had no variant
+
+    def __init__(
+        self, c1: int, c2: int, k: int = 3, s: int = 1, alpha: float = 0.5, r: int = 2, g: int = 2, variant="paper"
+    ):
         super().__init__()
+        require_variant(variant)
+        self.variant = variant
         for name, value in (("c1", c1), ("c2", c2), ("r", r), ("g", g)):
             require_positive_int(name, value, "SCConv")
         require_odd_kernel(k, "SCConv")
@@ -219,15 +274,17 @@ class CRU(nn.Module):
         )
         require(
             low_sq < c2,
-            f"SCConv: c2={c2} is not allowed for c1={c1}; eq. 6 reuses {low_sq} squeezed lower channels, so c2 must exceed it",
+            f"SCConv: c2={c2} is not allowed for c1={c1}; eq. 6 reuses {low_sq} squeezed lower channels, "
+            "so c2 must exceed it",
         )
         self.squeeze_up = nn.Conv2d(self.up_channels, up_sq, 1, bias=False)
         self.squeeze_low = nn.Conv2d(self.low_channels, low_sq, 1, bias=False)
-        self.gwc = nn.Conv2d(up_sq, c2, k, s, k // 2, groups=g, bias=False)
+        self.gwc = nn.Conv2d(up_sq, c2, k, s, k // 2, groups=g, bias=variant == "release")  # R3
         self.pwc1 = nn.Conv2d(up_sq, c2, 1, bias=False)
         self.pwc2 = nn.Conv2d(low_sq, c2 - low_sq, 1, bias=False)
         self.pool = nn.AvgPool2d(2, 2, ceil_mode=True) if s == 2 else nn.Identity()
-        for name in ("low_scale", "low_shift", "mean_scale"):  # set by fold_output_bn; not part of checkpoints
+        # set by fold_output_bn (the first three for the paper form, the last two for the release form); not saved
+        for name in ("low_scale", "low_shift", "mean_scale", "out_scale", "out_shift"):
             self.register_buffer(name, None, persistent=False)
 
     def squeeze(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -271,9 +328,21 @@ class CRU(nn.Module):
         beta1 = branch_weight(y1.mean(dim=(2, 3), keepdim=True), y2.mean(dim=(2, 3), keepdim=True))
         return torch.lerp(y2, y1, beta1)
 
+    def release_fuse(self, y1: torch.Tensor, y2: torch.Tensor) -> torch.Tensor:
+        """The public code's fuse (R4): (a1, a2) = Softmax over all 2C channels of [GAP(Y1) U GAP(Y2)],
+        Y = a1 Y1 + a2 Y2. After ``fold_output_bn`` both weights carry the BatchNorm scale s and its shift t is added:
+        s (a1 Y1 + a2 Y2) + t."""
+        pooled = torch.cat([y1.mean(dim=(2, 3), keepdim=True), y2.mean(dim=(2, 3), keepdim=True)], dim=1)
+        a1, a2 = pooled.softmax(dim=1).chunk(2, dim=1)
+        if self.out_scale is None:
+            return torch.addcmul(y1 * a1, y2, a2)
+        return torch.addcmul(torch.addcmul(self.out_shift, y1, a1 * self.out_scale), y2, a2 * self.out_scale)
+
     def fuse_parts(self, y1: torch.Tensor, y2_parts: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """:meth:`fuse` with Y2 given as its two parts, so that without autograd the union is never materialised:
-        each part's ``lerp`` writes straight into its channels of the output."""
+        """The fuse with Y2 given as its two parts (eq. 6's union). Paper form (:meth:`fuse`): without autograd the
+        union is never materialised, each part's ``lerp`` writes straight into its channels of the output."""
+        if self.variant == "release":
+            return self.release_fuse(y1, torch.cat(y2_parts, dim=1))
         reduced, reused = y2_parts
         y2_mean = torch.cat([reduced.mean(dim=(2, 3), keepdim=True), reused.mean(dim=(2, 3), keepdim=True)], dim=1)
         beta1 = branch_weight(y1.mean(dim=(2, 3), keepdim=True), y2_mean, self.mean_scale)
@@ -295,11 +364,18 @@ class CRU(nn.Module):
 
     @torch.no_grad()
     def fold_output_bn(self, bn: nn.BatchNorm2d) -> None:
-        """Fold the BatchNorm that follows CRU (eval statistics) into its branches. As beta1 + beta2 = 1,
-        BN(beta1 Y1 + beta2 Y2) = beta1 BN(Y1) + beta2 BN(Y2); the betas still come from the unfolded means,
-        recovered as (mean - t) / s (t cancels in S1 - S2). Where s = 0 the channel is the constant t whatever beta
-        is, so s is replaced by 1 there."""
+        """Fold the BatchNorm that follows CRU (eval statistics, BN(y) = s y + t).
+
+        Paper form: into the branches. As beta1 + beta2 = 1, BN(beta1 Y1 + beta2 Y2) = beta1 BN(Y1) + beta2 BN(Y2);
+        the betas still come from the unfolded means, recovered as (mean - t) / s (t cancels in S1 - S2). Where
+        s = 0 the channel is the constant t whatever beta is, so s is replaced by 1 there.
+
+        Release form: a1 + a2 != 1 (R4) and every channel's mean enters every weight, so the branches keep their
+        scale and s and t apply to the fuse's output through its weights (:meth:`release_fuse`)."""
         scale, shift = bn_scale_shift(bn)
+        if self.variant == "release":
+            self.out_scale, self.out_shift = scale.view(1, -1, 1, 1).clone(), shift.view(1, -1, 1, 1).clone()
+            return
         n_pwc2 = self.pwc2.out_channels
         column = scale.view(-1, 1, 1, 1)
         self.gwc = conv_like(self.gwc, self.gwc.weight * column, shift)
@@ -365,7 +441,8 @@ def branch_weight(s1: torch.Tensor, s2: torch.Tensor, mean_scale: torch.Tensor |
 class SCConv(nn.Module):
     """SCConv (Fig. 1): ``SRU(c1)`` then ``CRU(c1 -> c2)``, then BN + activation as in an Ultralytics ``Conv`` row.
 
-    YAML: ``[-1, 1, SCConv, [c2]]``, ``[-1, 1, SCConv, [c2, 3, 2]]`` (stride 2), further arguments in order.
+    YAML: ``[-1, 1, SCConv, [c2]]``, ``[-1, 1, SCConv, [c2, 3, 2]]`` (stride 2), further arguments in order; the
+    public code's behaviour: ``[-1, 1, SCConv, [c2, 3, 1, 0.5, 2, 2, null, 0.5, release]]``.
 
     Args:
         c1 (int): Input channels (even).
@@ -375,10 +452,12 @@ class SCConv(nn.Module):
         alpha (float): CRU split ratio (paper: 1/2).
         r (int): CRU squeeze ratio (paper: 2).
         g (int): GWC groups (paper: 2).
-        gn_groups (int): SRU GroupNorm groups requested (released code: 16).
+        gn_groups (int | None): SRU GroupNorm groups requested; None: 16 for the paper form (the paper gives no
+            count, deviation 2), 4 for the release form (R2). The count used is gcd(c1, gn_groups) (deviation 3).
         gate_threshold (float): SRU gate threshold (paper: 0.5).
-        gate (str): ``"hard"`` (paper) or ``"released"`` (authors' code); see the module docstring.
-        bn (bool): Add a BatchNorm after CRU (deviation 6).
+        variant (str): ``"paper"`` (default: eqs. 1-11) or ``"release"``: the unofficial public code
+            ``cheng-haha/ScConv`` - its gate (R1), GroupNorm groups (R2), GWC bias (R3) and fuse (R4).
+        bn (bool): Add a BatchNorm after CRU (deviation 5).
         act (bool | nn.Module): Activation after the BatchNorm, as in Ultralytics' ``Conv``.
     """
 
@@ -391,15 +470,15 @@ class SCConv(nn.Module):
         alpha: float = 0.5,
         r: int = 2,
         g: int = 2,
-        gn_groups: int = 16,
+        gn_groups: int | None = None,
         gate_threshold: float = 0.5,
-        gate: str = "hard",
+        variant: str = "paper",
         bn: bool = True,
         act=True,
     ):
         super().__init__()
-        self.sru = SRU(c1, gn_groups, gate_threshold, gate)
-        self.cru = CRU(c1, c2, k, s, alpha, r, g)
+        self.sru = SRU(c1, gn_groups, gate_threshold, variant)
+        self.cru = CRU(c1, c2, k, s, alpha, r, g, variant)
         self.bn, self.act = norm_act(c2, bn, act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -412,7 +491,8 @@ class SCConv(nn.Module):
     @torch.no_grad()
     def fuse(self) -> SCConv:
         """Inference form (eval mode; Ultralytics' ``model.fuse()`` calls this once registered): the trailing
-        BatchNorm folds into CRU's branches and, at stride 1, GWC and PWC1 become one convolution. Idempotent."""
+        BatchNorm folds into CRU (:meth:`CRU.fold_output_bn`) and, at stride 1, GWC and PWC1 become one convolution.
+        Idempotent."""
         if isinstance(self.bn, nn.BatchNorm2d):
             self.cru.fold_output_bn(self.bn)
             self.bn = nn.Identity()

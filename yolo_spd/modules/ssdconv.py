@@ -35,9 +35,12 @@ Deviations from the released module, each with its reason:
 
 Implementation (same outputs within float32 rounding; ``tests/reference.py`` keeps the step-by-step form): the
 similarity attention avoids the C x C matrix (see :meth:`SSDConv.similarity_attention`), 1 x 1 convolutions run as
-batched matrix products, and the residual sum is one ``addcmul``. ``SSDConv.fuse()`` (inference; Ultralytics'
-``model.fuse()`` calls it) folds all three BatchNorms - the one *before* the zero-padded diversity convolution
-through a border-exact bias map - and at stride 1 merges the base and diversity convolutions into one.
+batched matrix products, and the residual sum is one ``addcmul``.
+
+No inference fuse. Folding SSDConv's three BatchNorms (one of them *before* a zero-padded convolution, which needs a
+border-exact bias map) and merging its base and diversity convolutions measured as no gain, in PyTorch eval and in
+ONNX Runtime on the exported module (``python benchmarks/modules.py --quick --cpu-time``, run before that code was
+removed), so SSDConv has no ``fuse()``: ``model.fuse()`` and ``yolo_spd.fuse_modules`` leave it as it is.
 
 Speed note: with the default ratios SSDConv does more arithmetic than the k x k convolution it replaces (for
 c1 = c2 = 64: base 45 -> 32 plus diversity 109 -> 32, 3 x 3, i.e. 1.24x the multiply-adds of a 64 -> 64 3 x 3
@@ -49,13 +52,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ._common import (
-    bn_scale_shift,
-    conv_like,
-    is_exporting,
     norm_act,
     pointwise,
     require,
@@ -128,10 +127,6 @@ class SSDConv(nn.Module):
             self.down = nn.Conv2d(exp_out, c2, 1, groups=base_out if fits else math.gcd(exp_out, c2), bias=False)
         self.pool = nn.AvgPool2d(2, 2, ceil_mode=True) if s == 2 else nn.Identity()
         self.bn, self.act = norm_act(c2, bn, act)
-        fused_buffers = ("diversity_shift", "diversity_shift_weight", "diversity_shift_bias", "diversity_border",
-                         "out_scale", "out_shift", "residual_scale")
-        for name in fused_buffers:  # set by fuse(); not part of checkpoints
-            self.register_buffer(name, None, persistent=False)
 
     def similarity_attention(self, y: torch.Tensor) -> torch.Tensor:
         """Channel weights (N, C, 1, 1) from inter-channel similarity.
@@ -152,129 +147,15 @@ class SSDConv(nn.Module):
         dissimilarity = (1.0 - mean_similarity).view(n, c)
         return self.fc(dissimilarity * y.mean(dim=(2, 3))).view(n, c, 1, 1)
 
-    def diversity_branch(self, diversity_in: torch.Tensor) -> torch.Tensor:
-        y = self.diversity(self.bn_diversity(diversity_in))
-        if self.diversity_shift is not None:  # fused: the folded BatchNorm's shift, exact at the zero-padded border
-            y = y + self.diversity_bias(*y.shape[2:])
-        return y
-
-    def diversity_bias(self, h: int, w: int) -> torch.Tensor:
-        """The folded ``bn_diversity`` shift through the diversity convolution, as an (1, C, h, w) map: indexed out of
-        a plane computed once at fuse time, or computed directly for maps smaller than the kernel's reach."""
-        if is_exporting() or min(h, w) >= 2 * (self.diversity.kernel_size[0] // 2):
-            return expand_border_plane(self.diversity_border, h, w)
-        return border_exact_shift(self.diversity_shift, self.diversity_shift_weight, self.diversity_shift_bias, h, w)
-
-    def residual(self, y_e: torch.Tensor | None) -> torch.Tensor | None:
-        if y_e is None:
-            return self.out_shift  # None unless fused
-        if self.down is not None:
-            return self.down(y_e)
-        return y_e if self.out_shift is None else torch.addcmul(self.out_shift, y_e, self.residual_scale)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x_m, x_e = x.split([self.main_in, self.exp_in], dim=1)
-        y_base = self.base(x_m) if self.base is not None else None
+        y_base = self.base(x_m)
         x_m = self.pool(x_m)
         y_e = pointwise(self.pool(x_e), self.expand.weight) if self.expand is not None else None
         diversity_in = x_m if y_e is None else torch.cat([x_m, y_e], dim=1)
-        y_m = self.diversity_branch(diversity_in)
-        if y_base is not None:  # else fused at stride 1: one convolution yields [base U diversity] (merge_main_convs)
-            y_m = self.bn_main(torch.cat([y_base, y_m], dim=1))
+        y_m = self.bn_main(torch.cat([y_base, self.diversity(self.bn_diversity(diversity_in))], dim=1))
         attention = self.similarity_attention(y_m)
-        if self.out_scale is not None:
-            attention = attention * self.out_scale
-        residual = self.residual(y_e)
-        y = y_m * attention if residual is None else torch.addcmul(residual, y_m, attention)
-        return self.act(self.bn(y))
-
-    @torch.no_grad()
-    def fuse(self) -> SSDConv:
-        """Inference form (eval mode; Ultralytics' ``model.fuse()`` calls this once registered). Idempotent.
-
-        * ``bn_main`` folds into the base and diversity convolutions (BatchNorm after a convolution);
-        * ``bn_diversity`` (BatchNorm *before* the zero-padded diversity convolution) folds its scale into the
-          weights and its shift into a bias map that is exact at the border too (:func:`border_exact_shift`,
-          computed once on a (2p+1) x (2p+1) plane and indexed out to the map size);
-        * the trailing ``bn`` folds into the attention weights and the residual path (a down-projection or, if
-          there is none, a per-channel affine of y_e; the bias alone when there is no expansion path).
-        """
-        if not isinstance(self.bn_main, nn.BatchNorm2d):
-            return self
-        self.fold_main_and_diversity_bn()
-        if isinstance(self.bn, nn.BatchNorm2d):
-            self.fold_output_bn()
-        self.merge_main_convs()
-        side = 2 * (self.diversity.kernel_size[0] // 2) + 1
-        self.diversity_border = border_exact_shift(
-            self.diversity_shift, self.diversity_shift_weight, self.diversity_shift_bias, side, side
-        )
-        return self
-
-    def fold_main_and_diversity_bn(self) -> None:
-        main_scale, main_shift = bn_scale_shift(self.bn_main)
-        b = self.base.out_channels
-        self.base = conv_like(self.base, self.base.weight * main_scale[:b, None, None, None], main_shift[:b])
-        weight = self.diversity.weight * main_scale[b:, None, None, None]
-        in_scale, in_shift = bn_scale_shift(self.bn_diversity)
-        self.diversity_shift = in_shift.view(1, -1, 1, 1).clone()
-        self.diversity_shift_weight, self.diversity_shift_bias = weight.clone(), main_shift[b:].clone()
-        self.diversity = conv_like(self.diversity, weight * per_group_input(in_scale, weight), None)
-        self.bn_main, self.bn_diversity = nn.Identity(), nn.Identity()
-
-    def merge_main_convs(self) -> None:
-        """At stride 1 with an ungrouped diversity convolution, the base convolution's input X_m is the first
-        main_in channels of the diversity input, so one convolution over the diversity input, whose base rows are
-        zero on the Y_e channels, yields Y_m = [base U diversity] directly: no concatenation, one pass of the input.
-        (A grouped diversity convolution would have to become dense, multiplying its cost, so it stays separate.)"""
-        if not isinstance(self.pool, nn.Identity) or self.diversity.groups != 1:
-            return
-        extra = self.diversity.in_channels - self.main_in
-        base_weight = F.pad(self.base.weight, (0, 0, 0, 0, 0, extra))  # zero weights on the Y_e channels
-        weight = torch.cat([base_weight, self.diversity.weight])
-        self.diversity_shift_weight = torch.cat([torch.zeros_like(base_weight), self.diversity_shift_weight])
-        self.diversity_shift_bias = torch.cat([self.base.bias, self.diversity_shift_bias])
-        self.diversity = conv_like(self.diversity, weight, None)
-        self.base = None
-
-    def fold_output_bn(self) -> None:
-        scale, shift = bn_scale_shift(self.bn)
-        self.out_scale = scale.view(1, -1, 1, 1).clone()
-        if self.down is not None:
-            self.down = conv_like(self.down, self.down.weight * scale[:, None, None, None], shift)
-        else:  # the residual is y_e itself (s y_e + t) or absent (t)
-            self.out_shift = shift.view(1, -1, 1, 1).clone()
-            self.residual_scale = scale.view(1, -1, 1, 1).clone()
-        self.bn = nn.Identity()
-
-
-def per_group_input(in_scale: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Arrange a per-input-channel scale like a grouped weight's (C_out, C_in / groups, 1, 1) slots."""
-    c_out, in_per_group = weight.shape[:2]
-    groups = len(in_scale) // in_per_group
-    return in_scale.view(groups, 1, in_per_group).expand(groups, c_out // groups, in_per_group).reshape(c_out, -1)[
-        ..., None, None
-    ]
-
-
-def border_exact_shift(shift: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """conv(zero_pad(t), W) + b on an h x w map, for a per-channel constant t (shape (1, C, 1, 1)), stride 1,
-    'same' padding and groups = C / W.shape[1]: the term a BatchNorm shift t leaves when the BatchNorm before a
-    zero-padded k x k convolution is folded into it. In the interior it is one constant per channel, but the padding
-    zeros are not shifted, so the first and last k // 2 rows and columns differ."""
-    plane = shift.expand(-1, -1, h, w).contiguous()
-    return F.conv2d(plane, weight, bias, padding=weight.shape[-1] // 2, groups=shift.shape[1] // weight.shape[1])
-
-
-def expand_border_plane(plane: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """The h x w map from its (2p+1) x (2p+1) version (``border_exact_shift`` at h = w = 2p+1), whose middle row and
-    column stand for the whole interior; valid for h, w >= 2p. Index arithmetic only, so a traced graph follows the
-    input size."""
-    p = plane.shape[-1] // 2
-    return plane[:, :, _plane_index(h, p, plane.device)][..., _plane_index(w, p, plane.device)]
-
-
-def _plane_index(size, p: int, device: torch.device) -> torch.Tensor:
-    """For each of ``size`` rows, its row in the (2p+1) plane: border rows keep their offset, interior rows map to p."""
-    index = torch.arange(size, device=device)
-    return index.clamp(max=p) + (index - (size - 1 - p)).clamp(min=0)
+        if y_e is None:
+            return self.act(self.bn(y_m * attention))
+        residual = y_e if self.down is None else self.down(y_e)
+        return self.act(self.bn(torch.addcmul(residual, y_m, attention)))
