@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,7 +12,7 @@ import pytest
 from yolo_spd import cli
 from yolo_spd.evaluation import build_ground_truth, evaluate_predictions, resolve_split, run_cocoeval
 
-from .conftest import child_env, make_yolo_dataset
+from .conftest import make_yolo_dataset
 
 
 @pytest.fixture(autouse=True)
@@ -174,24 +172,6 @@ def test_compare_puts_models_side_by_side_and_refuses_other_class_lists(trained_
     torch.save(checkpoint, other)
     code, _, err = run("compare", f"weights={a},{other}", f"data={data}", *common)
     assert code == 2 and "other detects 2 classes [cat, dog] but the data has 2 [red, green]" in err
-
-
-@pytest.mark.slow
-def test_train_with_no_arguments_runs_the_offline_demo(tmp_path):
-    """`yolo-spd train` alone: the synthetic dataset is generated into the cache, trained on and scored."""
-    settings = tmp_path / "fresh-ultralytics-settings"  # a machine where Ultralytics never ran
-    settings.mkdir()
-    env = child_env(YOLO_SPD_CACHE=str(tmp_path / "cache"), YOLO_SPD_DEMO_EPOCHS="1", YOLO_CONFIG_DIR=str(settings))
-    out = subprocess.run([sys.executable, "-m", "yolo_spd", "train"], cwd=tmp_path, env=env, capture_output=True,
-                         text=True, timeout=900)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "built-in demo dataset" in out.stdout and "<- AP_S" in out.stdout
-    run_dir = out.stdout.rsplit("Saved coco_eval.json and coco_eval.csv to ", 1)[1].split()[0]
-    saved = json.loads((tmp_path / run_dir / "coco_eval.json").read_text())
-    assert saved["images"] == 40 and saved["annotations"] > 100
-    labels = list((tmp_path / "cache" / "datasets").glob("*/labels/train/*.txt"))
-    sides = np.concatenate([np.loadtxt(f, ndmin=2)[:, 3:5].max(1) * 256 for f in labels])
-    assert len(labels) == 160 and np.mean(sides < 32) > 0.7  # mostly COCO-small objects
 
 
 def test_info_prints_the_model_table_with_baseline_ratios():
