@@ -278,7 +278,7 @@ def test_a_ddp_worker_rebuilds_yolo_spd_models_without_importing_yolo_spd_itself
     from ultralytics.models.yolo.detect import DetectionTrainer
     from ultralytics.utils import dist
 
-    from yolo_spd.registration import DDP_IMPORT
+    from yolo_spd.integration.training import DDP_IMPORT
 
     from .conftest import child_env
 
@@ -356,3 +356,50 @@ def test_main_flows_make_no_network_connection_and_spawn_no_pip(tmp_path):
     unexpected = [head for head, stack in guard_entries(log) if "in is_online" not in stack]
     assert unexpected == [], guard_entries(log)[0][1][-3000:]
     assert (tmp_path / "runs" / "t" / "labels.jpg").is_file()  # plots with text were drawn (font found offline)
+
+
+# --- atomic writes --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+@pytest.mark.parametrize("data", ["text\n", b"\x00bytes"])
+def test_atomic_writes_give_files_the_usual_mode_and_leave_no_temporary(tmp_path, umask, mode, data):
+    """A result file gets the mode any new file gets (0644 under the usual umask), as Ultralytics' own files do."""
+    import os
+
+    from yolo_spd.paths import write_atomic
+
+    before = os.umask(umask)
+    try:
+        written = write_atomic(tmp_path / "out" / "coco_eval.json", data)
+    finally:
+        os.umask(before)
+    assert written.stat().st_mode & 0o777 == mode
+    assert (written.read_text() if isinstance(data, str) else written.read_bytes()) == data
+    assert [p.name for p in written.parent.iterdir()] == ["coco_eval.json"]
+
+
+def test_a_failed_atomic_write_keeps_the_previous_file_and_leaves_no_temporary(tmp_path):
+    from yolo_spd.paths import atomic_target, write_atomic
+
+    target = write_atomic(tmp_path / "compare.png", b"previous")
+    with pytest.raises(RuntimeError):
+        with atomic_target(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("the writer died")
+    assert target.read_bytes() == b"previous" and [p.name for p in tmp_path.iterdir()] == ["compare.png"]
+
+
+def test_checkpoints_are_written_through_the_atomic_helper_with_the_usual_mode(tmp_path):
+    import os
+
+    from yolo_spd.integration.training import AtomicWritePath
+
+    before = os.umask(0o022)
+    try:
+        last = AtomicWritePath(tmp_path) / "last.pt"
+        assert isinstance(last, AtomicWritePath) and last.write_bytes(b"checkpoint") == len(b"checkpoint")
+    finally:
+        os.umask(before)
+    assert last.read_bytes() == b"checkpoint" and last.stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]

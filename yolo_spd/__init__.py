@@ -1,6 +1,6 @@
 """yolo_spd: SPD-Conv, SCConv and SSDConv for Ultralytics YOLO, aimed at small-object detection.
 
-Importing the package registers the modules into Ultralytics (see :mod:`yolo_spd.registration`), after which stock
+Importing the package registers the modules into Ultralytics (see :mod:`yolo_spd.integration`), after which stock
 Ultralytics builds the packaged configs by bare name::
 
     import yolo_spd
@@ -25,7 +25,7 @@ from .modules import (
     fold_space_to_depth_order,
     fuse_modules,
 )
-from .registration import SUPPORTED_ULTRALYTICS, is_registered, register, unregister
+from .integration import SUPPORTED_ULTRALYTICS, is_registered, register, unregister
 
 __version__ = "0.1.0"
 __all__ = (
