@@ -14,9 +14,13 @@ from collections.abc import Callable
 
 import torch
 
+from .errors import UsageError
 
-class ModelYAMLError(ValueError):
-    """A model YAML row that cannot be built. The message names the file, the layer and the problem."""
+
+class ModelYAMLError(UsageError):
+    """A model YAML row that cannot be built. The message names the file, the layer and the problem.
+
+    A :class:`~yolo_spd.errors.UsageError` (so still a ``ValueError``): the CLI prints it as one error line."""
 
 
 def _fits(value, default) -> bool:
