@@ -27,7 +27,9 @@ IGNORED = shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "__pycac
 
 
 def outer_site_folders() -> list[str]:
-    folders = [*site.getsitepackages(), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
+    """This environment's site-packages folders in import order, also those a .pth added (as CI's second venv does)."""
+    on_path = [p for p in sys.path if Path(p).name in ("site-packages", "dist-packages")]
+    folders = [*on_path, *site.getsitepackages(), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
     return [f for f in dict.fromkeys(folders) if Path(f).is_dir()]
 
 
