@@ -6,6 +6,10 @@ Ultralytics builds the packaged configs by bare name::
     import yolo_spd
     from ultralytics import YOLO
     model = YOLO("yolov5-spd-n.yaml")
+
+An installed yolo_spd (wheel or editable) also registers itself the first time Ultralytics' model code is imported,
+so the ``import yolo_spd`` line is optional there and stock ``yolo`` commands know the modules (see
+:mod:`_yolo_spd_autoload`; ``YOLO_SPD_AUTOLOAD=0`` turns that off).
 """
 
 from .configs import config_dir, list_models
