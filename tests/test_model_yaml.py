@@ -75,10 +75,10 @@ def test_every_ultralytics_model_yaml_passes_the_row_checks():
     from ultralytics.nn import tasks
 
     from yolo_spd.model_yaml import check_rows
-    from yolo_spd.registration import _yaml_parameters
+    from yolo_spd.integration.names import yaml_parameters
 
     files = sorted((Path(ultralytics.__file__).parent / "cfg" / "models").rglob("*.yaml"))
     assert len(files) > 30
     for file in files:
         d = tasks.yaml_model_load(file)
-        check_rows(d, vars(tasks), _yaml_parameters, file.name)
+        check_rows(d, vars(tasks), yaml_parameters, file.name)

@@ -1,4 +1,5 @@
-"""Registration into Ultralytics: channel bookkeeping, idempotence, exact reversal, version and name guards."""
+"""Registration into Ultralytics (yolo_spd.integration): channel bookkeeping, idempotence, exact reversal of every part,
+version and name guards."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from ultralytics.utils import checks
 from ultralytics.utils.ops import make_divisible
 
 import yolo_spd
-from yolo_spd import registration
-from yolo_spd.registration import UnsupportedUltralyticsError, check_ultralytics_version
+from yolo_spd import integration
+from yolo_spd.integration import UnsupportedUltralyticsError, check_ultralytics_version, names
 
 from .conftest import REPO, child_env
 
@@ -70,6 +71,46 @@ def test_unregister_restores_ultralytics_exactly(unregistered):
     assert set(torch.serialization.get_safe_globals()) == safe_before  # torch keeps them as a set
     assert callback_snapshot() == callbacks_before and dist.generate_ddp_file is ddp_before
     assert plotting.check_font is data_utils.check_font is checks.check_font is font_before  # everywhere
+
+
+def ultralytics_state() -> dict:
+    """Everything any integration part may change, by identity."""
+    from yolo_spd.integration.fonts import FONT_USERS
+    from ultralytics.utils import dist
+
+    return {
+        "tasks": snapshot(tasks),
+        "BaseModel": snapshot(tasks.BaseModel),
+        "safe_globals": set(torch.serialization.get_safe_globals()),
+        "callbacks": callback_snapshot(),
+        "ddp": id(dist.generate_ddp_file),
+        "fonts": [id(sys.modules[name].check_font) for name in FONT_USERS],
+    }
+
+
+@pytest.mark.parametrize("part", integration.PARTS, ids=lambda part: part.__name__.rpartition(".")[2])
+def test_each_part_changes_ultralytics_and_undoes_exactly_what_it_changed(unregistered, part):
+    pristine = ultralytics_state()
+    part.apply()
+    try:
+        applied = ultralytics_state()
+    finally:
+        part.undo()
+    assert applied != pristine
+    assert ultralytics_state() == pristine
+
+
+def test_a_part_that_fails_undoes_the_parts_applied_before_it(unregistered, monkeypatch):
+    from yolo_spd.integration import fonts
+
+    def fail():
+        raise RuntimeError("simulated failure in the last part")
+
+    monkeypatch.setattr(fonts, "apply", fail)
+    pristine = ultralytics_state()
+    with pytest.raises(RuntimeError, match="simulated"):
+        yolo_spd.register()
+    assert ultralytics_state() == pristine and not yolo_spd.is_registered()
 
 
 def test_unregistered_ultralytics_no_longer_knows_the_modules(unregistered):
@@ -150,7 +191,7 @@ def test_register_refuses_to_shadow_an_existing_ultralytics_name(unregistered, m
 
 
 def test_a_failed_self_check_rolls_back(unregistered, monkeypatch):
-    monkeypatch.setattr(registration, "BASE_MODULES", frozenset())  # channel rule would not apply
+    monkeypatch.setattr(names, "BASE_MODULES", frozenset())  # channel rule would not apply
     pristine = snapshot(tasks)
     with pytest.raises(UnsupportedUltralyticsError, match="channel rule"):
         yolo_spd.register()
@@ -191,20 +232,20 @@ class RepeatBlock(torch.nn.Module):
 
 def test_repeat_modules_get_the_scaled_count_as_their_third_argument(monkeypatch):
     """The hook C3-style variants use: listed in REPEAT_MODULES, parse_model inserts n and builds one block."""
-    monkeypatch.setattr(registration, "BASE_MODULES", registration.BASE_MODULES | {RepeatBlock})
-    monkeypatch.setattr(registration, "REPEAT_MODULES", frozenset({RepeatBlock}))
+    monkeypatch.setattr(names, "BASE_MODULES", names.BASE_MODULES | {RepeatBlock})
+    monkeypatch.setattr(names, "REPEAT_MODULES", frozenset({RepeatBlock}))
     monkeypatch.setattr(tasks, "RepeatBlock", RepeatBlock, raising=False)
     d = {"nc": 1, "depth_multiple": 0.67, "width_multiple": 0.5, "backbone": [[-1, 6, "RepeatBlock", [64]]], "head": []}
     block = build(d, ch=8)[0]
     assert isinstance(block, RepeatBlock) and (block.c1, block.c2, block.n) == (8, 32, 4)  # round(6 * 0.67) = 4
 
 
-def test_pyproject_declares_the_range_the_registration_supports():
+def test_pyproject_declares_the_range_the_integration_supports():
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
     dependencies = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    assert registration.SUPPORTED_TEXT == "ultralytics>=8.4.67,<8.5"
-    assert registration.SUPPORTED_TEXT in dependencies
+    assert integration.SUPPORTED_TEXT == "ultralytics>=8.4.67,<8.5"
+    assert integration.SUPPORTED_TEXT in dependencies
 
 
 @pytest.mark.parametrize(
@@ -218,7 +259,7 @@ def test_pyproject_declares_the_range_the_registration_supports():
 )
 def test_one_scale_yamls_get_their_scale_letter(d, scale):
     """Ultralytics 8.4.67 reads an empty scale guess as m/l/x for C3k2 (found by CI's oldest-version run)."""
-    from yolo_spd.registration import _scale_from_file_name
+    from yolo_spd.integration.yaml_loading import scale_from_file_name
 
-    _scale_from_file_name(d)
+    scale_from_file_name(d)
     assert (d.get("scale") or None) == scale

@@ -278,7 +278,7 @@ def test_a_ddp_worker_rebuilds_yolo_spd_models_without_importing_yolo_spd_itself
     from ultralytics.models.yolo.detect import DetectionTrainer
     from ultralytics.utils import dist
 
-    from yolo_spd.registration import DDP_IMPORT
+    from yolo_spd.integration.training import DDP_IMPORT
 
     from .conftest import child_env
 
@@ -356,3 +356,127 @@ def test_main_flows_make_no_network_connection_and_spawn_no_pip(tmp_path):
     unexpected = [head for head, stack in guard_entries(log) if "in is_online" not in stack]
     assert unexpected == [], guard_entries(log)[0][1][-3000:]
     assert (tmp_path / "runs" / "t" / "labels.jpg").is_file()  # plots with text were drawn (font found offline)
+
+
+# --- atomic writes --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+@pytest.mark.parametrize("data", ["text\n", b"\x00bytes"])
+def test_atomic_writes_give_files_the_usual_mode_and_leave_no_temporary(tmp_path, umask, mode, data):
+    """A result file gets the mode any new file gets (0644 under the usual umask), as Ultralytics' own files do."""
+    import os
+
+    from yolo_spd.paths import write_atomic
+
+    before = os.umask(umask)
+    try:
+        written = write_atomic(tmp_path / "out" / "coco_eval.json", data)
+    finally:
+        os.umask(before)
+    assert written.stat().st_mode & 0o777 == mode
+    assert (written.read_text() if isinstance(data, str) else written.read_bytes()) == data
+    assert [p.name for p in written.parent.iterdir()] == ["coco_eval.json"]
+
+
+def test_a_failed_atomic_write_keeps_the_previous_file_and_leaves_no_temporary(tmp_path):
+    from yolo_spd.paths import atomic_target, write_atomic
+
+    target = write_atomic(tmp_path / "compare.png", b"previous")
+    with pytest.raises(RuntimeError):
+        with atomic_target(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("the writer died")
+    assert target.read_bytes() == b"previous" and [p.name for p in tmp_path.iterdir()] == ["compare.png"]
+
+
+def test_checkpoints_are_written_through_the_atomic_helper_with_the_usual_mode(tmp_path):
+    import os
+
+    from yolo_spd.integration.training import AtomicWritePath
+
+    before = os.umask(0o022)
+    try:
+        last = AtomicWritePath(tmp_path) / "last.pt"
+        assert isinstance(last, AtomicWritePath) and last.write_bytes(b"checkpoint") == len(b"checkpoint")
+    finally:
+        os.umask(before)
+    assert last.read_bytes() == b"checkpoint" and last.stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+# --- user errors through the CLI: one line, exit 2; bugs keep their traceback ----------------------------------------
+
+
+def yolo_spd_command(args: list[str], cwd: Path, prelude: str = "", **env: str):
+    """``yolo-spd ARGS`` as a user runs it (a new process, the console-script entry point), after ``prelude``."""
+    import subprocess
+    import sys
+
+    from .conftest import child_env
+
+    code = f"{prelude}\nimport sys\nfrom yolo_spd.cli import entry\nsys.argv = ['yolo-spd', *{args!r}]\nentry()\n"
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=child_env(**env), capture_output=True, text=True,
+                          timeout=600)
+
+
+def one_error_line(out) -> str:
+    lines = out.stderr.splitlines()
+    assert out.returncode == 2 and len(lines) == 1 and lines[0].startswith("yolo-spd: error: "), out.stderr[-3000:]
+    return lines[0]
+
+
+def test_a_typo_in_a_model_yaml_through_train_is_one_error_line(tmp_path):
+    from .conftest import REPO
+
+    data = make_yolo_dataset(tmp_path / "data", n_train=2, n_val=2, size=64)
+    (tmp_path / "typo.yaml").write_text((REPO / "cfg" / "yolov5-spd-n.yaml").read_text().replace(
+        "SpaceToDepth", "SpaceToDepht"))
+    line = one_error_line(yolo_spd_command(["train", "cfg=typo.yaml", f"data={data}", "epochs=1", "imgsz=64"], tmp_path))
+    assert "typo.yaml: layer 2 (backbone row 2): unknown module 'SpaceToDepht'; did you mean SpaceToDepth?" in line
+
+
+def test_an_export_whose_package_is_missing_is_one_line_naming_the_format_and_the_pip_command(tmp_path):
+    """Whether or not openvino is installed here: the child sees it as missing. Nothing reaches for the network."""
+    from ultralytics import YOLO
+
+    import yolo_spd  # noqa: F401
+
+    YOLO("yolov5-spd-n.yaml").save(tmp_path / "ours.pt")
+    guard = Path(__file__).with_name("network_guard.py")
+    prelude = f"exec(open({str(guard)!r}).read())\nimport sys\nsys.modules['openvino'] = None  # not installed\n"
+    log = tmp_path / "guard.log"
+    out = yolo_spd_command(["export", "model=ours.pt", "format=openvino", "imgsz=64"], tmp_path, prelude,
+                           NETWORK_GUARD_LOG=str(log))
+    line = one_error_line(out)
+    assert "format=openvino needs the Python package 'openvino'" in line and line.endswith("pip install openvino")
+    assert not log.exists(), log.read_text()[-3000:]  # no connection attempt, no pip
+
+
+@pytest.mark.parametrize("mode", ["predict", "val", "export"])
+def test_a_model_form_yolo_spd_does_not_know_is_one_error_line(tmp_path, mode):
+    data = [f"data={make_yolo_dataset(tmp_path / 'data', n_train=1, n_val=1, size=64)}"] if mode == "val" else []
+    line = one_error_line(yolo_spd_command([mode, "model=foo.xyz", *data], tmp_path))
+    assert "foo.xyz" in line
+
+
+BUGS = {
+    "TypeError": "raise TypeError('a bug')",
+    "FileNotFoundError": "open('/nonexistent/internal-file')",
+    "ModuleNotFoundError": "import yolo_spd.no_such_module",
+}
+
+
+@pytest.mark.parametrize("kind", BUGS)
+def test_an_internal_bug_keeps_its_traceback(tmp_path, kind):
+    """The exceptions Ultralytics raises for bad arguments, when raised by yolo_spd's own code, are bugs."""
+    prelude = f"import yolo_spd.cli as cli\ndef buggy(tokens):\n    {BUGS[kind]}\ncli.RUNNERS['info'] = buggy\n"
+    out = yolo_spd_command(["info"], tmp_path, prelude)
+    assert out.returncode == 1 and "Traceback (most recent call last)" in out.stderr, out.stderr[-3000:]
+    assert out.stderr.strip().splitlines()[-1].startswith(kind) and "yolo-spd: error" not in out.stderr
+
+
+def test_bad_ultralytics_arguments_stay_one_line(tmp_path):
+    data = make_yolo_dataset(tmp_path / "data", n_train=2, n_val=2, size=64)
+    line = one_error_line(yolo_spd_command(["train", f"data={data}", "epochs=abc"], tmp_path))
+    assert "'epochs=abc' is of invalid type str" in line

@@ -213,7 +213,7 @@ def test_config_differs_from_its_baseline_only_in_the_documented_rows(name, laye
 
 
 def test_every_yolo_spd_class_in_the_models_is_allowed_for_restricted_checkpoint_loading(layers):
-    from yolo_spd.registration import PICKLED_CLASSES
+    from yolo_spd.integration.checkpoints import PICKLED_CLASSES
 
     ours = {type(m) for name in N_CONFIGS + ["yolo11-spd-m"] for m in layers(name).modules()}
     ours = {cls for cls in ours if cls.__module__.startswith("yolo_spd")}

@@ -326,27 +326,65 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     mode, tokens = argv[0], argv[1:]
     try:
-        if mode not in MODES:
-            close = difflib.get_close_matches(mode, MODES, n=1)
-            suggestion = f" (did you mean {close[0]}?)" if close else ""
-            raise UsageError(f"'{mode}' is not a yolo-spd mode; choose from {', '.join(MODES)}{suggestion}")
-        import yolo_spd  # noqa: F401 - registers the modules
+        try:
+            if mode not in MODES:
+                close = difflib.get_close_matches(mode, MODES, n=1)
+                suggestion = f" (did you mean {close[0]}?)" if close else ""
+                raise UsageError(f"'{mode}' is not a yolo-spd mode; choose from {', '.join(MODES)}{suggestion}")
+            import yolo_spd  # noqa: F401 - registers the modules
 
-        RUNNERS.get(mode, lambda t: run_predict_or_export(mode, t))(tokens)
-    except UsageError as e:
+            RUNNERS.get(mode, lambda t: run_predict_or_export(mode, t))(tokens)
+        except ModuleNotFoundError as error:
+            raise _missing_package(error, mode, tokens) from error
+        except (SyntaxError, TypeError, FileNotFoundError) as error:
+            if not _raised_checking_user_input(error):
+                raise
+            if os.environ.get(TRACEBACK_ENV):
+                raise
+            message = " ".join(str(error).split()) or type(error).__name__
+            raise UsageError(f"{message} (set {TRACEBACK_ENV}=1 for the traceback)") from error
+    except UsageError as e:  # includes yolo_spd.model_yaml.ModelYAMLError
         print(f"yolo-spd: error: {e}", file=sys.stderr)
-        return 2
-    except (SyntaxError, TypeError, FileNotFoundError) as e:  # Ultralytics' argument and dataset checks
-        if os.environ.get(TRACEBACK_ENV):
-            raise
-        message = " ".join(str(e).split()) or type(e).__name__
-        print(f"yolo-spd: error: {message} (set {TRACEBACK_ENV}=1 for the traceback)", file=sys.stderr)
         return 2
     return 0
 
 
 RUNNERS = {"train": run_train, "val": run_val, "compare": run_compare, "info": run_info, "slice": run_slice}
 TRACEBACK_ENV = "YOLO_SPD_TRACEBACK"
+# Where Ultralytics checks the user's arguments, files and datasets, and the exceptions it raises there: check_cfg
+# (TypeError) and check_dict_alignment (SyntaxError) in ultralytics/cfg, check_file/check_yaml in utils/checks.py and
+# check_det_dataset in data/ (FileNotFoundError). The same exception raised anywhere else is a bug: traceback.
+USER_INPUT_CHECKS = {
+    SyntaxError: ("ultralytics/cfg/",),
+    TypeError: ("ultralytics/cfg/",),
+    FileNotFoundError: ("ultralytics/cfg/", "ultralytics/utils/checks.py", "ultralytics/data/"),
+}
+# Import names whose pip package is named differently (pip normalises '_' and '-', so litert_torch needs no entry).
+PIP_NAMES = {"paddle": "paddlepaddle", "rknn": "rknn-toolkit2", "cv2": "opencv-python", "PIL": "pillow",
+             "sklearn": "scikit-learn", "yaml": "pyyaml"}
+
+
+def _raised_checking_user_input(error: BaseException) -> bool:
+    """Was ``error`` raised (innermost frame) by one of Ultralytics' argument, file or dataset checks?"""
+    places = next((p for kind, p in USER_INPUT_CHECKS.items() if isinstance(error, kind)), ())
+    traceback = error.__traceback__
+    while traceback is not None and traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    file = Path(traceback.tb_frame.f_code.co_filename).as_posix() if traceback else ""
+    return any(place in file for place in places)
+
+
+def _missing_package(error: ModuleNotFoundError, mode: str, tokens: list[str]) -> BaseException:
+    """A UsageError naming the package an optional feature (an export format, an exported model's runtime) needs and
+    the pip command; ``error`` itself when the missing module is part of yolo_spd, Ultralytics or torch (a bug)."""
+    package = (error.name or "").partition(".")[0]
+    if not package or package in ("yolo_spd", "ultralytics", "torch", "_yolo_spd_autoload"):
+        return error
+    given = dict(token.partition("=")[::2] for token in tokens if "=" in token)
+    what = f"format={given['format']}" if given.get("format") else f"model={given['model']}" if given.get(
+        "model") else mode
+    return UsageError(f"{what} needs the Python package '{package}', which is not installed (yolo_spd never installs "
+                      f"packages at run time); install it with: pip install {PIP_NAMES.get(package, package)}")
 
 
 def entry() -> None:

@@ -1,7 +1,7 @@
 """Checks of a model YAML's layer rows, so a mistake is reported as ``file: layer i (module): problem``.
 
 Ultralytics' ``parse_model`` fails on a bad row with a bare ``KeyError: 'SPDconv'`` or ``IndexError``; these checks
-run first (see :mod:`yolo_spd.registration`) and name the YAML file, the layer index as Ultralytics numbers it
+run first (see :mod:`yolo_spd.integration.yaml_loading`) and name the YAML file, the layer index as Ultralytics numbers it
 (backbone rows first, then head rows) and what is wrong: an unknown module, a ``from`` index that does not point to an
 earlier layer, or arguments that do not fit one of yolo_spd's modules.
 """
@@ -14,9 +14,13 @@ from collections.abc import Callable
 
 import torch
 
+from .errors import UsageError
 
-class ModelYAMLError(ValueError):
-    """A model YAML row that cannot be built. The message names the file, the layer and the problem."""
+
+class ModelYAMLError(UsageError):
+    """A model YAML row that cannot be built. The message names the file, the layer and the problem.
+
+    A :class:`~yolo_spd.errors.UsageError` (so still a ``ValueError``): the CLI prints it as one error line."""
 
 
 def _fits(value, default) -> bool:

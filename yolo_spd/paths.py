@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import sys
-import tempfile
 from pathlib import Path
 
 
@@ -24,20 +24,41 @@ def cache_dir() -> Path:
 
 @contextlib.contextmanager
 def atomic_target(file: Path):
-    """Yield a temporary path beside ``file``; when the block succeeds it is renamed to ``file``, else removed."""
+    """Yield a temporary path beside ``file``; when the block succeeds it is flushed to disk and renamed to ``file``,
+    else removed. This is the one way yolo_spd writes a file, so a reader never sees half of one.
+
+    The temporary file is created like any new file (mode 0666 less the umask: 0644 under the usual 022), not with
+    ``tempfile.mkstemp``'s private 0600, so results sit beside Ultralytics' own files with the same permissions.
+    """
     file = Path(file)
     file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{file.stem}.", suffix=file.suffix or ".tmp", dir=file.parent)
-    os.close(fd)
+    tmp = _create_temporary(file)
     try:
-        yield Path(tmp)
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, file)
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
 
 
-def write_atomic(file: Path, text: str) -> Path:
-    """Write ``text`` to ``file`` through a temporary file in the same folder and a rename."""
+def _create_temporary(file: Path) -> Path:
+    """A new, empty, hidden file beside ``file`` with the mode a new file gets (``0o666 & ~umask``)."""
+    for _ in range(100):
+        tmp = file.with_name(f".{file.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {file}")
+
+
+def write_atomic(file: Path, data: str | bytes) -> Path:
+    """Write ``data`` (text as UTF-8, or bytes) to ``file`` through a temporary file in the same folder and a rename."""
     with atomic_target(file) as tmp:
-        tmp.write_text(text, encoding="utf-8", newline="")
+        if isinstance(data, str):
+            tmp.write_text(data, encoding="utf-8", newline="")
+        else:
+            tmp.write_bytes(data)
     return Path(file)

@@ -82,7 +82,7 @@ def evaluate_model(
 
     The ground truth is restricted to the images Ultralytics' dataloader kept, so both describe the same images.
     """
-    from ..registration import validate_collecting_detections
+    from ..integration import validate_collecting_detections
 
     ranges = size_ranges(sizes)
     dataset = resolve_split(data, split)
