@@ -36,7 +36,7 @@ def fuse_modules(model: nn.Module, example: torch.Tensor | None = None) -> nn.Mo
 
     With an ``example`` input, also switch each SpaceToDepth whose output only feeds convolutions to ONNX's block order
     (:func:`fold_space_to_depth_order`), so an ONNX export uses the native op. Registered, Ultralytics'
-    ``model.fuse()`` calls this with a small random image (see :mod:`yolo_spd.registration`); call it yourself for a
+    ``model.fuse()`` calls this with a small random image (see :mod:`yolo_spd.integration.fuse`); call it yourself for a
     plain ``nn.Module``.
     """
     for module in list(model.modules()):  # fuse() replaces children, so iterate over a snapshot
