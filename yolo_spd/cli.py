@@ -58,6 +58,7 @@ MODES = ("train", "val", "compare", "predict", "export", "info", "help")
 EVAL_KEYS = {"sizes": "coco", "backend": "pycocotools", "gt": "auto", "per_class": False}
 TRAIN_KEYS = {"cfg": None, "overrides": None, **EVAL_KEYS}
 VAL_KEYS = {"weights": None, "predictions": None, **EVAL_KEYS}
+COMPARE_KEYS = {"weights": None, **EVAL_KEYS}
 # About 3 minutes on 2 idle CPU cores. From scratch, 8 epochs never leave Ultralytics' warm-up (at least 100
 # iterations) at its default batch 8 and auto-chosen AdamW lr 0.0014: AP stayed 0.000. No warm-up, batch 4 (twice the
 # steps) and lr 0.004 reach AP_S about 0.02 in the same time; lr 0.008 and batch 8 did worse (README, Quick start).
@@ -163,21 +164,31 @@ def _print_evaluation(result, folder: Path, per_class: bool) -> None:
     print(f"Saved {json_file.name} and {csv_file.name} to {folder}")
 
 
-def required_data(args: dict) -> str:
-    """Pop ``data`` from ``args`` and resolve it (see :func:`resolve_data`); it must be given."""
+def required_split(args: dict):
+    """Pop ``data`` and ``split`` from ``args`` and resolve them, once, into a
+    :class:`~yolo_spd.evaluation.DatasetSplit` (``data=demo``: the built-in dataset); ``data`` must be given."""
+    from .evaluation.dataset import resolve_split
+
     if not args.get("data"):
         raise UsageError("data= is required (a dataset YAML path, a packaged name such as coco.yaml, or demo)")
-    return resolve_data(args.pop("data"))
+    return resolve_split(resolve_data(args.pop("data")), args.pop("split", None) or "val")
+
+
+def eval_settings(mine: dict):
+    """The :class:`~yolo_spd.evaluation.EvalSettings` the CLI keys in ``mine`` describe (checked there)."""
+    from .evaluation.settings import KEYS, EvalSettings
+
+    return EvalSettings.from_keys(**{key: mine[key] for key in KEYS if key in mine})
 
 
 def resolve_data(data) -> str:
-    """The dataset YAML file ``data=`` names, checked to exist with its images (``demo``: the built-in dataset)."""
+    """The dataset YAML file ``data=`` names (``demo``: the built-in dataset, generated on first use)."""
     from .demo import DEMO_DATA_NAME, demo_data_yaml
-    from .evaluation.dataset import resolve_split
+    from .evaluation.dataset import load_yaml
 
     if str(data) == DEMO_DATA_NAME:
         return str(demo_data_yaml())
-    return str(resolve_split(data, "val").yaml_file)
+    return str(load_yaml(data)[0])
 
 
 def run_val(tokens: list[str]) -> None:
@@ -190,34 +201,36 @@ def run_val(tokens: list[str]) -> None:
         raise UsageError("give either weights= (run a model) or predictions= (score a file), not both")
     if not (weights or mine["predictions"]):
         raise UsageError("val needs weights=PATH.pt (or predictions=FILE.json)")
-    data = required_data(rest)
-    split = rest.pop("split", None) or "val"
-    eval_args = {k: mine[k] for k in ("sizes", "backend", "gt")}
+    settings = eval_settings(mine)
+    split = required_split(rest)
     if mine["predictions"]:
-        result = evaluate_predictions(data, mine["predictions"], split=split, **eval_args)
+        result = evaluate_predictions(split, mine["predictions"], settings)
         folder = _runs_folder(rest.get("project"), rest.get("name") or "val")
         _print_evaluation(result, folder, mine["per_class"])
         return
     from ultralytics import YOLO
 
     model = YOLO(resolve_model(weights, "weights"))
-    evaluation = evaluate_model(model, data, split=split, **eval_args, **rest)
+    evaluation = evaluate_model(model, split, settings, **rest)
     save_detections(evaluation, evaluation.save_dir)
     _print_evaluation(evaluation.result, evaluation.save_dir, mine["per_class"])
 
 
 def run_train(tokens: list[str]) -> None:
-    from .evaluation import evaluate_model, save_detections
+    from .evaluation import evaluate_model, resolve_split, save_detections
 
     args = parse_pairs(tokens, set(TRAIN_KEYS) | ultralytics_keys())
     mine, rest = split_ours(args, TRAIN_KEYS)
+    settings = eval_settings(mine)  # refuse bad evaluation keys before training
     if mine["cfg"] and rest.get("model"):
         raise UsageError("give the model once: cfg= or model=, not both")
     model = resolve_model(mine["cfg"] or rest.pop("model", None) or DEFAULT_MODEL, "cfg")
     if mine["overrides"]:
         rest = {**_read_overrides(mine["overrides"]), **rest}
+    val_split = None
     if not rest.get("resume"):  # a resumed run takes its data and settings from the checkpoint
         rest = _with_training_data(rest, model)
+        val_split = resolve_split(rest["data"], "val")  # fail before training; scored after it
     from ultralytics import YOLO
 
     yolo = YOLO(model)
@@ -229,7 +242,7 @@ def run_train(tokens: list[str]) -> None:
     print(f"\nScoring {best} with COCO's evaluator")
     val_args = {k: getattr(trainer.args, k) for k in ("imgsz", "batch", "device", "workers")}
     evaluation = evaluate_model(
-        YOLO(best), trainer.args.data, sizes=mine["sizes"], backend=mine["backend"], gt=mine["gt"],
+        YOLO(best), val_split or resolve_split(trainer.args.data, "val"), settings,
         project=str(trainer.save_dir.parent), name=trainer.save_dir.name, exist_ok=True, plots=False, **val_args,
     )
     save_detections(evaluation, trainer.save_dir)
@@ -265,17 +278,18 @@ def _read_overrides(file) -> dict:
 
 
 def run_compare(tokens: list[str]) -> None:
-    from .compare import compare, markdown_table
+    from .evaluation.compare import compare, markdown_table
 
-    args = parse_pairs(tokens, {"weights", *EVAL_KEYS} | ultralytics_keys())
-    mine, rest = split_ours(args, {"weights": None, **EVAL_KEYS})
+    args = parse_pairs(tokens, set(COMPARE_KEYS) | ultralytics_keys())
+    mine, rest = split_ours(args, COMPARE_KEYS)
     files = [w.strip() for w in str(mine["weights"] or "").split(",") if w.strip()]
     if len(files) < 2:
         raise UsageError("compare needs two or more checkpoints: weights=a.pt,b.pt[,...]")
     weights = [Path(resolve_model(w, "weights")) for w in files]
-    data = required_data(rest)
+    settings = eval_settings(mine)
+    split = required_split(rest)
     folder = _runs_folder(rest.pop("project", None), rest.pop("name", None) or "compare")
-    scores, columns, saved = compare(weights, data, folder, **{k: mine[k] for k in ("sizes", "backend", "gt")}, **rest)
+    scores, columns, saved = compare(weights, split, folder, settings, **rest)
     print(markdown_table(scores, columns))
     print(f"Saved {', '.join(f.name for f in saved)} to {folder}")
 

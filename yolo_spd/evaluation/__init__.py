@@ -1,10 +1,13 @@
 """COCO evaluation with AP on small objects: ground truth, detections, scoring and reports.
 
-- :mod:`.dataset`: a dataset YAML -> the split's images, class names and official COCO JSON (never downloads).
+- :mod:`.dataset`: a dataset YAML -> the split's images, class names and official COCO JSON (never downloads),
+  resolved once into a :class:`DatasetSplit` that every step below takes as it is.
+- :mod:`.settings`: :class:`EvalSettings`, the scoring settings as one checked value.
 - :mod:`.ground_truth`: the official JSON, or ground truth built from YOLO labels.
 - :mod:`.predictions`: detections from a file or from Ultralytics' validator, in the ground truth's ids.
 - :mod:`.cocoeval`: pycocotools / faster-coco-eval with COCO, AI-TOD or custom size ranges.
 - :mod:`.report`: summary lines, per-class table, ``coco_eval.json`` / ``coco_eval.csv``.
+- :mod:`.compare`: several models, the same split and settings, one table and an AP-by-size plot.
 """
 
 from __future__ import annotations
@@ -19,14 +22,15 @@ from .cocoeval import BACKENDS, SIZE_PRESETS, EvalResult, run_cocoeval, size_ran
 from .dataset import DatasetSplit, resolve_split
 from .ground_truth import GroundTruth, labels_ground_truth, official_ground_truth
 from .predictions import align_predictions, from_validator, read_predictions
-
-GT_CHOICES = ("auto", "json", "labels")
+from .settings import GT_CHOICES, EvalSettings
 
 __all__ = (
     "BACKENDS",
     "GT_CHOICES",
     "SIZE_PRESETS",
+    "DatasetSplit",
     "EvalResult",
+    "EvalSettings",
     "GroundTruth",
     "ModelEvaluation",
     "evaluate_model",
@@ -40,8 +44,7 @@ __all__ = (
 def build_ground_truth(split: DatasetSplit, gt: str = "auto", images: list[Path] | None = None) -> GroundTruth:
     """Ground truth for ``split`` (restricted to ``images`` if given): the official JSON when there is one and
     ``gt`` is ``auto`` or ``json``, label-derived when ``gt=labels``."""
-    if gt not in GT_CHOICES:
-        raise UsageError(f"gt={gt}: allowed values are {', '.join(GT_CHOICES)}")
+    assert gt in GT_CHOICES, gt  # checked by EvalSettings
     images = list(images) if images is not None else list(split.images)
     if gt == "json" and split.coco_json is None:
         raise UsageError(
@@ -53,16 +56,13 @@ def build_ground_truth(split: DatasetSplit, gt: str = "auto", images: list[Path]
     return labels_ground_truth(images, list(split.names))
 
 
-def evaluate_predictions(
-    data: str, predictions: str | Path, split: str = "val", sizes: str = "coco", backend: str = "pycocotools",
-    gt: str = "auto",
-) -> EvalResult:
-    """Score a saved detections file (see :mod:`.predictions` for its ids) on ``data``'s ``split``."""
-    ranges = size_ranges(sizes)
+def evaluate_predictions(split: DatasetSplit, predictions: str | Path, settings: EvalSettings | None = None) -> EvalResult:
+    """Score a saved detections file (see :mod:`.predictions` for its ids) on ``split``."""
+    settings = settings or EvalSettings()
     detections = read_predictions(predictions)
-    truth = build_ground_truth(resolve_split(data, split), gt)
+    truth = build_ground_truth(split, settings.gt)
     detections = align_predictions(detections, truth, f"predictions={predictions}")
-    return run_cocoeval(truth, detections, ranges, backend)
+    return run_cocoeval(truth, detections, settings.sizes, settings.backend)
 
 
 @dataclass
@@ -74,24 +74,22 @@ class ModelEvaluation:
     metrics: object  # Ultralytics' DetMetrics from the same run
 
 
-def evaluate_model(
-    model, data: str, split: str = "val", sizes: str = "coco", backend: str = "pycocotools", gt: str = "auto",
-    **val_args,
-) -> ModelEvaluation:
-    """Run Ultralytics validation of ``model`` (a ``YOLO``) on ``data`` and score its detections with COCO's evaluator.
+def evaluate_model(model, split: DatasetSplit, settings: EvalSettings | None = None, **val_args) -> ModelEvaluation:
+    """Run Ultralytics validation of ``model`` (a ``YOLO``) on ``split`` and score its detections with COCO's evaluator.
 
-    The ground truth is restricted to the images Ultralytics' dataloader kept, so both describe the same images.
+    ``val_args`` are Ultralytics' validation keys (``imgsz``, ``batch``, ``project``, ...). The ground truth is
+    restricted to the images Ultralytics' dataloader kept, so both describe the same images.
     """
     from ..registration import validate_collecting_detections
 
-    ranges = size_ranges(sizes)
-    dataset = resolve_split(data, split)
-    check_classes(model.names, dataset)
-    collected = validate_collecting_detections(model, data=str(dataset.yaml_file), split=split, **val_args)
+    settings = settings or EvalSettings()
+    check_classes(model.names, split)
+    val_args = {k: v for k, v in val_args.items() if k not in ("data", "split")}
+    collected = validate_collecting_detections(model, data=str(split.yaml_file), split=split.split, **val_args)
     kept = [Path(f).resolve() for f in collected.image_files]
-    truth = build_ground_truth(dataset, gt, images=kept)
+    truth = build_ground_truth(split, settings.gt, images=kept)
     detections = from_validator(collected.detections, collected.class_map, truth)
-    result = run_cocoeval(truth, detections, ranges, backend)
+    result = run_cocoeval(truth, detections, settings.sizes, settings.backend)
     return ModelEvaluation(result, truth, detections, collected.save_dir, collected.metrics)
 
 
