@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from .errors import UsageError
+from .slicing.inference import SLICE_KEYS
 
 HELP = """\
 yolo-spd: Ultralytics YOLO with SPD-Conv, SCConv and SSDConv, and COCO small-object (AP_S) evaluation.
@@ -37,6 +38,13 @@ Keys that differ from Ultralytics':
   backend=pycocotools   pycocotools (the numbers papers quote) or faster (faster-coco-eval)
   gt=auto               ground truth: auto (the dataset's COCO JSON if it has one, else its labels), json, labels
   per_class=False       also print a per-class AP table (Markdown)
+Sliced inference (val, compare, predict), after SAHI; val and compare score the merged boxes on the full images:
+  slice=640             predict each image window by window, 640 px windows at imgsz=640 (imgsz= overrides)
+  overlap=0.2           fraction of a window shared with its neighbour, in [0, 1)
+  slice_full=False      also predict the whole image once (SAHI's perform_standard_pred)
+  postprocess_type=     merge across windows: GREEDYNMM, NMM or NMS (unset: GREEDYNMM; NMS under conf=0.1, as SAHI)
+  postprocess_match_metric=IOS  IOS (intersection over the smaller box) or IOU; with NMS unset: IOU
+  postprocess_match_threshold=0.5  overlap at which two boxes are one object; postprocess_class_agnostic=False
 Every other key is Ultralytics' (epochs, imgsz, batch, device, project, name, ...): https://docs.ultralytics.com/usage/cfg/
 
 Examples:
@@ -47,6 +55,8 @@ Examples:
   yolo-spd val weights=runs/detect/train/weights/best.pt data=demo   # the built-in demo dataset
   yolo-spd compare weights=yolov5nu.pt,yolov5-spd-n.pt data=aerial.yaml sizes=aitod
   yolo-spd predict model=best.pt source=images/
+  yolo-spd val weights=best.pt data=aerial.yaml slice=320 overlap=0.2   # small objects at native resolution
+  yolo-spd predict model=best.pt source=images/ slice=640 save_txt=True
   yolo-spd export model=best.pt format=onnx
   yolo-spd info yolov5-spd-*
 
@@ -57,8 +67,8 @@ is only the official one when scored against it (the packaged `coco.yaml` does t
 MODES = ("train", "val", "compare", "predict", "export", "info", "help")
 EVAL_KEYS = {"sizes": "coco", "backend": "pycocotools", "gt": "auto", "per_class": False}
 TRAIN_KEYS = {"cfg": None, "overrides": None, **EVAL_KEYS}
-VAL_KEYS = {"weights": None, "predictions": None, **EVAL_KEYS}
-COMPARE_KEYS = {"weights": None, **EVAL_KEYS}
+VAL_KEYS = {"weights": None, "predictions": None, **EVAL_KEYS, **SLICE_KEYS}
+COMPARE_KEYS = {"weights": None, **EVAL_KEYS, **SLICE_KEYS}
 # About 3 minutes on 2 idle CPU cores. From scratch, 8 epochs never leave Ultralytics' warm-up (at least 100
 # iterations) at its default batch 8 and auto-chosen AdamW lr 0.0014: AP stayed 0.000. No warm-up, batch 4 (twice the
 # steps) and lr 0.004 reach AP_S about 0.02 in the same time; lr 0.008 and batch 8 did worse (README, Quick start).
@@ -202,6 +212,8 @@ def run_val(tokens: list[str]) -> None:
     if not (weights or mine["predictions"]):
         raise UsageError("val needs weights=PATH.pt (or predictions=FILE.json)")
     settings = eval_settings(mine)
+    if mine["predictions"] and settings.slicing:
+        raise UsageError("slice= runs a model window by window; give weights=, not predictions=")
     split = required_split(rest)
     if mine["predictions"]:
         result = evaluate_predictions(split, mine["predictions"], settings)
@@ -295,14 +307,31 @@ def run_compare(tokens: list[str]) -> None:
 
 
 def run_predict_or_export(mode: str, tokens: list[str]) -> None:
-    """``YOLO(model).predict(...)`` / ``.export(...)``: every key as in Ultralytics, with the modules registered."""
+    """``YOLO(model).predict(...)`` / ``.export(...)``: every key as in Ultralytics, with the modules registered;
+    ``predict slice=...`` predicts window by window (:func:`yolo_spd.slicing.inference.predict_sliced`)."""
     from ultralytics import YOLO
 
-    args = parse_pairs(tokens, ultralytics_keys())
+    allowed = ultralytics_keys() | (set(SLICE_KEYS) if mode == "predict" else set())
+    args = parse_pairs(tokens, allowed)
+    slice_keys, args = split_ours(args, SLICE_KEYS) if mode == "predict" else ({}, args)
     if not args.get("model"):
         raise UsageError(f"{mode} needs model=PATH.pt (or a model YAML)")
+    from .slicing.inference import SliceSettings
+
+    slicing = SliceSettings.from_keys(**slice_keys) if slice_keys else None
     model = YOLO(resolve_model(args.pop("model"), "model"))
-    getattr(model, mode)(**args)
+    if slicing is None:
+        getattr(model, mode)(**args)
+        return
+    from .slicing.inference import PREDICT_KEYS, predict_sliced
+
+    saving = ("source", "project", "name", "exist_ok", "save", "save_txt", "save_conf", "line_width", "show_labels",
+              "show_conf")
+    unsupported = sorted(set(args) - set(PREDICT_KEYS) - set(saving))
+    if unsupported:
+        raise UsageError(f"{unsupported[0]}= is not supported with slice=; sliced predict takes {', '.join(saving)}, "
+                         f"{', '.join(PREDICT_KEYS)}")
+    predict_sliced(model, slicing, **args)
 
 
 def run_info(tokens: list[str]) -> None:

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,19 +72,22 @@ class ModelEvaluation:
     truth: GroundTruth
     detections: list[dict]
     save_dir: Path
-    metrics: object  # Ultralytics' DetMetrics from the same run
+    metrics: object  # Ultralytics' DetMetrics from the same run; None for sliced validation
 
 
 def evaluate_model(model, split: DatasetSplit, settings: EvalSettings | None = None, **val_args) -> ModelEvaluation:
     """Run Ultralytics validation of ``model`` (a ``YOLO``) on ``split`` and score its detections with COCO's evaluator.
 
     ``val_args`` are Ultralytics' validation keys (``imgsz``, ``batch``, ``project``, ...). The ground truth is
-    restricted to the images Ultralytics' dataloader kept, so both describe the same images.
+    restricted to the images Ultralytics' dataloader kept, so both describe the same images. With
+    ``settings.slicing``, the model runs window by window instead (:func:`evaluate_sliced`).
     """
     from ..registration import validate_collecting_detections
 
     settings = settings or EvalSettings()
     check_classes(model.names, split)
+    if settings.slicing is not None:
+        return evaluate_sliced(model, split, settings, **val_args)
     val_args = {k: v for k, v in val_args.items() if k not in ("data", "split")}
     collected = validate_collecting_detections(model, data=str(split.yaml_file), split=split.split, **val_args)
     kept = [Path(f).resolve() for f in collected.image_files]
@@ -91,6 +95,49 @@ def evaluate_model(model, split: DatasetSplit, settings: EvalSettings | None = N
     detections = from_validator(collected.detections, collected.class_map, truth)
     result = run_cocoeval(truth, detections, settings.sizes, settings.backend)
     return ModelEvaluation(result, truth, detections, collected.save_dir, collected.metrics)
+
+
+def evaluate_sliced(model, split: DatasetSplit, settings: EvalSettings, project=None, name=None, exist_ok=False,
+                    **val_args) -> ModelEvaluation:
+    """Sliced validation: every image of ``split`` that the ground truth keeps is predicted window by window at its
+    native resolution (:class:`yolo_spd.slicing.inference.SlicedPredictor`), and the merged full-image detections are
+    scored against the full images' ground truth, so AP_S refers to objects as they are in the original images.
+
+    The run folder follows Ultralytics' rules (``project``/``name``/``exist_ok``, default ``runs/detect/val*``).
+    Of ``val_args``, Ultralytics' prediction keys are used (``imgsz`` defaults to the slice size, ``conf`` to
+    Ultralytics' val default 0.001, ``batch`` is windows per forward pass); the others (``workers``, ``plots``, ...)
+    concern Ultralytics' dataloader and plots and are ignored, with a note.
+    """
+    from types import SimpleNamespace
+
+    from ultralytics.cfg import get_save_dir
+
+    from ..slicing.inference import PREDICT_KEYS, SlicedPredictor
+
+    assert settings.slicing is not None
+    truth = build_ground_truth(split, settings.gt)
+    ignored = sorted(k for k, v in val_args.items() if k not in PREDICT_KEYS and k not in SLICED_IGNORED_QUIETLY)
+    if ignored:
+        print(f"yolo-spd: note: sliced val ignores {', '.join(f'{k}=' for k in ignored)} (Ultralytics' validation "
+              "loader keys)", file=sys.stderr)
+    predictor = SlicedPredictor(model, settings.slicing, {k: v for k, v in val_args.items() if k in PREDICT_KEYS},
+                                default_conf=0.001)
+    folder = get_save_dir(SimpleNamespace(project=project, name=name, exist_ok=exist_ok, task="detect", mode="val"))
+    folder.mkdir(parents=True, exist_ok=True)
+    files = [image for image in split.images if image.name in truth.image_ids]
+    print(f"Sliced val on {len(files)} images of {split.yaml_file.name} ({split.split}): {predictor.describe()}")
+    detections = []
+    for file, _, found in predictor.run(files, desc="sliced val"):
+        image_id = truth.image_ids[file.name]
+        for x0, y0, x1, y1, score, cls in found.tolist():
+            detections.append({"image_id": image_id, "category_id": truth.category_ids[int(cls)],
+                               "bbox": [round(x0, 3), round(y0, 3), round(x1 - x0, 3), round(y1 - y0, 3)],
+                               "score": round(score, 5)})
+    result = run_cocoeval(truth, detections, settings.sizes, settings.backend)
+    return ModelEvaluation(result, truth, detections, folder, None)
+
+
+SLICED_IGNORED_QUIETLY = ("plots", "verbose", "save_json", "workers")  # set by compare/train on every call
 
 
 def check_classes(model_names: dict, dataset: DatasetSplit) -> None:
