@@ -121,8 +121,9 @@ def main() -> None:
         rows.append([name, f"{timings.ms(name) / 1e3:.2f}", f"{timings.ratio(name, 'sahi'):.2f}", str(count),
                      f"{metrics['AP']:.4f}", f"{metrics['AP50']:.4f}", f"{metrics['AP_small']:.4f}"])
     images = len(evaluation.truth.image_ids)
-    print(f"Sliced val of {images} images of {args.data}: slice {args.slice}, overlap {args.overlap}, conf {args.conf}, "
-          f"{args.merge}/{args.metric} 0.5, batch {args.batch}; weights {args.weights or 'untrained yolov5nu'}")
+    print(f"Sliced val of {images} images of {args.data}: slice {args.slice}, overlap {args.overlap}, "
+          f"conf {args.conf}, {args.merge}/{args.metric} 0.5, batch {args.batch}; "
+          f"weights {args.weights or 'untrained yolov5nu'}")
     print(environment_line(args.threads).replace("medians in ms", f"medians of {args.rounds} rounds"))
     print(markdown_table(["candidate", "wall s", "time / SAHI", "detections", "AP", "AP50", "AP_S"], rows))
 

@@ -57,7 +57,8 @@ def build_ground_truth(split: DatasetSplit, gt: str = "auto", images: list[Path]
     return labels_ground_truth(images, list(split.names))
 
 
-def evaluate_predictions(split: DatasetSplit, predictions: str | Path, settings: EvalSettings | None = None) -> EvalResult:
+def evaluate_predictions(split: DatasetSplit, predictions: str | Path,
+                         settings: EvalSettings | None = None) -> EvalResult:
     """Score a saved detections file (see :mod:`.predictions` for its ids) on ``split``."""
     settings = settings or EvalSettings()
     detections = read_predictions(predictions)

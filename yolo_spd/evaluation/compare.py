@@ -3,7 +3,8 @@
 Each model is validated on one resolved :class:`~yolo_spd.evaluation.DatasetSplit` and scored by
 :func:`yolo_spd.evaluation.evaluate_model` with one :class:`~yolo_spd.evaluation.EvalSettings`, so the settings are
 identical by construction. The table (Markdown on screen, ``compare.csv`` and ``compare.json`` on disk) and the bar plot
-(``compare_ap_by_size.png``) go to one run folder; each model's own validation output sits in a subfolder.
+(``compare_ap_by_size.png``) go to one run folder; each model's own validation output, with its ``coco_eval.json``
+and ``coco_predictions.json``, sits in a subfolder.
 """
 
 from __future__ import annotations
@@ -155,7 +156,7 @@ def compare(weights: list[Path], split: DatasetSplit, folder: Path, settings: Ev
     """
     from ultralytics import YOLO
 
-    from . import evaluate_model
+    from . import evaluate_model, report, save_detections
 
     settings = settings or EvalSettings()
     labels = model_labels(weights)
@@ -166,6 +167,8 @@ def compare(weights: list[Path], split: DatasetSplit, folder: Path, settings: Ev
     for (label, model), file in zip(models.items(), weights):
         evaluation = evaluate_model(model, split, settings, project=str(folder), name=label.replace("/", "_"),
                                     exist_ok=True, plots=False, **val_args)
+        report.save(evaluation.result, evaluation.save_dir)  # each model's own scores and detections beside its run
+        save_detections(evaluation, evaluation.save_dir)
         params = sum(p.numel() for p in model.model.parameters())
         scores.append(ModelScore(label, file, params, evaluation.result.metrics))
     columns = table_columns(settings.sizes.labels)

@@ -55,16 +55,10 @@ MERGE_TYPES = ("GREEDYNMM", "NMM", "NMS")
 MATCH_METRICS = ("IOS", "IOU")
 LOW_CONFIDENCE = 0.1  # below this, an unset postprocess_type means NMS by IoU (SAHI's rule)
 MIN_SLICE = 32  # px; Ultralytics' detection models downsample by at least 32
-# The CLI keys for sliced inference and their defaults (no key collides with one of Ultralytics').
-SLICE_KEYS = {
-    "slice": None,
-    "overlap": 0.2,
-    "slice_full": False,
-    "postprocess_type": None,
-    "postprocess_match_metric": None,
-    "postprocess_match_threshold": 0.5,
-    "postprocess_class_agnostic": False,
-}
+# The CLI keys for sliced inference (no key collides with one of Ultralytics'). They default to None, meaning "not
+# given", so a slicing key given without slice= is refused; SliceSettings holds the defaults.
+SLICE_KEYS = dict.fromkeys(("slice", "overlap", "slice_full", "postprocess_type", "postprocess_match_metric",
+                            "postprocess_match_threshold", "postprocess_class_agnostic"))
 # Ultralytics' keys that change what a sliced run predicts; the predict mode adds its saving keys.
 PREDICT_KEYS = ("imgsz", "conf", "iou", "max_det", "device", "half", "classes", "agnostic_nms", "augment", "batch")
 
@@ -109,21 +103,24 @@ class SliceSettings:
                 raise UsageError(f"{key}={value!r}: must be True or False")
 
     @classmethod
-    def from_keys(cls, **keys) -> SliceSettings | None:
-        """Settings from the CLI's :data:`SLICE_KEYS` (unknown keys are a bug); None when ``slice`` is unset. A slicing
+    def from_keys(cls, slice=None, overlap=None, slice_full=None, postprocess_type=None,  # noqa: A002 - the CLI key
+                  postprocess_match_metric=None, postprocess_match_threshold=None, postprocess_class_agnostic=None):
+        """Settings from the CLI's :data:`SLICE_KEYS` (None: not given); None when ``slice`` is not given. A slicing
         key given without ``slice=`` is refused rather than ignored."""
-        values = {**SLICE_KEYS, **keys}
-        if values["slice"] is None:
-            given = [k for k in SLICE_KEYS if k != "slice" and values[k] != SLICE_KEYS[k]]
-            if given:
-                raise UsageError(f"{given[0]}= applies to sliced inference only; add slice=SIZE (e.g. slice=640)")
+        given = {"overlap": overlap, "slice_full": slice_full, "postprocess_type": postprocess_type,
+                 "postprocess_match_metric": postprocess_match_metric,
+                 "postprocess_match_threshold": postprocess_match_threshold,
+                 "postprocess_class_agnostic": postprocess_class_agnostic}
+        if slice is None:
+            stray = [key for key, value in given.items() if value is not None]
+            if stray:
+                raise UsageError(f"{stray[0]}= applies to sliced inference only; add slice=SIZE (e.g. slice=640)")
             return None
         upper = lambda v: v.upper() if isinstance(v, str) else v  # noqa: E731 - SAHI's values are upper case
-        return cls(
-            size=values["slice"], overlap=values["overlap"], full=values["slice_full"],
-            merge=upper(values["postprocess_type"]), metric=upper(values["postprocess_match_metric"]),
-            threshold=values["postprocess_match_threshold"], class_agnostic=values["postprocess_class_agnostic"],
-        )
+        keys = {"overlap": overlap, "full": slice_full, "merge": upper(postprocess_type),
+                "metric": upper(postprocess_match_metric), "threshold": postprocess_match_threshold,
+                "class_agnostic": postprocess_class_agnostic}
+        return cls(size=slice, **{k: v for k, v in keys.items() if v is not None or k in ("merge", "metric")})
 
     def merging(self, conf: float) -> tuple[str, str]:
         """The (merge type, match metric) used at confidence threshold ``conf`` (deviation 2 above)."""
@@ -222,7 +219,7 @@ class SlicedPredictor:
         settings: the slicing and merging settings.
         predict_args: Ultralytics' prediction keys (:data:`PREDICT_KEYS`); ``imgsz`` defaults to the slice size,
             ``conf`` to ``default_conf``, ``batch`` (windows per forward pass) to 16.
-        default_conf: the confidence threshold when ``conf`` is not given (Ultralytics: 0.001 for val, 0.25 for predict).
+        default_conf: the confidence threshold without ``conf`` (Ultralytics: 0.001 for val, 0.25 for predict).
     """
 
     def __init__(self, model, settings: SliceSettings, predict_args: dict | None = None, default_conf: float = 0.25):
