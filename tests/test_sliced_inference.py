@@ -172,16 +172,17 @@ def make_small_object_dataset(root: Path, n_train: int = 48, n_val: int = 4, see
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """(data.yaml, last.pt): yolov8n trained from scratch for 8 epochs at imgsz=SLICE (about 30 s on 2 idle cores).
-    So short a training learns next to nothing (AP about 0), but at conf=0.001 the model reports boxes, hundreds per
-    split, with scores that differ from box to box: enough to compare two sliced-inference pipelines box by box.
-    (``benchmarks/sliced_speed.py --weights`` compares AP with a model trained longer.)"""
+    """(data.yaml, last.pt): yolov8n trained from scratch on 96 tiles for 15 epochs at imgsz=SLICE (about a minute
+    on 2 idle cores). So short a training learns little (AP50 about 0.02), but at conf=0.01 the model reports
+    boxes, about 150 on the val split, with scores that differ from box to box: enough to compare two
+    sliced-inference pipelines box by box. (``benchmarks/sliced_speed.py --weights`` compares AP with a model
+    trained longer.)"""
     from ultralytics import YOLO
 
     root = tmp_path_factory.mktemp("sliced")
-    data = make_small_object_dataset(root / "data")
+    data = make_small_object_dataset(root / "data", n_train=96)
     model = YOLO("yolov8n.yaml")
-    model.train(data=str(data), epochs=8, imgsz=SLICE, batch=8, optimizer="AdamW", lr0=0.01, warmup_epochs=0,
+    model.train(data=str(data), epochs=15, imgsz=SLICE, batch=8, optimizer="AdamW", lr0=0.01, warmup_epochs=0,
                 mosaic=0.0, workers=0, device="cpu", amp=False, plots=False, val=False, seed=0, verbose=False,
                 project=str(root / "runs"), name="train")
     return data, Path(model.trainer.last)
@@ -234,26 +235,27 @@ def pycocotools_ap_small(truth, detections: list[dict]) -> float:
     return float(evaluator.stats[3])
 
 
-def assert_same_detections(ours: list[dict], theirs: list[dict], at_least: int = 50) -> None:
-    """One to one: each detection of ours has its own counterpart in theirs, in the same image and class, with the
-    same box (within 0.01 px) and score (within 1e-4)."""
+def assert_same_detections(ours: list[dict], theirs: list[dict], at_least: int = 50, share: float = 1.0) -> None:
+    """One to one: at least ``share`` of our detections have their own counterpart in ``theirs``, in the same image
+    and class, with the same box (within 0.01 px) and score (within 1e-4); and both have as many detections."""
     assert len(ours) == len(theirs) >= at_least
-    unmatched = list(theirs)
+    unmatched, matched = list(theirs), 0
     for d in ours:
         same = [t for t in unmatched if (t["image_id"], t["category_id"]) == (d["image_id"], d["category_id"])]
         best = min(same, key=lambda t: np.abs(np.subtract(t["bbox"], d["bbox"])).max() + abs(t["score"] - d["score"]),
                    default=None)
-        assert best is not None, f"no counterpart for {d}"
-        np.testing.assert_allclose(best["bbox"], d["bbox"], atol=0.01)
-        assert best["score"] == pytest.approx(d["score"], abs=1e-4)
-        unmatched.remove(best)
+        if best is not None and np.abs(np.subtract(best["bbox"], d["bbox"])).max() <= 0.01 and abs(
+                best["score"] - d["score"]) <= 1e-4:
+            unmatched.remove(best)
+            matched += 1
+    assert matched >= share * len(ours), f"{matched} of {len(ours)} detections matched"
 
 
 @pytest.mark.slow
 def test_sliced_val_cli_writes_the_run_folder_and_agrees_with_sahi(trained, tmp_path):
     pytest.importorskip("sahi")
     data, weights = trained
-    argv = ["val", f"weights={weights}", f"data={data}", f"slice={SLICE}", "overlap=0.2", "conf=0.001",
+    argv = ["val", f"weights={weights}", f"data={data}", f"slice={SLICE}", "overlap=0.2", "conf=0.01",
             f"project={tmp_path / 'runs'}", "name=sliced", "exist_ok=True"]
     for _ in range(2):  # exist_ok=True: the second run writes into the same folder
         out = cli(*argv)
@@ -268,8 +270,18 @@ def test_sliced_val_cli_writes_the_run_folder_and_agrees_with_sahi(trained, tmp_
     ours = json.loads((folder / "coco_predictions.json").read_text())
     assert saved["detections"] == len(ours) and (folder / "coco_eval.csv").is_file()
 
-    theirs, truth = sahi_coco_detections(weights, data, conf=0.001, perform_standard_pred=False)  # SAHI's rule too
-    assert_same_detections(ours, theirs)
+    theirs, truth = sahi_coco_detections(weights, data, conf=0.01, perform_standard_pred=False)  # SAHI's rule too
+    # Batched windows give scores a float rounding away from SAHI's one-window calls; where the model gives two
+    # windows' boxes nearly equal scores (this barely trained model does, for window-sized boxes), NMS may keep the
+    # other one of the pair. Box-for-box identity is checked unbatched below.
+    assert_same_detections(ours, theirs, share=0.95)
+    from ultralytics import YOLO
+
+    from yolo_spd.evaluation import EvalSettings, evaluate_model, resolve_split
+
+    unbatched = evaluate_model(YOLO(weights), resolve_split(data), EvalSettings.from_keys(slice=SLICE), conf=0.01,
+                               batch=1, project=str(tmp_path), name="unbatched")
+    assert_same_detections(unbatched.detections, theirs)
     ap_ours, ap_sahi = pycocotools_ap_small(truth, ours), pycocotools_ap_small(truth, theirs)
     print(f"AP_S yolo_spd {ap_ours:.4f} (its report: {saved['metrics']['AP_small']:.4f}), SAHI {ap_sahi:.4f}")
     assert ap_ours == pytest.approx(saved["metrics"]["AP_small"], abs=1e-6)
@@ -286,9 +298,9 @@ def test_sliced_val_with_merging_and_a_whole_image_pass_agrees_with_sahi(trained
     data, weights = trained
     settings = EvalSettings.from_keys(slice=SLICE, overlap=0.2, slice_full=True, postprocess_type="GREEDYNMM",
                                       postprocess_match_metric="IOS")
-    evaluation = evaluate_model(YOLO(weights), resolve_split(data), settings, conf=0.001, project=str(tmp_path),
-                                name="v")
-    theirs, truth = sahi_coco_detections(weights, data, conf=0.001, perform_standard_pred=True,
+    evaluation = evaluate_model(YOLO(weights), resolve_split(data), settings, conf=0.01, batch=1,
+                                project=str(tmp_path), name="v")
+    theirs, truth = sahi_coco_detections(weights, data, conf=0.01, perform_standard_pred=True,
                                          postprocess_type="GREEDYNMM", postprocess_match_metric="IOS",
                                          force_postprocess_type=True)
     assert_same_detections(evaluation.detections, theirs, at_least=10)  # the whole-image pass merges many boxes
@@ -301,7 +313,7 @@ def test_sliced_predict_saves_images_and_labels_like_ultralytics(trained, tmp_pa
 
     data, weights = trained
     source = data.parent / "images" / "val"
-    out = cli("predict", f"model={weights}", f"source={source}", f"slice={SLICE}", "conf=0.001", "save_txt=True",
+    out = cli("predict", f"model={weights}", f"source={source}", f"slice={SLICE}", "conf=0.01", "save_txt=True",
               "save_conf=True", f"project={tmp_path}", "name=pred")
     assert out.returncode == 0, out.stderr[-2000:]
     folder = tmp_path / "pred"
@@ -312,8 +324,8 @@ def test_sliced_predict_saves_images_and_labels_like_ultralytics(trained, tmp_pa
             assert np.abs(np.asarray(drawn, float) - np.asarray(original, float)).max() > 100  # something drawn
         rows = np.loadtxt(folder / "labels" / f"{image.stem}.txt", ndmin=2)
         assert rows.shape[1] == 6 and set(rows[:, 0]) <= {0, 1}  # class, x, y, w, h (normalised), conf
-        assert (rows[:, 1:5] >= 0).all() and (rows[:, 1:5] <= 1).all() and (rows[:, 5] >= 0.001).all()
-    again = cli("predict", f"model={weights}", f"source={source / '000.png'}", f"slice={SLICE}", "conf=0.001",
+        assert (rows[:, 1:5] >= 0).all() and (rows[:, 1:5] <= 1).all() and (rows[:, 5] >= 0.01).all()
+    again = cli("predict", f"model={weights}", f"source={source / '000.png'}", f"slice={SLICE}", "conf=0.01",
                 f"project={tmp_path}", "name=pred")
     assert again.returncode == 0
     numbered = [p for p in tmp_path.iterdir() if p.name.startswith("pred") and p.name != "pred"]
@@ -332,7 +344,7 @@ def test_sliced_compare_scores_every_model_with_the_same_slicing(trained, tmp_pa
         shutil.copy(weights, copy)
         copies.append(copy)
     out = cli("compare", f"weights={copies[0]},{copies[1]}", f"data={data}", f"slice={SLICE}", "overlap=0.25",
-              "conf=0.001", f"project={tmp_path}", "name=cmp")
+              "conf=0.01", f"project={tmp_path}", "name=cmp")
     assert out.returncode == 0, out.stderr[-2000:]
     saved = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     assert saved["settings"]["slicing"]["slice"] == SLICE and saved["settings"]["slicing"]["overlap"] == 0.25

@@ -158,18 +158,21 @@ def overlaps(box: np.ndarray, boxes: np.ndarray, metric: str) -> np.ndarray:
 def merge_detections(detections: np.ndarray, merge: str = "GREEDYNMM", metric: str = "IOS", threshold: float = 0.5,
                      class_agnostic: bool = False) -> np.ndarray:
     """Merge or suppress matching boxes (see the module docstring). ``detections``: (N, 6) rows of x0, y0, x1, y1,
-    score, class in one image's pixels; returns rows in the same layout, highest score first."""
+    score, class in one image's pixels; returns rows in the same layout, highest score first (ties as in SAHI)."""
     detections = np.asarray(detections, dtype=np.float64).reshape(-1, 6)
     if class_agnostic or len(detections) == 0:
         merged = _merge_group(detections, merge, metric, threshold)
     else:
         merged = np.concatenate([_merge_group(detections[detections[:, 5] == c], merge, metric, threshold)
                                  for c in np.unique(detections[:, 5])])
-    return merged[np.argsort(-merged[:, 4], kind="stable")]
+    return merged[np.lexsort((merged[:, 3], merged[:, 2], merged[:, 1], merged[:, 0], -merged[:, 4]))]
 
 
 def _merge_group(detections: np.ndarray, merge: str, metric: str, threshold: float) -> np.ndarray:
-    order = np.argsort(-detections[:, 4], kind="stable")  # position in score order -> input row
+    # Score order, equal scores by x0, y0, x1, y1 (SAHI's documented tie-break), so that ties resolve the same way
+    # whatever order the windows' boxes arrive in.
+    x0, y0, x1, y1, score = detections[:, :5].T
+    order = np.lexsort((y1, x1, y0, x0, -score))  # position in that order -> input row
     rows = detections[order]
     boxes, n = rows[:, :4], len(rows)
     owner = np.full(n, -1)
