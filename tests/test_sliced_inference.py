@@ -173,10 +173,9 @@ def make_small_object_dataset(root: Path, n_train: int = 48, n_val: int = 4, see
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """(data.yaml, last.pt): yolov8n trained from scratch on 96 tiles for 15 epochs at imgsz=SLICE (about a minute
-    on 2 idle cores). So short a training learns little (AP50 about 0.02), but at conf=0.01 the model reports
-    boxes, about 150 on the val split, with scores that differ from box to box: enough to compare two
-    sliced-inference pipelines box by box. (``benchmarks/sliced_speed.py --weights`` compares AP with a model
-    trained longer.)"""
+    on 2 idle cores). It learns a little, and at conf=0.01 reports a hundred or more boxes on the val split with
+    scores that differ from box to box: enough to compare two sliced-inference pipelines box by box and by AP_S.
+    (``benchmarks/sliced_speed.py --synthetic 40`` does the same with a model trained longer.)"""
     from ultralytics import YOLO
 
     root = tmp_path_factory.mktemp("sliced")
