@@ -5,6 +5,7 @@
 - :mod:`.settings`: :class:`EvalSettings`, the scoring settings as one checked value.
 - :mod:`.ground_truth`: the official JSON, or ground truth built from YOLO labels.
 - :mod:`.predictions`: detections from a file or from Ultralytics' validator, in the ground truth's ids.
+- :func:`evaluate_sliced`: detections from sliced inference (:mod:`yolo_spd.slicing.inference`) on the full images.
 - :mod:`.cocoeval`: pycocotools / faster-coco-eval with COCO, AI-TOD or custom size ranges.
 - :mod:`.report`: summary lines, per-class table, ``coco_eval.json`` / ``coco_eval.csv``.
 - :mod:`.compare`: several models, the same split and settings, one table and an AP-by-size plot.

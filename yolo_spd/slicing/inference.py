@@ -28,12 +28,14 @@ Deviations from SAHI, each deliberate:
 
 1. The windows of an image go through Ultralytics' predictor together, ``batch`` at a time (SAHI's default is one
    window per call); this is what makes sliced val fast on a CPU (``benchmarks/sliced_speed.py``). Letterboxing is the
-   same either way, since all windows of an image have the same shape.
+   same either way, since all windows of an image have the same shape, but a batched forward pass may round scores
+   differently in the last float digits, so where two windows' boxes score nearly alike, merging may keep the other
+   one of the pair (``batch=1`` gives SAHI's boxes exactly; the tests check both).
 2. ``postprocess_type`` left unset chooses like SAHI: GREEDYNMM with IoS, or NMS with IoU when the confidence threshold
    is under 0.1 (merging many low-confidence boxes grows boxes, as SAHI's own warning says). A value the user sets is
    kept as set, where SAHI overrides even an explicit choice unless ``force_postprocess_type=True``.
-3. The merged detections of an image are capped at ``max_det`` (highest scores first), as Ultralytics caps its own;
-   COCO's AP reads at most 100 per image, so any cap >= 100 leaves the scores unchanged.
+3. The merged detections of an image are capped at ``max_det`` (default 300, highest scores first), as Ultralytics
+   caps its own; COCO's AP reads at most 100 per image, so any cap >= 100 leaves the scores unchanged.
 4. ``slice_full`` defaults to False (SAHI: ``perform_standard_pred=True``): the study's use is small objects, where a
    whole-image pass at the slice size adds time and mostly large-object boxes. Set ``slice_full=True`` for SAHI's
    default.
@@ -169,7 +171,7 @@ def merge_detections(detections: np.ndarray, merge: str = "GREEDYNMM", metric: s
 
 
 def _merge_group(detections: np.ndarray, merge: str, metric: str, threshold: float) -> np.ndarray:
-    # Score order, equal scores by x0, y0, x1, y1 (SAHI's documented tie-break), so that ties resolve the same way
+    # Score order, equal scores by x0, y0, x1, y1 (SAHI's tie-break), so that ties resolve the same way
     # whatever order the windows' boxes arrive in.
     x0, y0, x1, y1, score = detections[:, :5].T
     order = np.lexsort((y1, x1, y0, x0, -score))  # position in that order -> input row
