@@ -10,10 +10,10 @@
 Every model trains from scratch with the same seeds, epochs, image size and hyper-parameters on
 ``../shared/data/aerial-cars`` (KIT AIS aerial images, 88% of boxes under 32x32 px). Runs are resumable: a run that
 finished is skipped, one that was interrupted resumes from its ``last.pt``, so re-running the command after a crash
-or a reboot picks up where it stopped. Then ``yolo_spd.compare`` scores each seed's models with COCO's evaluator
-(COCO and AI-TOD size ranges) and the script writes ``results/small_objects.{md,json,png}``: mean +- std over seeds.
-``--write-docs FILE`` also writes the table into the generated block named like the results (``small_objects`` or
-``small_objects-<tag>``) of each Markdown FILE (:mod:`yolo_spd.markdown`).
+or a reboot picks up where it stopped. Then ``yolo_spd.evaluation.compare`` scores each seed's models with COCO's
+evaluator (COCO and AI-TOD size ranges) and the script writes ``results/small_objects.{md,json,png}``: mean +- std
+over seeds. ``--write-docs FILE`` also writes the table into the generated block named like the results
+(``small_objects`` or ``small_objects-<tag>``) of each Markdown FILE (:mod:`yolo_spd.markdown`).
 """
 
 from __future__ import annotations
@@ -156,15 +156,17 @@ def cell(column: str, mean: float, std: float) -> str:
 
 def score_seed(models: list[str], seed: int, args: argparse.Namespace) -> dict[str, dict[str, float]]:
     """Both size-range presets for one seed's models: {model: metrics}."""
-    from yolo_spd.compare import compare
+    from yolo_spd.evaluation import EvalSettings, resolve_split
+    from yolo_spd.evaluation.compare import compare
 
     folders = [args.runs / run_name(m, seed, args.tag) for m in models]
     weights = [folder / "weights" / "best.pt" for folder in folders]
     metrics = {Path(m).stem: {"train_minutes": training_minutes(folder)} for m, folder in zip(models, folders)}
+    split = resolve_split(args.data)
     for sizes in ("coco", "aitod"):
         folder = args.runs / tagged(f"compare-seed{seed}-{sizes}", args.tag)
-        scores, _, _ = compare(weights, str(args.data), folder, sizes=sizes, imgsz=args.imgsz, batch=args.batch,
-                               device="cpu", workers=0)
+        scores, _, _ = compare(weights, split, folder, EvalSettings.from_keys(sizes=sizes), imgsz=args.imgsz,
+                               batch=args.batch, device="cpu", workers=0)
         prefix = AITOD if sizes == "aitod" else ""
         for model, score in zip(models, scores):
             metrics[Path(model).stem] |= {prefix + key: value for key, value in score.metrics.items()}
@@ -172,7 +174,7 @@ def score_seed(models: list[str], seed: int, args: argparse.Namespace) -> dict[s
 
 
 def write_results(summary: dict, per_seed: dict, args: argparse.Namespace, command: str) -> None:
-    from yolo_spd.compare import ModelScore, plot_ap_by_size
+    from yolo_spd.evaluation.compare import ModelScore, plot_ap_by_size
     from yolo_spd.evaluation import size_ranges
     from yolo_spd.markdown import write_blocks
     from yolo_spd.paths import write_atomic

@@ -90,7 +90,7 @@ def test_val_on_a_predictions_file_writes_the_run_folder(tmp_path):
                          "per_class=True")
     assert code == 0, err
     saved = json.loads((tmp_path / "runs" / "v" / "coco_eval.json").read_text())
-    assert saved["metrics"] == pytest.approx(evaluate_predictions(str(data), preds).metrics)
+    assert saved["metrics"] == pytest.approx(evaluate_predictions(resolve_split(data), preds).metrics)
     assert "<- AP_S" in out and "| red |" in out  # summary and per-class table
     header, values = (tmp_path / "runs" / "v" / "coco_eval.csv").read_text().splitlines()
     assert header.split(",")[2:] == list(saved["metrics"]) and float(values.split(",")[2]) == pytest.approx(

@@ -1,10 +1,10 @@
-"""yolo_spd.compare's table and plot helpers (the end-to-end command is tested in test_cli.py)."""
+"""yolo_spd.evaluation.compare's table and plot helpers (the end-to-end command is tested in test_cli.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from yolo_spd.compare import ModelScore, markdown_table, plot_ap_by_size, size_groups
+from yolo_spd.evaluation.compare import ModelScore, markdown_table, plot_ap_by_size, size_groups
 from yolo_spd.evaluation import size_ranges
 
 

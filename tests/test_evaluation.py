@@ -72,14 +72,14 @@ def ours(result) -> np.ndarray:
 @needs_coco_tiny
 def test_coco_tiny_uses_the_official_json_and_ground_truth_scores_one(tmp_path):
     split = resolve_split(COCO_TINY / "data.yaml")
-    assert split.coco_json == COCO_TINY / "annotations" / "instances_val2017.json"  # standard layout detected
+    assert split.coco_json == (COCO_TINY / "annotations" / "instances_val2017.json").resolve()  # standard layout
     truth = build_ground_truth(split)
     assert truth.is_official
     detections = [{**{k: a[k] for k in ("image_id", "category_id", "bbox")}, "score": 1.0}
                   for a in truth.coco["annotations"] if not a["iscrowd"]]
     file = tmp_path / "gt_as_detections.json"
     file.write_text(json.dumps(detections))
-    result = evaluate_predictions(str(COCO_TINY / "data.yaml"), file)
+    result = evaluate_predictions(resolve_split(COCO_TINY / "data.yaml"), file)
     assert result.metrics["AP"] == pytest.approx(1.0) and result.metrics["AP_small"] == pytest.approx(1.0)
 
 
@@ -93,7 +93,7 @@ def test_official_path_gives_pycocotools_numbers_exactly(tmp_path, seed):
     data = tmp_path / "coco-tiny.yaml"  # a folder-style YAML naming the JSON explicitly
     data.write_text(f"path: {COCO_TINY}\ntrain: images/train\nval: images/val\n"
                     f"coco_json: annotations/instances_val2017.json\nnames: {json.dumps(resolve_names())}\n")
-    result = evaluate_predictions(str(data), det_file)
+    result = evaluate_predictions(resolve_split(data), det_file)
     expected = pycocotools_stats(gt_file, det_file, sorted(im["id"] for im in coco["images"]))
     np.testing.assert_allclose(ours(result), expected, atol=1e-6, rtol=0)
     assert 0.1 < result.metrics["AP_small"] < 0.9  # a non-trivial score, so the comparison means something
@@ -270,7 +270,7 @@ def test_unknown_backend_is_refused(dataset):
 def test_no_detections_scores_zero(dataset, tmp_path):
     file = tmp_path / "none.json"
     file.write_text("[]")
-    result = evaluate_predictions(str(dataset), file)
+    result = evaluate_predictions(resolve_split(dataset), file)
     assert result.metrics["AP"] == 0 and result.metrics["AR100"] == 0 and result.detections == 0
 
 
@@ -291,7 +291,7 @@ def test_malformed_predictions_get_one_clear_error(dataset, tmp_path, content, m
     file = tmp_path / "bad.json"
     file.write_text(content)
     with pytest.raises(UsageError, match=message) as error:
-        evaluate_predictions(str(dataset), file)
+        evaluate_predictions(resolve_split(dataset), file)
     assert "\n" not in str(error.value) and "predictions=" in str(error.value)
 
 
@@ -311,3 +311,34 @@ def test_packaged_coco_yaml_resolves_by_bare_name_and_names_the_official_json(tm
 
     _, content = load_yaml("coco.yaml")
     assert content["coco_json"] == "annotations/instances_val2017.json" and len(content["names"]) == 80
+
+
+# --- settings and resolution ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "keys, message",
+    [({"backend": "fast"}, "backend=fast: allowed backends are pycocotools, faster"),
+     ({"gt": "official"}, "gt=official: allowed values are auto, json, labels"),
+     ({"sizes": "tiny"}, "sizes=tiny: use a preset")],
+)
+def test_eval_settings_refuse_each_bad_key_with_one_line(keys, message):
+    from yolo_spd.evaluation import EvalSettings
+
+    with pytest.raises(UsageError, match=message) as error:
+        EvalSettings.from_keys(**keys)
+    assert "\n" not in str(error.value)
+
+
+@needs_coco_tiny
+def test_the_coco_json_is_parsed_once_for_resolving_and_scoring(tmp_path, monkeypatch):
+    from yolo_spd.evaluation import dataset as module
+
+    module._read_json.cache_clear()
+    split = resolve_split(COCO_TINY / "data.yaml")  # finds the JSON by reading it
+    truth = build_ground_truth(split)  # builds the ground truth from it
+    assert truth.is_official and module._read_json.cache_info().misses == 1
+    file = tmp_path / "none.json"
+    file.write_text("[]")
+    evaluate_predictions(split, file)
+    assert module._read_json.cache_info().misses == 1

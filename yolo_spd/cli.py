@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from .errors import UsageError
+from .slicing.inference import SLICE_KEYS
 
 HELP = """\
 yolo-spd: Ultralytics YOLO with SPD-Conv, SCConv and SSDConv, and COCO small-object (AP_S) evaluation.
@@ -38,9 +39,17 @@ Keys that differ from Ultralytics':
   backend=pycocotools   pycocotools (the numbers papers quote) or faster (faster-coco-eval)
   gt=auto               ground truth: auto (the dataset's COCO JSON if it has one, else its labels), json, labels
   per_class=False       also print a per-class AP table (Markdown)
-  tile=640              slice: tile side in px (>= 32); overlap=0.2 shared fraction in [0, 1); out=DIR (default: cache)
-  min_visible=0.5       slice: keep a box cut by a tile border when this fraction of its area is inside
-  empty=0.1             slice: fraction of tiles without boxes to keep (deterministic); format=png (lossless) or jpg
+Tiled training data (yolo-spd slice data=X.yaml ...):
+  tile=640              tile side in px (>= 32); overlap=0.2 shared fraction in [0, 1); out=DIR (default: cache)
+  min_visible=0.5       keep a box cut by a tile border when this fraction of its area is inside
+  empty=0.1             fraction of tiles without boxes to keep (deterministic); format=png (lossless) or jpg
+Sliced inference (val, compare, predict), after SAHI; val and compare score the merged boxes on the full images:
+  slice=640             predict each image window by window, 640 px windows at imgsz=640 (imgsz= overrides)
+  overlap=0.2           fraction of a window shared with its neighbour, in [0, 1)
+  slice_full=False      also predict the whole image once (SAHI's perform_standard_pred)
+  postprocess_type=     merge across windows: GREEDYNMM, NMM or NMS (unset: GREEDYNMM; NMS under conf=0.1, as SAHI)
+  postprocess_match_metric=IOS  IOS (intersection over the smaller box) or IOU; with NMS unset: IOU
+  postprocess_match_threshold=0.5  overlap at which two boxes are one object; postprocess_class_agnostic=False
 Every other key is Ultralytics' (epochs, imgsz, batch, device, project, name, ...): https://docs.ultralytics.com/usage/cfg/
 
 Examples:
@@ -51,6 +60,8 @@ Examples:
   yolo-spd val weights=runs/detect/train/weights/best.pt data=demo   # the built-in demo dataset
   yolo-spd compare weights=yolov5nu.pt,yolov5-spd-n.pt data=aerial.yaml sizes=aitod
   yolo-spd predict model=best.pt source=images/
+  yolo-spd val weights=best.pt data=aerial.yaml slice=320 overlap=0.2   # small objects at native resolution
+  yolo-spd predict model=best.pt source=images/ slice=640 save_txt=True
   yolo-spd export model=best.pt format=onnx
   yolo-spd info yolov5-spd-*
   yolo-spd slice data=aerial.yaml tile=320 overlap=0.2   # prints where the tiled data.yaml is
@@ -62,7 +73,8 @@ is only the official one when scored against it (the packaged `coco.yaml` does t
 MODES = ("train", "val", "compare", "predict", "export", "info", "slice", "help")
 EVAL_KEYS = {"sizes": "coco", "backend": "pycocotools", "gt": "auto", "per_class": False}
 TRAIN_KEYS = {"cfg": None, "overrides": None, **EVAL_KEYS}
-VAL_KEYS = {"weights": None, "predictions": None, **EVAL_KEYS}
+VAL_KEYS = {"weights": None, "predictions": None, **EVAL_KEYS, **SLICE_KEYS}
+COMPARE_KEYS = {"weights": None, **EVAL_KEYS, **SLICE_KEYS}
 # The demo trains yolov5-spd-n from scratch on the synthetic data (yolo_spd/demo.py): about 5 minutes on 2 idle CPU
 # cores. No warm-up, batch 4 (more steps) and AdamW at lr 0.004: on the first demo data, Ultralytics' defaults (batch
 # 8, auto-chosen lr 0.0014, at least 100 warm-up iterations) left AP at 0.000 after 8 epochs, and lr 0.008 or batch 8
@@ -173,21 +185,31 @@ def _print_evaluation(result, folder: Path, per_class: bool) -> None:
     print(f"Saved {json_file.name} and {csv_file.name} to {folder}")
 
 
-def required_data(args: dict) -> str:
-    """Pop ``data`` from ``args`` and resolve it (see :func:`resolve_data`); it must be given."""
+def required_split(args: dict):
+    """Pop ``data`` and ``split`` from ``args`` and resolve them, once, into a
+    :class:`~yolo_spd.evaluation.DatasetSplit` (``data=demo``: the built-in dataset); ``data`` must be given."""
+    from .evaluation.dataset import resolve_split
+
     if not args.get("data"):
         raise UsageError("data= is required (a dataset YAML path, a packaged name such as coco.yaml, or demo)")
-    return resolve_data(args.pop("data"))
+    return resolve_split(resolve_data(args.pop("data")), args.pop("split", None) or "val")
+
+
+def eval_settings(mine: dict):
+    """The :class:`~yolo_spd.evaluation.EvalSettings` the CLI keys in ``mine`` describe (checked there)."""
+    from .evaluation.settings import KEYS, EvalSettings
+
+    return EvalSettings.from_keys(**{key: mine[key] for key in KEYS if key in mine})
 
 
 def resolve_data(data) -> str:
-    """The dataset YAML file ``data=`` names, checked to exist with its images (``demo``: the built-in dataset)."""
+    """The dataset YAML file ``data=`` names (``demo``: the built-in dataset, generated on first use)."""
     from .demo import DEMO_DATA_NAME, demo_data_yaml
-    from .evaluation.dataset import resolve_split
+    from .evaluation.dataset import load_yaml
 
     if str(data) == DEMO_DATA_NAME:
         return str(demo_data_yaml())
-    return str(resolve_split(data, "val").yaml_file)
+    return str(load_yaml(data)[0])
 
 
 def run_val(tokens: list[str]) -> None:
@@ -200,34 +222,38 @@ def run_val(tokens: list[str]) -> None:
         raise UsageError("give either weights= (run a model) or predictions= (score a file), not both")
     if not (weights or mine["predictions"]):
         raise UsageError("val needs weights=PATH.pt (or predictions=FILE.json)")
-    data = required_data(rest)
-    split = rest.pop("split", None) or "val"
-    eval_args = {k: mine[k] for k in ("sizes", "backend", "gt")}
+    settings = eval_settings(mine)
+    if mine["predictions"] and settings.slicing:
+        raise UsageError("slice= runs a model window by window; give weights=, not predictions=")
+    split = required_split(rest)
     if mine["predictions"]:
-        result = evaluate_predictions(data, mine["predictions"], split=split, **eval_args)
+        result = evaluate_predictions(split, mine["predictions"], settings)
         folder = _runs_folder(rest.get("project"), rest.get("name") or "val")
         _print_evaluation(result, folder, mine["per_class"])
         return
     from ultralytics import YOLO
 
     model = YOLO(resolve_model(weights, "weights"))
-    evaluation = evaluate_model(model, data, split=split, **eval_args, **rest)
+    evaluation = evaluate_model(model, split, settings, **rest)
     save_detections(evaluation, evaluation.save_dir)
     _print_evaluation(evaluation.result, evaluation.save_dir, mine["per_class"])
 
 
 def run_train(tokens: list[str]) -> None:
-    from .evaluation import evaluate_model, save_detections
+    from .evaluation import evaluate_model, resolve_split, save_detections
 
     args = parse_pairs(tokens, set(TRAIN_KEYS) | ultralytics_keys())
     mine, rest = split_ours(args, TRAIN_KEYS)
+    settings = eval_settings(mine)  # refuse bad evaluation keys before training
     if mine["cfg"] and rest.get("model"):
         raise UsageError("give the model once: cfg= or model=, not both")
     model = resolve_model(mine["cfg"] or rest.pop("model", None) or DEFAULT_MODEL, "cfg")
     if mine["overrides"]:
         rest = {**_read_overrides(mine["overrides"]), **rest}
+    val_split = None
     if not rest.get("resume"):  # a resumed run takes its data and settings from the checkpoint
         rest = _with_training_data(rest, model)
+        val_split = resolve_split(rest["data"], "val")  # fail before training; scored after it
     from ultralytics import YOLO
 
     yolo = YOLO(model)
@@ -239,7 +265,7 @@ def run_train(tokens: list[str]) -> None:
     print(f"\nScoring {best} with COCO's evaluator")
     val_args = {k: getattr(trainer.args, k) for k in ("imgsz", "batch", "device", "workers")}
     evaluation = evaluate_model(
-        YOLO(best), trainer.args.data, sizes=mine["sizes"], backend=mine["backend"], gt=mine["gt"],
+        YOLO(best), val_split or resolve_split(trainer.args.data, "val"), settings,
         project=str(trainer.save_dir.parent), name=trainer.save_dir.name, exist_ok=True, plots=False, **val_args,
     )
     save_detections(evaluation, trainer.save_dir)
@@ -275,30 +301,48 @@ def _read_overrides(file) -> dict:
 
 
 def run_compare(tokens: list[str]) -> None:
-    from .compare import compare, markdown_table
+    from .evaluation.compare import compare, markdown_table
 
-    args = parse_pairs(tokens, {"weights", *EVAL_KEYS} | ultralytics_keys())
-    mine, rest = split_ours(args, {"weights": None, **EVAL_KEYS})
+    args = parse_pairs(tokens, set(COMPARE_KEYS) | ultralytics_keys())
+    mine, rest = split_ours(args, COMPARE_KEYS)
     files = [w.strip() for w in str(mine["weights"] or "").split(",") if w.strip()]
     if len(files) < 2:
         raise UsageError("compare needs two or more checkpoints: weights=a.pt,b.pt[,...]")
     weights = [Path(resolve_model(w, "weights")) for w in files]
-    data = required_data(rest)
+    settings = eval_settings(mine)
+    split = required_split(rest)
     folder = _runs_folder(rest.pop("project", None), rest.pop("name", None) or "compare")
-    scores, columns, saved = compare(weights, data, folder, **{k: mine[k] for k in ("sizes", "backend", "gt")}, **rest)
+    scores, columns, saved = compare(weights, split, folder, settings, **rest)
     print(markdown_table(scores, columns))
     print(f"Saved {', '.join(f.name for f in saved)} to {folder}")
 
 
 def run_predict_or_export(mode: str, tokens: list[str]) -> None:
-    """``YOLO(model).predict(...)`` / ``.export(...)``: every key as in Ultralytics, with the modules registered."""
+    """``YOLO(model).predict(...)`` / ``.export(...)``: every key as in Ultralytics, with the modules registered;
+    ``predict slice=...`` predicts window by window (:func:`yolo_spd.slicing.inference.predict_sliced`)."""
     from ultralytics import YOLO
 
-    args = parse_pairs(tokens, ultralytics_keys())
+    allowed = ultralytics_keys() | (set(SLICE_KEYS) if mode == "predict" else set())
+    args = parse_pairs(tokens, allowed)
+    slice_keys, args = split_ours(args, SLICE_KEYS) if mode == "predict" else ({}, args)
     if not args.get("model"):
         raise UsageError(f"{mode} needs model=PATH.pt (or a model YAML)")
+    from .slicing.inference import SliceSettings
+
+    slicing = SliceSettings.from_keys(**slice_keys) if slice_keys else None
     model = YOLO(resolve_model(args.pop("model"), "model"))
-    getattr(model, mode)(**args)
+    if slicing is None:
+        getattr(model, mode)(**args)
+        return
+    from .slicing.inference import PREDICT_KEYS, predict_sliced
+
+    saving = ("source", "project", "name", "exist_ok", "save", "save_txt", "save_conf", "line_width", "show_labels",
+              "show_conf")
+    unsupported = sorted(set(args) - set(PREDICT_KEYS) - set(saving))
+    if unsupported:
+        raise UsageError(f"{unsupported[0]}= is not supported with slice=; sliced predict takes {', '.join(saving)}, "
+                         f"{', '.join(PREDICT_KEYS)}")
+    predict_sliced(model, slicing, **args)
 
 
 def run_info(tokens: list[str]) -> None:

@@ -1,15 +1,20 @@
 """COCO evaluation with AP on small objects: ground truth, detections, scoring and reports.
 
-- :mod:`.dataset`: a dataset YAML -> the split's images, class names and official COCO JSON (never downloads).
+- :mod:`.dataset`: a dataset YAML -> the split's images, class names and official COCO JSON (never downloads),
+  resolved once into a :class:`DatasetSplit` that every step below takes as it is.
+- :mod:`.settings`: :class:`EvalSettings`, the scoring settings as one checked value.
 - :mod:`.ground_truth`: the official JSON, or ground truth built from YOLO labels.
 - :mod:`.predictions`: detections from a file or from Ultralytics' validator, in the ground truth's ids.
+- :func:`evaluate_sliced`: detections from sliced inference (:mod:`yolo_spd.slicing.inference`) on the full images.
 - :mod:`.cocoeval`: pycocotools / faster-coco-eval with COCO, AI-TOD or custom size ranges.
 - :mod:`.report`: summary lines, per-class table, ``coco_eval.json`` / ``coco_eval.csv``.
+- :mod:`.compare`: several models, the same split and settings, one table and an AP-by-size plot.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,14 +24,15 @@ from .cocoeval import BACKENDS, SIZE_PRESETS, EvalResult, run_cocoeval, size_ran
 from .dataset import DatasetSplit, resolve_split
 from .ground_truth import GroundTruth, labels_ground_truth, official_ground_truth
 from .predictions import align_predictions, from_validator, read_predictions
-
-GT_CHOICES = ("auto", "json", "labels")
+from .settings import GT_CHOICES, EvalSettings
 
 __all__ = (
     "BACKENDS",
     "GT_CHOICES",
     "SIZE_PRESETS",
+    "DatasetSplit",
     "EvalResult",
+    "EvalSettings",
     "GroundTruth",
     "ModelEvaluation",
     "evaluate_model",
@@ -40,8 +46,7 @@ __all__ = (
 def build_ground_truth(split: DatasetSplit, gt: str = "auto", images: list[Path] | None = None) -> GroundTruth:
     """Ground truth for ``split`` (restricted to ``images`` if given): the official JSON when there is one and
     ``gt`` is ``auto`` or ``json``, label-derived when ``gt=labels``."""
-    if gt not in GT_CHOICES:
-        raise UsageError(f"gt={gt}: allowed values are {', '.join(GT_CHOICES)}")
+    assert gt in GT_CHOICES, gt  # checked by EvalSettings
     images = list(images) if images is not None else list(split.images)
     if gt == "json" and split.coco_json is None:
         raise UsageError(
@@ -53,16 +58,14 @@ def build_ground_truth(split: DatasetSplit, gt: str = "auto", images: list[Path]
     return labels_ground_truth(images, list(split.names))
 
 
-def evaluate_predictions(
-    data: str, predictions: str | Path, split: str = "val", sizes: str = "coco", backend: str = "pycocotools",
-    gt: str = "auto",
-) -> EvalResult:
-    """Score a saved detections file (see :mod:`.predictions` for its ids) on ``data``'s ``split``."""
-    ranges = size_ranges(sizes)
+def evaluate_predictions(split: DatasetSplit, predictions: str | Path,
+                         settings: EvalSettings | None = None) -> EvalResult:
+    """Score a saved detections file (see :mod:`.predictions` for its ids) on ``split``."""
+    settings = settings or EvalSettings()
     detections = read_predictions(predictions)
-    truth = build_ground_truth(resolve_split(data, split), gt)
+    truth = build_ground_truth(split, settings.gt)
     detections = align_predictions(detections, truth, f"predictions={predictions}")
-    return run_cocoeval(truth, detections, ranges, backend)
+    return run_cocoeval(truth, detections, settings.sizes, settings.backend)
 
 
 @dataclass
@@ -71,28 +74,72 @@ class ModelEvaluation:
     truth: GroundTruth
     detections: list[dict]
     save_dir: Path
-    metrics: object  # Ultralytics' DetMetrics from the same run
+    metrics: object  # Ultralytics' DetMetrics from the same run; None for sliced validation
 
 
-def evaluate_model(
-    model, data: str, split: str = "val", sizes: str = "coco", backend: str = "pycocotools", gt: str = "auto",
-    **val_args,
-) -> ModelEvaluation:
-    """Run Ultralytics validation of ``model`` (a ``YOLO``) on ``data`` and score its detections with COCO's evaluator.
+def evaluate_model(model, split: DatasetSplit, settings: EvalSettings | None = None, **val_args) -> ModelEvaluation:
+    """Run Ultralytics validation of ``model`` (a ``YOLO``) on ``split`` and score its detections with COCO's evaluator.
 
-    The ground truth is restricted to the images Ultralytics' dataloader kept, so both describe the same images.
+    ``val_args`` are Ultralytics' validation keys (``imgsz``, ``batch``, ``project``, ...). The ground truth is
+    restricted to the images Ultralytics' dataloader kept, so both describe the same images. With
+    ``settings.slicing``, the model runs window by window instead (:func:`evaluate_sliced`).
     """
     from ..integration import validate_collecting_detections
 
-    ranges = size_ranges(sizes)
-    dataset = resolve_split(data, split)
-    check_classes(model.names, dataset)
-    collected = validate_collecting_detections(model, data=str(dataset.yaml_file), split=split, **val_args)
+    settings = settings or EvalSettings()
+    check_classes(model.names, split)
+    if settings.slicing is not None:
+        return evaluate_sliced(model, split, settings, **val_args)
+    val_args = {k: v for k, v in val_args.items() if k not in ("data", "split")}
+    collected = validate_collecting_detections(model, data=str(split.yaml_file), split=split.split, **val_args)
     kept = [Path(f).resolve() for f in collected.image_files]
-    truth = build_ground_truth(dataset, gt, images=kept)
+    truth = build_ground_truth(split, settings.gt, images=kept)
     detections = from_validator(collected.detections, collected.class_map, truth)
-    result = run_cocoeval(truth, detections, ranges, backend)
+    result = run_cocoeval(truth, detections, settings.sizes, settings.backend)
     return ModelEvaluation(result, truth, detections, collected.save_dir, collected.metrics)
+
+
+def evaluate_sliced(model, split: DatasetSplit, settings: EvalSettings, project=None, name=None, exist_ok=False,
+                    **val_args) -> ModelEvaluation:
+    """Sliced validation: every image of ``split`` that the ground truth keeps is predicted window by window at its
+    native resolution (:class:`yolo_spd.slicing.inference.SlicedPredictor`), and the merged full-image detections are
+    scored against the full images' ground truth, so AP_S refers to objects as they are in the original images.
+
+    The run folder follows Ultralytics' rules (``project``/``name``/``exist_ok``, default ``runs/detect/val*``).
+    Of ``val_args``, Ultralytics' prediction keys are used (``imgsz`` defaults to the slice size, ``conf`` to
+    Ultralytics' val default 0.001, ``batch`` is windows per forward pass); the others (``workers``, ``plots``, ...)
+    concern Ultralytics' dataloader and plots and are ignored, with a note.
+    """
+    from types import SimpleNamespace
+
+    from ultralytics.cfg import get_save_dir
+
+    from ..slicing.inference import PREDICT_KEYS, SlicedPredictor
+
+    assert settings.slicing is not None
+    truth = build_ground_truth(split, settings.gt)
+    ignored = sorted(k for k, v in val_args.items() if k not in PREDICT_KEYS and k not in SLICED_IGNORED_QUIETLY)
+    if ignored:
+        print(f"yolo-spd: note: sliced val ignores {', '.join(f'{k}=' for k in ignored)} (Ultralytics' validation "
+              "loader keys)", file=sys.stderr)
+    predictor = SlicedPredictor(model, settings.slicing, {k: v for k, v in val_args.items() if k in PREDICT_KEYS},
+                                default_conf=0.001)
+    folder = get_save_dir(SimpleNamespace(project=project, name=name, exist_ok=exist_ok, task="detect", mode="val"))
+    folder.mkdir(parents=True, exist_ok=True)
+    files = [image for image in split.images if image.name in truth.image_ids]
+    print(f"Sliced val on {len(files)} images of {split.yaml_file.name} ({split.split}): {predictor.describe()}")
+    detections = []
+    for file, _, found in predictor.run(files, desc="sliced val"):
+        image_id = truth.image_ids[file.name]
+        for x0, y0, x1, y1, score, cls in found.tolist():
+            detections.append({"image_id": image_id, "category_id": truth.category_ids[int(cls)],
+                               "bbox": [round(x0, 3), round(y0, 3), round(x1 - x0, 3), round(y1 - y0, 3)],
+                               "score": round(score, 5)})
+    result = run_cocoeval(truth, detections, settings.sizes, settings.backend)
+    return ModelEvaluation(result, truth, detections, folder, None)
+
+
+SLICED_IGNORED_QUIETLY = ("plots", "verbose", "save_json", "workers")  # set by compare/train on every call
 
 
 def check_classes(model_names: dict, dataset: DatasetSplit) -> None:

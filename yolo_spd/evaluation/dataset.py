@@ -9,10 +9,14 @@ says what was looked for and where.
 The ``coco_json:`` key (yolo_spd's, ignored by Ultralytics) names the official COCO annotation file, relative to the
 root: a string for the ``val`` split, or a mapping ``{val: ..., test: ...}`` for several splits. Without it, ``annotations/instances_<split folder>.json`` and ``annotations/instances_val2017.json`` are
 used when they describe every image of the split (the standard COCO layout).
+
+A split is resolved once into a :class:`DatasetSplit` and passed on as that object; the COCO JSON it names is parsed
+once per process and file version (:func:`read_coco_json`), whether it was found by looking or named explicitly.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -120,9 +124,21 @@ def _coco_json(root: Path, content: dict, split: str, sources: list[Path], image
     return None
 
 
+def read_coco_json(file: Path) -> dict:
+    """The parsed COCO JSON ``file``, read once per process while its size and modification time stay the same.
+    Callers must not modify the returned dict (the ground truth builds new dicts from it)."""
+    st = os.stat(file)
+    return _read_json(str(Path(file).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_json(file: str, size: int, mtime_ns: int) -> dict:
+    return json.loads(Path(file).read_text(encoding="utf-8"))
+
+
 def _describes_all(file: Path, images: list[Path]) -> bool:
     try:
-        listed = {image["file_name"] for image in json.loads(file.read_text(encoding="utf-8"))["images"]}
+        listed = {image["file_name"] for image in read_coco_json(file)["images"]}
     except (ValueError, KeyError, TypeError):
         return False
     return all(image.name in listed for image in images)

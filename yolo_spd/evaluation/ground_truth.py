@@ -31,6 +31,7 @@ from PIL import Image
 
 from ..errors import UsageError
 from ..paths import cache_dir, write_atomic
+from .dataset import read_coco_json
 
 EXIF_ORIENTATION = 0x0112
 ROTATED_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
@@ -204,7 +205,7 @@ def labels_ground_truth(images: list[Path], names: list[str], use_cache: bool = 
 def official_ground_truth(json_file: Path, images: list[Path], names: list[str]) -> GroundTruth:
     """The official COCO JSON restricted to ``images``, with YOLO class ``i`` = ``i``-th category by id."""
     try:
-        coco = json.loads(json_file.read_text(encoding="utf-8"))
+        coco = read_coco_json(json_file)
         categories = sorted(coco["categories"], key=lambda c: c["id"])
         by_name = {im["file_name"]: im for im in coco["images"]}
     except (ValueError, KeyError, TypeError) as e:

@@ -1,8 +1,10 @@
 """``yolo-spd compare``: several models, the same data, the same evaluator, one side-by-side table and an AP-by-size plot.
 
-Each model is validated by Ultralytics and scored by :func:`yolo_spd.evaluation.evaluate_model` with identical
-settings. The table (Markdown on screen, ``compare.csv`` and ``compare.json`` on disk) and the bar plot
-(``compare_ap_by_size.png``) go to one run folder; each model's own validation output sits in a subfolder.
+Each model is validated on one resolved :class:`~yolo_spd.evaluation.DatasetSplit` and scored by
+:func:`yolo_spd.evaluation.evaluate_model` with one :class:`~yolo_spd.evaluation.EvalSettings`, so the settings are
+identical by construction. The table (Markdown on screen, ``compare.csv`` and ``compare.json`` on disk) and the bar plot
+(``compare_ap_by_size.png``) go to one run folder; each model's own validation output, with its ``coco_eval.json``
+and ``coco_predictions.json``, sits in a subfolder.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UsageError
-from .paths import atomic_target, write_atomic
+from ..errors import UsageError
+from ..paths import atomic_target, write_atomic
+from .dataset import DatasetSplit
+from .settings import EvalSettings
 
 
 @dataclass
@@ -128,7 +132,7 @@ def _dataset_title(yaml_file: Path) -> str:
 
 
 def _bounds(low: float, high: float) -> str:
-    from .evaluation.cocoeval import OPEN_END
+    from .cocoeval import OPEN_END
 
     return f">= {low:g} px" if high >= OPEN_END else f"{low:g}-{high:g} px"
 
@@ -143,25 +147,31 @@ def save(scores: list[ModelScore], columns: list[str], ranges, folder: Path, set
     ]
 
 
-def compare(weights: list[Path], data: str, folder: Path, sizes: str = "coco", backend: str = "pycocotools",
-            gt: str = "auto", **val_args) -> tuple[list[ModelScore], list[str], list[Path]]:
-    """Validate every model in ``weights`` on ``data`` with the same settings; return scores, columns, saved files."""
+def compare(weights: list[Path], split: DatasetSplit, folder: Path, settings: EvalSettings | None = None,
+            **val_args) -> tuple[list[ModelScore], list[str], list[Path]]:
+    """Validate every model in ``weights`` on ``split`` with the same settings; return scores, columns, saved files.
+
+    ``val_args`` are Ultralytics' validation keys, the same for every model; each model's own run goes to a
+    subfolder of ``folder`` named after it.
+    """
     from ultralytics import YOLO
 
-    from .evaluation import evaluate_model, resolve_split, size_ranges
+    from . import evaluate_model, report, save_detections
 
-    ranges = size_ranges(sizes)  # refuse bad sizes before any model runs
-    dataset = resolve_split(data, val_args.get("split") or "val")
+    settings = settings or EvalSettings()
     labels = model_labels(weights)
     models = {label: YOLO(str(w)) for label, w in zip(labels, weights)}
-    check_same_classes({label: m.names for label, m in models.items()}, dataset.names)
+    check_same_classes({label: m.names for label, m in models.items()}, split.names)
+    val_args = {k: v for k, v in val_args.items() if k not in ("project", "name", "exist_ok", "plots")}
     scores = []
     for (label, model), file in zip(models.items(), weights):
-        evaluation = evaluate_model(model, data, sizes=sizes, backend=backend, gt=gt, project=str(folder),
-                                    name=label.replace("/", "_"), exist_ok=True, plots=False, **val_args)
+        evaluation = evaluate_model(model, split, settings, project=str(folder), name=label.replace("/", "_"),
+                                    exist_ok=True, plots=False, **val_args)
+        report.save(evaluation.result, evaluation.save_dir)  # each model's own scores and detections beside its run
+        save_detections(evaluation, evaluation.save_dir)
         params = sum(p.numel() for p in model.model.parameters())
         scores.append(ModelScore(label, file, params, evaluation.result.metrics))
-    columns = table_columns(ranges.labels)
-    settings = {"data": str(dataset.yaml_file), "sizes": ranges.name, "backend": backend,
+    columns = table_columns(settings.sizes.labels)
+    recorded = {"data": str(split.yaml_file), "split": split.split, **settings.as_dict(),
                 "ground_truth": evaluation.result.ground_truth, **{k: str(v) for k, v in val_args.items()}}
-    return scores, columns, save(scores, columns, ranges, folder, settings)
+    return scores, columns, save(scores, columns, settings.sizes, folder, recorded)
