@@ -2,6 +2,7 @@
 
     python benchmarks/small_objects_sliced.py                  # the study: 2 models x 3 seeds (hours on a 2-core CPU)
     python benchmarks/small_objects_sliced.py --train-only     # train now, score later (resumes; skips finished runs)
+    python benchmarks/small_objects_sliced.py --score-only     # score what has finished, write partial results
     python benchmarks/small_objects_sliced.py --models yolov5nu.yaml yolov5-scconv-n.yaml yolov5-ssdconv-n.yaml
     python benchmarks/small_objects_sliced.py --replot benchmarks/results/small_objects_sliced.json
 
@@ -22,8 +23,6 @@ AP_S and AP50 with a Student t 95% interval (see :func:`paired_differences`).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import math
 import statistics
@@ -42,9 +41,6 @@ DEFAULT_MODELS = (BASELINE, "yolov5-spd-n.yaml")
 METRICS = ("AP", "AP50", "AP_small", "AP_medium", "AR_small")
 PAIRED_METRICS = ("AP_small", "AP50")
 STEM = "small_objects_sliced"
-NO_SLICED_VAL = ("small_objects_sliced.py: training is done, but the evaluation step needs sliced val "
-                 "(`yolo-spd val ... slice=`), which this yolo_spd does not have yet; re-run the same command once it "
-                 "does (finished runs are skipped)")
 PAIRED_METHOD = ("per seed, d = variant - baseline (same seed, same tiles, same hyper-parameters); mean of d over the "
                  "n seeds both have, and a two-sided 95% Student t interval mean +- t(0.975, n-1) * sd(d) / sqrt(n) "
                  "(sd with n-1 denominator); no interval with fewer than 2 pairs")
@@ -69,8 +65,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--optimizer", default="AdamW")
     parser.add_argument("--lr0", type=float, default=0.004)
     parser.add_argument("--warmup-epochs", type=float, default=0.0)
-    parser.add_argument("--train-only", action="store_true", help="train (or resume) the runs, do not score them")
-    parser.add_argument("--runs", type=Path, default=HERE / "runs" / STEM)
+    stage = parser.add_mutually_exclusive_group()
+    stage.add_argument("--train-only", action="store_true", help="train (or resume) the runs, do not score them")
+    stage.add_argument("--score-only", action="store_true",
+                       help="score the finished runs and write the (partial) results; train and resume nothing")
+    parser.add_argument("--runs", type=lambda p: Path(p).resolve(), default=HERE / "runs" / STEM,
+                        help="run folders (an absolute path is used, so sliced val writes into each run folder)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--replot", type=Path, default=None, metavar="JSON",
                         help="rewrite the table and plot from a results JSON (no training)")
@@ -94,16 +94,6 @@ def train_args(args: argparse.Namespace, data_yaml: Path) -> argparse.Namespace:
     return argparse.Namespace(data=data_yaml, runs=args.runs, tag="", epochs=args.epochs, imgsz=args.imgsz,
                               batch=args.batch, optimizer=args.optimizer, lr0=args.lr0,
                               warmup_epochs=args.warmup_epochs)
-
-
-def sliced_val_available() -> bool:
-    """Whether ``yolo-spd val`` knows ``slice=``: asked the way a user would, with the key and nothing else."""
-    from yolo_spd import cli
-
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        cli.main(["val", "slice=32"])
-    return "'slice' is not a valid" not in err.getvalue()
 
 
 def evaluate(model: str, seed: int, args: argparse.Namespace) -> Path:
@@ -290,12 +280,17 @@ def main(argv=None) -> None:
     tiled = slice_dataset(args.data, TileSettings(tile=args.slice, overlap=args.overlap, min_visible=args.min_visible,
                                                   empty=args.empty), out=args.tiles)
     print("\n".join(summary_lines(tiled)))
-    command = ("python benchmarks/small_objects_sliced.py " + " ".join(sys.argv[1:] if argv is None else argv)).strip()
+    stages = ("--train-only", "--score-only")  # they choose what runs now, not what the results are
+    given = [a for a in (sys.argv[1:] if argv is None else argv) if a not in stages]
+    command = ("python benchmarks/small_objects_sliced.py " + " ".join(given)).strip()
     settings = settings_dict(args, command, tiled)
-    score = not args.train_only and sliced_val_available()
+    score = not args.train_only
     for seed in args.seeds:  # seed by seed, so a stopped study still has paired runs
         for model in args.models:
-            small_objects.train_one(model, seed, train_args(args, tiled.data_yaml))
+            if not args.score_only:
+                small_objects.train_one(model, seed, train_args(args, tiled.data_yaml))
+            elif not (run_folder(model, seed, args) / "done.json").is_file():
+                continue
             if score:
                 evaluate(model, seed, args)
                 runs = [e for s in args.seeds for m in args.models if (e := run_entry(m, s, args))]
@@ -303,8 +298,6 @@ def main(argv=None) -> None:
     if args.train_only:
         print(f"small_objects_sliced.py: --train-only: {len(args.models) * len(args.seeds)} runs trained in "
               f"{args.runs}")
-    elif not score:
-        sys.exit(NO_SLICED_VAL)
 
 
 if __name__ == "__main__":

@@ -131,7 +131,7 @@ def test_runs_go_seed_by_seed_on_the_tiles_and_train_only_scores_nothing(study, 
 
 
 @pytest.mark.slow
-def test_one_epoch_on_tiles_then_scoring_or_one_clear_line(study, tmp_path, capsys):
+def test_one_epoch_on_tiles_then_sliced_scoring(study, tmp_path, capsys):
     data = make_yolo_dataset(tmp_path / "src", n_train=4, n_val=2, size=96)
     argv = ["--data", str(data), "--models", "yolov5nu.yaml", "--seeds", "0", "--slice", "64", "--imgsz", "64",
             "--batch", "4", "--epochs", "1", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]
@@ -142,13 +142,29 @@ def test_one_epoch_on_tiles_then_scoring_or_one_clear_line(study, tmp_path, caps
     assert "64px" in trained_on and str(tmp_path / "cache" / "tiles") in trained_on  # the tiled dataset
     capsys.readouterr()
 
-    if not study.sliced_val_available():
-        with pytest.raises(SystemExit) as stop:
-            study.main(argv)  # the finished run is skipped, then the script stops with one line
-        assert stop.value.code == study.NO_SLICED_VAL and "[skip] yolov5nu-seed0" in capsys.readouterr().out
-        return
-    study.main(argv)
+    study.main(argv)  # the finished run is skipped, then scored by sliced val on the full images
+    assert "[skip] yolov5nu-seed0" in capsys.readouterr().out
     saved = json.loads((tmp_path / "out" / "small_objects_sliced.json").read_text())
     assert saved["partial"] is False and [r["model"] for r in saved["runs"]] == ["yolov5nu"]
     assert (run / "sliced-val-64" / "coco_eval.json").is_file()
     assert saved["paired"]["variants"] == {}
+
+
+def test_score_only_scores_finished_runs_trains_nothing_and_records_the_study_command(study, tmp_path, monkeypatch):
+    data = make_yolo_dataset(tmp_path / "src", n_train=2, n_val=1, size=64)
+    argv = ["--data", str(data), "--slice", "32", "--seeds", "0", "1", "--runs", str(tmp_path / "runs"),
+            "--out", str(tmp_path / "out")]
+    args = study.parse_args(argv)
+    fabricate_run(study, args, "yolov5nu.yaml", 0, 0.27, 0.46)
+    fabricate_run(study, args, "yolov5-spd-n.yaml", 0, 0.29, 0.45)
+    study.run_folder("yolov5nu.yaml", 1, args).mkdir(parents=True)  # interrupted: no done.json
+    scored = []
+    monkeypatch.setattr(study.small_objects, "train_one", lambda *a: pytest.fail("--score-only must not train"))
+    monkeypatch.setattr(study, "evaluate", lambda model, seed, a: scored.append((model, seed)))
+    study.main([*argv, "--score-only"])
+    assert scored == [("yolov5nu.yaml", 0), ("yolov5-spd-n.yaml", 0)]
+    saved = json.loads((tmp_path / "out" / "small_objects_sliced.json").read_text())
+    assert saved["partial"] is True and len(saved["runs"]) == 2
+    assert "--score-only" not in saved["settings"]["command"] and "--seeds 0 1" in saved["settings"]["command"]
+    with pytest.raises(SystemExit):
+        study.parse_args([*argv, "--score-only", "--train-only"])
