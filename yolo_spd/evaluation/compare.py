@@ -69,11 +69,11 @@ def table_columns(range_labels: tuple[str, ...]) -> list[str]:
 
 
 def markdown_table(scores: list[ModelScore], columns: list[str]) -> str:
-    lines = ["| model | params | " + " | ".join(columns) + " |", "|---|---:|" + "---:|" * len(columns)]
-    for s in scores:
-        values = " | ".join("-" if s.metrics[c] < 0 else f"{s.metrics[c]:.3f}" for c in columns)
-        lines.append(f"| {s.label} | {s.params:,} | {values} |")
-    return "\n".join(lines)
+    from ..markdown import table
+    from .report import metric_cell
+
+    return table(["model", "params", *columns],
+                 [[s.label, f"{s.params:,}", *(metric_cell(s.metrics[c]) for c in columns)] for s in scores])
 
 
 def to_csv(scores: list[ModelScore], columns: list[str]) -> str:

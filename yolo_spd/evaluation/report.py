@@ -50,15 +50,16 @@ def header(result: EvalResult) -> str:
 
 def per_class_table(result: EvalResult) -> str:
     """Markdown table, one row per class, for pasting into a paper or an issue."""
+    from ..markdown import table
+
     columns = ["AP", "AP50", *(f"AP_{label}" for label in result.ranges.labels)]
-    lines = [
-        "| class | instances | " + " | ".join(columns) + " |",
-        "|---|---:|" + "---:|" * len(columns),
-    ]
-    for row in result.per_class:
-        values = " | ".join("-" if row[c] < 0 else f"{row[c]:.3f}" for c in columns)
-        lines.append(f"| {row['name']} | {row['instances']} | {values} |")
-    return "\n".join(lines)
+    rows = [[row["name"], row["instances"], *(metric_cell(row[c]) for c in columns)] for row in result.per_class]
+    return table(["class", "instances", *columns], rows)
+
+
+def metric_cell(value: float) -> str:
+    """A metric as tables show it: three decimals, or ``-`` where COCOeval reports -1 (no objects of that kind)."""
+    return "-" if value < 0 else f"{value:.3f}"
 
 
 def to_csv(result: EvalResult) -> str:
