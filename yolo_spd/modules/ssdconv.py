@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._common import (
+    addcmul,
     bn_scale_shift,
     conv_like,
     is_exporting,
@@ -170,7 +171,7 @@ class SSDConv(nn.Module):
             return self.out_shift  # None unless fused
         if self.down is not None:
             return self.down(y_e)
-        return y_e if self.out_shift is None else torch.addcmul(self.out_shift, y_e, self.residual_scale)
+        return y_e if self.out_shift is None else addcmul(self.out_shift, y_e, self.residual_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x_m, x_e = x.split([self.main_in, self.exp_in], dim=1)
@@ -185,7 +186,7 @@ class SSDConv(nn.Module):
         if self.out_scale is not None:
             attention = attention * self.out_scale
         residual = self.residual(y_e)
-        y = y_m * attention if residual is None else torch.addcmul(residual, y_m, attention)
+        y = y_m * attention if residual is None else addcmul(residual, y_m, attention)
         return self.act(self.bn(y))
 
     @torch.no_grad()
