@@ -101,7 +101,8 @@ def test_fuse_switches_every_space_to_depth_of_yolov5_spd_n_including_those_read
         model.fuse(verbose=False)  # idempotent: a switched layer is not permuted again
         again = model(x)[0]
     layers = [m for m in model.modules() if isinstance(m, SpaceToDepth)]
-    assert len(layers) == 6 and {m.block_order for m in layers} == {"onnx"}
+    assert len(layers) == 7 and {m.block_order for m in layers} == {"onnx"}  # 6 rows + the Focus stem as SPDConv
+    assert isinstance(model.model[0], SPDConv) and model.model[0].i == 0 and model.model[0].f == -1
     torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(again, before, rtol=1e-4, atol=1e-4)
 
