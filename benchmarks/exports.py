@@ -155,7 +155,7 @@ def run_cell(weights: Path, fmt: str, imgsz: int, timeout: int, workdir: Path) -
     missing = missing_packages(fmt)
     if missing:
         return {"status": "missing", "error": f"missing: pip install {' '.join(missing)}"}
-    env = dict(os.environ, YOLO_OFFLINE="1")
+    env = dict(os.environ, YOLO_OFFLINE="1", YOLO_AUTOINSTALL="false")  # never pip-install from inside a cell
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", str(weights), fmt, str(imgsz)]
     start = time.perf_counter()

@@ -160,3 +160,23 @@ def test_ultralytics_export_of_yolov5_spd_n_uses_the_native_op_and_matches_pytor
     session = ort.InferenceSession(onnx_file, providers=["CPUExecutionProvider"])
     got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-3)  # box coordinates reach hundreds of px
+
+
+def test_fuse_turns_ultralytics_focus_stem_into_the_same_spdconv():
+    """Focus's four step-2 slices are SpaceToDepth's authors' order; as an SPDConv the stem gets its export forms."""
+    from ultralytics.nn.modules.conv import Focus
+
+    from yolo_spd.modules.spd import replace_focus
+
+    focus = Focus(3, 8, 3).eval()
+    focus.i, focus.f, focus.type, focus.np = 0, -1, "Focus", 99
+    model = nn.Sequential(focus, nn.Conv2d(8, 4, 1))
+    x = torch.randn(2, 3, 10, 14)
+    with torch.no_grad():
+        before = model(x)
+    assert replace_focus(model) == 1 and replace_focus(model) == 0
+    stem = model[0]
+    assert isinstance(stem, SPDConv) and stem.conv is focus.conv
+    assert (stem.i, stem.f, stem.type, stem.np) == (0, -1, "Focus", 99)
+    with torch.no_grad():
+        assert torch.equal(model(x), before)

@@ -1,0 +1,206 @@
+"""Exports of every yolo_spd family (scale n) to TorchScript, ONNX, OpenVINO and NCNN: Ultralytics exports them, loads
+them back with ``YOLO(path)``, their raw output equals PyTorch's, and ``yolo-spd predict/val/compare`` take the export
+file or folder as ``model=``/``weights=`` (:mod:`yolo_spd.model_source`). The heavier formats are covered by
+``benchmarks/exports.py``, whose helpers these tests share."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from yolo_spd.errors import UsageError
+from yolo_spd.model_source import accepted_forms, model_format, resolve_model
+
+from .conftest import REPO, child_env, make_yolo_dataset
+
+FAMILIES = ("yolov5-spd-n.yaml", "yolov8-spd-n.yaml", "yolo11-spd-n.yaml", "yolov5-scconv-n.yaml",
+            "yolov5-ssdconv-n.yaml")
+#: format -> (the module it needs, the pip package), what the test exports to.
+FORMATS = {"torchscript": None, "onnx": ("onnxruntime", "onnxruntime"), "openvino": ("openvino", "openvino"),
+           "ncnn": ("pnnx", "pnnx")}
+IMGSZ = 64
+TOL = 1e-4  # max|export - torch| / max|torch|; measured: at most a few 1e-7 on this machine (benchmarks/exports.md)
+
+
+def _benchmark():
+    spec = importlib.util.spec_from_file_location("exports_benchmark", REPO / "benchmarks" / "exports.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _benchmark()
+
+
+def run_cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "yolo_spd", *args], cwd=cwd, env=child_env(),
+                          capture_output=True, text=True, timeout=600)
+
+
+# ---------------------------------------------------------------------------------------------------- model_source
+
+
+@pytest.mark.parametrize("name,fmt", [("best.pt", "pt"), ("best.torchscript", "torchscript"), ("best.onnx", "onnx"),
+                                      ("best_openvino_model", "openvino"), ("best_ncnn_model", "ncnn"),
+                                      ("best.mlpackage", "coreml"), ("best_qnn.onnx", "qnn"),
+                                      ("best_edgetpu.tflite", "edgetpu"), ("best.tflite", "litert"),
+                                      ("best_paddle_model", "paddle"), ("best.mnn", "mnn"), ("best.bin", None)])
+def test_model_format_follows_ultralytics_export_table(name, fmt):
+    assert model_format(__import__("pathlib").Path("runs/weights") / name) == fmt
+
+
+def test_existing_export_files_and_folders_are_accepted_and_training_takes_only_yaml_or_pt(tmp_path):
+    folder = tmp_path / "best_openvino_model"
+    folder.mkdir()
+    onnx = tmp_path / "best.onnx"
+    onnx.write_bytes(b"")
+    assert resolve_model(folder, "model") == str(folder)
+    assert resolve_model(onnx, "weights") == str(onnx)
+    with pytest.raises(UsageError, match=r"^cfg=.*best_openvino_model: not an accepted model form \(openvino\); "
+                                         r"expected a model YAML .* or a \.pt checkpoint$"):
+        resolve_model(folder, "cfg", exports=False)
+
+
+def test_unknown_or_missing_forms_name_the_value_and_list_the_accepted_ones(tmp_path):
+    odd = tmp_path / "weights.bin"
+    odd.write_bytes(b"")
+    with pytest.raises(UsageError) as error:
+        resolve_model(odd, "model")
+    message = str(error.value)
+    assert message.startswith(f"model={odd}: not an accepted model form (unknown); expected ")
+    for form in ("*.torchscript", "*.onnx", "*_openvino_model/", "*_ncnn_model/", "*.mlpackage", ".pt checkpoint"):
+        assert form in message and form in accepted_forms()
+    with pytest.raises(UsageError, match=r"best_ncnn_model: file not found \(yolo_spd never downloads weights\)"):
+        resolve_model(tmp_path / "best_ncnn_model", "weights")
+    with pytest.raises(UsageError, match=r"^model=.*plain-folder: not found; expected "):
+        resolve_model(tmp_path / "plain-folder", "model")
+    (tmp_path / "not-a-pt.pt").mkdir()
+    with pytest.raises(UsageError, match="not an accepted model form"):
+        resolve_model(tmp_path / "not-a-pt.pt", "model")
+
+
+def test_cli_names_an_unknown_model_form_in_one_line(tmp_path):
+    odd = tmp_path / "weights.bin"
+    odd.write_bytes(b"")
+    done = run_cli("predict", f"model={odd}", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"yolo-spd: error: model={odd}: not an accepted model form (unknown); expected {accepted_forms()}"]
+
+
+# ---------------------------------------------------------------------------------------------------- exports
+
+
+@pytest.fixture(scope="module", params=FAMILIES, ids=[f.replace(".yaml", "") for f in FAMILIES])
+def family(request, tmp_path_factory):
+    """One checkpoint per family (seeded, randomised norms), its PyTorch output on the fixed image, and an image."""
+    folder = tmp_path_factory.mktemp(request.param.replace(".yaml", ""))
+    weights = bench.build_checkpoint(request.param, folder)
+    x = bench.example_image(IMGSZ)
+    image = folder / "image.jpg"
+    cv2.imwrite(str(image), np.random.default_rng(0).integers(0, 255, (80, 96, 3), dtype=np.uint8))
+    return {"weights": weights, "expected": bench.torch_output(weights, x), "x": x, "image": image, "exports": {}}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_export_loads_back_matches_pytorch_and_predicts_through_the_cli(family, fmt, tmp_path):
+    if FORMATS[fmt]:
+        pytest.importorskip(FORMATS[fmt][0], reason=f"pip install {FORMATS[fmt][1]} (in the dev extra)")
+    from ultralytics import YOLO
+
+    exported = YOLO(str(family["weights"])).export(format=fmt, imgsz=IMGSZ, device="cpu")
+    family["exports"][fmt] = exported
+    got = bench.loaded_output(str(exported), family["x"], IMGSZ)
+    assert bench.relative_difference(got, family["expected"]) <= TOL
+    done = run_cli("predict", f"model={exported}", f"source={family['image']}", f"imgsz={IMGSZ}", "save=True",
+                   "conf=0.0", "max_det=5", f"project={tmp_path}", "name=predict", "device=cpu", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    saved = cv2.imread(str(tmp_path / "predict" / "image.jpg"))
+    assert saved is not None and saved.shape == (80, 96, 3)  # the source image with its boxes drawn
+    assert not np.array_equal(saved, cv2.imread(str(family["image"])))  # conf=0: boxes were drawn on it
+
+
+@pytest.mark.slow
+def test_val_and_compare_take_export_files_and_folders(tmp_path_factory, tmp_path):
+    """val on an export folder (the form that used to answer 'file not found') and compare across all four forms."""
+    pytest.importorskip("openvino")
+    pytest.importorskip("pnnx")
+    from ultralytics import YOLO
+
+    weights = bench.build_checkpoint("yolov5-spd-n.yaml", tmp_path)
+    data = make_yolo_dataset(tmp_path_factory.mktemp("tiny"), size=IMGSZ)
+    exports = [YOLO(str(weights)).export(format=fmt, imgsz=IMGSZ, device="cpu") for fmt in FORMATS]
+    done = run_cli("val", f"weights={exports[2]}", f"data={data}", f"imgsz={IMGSZ}", "batch=1", "device=cpu",
+                   f"project={tmp_path}", "name=val", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "AP" in done.stdout and (tmp_path / "val").is_dir()
+    done = run_cli("compare", "weights=" + ",".join(map(str, [weights, *exports])), f"data={data}", f"imgsz={IMGSZ}",
+                   "batch=1", "device=cpu", f"project={tmp_path}", "name=compare", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = done.stdout
+    for name in ("yolov5-spd-n.torchscript", "yolov5-spd-n.onnx", "yolov5-spd-n_openvino_model",
+                 "yolov5-spd-n_ncnn_model"):
+        assert name in table
+
+
+# ---------------------------------------------------------------------------------------------------- export forms
+
+#: aten ops NCNN's converter cannot translate (it wrote them into its generated Python: 'invalid syntax') or that
+#: need a >4-D tensor; none may appear in a traced yolo_spd module.
+UNSUPPORTED = ("aten::addcmul", "aten::lerp", "aten::gt", "aten::baddbmm", "aten::pixel_shuffle")
+
+
+def traced_ops(module, x) -> list[str]:
+    with torch.no_grad():
+        traced = torch.jit.trace(module, x, check_trace=False)
+    return [node.kind() for node in traced.inlined_graph.nodes()], traced
+
+
+def assert_traced_form_matches(module, x, rtol=1e-5, atol=1e-5):
+    module = module.eval()
+    with torch.no_grad():
+        expected = module(x)
+    kinds, traced = traced_ops(module, x)
+    assert not [k for k in kinds if k in UNSUPPORTED]
+    with torch.no_grad():
+        torch.testing.assert_close(traced(x), expected, rtol=rtol, atol=atol)
+    return kinds
+
+
+@pytest.mark.parametrize("row_major", [False, True])
+def test_space_to_depth_traces_to_pixel_unshuffle_and_4d_ops_only(row_major):
+    from yolo_spd import SpaceToDepth
+
+    layer = SpaceToDepth()
+    if row_major:
+        layer.block_order = "onnx"
+    x = torch.randn(1, 6, 10, 14)
+    with torch.no_grad():
+        traced = torch.jit.trace(layer, x)
+    graph = traced.inlined_graph
+    kinds = [node.kind() for node in graph.nodes()]
+    assert "aten::pixel_unshuffle" in kinds and "aten::slice" not in kinds
+    ranks = [len(node.output().type().sizes()) for node in graph.nodes()
+             if node.kind() in ("aten::reshape", "aten::permute", "aten::transpose", "aten::view")]
+    assert ranks and max(ranks) <= 4
+    with torch.no_grad():
+        assert torch.equal(traced(x), layer(x))  # a relabelling: bit-exact
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_scconv_and_ssdconv_trace_without_ops_ncnn_lacks_and_match_eager(stride):
+    from tests.test_fast_equivalence import randomize_norms
+    from yolo_spd import SCConv, SSDConv
+
+    x = torch.randn(1, 32, 12, 10)
+    for module in (SCConv(32, 48, s=stride), SSDConv(32, 48, s=stride)):
+        randomize_norms(module).eval()
+        assert_traced_form_matches(module, x)  # unfused
+        assert_traced_form_matches(module.fuse(), x)  # as Ultralytics' export traces it
