@@ -118,7 +118,9 @@ def test_export_loads_back_matches_pytorch_and_predicts_through_the_cli(family, 
     exported = YOLO(str(family["weights"])).export(format=fmt, imgsz=IMGSZ, device="cpu")
     family["exports"][fmt] = exported
     got = bench.loaded_output(str(exported), family["x"], IMGSZ)
-    assert bench.relative_difference(got, family["expected"]) <= TOL
+    assert bench.relative_difference(got, family["expected"]) <= bench.format_tolerance(fmt, TOL)
+    if fmt == "openvino":  # Ultralytics' OpenVINO runs bfloat16 on AMX CPUs; the IR itself is exact at float32
+        assert bench.relative_difference(bench.openvino_f32_output(exported, family["x"]), family["expected"]) <= TOL
     done = run_cli("predict", f"model={exported}", f"source={family['image']}", f"imgsz={IMGSZ}", "save=True",
                    "conf=0.0", "max_det=5", f"project={tmp_path}", "name=predict", "device=cpu", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
