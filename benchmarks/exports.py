@@ -41,7 +41,8 @@ FORMATS = {
     "openvino": {"openvino": "openvino"},
     "ncnn": {"ncnn": "ncnn", "pnnx": "pnnx"},
     "mnn": {"MNN": "MNN"},
-    "tflite": {"onnx2tf": "onnx2tf", "tensorflow": "tensorflow"},
+    "tflite": {"litert_torch": "litert-torch", "ai_edge_litert": "ai-edge-litert"},  # Ultralytics >= 8.4.83: LiteRT
+    "saved_model": {"tensorflow": "tensorflow", "onnx2tf": "onnx2tf"},  # the onnx2tf route (also .pb, edgetpu)
     "paddle": {"paddle": "paddlepaddle", "x2paddle": "x2paddle"},
     "executorch": {"executorch": "executorch"},
     "coreml": {"coremltools": "coremltools"},
@@ -143,9 +144,32 @@ def export_and_compare(weights: Path, fmt: str, imgsz: int) -> dict:
     return result
 
 
+class _NoFeedback:
+    """Stands in for x2paddle's ``ConverterCheck`` thread, which posts each conversion to a server."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def start(self):
+        pass
+
+
+def block_converter_telemetry(fmt: str) -> None:
+    """Keep converters from phoning home. MNN's converter imports ``MNN.tools.utils.log``, which pip-installs
+    aliyun-log-python-sdk when missing (downgrading protobuf under onnx) and posts each conversion to a server;
+    x2paddle posts each conversion too. Both are optional telemetry: blocked, the conversions are unchanged."""
+    if fmt == "mnn":
+        sys.modules.setdefault("MNN.tools.utils.log", None)  # mnnconvert's `except:` then sets mnn_logger = None
+    if fmt == "paddle":
+        import x2paddle.convert
+
+        x2paddle.convert.ConverterCheck = _NoFeedback
+
+
 def _worker(weights: str, fmt: str, imgsz: int) -> None:
     """Subprocess entry: one cell, printed as a JSON line after a marker (Ultralytics logs to stdout too)."""
     try:
+        block_converter_telemetry(fmt)
         result = export_and_compare(Path(weights), fmt, imgsz)
     except BaseException as error:  # noqa: BLE001  (any failure is this cell's result)
         result = {"status": "error", "error": one_line(error)}

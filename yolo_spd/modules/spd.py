@@ -75,7 +75,7 @@ class SpaceToDepth(nn.Module):
         if row_major and torch.onnx.is_in_onnx_export():
             return _NativeOnnxSpaceToDepth.apply(x, s)
         if torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export():
-            return _space_to_depth_4d(x, s, row_major)
+            return _space_to_depth_traced(x, s, row_major)
         if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
             return _space_to_depth_channels_last(x, s, row_major)
         return _space_to_depth(x, s, row_major)
@@ -100,22 +100,18 @@ def _space_to_depth_channels_last(x: torch.Tensor, s: int, row_major: bool = Fal
     return blocks.permute(0, 3, 1, 2)
 
 
-def _space_to_depth_4d(x: torch.Tensor, s: int, row_major: bool = False) -> torch.Tensor:
-    """The traced (export) form: ``pixel_unshuffle`` then a channel shuffle, no tensor above 4-D and no strided slice.
+def _space_to_depth_traced(x: torch.Tensor, s: int, row_major: bool = False) -> torch.Tensor:
+    """The traced (export) form: each sub-map f_{i,j} = X[i::s, j::s] as a 1 x 1, stride-s max pooling of X cropped
+    at (i, j), concatenated along channels in the layer's block order.
 
-    ``pixel_unshuffle`` orders the output channels (C, i, j); a channel shuffle with C groups, written as a 4-D
-    reshape/transpose, turns that into (i, j, C), ONNX's row-major order. The authors' (j, i, C) order is the same
-    on the spatially transposed map. Targets whose converters reject a 6-D permute or a step-2 slice know all of
-    these (pnnx/NCNN: ``Reorg`` and a 3-D ``Permute``), and it is a pure relabelling of the same values, so it
-    equals :func:`_space_to_depth` exactly. Used whenever ``torch.jit.trace`` runs outside an ONNX export
-    (TorchScript, OpenVINO, pnnx, CoreML)."""
-    n, c = x.shape[:2]
-    if not row_major:
-        x = x.transpose(2, 3)
-    y = F.pixel_unshuffle(x, s)  # (N, C s^2, H', W'), channels (C, i, j)
-    h, w = y.shape[2:]
-    y = y.reshape(n, c, s * s, h * w).transpose(1, 2).reshape(n, s * s * c, h, w)  # channels (i, j, C)
-    return y if row_major else y.transpose(2, 3)
+    Neither a step-s slice (pnnx/NCNN: "slice with step 2 is not supported") nor a 6-D permute (NCNN: "permute
+    5-rank tensor is not supported yet!"; CoreML is limited to rank 5) nor ``pixel_unshuffle`` (x2paddle: "not
+    supported"; coremltools: only from iOS 16) appears: a step-1 crop, a pooling and a concatenation are known to
+    every export target. A 1 x 1 max pooling selects, it does not compute, so this equals :func:`_space_to_depth`
+    bit for bit. Used whenever ``torch.jit.trace`` runs outside an ONNX export (TorchScript, OpenVINO, pnnx/NCNN,
+    x2paddle, CoreML)."""
+    blocks = [(i, j) for i in range(s) for j in range(s)] if row_major else [(i, j) for j in range(s) for i in range(s)]
+    return torch.cat([F.max_pool2d(x[..., i:, j:], 1, s) for i, j in blocks], dim=1)
 
 
 class _NativeOnnxSpaceToDepth(torch.autograd.Function):
