@@ -28,8 +28,8 @@ EXTRA_SUFFIXES = {".mlmodel": "coreml"}
 def export_suffixes() -> dict[str, str]:
     """{suffix: format argument} for every model form Ultralytics loads, from its export-format table.
 
-    A suffix starting with ``.`` names a file or bundle (``.onnx``, ``.mlpackage``); one starting with ``_`` names a
-    folder (``_openvino_model``). PyTorch's ``.pt`` is included (argument ``pt``).
+    A suffix with a dot names a file or bundle (``.onnx``, ``_qnn.onnx``, ``.mlpackage``); one without names a folder
+    (``_openvino_model``). PyTorch's ``.pt`` is included (argument ``pt``).
     """
     from ultralytics.engine.exporter import export_formats
 
@@ -50,9 +50,10 @@ def accepted_forms(exports: bool = True) -> str:
     if not exports:
         return "a model YAML (path or packaged name, see `yolo-spd info`) or a .pt checkpoint"
     suffixes = sorted(s for s in export_suffixes() if s != ".pt")
-    files = ", ".join(f"*{s}" for s in suffixes if s.startswith("."))
-    folders = ", ".join(f"*{s}/" for s in suffixes if not s.startswith("."))
-    return f"a model YAML (path or packaged name, see `yolo-spd info`), a .pt checkpoint, or an export: {files}, {folders}"
+    files = ", ".join(f"*{s}" for s in suffixes if "." in s)  # .onnx, _qnn.onnx, .mlpackage (a bundle)
+    folders = ", ".join(f"*{s}/" for s in suffixes if "." not in s)  # _openvino_model, _ncnn_model, ...
+    return (f"a model YAML (path or packaged name, see `yolo-spd info`), a .pt checkpoint, or an export: "
+            f"{files}, {folders}")
 
 
 def resolve_model(model, key: str, exports: bool = True) -> str:
