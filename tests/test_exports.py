@@ -6,6 +6,7 @@ file or folder as ``model=``/``weights=`` (:mod:`yolo_spd.model_source`). The he
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
 
@@ -127,8 +128,9 @@ def test_export_loads_back_matches_pytorch_and_predicts_through_the_cli(family, 
                    "conf=0.0", "max_det=5", f"project={tmp_path}", "name=predict", "device=cpu", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     saved = cv2.imread(str(tmp_path / "predict" / "image.jpg"))
-    assert saved is not None and saved.shape == (80, 96, 3)  # the source image with its boxes drawn
-    assert not np.array_equal(saved, cv2.imread(str(family["image"])))  # conf=0: boxes were drawn on it
+    assert saved is not None and saved.shape == (80, 96, 3)  # the source image, with its boxes drawn
+    counts = re.search(r"image 1/1 .*?: \d+x\d+ (.*?), [\d.]+ms", done.stdout + done.stderr)
+    assert counts and sum(int(n) for n in re.findall(r"(\d+) \w", counts.group(1))) == 5  # conf=0: max_det boxes
 
 
 @pytest.mark.slow
