@@ -60,15 +60,21 @@ def missing_packages(fmt: str) -> list[str]:
     return [pip for module, pip in FORMATS[fmt].items() if importlib.util.find_spec(module) is None]
 
 
-def build_checkpoint(model: str, folder: Path, seed: int = SEED) -> Path:
-    """``model`` built from its YAML with seeded random weights and randomised norm statistics, saved as a .pt."""
+def build_checkpoint(model: str, folder: Path, seed: int = SEED, names: list[str] | None = None) -> Path:
+    """``model`` built from its YAML with seeded random weights and randomised norm statistics, saved as a .pt
+    (detecting the classes ``names`` instead of the YAML's when given)."""
     import torch
     from ultralytics import YOLO
+    from ultralytics.nn.tasks import DetectionModel
 
     import yolo_spd  # noqa: F401  (registers the modules)
 
     torch.manual_seed(seed)
     yolo = YOLO(model)
+    if names is not None:
+        torch.manual_seed(seed)
+        yolo.model = DetectionModel({**yolo.model.yaml, "nc": len(names)}, nc=len(names), verbose=False)
+        yolo.model.names = dict(enumerate(names))
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in yolo.model.modules():
