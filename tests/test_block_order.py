@@ -152,7 +152,7 @@ def test_ultralytics_export_of_yolov5_spd_n_uses_the_native_op_and_matches_pytor
     yolo.save(str(weights))
     onnx_file = YOLO(str(weights)).export(format="onnx", imgsz=64, simplify=False, dynamic=False)
     nodes = onnx.load(onnx_file).graph.node
-    assert [node.op_type for node in nodes].count("SpaceToDepth") == 6
+    assert [node.op_type for node in nodes].count("SpaceToDepth") == 7  # 6 rows + the Focus stem (fuse: SPDConv)
     assert not [node for node in nodes if node.op_type == "Transpose" and len(node.attribute[0].ints) == 6]
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
