@@ -175,7 +175,7 @@ class _GatedCrossReconstruction(torch.autograd.Function):
 
 def step(z: torch.Tensor) -> torch.Tensor:
     """W1 of eq. 3 as floats: 1 where z > 0, else 0 (written as floats directly: no bool tensor in between)."""
-    if is_exporting():  # a traced graph cannot hold an out= argument; NCNN has no comparison, x2paddle no ceil:
+    if is_exporting():  # a traced graph cannot hold an out= argument, NCNN has no comparison and x2paddle no ceil:
         return -torch.floor(-z.clamp(0.0, 1.0))  # ceil(clamp(z, 0, 1)): exactly 1 where z > 0, else 0
     return torch.gt(z, 0, out=torch.empty_like(z))
 
