@@ -93,7 +93,7 @@ class SRU(nn.Module):
         """Eq. 2: W_gamma = gamma_i / sum_j gamma_j (a plain ratio, not a softmax: a softmax would squash every
         weight towards 1/C and the gate of eq. 3 would see almost no spread)."""
         gamma = self.gn.weight
-        return gamma / gamma.sum(dim=0)  # a sum over the named dim: x2paddle cannot convert a dimensionless sum
+        return gamma / gamma.sum()
 
     def gates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Eq. 3: W = Gate(Sigmoid(W_gamma * GN(X))); returns (W1, W2), elementwise, shaped like ``x``."""
@@ -116,8 +116,6 @@ class SRU(nn.Module):
         Sigmoid(W_gamma * GN(X)) > threshold exactly where z > 0 (sigmoid is increasing)."""
         w_gamma = self.importance_weights()
         shift = self.threshold_logit
-        if is_exporting():  # x2paddle reads GroupNorm's weight and bias as stored parameters: the same z, unfolded
-            return self.gn(x) * w_gamma.view(1, -1, 1, 1) - shift
         weight, bias = self.gn.weight * w_gamma, self.gn.bias * w_gamma - shift
         return F.group_norm(x, self.gn.num_groups, weight, bias, self.gn.eps)
 
@@ -175,8 +173,8 @@ class _GatedCrossReconstruction(torch.autograd.Function):
 
 def step(z: torch.Tensor) -> torch.Tensor:
     """W1 of eq. 3 as floats: 1 where z > 0, else 0 (written as floats directly: no bool tensor in between)."""
-    if is_exporting():  # a traced graph cannot hold an out= argument, NCNN has no comparison and x2paddle no ceil:
-        return -torch.floor(-z.clamp(0.0, 1.0))  # ceil(clamp(z, 0, 1)): exactly 1 where z > 0, else 0
+    if is_exporting():  # a traced graph cannot hold an out= argument, and NCNN has no comparison: 0 or 1 exactly,
+        return torch.ceil(z.clamp(0.0, 1.0))  # as clamp(z, 0, 1) is in (0, 1] exactly where z > 0
     return torch.gt(z, 0, out=torch.empty_like(z))
 
 
