@@ -101,7 +101,8 @@ def test_fuse_switches_every_space_to_depth_of_yolov5_spd_n_including_those_read
         model.fuse(verbose=False)  # idempotent: a switched layer is not permuted again
         again = model(x)[0]
     layers = [m for m in model.modules() if isinstance(m, SpaceToDepth)]
-    assert len(layers) == 6 and {m.block_order for m in layers} == {"onnx"}
+    assert len(layers) == 7 and {m.block_order for m in layers} == {"onnx"}  # 6 rows + the Focus stem as SPDConv
+    assert isinstance(model.model[0], SPDConv) and model.model[0].i == 0 and model.model[0].f == -1
     torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(again, before, rtol=1e-4, atol=1e-4)
 
@@ -151,7 +152,7 @@ def test_ultralytics_export_of_yolov5_spd_n_uses_the_native_op_and_matches_pytor
     yolo.save(str(weights))
     onnx_file = YOLO(str(weights)).export(format="onnx", imgsz=64, simplify=False, dynamic=False)
     nodes = onnx.load(onnx_file).graph.node
-    assert [node.op_type for node in nodes].count("SpaceToDepth") == 6
+    assert [node.op_type for node in nodes].count("SpaceToDepth") == 7  # 6 rows + the Focus stem (fuse: SPDConv)
     assert not [node for node in nodes if node.op_type == "Transpose" and len(node.attribute[0].ints) == 6]
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
@@ -159,3 +160,23 @@ def test_ultralytics_export_of_yolov5_spd_n_uses_the_native_op_and_matches_pytor
     session = ort.InferenceSession(onnx_file, providers=["CPUExecutionProvider"])
     got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-3)  # box coordinates reach hundreds of px
+
+
+def test_fuse_turns_ultralytics_focus_stem_into_the_same_spdconv():
+    """Focus's four step-2 slices are SpaceToDepth's authors' order; as an SPDConv the stem gets its export forms."""
+    from ultralytics.nn.modules.conv import Focus
+
+    from yolo_spd.modules.spd import replace_focus
+
+    focus = Focus(3, 8, 3).eval()
+    focus.i, focus.f, focus.type, focus.np = 0, -1, "Focus", 99
+    model = nn.Sequential(focus, nn.Conv2d(8, 4, 1))
+    x = torch.randn(2, 3, 10, 14)
+    with torch.no_grad():
+        before = model(x)
+    assert replace_focus(model) == 1 and replace_focus(model) == 0
+    stem = model[0]
+    assert isinstance(stem, SPDConv) and stem.conv is focus.conv
+    assert (stem.i, stem.f, stem.type, stem.np) == (0, -1, "Focus", 99)
+    with torch.no_grad():
+        assert torch.equal(model(x), before)

@@ -136,32 +136,11 @@ def split_ours(args: dict, ours: dict) -> tuple[dict, dict]:
     return mine, args
 
 
-def _is_model_yaml(file: Path) -> bool:
-    try:
-        content = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return False
-    return isinstance(content, dict) and "backbone" in content
-
-
 def resolve_model(model, mode_key: str) -> str:
-    """A model YAML (path or packaged bare name) or an existing checkpoint; never something to download."""
-    from .configs import packaged_config
+    """A model YAML, a checkpoint or (except for training) an export; see :mod:`yolo_spd.model_source`."""
+    from .model_source import resolve_model
 
-    text, path = str(model), Path(str(model))
-    if not text.endswith((".yaml", ".yml")):
-        if path.is_file():
-            return text
-        raise UsageError(f"{mode_key}={text}: file not found (yolo_spd never downloads weights)")
-    file = path if path.is_file() else packaged_config(text)
-    if file is None:
-        raise UsageError(f"{mode_key}={text}: no such model YAML here or among the packaged configs (yolo-spd info)")
-    if not _is_model_yaml(file):
-        raise UsageError(
-            f"{mode_key}={text} is not a model YAML (it has no 'backbone:'); for an Ultralytics settings-override "
-            "file use overrides="
-        )
-    return text
+    return resolve_model(model, mode_key, exports=mode_key != "cfg")
 
 
 def _runs_folder(project, name: str) -> Path:

@@ -6,7 +6,7 @@ from torch import nn
 
 from .blocks import C2f_SCConv23, C2f_SSDConv, C3_SCConv23, C3_SSDConv, C3k2_SCConv23, C3k2_SSDConv
 from .scconv import CRU, SRU, SCConv
-from .spd import SPDConv, SpaceToDepth, fold_space_to_depth_order
+from .spd import SPDConv, SpaceToDepth, fold_space_to_depth_order, replace_focus
 from .ssdconv import SSDConv
 
 __all__ = (
@@ -34,11 +34,15 @@ FUSABLE = (SCConv,)
 def fuse_modules(model: nn.Module, example: torch.Tensor | None = None) -> nn.Module:
     """Fuse every SCConv inside ``model`` (any nesting) for inference; eval mode, idempotent.
 
+    Every Ultralytics ``Focus`` stem becomes the equivalent ``SPDConv`` first (:func:`spd.replace_focus`): the same
+    outputs, but exportable where Focus's step-2 slices are not (NCNN).
+
     With an ``example`` input, also switch each SpaceToDepth whose output only feeds convolutions to ONNX's block order
     (:func:`fold_space_to_depth_order`), so an ONNX export uses the native op. Registered, Ultralytics'
     ``model.fuse()`` calls this with a small random image (see :mod:`yolo_spd.integration.fuse`); call it yourself for a
     plain ``nn.Module``.
     """
+    replace_focus(model)  # Ultralytics' Focus stem is SPDConv(s=2); as one it gets SpaceToDepth's export forms
     for module in list(model.modules()):  # fuse() replaces children, so iterate over a snapshot
         if isinstance(module, FUSABLE):
             module.fuse()

@@ -97,7 +97,7 @@ def pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None =
     """
     n, _, h, w = x.shape
     matrix = weight.flatten(1)
-    if x.device.type != "cpu":
+    if x.device.type != "cpu" or is_exporting():  # export targets know a 1 x 1 convolution, not all know baddbmm
         return F.conv2d(x, weight, bias)
     if x.stride(1) == 1 and x.shape[1] > 1:  # channels innermost (channels-last, or a channel slice of it)
         return F.linear(x.permute(0, 2, 3, 1), matrix, bias).permute(0, 3, 1, 2)
@@ -107,3 +107,26 @@ def pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None =
     if bias is None:
         return torch.bmm(matrices, pixels).view(n, -1, h, w)
     return torch.baddbmm(bias.view(1, -1, 1), matrices, pixels).view(n, -1, h, w)
+
+
+# Export forms. NCNN's converter (pnnx) has no addcmul, lerp or comparison ops: it writes them into its generated
+# Python as ``aten::addcmul(...)``, a syntax error, and into the NCNN graph as unknown layers. While exporting, the
+# modules use these instead: the same arithmetic as a multiply and an add (equal within float rounding).
+
+
+def addcmul(base: torch.Tensor, a: torch.Tensor, b: torch.Tensor, value: float = 1.0) -> torch.Tensor:
+    """``torch.addcmul(base, a, b, value=value)``; while exporting, ``base + value * a * b`` (value 1 or -1 as an
+    add or a subtract)."""
+    if not is_exporting():
+        return torch.addcmul(base, a, b, value=value)
+    product = a * b
+    if value == 1:
+        return base + product
+    return base - product if value == -1 else base + value * product
+
+
+def lerp(start: torch.Tensor, end: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``torch.lerp(start, end, weight)``; while exporting, ``start + weight * (end - start)``."""
+    if not is_exporting():
+        return torch.lerp(start, end, weight)
+    return start + weight * (end - start)

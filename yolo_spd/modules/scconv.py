@@ -78,10 +78,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._common import (
+    addcmul,
     bn_scale_shift,
     conv_like,
     grouped_to_dense,
     is_exporting,
+    lerp,
     norm_act,
     pointwise,
     require,
@@ -218,8 +220,8 @@ class _GatedCrossReconstruction(torch.autograd.Function):
 
 def step(z: torch.Tensor) -> torch.Tensor:
     """W1 of eq. 3 as floats: 1 where z > 0, else 0 (written as floats directly: no bool tensor in between)."""
-    if is_exporting():  # a traced graph cannot hold an out= argument
-        return (z > 0).to(z.dtype)
+    if is_exporting():  # a traced graph cannot hold an out= argument, and NCNN has no comparison: 0 or 1 exactly,
+        return torch.ceil(z.clamp(0.0, 1.0))  # as clamp(z, 0, 1) is in (0, 1] exactly where z > 0
     return torch.gt(z, 0, out=torch.empty_like(z))
 
 
@@ -227,8 +229,8 @@ def cross_reconstruct(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor
     """Eq. 4 for a 0/1 gate M = W1 (W2 = 1 - M): X11w + X22w = X1 M1 + (X2 - X2 M2), and symmetrically; two
     ``addcmul`` per half, bit-identical to eq. 4's products and sums (multiplying by 0 or 1 and adding 0 are exact)."""
     (x1, x2), (m1, m2) = x.chunk(2, dim=1), mask.chunk(2, dim=1)
-    first = torch.addcmul(torch.addcmul(x2, x2, m2, value=-1.0), x1, m1)
-    second = torch.addcmul(torch.addcmul(x1, x1, m1, value=-1.0), x2, m2)
+    first = addcmul(addcmul(x2, x2, m2, value=-1.0), x1, m1)
+    second = addcmul(addcmul(x1, x1, m1, value=-1.0), x2, m2)
     return first, second
 
 
@@ -315,7 +317,7 @@ class CRU(nn.Module):
 
     def lower_parts(self, x_low: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The two parts of eq. 6's union: (M^P2 X_low, X_low); after ``SCConv.fuse()`` both carry the folded BN."""
-        reused = x_low if self.low_scale is None else torch.addcmul(self.low_shift, x_low, self.low_scale)
+        reused = x_low if self.low_scale is None else addcmul(self.low_shift, x_low, self.low_scale)
         return pointwise(x_low, self.pwc2.weight, self.pwc2.bias), reused
 
     def lower(self, x_low: torch.Tensor) -> torch.Tensor:
@@ -326,7 +328,7 @@ class CRU(nn.Module):
     def fuse(y1: torch.Tensor, y2: torch.Tensor) -> torch.Tensor:
         """Eqs. 7-9: S_m = GAP(Y_m); beta = per-channel softmax over the two branches; Y = beta1 Y1 + beta2 Y2."""
         beta1 = branch_weight(y1.mean(dim=(2, 3), keepdim=True), y2.mean(dim=(2, 3), keepdim=True))
-        return torch.lerp(y2, y1, beta1)
+        return lerp(y2, y1, beta1)
 
     def release_fuse(self, y1: torch.Tensor, y2: torch.Tensor) -> torch.Tensor:
         """The public code's fuse (R4): (a1, a2) = Softmax over all 2C channels of [GAP(Y1) U GAP(Y2)],
@@ -349,7 +351,7 @@ class CRU(nn.Module):
         if torch.is_grad_enabled() and self.mean_scale is None and not is_exporting():
             return _BranchMix.apply(y1, torch.cat(y2_parts, dim=1))
         if torch.is_grad_enabled() or is_exporting():
-            return torch.lerp(torch.cat(y2_parts, dim=1), y1, beta1)
+            return lerp(torch.cat(y2_parts, dim=1), y1, beta1)
         out = torch.empty_like(y1)
         split = reduced.shape[1]
         torch.lerp(reduced, y1[:, :split], beta1[:, :split], out=out[:, :split])

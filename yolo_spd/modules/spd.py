@@ -13,7 +13,7 @@ import itertools
 import torch
 import torch.nn.functional as F
 from torch import nn
-from ultralytics.nn.modules.conv import Conv
+from ultralytics.nn.modules.conv import Conv, Focus
 
 from ._common import require, require_odd_kernel, require_positive_int
 
@@ -74,6 +74,8 @@ class SpaceToDepth(nn.Module):
         row_major = self.block_order == "onnx"
         if row_major and torch.onnx.is_in_onnx_export():
             return _NativeOnnxSpaceToDepth.apply(x, s)
+        if torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export():
+            return _space_to_depth_traced(x, s, row_major)
         if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
             return _space_to_depth_channels_last(x, s, row_major)
         return _space_to_depth(x, s, row_major)
@@ -96,6 +98,20 @@ def _space_to_depth_channels_last(x: torch.Tensor, s: int, row_major: bool = Fal
     order = (0, 1, 3, 2, 4, 5) if row_major else (0, 1, 3, 4, 2, 5)  # (N, H', W', i, j, C) or (N, H', W', j, i, C)
     blocks = pixels.permute(order).reshape(n, h // s, w // s, s * s * c)
     return blocks.permute(0, 3, 1, 2)
+
+
+def _space_to_depth_traced(x: torch.Tensor, s: int, row_major: bool = False) -> torch.Tensor:
+    """The traced (export) form: each sub-map f_{i,j} = X[i::s, j::s] as a 1 x 1, stride-s max pooling of X cropped
+    at (i, j), concatenated along channels in the layer's block order.
+
+    Neither a step-s slice (pnnx/NCNN: "slice with step 2 is not supported") nor a 6-D permute (NCNN: "permute
+    5-rank tensor is not supported yet!"; CoreML is limited to rank 5) nor ``pixel_unshuffle`` (x2paddle: "not
+    supported"; coremltools: only from iOS 16) appears: a step-1 crop, a pooling and a concatenation are known to
+    every export target. A 1 x 1 max pooling selects, it does not compute, so this equals :func:`_space_to_depth`
+    bit for bit. Used whenever ``torch.jit.trace`` runs outside an ONNX export (TorchScript, OpenVINO, pnnx/NCNN,
+    x2paddle, CoreML)."""
+    blocks = [(i, j) for i in range(s) for j in range(s)] if row_major else [(i, j) for j in range(s) for i in range(s)]
+    return torch.cat([F.max_pool2d(x[..., i:, j:], 1, s) for i, j in blocks], dim=1)
 
 
 class _NativeOnnxSpaceToDepth(torch.autograd.Function):
@@ -254,3 +270,40 @@ class SPDConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(self.spd(x))
+
+
+#: Attributes Ultralytics' ``parse_model`` sets on each layer of ``model.model`` (read by its forward and profiler).
+_LAYER_ATTRIBUTES = ("i", "f", "type", "np")
+
+
+def spdconv_from_focus(focus: Focus) -> SPDConv:
+    """The SPDConv that computes exactly what Ultralytics' ``Focus`` stem does, sharing its convolution.
+
+    ``Focus`` is space-to-depth in the authors' block order (``x[..., ::2, ::2], x[..., 1::2, ::2], x[..., ::2, 1::2],
+    x[..., 1::2, 1::2]``) followed by a stride-1 ``Conv``, i.e. ``SPDConv(s=2)``; but its four step-2 slices have no
+    equivalent in some export targets (pnnx/NCNN: "slice with step 2 is not supported"). As an SPDConv the stem gets
+    :class:`SpaceToDepth`'s export forms and its ONNX block-order fold. The layer attributes ``parse_model`` set
+    (``i``, ``f``, ``type``, ``np``) are carried over, so the model's forward is unchanged. One difference: SPDConv
+    zero-pads an odd H or W where ``Focus`` fails, which never changes an output ``Focus`` could produce.
+    """
+    conv = focus.conv
+    spd = SPDConv.__new__(SPDConv)
+    nn.Module.__init__(spd)
+    spd.spd = SpaceToDepth(scale=2)
+    spd.conv = conv
+    spd.train(focus.training)
+    for name in _LAYER_ATTRIBUTES:
+        if hasattr(focus, name):
+            setattr(spd, name, getattr(focus, name))
+    return spd
+
+
+def replace_focus(model: nn.Module) -> int:
+    """Replace every ``Focus`` inside ``model`` by :func:`spdconv_from_focus`; returns how many were replaced."""
+    replaced = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is Focus:
+                setattr(parent, name, spdconv_from_focus(child))
+                replaced += 1
+    return replaced

@@ -55,6 +55,7 @@ import torch
 from torch import nn
 
 from ._common import (
+    addcmul,
     norm_act,
     pointwise,
     require,
@@ -158,4 +159,4 @@ class SSDConv(nn.Module):
         if y_e is None:
             return self.act(self.bn(y_m * attention))
         residual = y_e if self.down is None else self.down(y_e)
-        return self.act(self.bn(torch.addcmul(residual, y_m, attention)))
+        return self.act(self.bn(addcmul(residual, y_m, attention)))

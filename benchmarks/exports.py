@@ -1,0 +1,318 @@
+"""Export parity: every Ultralytics export format that runs on a CPU-only Linux machine, for stock yolov8n and each
+yolo_spd family at scale n.
+
+For each (model, format) the model (built from its YAML with a fixed seed and randomised normalisation statistics,
+so nothing is downloaded) is saved as a checkpoint, exported with Ultralytics' ``YOLO(pt).export(format=...)``,
+loaded back with ``YOLO(exported)`` and run on one fixed random image through the loaded backend; its raw output
+(boxes + class scores before NMS, shape (1, 4 + nc, anchors)) is compared with PyTorch's. A cell is ``ok`` with the
+max relative difference max|export - torch| / max|torch|, or ``FAIL`` with the difference when it exceeds
+``--tol``, or the error in one line (``missing: ...`` when the format's optional package is not installed). CoreML
+is conversion only: its runtime does not exist on Linux.
+
+Each cell runs in its own subprocess (a converter that crashes or hangs costs one cell, not the run).
+
+    python benchmarks/exports.py                       # all formats x all models, imgsz 64
+    python benchmarks/exports.py --formats ncnn,onnx --models yolov8n.yaml,yolov5-spd-n.yaml
+
+Writes benchmarks/results/exports.md and exports.json (a filtered run writes exports-<formats>.md/.json instead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+
+#: Stock yolov8n is the reference of what works here; stock yolo11n shows what yolo11-spd inherits from YOLO11.
+MODELS = ("yolov8n.yaml", "yolo11n.yaml", "yolov5-spd-n.yaml", "yolov8-spd-n.yaml", "yolo11-spd-n.yaml",
+          "yolov5-scconv-n.yaml", "yolov5-ssdconv-n.yaml")
+#: format -> the modules its export (and load-back) imports, with the pip package that provides each.
+FORMATS = {
+    "torchscript": {},
+    "onnx": {"onnx": "onnx", "onnxruntime": "onnxruntime"},
+    "openvino": {"openvino": "openvino"},
+    "ncnn": {"ncnn": "ncnn", "pnnx": "pnnx"},
+    "mnn": {"MNN": "MNN"},
+    "tflite": {"litert_torch": "litert-torch", "ai_edge_litert": "ai-edge-litert"},  # Ultralytics >= 8.4.83: LiteRT
+    "saved_model": {"tensorflow": "tensorflow", "onnx2tf": "onnx2tf"},  # the onnx2tf route (also .pb, edgetpu)
+    "paddle": {"paddle": "paddlepaddle", "x2paddle": "x2paddle"},
+    "executorch": {"executorch": "executorch"},
+    "coreml": {"coremltools": "coremltools"},
+}
+CONVERSION_ONLY = {"coreml": "converted (no CoreML runtime on Linux)"}
+SEED = 0
+TOL = 1e-3
+#: Formats whose Ultralytics runtime computes in reduced precision here. OpenVINO's CPU plugin runs bfloat16 on CPUs
+#: with AMX or AVX512-BF16 (Ultralytics forces float32 only on ARM64 and Windows): about 3 significant digits.
+REDUCED_PRECISION_TOL = {"openvino": 1e-2}
+
+
+def missing_packages(fmt: str) -> list[str]:
+    """The pip packages ``fmt`` needs that are not importable here (checked without importing them)."""
+    return [pip for module, pip in FORMATS[fmt].items() if importlib.util.find_spec(module) is None]
+
+
+def build_checkpoint(model: str, folder: Path, seed: int = SEED, names: list[str] | None = None) -> Path:
+    """``model`` built from its YAML with seeded random weights and randomised norm statistics, saved as a .pt
+    (detecting the classes ``names`` instead of the YAML's when given)."""
+    import torch
+    from ultralytics import YOLO
+    from ultralytics.nn.tasks import DetectionModel
+
+    import yolo_spd  # noqa: F401  (registers the modules)
+
+    torch.manual_seed(seed)
+    yolo = YOLO(model)
+    if names is not None:
+        torch.manual_seed(seed)
+        yolo.model = DetectionModel({**yolo.model.yaml, "nc": len(names)}, nc=len(names), verbose=False)
+        yolo.model.names = dict(enumerate(names))
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in yolo.model.modules():
+            if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.GroupNorm)):
+                m.weight.copy_(torch.rand(m.weight.shape, generator=generator) + 0.5)
+                m.bias.copy_(torch.rand(m.bias.shape, generator=generator) * 0.6 - 0.3)
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=generator) * 0.6 - 0.3)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=generator) + 0.5)
+    path = folder / model.replace(".yaml", ".pt")
+    yolo.save(str(path))
+    return path
+
+
+def example_image(imgsz: int, seed: int = SEED):
+    """The fixed (1, 3, imgsz, imgsz) input in [0, 1] every format is compared on."""
+    import torch
+
+    return torch.rand(1, 3, imgsz, imgsz, generator=torch.Generator().manual_seed(seed))
+
+
+def torch_output(weights: Path, x):
+    """The PyTorch reference: the checkpoint's model in eval mode (unfused, as trained), first output."""
+    import torch
+    from ultralytics import YOLO
+
+    model = YOLO(str(weights)).model.float().eval()
+    with torch.no_grad():
+        return first_tensor(model(x))
+
+
+def first_tensor(output):
+    import numpy as np
+    import torch
+
+    while isinstance(output, (list, tuple)):
+        output = output[0]
+    return output.detach().cpu().float() if isinstance(output, torch.Tensor) else torch.from_numpy(np.asarray(output))
+
+
+def loaded_output(exported: str, x, imgsz: int):
+    """Load ``exported`` through Ultralytics (``YOLO(path)``) and return its backend's raw output on ``x``."""
+    import numpy as np
+    from ultralytics import YOLO
+
+    yolo = YOLO(exported, task="detect")
+    yolo.predict(np.zeros((imgsz, imgsz, 3), np.uint8), imgsz=imgsz, device="cpu", verbose=False)  # sets up backend
+    return first_tensor(yolo.predictor.model(x))
+
+
+def relative_difference(got, expected) -> float:
+    """max|got - expected| / max|expected|: the error relative to the output's scale (boxes in px, scores in [0,1])."""
+    if tuple(got.shape) != tuple(expected.shape):
+        raise ValueError(f"output shape {tuple(got.shape)} != PyTorch's {tuple(expected.shape)}")
+    return float((got - expected).abs().max() / expected.abs().max().clamp(min=1e-12))
+
+
+def export_and_compare(weights: Path, fmt: str, imgsz: int) -> dict:
+    """Export ``weights`` to ``fmt``, load it back and compare with PyTorch; the result cell as a dict."""
+    from ultralytics import YOLO
+
+    x = example_image(imgsz)
+    expected = torch_output(weights, x)
+    exported = YOLO(str(weights)).export(format=fmt, imgsz=imgsz, device="cpu")
+    if not exported:
+        raise RuntimeError("export returned nothing")
+    if fmt in CONVERSION_ONLY:
+        return {"status": "converted", "path": str(exported)}
+    got = loaded_output(str(exported), x, imgsz)
+    result = {"status": "ok", "rel": relative_difference(got, expected), "path": str(exported)}
+    if fmt == "openvino":
+        result["rel_f32"] = relative_difference(openvino_f32_output(str(exported), x), expected)
+    return result
+
+
+class _NoFeedback:
+    """Stands in for x2paddle's ``ConverterCheck`` thread, which posts each conversion to a server."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def start(self):
+        pass
+
+
+def block_converter_telemetry(fmt: str) -> None:
+    """Keep converters from phoning home. MNN's converter imports ``MNN.tools.utils.log``, which pip-installs
+    aliyun-log-python-sdk when missing (downgrading protobuf under onnx) and posts each conversion to a server;
+    x2paddle posts each conversion too. Both are optional telemetry: blocked, the conversions are unchanged."""
+    if fmt == "mnn":
+        sys.modules.setdefault("MNN.tools.utils.log", None)  # mnnconvert's `except:` then sets mnn_logger = None
+    if fmt == "paddle":
+        import x2paddle.convert
+
+        x2paddle.convert.ConverterCheck = _NoFeedback
+
+
+def _worker(weights: str, fmt: str, imgsz: int) -> None:
+    """Subprocess entry: one cell, printed as a JSON line after a marker (Ultralytics logs to stdout too)."""
+    try:
+        block_converter_telemetry(fmt)
+        result = export_and_compare(Path(weights), fmt, imgsz)
+    except BaseException as error:  # noqa: BLE001  (any failure is this cell's result)
+        result = {"status": "error", "error": one_line(error)}
+    print("\n@@CELL@@" + json.dumps(result), flush=True)
+
+
+def one_line(error: BaseException) -> str:
+    """The error as one table cell: its first line that says what is unsupported, else its first line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = next((line for line in lines if "not supported" in line), lines[0] if lines else type(error).__name__)
+    return (text if text.startswith(type(error).__name__) else f"{type(error).__name__}: {text}")[:160]
+
+
+def run_cell(weights: Path, fmt: str, imgsz: int, timeout: int, workdir: Path) -> dict:
+    missing = missing_packages(fmt)
+    if missing:
+        return {"status": "missing", "error": f"missing: pip install {' '.join(missing)}"}
+    env = dict(os.environ, YOLO_OFFLINE="1", YOLO_AUTOINSTALL="false")  # never pip-install from inside a cell
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", str(weights), fmt, str(imgsz)]
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"status": "error", "error": f"timed out after {timeout} s"}
+    seconds = round(time.perf_counter() - start, 1)
+    marker = proc.stdout.rfind("@@CELL@@")
+    if marker < 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
+        return {"status": "error", "error": f"crashed (exit {proc.returncode}): {tail[0][:160]}", "seconds": seconds}
+    result = json.loads(proc.stdout[marker + len("@@CELL@@"):].strip().splitlines()[0])
+    result.pop("path", None)
+    return {**result, "seconds": seconds}
+
+
+def format_tolerance(fmt: str, tol: float = TOL) -> float:
+    return max(tol, REDUCED_PRECISION_TOL.get(fmt, 0.0))
+
+
+def openvino_f32_output(exported: str, x):
+    """The OpenVINO export run by OpenVINO itself at float32 inference precision (the parity of the IR itself,
+    without the bfloat16 the CPU plugin picks on AMX CPUs)."""
+    import openvino as ov
+    import torch
+
+    xml = next(Path(exported).glob("*.xml"))
+    compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": ov.Type.f32})
+    return torch.from_numpy(compiled(x.numpy())[0])
+
+
+def cell_text(result: dict, tol: float) -> str:
+    if result["status"] == "ok":
+        tol = format_tolerance(result.get("format", ""), tol)
+        text = f"{'ok' if result['rel'] <= tol else 'FAIL'} {result['rel']:.1e}"
+        return text + (f" (f32 {result['rel_f32']:.1e})" if "rel_f32" in result else "")
+    if result["status"] == "converted":
+        return CONVERSION_ONLY.get(result.get("format", ""), "converted")
+    return result["error"].replace("|", "/")
+
+
+def table(results: dict, models: list[str], formats: list[str], tol: float) -> str:
+    lines = ["| format | " + " | ".join(m.replace(".yaml", "") for m in models) + " |",
+             "|---" * (len(models) + 1) + "|"]
+    for fmt in formats:
+        lines.append(f"| {fmt} | " + " | ".join(cell_text(results[fmt][m], tol) for m in models) + " |")
+    return "\n".join(lines)
+
+
+def versions(formats: list[str]) -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    names = ["torch", "ultralytics"] + sorted({pip for f in formats for pip in FORMATS[f].values()})
+    found = {}
+    for name in names:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    os.chmod(temporary, 0o644)
+    temporary.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated model YAMLs")
+    parser.add_argument("--formats", default=",".join(FORMATS), help=f"comma-separated, from {', '.join(FORMATS)}")
+    parser.add_argument("--imgsz", type=int, default=64)
+    parser.add_argument("--tol", type=float, default=TOL, help="max relative difference counted as ok")
+    parser.add_argument("--timeout", type=int, default=900, help="seconds per cell")
+    parser.add_argument("--out", default=None, help="result file stem (default: results/exports[-formats])")
+    parser.add_argument("--worker", nargs=3, metavar=("WEIGHTS", "FORMAT", "IMGSZ"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        _worker(args.worker[0], args.worker[1], int(args.worker[2]))
+        return 0
+    models, formats = args.models.split(","), args.formats.split(",")
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        parser.error(f"--formats {','.join(unknown)}: unknown; choose from {', '.join(FORMATS)}")
+    results = {fmt: {} for fmt in formats}
+    with tempfile.TemporaryDirectory(prefix="yolo_spd_exports_") as tmp:
+        for model in models:
+            folder = Path(tmp) / model.replace(".yaml", "")
+            folder.mkdir()
+            weights = build_checkpoint(model, folder)
+            for fmt in formats:
+                result = {**run_cell(weights, fmt, args.imgsz, args.timeout, folder), "format": fmt}
+                results[fmt][model] = result
+                print(f"{fmt:12s} {model:24s} {cell_text(result, args.tol)}", flush=True)
+    text = table(results, models, formats, args.tol)
+    print("\n" + text)
+    full = args.models == ",".join(MODELS) and args.formats == ",".join(FORMATS)
+    stem = Path(args.out) if args.out else RESULTS / ("exports" if full else "exports-" + "-".join(formats))
+    command = "python benchmarks/exports.py" + ("" if full else f" --formats {args.formats} --models {args.models}")
+    env = versions(formats)
+    loose = [f"{f} {format_tolerance(f, args.tol):g}" for f in REDUCED_PRECISION_TOL if f in formats]
+    header = (
+        f"Export parity at imgsz {args.imgsz}, from `{command}`: each cell is max|export - torch| / max|torch| of the "
+        f"raw output (boxes and scores before NMS) on one random image, with the export loaded back through "
+        f"Ultralytics (`YOLO(path)`); ok at <= {args.tol:g}"
+        + (f" ({', '.join(loose)}: its runtime computes in bfloat16 here; '(f32 ...)' is the same export run by its "
+           "own runtime at float32)" if loose else "")
+        + ".\n\nVersions: " + ", ".join(f"{k} {v or 'not installed'}" for k, v in env.items()) + "\n\n"
+    )
+    write_atomic(stem.with_suffix(".md"), header + text + "\n")
+    payload = {"imgsz": args.imgsz, "tol": args.tol, "versions": env, "results": results}
+    write_atomic(stem.with_suffix(".json"), json.dumps(payload, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,233 @@
+"""Exports of every yolo_spd family (scale n) to TorchScript, ONNX, OpenVINO and NCNN: Ultralytics exports them, loads
+them back with ``YOLO(path)``, their raw output equals PyTorch's, and ``yolo-spd predict/val/compare`` take the export
+file or folder as ``model=``/``weights=`` (:mod:`yolo_spd.model_source`). The heavier formats are covered by
+``benchmarks/exports.py``, whose helpers these tests share."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from yolo_spd.errors import UsageError
+from yolo_spd.model_source import accepted_forms, model_format, resolve_model
+
+from .conftest import REPO, child_env, make_yolo_dataset
+
+FAMILIES = ("yolov5-spd-n.yaml", "yolov8-spd-n.yaml", "yolo11-spd-n.yaml", "yolov5-scconv-n.yaml",
+            "yolov5-ssdconv-n.yaml")
+#: format -> (the module it needs, the pip package), what the test exports to.
+FORMATS = {"torchscript": None, "onnx": ("onnxruntime", "onnxruntime"), "openvino": ("openvino", "openvino"),
+           "ncnn": ("pnnx", "pnnx")}
+IMGSZ = 64
+TOL = 1e-4  # max|export - torch| / max|torch|; measured: at most a few 1e-7 on this machine (benchmarks/exports.md)
+
+
+def _benchmark():
+    spec = importlib.util.spec_from_file_location("exports_benchmark", REPO / "benchmarks" / "exports.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _benchmark()
+
+
+def run_cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "yolo_spd", *args], cwd=cwd, env=child_env(),
+                          capture_output=True, text=True, timeout=600)
+
+
+# ---------------------------------------------------------------------------------------------------- model_source
+
+
+@pytest.mark.parametrize("name,fmt", [("best.pt", "pt"), ("best.torchscript", "torchscript"), ("best.onnx", "onnx"),
+                                      ("best_openvino_model", "openvino"), ("best_ncnn_model", "ncnn"),
+                                      ("best.mlpackage", "coreml"), ("best_qnn.onnx", "qnn"),
+                                      ("best_edgetpu.tflite", "edgetpu"), ("best.tflite", "litert"),
+                                      ("best_paddle_model", "paddle"), ("best.mnn", "mnn"), ("best.bin", None)])
+def test_model_format_follows_ultralytics_export_table(name, fmt):
+    assert model_format(__import__("pathlib").Path("runs/weights") / name) == fmt
+
+
+def test_existing_export_files_and_folders_are_accepted_and_training_takes_only_yaml_or_pt(tmp_path):
+    folder = tmp_path / "best_openvino_model"
+    folder.mkdir()
+    onnx = tmp_path / "best.onnx"
+    onnx.write_bytes(b"")
+    assert resolve_model(folder, "model") == str(folder)
+    assert resolve_model(onnx, "weights") == str(onnx)
+    with pytest.raises(UsageError, match=r"^cfg=.*best_openvino_model: not an accepted model form \(openvino\); "
+                                         r"expected a model YAML .* or a \.pt checkpoint$"):
+        resolve_model(folder, "cfg", exports=False)
+
+
+def test_unknown_or_missing_forms_name_the_value_and_list_the_accepted_ones(tmp_path):
+    odd = tmp_path / "weights.bin"
+    odd.write_bytes(b"")
+    with pytest.raises(UsageError) as error:
+        resolve_model(odd, "model")
+    message = str(error.value)
+    assert message.startswith(f"model={odd}: not an accepted model form (unknown); expected ")
+    for form in ("*.torchscript", "*.onnx", "*_openvino_model/", "*_ncnn_model/", "*.mlpackage", ".pt checkpoint"):
+        assert form in message and form in accepted_forms()
+    with pytest.raises(UsageError, match=r"best_ncnn_model: file not found \(yolo_spd never downloads weights\)"):
+        resolve_model(tmp_path / "best_ncnn_model", "weights")
+    with pytest.raises(UsageError, match=r"^model=.*plain-folder: not found; expected "):
+        resolve_model(tmp_path / "plain-folder", "model")
+    (tmp_path / "not-a-pt.pt").mkdir()
+    with pytest.raises(UsageError, match="not an accepted model form"):
+        resolve_model(tmp_path / "not-a-pt.pt", "model")
+
+
+def test_cli_names_an_unknown_model_form_in_one_line(tmp_path):
+    odd = tmp_path / "weights.bin"
+    odd.write_bytes(b"")
+    done = run_cli("predict", f"model={odd}", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"yolo-spd: error: model={odd}: not an accepted model form (unknown); expected {accepted_forms()}"]
+
+
+# ---------------------------------------------------------------------------------------------------- exports
+
+
+@pytest.fixture(scope="module", params=FAMILIES, ids=[f.replace(".yaml", "") for f in FAMILIES])
+def family(request, tmp_path_factory):
+    """One checkpoint per family (seeded, randomised norms), its PyTorch output on the fixed image, and an image."""
+    folder = tmp_path_factory.mktemp(request.param.replace(".yaml", ""))
+    weights = bench.build_checkpoint(request.param, folder)
+    x = bench.example_image(IMGSZ)
+    image = folder / "image.jpg"
+    cv2.imwrite(str(image), np.random.default_rng(0).integers(0, 255, (80, 96, 3), dtype=np.uint8))
+    return {"weights": weights, "expected": bench.torch_output(weights, x), "x": x, "image": image, "exports": {}}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_export_loads_back_matches_pytorch_and_predicts_through_the_cli(family, fmt, tmp_path):
+    if FORMATS[fmt]:
+        pytest.importorskip(FORMATS[fmt][0], reason=f"pip install {FORMATS[fmt][1]} (in the dev extra)")
+    if fmt == "ncnn" and importlib.util.find_spec("ultralytics.utils.export.ncnn") is None:
+        pytest.skip("this Ultralytics fetches a pnnx binary for NCNN export (no download offline); 8.4.190 uses pip's")
+    from ultralytics import YOLO
+
+    exported = YOLO(str(family["weights"])).export(format=fmt, imgsz=IMGSZ, device="cpu")
+    family["exports"][fmt] = exported
+    got = bench.loaded_output(str(exported), family["x"], IMGSZ)
+    assert bench.relative_difference(got, family["expected"]) <= bench.format_tolerance(fmt, TOL)
+    if fmt == "openvino":  # Ultralytics' OpenVINO runs bfloat16 on AMX CPUs; the IR itself is exact at float32
+        assert bench.relative_difference(bench.openvino_f32_output(exported, family["x"]), family["expected"]) <= TOL
+    done = run_cli("predict", f"model={exported}", f"source={family['image']}", f"imgsz={IMGSZ}", "save=True",
+                   "conf=0.0", "max_det=5", f"project={tmp_path}", "name=predict", "device=cpu", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    saved = cv2.imread(str(tmp_path / "predict" / "image.jpg"))
+    assert saved is not None and saved.shape == (80, 96, 3)  # the source image, with its boxes drawn
+    counts = re.search(r"image 1/1 .*?: \d+x\d+ (.*?), [\d.]+ms", done.stdout + done.stderr)
+    assert counts and sum(int(n) for n in re.findall(r"(\d+) \w", counts.group(1))) == 5  # conf=0: max_det boxes
+
+
+@pytest.fixture(scope="module")
+def tiny_exports(tmp_path_factory):
+    """yolov5-spd-n with the tiny dataset's two classes, as a .pt and exported to every CI format, and that dataset."""
+    pytest.importorskip("openvino")
+    pytest.importorskip("pnnx")
+    from ultralytics import YOLO
+
+    folder = tmp_path_factory.mktemp("tiny_exports")
+    weights = bench.build_checkpoint("yolov5-spd-n.yaml", folder, names=["red", "green"])
+    data = make_yolo_dataset(tmp_path_factory.mktemp("tiny"), size=IMGSZ)
+    exports = [YOLO(str(weights)).export(format=fmt, imgsz=IMGSZ, device="cpu") for fmt in FORMATS]
+    return weights, exports, data
+
+
+@pytest.mark.slow
+def test_val_takes_every_export_file_and_folder(tiny_exports, tmp_path):
+    """val on each export form (a folder used to answer 'file not found'), scored with COCO's evaluator."""
+    _, exports, data = tiny_exports
+    for exported in exports:
+        name = f"val_{exported.rstrip('/').rsplit('/', 1)[-1]}"
+        done = run_cli("val", f"weights={exported}", f"data={data}", f"imgsz={IMGSZ}", "batch=1", "device=cpu",
+                       f"project={tmp_path}", f"name={name}", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert f"Saved coco_eval.json and coco_eval.csv to {tmp_path / name}" in done.stdout, done.stdout[-1500:]
+        assert "small" in (tmp_path / name / "coco_eval.json").read_text()  # the AP_S entry
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="compare.py counts parameters of YOLO(path).model, which is the path string for an export")
+def test_compare_takes_exports(tiny_exports, tmp_path):
+    weights, exports, data = tiny_exports
+    done = run_cli("compare", "weights=" + ",".join(map(str, [weights, *exports])), f"data={data}", f"imgsz={IMGSZ}",
+                   "batch=1", "device=cpu", f"project={tmp_path}", "name=compare", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for name in ("yolov5-spd-n.torchscript", "yolov5-spd-n.onnx", "yolov5-spd-n_openvino_model",
+                 "yolov5-spd-n_ncnn_model"):
+        assert name in done.stdout
+
+
+# ---------------------------------------------------------------------------------------------------- export forms
+
+#: aten ops NCNN's converter cannot translate (it wrote them into its generated Python: 'invalid syntax') or that
+#: need a >4-D tensor; none may appear in a traced yolo_spd module.
+UNSUPPORTED = ("aten::addcmul", "aten::lerp", "aten::gt", "aten::baddbmm", "aten::pixel_shuffle")
+
+
+def traced_ops(module, x) -> list[str]:
+    with torch.no_grad():
+        traced = torch.jit.trace(module, x, check_trace=False)
+    return [node.kind() for node in traced.inlined_graph.nodes()], traced
+
+
+def assert_traced_form_matches(module, x, rtol=1e-5, atol=1e-5):
+    module = module.eval()
+    with torch.no_grad():
+        expected = module(x)
+    kinds, traced = traced_ops(module, x)
+    assert not [k for k in kinds if k in UNSUPPORTED]
+    with torch.no_grad():
+        torch.testing.assert_close(traced(x), expected, rtol=rtol, atol=atol)
+    return kinds
+
+
+@pytest.mark.parametrize("row_major", [False, True])
+def test_space_to_depth_traces_to_crops_poolings_and_a_concat_only(row_major):
+    """No step-2 slice (NCNN), no tensor above 4-D (NCNN, CoreML), no pixel_unshuffle (x2paddle, CoreML iOS 15)."""
+    from yolo_spd import SpaceToDepth
+
+    layer = SpaceToDepth()
+    if row_major:
+        layer.block_order = "onnx"
+    x = torch.randn(1, 6, 10, 14)
+    with torch.no_grad():
+        traced = torch.jit.trace(layer, x)
+    nodes = list(traced.inlined_graph.nodes())
+    kinds = [node.kind() for node in nodes]
+    assert kinds.count("aten::max_pool2d") == 4 and "aten::pixel_unshuffle" not in kinds
+    assert not {"aten::permute", "aten::reshape", "aten::view"} & set(kinds)
+    steps = [node.inputsAt(4).toIValue() for node in nodes if node.kind() == "aten::slice"]
+    assert steps and set(steps) == {1}
+    with torch.no_grad():
+        assert torch.equal(traced(x), layer(x))  # selection only: bit-exact
+        assert torch.equal(traced(x), torch.cat([x[..., i::2, j::2] for i, j in
+                                                 ([(0, 0), (0, 1), (1, 0), (1, 1)] if row_major else
+                                                  [(0, 0), (1, 0), (0, 1), (1, 1)])], 1))
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_scconv_and_ssdconv_trace_without_ops_ncnn_lacks_and_match_eager(stride):
+    from tests.test_fast_equivalence import randomize_norms
+    from yolo_spd import SCConv, SSDConv
+
+    x = torch.randn(1, 32, 12, 10)
+    for module in (SCConv(32, 48, s=stride), SSDConv(32, 48, s=stride)):
+        randomize_norms(module).eval()
+        assert_traced_form_matches(module, x)  # unfused
+        assert_traced_form_matches(module.fuse(), x)  # as Ultralytics' export traces it
