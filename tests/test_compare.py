@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from yolo_spd.evaluation.compare import ModelScore, markdown_table, plot_ap_by_size, size_groups
+from yolo_spd.evaluation.compare import ModelScore, markdown_table, model_labels, plot_ap_by_size, size_groups
 from yolo_spd.evaluation import size_ranges
 
 
@@ -28,3 +28,12 @@ def test_table_marks_empty_ranges_and_plot_is_written_atomically(tmp_path):
     assert "| base | 10 | 0.200 | - | 0.000 |" in table
     png = plot_ap_by_size(scores, size_ranges("aitod"), tmp_path / "plot.png", title="t")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and [p.name for p in tmp_path.iterdir()] == ["plot.png"]
+
+
+def test_model_labels_are_short_and_unique():
+    exports = [Path(f"/t/best{suffix}") for suffix in (".pt", ".torchscript", ".onnx", "_openvino_model")]
+    assert model_labels(exports) == ["best.pt", "best.torchscript", "best.onnx", "best_openvino_model"]
+    runs = [Path("/r/train/weights/best.pt"), Path("/r/train3/weights/best.pt"), Path("/x/a.pt")]
+    assert model_labels(runs) == ["train/best", "train3/best", "a"]
+    same = [Path("/r/train/weights/best.pt"), Path("/q/train/weights/best.pt")]
+    assert model_labels(same) == ["train/best.pt#1", "train/best.pt#2"]

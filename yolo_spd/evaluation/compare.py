@@ -25,24 +25,24 @@ from .settings import EvalSettings
 class ModelScore:
     label: str
     weights: Path
-    params: int
+    params: int | None  # None for an export, whose parameters Ultralytics does not expose
     metrics: dict[str, float]
 
 
 def model_labels(weights: list[Path]) -> list[str]:
-    """Short unique names: the file stem, or ``<run folder>/<stem>`` when stems repeat (``train3/best``)."""
-    stems = [w.stem for w in weights]
-    labels = []
-    for w in weights:
-        label = w.stem
-        if stems.count(label) > 1:
-            run = w.parent.parent if w.parent.name == "weights" else w.parent
-            label = f"{run.name}/{w.stem}"
-        labels.append(label)
-    for i, label in enumerate(labels):  # still equal (same run names): number them
-        if labels.count(label) > 1:
-            labels[i] = f"{label}#{i + 1}"
-    return labels
+    """Short unique names: the file stem; where stems repeat, the file name (``best.onnx`` beside ``best.pt``), then
+    ``<run folder>/<stem>`` (``train3/best``); what is still equal gets a number."""
+
+    def run(w: Path) -> str:
+        return (w.parent.parent if w.parent.name == "weights" else w.parent).name
+
+    namings = (lambda w: w.stem, lambda w: w.name, lambda w: f"{run(w)}/{w.stem}", lambda w: f"{run(w)}/{w.name}")
+    labels = [w.stem for w in weights]
+    for naming in namings[1:]:
+        repeated = {label for label in labels if labels.count(label) > 1}
+        labels = [naming(w) if label in repeated else label for w, label in zip(weights, labels)]
+    repeated = {label for label in labels if labels.count(label) > 1}  # same run and file names: number them
+    return [f"{label}#{i + 1}" if label in repeated else label for i, label in enumerate(labels)]
 
 
 def check_same_classes(names_by_model: dict[str, dict], data_names: tuple[str, ...]) -> None:
@@ -72,8 +72,9 @@ def markdown_table(scores: list[ModelScore], columns: list[str]) -> str:
     from ..markdown import table
     from .report import metric_cell
 
-    return table(["model", "params", *columns],
-                 [[s.label, f"{s.params:,}", *(metric_cell(s.metrics[c]) for c in columns)] for s in scores])
+    rows = [[s.label, "-" if s.params is None else f"{s.params:,}", *(metric_cell(s.metrics[c]) for c in columns)]
+            for s in scores]
+    return table(["model", "params", *columns], rows)
 
 
 def to_csv(scores: list[ModelScore], columns: list[str]) -> str:
@@ -81,7 +82,7 @@ def to_csv(scores: list[ModelScore], columns: list[str]) -> str:
     writer = csv.writer(buffer)
     writer.writerow(["model", "weights", "params", *columns])
     for s in scores:
-        writer.writerow([s.label, str(s.weights), s.params, *(f"{s.metrics[c]:.6f}" for c in columns)])
+        writer.writerow([s.label, str(s.weights), "" if s.params is None else s.params, *(f"{s.metrics[c]:.6f}" for c in columns)])
     return buffer.getvalue()
 
 
@@ -147,6 +148,12 @@ def save(scores: list[ModelScore], columns: list[str], ranges, folder: Path, set
     ]
 
 
+def parameter_count(model) -> int | None:
+    """Parameters of a ``YOLO`` model; None for an export (ONNX, OpenVINO, ...), whose ``model`` is only a path."""
+    network = model.model
+    return sum(p.numel() for p in network.parameters()) if hasattr(network, "parameters") else None
+
+
 def compare(weights: list[Path], split: DatasetSplit, folder: Path, settings: EvalSettings | None = None,
             **val_args) -> tuple[list[ModelScore], list[str], list[Path]]:
     """Validate every model in ``weights`` on ``split`` with the same settings; return scores, columns, saved files.
@@ -169,7 +176,7 @@ def compare(weights: list[Path], split: DatasetSplit, folder: Path, settings: Ev
                                     exist_ok=True, plots=False, **val_args)
         report.save(evaluation.result, evaluation.save_dir)  # each model's own scores and detections beside its run
         save_detections(evaluation, evaluation.save_dir)
-        params = sum(p.numel() for p in model.model.parameters())
+        params = parameter_count(model)
         scores.append(ModelScore(label, file, params, evaluation.result.metrics))
     columns = table_columns(settings.sizes.labels)
     recorded = {"data": str(split.yaml_file), "split": split.split, **settings.as_dict(),
