@@ -56,7 +56,7 @@ def accepted_forms(exports: bool = True) -> str:
             f"{files}, {folders}")
 
 
-def resolve_model(model, key: str, exports: bool = True) -> str:
+def resolve_model(model: str | Path, key: str, exports: bool = True) -> str:
     """Check ``model`` (the value of ``key=``) against the accepted forms; return it as the string to give ``YOLO()``.
 
     Args:

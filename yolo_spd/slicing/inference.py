@@ -47,11 +47,15 @@ import glob
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import UsageError
 from .windows import slice_windows
+
+if TYPE_CHECKING:
+    from ultralytics import YOLO
 
 MERGE_TYPES = ("GREEDYNMM", "NMM", "NMS")
 MATCH_METRICS = ("IOS", "IOU")
@@ -227,7 +231,8 @@ class SlicedPredictor:
         default_conf: the confidence threshold without ``conf`` (Ultralytics: 0.001 for val, 0.25 for predict).
     """
 
-    def __init__(self, model, settings: SliceSettings, predict_args: dict | None = None, default_conf: float = 0.25):
+    def __init__(self, model: YOLO, settings: SliceSettings, predict_args: dict | None = None,
+                 default_conf: float = 0.25):
         settings.check_stride(model_stride(model))
         args = {k: v for k, v in (predict_args or {}).items() if v is not None}
         self.model, self.settings = model, settings
