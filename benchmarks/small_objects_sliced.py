@@ -268,6 +268,20 @@ def replot(args: argparse.Namespace) -> None:
     write_results(results_dict(saved["runs"], saved["settings"]), args.replot.parent, args.replot.stem)
 
 
+def study_command(argv: list[str]) -> str:
+    """The command that reproduces the results: ``argv`` without what only chooses what runs now or where files go
+    (``--train-only``, ``--score-only``, ``--runs DIR``, ``--out DIR``)."""
+    given, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("--runs", "--out"):
+            skip = True
+        elif arg not in ("--train-only", "--score-only") and not arg.startswith(("--runs=", "--out=")):
+            given.append(arg)
+    return " ".join(["python benchmarks/small_objects_sliced.py", *given])
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.replot:
@@ -280,9 +294,7 @@ def main(argv=None) -> None:
     tiled = slice_dataset(args.data, TileSettings(tile=args.slice, overlap=args.overlap, min_visible=args.min_visible,
                                                   empty=args.empty), out=args.tiles)
     print("\n".join(summary_lines(tiled)))
-    stages = ("--train-only", "--score-only")  # they choose what runs now, not what the results are
-    given = [a for a in (sys.argv[1:] if argv is None else argv) if a not in stages]
-    command = ("python benchmarks/small_objects_sliced.py " + " ".join(given)).strip()
+    command = study_command(sys.argv[1:] if argv is None else argv)
     settings = settings_dict(args, command, tiled)
     score = not args.train_only
     for seed in args.seeds:  # seed by seed, so a stopped study still has paired runs
