@@ -83,7 +83,7 @@ def test_the_site_builds_strict_offline_and_its_pages_render(tmp_path):
 # --- the generated blocks ------------------------------------------------------------------------------------------
 
 CHECKED = {"info", "info-latency", "models-speed", "modules", "ground-truth-speed", "small_objects",
-           "small_objects-adamw", "exports"}  # fmt: skip
+           "small_objects-adamw", "exports", "small_objects_sliced"}  # fmt: skip
 
 
 def test_every_generated_block_is_checked_here_and_every_page_has_its_blocks():
@@ -92,7 +92,8 @@ def test_every_generated_block_is_checked_here_and_every_page_has_its_blocks():
     assert {("README.md", "info"), ("docs/models.md", "info"), ("docs/speed.md", "info-latency"),
             ("docs/speed.md", "models-speed"), ("docs/speed.md", "modules"),
             ("docs/evaluation.md", "ground-truth-speed"), ("docs/evidence.md", "small_objects"),
-            ("docs/evidence.md", "small_objects-adamw"), ("docs/export.md", "exports")} <= set(found)
+            ("docs/evidence.md", "small_objects-adamw"), ("docs/export.md", "exports"),
+            ("docs/evidence.md", "small_objects_sliced")} <= set(found)
     assert all(text.strip() for text in found.values()), "an empty block: run its command"
 
 
@@ -178,9 +179,10 @@ def test_study_blocks_are_what_replot_writes_from_the_committed_results(stem):
     assert (STUDY_RESULTS / f"{stem}.md").read_text().split("\n\n", 1)[1].strip() == expected  # the script's own .md
 
 
-def test_the_export_parity_block_is_the_committed_results_file():
-    expected = (REPO / "benchmarks" / "results" / "exports.md").read_text(encoding="utf-8").strip("\n")
-    assert read_block(REPO / "docs" / "export.md", "exports") == expected, "copy benchmarks/results/exports.md"
+@pytest.mark.parametrize("page,stem", [("export.md", "exports"), ("evidence.md", "small_objects_sliced")])
+def test_blocks_copied_from_results_files_are_the_committed_files(page, stem):
+    expected = (REPO / "benchmarks" / "results" / f"{stem}.md").read_text(encoding="utf-8").strip("\n")
+    assert read_block(REPO / "docs" / page, stem) == expected, f"copy benchmarks/results/{stem}.md into docs/{page}"
 
 
 def test_the_ground_truth_timing_block_has_the_scripts_current_columns_and_rows(tmp_path):
