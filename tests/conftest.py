@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 
 os.environ.setdefault("YOLO_OFFLINE", "1")  # Ultralytics: no connectivity probes, hub calls or asset downloads
 
@@ -14,6 +16,18 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+
+
+def load_script(name: str):
+    """A benchmark script as a module (benchmarks/ is not a package; its scripts import _timing as a sibling)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "benchmarks" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    return module
 
 
 def child_env(**extra: str) -> dict:

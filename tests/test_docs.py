@@ -7,13 +7,11 @@ recomputed and compared; timings are not (they are labelled machine-dependent in
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import stat
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -21,7 +19,7 @@ from yolo_spd import info
 from yolo_spd.errors import UsageError
 from yolo_spd.markdown import blocks, parse_table, read_block, replace_block, table
 
-from .conftest import REPO, child_env
+from .conftest import REPO, child_env, load_script
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 STUDY_RESULTS = REPO / "benchmarks" / "results"
@@ -30,18 +28,6 @@ STUDY_RESULTS = REPO / "benchmarks" / "results"
 def all_blocks() -> dict[tuple[str, str], str]:
     """{(page relative to the repo, block name): text} over README.md and docs/."""
     return {(str(page.relative_to(REPO)), name): text for page in PAGES for name, text in blocks(page).items()}
-
-
-def load_script(name: str):
-    """A benchmark script as a module (benchmarks/ is not a package; its scripts import _timing as a sibling)."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "benchmarks" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
-    return module
 
 
 # --- the site ------------------------------------------------------------------------------------------------------

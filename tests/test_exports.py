@@ -18,7 +18,7 @@ import torch
 from yolo_spd.errors import UsageError
 from yolo_spd.model_source import accepted_forms, model_format, resolve_model
 
-from .conftest import REPO, child_env, make_yolo_dataset
+from .conftest import child_env, load_script, make_yolo_dataset
 
 FAMILIES = ("yolov5-spd-n.yaml", "yolov8-spd-n.yaml", "yolo11-spd-n.yaml", "yolov5-scconv-n.yaml",
             "yolov5-ssdconv-n.yaml")
@@ -29,14 +29,7 @@ IMGSZ = 64
 TOL = 1e-4  # max|export - torch| / max|torch|; measured: at most a few 1e-7 on this machine (benchmarks/exports.md)
 
 
-def _benchmark():
-    spec = importlib.util.spec_from_file_location("exports_benchmark", REPO / "benchmarks" / "exports.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _benchmark()
+bench = load_script("exports")
 
 
 def run_cli(*args, cwd):
@@ -225,10 +218,11 @@ def test_space_to_depth_traces_to_crops_poolings_and_a_concat_only(row_major):
 @pytest.mark.parametrize("stride", [1, 2])
 def test_scconv_and_ssdconv_trace_without_ops_ncnn_lacks_and_match_eager(stride):
     from tests.test_fast_equivalence import randomize_norms
-    from yolo_spd import SCConv, SSDConv
+    from yolo_spd import SCConv, SSDConv, fuse_modules
 
     x = torch.randn(1, 32, 12, 10)
     for module in (SCConv(32, 48, s=stride), SSDConv(32, 48, s=stride)):
         randomize_norms(module).eval()
         assert_traced_form_matches(module, x)  # unfused
-        assert_traced_form_matches(module.fuse(), x)  # as Ultralytics' export traces it
+        wrapped = fuse_modules(torch.nn.Sequential(module))  # as Ultralytics' export traces it (SSDConv: unchanged)
+        assert_traced_form_matches(wrapped, x)

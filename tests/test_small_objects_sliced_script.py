@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 
 import pytest
 
-from .conftest import REPO, make_yolo_dataset
+from .conftest import load_script, make_yolo_dataset
 
 
 @pytest.fixture(autouse=True)
@@ -19,10 +18,7 @@ def _private_cache(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def study():
-    spec = importlib.util.spec_from_file_location("small_objects_sliced", REPO / "benchmarks" / "small_objects_sliced.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("small_objects_sliced")
 
 
 SETTINGS = {"command": "python benchmarks/small_objects_sliced.py", "data": "/x/aerial-cars/data.yaml",

@@ -175,8 +175,9 @@ def _annotations(labels: list[tuple[float, ...]], image_id: int, width: int, hei
     return annotations
 
 
-def _cache_key(images: list[Path], names: list[str]) -> str:
-    digest = hashlib.sha256(f"v{GT_CACHE_VERSION}|{'|'.join(names)}".encode())
+def fingerprint_files(digest, images) -> None:
+    """Feed ``digest`` (a hashlib object) each image's and its label file's path, size and modification time, so a
+    cache keyed on it is rebuilt whenever a file changes; one ``stat`` per file."""
     for image in images:
         for file in (image, label_path(image)):
             try:
@@ -184,6 +185,11 @@ def _cache_key(images: list[Path], names: list[str]) -> str:
                 digest.update(f"{file}|{st.st_size}|{st.st_mtime_ns}\n".encode())
             except OSError:
                 digest.update(f"{file}|missing\n".encode())
+
+
+def _cache_key(images: list[Path], names: list[str]) -> str:
+    digest = hashlib.sha256(f"v{GT_CACHE_VERSION}|{'|'.join(names)}".encode())
+    fingerprint_files(digest, images)
     return digest.hexdigest()[:24]
 
 

@@ -47,7 +47,7 @@ import yaml
 
 from ..errors import UsageError
 from ..evaluation.dataset import DatasetSplit, load_yaml, resolve_split
-from ..evaluation.ground_truth import label_path, pixel_box, read_labelled_image
+from ..evaluation.ground_truth import fingerprint_files, label_path, pixel_box, read_labelled_image
 from ..paths import cache_dir
 from .windows import Window, slice_windows
 
@@ -251,13 +251,7 @@ def cache_key(splits: dict[str, DatasetSplit], settings: TileSettings, channels:
                                         "names": first.names, "channels": channels}).encode())
     for name, split in splits.items():
         digest.update(f"[{name}]\n".encode())
-        for image in split.images:
-            for file in (image, label_path(image)):
-                try:
-                    st = os.stat(file)
-                    digest.update(f"{file}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-                except OSError:
-                    digest.update(f"{file}|missing\n".encode())
+        fingerprint_files(digest, split.images)
     return digest.hexdigest()[:24]
 
 
