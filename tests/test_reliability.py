@@ -245,7 +245,9 @@ def test_training_killed_mid_epoch_resumes_to_the_right_epoch_count(tmp_path, si
     import signal
     import time
 
-    data = make_yolo_dataset(tmp_path / "data", n_train=24, n_val=2, size=64)
+    # 96 images at batch 2: an epoch lasts seconds even on an idle machine, so 1.5 s after the first epoch's checkpoint
+    # the run is inside epoch 2 (with 24 images, an idle CI machine finished all three epochs within those 1.5 s)
+    data = make_yolo_dataset(tmp_path / "data", n_train=96, n_val=2, size=64)
     args = ["train", f"data={data}", f"project={tmp_path / 'runs'}", *TRAIN_ARGS]
     process = cli_process(args, tmp_path)
     run = tmp_path / "runs" / "run"

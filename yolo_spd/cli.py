@@ -167,11 +167,14 @@ def _print_evaluation(result, folder: Path, per_class: bool) -> None:
 def required_split(args: dict):
     """Pop ``data`` and ``split`` from ``args`` and resolve them, once, into a
     :class:`~yolo_spd.evaluation.DatasetSplit` (``data=demo``: the built-in dataset); ``data`` must be given."""
+    from .demo import DEMO_DATA_NAME, demo_data_yaml
     from .evaluation.dataset import resolve_split
 
     if not args.get("data"):
         raise UsageError("data= is required (a dataset YAML path, a packaged name such as coco.yaml, or demo)")
-    return resolve_split(resolve_data(args.pop("data")), args.pop("split", None) or "val")
+    data = args.pop("data")
+    data = demo_data_yaml() if str(data) == DEMO_DATA_NAME else data  # else as typed: errors name what the user wrote
+    return resolve_split(data, args.pop("split", None) or "val")
 
 
 def eval_settings(mine: dict):
