@@ -452,7 +452,10 @@ def test_an_export_whose_package_is_missing_is_one_line_naming_the_format_and_th
                            NETWORK_GUARD_LOG=str(log))
     line = one_error_line(out)
     assert "format=openvino needs the Python package 'openvino'" in line and line.endswith("pip install openvino")
-    assert not log.exists(), log.read_text()[-3000:]  # no connection attempt, no pip
+    # no connection attempt and no pip, apart from Ultralytics' own connectivity probe at import (is_online), which
+    # 8.4.67 runs even with YOLO_OFFLINE=1 (see the offline test above)
+    unexpected = [head for head, stack in guard_entries(log) if "in is_online" not in stack]
+    assert not unexpected, log.read_text()[-3000:]
 
 
 @pytest.mark.parametrize("mode", ["predict", "val", "export"])
