@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import UsageError
-from .windows import slice_windows
+from .windows import check_overlap, slice_windows
 
 if TYPE_CHECKING:
     from ultralytics import YOLO
@@ -96,8 +96,7 @@ class SliceSettings:
             raise UsageError(f"slice={self.size!r}: the slice size must be a whole number of pixels, e.g. slice=640")
         if self.size < MIN_SLICE:
             raise UsageError(f"slice={self.size}: a slice must be at least {MIN_SLICE} px (the model's stride)")
-        if not _is_number(self.overlap) or not 0 <= self.overlap < 1:
-            raise UsageError(f"overlap={self.overlap!r}: the overlap must be a fraction in [0, 1), e.g. overlap=0.2")
+        check_overlap(self.overlap)
         if self.merge is not None and self.merge not in MERGE_TYPES:
             raise UsageError(f"postprocess_type={self.merge}: allowed values are {', '.join(MERGE_TYPES)}")
         if self.metric is not None and self.metric not in MATCH_METRICS:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from ..errors import UsageError
+
 
 class Window(NamedTuple):
     """A window ``[x0, x1) x [y0, y1)`` in pixels of the full image."""
@@ -29,12 +31,17 @@ class Window(NamedTuple):
         return self.y1 - self.y0
 
 
-def check_slice_args(size: int, overlap: float, where: str = "slice") -> None:
-    """Raise ``ValueError`` naming the bad value unless ``size`` >= 1 and 0 <= ``overlap`` < 1."""
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"{where}={size!r}: the window size must be a whole number of pixels >= 1")
+def check_overlap(overlap: float) -> None:
+    """Raise :class:`~yolo_spd.errors.UsageError` (a ``ValueError``) unless 0 <= ``overlap`` < 1."""
     if isinstance(overlap, bool) or not isinstance(overlap, (int, float)) or not 0 <= overlap < 1:
-        raise ValueError(f"overlap={overlap!r}: the overlap must be a fraction in [0, 1), e.g. overlap=0.2")
+        raise UsageError(f"overlap={overlap!r}: the overlap must be a fraction in [0, 1), e.g. overlap=0.2")
+
+
+def check_slice_args(size: int, overlap: float, where: str = "slice") -> None:
+    """Raise :class:`~yolo_spd.errors.UsageError` naming the bad value unless ``size`` >= 1 and 0 <= ``overlap`` < 1."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise UsageError(f"{where}={size!r}: the window size must be a whole number of pixels >= 1")
+    check_overlap(overlap)
 
 
 def axis_starts(length: int, size: int, overlap: float) -> list[int]:
