@@ -465,7 +465,19 @@ def test_a_model_form_yolo_spd_does_not_know_is_one_error_line(tmp_path, mode):
     assert "foo.xyz" in line
 
 
+def test_a_device_this_machine_lacks_is_one_error_line(tmp_path):
+    """Ultralytics' select_device rejects it with a ValueError; no machine here or in CI has 100 GPUs."""
+    cv2 = pytest.importorskip("cv2")
+    import numpy as np
+
+    cv2.imwrite(str(tmp_path / "image.jpg"), np.full((64, 64, 3), 127, np.uint8))
+    line = one_error_line(yolo_spd_command(["predict", "model=yolov5-spd-n.yaml", "source=image.jpg", "imgsz=64",
+                                            "device=99"], tmp_path))
+    assert "device=99" in line and "device=cpu" in line
+
+
 BUGS = {
+    "ValueError": "raise ValueError('a bug')",
     "TypeError": "raise TypeError('a bug')",
     "FileNotFoundError": "open('/nonexistent/internal-file')",
     "ModuleNotFoundError": "import yolo_spd.no_such_module",

@@ -362,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
             RUNNERS.get(mode, lambda t: run_predict_or_export(mode, t))(tokens)
         except ModuleNotFoundError as error:
             raise _missing_package(error, mode, tokens) from error
-        except (SyntaxError, TypeError, FileNotFoundError) as error:
+        except (SyntaxError, TypeError, FileNotFoundError, ValueError) as error:
             if not _raised_checking_user_input(error):
                 raise
             if os.environ.get(TRACEBACK_ENV):
@@ -379,11 +379,14 @@ RUNNERS = {"train": run_train, "val": run_val, "compare": run_compare, "info": r
 TRACEBACK_ENV = "YOLO_SPD_TRACEBACK"
 # Where Ultralytics checks the user's arguments, files and datasets, and the exceptions it raises there: check_cfg
 # (TypeError) and check_dict_alignment (SyntaxError) in ultralytics/cfg, check_file/check_yaml in utils/checks.py and
-# check_det_dataset in data/ (FileNotFoundError). The same exception raised anywhere else is a bug: traceback.
+# check_det_dataset in data/ (FileNotFoundError), select_device (ValueError: device=0 without that GPU). A place is a
+# file, or FILE:FUNCTION where the file also raises that exception elsewhere. The same exception raised anywhere else
+# is a bug: traceback.
 USER_INPUT_CHECKS = {
     SyntaxError: ("ultralytics/cfg/",),
     TypeError: ("ultralytics/cfg/",),
     FileNotFoundError: ("ultralytics/cfg/", "ultralytics/utils/checks.py", "ultralytics/data/"),
+    ValueError: ("ultralytics/utils/torch_utils.py:select_device",),
 }
 # Import names whose pip package is named differently (pip normalises '_' and '-', so litert_torch needs no entry).
 PIP_NAMES = {"paddle": "paddlepaddle", "rknn": "rknn-toolkit2", "cv2": "opencv-python", "PIL": "pillow",
@@ -396,8 +399,15 @@ def _raised_checking_user_input(error: BaseException) -> bool:
     traceback = error.__traceback__
     while traceback is not None and traceback.tb_next is not None:
         traceback = traceback.tb_next
-    file = Path(traceback.tb_frame.f_code.co_filename).as_posix() if traceback else ""
-    return any(place in file for place in places)
+    if traceback is None:
+        return False
+    code = traceback.tb_frame.f_code
+    file = Path(code.co_filename).as_posix()
+    for place in places:
+        path, _, function = place.partition(":")
+        if path in file and function in ("", code.co_name):
+            return True
+    return False
 
 
 def _missing_package(error: ModuleNotFoundError, mode: str, tokens: list[str]) -> BaseException:
