@@ -167,14 +167,11 @@ def _print_evaluation(result, folder: Path, per_class: bool) -> None:
 def required_split(args: dict):
     """Pop ``data`` and ``split`` from ``args`` and resolve them, once, into a
     :class:`~yolo_spd.evaluation.DatasetSplit` (``data=demo``: the built-in dataset); ``data`` must be given."""
-    from .demo import DEMO_DATA_NAME, demo_data_yaml
     from .evaluation.dataset import resolve_split
 
     if not args.get("data"):
         raise UsageError("data= is required (a dataset YAML path, a packaged name such as coco.yaml, or demo)")
-    data = args.pop("data")
-    data = demo_data_yaml() if str(data) == DEMO_DATA_NAME else data  # else as typed: errors name what the user wrote
-    return resolve_split(data, args.pop("split", None) or "val")
+    return resolve_split(named_data(args.pop("data")), args.pop("split", None) or "val")
 
 
 def eval_settings(mine: dict):
@@ -184,14 +181,19 @@ def eval_settings(mine: dict):
     return EvalSettings.from_keys(**{key: mine[key] for key in KEYS if key in mine})
 
 
-def resolve_data(data) -> str:
-    """The dataset YAML file ``data=`` names (``demo``: the built-in dataset, generated on first use)."""
+def named_data(data):
+    """``data=`` as the user typed it (so errors name what they wrote), or for ``demo`` the built-in dataset's YAML
+    (generated on first use)."""
     from .demo import DEMO_DATA_NAME, demo_data_yaml
+
+    return demo_data_yaml() if str(data) == DEMO_DATA_NAME else data
+
+
+def resolve_data(data) -> str:
+    """The dataset YAML file ``data=`` names: a path, a packaged name, or ``demo``."""
     from .evaluation.dataset import load_yaml
 
-    if str(data) == DEMO_DATA_NAME:
-        return str(demo_data_yaml())
-    return str(load_yaml(data)[0])
+    return str(load_yaml(named_data(data))[0])
 
 
 def run_val(tokens: list[str]) -> None:
