@@ -186,8 +186,8 @@ def test_the_slice_command_writes_a_dataset_and_says_where(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["tile=16"], "tile=16: the tile size must be a whole number of pixels >= 32"),
-    (["overlap=1"], "overlap=1: must be a number in [0, 1)"),
-    (["overlap=-0.1"], "overlap=-0.1: must be a number in [0, 1)"),
+    (["overlap=1"], "overlap=1: the overlap must be a fraction in [0, 1)"),
+    (["overlap=-0.1"], "overlap=-0.1: the overlap must be a fraction in [0, 1)"),
     (["unlabelled"], "the train images have no label files"),
     (["min_visible=0"], "min_visible=0: must be a number in (0, 1]"),
     (["tiles=64"], "'tiles' is not a valid yolo-spd argument; similar keys: tile"),

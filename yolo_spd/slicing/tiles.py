@@ -49,7 +49,7 @@ from ..errors import UsageError
 from ..evaluation.dataset import DatasetSplit, load_yaml, resolve_split
 from ..evaluation.ground_truth import fingerprint_files, label_path, pixel_box, read_labelled_image
 from ..paths import cache_dir
-from .windows import Window, slice_windows
+from .windows import Window, check_overlap, slice_windows
 
 TILE_CACHE_VERSION = 1
 MIN_TILE = 32  # the smallest tile: one stride-32 cell of a YOLO detector
@@ -82,8 +82,8 @@ class TileSettings:
         """Raise :class:`UsageError` naming the first bad value and what is allowed."""
         if isinstance(self.tile, bool) or not isinstance(self.tile, int) or self.tile < MIN_TILE:
             raise UsageError(f"tile={self.tile}: the tile size must be a whole number of pixels >= {MIN_TILE}")
-        for key, low, high, closed in (("overlap", 0, 1, "[0, 1)"), ("min_visible", 0, 1, "(0, 1]"),
-                                       ("empty", 0, 1, "[0, 1]")):
+        check_overlap(self.overlap)  # the rule the window placement applies (slicing/windows.py)
+        for key, low, high, closed in (("min_visible", 0, 1, "(0, 1]"), ("empty", 0, 1, "[0, 1]")):
             value = getattr(self, key)
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
             ok = ok and (low <= value if closed[0] == "[" else low < value)
