@@ -228,3 +228,88 @@ def test_scconv_and_ssdconv_trace_without_ops_ncnn_lacks_and_match_eager(stride)
         assert_traced_form_matches(module, x)  # unfused
         wrapped = fuse_modules(torch.nn.Sequential(module))  # as Ultralytics' export traces it (SSDConv: unchanged)
         assert_traced_form_matches(wrapped, x)
+
+
+#: aten ops that x2paddle 1.6 (Ultralytics' Paddle export) cannot convert: no mapper ("Model is not supported yet"),
+#: or, for floor, a mapper that writes ``math.floor(tensor)`` into its generated code.
+X2PADDLE_UNSUPPORTED = ("aten::ceil", "aten::floor", "aten::block_diag", "aten::addcmul", "aten::lerp", "aten::sign",
+                        "aten::heaviside", "aten::baddbmm")
+
+
+def scconv_cases():
+    return [pytest.param(variant, stride, fused, id=f"{variant}-s{stride}-{'fused' if fused else 'unfused'}")
+            for variant in ("paper", "release") for stride in (1, 2) for fused in (False, True)]
+
+
+def scconv_for_export(variant, stride, fused, alpha=0.5):
+    """SCConv(32, 48) with random norms in eval mode; fused as Ultralytics' export fuses it (model.fuse())."""
+    from tests.test_fast_equivalence import randomize_norms
+    from yolo_spd import SCConv, fuse_modules
+
+    torch.manual_seed(0)
+    module = randomize_norms(SCConv(32, 48, s=stride, alpha=alpha, variant=variant)).eval()
+    return fuse_modules(_Block(module)) if fused else module
+
+
+class _Block(torch.nn.Module):
+    """A named parent, as in a YOLO model (x2paddle names parameters after their path; a bare '0.' is no name)."""
+
+    def __init__(self, block):
+        super().__init__()
+        self.block = block
+
+    def forward(self, x):
+        return self.block(x)
+
+
+@pytest.mark.parametrize("variant,stride,fused", scconv_cases())
+def test_scconv_export_form_has_only_ops_ncnn_and_x2paddle_convert_and_matches_eager(variant, stride, fused):
+    """Both variants, fused and unfused: no op NCNN or x2paddle lacks; GroupNorm's affine straight from its
+    parameters and every sum over explicit dims (x2paddle's mappers need both); the same outputs as eager."""
+    x = torch.randn(1, 32, 12, 10)
+    for alpha in (0.5, 0.25):  # 0.25: CRU's split is not SRU's halves, so CRU squeezes the whole input itself
+        module = scconv_for_export(variant, stride, fused, alpha)
+        kinds = assert_traced_form_matches(module, x)
+        assert not [k for k in kinds if k in X2PADDLE_UNSUPPORTED]
+        _, graph = traced_ops(module, x)
+        for node in graph.inlined_graph.nodes():
+            if node.kind() == "aten::group_norm":
+                assert [node.inputsAt(i).node().kind() for i in (2, 3)] == ["prim::GetAttr"] * 2
+            if node.kind() == "aten::sum":
+                assert node.inputsAt(1).type().kind() == "ListType"  # sum(x, dims, keepdim, dtype)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant,stride,fused", scconv_cases())
+def test_scconv_paddle_export_matches_eager(variant, stride, fused, tmp_path, monkeypatch):
+    """x2paddle converts the module as Ultralytics calls it (trace) and Paddle Inference, the runtime Ultralytics loads
+    a Paddle export with, computes the eager outputs."""
+    for module, pip in (("paddle", "paddlepaddle"), ("x2paddle", "x2paddle")):
+        pytest.importorskip(module, reason=f"pip install {pip}")
+    import paddle.inference as pdi
+    import x2paddle.convert
+
+    monkeypatch.setattr(x2paddle.convert, "ConverterCheck", bench._NoFeedback)  # no telemetry post
+    module, x = scconv_for_export(variant, stride, fused), torch.randn(1, 32, 12, 10)
+    with torch.no_grad():
+        expected = module(x)
+    x2paddle.convert.pytorch2paddle(module=module, save_dir=str(tmp_path), jit_type="trace", input_examples=[x])
+    config = pdi.Config(str(next(tmp_path.rglob("*.json"))), str(next(tmp_path.rglob("*.pdiparams"))))
+    predictor = pdi.create_predictor(config)
+    predictor.get_input_handle(predictor.get_input_names()[0]).copy_from_cpu(x.numpy())
+    predictor.run()
+    got = torch.from_numpy(predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu())
+    assert bench.relative_difference(got, expected) <= TOL
+
+
+@pytest.mark.slow
+def test_scconv_yolo_paddle_export_loads_back_through_ultralytics_and_matches_pytorch(tmp_path):
+    """yolov5-scconv-n through Ultralytics' own Paddle export and loader (benchmarks/exports.py's cell, in its
+    subprocess: offline, no auto-install, x2paddle's telemetry blocked)."""
+    missing = bench.missing_packages("paddle")
+    if missing:
+        pytest.skip(f"pip install {' '.join(missing)}")
+    weights = bench.build_checkpoint("yolov5-scconv-n.yaml", tmp_path)
+    result = bench.run_cell(weights, "paddle", IMGSZ, 600, tmp_path)
+    assert result["status"] == "ok", result
+    assert result["rel"] <= TOL

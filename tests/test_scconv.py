@@ -318,3 +318,56 @@ def test_yaml_row_builds_the_release_variant(tmp_path):
     assert (release.sru.variant, release.cru.variant, release.sru.gn.num_groups) == ("release", "release", 4)
     assert release.cru.gwc.bias is not None and paper.cru.gwc.bias is None
     assert (paper.sru.variant, paper.sru.gn.num_groups) == ("paper", 16)
+
+
+# ---------------------------------------------------------------------------------------------------- export forms
+
+#: Gate inputs at the edges of float32: signed zeros, the smallest subnormal (2^-149) and normal (2^-126), the
+#: largest finite value and infinities, on both sides of 0.
+EDGE_VALUES = [0.0, -0.0, 2.0**-149, -(2.0**-149), 2.0**-126, -(2.0**-126), 1e-30, -1e-30, 2.0**-22, 0.5, 1.0, -1.0,
+               3.4028234663852886e38, -3.4028234663852886e38, math.inf, -math.inf]
+
+
+def traced(fn, *inputs):
+    """``fn`` as torch.jit.trace records it: the export form (``is_exporting()`` is true while tracing)."""
+    with torch.no_grad():
+        return torch.jit.trace(fn, inputs, check_trace=False)
+
+
+def test_export_form_of_the_hard_gate_is_bit_exact_0_or_1_at_every_float32_edge():
+    """E1: clamp(clamp(z 2^127, 0, 1) 2^127, 0, 1) is exactly step(z), even for z = +-2^-149 (a single multiply by a
+    large constant, or clamp alone, leaves such a z between 0 and 1)."""
+    from yolo_spd.modules.scconv import step
+
+    z = torch.cat([torch.tensor(EDGE_VALUES), torch.randn(10_000) * 10.0 ** torch.randint(-40, 38, (10_000,))])
+    eager, exported = step(z), traced(step, z)(z)
+    assert torch.equal(eager, (z > 0).float())
+    assert torch.equal(exported, eager) and set(exported.abs().unique().tolist()) == {0.0, 1.0}
+    kinds = {node.kind() for node in traced(step, z).inlined_graph.nodes()}
+    assert {"aten::mul", "aten::clamp"} <= kinds and not kinds & {"aten::gt", "aten::ceil", "aten::floor"}
+
+
+def test_export_form_of_the_release_gate_is_bit_exact_at_and_around_the_threshold():
+    """E2: R1's masked_fill by r > t as multiplies and adds of the 0/1 step(r - t): the same bits, including r = t."""
+    from yolo_spd.modules.scconv import release_gate
+
+    for threshold in (0.5, 0.3):
+        t = torch.tensor(threshold)  # float32, as the threshold is when compared with or subtracted from r
+        edges = torch.stack([t, torch.nextafter(t, torch.tensor(1.0)), torch.nextafter(t, torch.tensor(0.0))])
+        r = torch.cat([edges, torch.tensor([0.0, 1.0, 1e-30, 2.0**-149]), torch.rand(10_000)])
+        (w1, w2), (e1, e2) = release_gate(r, threshold), traced(lambda x: release_gate(x, threshold), r)(r)
+        above = r > threshold
+        assert torch.equal(w1, torch.where(above, 1.0, r)) and torch.equal(w2, torch.where(above, 0.0, r))
+        assert torch.equal(e1, w1) and torch.equal(e2, w2)
+
+
+@pytest.mark.parametrize("variant", ["paper", "release"])
+def test_export_form_of_the_gate_logits_is_groupnorm_then_the_importance_weights(variant):
+    """E3: z = W_gamma GN(X) - logit(t) with GroupNorm's own parameters (x2paddle takes GroupNorm's affine only from
+    parameters) equals the eager form, which folds W_gamma and the shift into GroupNorm's affine."""
+    sru = randomize(SRU(16, gn_groups=4, gate_threshold=0.3, variant=variant)).eval()
+    x = torch.randn(2, 16, 7, 5)
+    with torch.no_grad():
+        logits = torch.jit.trace_module(sru, {"gate_logits": (x,)}, check_trace=False).gate_logits
+        torch.testing.assert_close(logits(x), sru.gate_logits(x), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(traced(sru, x)(x), sru(x), rtol=1e-5, atol=1e-6)

@@ -67,6 +67,29 @@ step-by-step form and ``tests/test_fast_equivalence.py`` compares outputs and gr
   BN(a1 Y1 + a2 Y2) = (s a1) Y1 + (s a2) Y2 + t, as a1 + a2 != 1), and at stride 1 GWC + PWC1 become one dense
   k x k convolution. At stride 2 they stay separate: PWC1 sees the ceil-mode-pooled input, which a strided kernel
   reproduces only for even H and W.
+
+Export forms. While torch traces the model or exports it to ONNX (``is_exporting()``; NCNN's and Paddle's converters
+trace it), a few steps take a form built only from ops that all the converters behind Ultralytics' exports know: one
+form for all of them, as a trace does not say which converter reads it. Each gives the eager outputs to float
+tolerance (the gates bit-exactly); ``tests/test_scconv.py`` and ``tests/test_exports.py`` check that, and
+``benchmarks/exports.py`` each format end to end. NCNN's converter (pnnx) has no comparison, ``addcmul`` or ``lerp``;
+x2paddle 1.6 (Ultralytics' Paddle export) has no ``ceil``, ``sign``, ``heaviside``, ``block_diag`` or ``addcmul``
+("Model is not supported yet"), its ``floor`` mapper writes Python's ``math.floor`` of the tensor (a TypeError), its
+``group_norm`` mapper takes the affine weight and bias only from parameters (a KeyError for computed or absent ones),
+and its ``sum`` mapper needs the reduced dims (an IndexError for a sum over all elements).
+
+E1. Hard gate (eq. 3, paper form), :func:`step`: clamp(clamp(z 2^127, 0, 1) 2^127, 0, 1) instead of z > 0. Each
+    product by a power of two is exact (or overflows to inf, clamped to 1); the smallest positive float32 is 2^-149,
+    so the first clamp leaves every z > 0 at least 2^-22 and the second makes it 1, and z <= 0 stays 0: exactly the
+    same 0/1. (One clamp of z * BIG, or of relu(z) / (relu(z) + eps), is not 0/1 for the smallest z > 0.)
+E2. Release gate (R1), :func:`release_gate`: M = step(r - t) (r - t > 0 exactly where r > t), W1 = r (1 - M) + M,
+    W2 = r (1 - M) instead of ``masked_fill``; exact, as M is exactly 0 or 1.
+E3. Gate logits, :meth:`SRU.gate_logits`: GroupNorm with its own parameters, then W_gamma GN(X) - logit(t) as a
+    multiply and a subtract, instead of W_gamma and the shift folded into GroupNorm's affine (float rounding only);
+    eq. 2's sum over gamma is written over dim 0 (the same reduction, in eager mode too).
+E4. CRU's squeezes at stride 1, :meth:`CRU.squeeze`: two 1 x 1 convolutions of the split input instead of one with a
+    block-diagonal weight (exact: the zero blocks add nothing). Also ``addcmul`` and ``lerp`` as multiplies and adds
+    (``_common.addcmul``/``lerp``, float rounding only) and 1 x 1 convolutions instead of batched matrix products.
 """
 
 from __future__ import annotations
@@ -139,15 +162,15 @@ class SRU(nn.Module):
         """Eq. 2: W_gamma = gamma_i / sum_j gamma_j (a plain ratio, not a softmax: a softmax would squash every
         weight towards 1/C and the gate of eq. 3 would see almost no spread)."""
         gamma = self.gn.weight
-        return gamma / gamma.sum()
+        return gamma / gamma.sum(0)  # over dim 0: x2paddle converts no sum without dims (export form E3)
 
     def gates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Eq. 3: W = Gate(Sigmoid(W_gamma * GN(X))); returns (W1, W2), elementwise, shaped like ``x``. The release
         gate (R1) sets informative weights to 1 in W1 and 0 in W2 and leaves the others at their sigmoid value."""
         reweights = torch.sigmoid(self.gn(x) * self.importance_weights().view(1, -1, 1, 1))
-        informative = reweights > self.gate_threshold
         if self.variant == "release":  # R1
-            return reweights.masked_fill(informative, 1.0), reweights.masked_fill(informative, 0.0)
+            return release_gate(reweights, self.gate_threshold)
+        informative = reweights > self.gate_threshold
         w1 = informative.to(reweights.dtype) + (reweights - reweights.detach())  # forward: exact 0/1 (deviation 1)
         return w1, 1.0 - w1
 
@@ -160,9 +183,12 @@ class SRU(nn.Module):
 
     def gate_logits(self, x: torch.Tensor) -> torch.Tensor:
         """z = W_gamma * GN(X) - logit(threshold) in one GroupNorm call (W_gamma folded into its affine), so that
-        Sigmoid(W_gamma * GN(X)) > threshold exactly where z > 0 (sigmoid is increasing)."""
+        Sigmoid(W_gamma * GN(X)) > threshold exactly where z > 0 (sigmoid is increasing). While exporting (form E3):
+        GroupNorm with its own parameters, then W_gamma and the shift as a multiply and a subtract."""
         w_gamma = self.importance_weights()
         shift = self.threshold_logit
+        if is_exporting():
+            return self.gn(x) * w_gamma.view(1, -1, 1, 1) - shift
         weight, bias = self.gn.weight * w_gamma, self.gn.bias * w_gamma - shift
         return F.group_norm(x, self.gn.num_groups, weight, bias, self.gn.eps)
 
@@ -218,11 +244,33 @@ class _GatedCrossReconstruction(torch.autograd.Function):
         return grad_x, grad_z, None
 
 
+#: 2^127, the largest power of two below float32's maximum: multiplying by it is exact (or overflows to +-inf).
+EXPORT_STEP_SCALE = 2.0**127
+
+
 def step(z: torch.Tensor) -> torch.Tensor:
-    """W1 of eq. 3 as floats: 1 where z > 0, else 0 (written as floats directly: no bool tensor in between)."""
-    if is_exporting():  # a traced graph cannot hold an out= argument, and NCNN has no comparison: 0 or 1 exactly,
-        return torch.ceil(z.clamp(0.0, 1.0))  # as clamp(z, 0, 1) is in (0, 1] exactly where z > 0
+    """W1 of eq. 3 as floats: 1 where z > 0, else 0 (written as floats directly: no bool tensor in between).
+
+    While exporting (form E1, no comparison for NCNN, no ceil or floor for x2paddle): clamp(clamp(z 2^127, 0, 1)
+    2^127, 0, 1), exactly the same 0/1. The smallest positive float32 is 2^-149: the first clamp leaves every z > 0 at
+    least 2^-22, the second makes it 1; z <= 0 stays 0 (or -0) through both."""
+    if is_exporting():
+        return (z * EXPORT_STEP_SCALE).clamp(0.0, 1.0).mul(EXPORT_STEP_SCALE).clamp(0.0, 1.0)
     return torch.gt(z, 0, out=torch.empty_like(z))
+
+
+def release_gate(reweights: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The release gate (R1): W1 = 1 where the reweight r > t, else r; W2 = 0 where r > t, else r.
+
+    While exporting (form E2), without a comparison or ``masked_fill``: M = step(r - t) (r - t > 0 exactly where
+    r > t: IEEE subtraction is exact in sign, with gradual underflow), W1 = r (1 - M) + M and W2 = r (1 - M): as M is
+    exactly 0 or 1, every product and sum is exact, so both are bit-identical to the eager form."""
+    if is_exporting():
+        informative = step(reweights - threshold)
+        kept = 1.0 - informative
+        return addcmul(informative, reweights, kept), reweights * kept
+    informative = reweights > threshold
+    return reweights.masked_fill(informative, 1.0), reweights.masked_fill(informative, 0.0)
 
 
 def cross_reconstruct(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -295,7 +343,7 @@ class CRU(nn.Module):
         At stride 1 they run as one 1 x 1 convolution whose weight is block-diagonal (zero blocks make it exactly
         the two separate ones); at stride 2 the lower input is pooled first, which is cheaper than merging.
         """
-        if not self.pool_is_identity:
+        if not self.pool_is_identity or is_exporting():  # export form E4: x2paddle has no block_diag
             return self.squeeze_split(*x.split([self.up_channels, self.low_channels], dim=1))
         weight = torch.block_diag(self.squeeze_up.weight.flatten(1), self.squeeze_low.weight.flatten(1))
         squeezed = pointwise(x, weight[..., None, None])
@@ -337,8 +385,8 @@ class CRU(nn.Module):
         pooled = torch.cat([y1.mean(dim=(2, 3), keepdim=True), y2.mean(dim=(2, 3), keepdim=True)], dim=1)
         a1, a2 = pooled.softmax(dim=1).chunk(2, dim=1)
         if self.out_scale is None:
-            return torch.addcmul(y1 * a1, y2, a2)
-        return torch.addcmul(torch.addcmul(self.out_shift, y1, a1 * self.out_scale), y2, a2 * self.out_scale)
+            return addcmul(y1 * a1, y2, a2)
+        return addcmul(addcmul(self.out_shift, y1, a1 * self.out_scale), y2, a2 * self.out_scale)
 
     def fuse_parts(self, y1: torch.Tensor, y2_parts: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """The fuse with Y2 given as its two parts (eq. 6's union). Paper form (:meth:`fuse`): without autograd the
