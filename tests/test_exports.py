@@ -313,3 +313,18 @@ def test_scconv_yolo_paddle_export_loads_back_through_ultralytics_and_matches_py
     result = bench.run_cell(weights, "paddle", IMGSZ, 600, tmp_path)
     assert result["status"] == "ok", result
     assert result["rel"] <= TOL
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["paddle", "mnn"])
+def test_ssdconv_exports_to_paddle_and_mnn_load_back_and_match_pytorch(fmt, tmp_path):
+    """SSDConv's export form (yolo_spd/modules/ssdconv.py): x2paddle has no reciprocal ('Model is not supported
+    yet'); MNN 3.6 reduced ReduceL2 over every axis and its loaded model returned no output. One benchmark cell: the
+    export in a subprocess with the converters' telemetry blocked, loaded back with YOLO(path), compared with torch."""
+    missing = bench.missing_packages(fmt)
+    if missing:
+        pytest.skip(f"pip install {' '.join(missing)} (the export extra)")
+    weights = bench.build_checkpoint("yolov5-ssdconv-n.yaml", tmp_path)
+    result = bench.run_cell(weights, fmt, IMGSZ, 900, tmp_path)
+    assert result["status"] == "ok", result.get("error")
+    assert result["rel"] <= TOL

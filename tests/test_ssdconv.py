@@ -143,3 +143,56 @@ def test_gradients_reach_every_parameter():
 def test_bad_arguments_raise_a_value_error_naming_them(kwargs, match):
     with pytest.raises(ValueError, match=match):
         SSDConv(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------- export form
+
+#: Ops the eager similarity attention uses that export targets cannot take (module docstring, "Export form"):
+#: x2paddle has no reciprocal; vector_norm becomes ONNX ReduceL2, whose opset-18 axes input MNN 3.6's converter drops.
+EAGER_ONLY_OPS = {"aten::reciprocal", "aten::linalg_vector_norm", "aten::norm", "aten::frobenius_norm"}
+
+
+def test_eager_inverse_norm_is_unchanged_and_the_export_form_equals_it():
+    from yolo_spd.modules.ssdconv import inverse_l2_norm
+
+    e = torch.exp(-30 * torch.rand(2, 5, 300))  # entries from 1 down to ~1e-13, as exp(y - max y) gives
+    e[..., 0] = 1.0
+    assert torch.equal(inverse_l2_norm(e), torch.linalg.vector_norm(e, dim=-1, keepdim=True).reciprocal())
+    traced = torch.jit.trace(inverse_l2_norm, e)
+    kinds = {node.kind() for node in traced.inlined_graph.nodes()}
+    assert "aten::rsqrt" in kinds and not kinds & EAGER_ONLY_OPS
+    torch.testing.assert_close(traced(e), inverse_l2_norm(e), rtol=1e-6, atol=0)
+    other = torch.rand(2, 5, 300)  # the traced form is not tied to the tracing input
+    torch.testing.assert_close(traced(other), torch.linalg.vector_norm(other, dim=-1, keepdim=True).reciprocal(),
+                               rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("s", [1, 2])
+@pytest.mark.parametrize("c1,scale", [(16, 1.0), (16, 20.0), (1, 1.0)])  # c1=1: no expansion path
+def test_traced_module_has_no_eager_only_op_and_matches_eager(c1, scale, s):
+    """Trace = what Ultralytics' TorchScript, Paddle (x2paddle), NCNN (pnnx) and ONNX exports see."""
+    m = randomize_bn(SSDConv(c1, 24, s=s)).eval()
+    x = scale * torch.randn(2, c1, 9, 7)  # scale 20: peaked softmax maps, most entries of e near 0
+    with torch.no_grad():
+        expected = m(x)
+        traced = torch.jit.trace(m, x, check_trace=False)
+        got = traced(x)
+    kinds = {node.kind() for node in traced.inlined_graph.nodes()}
+    assert "aten::rsqrt" in kinds and not kinds & EAGER_ONLY_OPS
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_onnx_export_has_no_reduce_l2_and_matches_eager(tmp_path):
+    """MNN converts the ONNX export; ONNX Runtime runs it here exactly (the MNN round trip: tests/test_exports.py)."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    m = randomize_bn(SSDConv(16, 24, s=2)).eval()
+    x = torch.randn(1, 16, 10, 12)
+    path = tmp_path / "ssdconv.onnx"
+    with torch.no_grad():
+        expected = m(x).numpy()
+        torch.onnx.export(m, x, str(path), opset_version=18, input_names=["x"], output_names=["y"], dynamo=False)
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert "ReduceL2" not in ops and {"ReduceSum", "Sqrt"} <= ops
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})[0]
+    assert abs(got - expected).max() <= 1e-5 * abs(expected).max()

@@ -37,6 +37,19 @@ Implementation (same outputs within float32 rounding; ``tests/reference.py`` kee
 similarity attention avoids the C x C matrix (see :meth:`SSDConv.similarity_attention`), 1 x 1 convolutions run as
 batched matrix products, and the residual sum is one ``addcmul``.
 
+Export form (used only while torch traces or exports, ``_common.is_exporting()``; eager training and inference are
+unchanged): the attention's inverse norm ``1 / ||e||`` is ``linalg.vector_norm(...).reciprocal()`` eagerly and
+``rsqrt`` of the sum of squares while exporting (:func:`inverse_l2_norm`, equal within float32 rounding), because two
+export targets cannot take the eager ops:
+  * Paddle: x2paddle 1.6 translates a traced graph op by op and has no ``aten::reciprocal`` ("Model is not supported
+    yet"); it has ``rsqrt``, ``sum`` and ``mul``.
+  * MNN: ``vector_norm`` exports to ONNX as ``ReduceL2``. MNN 3.6.1's ONNX converter reads ReduceL2's axes only from
+    the ``axes`` attribute, which opset 18 (what Ultralytics picks here) moved to an input, so it reduces over all axes:
+    (N, C, HW) -> (1, 1, 1) instead of (N, C, 1). The following matrix product then fails MNN's shape check and the
+    converted model returns no output. ``ReduceSum`` with an axes input converts correctly.
+In float16 the sum of squares could exceed float16's range only for a map of more than 65504 positions with e near
+1 everywhere (every entry of e is in (0, 1]); exports are float32 unless ``half=True``.
+
 No inference fuse. Folding SSDConv's three BatchNorms (one of them *before* a zero-padded convolution, which needs a
 border-exact bias map) and merging its base and diversity convolutions measured as no gain, in PyTorch eval and in
 ONNX Runtime on the exported module (``python benchmarks/modules.py --quick --cpu-time``, run before that code was
@@ -56,6 +69,7 @@ from torch import nn
 
 from ._common import (
     addcmul,
+    is_exporting,
     norm_act,
     pointwise,
     require,
@@ -142,7 +156,7 @@ class SSDConv(nn.Module):
         """
         n, c = y.shape[:2]
         e = torch.exp(y - y.amax(dim=(2, 3), keepdim=True)).flatten(2)  # (N, C, HW)
-        inv_norm = torch.linalg.vector_norm(e, dim=2, keepdim=True).reciprocal()  # >= 1 entry is exp(0)
+        inv_norm = inverse_l2_norm(e)  # (N, C, 1); >= 1 entry is exp(0), so the norm is >= 1
         v_bar = torch.bmm(inv_norm.transpose(1, 2), e) / c  # (N, 1, HW)
         mean_similarity = 0.5 + 0.5 * torch.bmm(e, v_bar.transpose(1, 2)) * inv_norm  # (N, C, 1)
         dissimilarity = (1.0 - mean_similarity).view(n, c)
@@ -160,3 +174,15 @@ class SSDConv(nn.Module):
             return self.act(self.bn(y_m * attention))
         residual = y_e if self.down is None else self.down(y_e)
         return self.act(self.bn(addcmul(residual, y_m, attention)))
+
+
+def inverse_l2_norm(e: torch.Tensor) -> torch.Tensor:
+    """``1 / ||e||_2`` over the last axis, kept as a size-1 axis.
+
+    While exporting, ``rsqrt`` of the sum of squares instead (export form, equal within float rounding): x2paddle has
+    no ``reciprocal``, and MNN's ONNX converter reads ReduceL2's axes only from the pre-opset-18 attribute (see the
+    module docstring).
+    """
+    if is_exporting():
+        return torch.rsqrt((e * e).sum(dim=-1, keepdim=True))
+    return torch.linalg.vector_norm(e, dim=-1, keepdim=True).reciprocal()
