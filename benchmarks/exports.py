@@ -428,8 +428,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"--formats {','.join(unknown)}: unknown; choose from {', '.join(FORMATS)}")
     full = args.models == ",".join(MODELS) and args.formats == ",".join(FORMATS)
-    default = "exports" if full or args.merge else "exports-" + "-".join(formats)
-    stem = Path(args.out) if args.out else RESULTS / default
+    stem_name = "exports" if full or args.merge else "exports-" + "-".join(formats)
+    stem = Path(args.out) if args.out else RESULTS / stem_name
     table_payload = None
     if args.merge:  # checked before the run, not after it
         if not stem.with_suffix(".json").is_file():
