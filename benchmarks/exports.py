@@ -440,6 +440,8 @@ def main(argv: list[str] | None = None) -> int:
             check_mergeable(table_payload, args.imgsz, args.tol, models)
         except ValueError as error:
             parser.error(str(error))
+    if str(REPO) not in sys.path:  # build the checkpoints with this checkout's yolo_spd, as the cells export with it
+        sys.path.insert(0, str(REPO))  # (run_cell puts it on their PYTHONPATH), whatever the venv has installed
     results = {fmt: {} for fmt in formats}
     with tempfile.TemporaryDirectory(prefix="yolo_spd_exports_") as tmp:
         for model in models:
