@@ -13,8 +13,13 @@ Each cell runs in its own subprocess (a converter that crashes or hangs costs on
 
     python benchmarks/exports.py                       # all formats x all models, imgsz 64
     python benchmarks/exports.py --formats ncnn,onnx --models yolov8n.yaml,yolov5-spd-n.yaml
+    ../venv-tf/bin/python benchmarks/exports.py --formats tflite,saved_model,coreml --merge  # their own venv
 
-Writes benchmarks/results/exports.md and exports.json (a filtered run writes exports-<formats>.md/.json instead).
+Writes benchmarks/results/exports.md and exports.json (a filtered run writes exports-<formats>.md/.json instead;
+``--out STEM`` names the files). TFLite (LiteRT) and TensorFlow SavedModel need packages that cannot share an
+environment with the other formats (numpy < 2.2, protobuf < 6), and CoreML an older numpy than 2.4 (see
+:data:`OWN_ENV`): run them from their own venv with ``--merge``, which replaces just their rows in the existing
+table and records that venv's package versions for them (docs/export.md has the recipe).
 """
 
 from __future__ import annotations
@@ -43,12 +48,27 @@ FORMATS = {
     "ncnn": {"ncnn": "ncnn", "pnnx": "pnnx"},
     "mnn": {"MNN": "MNN"},
     "tflite": {"litert_torch": "litert-torch", "ai_edge_litert": "ai-edge-litert"},  # Ultralytics >= 8.4.83: LiteRT
-    "saved_model": {"tensorflow": "tensorflow", "onnx2tf": "onnx2tf"},  # the onnx2tf route (also .pb, edgetpu)
+    # The onnx2tf route (also .pb, edgetpu): the ONNX export (simplified), then onnx2tf with everything it imports.
+    "saved_model": {"tensorflow": "tensorflow", "tf_keras": "tf_keras", "onnx2tf": "onnx2tf", "sng4onnx": "sng4onnx",
+                    "onnx_graphsurgeon": "onnx_graphsurgeon", "ai_edge_litert": "ai-edge-litert", "onnx": "onnx",
+                    "onnxruntime": "onnxruntime", "onnxslim": "onnxslim"},
     "paddle": {"paddle": "paddlepaddle", "x2paddle": "x2paddle"},
     "executorch": {"executorch": "executorch"},
     "coreml": {"coremltools": "coremltools"},
 }
 CONVERSION_ONLY = {"coreml": "converted (no CoreML runtime on Linux)"}
+#: Formats measured in a venv of their own, with this extra installed; ``--merge`` puts their rows into the main
+#: table (docs/export.md). TFLite and SavedModel: TensorFlow 2.19 needs numpy < 2.2 and protobuf < 6, and the other
+#: formats here are tested with numpy 2.4 and protobuf 7. CoreML: Ultralytics asks for numpy <= 2.3.5 (coremltools
+#: 9.0 fails on YOLO11's attention block under numpy 2.4 with "only 0-dimensional arrays can be converted to Python
+#: scalars"; it converts under the venv's numpy 2.1).
+OWN_ENV = {"tflite": "export-tf", "saved_model": "export-tf", "coreml": "export-tf"}
+#: Packages that matter to every format (CoreML's converter, for one, depends on the numpy release).
+COMMON_PACKAGES = ("torch", "ultralytics", "numpy")
+#: onnx2tf runs its converted graph on 20 sample images (128 x 128, NHWC, float32 in [0, 1]) read from this file in
+#: the working directory; Ultralytics downloads it before converting. Offline, the cell writes it from the images
+#: Ultralytics ships (see onnx2tf_sample_images), so the conversion runs without a network.
+ONNX2TF_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 SEED = 0
 TOL = 1e-3
 #: Formats whose Ultralytics runtime computes in reduced precision here. OpenVINO's CPU plugin runs bfloat16 on CPUs
@@ -173,10 +193,39 @@ def block_converter_telemetry(fmt: str) -> None:
         x2paddle.convert.ConverterCheck = _NoFeedback
 
 
+def onnx2tf_sample_images(folder: Path, seed: int = SEED) -> Path:
+    """onnx2tf's sample-image file (:data:`ONNX2TF_SAMPLE`) in ``folder``, made from the two photos Ultralytics ships
+    (bus.jpg, zidane.jpg): 20 seeded square crops resized to 128 x 128, RGB, float32 in [0, 1], NHWC. Ultralytics
+    downloads the original (real photos of the same layout) before converting; an existing file is kept."""
+    import cv2
+    import numpy as np
+    from ultralytics.utils import ASSETS
+
+    path = folder / ONNX2TF_SAMPLE
+    if path.exists():
+        return path
+    rng = np.random.default_rng(seed)
+    photos = [cv2.imread(str(f))[..., ::-1] for f in sorted(ASSETS.glob("*.jpg"))]
+    crops = []
+    for i in range(20):
+        photo = photos[i % len(photos)]
+        h, w = photo.shape[:2]
+        side = int(rng.integers(min(h, w) // 2, min(h, w) + 1))
+        y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+        crops.append(cv2.resize(photo[y:y + side, x:x + side], (128, 128), interpolation=cv2.INTER_AREA))
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "wb") as file:
+        np.save(file, np.stack(crops).astype(np.float32) / 255.0)
+    temporary.replace(path)
+    return path
+
+
 def _worker(weights: str, fmt: str, imgsz: int) -> None:
     """Subprocess entry: one cell, printed as a JSON line after a marker (Ultralytics logs to stdout too)."""
     try:
         block_converter_telemetry(fmt)
+        if fmt == "saved_model":
+            onnx2tf_sample_images(Path.cwd())  # where Ultralytics and onnx2tf look for it
         result = export_and_compare(Path(weights), fmt, imgsz)
     except BaseException as error:  # noqa: BLE001  (any failure is this cell's result)
         result = {"status": "error", "error": one_line(error)}
@@ -193,6 +242,9 @@ def one_line(error: BaseException) -> str:
 def run_cell(weights: Path, fmt: str, imgsz: int, timeout: int, workdir: Path) -> dict:
     missing = missing_packages(fmt)
     if missing:
+        if fmt in OWN_ENV:  # installed here, they would downgrade numpy (and protobuf) under the other formats
+            return {"status": "missing", "error": f"missing: {', '.join(missing)}; run it in its own venv with "
+                                                  f'pip install -e ".[{OWN_ENV[fmt]}]" (docs/export.md)'}
         return {"status": "missing", "error": f"missing: pip install {' '.join(missing)}"}
     env = dict(os.environ, YOLO_OFFLINE="1", YOLO_AUTOINSTALL="false")  # never pip-install from inside a cell
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
@@ -245,17 +297,99 @@ def table(results: dict, models: list[str], formats: list[str], tol: float) -> s
     return "\n".join(lines)
 
 
+def environment_packages(formats: list[str]) -> list[str]:
+    """The packages whose versions a row of ``formats`` depends on: the common ones, then each format's own."""
+    return list(COMMON_PACKAGES) + sorted({pip for f in formats for pip in FORMATS[f].values()})
+
+
 def versions(formats: list[str]) -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
-    names = ["torch", "ultralytics"] + sorted({pip for f in formats for pip in FORMATS[f].values()})
     found = {}
-    for name in names:
+    for name in environment_packages(formats):
         try:
             found[name] = version(name)
         except PackageNotFoundError:
             found[name] = None
     return found
+
+
+def run_payload(command: str, imgsz: int, tol: float, models: list[str], formats: list[str], results: dict,
+                found: dict) -> dict:
+    """What a run writes to its .json: the cells, and the environment (command, package versions) that made them."""
+    return {"imgsz": imgsz, "tol": tol, "models": list(models), "formats": list(formats), "results": results,
+            "environments": [{"command": command, "formats": list(formats), "versions": found}]}
+
+
+def upgrade_payload(payload: dict) -> dict:
+    """A table written before runs could be merged (one ``versions`` for the whole table) in today's layout."""
+    if "environments" in payload:
+        return payload
+    formats = list(payload["results"])
+    models = list(payload["results"][formats[0]]) if formats else []
+    return {"imgsz": payload["imgsz"], "tol": payload["tol"], "models": models, "formats": formats,
+            "results": payload["results"],
+            "environments": [{"command": "python benchmarks/exports.py", "formats": formats,
+                              "versions": payload["versions"]}]}
+
+
+def check_mergeable(table: dict, imgsz: int, tol: float, models: list[str]) -> None:
+    """Raise ValueError, naming the option to change, unless a run with these settings can be merged into ``table``."""
+    table = upgrade_payload(table)
+    for key, value in (("imgsz", imgsz), ("tol", tol)):
+        if value != table[key]:
+            raise ValueError(f"--merge: this run's --{key} {value:g} differs from the table's {table[key]:g}; "
+                             f"run it with --{key} {table[key]:g}")
+    if sorted(models) != sorted(table["models"]):
+        raise ValueError(f"--merge replaces whole rows: run it with the table's models "
+                         f"(--models {','.join(table['models'])}), not --models {','.join(models)}")
+
+
+def merge_payload(table: dict, run: dict) -> dict:
+    """``table`` with the rows of the formats ``run`` measured replaced by ``run``'s (a new one added in the usual
+    format order); the other rows, and the package versions they were measured with, stay as they were. A run
+    replaces whole rows, so it must cover every model of the table, at the table's image size and tolerance."""
+    table = upgrade_payload(table)
+    check_mergeable(table, run["imgsz"], run["tol"], run["models"])
+    merged = set(run["formats"])
+    formats = [f for f in FORMATS if f in merged or f in table["formats"]]
+    results = {f: run["results"][f] if f in merged else table["results"][f] for f in formats}
+    environments = [{**env, "formats": [f for f in env["formats"] if f not in merged]}
+                    for env in table["environments"]]
+    environments = [env for env in environments if env["formats"]] + run["environments"]
+    return {**table, "formats": formats, "results": results, "environments": environments}
+
+
+def render_markdown(payload: dict) -> str:
+    """The table as benchmarks/results/exports.md: what a cell means, the package versions of each environment that
+    measured rows of it, then the format x model table."""
+    tol, formats, environments = payload["tol"], payload["formats"], payload["environments"]
+    loose = [f"{f} {format_tolerance(f, tol):g}" for f in REDUCED_PRECISION_TOL if f in formats]
+    source = f", from `{environments[0]['command']}`" if len(environments) == 1 else ""
+    text = (
+        f"Export parity at imgsz {payload['imgsz']}{source}: each cell is max|export - torch| / max|torch| of the "
+        f"raw output (boxes and scores before NMS) on one random image, with the export loaded back through "
+        f"Ultralytics (`YOLO(path)`); ok at <= {tol:g}"
+        + (f" ({', '.join(loose)}: its runtime computes in bfloat16 here; '(f32 ...)' is the same export run by its "
+           "own runtime at float32)" if loose else "")
+        + ".\n\n"
+    )
+
+    def listed(env: dict) -> str:
+        names = [n for n in environment_packages(env["formats"]) if n in env["versions"]]
+        return ", ".join(f"{n} {env['versions'][n] or 'not installed'}" for n in names)
+
+    if len(environments) == 1:
+        text += f"Versions: {listed(environments[0])}\n\n"
+    else:
+        text += "Rows by environment (each with its own package versions):\n\n"
+        for env in environments:
+            extras = {OWN_ENV.get(f, "") for f in env["formats"]}
+            own = extras.pop() if len(extras) == 1 else ""  # every row of this environment needs the same extra
+            venv = f', in a venv with `pip install -e ".[{own}]"`' if own else ""
+            text += f"- {', '.join(env['formats'])}: `{env['command']}`{venv}; {listed(env)}\n"
+        text += "\n"
+    return text + table(payload["results"], payload["models"], formats, tol) + "\n"
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -266,6 +400,12 @@ def write_atomic(path: Path, text: str) -> None:
     temporary.replace(path)
 
 
+def write_table(stem: Path, payload: dict) -> None:
+    """``payload`` as ``stem``.json and its rendering as ``stem``.md."""
+    write_atomic(stem.with_suffix(".json"), json.dumps(payload, indent=2) + "\n")
+    write_atomic(stem.with_suffix(".md"), render_markdown(payload))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated model YAMLs")
@@ -273,7 +413,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--imgsz", type=int, default=64)
     parser.add_argument("--tol", type=float, default=TOL, help="max relative difference counted as ok")
     parser.add_argument("--timeout", type=int, default=900, help="seconds per cell")
-    parser.add_argument("--out", default=None, help="result file stem (default: results/exports[-formats])")
+    parser.add_argument("--out", default=None, help="result file stem (default: results/exports[-formats]; with "
+                                                    "--merge: the table to merge into, default results/exports)")
+    parser.add_argument("--merge", action="store_true",
+                        help="replace the measured formats' rows in the existing table (--out) instead of writing a "
+                             "new one; for formats run in another environment (docs/export.md)")
     parser.add_argument("--worker", nargs=3, metavar=("WEIGHTS", "FORMAT", "IMGSZ"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -283,6 +427,21 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         parser.error(f"--formats {','.join(unknown)}: unknown; choose from {', '.join(FORMATS)}")
+    full = args.models == ",".join(MODELS) and args.formats == ",".join(FORMATS)
+    stem_name = "exports" if full or args.merge else "exports-" + "-".join(formats)
+    stem = Path(args.out) if args.out else RESULTS / stem_name
+    table_payload = None
+    if args.merge:  # checked before the run, not after it
+        if not stem.with_suffix(".json").is_file():
+            parser.error(f"--merge: no table {stem.with_suffix('.json')} to merge into; run "
+                         f"`python benchmarks/exports.py` first (or name one with --out)")
+        table_payload = json.loads(stem.with_suffix(".json").read_text())
+        try:
+            check_mergeable(table_payload, args.imgsz, args.tol, models)
+        except ValueError as error:
+            parser.error(str(error))
+    if str(REPO) not in sys.path:  # build the checkpoints with this checkout's yolo_spd, as the cells export with it
+        sys.path.insert(0, str(REPO))  # (run_cell puts it on their PYTHONPATH), whatever the venv has installed
     results = {fmt: {} for fmt in formats}
     with tempfile.TemporaryDirectory(prefix="yolo_spd_exports_") as tmp:
         for model in models:
@@ -293,24 +452,17 @@ def main(argv: list[str] | None = None) -> int:
                 result = {**run_cell(weights, fmt, args.imgsz, args.timeout, folder), "format": fmt}
                 results[fmt][model] = result
                 print(f"{fmt:12s} {model:24s} {cell_text(result, args.tol)}", flush=True)
-    text = table(results, models, formats, args.tol)
-    print("\n" + text)
-    full = args.models == ",".join(MODELS) and args.formats == ",".join(FORMATS)
-    stem = Path(args.out) if args.out else RESULTS / ("exports" if full else "exports-" + "-".join(formats))
-    command = "python benchmarks/exports.py" + ("" if full else f" --formats {args.formats} --models {args.models}")
-    env = versions(formats)
-    loose = [f"{f} {format_tolerance(f, args.tol):g}" for f in REDUCED_PRECISION_TOL if f in formats]
-    header = (
-        f"Export parity at imgsz {args.imgsz}, from `{command}`: each cell is max|export - torch| / max|torch| of the "
-        f"raw output (boxes and scores before NMS) on one random image, with the export loaded back through "
-        f"Ultralytics (`YOLO(path)`); ok at <= {args.tol:g}"
-        + (f" ({', '.join(loose)}: its runtime computes in bfloat16 here; '(f32 ...)' is the same export run by its "
-           "own runtime at float32)" if loose else "")
-        + ".\n\nVersions: " + ", ".join(f"{k} {v or 'not installed'}" for k, v in env.items()) + "\n\n"
-    )
-    write_atomic(stem.with_suffix(".md"), header + text + "\n")
-    payload = {"imgsz": args.imgsz, "tol": args.tol, "versions": env, "results": results}
-    write_atomic(stem.with_suffix(".json"), json.dumps(payload, indent=2) + "\n")
+    print("\n" + table(results, models, formats, args.tol))
+    command = "python benchmarks/exports.py" + "".join(
+        f" --{name} {value}" for name, value, default in (("formats", args.formats, ",".join(FORMATS)),
+                                                          ("models", args.models, ",".join(MODELS)),
+                                                          ("imgsz", args.imgsz, 64), ("tol", args.tol, TOL))
+        if value != default) + (" --merge" if args.merge else "")
+    payload = run_payload(command, args.imgsz, args.tol, models, formats, results, versions(formats))
+    if table_payload is not None:
+        payload = merge_payload(table_payload, payload)
+    write_table(stem, payload)
+    print(f"\nwrote {stem.with_suffix('.md')} and .json" + (" (merged)" if args.merge else ""))
     return 0
 
 

@@ -328,3 +328,130 @@ def test_ssdconv_exports_to_paddle_and_mnn_load_back_and_match_pytorch(fmt, tmp_
     result = bench.run_cell(weights, fmt, IMGSZ, 900, tmp_path)
     assert result["status"] == "ok", result.get("error")
     assert result["rel"] <= TOL
+
+
+# ---------------------------------------------------------------------------------------------------- merged tables
+# benchmarks/exports.py --merge: TFLite and SavedModel run in their own venv (numpy < 2.2, protobuf < 6) and their rows
+# go into the table the main environment wrote, each row with the package versions it was measured with.
+
+MODELS2 = ["yolov8n.yaml", "yolov5-spd-n.yaml"]
+MAIN_VERSIONS = {"torch": "2.14.1", "ultralytics": "8.4.190", "numpy": "2.4.6", "onnx": "1.23.2",
+                 "onnxruntime": "1.32.0", "litert-torch": None, "ai-edge-litert": None, "tensorflow": None}
+TF_VERSIONS = {"torch": "2.14.1", "ultralytics": "8.4.190", "numpy": "2.1.3", "litert-torch": "0.10.0",
+               "ai-edge-litert": "2.3.0", "tensorflow": "2.19.1", "onnx": "1.21.0"}
+
+
+def cells(status, **fields):
+    return {model: {"status": status, **fields} for model in MODELS2}
+
+
+def main_table():
+    results = {"onnx": cells("ok", rel=1.9e-7, format="onnx"),
+               "tflite": cells("missing", error="missing: litert-torch", format="tflite"),
+               "coreml": cells("converted", format="coreml")}
+    return bench.run_payload("python benchmarks/exports.py", 64, 1e-3, MODELS2, list(results), results, MAIN_VERSIONS)
+
+
+def test_merge_replaces_only_the_run_rows_and_each_row_keeps_its_own_versions():
+    run = bench.run_payload("python benchmarks/exports.py --formats saved_model,tflite --merge", 64, 1e-3,
+                            MODELS2[::-1], ["saved_model", "tflite"],
+                            {"saved_model": cells("error", error="ValueError: bad op", format="saved_model"),
+                             "tflite": cells("ok", rel=2.5e-7, format="tflite")}, TF_VERSIONS)
+    table = main_table()
+    merged = bench.merge_payload(table, run)
+    assert table == main_table()  # the inputs are left as they were
+    assert merged["formats"] == ["onnx", "tflite", "saved_model", "coreml"]  # the script's format order
+    assert merged["models"] == MODELS2  # the table's model order, whatever the run's
+    assert merged["results"]["onnx"] == table["results"]["onnx"]
+    assert merged["results"]["coreml"] == table["results"]["coreml"]
+    assert merged["results"]["tflite"] == run["results"]["tflite"]
+    assert [env["formats"] for env in merged["environments"]] == [["onnx", "coreml"], ["saved_model", "tflite"]]
+
+    text = bench.render_markdown(merged)
+    main_line, tf_line = (line for line in text.splitlines() if line.startswith("- "))
+    assert main_line.startswith("- onnx, coreml: `python benchmarks/exports.py`;")
+    assert "numpy 2.4.6" in main_line and "onnx 1.23.2" in main_line
+    assert "litert-torch" not in main_line and "tensorflow" not in main_line  # no longer this environment's rows
+    assert tf_line.startswith('- saved_model, tflite: `python benchmarks/exports.py --formats saved_model,tflite '
+                              '--merge`, in a venv with `pip install -e ".[export-tf]"`;')
+    assert "numpy 2.1.3" in tf_line and "litert-torch 0.10.0" in tf_line and "tensorflow 2.19.1" in tf_line
+    rows = {line.split(" | ")[0][2:]: line for line in text.splitlines() if line.startswith("| ")}
+    assert rows["tflite"] == "| tflite | ok 2.5e-07 | ok 2.5e-07 |"
+    assert rows["saved_model"] == "| saved_model | ValueError: bad op | ValueError: bad op |"
+    assert rows["onnx"] == "| onnx | ok 1.9e-07 | ok 1.9e-07 |"
+
+    again = bench.merge_payload(merged, {**run, "environments": [{**run["environments"][0], "formats": ["tflite"]}],
+                                         "formats": ["tflite"]})
+    # a second merge of one of them moves just that row to the newer environment
+    assert [env["formats"] for env in again["environments"]] == [["onnx", "coreml"], ["saved_model"], ["tflite"]]
+
+
+def test_merge_upgrades_a_table_written_with_one_versions_entry():
+    legacy = {"imgsz": 64, "tol": 1e-3, "versions": MAIN_VERSIONS, "results": main_table()["results"]}
+    run = bench.run_payload("cmd", 64, 1e-3, MODELS2, ["tflite"], {"tflite": cells("ok", rel=1e-7, format="tflite")},
+                            TF_VERSIONS)
+    merged = bench.merge_payload(legacy, run)
+    assert merged["models"] == MODELS2
+    assert merged["environments"][0] == {"command": "python benchmarks/exports.py", "formats": ["onnx", "coreml"],
+                                         "versions": MAIN_VERSIONS}
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"imgsz": 32}, "--merge: this run's --imgsz 32 differs from the table's 64; run it with --imgsz 64"),
+    ({"tol": 1e-4}, "--merge: this run's --tol 0.0001 differs from the table's 0.001; run it with --tol 0.001"),
+    ({"models": MODELS2[:1]}, "--merge replaces whole rows: run it with the table's models "
+                              "(--models yolov8n.yaml,yolov5-spd-n.yaml), not --models yolov8n.yaml"),
+])
+def test_merge_refuses_a_run_that_cannot_replace_whole_rows(change, message):
+    run = {**bench.run_payload("cmd", 64, 1e-3, MODELS2, ["tflite"], {"tflite": cells("ok", rel=1e-7)}, {}), **change}
+    with pytest.raises(ValueError) as raised:
+        bench.merge_payload(main_table(), run)
+    assert str(raised.value) == message
+
+
+def run_exports_script(*args, cwd):
+    return subprocess.run([sys.executable, str(bench.REPO / "benchmarks" / "exports.py"), *args], cwd=cwd,
+                          env=child_env(), capture_output=True, text=True, timeout=600)
+
+
+def test_merge_cli_checks_the_table_before_exporting_anything(tmp_path):
+    """Errors in one line, exit 2, before any model is built (a model build would print Ultralytics' summary)."""
+    done = run_exports_script("--formats", "torchscript", "--merge", "--out", str(tmp_path / "none"), cwd=tmp_path)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"exports.py: error: --merge: no table {tmp_path / 'none.json'} to merge into; run "
+        f"`python benchmarks/exports.py` first (or name one with --out)")
+    bench.write_table(tmp_path / "table", main_table())
+    done = run_exports_script("--formats", "torchscript", "--models", ",".join(MODELS2), "--imgsz", "32", "--merge",
+                              "--out", str(tmp_path / "table"), cwd=tmp_path)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip().splitlines()[-1] == (
+        "exports.py: error: --merge: this run's --imgsz 32 differs from the table's 64; run it with --imgsz 64")
+
+
+@pytest.mark.slow
+def test_merge_cli_adds_a_measured_row_to_an_existing_table(tmp_path):
+    """A real run merged through the CLI: its row (measured here) lands in the table, the others are untouched."""
+    import importlib.metadata
+    import json
+
+    table = main_table()
+    table["models"] = ["yolov8n.yaml"]
+    table["results"] = {f: {"yolov8n.yaml": row["yolov8n.yaml"]} for f, row in table["results"].items()}
+    bench.write_table(tmp_path / "table", table)
+    done = run_exports_script("--formats", "torchscript", "--models", "yolov8n.yaml", "--merge", "--out",
+                              str(tmp_path / "table"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    merged = json.loads((tmp_path / "table.json").read_text())
+    assert merged["formats"] == ["torchscript", "onnx", "tflite", "coreml"]
+    cell = merged["results"]["torchscript"]["yolov8n.yaml"]
+    assert cell["status"] == "ok" and cell["rel"] <= TOL
+    assert {f: merged["results"][f] for f in table["formats"]} == table["results"]
+    env = merged["environments"][-1]
+    assert env["command"] == "python benchmarks/exports.py --formats torchscript --models yolov8n.yaml --merge"
+    assert env["versions"]["numpy"] == np.__version__  # this environment's, recorded for its row
+    assert env["versions"]["torch"] == importlib.metadata.version("torch")
+    text = (tmp_path / "table.md").read_text()
+    assert f"| torchscript | ok {cell['rel']:.1e} |" in text and "| onnx | ok 1.9e-07 |" in text
+    assert (tmp_path / "table.md").stat().st_mode & 0o777 == 0o644
+    assert not list(tmp_path.glob("*.tmp"))
