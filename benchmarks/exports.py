@@ -445,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {fmt: {} for fmt in formats}
     with tempfile.TemporaryDirectory(prefix="yolo_spd_exports_") as tmp:
         for model in models:
-            folder = Path(tmp) / model.replace(".yaml", "")
+            folder = Path(tmp) / Path(model).stem  # a YAML given by path: its name only, inside tmp
             folder.mkdir()
             weights = build_checkpoint(model, folder)
             for fmt in formats:
