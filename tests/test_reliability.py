@@ -476,7 +476,22 @@ def test_a_device_this_machine_lacks_is_one_error_line(tmp_path):
     assert "device=99" in line and "device=cpu" in line
 
 
+def test_a_download_ultralytics_needs_offline_is_one_error_line(tmp_path):
+    """Ultralytics' TensorFlow exports fetch onnx2tf's sample images first; offline its downloader raises a
+    ConnectionError naming the file. Here the same downloader call, behind the network guard, stands in for the export
+    (which needs TensorFlow)."""
+    guard = Path(__file__).with_name("network_guard.py")
+    prelude = (f"exec(open({str(guard)!r}).read())\nimport yolo_spd.cli as cli\n"
+               "def export(tokens):\n"
+               "    from ultralytics.utils.downloads import attempt_download_asset\n"
+               "    attempt_download_asset('calibration_image_sample_data_20x128x128x3_float32.npy.zip', unzip=True)\n"
+               "cli.RUNNERS['info'] = export\n")
+    line = one_error_line(yolo_spd_command(["info"], tmp_path, prelude, NETWORK_GUARD_LOG=str(tmp_path / "log")))
+    assert "calibration_image_sample_data_20x128x128x3_float32.npy" in line and "offline" in line
+
+
 BUGS = {
+    "ConnectionError": "raise ConnectionError('a bug')",
     "ValueError": "raise ValueError('a bug')",
     "TypeError": "raise TypeError('a bug')",
     "FileNotFoundError": "open('/nonexistent/internal-file')",

@@ -364,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             RUNNERS.get(mode, lambda t: run_predict_or_export(mode, t))(tokens)
         except ModuleNotFoundError as error:
             raise _missing_package(error, mode, tokens) from error
-        except (SyntaxError, TypeError, FileNotFoundError, ValueError) as error:
+        except (SyntaxError, TypeError, FileNotFoundError, ValueError, ConnectionError) as error:
             if not _raised_checking_user_input(error):
                 raise
             if os.environ.get(TRACEBACK_ENV):
@@ -381,14 +381,16 @@ RUNNERS = {"train": run_train, "val": run_val, "compare": run_compare, "info": r
 TRACEBACK_ENV = "YOLO_SPD_TRACEBACK"
 # Where Ultralytics checks the user's arguments, files and datasets, and the exceptions it raises there: check_cfg
 # (TypeError) and check_dict_alignment (SyntaxError) in ultralytics/cfg, check_file/check_yaml in utils/checks.py and
-# check_det_dataset in data/ (FileNotFoundError), select_device (ValueError: device=0 without that GPU). A place is a
-# file, or FILE:FUNCTION where the file also raises that exception elsewhere. The same exception raised anywhere else
-# is a bug: traceback.
+# check_det_dataset in data/ (FileNotFoundError), select_device (ValueError: device=0 without that GPU); and its
+# downloader, offline (ConnectionError: e.g. the sample-image file its TensorFlow exports fetch before converting). A
+# place is a file, or FILE:FUNCTION where the file also raises that exception elsewhere. The same exception raised
+# anywhere else is a bug: traceback.
 USER_INPUT_CHECKS = {
     SyntaxError: ("ultralytics/cfg/",),
     TypeError: ("ultralytics/cfg/",),
     FileNotFoundError: ("ultralytics/cfg/", "ultralytics/utils/checks.py", "ultralytics/data/"),
     ValueError: ("ultralytics/utils/torch_utils.py:select_device",),
+    ConnectionError: ("ultralytics/utils/downloads.py",),
 }
 # Import names whose pip package is named differently (pip normalises '_' and '-', so litert_torch needs no entry).
 PIP_NAMES = {"paddle": "paddlepaddle", "rknn": "rknn-toolkit2", "cv2": "opencv-python", "PIL": "pillow",
