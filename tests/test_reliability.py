@@ -458,6 +458,20 @@ def test_an_export_whose_package_is_missing_is_one_line_naming_the_format_and_th
     assert not unexpected, log.read_text()[-3000:]
 
 
+def test_a_missing_tensorflow_points_to_the_export_tf_venv(tmp_path):
+    """A bare `pip install tensorflow` beside numpy 2.4 does not give the set Ultralytics' onnx2tf route works with."""
+    from ultralytics import YOLO
+
+    import yolo_spd  # noqa: F401
+
+    YOLO("yolov5-spd-n.yaml").save(tmp_path / "ours.pt")
+    prelude = "import sys\nsys.modules['tensorflow'] = None  # not installed\n"
+    line = one_error_line(yolo_spd_command(["export", "model=ours.pt", "format=saved_model", "imgsz=32"], tmp_path,
+                                           prelude))
+    assert "format=saved_model needs the Python package 'tensorflow'" in line
+    assert line.endswith("pip install 'yolo_spd[export-tf]'") and "venv of its own" in line
+
+
 @pytest.mark.parametrize("mode", ["predict", "val", "export"])
 def test_a_model_form_yolo_spd_does_not_know_is_one_error_line(tmp_path, mode):
     data = [f"data={make_yolo_dataset(tmp_path / 'data', n_train=1, n_val=1, size=64)}"] if mode == "val" else []

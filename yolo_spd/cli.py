@@ -392,6 +392,10 @@ USER_INPUT_CHECKS = {
     ValueError: ("ultralytics/utils/torch_utils.py:select_device",),
     ConnectionError: ("ultralytics/utils/downloads.py",),
 }
+# The TFLite (LiteRT) and TensorFlow exports' packages: tested together in the export-tf extra, which pins numpy and
+# protobuf below what the rest is tested with, so a plain `pip install tensorflow` here would not give a working set.
+EXPORT_TF_PACKAGES = {"tensorflow", "tf_keras", "onnx2tf", "sng4onnx", "onnx_graphsurgeon", "litert_torch",
+                      "ai_edge_litert"}
 # Import names whose pip package is named differently (pip normalises '_' and '-', so litert_torch needs no entry).
 PIP_NAMES = {"paddle": "paddlepaddle", "rknn": "rknn-toolkit2", "cv2": "opencv-python", "PIL": "pillow",
              "sklearn": "scikit-learn", "yaml": "pyyaml"}
@@ -423,8 +427,13 @@ def _missing_package(error: ModuleNotFoundError, mode: str, tokens: list[str]) -
     given = dict(token.partition("=")[::2] for token in tokens if "=" in token)
     what = f"format={given['format']}" if given.get("format") else f"model={given['model']}" if given.get(
         "model") else mode
+    if package in EXPORT_TF_PACKAGES:
+        how = "install the export-tf extra in a venv of its own (TensorFlow 2.19 needs numpy < 2.2; docs/export.md): "
+        command = "pip install 'yolo_spd[export-tf]'"
+    else:
+        how, command = "install it with: ", f"pip install {PIP_NAMES.get(package, package)}"
     return UsageError(f"{what} needs the Python package '{package}', which is not installed (yolo_spd never installs "
-                      f"packages at run time); install it with: pip install {PIP_NAMES.get(package, package)}")
+                      f"packages at run time); {how}{command}")
 
 
 def entry() -> None:
