@@ -39,7 +39,7 @@ batched matrix products, and the residual sum is one ``addcmul``.
 
 Export form (used only while torch traces or exports, ``_common.is_exporting()``; eager training and inference are
 unchanged): the attention's inverse norm ``1 / ||e||`` is ``linalg.vector_norm(...).reciprocal()`` eagerly and
-``rsqrt`` of the sum of squares while exporting (:func:`inverse_l2_norm`, equal within float32 rounding), because two
+``rsqrt`` of the sum of squares while exporting (:func:`inverse_l2_norm`, equal within float32 rounding), because three
 export targets cannot take the eager ops:
   * Paddle: x2paddle 1.6 translates a traced graph op by op and has no ``aten::reciprocal`` ("Model is not supported
     yet"); it has ``rsqrt``, ``sum`` and ``mul``.
@@ -47,6 +47,8 @@ export targets cannot take the eager ops:
     the ``axes`` attribute, which opset 18 (what Ultralytics picks here) moved to an input, so it reduces over all axes:
     (N, C, HW) -> (1, 1, 1) instead of (N, C, 1). The following matrix product then fails MNN's shape check and the
     converted model returns no output. ``ReduceSum`` with an axes input converts correctly.
+  * TensorFlow SavedModel: onnx2tf 1.28 converts ``ReduceL2`` to ``tf.norm`` with a NumPy integer axis, which
+    TensorFlow 2.19 rejects ("'axis' must be None, an integer, or a tuple of 2 unique integers").
 In float16 the sum of squares could exceed float16's range only for a map of more than 65504 positions with e near
 1 everywhere (every entry of e is in (0, 1]); exports are float32 unless ``half=True``.
 
