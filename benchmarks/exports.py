@@ -7,19 +7,22 @@ loaded back with ``YOLO(exported)`` and run on one fixed random image through th
 (boxes + class scores before NMS, shape (1, 4 + nc, anchors)) is compared with PyTorch's. A cell is ``ok`` with the
 max relative difference max|export - torch| / max|torch|, or ``FAIL`` with the difference when it exceeds
 ``--tol``, or the error in one line (``missing: ...`` when the format's optional package is not installed). CoreML
-is conversion only: its runtime does not exist on Linux.
+is conversion only: its runtime does not exist on Linux. Core AI is run by its own Linux runtime (Ultralytics' loader
+for it works on macOS only, :data:`OWN_RUNTIME`). AMD Xilinx quantizes to int8, calibrated on ``--data`` (default: a
+small set made from the photos Ultralytics ships), with its own tolerance (:data:`QUANTIZED_TOL`).
 
 Each cell runs in its own subprocess (a converter that crashes or hangs costs one cell, not the run).
 
     python benchmarks/exports.py                       # all formats x all models, imgsz 64
     python benchmarks/exports.py --formats ncnn,onnx --models yolov8n.yaml,yolov5-spd-n.yaml
-    ../venv-tf/bin/python benchmarks/exports.py --formats tflite,saved_model,coreml --merge  # their own venv
+    ../venv-tf/bin/python benchmarks/exports.py --formats tflite,saved_model,pb,coreml --merge  # their own venv
 
 Writes benchmarks/results/exports.md and exports.json (a filtered run writes exports-<formats>.md/.json instead;
-``--out STEM`` names the files). TFLite (LiteRT) and TensorFlow SavedModel need packages that cannot share an
-environment with the other formats (numpy < 2.2, protobuf < 6), and CoreML an older numpy than 2.4 (see
-:data:`OWN_ENV`): run them from their own venv with ``--merge``, which replaces just their rows in the existing
-table and records that venv's package versions for them (docs/export.md has the recipe).
+``--out STEM`` names the files). TFLite (LiteRT), TensorFlow SavedModel and GraphDef (pb) need packages that cannot
+share an environment with the other formats (numpy < 2.2, protobuf < 6), CoreML an older numpy than 2.4, and AMD
+Xilinx an older onnx than 1.23 (see :data:`OWN_ENV`): run them from their own venv with ``--merge``, which replaces
+just their rows in the existing table and records that venv's package versions for them (docs/export.md has the
+recipe).
 """
 
 from __future__ import annotations
@@ -52,23 +55,43 @@ FORMATS = {
     "saved_model": {"tensorflow": "tensorflow", "tf_keras": "tf_keras", "onnx2tf": "onnx2tf", "sng4onnx": "sng4onnx",
                     "onnx_graphsurgeon": "onnx_graphsurgeon", "ai_edge_litert": "ai-edge-litert", "onnx": "onnx",
                     "onnxruntime": "onnxruntime", "onnxslim": "onnxslim"},
+    "pb": {},  # filled in below: saved_model's packages (Ultralytics freezes the SavedModel's Keras model)
     "paddle": {"paddle": "paddlepaddle", "x2paddle": "x2paddle"},
     "executorch": {"executorch": "executorch"},
     "coreml": {"coremltools": "coremltools"},
+    "coreai": {"coreai_torch": "coreai-torch", "coreai": "coreai-core"},  # Apple Core AI: converter and runtime
+    # AMD Xilinx (Vitis AI): AMD Quark quantizes the ONNX export to int8; ONNX Runtime runs it on a CPU.
+    "xilinx": {"quark": "amd-quark", "onnx": "onnx", "onnxruntime": "onnxruntime", "onnxslim": "onnxslim"},
 }
+FORMATS["pb"] = dict(FORMATS["saved_model"])
 CONVERSION_ONLY = {"coreml": "converted (no CoreML runtime on Linux)"}
+#: Formats whose export Ultralytics cannot load back here, run by their own runtime instead
+#: (:func:`own_runtime_output`): format -> why, as the table says it. Ultralytics 8.4.190's Core AI backend opens the
+#: .aimodel with ``AIModel.load``, which on Linux finds no program in it ("No such file or directory": the Linux
+#: runtime in coreai-core runs the ODIX form that ``AIModelAsset.executable()`` lowers the asset to; on macOS the OS
+#: specialises the asset itself).
+OWN_RUNTIME = {"coreai": "Ultralytics' Core AI loader works on macOS only; the cell runs the Linux runtime "
+                         "coreai-core ships"}
+#: Formats that quantize to int8, calibrated on ``data`` (Ultralytics' default is coco128, a download; offline the run
+#: makes a small set from the photos Ultralytics ships, see calibration_dataset), with their own tolerance: int8 of a
+#: float model is off by a few int8 steps (1/255) of the output's range at most (stock yolov8n is the reference).
+QUANTIZED_TOL = {"xilinx": 1e-2}
 #: Formats measured in a venv of their own, with this extra installed; ``--merge`` puts their rows into the main
 #: table (docs/export.md). TFLite and SavedModel: TensorFlow 2.19 needs numpy < 2.2 and protobuf < 6, and the other
 #: formats here are tested with numpy 2.4 and protobuf 7. CoreML: Ultralytics asks for numpy <= 2.3.5 (coremltools
 #: 9.0 fails on YOLO11's attention block under numpy 2.4 with "only 0-dimensional arrays can be converted to Python
-#: scalars"; it converts under the venv's numpy 2.1).
-OWN_ENV = {"tflite": "export-tf", "saved_model": "export-tf", "coreml": "export-tf"}
+#: scalars"; it converts under the venv's numpy 2.1). AMD Xilinx: AMD Quark 0.13 needs onnx <= 1.22, and the other
+#: formats here are tested with onnx 1.23.
+OWN_ENV = {"tflite": "export-tf", "saved_model": "export-tf", "pb": "export-tf", "coreml": "export-tf",
+           "xilinx": "export-xilinx"}
 #: Packages that matter to every format (CoreML's converter, for one, depends on the numpy release).
 COMMON_PACKAGES = ("torch", "ultralytics", "numpy")
 #: onnx2tf runs its converted graph on 20 sample images (128 x 128, NHWC, float32 in [0, 1]) read from this file in
 #: the working directory; Ultralytics downloads it before converting. Offline, the cell writes it from the images
 #: Ultralytics ships (see onnx2tf_sample_images), so the conversion runs without a network.
 ONNX2TF_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
+#: The formats Ultralytics converts through onnx2tf (a SavedModel first), which reads :data:`ONNX2TF_SAMPLE`.
+ONNX2TF_FORMATS = ("saved_model", "pb")
 SEED = 0
 TOL = 1e-3
 #: Formats whose Ultralytics runtime computes in reduced precision here. OpenVINO's CPU plugin runs bfloat16 on CPUs
@@ -153,17 +176,85 @@ def relative_difference(got, expected) -> float:
     return float((got - expected).abs().max() / expected.abs().max().clamp(min=1e-12))
 
 
-def export_and_compare(weights: Path, fmt: str, imgsz: int) -> dict:
+def export_arguments(fmt: str, imgsz: int, data: str | None = None) -> dict:
+    """The keyword arguments of ``YOLO.export`` for one cell: a quantized format (:data:`QUANTIZED_TOL`) also gets
+    its calibration set ``data`` (required for those)."""
+    arguments = {"format": fmt, "imgsz": imgsz, "device": "cpu"}
+    if fmt in QUANTIZED_TOL:
+        if not data:
+            raise ValueError(f"format {fmt} quantizes to int8 and needs a calibration data set (data=)")
+        arguments.update(int8=True, data=str(data))
+    return arguments
+
+
+def calibration_dataset(folder: Path, names: dict, count: int = 16, size: int = 160, seed: int = SEED) -> Path:
+    """A small calibration set for the int8 formats in ``folder`` (its data YAML's path): ``count`` seeded square
+    crops, ``size`` px, of the photos Ultralytics ships (bus.jpg, zidane.jpg), unlabelled, as the val (and train)
+    split, with the model's class ``names``. Ultralytics' default calibration set (coco128) is a download; real
+    photos give the activation ranges a real image has, which random noise does not. An existing YAML is kept."""
+    import cv2
+    import numpy as np
+    import yaml
+    from ultralytics.utils import ASSETS
+
+    path = folder / "calibration.yaml"
+    if path.exists():
+        return path
+    images = folder / "calibration" / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    photos = [cv2.imread(str(f)) for f in sorted(ASSETS.glob("*.jpg"))]
+    for i in range(count):
+        photo = photos[i % len(photos)]
+        h, w = photo.shape[:2]
+        side = int(rng.integers(min(h, w) // 2, min(h, w) + 1))
+        y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+        crop = cv2.resize(photo[y:y + side, x:x + side], (size, size), interpolation=cv2.INTER_AREA)
+        cv2.imwrite(str(images / f"{i:03d}.jpg"), crop)
+    spec = {"path": str(images.parent), "train": "images", "val": "images", "names": dict(names)}
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(yaml.safe_dump(spec, sort_keys=False))
+    temporary.replace(path)
+    return path
+
+
+def own_runtime_output(fmt: str, exported: str, x):
+    """``exported`` run by its format's own runtime (:data:`OWN_RUNTIME`), first output."""
+    if fmt != "coreai":
+        raise ValueError(f"no own runtime for {fmt}")
+    import asyncio
+
+    import torch
+    from coreai.authoring.asset import AIModelAsset
+    from coreai.runtime import NDArray
+
+    async def run():
+        async with AIModelAsset.load(exported).executable() as model:  # lowers the asset to ODIX, as Linux needs
+            function = model.load_function("main")
+            if asyncio.iscoroutine(function):
+                function = await function
+            names = function.desc
+            outputs = await function({names.input_names[0]: NDArray(x.numpy())})
+            first = outputs[names.output_names[0]] if isinstance(outputs, dict) else outputs[0]
+            return torch.from_numpy(first.numpy() if hasattr(first, "numpy") else first)
+
+    return first_tensor(asyncio.run(run()))
+
+
+def export_and_compare(weights: Path, fmt: str, imgsz: int, data: str | None = None) -> dict:
     """Export ``weights`` to ``fmt``, load it back and compare with PyTorch; the result cell as a dict."""
     from ultralytics import YOLO
 
     x = example_image(imgsz)
     expected = torch_output(weights, x)
-    exported = YOLO(str(weights)).export(format=fmt, imgsz=imgsz, device="cpu")
+    exported = YOLO(str(weights)).export(**export_arguments(fmt, imgsz, data))
     if not exported:
         raise RuntimeError("export returned nothing")
     if fmt in CONVERSION_ONLY:
         return {"status": "converted", "path": str(exported)}
+    if fmt in OWN_RUNTIME:
+        got = own_runtime_output(fmt, str(exported), x)
+        return {"status": "ok", "rel": relative_difference(got, expected), "path": str(exported), "runtime": "own"}
     got = loaded_output(str(exported), x, imgsz)
     result = {"status": "ok", "rel": relative_difference(got, expected), "path": str(exported)}
     if fmt == "openvino":
@@ -220,13 +311,18 @@ def onnx2tf_sample_images(folder: Path, seed: int = SEED) -> Path:
     return path
 
 
-def _worker(weights: str, fmt: str, imgsz: int) -> None:
+def _worker(weights: str, fmt: str, imgsz: int, data: str = "") -> None:
     """Subprocess entry: one cell, printed as a JSON line after a marker (Ultralytics logs to stdout too)."""
     try:
         block_converter_telemetry(fmt)
-        if fmt == "saved_model":
+        if fmt in ONNX2TF_FORMATS:
             onnx2tf_sample_images(Path.cwd())  # where Ultralytics and onnx2tf look for it
-        result = export_and_compare(Path(weights), fmt, imgsz)
+        if fmt in QUANTIZED_TOL and not data:
+            import torch
+
+            names = torch.load(weights, map_location="cpu", weights_only=False)["model"].names
+            data = str(calibration_dataset(Path.cwd(), names))
+        result = export_and_compare(Path(weights), fmt, imgsz, data or None)
     except BaseException as error:  # noqa: BLE001  (any failure is this cell's result)
         result = {"status": "error", "error": one_line(error)}
     print("\n@@CELL@@" + json.dumps(result), flush=True)
@@ -239,7 +335,7 @@ def one_line(error: BaseException) -> str:
     return (text if text.startswith(type(error).__name__) else f"{type(error).__name__}: {text}")[:160]
 
 
-def run_cell(weights: Path, fmt: str, imgsz: int, timeout: int, workdir: Path) -> dict:
+def run_cell(weights: Path, fmt: str, imgsz: int, timeout: int, workdir: Path, data: str | None = None) -> dict:
     missing = missing_packages(fmt)
     if missing:
         if fmt in OWN_ENV:  # installed here, they would downgrade numpy (and protobuf) under the other formats
@@ -248,7 +344,7 @@ def run_cell(weights: Path, fmt: str, imgsz: int, timeout: int, workdir: Path) -
         return {"status": "missing", "error": f"missing: pip install {' '.join(missing)}"}
     env = dict(os.environ, YOLO_OFFLINE="1", YOLO_AUTOINSTALL="false")  # never pip-install from inside a cell
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
-    command = [sys.executable, str(Path(__file__).resolve()), "--worker", str(weights), fmt, str(imgsz)]
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", str(weights), fmt, str(imgsz), data or ""]
     start = time.perf_counter()
     try:
         proc = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
@@ -265,7 +361,7 @@ def run_cell(weights: Path, fmt: str, imgsz: int, timeout: int, workdir: Path) -
 
 
 def format_tolerance(fmt: str, tol: float = TOL) -> float:
-    return max(tol, REDUCED_PRECISION_TOL.get(fmt, 0.0))
+    return max(tol, REDUCED_PRECISION_TOL.get(fmt, 0.0), QUANTIZED_TOL.get(fmt, 0.0))
 
 
 def openvino_f32_output(exported: str, x):
@@ -283,6 +379,8 @@ def cell_text(result: dict, tol: float) -> str:
     if result["status"] == "ok":
         tol = format_tolerance(result.get("format", ""), tol)
         text = f"{'ok' if result['rel'] <= tol else 'FAIL'} {result['rel']:.1e}"
+        if result.get("runtime") == "own":
+            text += " (own runtime)"
         return text + (f" (f32 {result['rel_f32']:.1e})" if "rel_f32" in result else "")
     if result["status"] == "converted":
         return CONVERSION_ONLY.get(result.get("format", ""), "converted")
@@ -365,6 +463,8 @@ def render_markdown(payload: dict) -> str:
     measured rows of it, then the format x model table."""
     tol, formats, environments = payload["tol"], payload["formats"], payload["environments"]
     loose = [f"{f} {format_tolerance(f, tol):g}" for f in REDUCED_PRECISION_TOL if f in formats]
+    quantized = [f"{f} {format_tolerance(f, tol):g}" for f in QUANTIZED_TOL if f in formats]
+    own = [f"{f}: {OWN_RUNTIME[f]}" for f in OWN_RUNTIME if f in formats]
     source = f", from `{environments[0]['command']}`" if len(environments) == 1 else ""
     text = (
         f"Export parity at imgsz {payload['imgsz']}{source}: each cell is max|export - torch| / max|torch| of the "
@@ -372,6 +472,10 @@ def render_markdown(payload: dict) -> str:
         f"Ultralytics (`YOLO(path)`); ok at <= {tol:g}"
         + (f" ({', '.join(loose)}: its runtime computes in bfloat16 here; '(f32 ...)' is the same export run by its "
            "own runtime at float32)" if loose else "")
+        + (f"; int8 formats, calibrated on `--data` (default: 16 crops of the photos Ultralytics ships), ok at "
+           f"<= {', '.join(quantized)}" if quantized else "")
+        + (f". '(own runtime)': the export run by its format's own runtime, not `YOLO(path)` ({'; '.join(own)})"
+           if own else "")
         + ".\n\n"
     )
 
@@ -418,10 +522,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--merge", action="store_true",
                         help="replace the measured formats' rows in the existing table (--out) instead of writing a "
                              "new one; for formats run in another environment (docs/export.md)")
-    parser.add_argument("--worker", nargs=3, metavar=("WEIGHTS", "FORMAT", "IMGSZ"), help=argparse.SUPPRESS)
+    parser.add_argument("--data", default=None, help="calibration data YAML for the int8 formats (default: a small "
+                                                      "set made from the photos Ultralytics ships)")
+    parser.add_argument("--worker", nargs=4, metavar=("WEIGHTS", "FORMAT", "IMGSZ", "DATA"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        _worker(args.worker[0], args.worker[1], int(args.worker[2]))
+        _worker(args.worker[0], args.worker[1], int(args.worker[2]), args.worker[3])
         return 0
     models, formats = args.models.split(","), args.formats.split(",")
     unknown = [f for f in formats if f not in FORMATS]
@@ -440,6 +546,8 @@ def main(argv: list[str] | None = None) -> int:
             check_mergeable(table_payload, args.imgsz, args.tol, models)
         except ValueError as error:
             parser.error(str(error))
+    if args.data:  # each cell runs in its own folder
+        args.data = str(Path(args.data).resolve())
     if str(REPO) not in sys.path:  # build the checkpoints with this checkout's yolo_spd, as the cells export with it
         sys.path.insert(0, str(REPO))  # (run_cell puts it on their PYTHONPATH), whatever the venv has installed
     results = {fmt: {} for fmt in formats}
@@ -449,14 +557,15 @@ def main(argv: list[str] | None = None) -> int:
             folder.mkdir()
             weights = build_checkpoint(model, folder)
             for fmt in formats:
-                result = {**run_cell(weights, fmt, args.imgsz, args.timeout, folder), "format": fmt}
+                result = {**run_cell(weights, fmt, args.imgsz, args.timeout, folder, args.data), "format": fmt}
                 results[fmt][model] = result
                 print(f"{fmt:12s} {model:24s} {cell_text(result, args.tol)}", flush=True)
     print("\n" + table(results, models, formats, args.tol))
     command = "python benchmarks/exports.py" + "".join(
         f" --{name} {value}" for name, value, default in (("formats", args.formats, ",".join(FORMATS)),
                                                           ("models", args.models, ",".join(MODELS)),
-                                                          ("imgsz", args.imgsz, 64), ("tol", args.tol, TOL))
+                                                          ("imgsz", args.imgsz, 64), ("tol", args.tol, TOL),
+                                                          ("data", args.data, None))
         if value != default) + (" --merge" if args.merge else "")
     payload = run_payload(command, args.imgsz, args.tol, models, formats, results, versions(formats))
     if table_payload is not None:

@@ -455,3 +455,92 @@ def test_merge_cli_adds_a_measured_row_to_an_existing_table(tmp_path):
     assert f"| torchscript | ok {cell['rel']:.1e} |" in text and "| onnx | ok 1.9e-07 |" in text
     assert (tmp_path / "table.md").stat().st_mode & 0o777 == 0o644
     assert not list(tmp_path.glob("*.tmp"))
+
+
+# -------------------------------------------------------------------------------------------- int8 and own runtimes
+# AMD Xilinx quantizes to int8 and calibrates on a data set (Ultralytics' default, coco128, is a download); Core AI's
+# export runs on Linux only through its own runtime (Ultralytics' loader for it needs macOS).
+
+
+def test_int8_formats_get_a_calibration_set_and_the_others_none():
+    assert bench.export_arguments("onnx", 64, "calib.yaml") == {"format": "onnx", "imgsz": 64, "device": "cpu"}
+    assert bench.export_arguments("xilinx", 64, "calib.yaml") == {"format": "xilinx", "imgsz": 64, "device": "cpu",
+                                                                  "int8": True, "data": "calib.yaml"}
+    with pytest.raises(ValueError, match="format xilinx quantizes to int8 and needs a calibration data set"):
+        bench.export_arguments("xilinx", 64, None)
+
+
+def test_calibration_set_is_a_dataset_ultralytics_reads_offline(tmp_path, monkeypatch):
+    """The stand-in for coco128: real photos (crops of the two Ultralytics ships), read by Ultralytics' own dataset
+    check and loader the way its int8 exporters read them, with no download."""
+    from ultralytics.cfg import get_cfg
+    from ultralytics.data.build import build_yolo_dataset
+    from ultralytics.data.utils import check_det_dataset
+
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    names = {0: "person", 1: "bus"}
+    path = bench.calibration_dataset(tmp_path, names, count=6, size=96)
+    images = sorted((tmp_path / "calibration" / "images").glob("*.jpg"))
+    assert len(images) == 6
+    pixels = [cv2.imread(str(f)) for f in images]
+    assert all(p.shape == (96, 96, 3) for p in pixels)
+    assert len({p.tobytes() for p in pixels}) == 6 and min(float(p.std()) for p in pixels) > 10  # distinct, not flat
+    data = check_det_dataset(str(path))
+    assert data["names"] == names and data["nc"] == 2
+    dataset = build_yolo_dataset(get_cfg(overrides={"imgsz": 64}), data["val"], 2, data, mode="val")
+    assert len(dataset) == 6
+    assert bench.calibration_dataset(tmp_path, {0: "other"}) == path  # an existing set is kept
+    assert check_det_dataset(str(path))["names"] == names
+
+
+def test_int8_and_own_runtime_cells_say_what_they_are():
+    ok = {"status": "ok", "rel": 5e-3}
+    assert bench.cell_text({**ok, "format": "xilinx"}, 1e-3) == "ok 5.0e-03"  # int8: within a few int8 steps
+    assert bench.cell_text({**ok, "format": "xilinx", "rel": 2e-2}, 1e-3) == "FAIL 2.0e-02"
+    assert bench.cell_text({**ok, "format": "onnx"}, 1e-3) == "FAIL 5.0e-03"  # a float format keeps --tol
+    assert bench.cell_text({"status": "ok", "rel": 1.3e-7, "runtime": "own", "format": "coreai"}, 1e-3) == (
+        "ok 1.3e-07 (own runtime)")
+    results = {"coreai": cells("ok", rel=1.3e-7, runtime="own", format="coreai"),
+               "xilinx": cells("ok", rel=1.6e-5, format="xilinx")}
+    text = bench.render_markdown(bench.run_payload("cmd", 64, 1e-3, MODELS2, list(results), results, {}))
+    assert "int8 formats, calibrated on `--data`" in text and "ok at <= xilinx 0.01" in text
+    assert "'(own runtime)'" in text and "coreai: Ultralytics' Core AI loader works on macOS only" in text
+    plain = bench.render_markdown(main_table())
+    assert "int8" not in plain and "own runtime" not in plain  # notes only for the rows that need them
+
+
+def test_every_own_venv_format_names_an_extra_of_pyproject():
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+    extras = tomllib.loads((bench.REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert set(bench.OWN_ENV) <= set(bench.FORMATS)
+    for fmt, extra in bench.OWN_ENV.items():
+        listed = {re.split(r"[<>=\[ ;]", requirement)[0].lower().replace("_", "-") for requirement in extras[extra]}
+        wanted = {pip.lower().replace("_", "-") for pip in bench.FORMATS[fmt].values()}
+        assert wanted <= listed, (fmt, extra, wanted - listed)
+
+
+# ---------------------------------------------------------------------------------------------------- torch.export
+# ExecuTorch and Core AI export through torch.export. Under it the modules take their export forms too: the eager
+# inference paths write into torch.empty_like buffers through out= arguments, which Core AI's converter cannot lower
+# (aten.empty_permuted: "The exported program contains unsupported ATen ops").
+
+
+@pytest.mark.parametrize("variant", ["paper", "release"])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_torch_export_takes_the_export_forms_and_matches_eager(variant, stride):
+    from tests.test_fast_equivalence import randomize_norms
+    from yolo_spd import SCConv, SSDConv, fuse_modules
+
+    x = torch.randn(1, 32, 12, 10)
+    for module in (SCConv(32, 48, s=stride, variant=variant), SSDConv(32, 48, s=stride)):
+        randomize_norms(module).eval()
+        model = fuse_modules(torch.nn.Sequential(module)).eval()  # as Ultralytics exports it
+        with torch.no_grad():
+            expected = model(x)
+            program = torch.export.export(model, (x,))
+        ops = {str(node.target) for node in program.graph.nodes if node.op == "call_function"}
+        names = {op.split(".")[1] for op in ops if op.startswith("aten.")}
+        assert not names & {"empty_like", "empty", "empty_permuted", "gt", "lerp", "addcmul", "baddbmm"}, sorted(ops)
+        with torch.no_grad():
+            torch.testing.assert_close(program.module()(x), expected, rtol=1e-5, atol=1e-5)

@@ -458,18 +458,25 @@ def test_an_export_whose_package_is_missing_is_one_line_naming_the_format_and_th
     assert not unexpected, log.read_text()[-3000:]
 
 
-def test_a_missing_tensorflow_points_to_the_export_tf_venv(tmp_path):
-    """A bare `pip install tensorflow` beside numpy 2.4 does not give the set Ultralytics' onnx2tf route works with."""
+@pytest.mark.parametrize("fmt,package,extra", [("saved_model", "tensorflow", "export-tf"),
+                                               ("xilinx", "quark", "export-xilinx")])
+def test_a_missing_package_that_needs_its_own_venv_points_to_its_extra(tmp_path, fmt, package, extra):
+    """A bare `pip install tensorflow` beside numpy 2.4 does not give the set Ultralytics' onnx2tf route works with,
+    and `pip install quark` is an unrelated package (AMD's is amd-quark, which needs onnx <= 1.22)."""
     from ultralytics import YOLO
+    from ultralytics.engine.exporter import export_formats
 
     import yolo_spd  # noqa: F401
 
+    if fmt not in export_formats()["Argument"]:
+        pytest.skip(f"this Ultralytics has no {fmt} export (8.4.67 predates it)")
     YOLO("yolov5-spd-n.yaml").save(tmp_path / "ours.pt")
-    prelude = "import sys\nsys.modules['tensorflow'] = None  # not installed\n"
-    line = one_error_line(yolo_spd_command(["export", "model=ours.pt", "format=saved_model", "imgsz=32"], tmp_path,
-                                           prelude))
-    assert "format=saved_model needs the Python package 'tensorflow'" in line
-    assert line.endswith("pip install 'yolo_spd[export-tf]'") and "venv of its own" in line
+    prelude = f"import sys\nsys.modules[{package!r}] = None  # not installed\n"
+    data = make_yolo_dataset(tmp_path / "data", n_train=2, n_val=2, size=64)  # xilinx calibrates (int8) on it
+    line = one_error_line(yolo_spd_command(["export", "model=ours.pt", f"format={fmt}", "imgsz=32", f"data={data}"],
+                                           tmp_path, prelude))
+    assert f"format={fmt} needs the Python package '{package}'" in line
+    assert line.endswith(f"pip install 'yolo_spd[{extra}]'") and "venv of its own" in line
 
 
 @pytest.mark.parametrize("mode", ["predict", "val", "export"])
@@ -488,6 +495,16 @@ def test_a_device_this_machine_lacks_is_one_error_line(tmp_path):
     line = one_error_line(yolo_spd_command(["predict", "model=yolov5-spd-n.yaml", "source=image.jpg", "imgsz=64",
                                             "device=99"], tmp_path))
     assert "device=99" in line and "device=cpu" in line
+
+
+def test_an_export_format_ultralytics_does_not_know_is_one_error_line(tmp_path):
+    from ultralytics import YOLO
+
+    import yolo_spd  # noqa: F401
+
+    YOLO("yolov5-spd-n.yaml").save(tmp_path / "ours.pt")
+    line = one_error_line(yolo_spd_command(["export", "model=ours.pt", "format=bogus"], tmp_path))
+    assert "Invalid export format='bogus'" in line and "'onnx'" in line and "'ncnn'" in line
 
 
 def test_a_download_ultralytics_needs_offline_is_one_error_line(tmp_path):

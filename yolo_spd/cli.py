@@ -381,7 +381,8 @@ RUNNERS = {"train": run_train, "val": run_val, "compare": run_compare, "info": r
 TRACEBACK_ENV = "YOLO_SPD_TRACEBACK"
 # Where Ultralytics checks the user's arguments, files and datasets, and the exceptions it raises there: check_cfg
 # (TypeError) and check_dict_alignment (SyntaxError) in ultralytics/cfg, check_file/check_yaml in utils/checks.py and
-# check_det_dataset in data/ (FileNotFoundError), select_device (ValueError: device=0 without that GPU); and its
+# check_det_dataset in data/ (FileNotFoundError), select_device (ValueError: device=0 without that GPU), the
+# exporter's argument checks in Exporter.__call__ (ValueError: an unknown format, an option a format lacks); and its
 # downloader, offline (ConnectionError: e.g. the sample-image file its TensorFlow exports fetch before converting). A
 # place is a file, or FILE:FUNCTION where the file also raises that exception elsewhere. The same exception raised
 # anywhere else is a bug: traceback.
@@ -389,15 +390,19 @@ USER_INPUT_CHECKS = {
     SyntaxError: ("ultralytics/cfg/",),
     TypeError: ("ultralytics/cfg/",),
     FileNotFoundError: ("ultralytics/cfg/", "ultralytics/utils/checks.py", "ultralytics/data/"),
-    ValueError: ("ultralytics/utils/torch_utils.py:select_device",),
+    ValueError: ("ultralytics/utils/torch_utils.py:select_device", "ultralytics/engine/exporter.py:__call__"),
     ConnectionError: ("ultralytics/utils/downloads.py",),
 }
-# The TFLite (LiteRT) and TensorFlow exports' packages: tested together in the export-tf extra, which pins numpy and
-# protobuf below what the rest is tested with, so a plain `pip install tensorflow` here would not give a working set.
-EXPORT_TF_PACKAGES = {"tensorflow", "tf_keras", "onnx2tf", "sng4onnx", "onnx_graphsurgeon", "litert_torch",
-                      "ai_edge_litert"}
+# Export packages tested together in an extra that pins numpy, protobuf or onnx below what the rest is tested with, so
+# a plain `pip install tensorflow` (or quark: an unrelated PyPI package) here would not give a working set:
+# import name -> (the extra, why it needs a venv of its own).
+_TF = ("export-tf", "TensorFlow 2.19 needs numpy < 2.2")
+OWN_VENV_EXTRAS = {**dict.fromkeys(("tensorflow", "tf_keras", "onnx2tf", "sng4onnx", "onnx_graphsurgeon",
+                                    "litert_torch", "ai_edge_litert"), _TF),
+                   "quark": ("export-xilinx", "AMD Quark needs onnx <= 1.22")}
 # Import names whose pip package is named differently (pip normalises '_' and '-', so litert_torch needs no entry).
 PIP_NAMES = {"paddle": "paddlepaddle", "rknn": "rknn-toolkit2", "cv2": "opencv-python", "PIL": "pillow",
+             "coreai": "coreai-torch",
              "sklearn": "scikit-learn", "yaml": "pyyaml"}
 
 
@@ -427,9 +432,10 @@ def _missing_package(error: ModuleNotFoundError, mode: str, tokens: list[str]) -
     given = dict(token.partition("=")[::2] for token in tokens if "=" in token)
     what = f"format={given['format']}" if given.get("format") else f"model={given['model']}" if given.get(
         "model") else mode
-    if package in EXPORT_TF_PACKAGES:
-        how = "install the export-tf extra in a venv of its own (TensorFlow 2.19 needs numpy < 2.2; docs/export.md): "
-        command = "pip install 'yolo_spd[export-tf]'"
+    if package in OWN_VENV_EXTRAS:
+        extra, reason = OWN_VENV_EXTRAS[package]
+        how = f"install the {extra} extra in a venv of its own ({reason}; docs/export.md): "
+        command = f"pip install 'yolo_spd[{extra}]'"
     else:
         how, command = "install it with: ", f"pip install {PIP_NAMES.get(package, package)}"
     return UsageError(f"{what} needs the Python package '{package}', which is not installed (yolo_spd never installs "

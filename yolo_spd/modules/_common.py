@@ -55,8 +55,11 @@ def norm_act(c2: int, bn: bool, act) -> tuple[nn.Module, nn.Module]:
 
 
 def is_exporting() -> bool:
-    """True while torch traces or exports the model (a traced graph must not contain Python autograd Functions)."""
-    return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.jit.is_scripting()
+    """True while torch traces or exports the model (a traced graph must not contain Python autograd Functions):
+    ONNX export, TorchScript tracing or scripting, and ``torch.export`` (ExecuTorch's and Core AI's route, whose
+    converters cannot lower the in-place ``out=`` writes of the eager inference paths)."""
+    return (torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.jit.is_scripting()
+            or torch.compiler.is_exporting())
 
 
 def bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:

@@ -68,8 +68,9 @@ step-by-step form and ``tests/test_fast_equivalence.py`` compares outputs and gr
   k x k convolution. At stride 2 they stay separate: PWC1 sees the ceil-mode-pooled input, which a strided kernel
   reproduces only for even H and W.
 
-Export forms. While torch traces the model or exports it to ONNX (``is_exporting()``; NCNN's and Paddle's converters
-trace it), a few steps take a form built only from ops that all the converters behind Ultralytics' exports know: one
+Export forms. While torch traces the model, exports it to ONNX or runs ``torch.export`` (``is_exporting()``; NCNN's
+and Paddle's converters trace it, ExecuTorch and Core AI use ``torch.export``, whose Core AI converter cannot lower the
+``empty_like`` buffers the eager inference path writes through ``out=``), a few steps take a form built only from ops that all the converters behind Ultralytics' exports know: one
 form for all of them, as a trace does not say which converter reads it. Each gives the eager outputs to float
 tolerance (the gates bit-exactly); ``tests/test_scconv.py`` and ``tests/test_exports.py`` check that, and
 ``benchmarks/exports.py`` each format end to end. NCNN's converter (pnnx) has no comparison, ``addcmul`` or ``lerp``;
