@@ -508,17 +508,36 @@ def test_an_export_format_ultralytics_does_not_know_is_one_error_line(tmp_path):
 
 
 def test_a_download_ultralytics_needs_offline_is_one_error_line(tmp_path):
-    """Ultralytics' TensorFlow exports fetch onnx2tf's sample images first; offline its downloader raises a
-    ConnectionError naming the file. Here the same downloader call, behind the network guard, stands in for the export
-    (which needs TensorFlow)."""
+    """Ultralytics' downloader raises a ConnectionError naming the file when it fails offline (behind the network
+    guard): one line. The export below stands in for any such download
+    (the real ones, TensorFlow's, need TensorFlow)."""
     guard = Path(__file__).with_name("network_guard.py")
     prelude = (f"exec(open({str(guard)!r}).read())\nimport yolo_spd.cli as cli\n"
                "def export(tokens):\n"
                "    from ultralytics.utils.downloads import attempt_download_asset\n"
                "    attempt_download_asset('calibration_image_sample_data_20x128x128x3_float32.npy.zip', unzip=True)\n"
                "cli.RUNNERS['info'] = export\n")
-    line = one_error_line(yolo_spd_command(["info"], tmp_path, prelude, NETWORK_GUARD_LOG=str(tmp_path / "log")))
+    log = tmp_path / "log"
+    line = one_error_line(yolo_spd_command(["info"], tmp_path, prelude, NETWORK_GUARD_LOG=str(log)))
     assert "calibration_image_sample_data_20x128x128x3_float32.npy" in line and "offline" in line
+
+
+def test_an_onnx2tf_export_offline_stops_before_any_connection_attempt(tmp_path):
+    """YOLO_OFFLINE=1: SavedModel export would download onnx2tf's sample file first; yolo-spd stops with one line
+    naming it, before Ultralytics tries (with or without TensorFlow installed)."""
+    from ultralytics import YOLO
+
+    import yolo_spd  # noqa: F401
+
+    YOLO("yolov5-spd-n.yaml").save(tmp_path / "ours.pt")
+    guard = Path(__file__).with_name("network_guard.py")
+    log = tmp_path / "log"
+    prelude = f"exec(open({str(guard)!r}).read())\n"
+    line = one_error_line(yolo_spd_command(["export", "model=ours.pt", "format=saved_model", "imgsz=32"], tmp_path,
+                                           prelude, NETWORK_GUARD_LOG=str(log)))  # child_env sets YOLO_OFFLINE=1
+    assert "calibration_image_sample_data_20x128x128x3_float32.npy" in line and "YOLO_OFFLINE" in line
+    unexpected = [head for head, stack in guard_entries(log) if "in is_online" not in stack] if log.is_file() else []
+    assert not unexpected, log.read_text()[-3000:]
 
 
 BUGS = {

@@ -334,17 +334,24 @@ def traced(fn, *inputs):
         return torch.jit.trace(fn, inputs, check_trace=False)
 
 
-def test_export_form_of_the_hard_gate_is_bit_exact_0_or_1_at_every_float32_edge():
-    """E1: clamp(clamp(z 2^127, 0, 1) 2^127, 0, 1) is exactly step(z), even for z = +-2^-149 (a single multiply by a
-    large constant, or clamp alone, leaves such a z between 0 and 1)."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_export_form_of_the_hard_gate_is_bit_exact_0_or_1_at_every_edge(dtype):
+    """E1: clamp(sqrt^4(clamp(z, 0, 1)) 2^15, 0, 1) is exactly step(z), even for the smallest positive z, in float32
+    and in half precision (a half-precision export), with no NaN: every constant of the traced form is a float16
+    number (2^127 was not: 0 * inf)."""
     from yolo_spd.modules.scconv import step
 
     z = torch.cat([torch.tensor(EDGE_VALUES), torch.randn(10_000) * 10.0 ** torch.randint(-40, 38, (10_000,))])
+    z = torch.cat([z.to(dtype), torch.tensor([torch.finfo(dtype).tiny]).to(dtype) * 2.0 ** -10])  # a subnormal
     eager, exported = step(z), traced(step, z)(z)
-    assert torch.equal(eager, (z > 0).float())
-    assert torch.equal(exported, eager) and set(exported.abs().unique().tolist()) == {0.0, 1.0}
-    kinds = {node.kind() for node in traced(step, z).inlined_graph.nodes()}
-    assert {"aten::mul", "aten::clamp"} <= kinds and not kinds & {"aten::gt", "aten::ceil", "aten::floor"}
+    assert torch.equal(eager, (z > 0).to(dtype))
+    assert torch.equal(exported, eager) and set(exported.abs().unique().float().tolist()) == {0.0, 1.0}
+    graph = traced(step, z).inlined_graph
+    kinds = {node.kind() for node in graph.nodes()}
+    assert {"aten::sqrt", "aten::mul", "aten::clamp"} <= kinds and not kinds & {"aten::gt", "aten::ceil", "aten::floor"}
+    constants = [node.output().toIValue() for node in graph.nodes() if node.kind() == "prim::Constant"
+                 and isinstance(node.output().toIValue(), float)]
+    assert constants and all(abs(c) <= torch.finfo(torch.float16).max for c in constants)
 
 
 def test_export_form_of_the_release_gate_is_bit_exact_at_and_around_the_threshold():

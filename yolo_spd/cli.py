@@ -316,6 +316,8 @@ def run_predict_or_export(mode: str, tokens: list[str]) -> None:
     slicing = SliceSettings.from_keys(**slice_keys) if slice_keys else None
     model = YOLO(resolve_model(args.pop("model"), "model"))
     if slicing is None:
+        if mode == "export":
+            check_offline_export(str(args.get("format", "torchscript")))
         getattr(model, mode)(**args)
         return
     from .slicing.inference import PREDICT_KEYS, predict_sliced
@@ -344,6 +346,25 @@ def run_slice(tokens: list[str]) -> None:
         raise UsageError("slice needs data=DATASET.yaml (a labelled YOLO dataset)")
     settings = TileSettings(**{k: v for k, v in mine.items() if k not in ("data", "out")})
     print("\n".join(summary_lines(slice_dataset(mine["data"], settings, out=mine["out"]))))
+
+
+#: The file onnx2tf checks its conversion on; Ultralytics downloads it before its onnx2tf exports, into the working
+#: directory, unless it is there.
+ONNX2TF_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
+
+
+def check_offline_export(fmt: str) -> None:
+    """Offline (``YOLO_OFFLINE``), an export that would download onnx2tf's sample file stops here, before any
+    connection attempt: SavedModel, GraphDef, Edge TPU and TF.js, and TFLite where Ultralytics (8.4.67) still converts
+    it through onnx2tf rather than LiteRT."""
+    from ultralytics.engine.exporter import export_formats
+
+    names = set(export_formats()["Argument"])
+    onnx2tf = {"saved_model", "pb", "edgetpu", "tfjs"} | ({"tflite"} if "litert" not in names else set())
+    offline = os.environ.get("YOLO_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on", "y", "t")
+    if fmt.lower() in onnx2tf and offline and not Path(ONNX2TF_SAMPLE).is_file():
+        raise UsageError(f"format={fmt} needs {ONNX2TF_SAMPLE} in the working directory, which Ultralytics downloads "
+                         f"before converting, and YOLO_OFFLINE is set; copy the file here or export online")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -391,7 +412,7 @@ USER_INPUT_CHECKS = {
     TypeError: ("ultralytics/cfg/",),
     FileNotFoundError: ("ultralytics/cfg/", "ultralytics/utils/checks.py", "ultralytics/data/"),
     ValueError: ("ultralytics/utils/torch_utils.py:select_device", "ultralytics/engine/exporter.py:__call__"),
-    ConnectionError: ("ultralytics/utils/downloads.py",),
+    ConnectionError: ("ultralytics/utils/downloads.py:safe_download",),
 }
 # Export packages tested together in an extra that pins numpy, protobuf or onnx below what the rest is tested with, so
 # a plain `pip install tensorflow` (or quark: an unrelated PyPI package) here would not give a working set:
@@ -414,6 +435,8 @@ def _raised_checking_user_input(error: BaseException) -> bool:
         traceback = traceback.tb_next
     if traceback is None:
         return False
+    if isinstance(error, ConnectionError) and not isinstance(error.__cause__, (OSError, type(None))):
+        return False  # safe_download wraps whatever failed; only a network failure is the user's situation
     code = traceback.tb_frame.f_code
     file = Path(code.co_filename).as_posix()
     for place in places:

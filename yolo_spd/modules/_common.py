@@ -56,10 +56,14 @@ def norm_act(c2: int, bn: bool, act) -> tuple[nn.Module, nn.Module]:
 
 def is_exporting() -> bool:
     """True while torch traces or exports the model (a traced graph must not contain Python autograd Functions):
-    ONNX export, TorchScript tracing or scripting, and ``torch.export`` (ExecuTorch's and Core AI's route, whose
-    converters cannot lower the in-place ``out=`` writes of the eager inference paths)."""
-    return (torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.jit.is_scripting()
-            or torch.compiler.is_exporting())
+    ONNX export, TorchScript tracing or scripting, and ``torch.export`` without autograd (ExecuTorch's and Core AI's
+    route, whose converters cannot lower the in-place ``out=`` writes of the eager inference paths). The torch.export
+    flag counts only without gradients: torch 2.7-2.13 also report it under ``torch.compile`` (pytorch issue 176347),
+    where training must keep the straight-through gradients the export forms do not have."""
+    if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.jit.is_scripting():
+        return True
+    exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.6 has it
+    return exporting is not None and not torch.is_grad_enabled() and exporting()
 
 
 def bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:

@@ -68,29 +68,34 @@ step-by-step form and ``tests/test_fast_equivalence.py`` compares outputs and gr
   k x k convolution. At stride 2 they stay separate: PWC1 sees the ceil-mode-pooled input, which a strided kernel
   reproduces only for even H and W.
 
-Export forms. While torch traces the model, exports it to ONNX or runs ``torch.export`` (``is_exporting()``; NCNN's
-and Paddle's converters trace it, ExecuTorch and Core AI use ``torch.export``, whose Core AI converter cannot lower the
-``empty_like`` buffers the eager inference path writes through ``out=``), a few steps take a form built only from ops that all the converters behind Ultralytics' exports know: one
-form for all of them, as a trace does not say which converter reads it. Each gives the eager outputs to float
-tolerance (the gates bit-exactly); ``tests/test_scconv.py`` and ``tests/test_exports.py`` check that, and
-``benchmarks/exports.py`` each format end to end. NCNN's converter (pnnx) has no comparison, ``addcmul`` or ``lerp``;
-x2paddle 1.6 (Ultralytics' Paddle export) has no ``ceil``, ``sign``, ``heaviside``, ``block_diag`` or ``addcmul``
-("Model is not supported yet"), its ``floor`` mapper writes Python's ``math.floor`` of the tensor (a TypeError), its
-``group_norm`` mapper takes the affine weight and bias only from parameters (a KeyError for computed or absent ones),
-and its ``sum`` mapper needs the reduced dims (an IndexError for a sum over all elements).
+Export forms. While torch traces the model, exports it to ONNX or runs ``torch.export`` (``is_exporting()``; NCNN's and
+Paddle's converters trace it, ExecuTorch and Core AI use ``torch.export`` (counted without autograd only), whose Core AI
+converter cannot lower the ``empty_like`` buffers the eager inference path writes through ``out=``), a few steps take a
+form built only from ops that all the converters behind Ultralytics' exports know: one form for all of them, as a trace
+does not say which converter reads it. Each gives the eager outputs to float tolerance: E1 and E2 compute exactly the
+eager gate of the same input, but E3 changes the gate logits by float rounding, so a logit within rounding of 0 may gate
+the other way; ``tests/test_scconv.py`` and ``tests/test_exports.py`` check that, and ``benchmarks/exports.py`` each
+format end to end. NCNN's converter (pnnx) has no comparison, ``addcmul`` or ``lerp``; x2paddle 1.6 (Ultralytics' Paddle
+export) has no ``ceil``, ``sign``, ``heaviside``, ``block_diag`` or ``addcmul`` ("Model is not supported yet"), its
+``floor`` mapper writes Python's ``math.floor`` of the tensor (a TypeError), its ``group_norm`` mapper takes the affine
+weight and bias only from parameters (a KeyError for computed or absent ones), and its ``sum`` mapper needs the reduced
+dims (an IndexError for a sum over all elements).
 
-E1. Hard gate (eq. 3, paper form), :func:`step`: clamp(clamp(z 2^127, 0, 1) 2^127, 0, 1) instead of z > 0. Each
-    product by a power of two is exact (or overflows to inf, clamped to 1); the smallest positive float32 is 2^-149,
-    so the first clamp leaves every z > 0 at least 2^-22 and the second makes it 1, and z <= 0 stays 0: exactly the
-    same 0/1. (One clamp of z * BIG, or of relu(z) / (relu(z) + eps), is not 0/1 for the smallest z > 0.)
+E1. Hard gate (eq. 3, paper form), :func:`step`: clamp(sqrt(sqrt(sqrt(sqrt(clamp(z, 0, 1))))) 2^15, 0, 1) instead
+    of z > 0. The smallest positive float32 is 2^-149 and four square roots take it to 2^-9.3, which 2^15 lifts past 1;
+    z <= 0 stays 0 (or -0): exactly the same 0/1, in float16 and bfloat16 too. Every constant is a float16 number, so
+    a half-precision export, or a runtime that computes a float32 graph in float16 (NCNN and MNN on ARM), gets no inf
+    and no 0 * inf = NaN (a scale such as 2^127 would). (One clamp of z * BIG, or of relu(z) / (relu(z) + eps), is not
+    0/1 for the smallest z > 0.)
 E2. Release gate (R1), :func:`release_gate`: M = step(r - t) (r - t > 0 exactly where r > t), W1 = r (1 - M) + M,
     W2 = r (1 - M) instead of ``masked_fill``; exact, as M is exactly 0 or 1.
 E3. Gate logits, :meth:`SRU.gate_logits`: GroupNorm with its own parameters, then W_gamma GN(X) - logit(t) as a
     multiply and a subtract, instead of W_gamma and the shift folded into GroupNorm's affine (float rounding only);
     eq. 2's sum over gamma is written over dim 0 (the same reduction, in eager mode too).
 E4. CRU's squeezes at stride 1, :meth:`CRU.squeeze`: two 1 x 1 convolutions of the split input instead of one with a
-    block-diagonal weight (exact: the zero blocks add nothing). Also ``addcmul`` and ``lerp`` as multiplies and adds
-    (``_common.addcmul``/``lerp``, float rounding only) and 1 x 1 convolutions instead of batched matrix products.
+    block-diagonal weight (the same sums, to float rounding: the zero blocks add nothing, the order may differ). Also
+    ``addcmul`` and ``lerp`` as multiplies and adds (``_common.addcmul``/``lerp``, float rounding only) and 1 x 1
+    convolutions instead of batched matrix products.
 """
 
 from __future__ import annotations
@@ -245,18 +250,21 @@ class _GatedCrossReconstruction(torch.autograd.Function):
         return grad_x, grad_z, None
 
 
-#: 2^127, the largest power of two below float32's maximum: multiplying by it is exact (or overflows to +-inf).
-EXPORT_STEP_SCALE = 2.0**127
+#: 2^15, a float16 number: after four square roots every z in (0, 1] is at least 2^(-149/16) > 2^-15 (float32).
+EXPORT_STEP_SCALE = 2.0**15
 
 
 def step(z: torch.Tensor) -> torch.Tensor:
     """W1 of eq. 3 as floats: 1 where z > 0, else 0 (written as floats directly: no bool tensor in between).
 
-    While exporting (form E1, no comparison for NCNN, no ceil or floor for x2paddle): clamp(clamp(z 2^127, 0, 1)
-    2^127, 0, 1), exactly the same 0/1. The smallest positive float32 is 2^-149: the first clamp leaves every z > 0 at
-    least 2^-22, the second makes it 1; z <= 0 stays 0 (or -0) through both."""
+    While exporting (form E1, no comparison for NCNN, no ceil or floor for x2paddle):
+    clamp(sqrt^4(clamp(z, 0, 1)) 2^15, 0, 1), exactly the same 0/1 in float32, float16 and bfloat16 (square roots of
+    positive numbers stay positive, and the smallest positive float32, 2^-149, becomes 2^-9.3)."""
     if is_exporting():
-        return (z * EXPORT_STEP_SCALE).clamp(0.0, 1.0).mul(EXPORT_STEP_SCALE).clamp(0.0, 1.0)
+        root = z.clamp(0.0, 1.0)
+        for _ in range(4):
+            root = root.sqrt()
+        return (root * EXPORT_STEP_SCALE).clamp(0.0, 1.0)
     return torch.gt(z, 0, out=torch.empty_like(z))
 
 
