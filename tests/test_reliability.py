@@ -524,7 +524,8 @@ def test_a_download_ultralytics_needs_offline_is_one_error_line(tmp_path):
 
 def test_an_onnx2tf_export_offline_stops_before_any_connection_attempt(tmp_path):
     """YOLO_OFFLINE=1: SavedModel export would download onnx2tf's sample file first; yolo-spd stops with one line
-    naming it, before Ultralytics tries (with or without TensorFlow installed)."""
+    naming it, before Ultralytics tries. TensorFlow is made to look installed (without it, the missing package is the
+    first error; the check runs before anything is imported from it)."""
     from ultralytics import YOLO
 
     import yolo_spd  # noqa: F401
@@ -532,7 +533,9 @@ def test_an_onnx2tf_export_offline_stops_before_any_connection_attempt(tmp_path)
     YOLO("yolov5-spd-n.yaml").save(tmp_path / "ours.pt")
     guard = Path(__file__).with_name("network_guard.py")
     log = tmp_path / "log"
-    prelude = f"exec(open({str(guard)!r}).read())\n"
+    prelude = (f"exec(open({str(guard)!r}).read())\nimport sys, types, importlib.machinery\n"
+               "tf = types.ModuleType('tensorflow')\ntf.__spec__ = importlib.machinery.ModuleSpec('tensorflow', None)\n"
+               "sys.modules['tensorflow'] = tf\n")
     line = one_error_line(yolo_spd_command(["export", "model=ours.pt", "format=saved_model", "imgsz=32"], tmp_path,
                                            prelude, NETWORK_GUARD_LOG=str(log)))  # child_env sets YOLO_OFFLINE=1
     assert "calibration_image_sample_data_20x128x128x3_float32.npy" in line and "YOLO_OFFLINE" in line

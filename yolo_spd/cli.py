@@ -6,6 +6,7 @@ Arguments use Ultralytics' ``key=value`` style. See :data:`HELP` (``yolo-spd hel
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -362,7 +363,8 @@ def check_offline_export(fmt: str) -> None:
     names = set(export_formats()["Argument"])
     onnx2tf = {"saved_model", "pb", "edgetpu", "tfjs"} | ({"tflite"} if "litert" not in names else set())
     offline = os.environ.get("YOLO_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on", "y", "t")
-    if fmt.lower() in onnx2tf and offline and not Path(ONNX2TF_SAMPLE).is_file():
+    installed = importlib.util.find_spec("tensorflow") is not None  # else the missing package is the first error
+    if fmt.lower() in onnx2tf and offline and installed and not Path(ONNX2TF_SAMPLE).is_file():
         raise UsageError(f"format={fmt} needs {ONNX2TF_SAMPLE} in the working directory, which Ultralytics downloads "
                          f"before converting, and YOLO_OFFLINE is set; copy the file here or export online")
 
