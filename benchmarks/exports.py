@@ -86,11 +86,8 @@ OWN_ENV = {"tflite": "export-tf", "saved_model": "export-tf", "pb": "export-tf",
            "xilinx": "export-xilinx"}
 #: Packages that matter to every format (CoreML's converter, for one, depends on the numpy release).
 COMMON_PACKAGES = ("torch", "ultralytics", "numpy")
-#: onnx2tf runs its converted graph on 20 sample images (128 x 128, NHWC, float32 in [0, 1]) read from this file in
-#: the working directory; Ultralytics downloads it before converting. Offline, the cell writes it from the images
-#: Ultralytics ships (see onnx2tf_sample_images), so the conversion runs without a network.
-ONNX2TF_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
-#: The formats Ultralytics converts through onnx2tf (a SavedModel first), which reads :data:`ONNX2TF_SAMPLE`.
+#: The formats Ultralytics converts through onnx2tf (a SavedModel first), which reads its sample file
+#: (:func:`onnx2tf_sample_images`).
 ONNX2TF_FORMATS = ("saved_model", "pb")
 SEED = 0
 TOL = 1e-3
@@ -187,29 +184,39 @@ def export_arguments(fmt: str, imgsz: int, data: str | None = None) -> dict:
     return arguments
 
 
+def photo_crops(count: int, size: int, seed: int = SEED) -> list:
+    """``count`` seeded square crops (BGR, uint8, ``size`` x ``size``) of the photos Ultralytics ships (bus.jpg,
+    zidane.jpg), taken in turn: each a random square of half to all of the photo's shorter side."""
+    import cv2
+    import numpy as np
+    from ultralytics.utils import ASSETS
+
+    rng = np.random.default_rng(seed)
+    photos = [cv2.imread(str(f)) for f in sorted(ASSETS.glob("*.jpg"))]
+    crops = []
+    for i in range(count):
+        photo = photos[i % len(photos)]
+        h, w = photo.shape[:2]
+        side = int(rng.integers(min(h, w) // 2, min(h, w) + 1))
+        y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+        crops.append(cv2.resize(photo[y:y + side, x:x + side], (size, size), interpolation=cv2.INTER_AREA))
+    return crops
+
+
 def calibration_dataset(folder: Path, names: dict, count: int = 16, size: int = 160, seed: int = SEED) -> Path:
     """A small calibration set for the int8 formats in ``folder`` (its data YAML's path): ``count`` seeded square
     crops, ``size`` px, of the photos Ultralytics ships (bus.jpg, zidane.jpg), unlabelled, as the val (and train)
     split, with the model's class ``names``. Ultralytics' default calibration set (coco128) is a download; real
     photos give the activation ranges a real image has, which random noise does not. An existing YAML is kept."""
     import cv2
-    import numpy as np
     import yaml
-    from ultralytics.utils import ASSETS
 
     path = folder / "calibration.yaml"
     if path.exists():
         return path
     images = folder / "calibration" / "images"
     images.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    photos = [cv2.imread(str(f)) for f in sorted(ASSETS.glob("*.jpg"))]
-    for i in range(count):
-        photo = photos[i % len(photos)]
-        h, w = photo.shape[:2]
-        side = int(rng.integers(min(h, w) // 2, min(h, w) + 1))
-        y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
-        crop = cv2.resize(photo[y:y + side, x:x + side], (size, size), interpolation=cv2.INTER_AREA)
+    for i, crop in enumerate(photo_crops(count, size, seed)):
         cv2.imwrite(str(images / f"{i:03d}.jpg"), crop)
     spec = {"path": str(images.parent), "train": "images", "val": "images", "names": dict(names)}
     temporary = path.with_name(path.name + ".tmp")
@@ -285,28 +292,21 @@ def block_converter_telemetry(fmt: str) -> None:
 
 
 def onnx2tf_sample_images(folder: Path, seed: int = SEED) -> Path:
-    """onnx2tf's sample-image file (:data:`ONNX2TF_SAMPLE`) in ``folder``, made from the two photos Ultralytics ships
-    (bus.jpg, zidane.jpg): 20 seeded square crops resized to 128 x 128, RGB, float32 in [0, 1], NHWC. Ultralytics
-    downloads the original (real photos of the same layout) before converting; an existing file is kept."""
-    import cv2
+    """onnx2tf's sample-image file (``yolo_spd.cli.ONNX2TF_SAMPLE``) in ``folder``, made from the two photos
+    Ultralytics ships (bus.jpg, zidane.jpg): 20 seeded square crops resized to 128 x 128, RGB, float32 in [0, 1],
+    NHWC. onnx2tf runs its converted graph on them; Ultralytics downloads the original (real photos of the same
+    layout) before converting, so offline the cell writes this one first. An existing file is kept."""
     import numpy as np
-    from ultralytics.utils import ASSETS
+
+    from yolo_spd.cli import ONNX2TF_SAMPLE  # the cell runs with this checkout on its path
 
     path = folder / ONNX2TF_SAMPLE
     if path.exists():
         return path
-    rng = np.random.default_rng(seed)
-    photos = [cv2.imread(str(f))[..., ::-1] for f in sorted(ASSETS.glob("*.jpg"))]
-    crops = []
-    for i in range(20):
-        photo = photos[i % len(photos)]
-        h, w = photo.shape[:2]
-        side = int(rng.integers(min(h, w) // 2, min(h, w) + 1))
-        y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
-        crops.append(cv2.resize(photo[y:y + side, x:x + side], (128, 128), interpolation=cv2.INTER_AREA))
+    rgb = [crop[..., ::-1] for crop in photo_crops(20, 128, seed)]
     temporary = path.with_name(path.name + ".tmp")
     with open(temporary, "wb") as file:
-        np.save(file, np.stack(crops).astype(np.float32) / 255.0)
+        np.save(file, np.stack(rgb).astype(np.float32) / 255.0)
     temporary.replace(path)
     return path
 
