@@ -81,17 +81,36 @@ def resolve_model(model: str | Path, key: str, exports: bool = True) -> str:
 
 
 def _resolve_yaml(text: str, path: Path, key: str) -> str:
-    from .configs import packaged_config
-
-    file = path if path.is_file() else packaged_config(text)
+    file = yaml_file(text)
     if file is None:
-        raise UsageError(f"{key}={text}: no such model YAML here or among the packaged configs (yolo-spd info)")
+        raise UsageError(f"{key}={text}: no such model YAML here, among the packaged configs (yolo-spd info) or "
+                         "among Ultralytics' own (yolov5nu.yaml, yolov8n.yaml, ...)")
     if not is_model_yaml(file):
         raise UsageError(
             f"{key}={text} is not a model YAML (it has no 'backbone:'); for an Ultralytics settings-override "
             "file use overrides="
         )
     return text
+
+
+def yaml_file(text: str) -> Path | None:
+    """The model YAML a value names: a local file, else a packaged config, else one of Ultralytics' own configs
+    (``yolov5nu.yaml``: the file it is built from), else None."""
+    from .configs import packaged_config
+    from .integration.yaml_loading import ultralytics_config
+
+    path = Path(text)
+    if path.is_file():
+        return path
+    return packaged_config(text) or ultralytics_config(text)
+
+
+def model_file(model: str | Path) -> Path | None:
+    """The file a model value (a YAML or a checkpoint, as :func:`resolve_model` accepts it) is read from, or None."""
+    text = str(model)
+    if text.lower().endswith(YAML_SUFFIXES):
+        return yaml_file(text)
+    return Path(text) if Path(text).is_file() else None
 
 
 def is_model_yaml(file: Path) -> bool:

@@ -31,6 +31,24 @@ def check_yaml_resolving_packaged(original):
     return check_yaml
 
 
+def ultralytics_config(name: str) -> Path | None:
+    """The file Ultralytics builds a bare model-config name from (``yolov5nu.yaml`` -> its ``yolov5.yaml``), found the
+    way ``tasks.yaml_model_load`` finds it (the name, then the name without its scale letter), or None. Only
+    Ultralytics' own ``cfg/`` folder is searched: nothing is downloaded."""
+    import re
+
+    from ultralytics.utils.checks import check_yaml
+
+    name = str(name)
+    if Path(name).name != name:
+        return None
+    for candidate in (name, re.sub(r"(\d+)([nslmx])(.+)?$", r"\1\3", name)):
+        found = check_yaml(candidate, hard=False) if candidate.lower().endswith((".yaml", ".yml")) else None
+        if found and Path(found).is_file():
+            return Path(found)
+    return None
+
+
 def _rows(d: dict) -> list:
     return list(d.get("backbone") or []) + list(d.get("head") or [])
 
