@@ -27,6 +27,7 @@ Modes:
   compare  validate several checkpoints on the same data: side-by-side table, CSV/JSON, AP-by-size bar plot
   predict  `yolo predict` with the yolo_spd modules registered (all keys as in Ultralytics)
   export   `yolo export` with the yolo_spd modules registered (all keys as in Ultralytics)
+  study    train every model x every seed alike, score them alike, paired differences with intervals
   slice    cut a YOLO dataset's train/val images into tiles at native resolution: a tiled dataset + its data.yaml
   info     table of the packaged model configs: yolo-spd info [pattern] [--latency]
   help     this text
@@ -39,6 +40,7 @@ Keys that differ from Ultralytics':
   sizes=coco            size ranges: coco (small<32<=medium<96<=large px), aitod (2/8/16/32 px), or bounds: 0,16,32,96
   backend=pycocotools   pycocotools (the numbers papers quote) or faster (faster-coco-eval)
   gt=auto               ground truth: auto (the dataset's COCO JSON if it has one, else its labels), json, labels
+  max_dets=100          detections scored per image (COCO 100; dense scenes: VisDrone 500, AI-TOD 1500)
   per_class=False       also print a per-class AP table (Markdown)
 Tiled training data (yolo-spd slice data=X.yaml ...):
   tile=640              tile side in px (>= 32); overlap=0.2 shared fraction in [0, 1); out=DIR (default: cache)
@@ -51,6 +53,10 @@ Sliced inference (val, compare, predict), after SAHI; val and compare score the 
   postprocess_type=     merge across windows: GREEDYNMM, NMM or NMS (unset: GREEDYNMM; NMS under conf=0.1, as SAHI)
   postprocess_match_metric=IOS  IOS (intersection over the smaller box) or IOU; with NMS unset: IOU
   postprocess_match_threshold=0.5  overlap at which two boxes are one object; postprocess_class_agnostic=False
+A study (yolo-spd study models=a.yaml,b.yaml seeds=0,1,2 data=X.yaml [train keys]); reruns continue it:
+  models=A,B[,...]      model YAMLs (or .pt to fine-tune); the first is the baseline of every paired difference
+  seeds=0,1,2           one run per model and seed; tile=320 trains on tiles (yolo-spd slice; overlap= shared)
+  resamples=1000        paired bootstrap over val images (bootstrap_seed=0); results in study.json/.md/.png
 Every other key is Ultralytics' (epochs, imgsz, batch, device, project, name, ...): https://docs.ultralytics.com/usage/cfg/
 
 Examples:
@@ -66,16 +72,22 @@ Examples:
   yolo-spd export model=best.pt format=onnx
   yolo-spd info yolov5-spd-*
   yolo-spd slice data=aerial.yaml tile=320 overlap=0.2   # prints where the tiled data.yaml is
+  yolo-spd study models=yolov5nu.yaml,yolov5-spd-n.yaml seeds=0,1,2 data=aerial.yaml tile=320 slice=320 epochs=15
 
 Dataset YAMLs may name the official annotation file with `coco_json: annotations/instances_val2017.json`; COCO's AP_S
 is only the official one when scored against it (the packaged `coco.yaml` does this). yolo-spd never downloads data.
 """
 
-MODES = ("train", "val", "compare", "predict", "export", "info", "slice", "help")
-EVAL_KEYS = {"sizes": "coco", "backend": "pycocotools", "gt": "auto", "per_class": False}
+MODES = ("train", "val", "compare", "predict", "export", "info", "slice", "study", "help")
+EVAL_KEYS = {"sizes": "coco", "backend": "pycocotools", "gt": "auto", "max_dets": 100, "per_class": False}
 TRAIN_KEYS = {"cfg": None, "overrides": None, **EVAL_KEYS}
 VAL_KEYS = {"weights": None, "predictions": None, **EVAL_KEYS, **SLICE_KEYS}
 COMPARE_KEYS = {"weights": None, **EVAL_KEYS, **SLICE_KEYS}
+STUDY_KEYS = {"models": None, "seeds": "0,1,2", "resamples": 1000, "bootstrap_seed": 0, "tile": None,
+              "min_visible": 0.5, "empty": 0.1, "format": "png", **EVAL_KEYS, **SLICE_KEYS}
+# Keys the study sets per run (or for the whole study), not the user: they would make runs differ or collide.
+STUDY_OWN_TRAIN_KEYS = ("model", "data", "seed", "project", "name", "exist_ok", "resume")
+STUDY_VAL_KEYS = ("imgsz", "batch", "device", "workers")  # training keys scoring reuses, as train does
 # The demo trains yolov5-spd-n from scratch on the synthetic data (yolo_spd/demo.py): about 5 minutes on 2 idle CPU
 # cores. No warm-up, batch 4 (more steps) and AdamW at lr 0.004: on the first demo data, Ultralytics' defaults (batch
 # 8, auto-chosen lr 0.0014, at least 100 warm-up iterations) left AP at 0.000 after 8 epochs, and lr 0.008 or batch 8
@@ -302,6 +314,69 @@ def run_compare(tokens: list[str]) -> None:
     print(f"Saved {', '.join(f.name for f in saved)} to {folder}")
 
 
+def _listed(value) -> list[str]:
+    """A comma-separated value (or a YAML list) as a list of non-empty strings."""
+    items = value if isinstance(value, list) else str("" if value is None else value).split(",")
+    return [str(item).strip() for item in items if str(item).strip()]
+
+
+def study_plan(tokens: list[str]):
+    """The :class:`~yolo_spd.study.plan.StudyPlan` the ``yolo-spd study`` arguments describe, every value checked."""
+    from types import SimpleNamespace
+
+    from ultralytics.cfg import get_save_dir
+
+    from .evaluation.dataset import resolve_split
+    from .slicing.tiles import TileSettings
+    from .study.plan import StudyPlan
+
+    args = parse_pairs(tokens, set(STUDY_KEYS) | ultralytics_keys())
+    mine, rest = split_ours(args, STUDY_KEYS)
+    models = _listed(mine["models"] or rest.pop("model", None))
+    if not models:
+        raise UsageError("study needs models=A.yaml,B.yaml[,...] (the first is the baseline)")
+    models = [resolve_model(m, "cfg") for m in models]
+    seeds = []
+    for seed in _listed(mine["seeds"]):
+        try:
+            seeds.append(int(seed))
+        except ValueError:
+            raise UsageError(f"seeds={mine['seeds']}: '{seed}' is not a whole number; give e.g. seeds=0,1,2") from None
+    for key in ("resamples", "bootstrap_seed"):
+        if isinstance(mine[key], bool) or not isinstance(mine[key], int):
+            raise UsageError(f"{key}={mine[key]}: give a whole number")
+    given = sorted(k for k in STUDY_OWN_TRAIN_KEYS if k in rest and k not in ("data", "project", "name"))
+    if given:
+        raise UsageError(f"{given[0]}= is set by the study for each run; give models=, seeds= and data= instead")
+    if not rest.get("data"):
+        raise UsageError("study needs data=DATASET.yaml (its val split scores every run)")
+    data = named_data(rest.pop("data"))
+    val = resolve_split(data, "val")
+    resolve_split(data, "train")
+    tiles = None
+    if mine["tile"] is not None:
+        tiles = TileSettings(tile=mine["tile"], overlap=0.2 if mine["overlap"] is None else mine["overlap"],
+                             min_visible=mine["min_visible"], empty=mine["empty"], format=mine["format"])
+        tiles.check()
+    settings = eval_settings(mine)
+    project, name = rest.pop("project", None), rest.pop("name", None) or "study"
+    folder = get_save_dir(SimpleNamespace(project=project, name=name, exist_ok=True, task="detect", mode="study"))
+    val_keys = {k: rest[k] for k in STUDY_VAL_KEYS if k in rest}
+    return StudyPlan(models=tuple(models), seeds=tuple(seeds), data=str(data), val=val, train=rest, tiles=tiles,
+                     evaluation=settings, folder=Path(folder).resolve(), resamples=mine["resamples"],
+                     bootstrap_seed=mine["bootstrap_seed"], command=" ".join(["yolo-spd study", *tokens]),
+                     val_keys=val_keys)
+
+
+def run_study(tokens: list[str]) -> None:
+    """``yolo-spd study models=... seeds=... data=... [keys]``: see :mod:`yolo_spd.study`."""
+    from .study.plan import run_study as run
+
+    plan = study_plan(tokens)
+    run(plan)
+    print(f"Study results saved to {plan.folder} (study.json, study.md, study.png)")
+
+
 def run_predict_or_export(mode: str, tokens: list[str]) -> None:
     """``YOLO(model).predict(...)`` / ``.export(...)``: every key as in Ultralytics, with the modules registered;
     ``predict slice=...`` predicts window by window (:func:`yolo_spd.slicing.inference.predict_sliced`)."""
@@ -400,7 +475,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-RUNNERS = {"train": run_train, "val": run_val, "compare": run_compare, "info": run_info, "slice": run_slice}
+RUNNERS = {"train": run_train, "val": run_val, "compare": run_compare, "info": run_info, "slice": run_slice,
+           "study": run_study}
 TRACEBACK_ENV = "YOLO_SPD_TRACEBACK"
 # Where Ultralytics checks the user's arguments, files and datasets, and the exceptions it raises there: check_cfg
 # (TypeError) and check_dict_alignment (SyntaxError) in ultralytics/cfg, check_file/check_yaml in utils/checks.py and

@@ -65,7 +65,7 @@ def evaluate_predictions(split: DatasetSplit, predictions: str | Path,
     detections = read_predictions(predictions)
     truth = build_ground_truth(split, settings.gt)
     detections = align_predictions(detections, truth, f"predictions={predictions}")
-    return run_cocoeval(truth, detections, settings.sizes, settings.backend)
+    return run_cocoeval(truth, detections, settings.sizes, settings.backend, settings.max_dets)
 
 
 @dataclass
@@ -88,6 +88,7 @@ def evaluate_model(model, split: DatasetSplit, settings: EvalSettings | None = N
 
     settings = settings or EvalSettings()
     check_classes(model.names, split)
+    val_args = with_detection_limit(val_args, settings.max_dets)
     if settings.slicing is not None:
         return evaluate_sliced(model, split, settings, **val_args)
     val_args = {k: v for k, v in val_args.items() if k not in ("data", "split")}
@@ -95,7 +96,7 @@ def evaluate_model(model, split: DatasetSplit, settings: EvalSettings | None = N
     kept = [Path(f).resolve() for f in collected.image_files]
     truth = build_ground_truth(split, settings.gt, images=kept)
     detections = from_validator(collected.detections, collected.class_map, truth)
-    result = run_cocoeval(truth, detections, settings.sizes, settings.backend)
+    result = run_cocoeval(truth, detections, settings.sizes, settings.backend, settings.max_dets)
     return ModelEvaluation(result, truth, detections, collected.save_dir, collected.metrics)
 
 
@@ -135,8 +136,19 @@ def evaluate_sliced(model, split: DatasetSplit, settings: EvalSettings, project=
             detections.append({"image_id": image_id, "category_id": truth.category_ids[int(cls)],
                                "bbox": [round(x0, 3), round(y0, 3), round(x1 - x0, 3), round(y1 - y0, 3)],
                                "score": round(score, 5)})
-    result = run_cocoeval(truth, detections, settings.sizes, settings.backend)
+    result = run_cocoeval(truth, detections, settings.sizes, settings.backend, settings.max_dets)
     return ModelEvaluation(result, truth, detections, folder, None)
+
+
+ULTRALYTICS_MAX_DET = 300  # Ultralytics' default max_det (detections kept per image by its NMS)
+
+
+def with_detection_limit(val_args: dict, max_dets: int) -> dict:
+    """``val_args`` with Ultralytics' ``max_det`` raised to ``max_dets`` when scoring keeps more detections per image
+    than Ultralytics' NMS would pass on (its default 300); a ``max_det`` the user gave is kept as given."""
+    if "max_det" in val_args or max_dets <= ULTRALYTICS_MAX_DET:
+        return val_args
+    return {**val_args, "max_det": max_dets}
 
 
 SLICED_IGNORED_QUIETLY = ("plots", "verbose", "save_json", "workers")  # set by compare/train on every call

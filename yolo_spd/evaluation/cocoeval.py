@@ -7,12 +7,19 @@ accumulated precision/recall arrays. With the default ranges the numbers are COC
     AP, AP50, AP75, AP_small, AP_medium, AP_large        precision at maxDets=100
     AR1, AR10, AR100, AR_small, AR_medium, AR_large      recall
 
+Dense scenes (``max_dets=N``, :func:`max_dets_thresholds`): COCO keeps at most 100 detections per image, which cuts
+recall, and so AP, in scenes of hundreds of objects. With ``N`` the detection limits become ``1, 10, 100, N``
+(``1, 10, N`` below 100), every AP and the per-range ARs are taken at ``N``, and the ``AR<n>`` lines are printed for
+each limit: VisDrone-DET's protocol is ``max_dets=500`` exactly (limits 1/10/100/500, AP at 500); AI-TOD's is
+``max_dets=1500`` (its AP at 1500; AI-TOD prints AR at 1/100/1500, here AR10 is printed too).
+
 Size ranges are by ``sqrt(area)`` in pixels, ``area`` being the annotation's ``area`` field (the mask area in the
 official COCO JSON, the box area in label-derived ground truth). Presets:
 
 - ``coco``: small < 32, medium 32-96, large >= 96 (COCO's definition).
 - ``aitod``: verytiny 2-8, tiny 8-16, small 16-32, medium >= 32, after AI-TOD (Wang et al., ICPR 2020). AI-TOD's
-  own evaluation also raises maxDets to 1500; here maxDets stay COCO's 1/10/100 so the presets differ only in ranges.
+  own evaluation also raises maxDets to 1500: that is ``max_dets=1500``, a separate key, so the presets differ only in
+  ranges.
 - custom: ``sizes=0,16,32,96`` (ascending bounds; the last range is open-ended).
 """
 
@@ -29,6 +36,16 @@ from .ground_truth import GroundTruth
 
 BACKENDS = ("pycocotools", "faster")
 OPEN_END = 1e5  # pycocotools' upper bound for "and larger"
+COCO_MAX_DETS = 100
+
+
+def max_dets_thresholds(max_dets: int = COCO_MAX_DETS) -> tuple[int, ...]:
+    """COCOeval's ``params.maxDets`` for a per-image limit: COCO's (1, 10, 100), with ``max_dets`` as the last (the one
+    AP is taken at) when it differs from 100."""
+    if isinstance(max_dets, bool) or not isinstance(max_dets, int) or max_dets < 1:
+        raise UsageError(f"max_dets={max_dets}: give a whole number of detections per image >= 1 (COCO: 100, "
+                         "VisDrone: 500, AI-TOD: 1500)")
+    return tuple(sorted({n for n in (1, 10, 100) if n < max_dets} | {max_dets}))
 
 
 @dataclass(frozen=True)
@@ -76,6 +93,7 @@ class EvalResult:
     annotations: int = 0
     detections: int = 0
     ground_truth: str = ""
+    max_dets: tuple[int, ...] = (1, 10, COCO_MAX_DETS)  # COCOeval's maxDets; AP is taken at the last
 
     def as_dict(self) -> dict:
         return {
@@ -85,6 +103,7 @@ class EvalResult:
             "images": self.images,
             "annotations": self.annotations,
             "detections": self.detections,
+            "max_dets": list(self.max_dets),
             "metrics": self.metrics,
             "per_class": self.per_class,
         }
@@ -113,10 +132,13 @@ def _load(coco_cls, dataset: dict):
 
 
 def run_cocoeval(
-    truth: GroundTruth, detections: list[dict], ranges: SizeRanges | None = None, backend: str = "pycocotools"
+    truth: GroundTruth, detections: list[dict], ranges: SizeRanges | None = None, backend: str = "pycocotools",
+    max_dets: int = COCO_MAX_DETS,
 ) -> EvalResult:
-    """Evaluate ``detections`` (COCO results in ``truth``'s image and category ids) against ``truth``."""
+    """Evaluate ``detections`` (COCO results in ``truth``'s image and category ids) against ``truth``, keeping at most
+    ``max_dets`` detections per image (see :func:`max_dets_thresholds`)."""
     ranges = ranges or SIZE_PRESETS["coco"]
+    limits = max_dets_thresholds(max_dets)
     coco_cls, eval_cls = _coco_api(backend)
     with contextlib.redirect_stdout(io.StringIO()):  # both libraries narrate every step on stdout
         gt = _load(coco_cls, truth.coco)
@@ -128,6 +150,7 @@ def run_cocoeval(
         evaluator.params.imgIds = sorted(gt.getImgIds())
         evaluator.params.areaRng = ranges.area_ranges()
         evaluator.params.areaRngLbl = ["all", *ranges.labels]
+        evaluator.params.maxDets = list(limits)
         evaluator.evaluate()
         evaluator.accumulate()
     precision, recall = evaluator.eval["precision"], evaluator.eval["recall"]
@@ -135,12 +158,13 @@ def run_cocoeval(
     return EvalResult(
         backend=backend,
         ranges=ranges,
-        metrics=summary_metrics(precision, recall, iou_thresholds, ranges.labels),
+        metrics=summary_metrics(precision, recall, iou_thresholds, ranges.labels, limits),
         per_class=per_class_metrics(precision, iou_thresholds, ranges.labels, truth),
         images=len(truth.coco["images"]),
         annotations=len(truth.coco["annotations"]),
         detections=len(detections),
         ground_truth=truth.source + _skipped_note(truth),
+        max_dets=limits,
     )
 
 
@@ -155,8 +179,9 @@ def _mean_valid(values: np.ndarray) -> float:
     return float(np.mean(valid)) if valid.size else -1.0
 
 
-def summary_metrics(precision, recall, iou_thresholds, labels) -> dict[str, float]:
-    """COCO's summary from accumulated arrays: precision [T, R, K, A, M], recall [T, K, A, M]; maxDets (1, 10, 100)."""
+def summary_metrics(precision, recall, iou_thresholds, labels, limits=(1, 10, COCO_MAX_DETS)) -> dict[str, float]:
+    """COCO's summary from accumulated arrays: precision [T, R, K, A, M], recall [T, K, A, M], for the per-image
+    detection limits ``limits`` (COCOeval's maxDets; AP and the per-range AR at the last)."""
     at = {thr: int(np.argmin(np.abs(iou_thresholds - thr))) for thr in (0.5, 0.75)}
     metrics = {
         "AP": _mean_valid(precision[:, :, :, 0, -1]),
@@ -164,7 +189,7 @@ def summary_metrics(precision, recall, iou_thresholds, labels) -> dict[str, floa
         "AP75": _mean_valid(precision[at[0.75], :, :, 0, -1]),
     }
     metrics |= {f"AP_{label}": _mean_valid(precision[:, :, :, a + 1, -1]) for a, label in enumerate(labels)}
-    metrics |= {f"AR{m}": _mean_valid(recall[:, :, 0, i]) for i, m in enumerate((1, 10, 100))}
+    metrics |= {f"AR{m}": _mean_valid(recall[:, :, 0, i]) for i, m in enumerate(limits)}
     metrics |= {f"AR_{label}": _mean_valid(recall[:, :, a + 1, -1]) for a, label in enumerate(labels)}
     return metrics
 

@@ -24,13 +24,14 @@ def summary_lines(result: EvalResult, color: bool | None = None) -> list[str]:
     color = sys.stdout.isatty() if color is None else color
     m, labels = result.metrics, result.ranges.labels
     width = max(6, *(len(label) for label in labels))
+    limits, top = result.max_dets, result.max_dets[-1]
     rows = [
-        ("AP", "0.50:0.95", "all", 100, m["AP"]),
-        ("AP", "0.50", "all", 100, m["AP50"]),
-        ("AP", "0.75", "all", 100, m["AP75"]),
-        *(("AP", "0.50:0.95", label, 100, m[f"AP_{label}"]) for label in labels),
-        *(("AR", "0.50:0.95", "all", n, m[f"AR{n}"]) for n in (1, 10, 100)),
-        *(("AR", "0.50:0.95", label, 100, m[f"AR_{label}"]) for label in labels),
+        ("AP", "0.50:0.95", "all", top, m["AP"]),
+        ("AP", "0.50", "all", top, m["AP50"]),
+        ("AP", "0.75", "all", top, m["AP75"]),
+        *(("AP", "0.50:0.95", label, top, m[f"AP_{label}"]) for label in labels),
+        *(("AR", "0.50:0.95", "all", n, m[f"AR{n}"]) for n in limits),
+        *(("AR", "0.50:0.95", label, top, m[f"AR_{label}"]) for label in labels),
     ]
     lines = []
     for kind, iou, area, max_dets, value in rows:

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 
 from ..errors import UsageError
 from ..slicing.inference import SLICE_KEYS, SliceSettings
-from .cocoeval import BACKENDS, SIZE_PRESETS, SizeRanges, size_ranges
+from .cocoeval import BACKENDS, COCO_MAX_DETS, SIZE_PRESETS, SizeRanges, max_dets_thresholds, size_ranges
 
 GT_CHOICES = ("auto", "json", "labels")
-SCORING_KEYS = {"sizes": "coco", "backend": "pycocotools", "gt": "auto"}  # the CLI keys and their defaults
+SCORING_KEYS = {"sizes": "coco", "backend": "pycocotools", "gt": "auto", "max_dets": COCO_MAX_DETS}  # the CLI keys and their defaults
 KEYS = {**SCORING_KEYS, **SLICE_KEYS}
 
 
@@ -28,6 +28,8 @@ class EvalSettings:
         sizes: the size ranges AP and AR are reported for (:func:`yolo_spd.evaluation.size_ranges`).
         backend: ``pycocotools`` (the numbers papers quote) or ``faster`` (faster-coco-eval).
         gt: ``auto`` (the dataset's COCO JSON if it has one, else its labels), ``json`` or ``labels``.
+        max_dets: detections kept per image for scoring (COCO: 100; VisDrone 500, AI-TOD 1500); AP is taken at it
+            (:func:`yolo_spd.evaluation.cocoeval.max_dets_thresholds`).
         slicing: None to score Ultralytics' validation as it is; else the model predicts each full image window by
             window (:mod:`yolo_spd.slicing.inference`) and the merged boxes are scored at native resolution.
     """
@@ -36,21 +38,24 @@ class EvalSettings:
     backend: str = "pycocotools"
     gt: str = "auto"
     slicing: SliceSettings | None = None
+    max_dets: int = COCO_MAX_DETS
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
             raise UsageError(f"backend={self.backend}: allowed backends are {', '.join(BACKENDS)}")
         if self.gt not in GT_CHOICES:
             raise UsageError(f"gt={self.gt}: allowed values are {', '.join(GT_CHOICES)}")
+        max_dets_thresholds(self.max_dets)  # one-line error for a bad value
 
     @classmethod
-    def from_keys(cls, sizes="coco", backend="pycocotools", gt="auto", **slice_keys) -> EvalSettings:
+    def from_keys(cls, sizes="coco", backend="pycocotools", gt="auto", max_dets=COCO_MAX_DETS,
+                  **slice_keys) -> EvalSettings:
         """Settings from the CLI's key values (:data:`KEYS`), each checked with a one-line error naming the bad
         value."""
         return cls(sizes=size_ranges(sizes), backend=str(backend), gt=str(gt),
-                   slicing=SliceSettings.from_keys(**slice_keys))
+                   slicing=SliceSettings.from_keys(**slice_keys), max_dets=max_dets)
 
     def as_dict(self) -> dict:
         """The settings as plain values, for result files."""
-        return {"sizes": self.sizes.name, "backend": self.backend, "gt": self.gt,
+        return {"sizes": self.sizes.name, "backend": self.backend, "gt": self.gt, "max_dets": self.max_dets,
                 "slicing": self.slicing.as_dict() if self.slicing else None}

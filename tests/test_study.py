@@ -1,0 +1,245 @@
+"""``yolo-spd study`` as a user runs it: a subprocess on tiny data, its files, resumption, reuse rules and bad input."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from .conftest import REPO, child_env, make_yolo_dataset
+
+TINY = ["epochs=1", "imgsz=64", "batch=4", "device=cpu", "workers=0", "resamples=200"]
+
+
+def study(args: list[str], cwd: Path, config: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "yolo_spd", "study", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=child_env(YOLO_CONFIG_DIR=str(config), YOLO_SPD_CACHE=str(cwd / "cache")))
+
+
+def error_line(result: subprocess.CompletedProcess) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("yolo-spd: error:"), result.stderr[-2000:]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A 2-model x 2-seed study, trained on 64-px tiles and scored by sliced val, then rerun unchanged."""
+    root = tmp_path_factory.mktemp("study")
+    data = make_yolo_dataset(root / "data", n_train=6, n_val=4, size=128, seed=3)
+    args = ["models=yolov5nu.yaml,yolov5-spd-n.yaml", "seeds=0,1", f"data={data}", "tile=64", "overlap=0.2",
+            "slice=64", *TINY, f"project={root / 'runs'}", "name=ablation"]
+    first = study(args, root, root / "config")
+    assert first.returncode == 0, (first.stdout + first.stderr)[-4000:]
+    folder = root / "runs" / "ablation"
+    mtimes = {p: p.stat().st_mtime_ns for p in folder.glob("*/weights/best.pt")}
+    saved = (folder / "study.json").read_text()
+    again = study(args, root, root / "config")
+    return root, data, args, folder, first, again, mtimes, saved
+
+
+@pytest.mark.slow
+def test_the_study_writes_runs_tables_intervals_and_a_plot(finished):
+    root, data, _, folder, first, _, _, _ = finished
+    out = first.stdout
+    for k in range(1, 5):
+        assert f"run {k} of 4" in out
+    assert out.index("yolov5nu-seed0") < out.index("yolov5-spd-n-seed0") < out.index("yolov5nu-seed1")  # seed by seed
+    assert f"Study results saved to {folder}" in out
+    for name in ("yolov5nu-seed0", "yolov5-spd-n-seed0", "yolov5nu-seed1", "yolov5-spd-n-seed1"):
+        run = folder / name
+        assert (run / "weights" / "best.pt").is_file() and (run / "done.json").is_file()
+        assert "64px" in (run / "args.yaml").read_text()  # trained on the tiles
+        assert (run / "sliced-val-64" / "coco_eval.json").is_file()  # scored by sliced val on the full images
+    res = json.loads((folder / "study.json").read_text())
+    assert res["partial"] is False and res["missing"] == [] and res["planned_runs"] == 4
+    assert [(r["model"], r["seed"]) for r in res["runs"]] == [("yolov5nu", 0), ("yolov5-spd-n", 0),
+                                                              ("yolov5nu", 1), ("yolov5-spd-n", 1)]
+    labels = [line.split()[0] for f in sorted((data.parent / "labels" / "val").glob("*.txt"))
+              for line in f.read_text().splitlines() if line.strip()]
+    assert res["val"]["images"] == 4 and res["val"]["total"]["all"] == len(labels)
+    assert [c["all"] for c in res["val"]["per_class"]] == [labels.count("0"), labels.count("1")]
+    pair = res["paired"]["variants"]["yolov5-spd-n"]
+    assert set(pair) == {"AP", "AP50", "AP_small", "AR_small"} and res["paired"]["headline"] == "bootstrap"
+    by = {(r["model"], r["seed"]): r["metrics"] for r in res["runs"]}
+    for metric, entry in pair.items():
+        diffs = [by[("yolov5-spd-n", s)][metric] - by[("yolov5nu", s)][metric] for s in (0, 1)]
+        assert entry["differences"] == pytest.approx(diffs, abs=1e-6)
+        assert entry["t"]["n"] == 2 and entry["bootstrap"]["n"] == 2
+        assert entry["bootstrap"]["ci"][0] <= entry["bootstrap"]["ci"][1]
+    md = (folder / "study.md").read_text()
+    assert "All 4 runs finished" in md and "Smallest difference this design resolves" in md
+    assert "| red |" in md and "†" in md  # a handful of val boxes: flagged
+    from PIL import Image
+
+    with Image.open(folder / "study.png") as image:
+        pixels = np.asarray(image.convert("L"))
+    assert image.size[0] > 600 and pixels.std() > 5  # a drawn figure, not a blank canvas
+
+
+@pytest.mark.slow
+def test_a_rerun_trains_nothing_and_gives_the_same_results(finished):
+    _, _, _, folder, first, again, mtimes, saved = finished
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Starting training" not in again.stdout and again.stdout.count("(done;") == 4
+    assert "updated" not in again.stdout  # nothing new: the files are written once, at the end
+    assert {p: p.stat().st_mtime_ns for p in folder.glob("*/weights/best.pt")} == mtimes
+    assert (folder / "study.json").read_text() == saved  # the bootstrap is deterministic
+    assert first.stdout.count("All 4 runs finished") == again.stdout.count("All 4 runs finished") == 1
+
+
+@pytest.mark.slow
+def test_a_changed_training_key_is_refused_and_an_added_seed_reuses_the_rest(finished):
+    root, _, args, folder, _, _, mtimes, _ = finished
+    changed = study([a if a != "epochs=1" else "epochs=2" for a in args], root, root / "config")
+    line = error_line(changed)
+    assert "yolov5nu-seed0" in line and "epochs=1->2" in line and "name=" in line
+    more = study([a if a != "seeds=0,1" else "seeds=0,1,2" for a in args], root, root / "config")
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert more.stdout.count("Starting training") == 2 and "run 6 of 6" in more.stdout
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes  # the four finished runs were reused
+    assert len(json.loads((folder / "study.json").read_text())["runs"]) == 6
+
+
+@pytest.mark.slow
+def test_a_study_killed_mid_run_resumes_that_run_from_last_pt(tmp_path):
+    data = make_yolo_dataset(tmp_path / "data", n_train=96, n_val=2, size=64)
+    args = ["models=yolov5nu.yaml,yolov5-spd-n.yaml", "seeds=0", f"data={data}", "epochs=3", "imgsz=64", "batch=2",
+            "device=cpu", "workers=0", "resamples=100", f"project={tmp_path / 'runs'}"]
+    env = child_env(YOLO_CONFIG_DIR=str(tmp_path / "config"), YOLO_SPD_CACHE=str(tmp_path / "cache"))
+    process = subprocess.Popen([sys.executable, "-m", "yolo_spd", "study", *args], cwd=tmp_path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run = tmp_path / "runs" / "study" / "yolov5nu-seed0"
+    deadline = time.time() + 600
+    while not ((run / "results.csv").is_file() and (run / "weights" / "last.pt").is_file()):
+        assert process.poll() is None and time.time() < deadline, "the first run ended before its first epoch"
+        time.sleep(0.2)
+    time.sleep(1.5)  # into epoch 2
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=120)
+    assert not (run / "done.json").exists()
+    resumed = study(args, tmp_path, tmp_path / "config")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "run 1 of 2: yolov5nu-seed0 (interrupted" in resumed.stdout and "Resuming training" in resumed.stdout
+    import csv
+
+    with open(run / "results.csv", encoding="utf-8") as f:
+        assert [int(float(r["epoch"])) for r in csv.DictReader(f)] == [1, 2, 3]
+    assert len(json.loads((tmp_path / "runs" / "study" / "study.json").read_text())["runs"]) == 2
+
+
+@pytest.mark.parametrize("args, names", [
+    (["models=yolov5nu.yaml"], "a study compares two or more models"),
+    (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "seeds=0,one"], "seeds=0,one: 'one' is not a whole number"),
+    (["models=yolov5nu.yaml,nonexistent-n.yaml"], "cfg=nonexistent-n.yaml: no such model YAML"),
+    (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "seed=3"], "seed= is set by the study"),
+    (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "resamples=5"], "resamples=5"),
+    (["models=yolov5nu.yaml,yolov5nu.yaml"], "same file name"),
+])
+def test_bad_study_arguments_are_one_line(tmp_path, args, names):
+    data = make_yolo_dataset(tmp_path / "data", n_train=1, n_val=1, size=64)
+    assert names in error_line(study([*args, f"data={data}", f"project={tmp_path}"], tmp_path, tmp_path / "c"))
+    assert not (tmp_path / "study").exists()
+
+
+def test_tile_on_a_dataset_without_labels_is_one_line(tmp_path):
+    data = make_yolo_dataset(tmp_path / "data", n_train=2, n_val=1, size=64)
+    for label in (tmp_path / "data" / "labels").rglob("*.txt"):
+        label.unlink()
+    line = error_line(study(["models=yolov5nu.yaml,yolov5-spd-n.yaml", f"data={data}", "tile=32",
+                             f"project={tmp_path}"], tmp_path, tmp_path / "c"))
+    assert "no label files" in line
+
+
+def test_the_compute_matched_control_is_within_5_percent_of_yolov5_spd_n():
+    from ultralytics.nn.tasks import DetectionModel
+
+    from yolo_spd.info import gflops
+
+    control = REPO / "benchmarks" / "yolov5nu-wide.yaml"
+    for nc in (80, 5):  # COCO's classes and aerial-cars'
+        spd = gflops(DetectionModel("yolov5-spd-n.yaml", nc=nc, verbose=False))
+        wide = gflops(DetectionModel(str(control), nc=nc, verbose=False))
+        base = gflops(DetectionModel("yolov5nu.yaml", nc=nc, verbose=False))
+        assert abs(wide / spd - 1) <= 0.05 and spd / base > 1.4, (nc, wide, spd, base)
+
+
+def fabricate_run(plan, model: str, seed: int, truth, rng) -> None:
+    """A finished, scored run as the study leaves it, with detections made from the val boxes plus noise."""
+    from yolo_spd.evaluation.cocoeval import run_cocoeval
+    from yolo_spd.evaluation.report import save
+    from yolo_spd.study import runs
+
+    folder = plan.folder / runs.run_name(model, seed)
+    (folder / plan.eval_name).mkdir(parents=True)
+    (folder / "done.json").write_text("{}")
+    (folder / "results.csv").write_text("epoch,time\n1,60\n2,120\n")
+    detections = []
+    for ann in truth.coco["annotations"]:
+        if rng.random() < 0.8:
+            x, y, w, h = ann["bbox"]
+            jitter = rng.normal(0, 0.15, 4) * [w, h, w, h]
+            detections.append({"image_id": ann["image_id"], "category_id": ann["category_id"],
+                               "bbox": [x + jitter[0], y + jitter[1], w + jitter[2], h + jitter[3]],
+                               "score": float(rng.random())})
+    for image in truth.coco["images"]:
+        detections.append({"image_id": image["id"], "category_id": truth.category_ids[0],
+                           "bbox": [float(rng.uniform(0, 60)), float(rng.uniform(0, 60)), 12.0, 12.0],
+                           "score": float(rng.random())})
+    save(run_cocoeval(truth, detections), folder / plan.eval_name)
+    (folder / plan.eval_name / "coco_predictions.json").write_text(json.dumps(detections))
+
+
+def test_paired_intervals_of_a_study_against_pycocotools_on_every_drawn_dataset(tmp_path, monkeypatch):
+    """study.json's t and bootstrap intervals, recomputed independently: scipy for t, and for the bootstrap each
+    replicate's val images really copied and scored by pycocotools from scratch."""
+    from scipy import stats as scipy_stats
+
+    from yolo_spd.cli import study_plan
+    from yolo_spd.evaluation import build_ground_truth
+    from yolo_spd.study.plan import TrainingData
+    from yolo_spd.study.report import write
+    from yolo_spd.study.stats import bootstrap_counts
+
+    from .test_study_stats import duplicated, pycoco_arrays
+
+    monkeypatch.setenv("YOLO_SPD_CACHE", str(tmp_path / "cache"))
+    data = make_yolo_dataset(tmp_path / "data", n_train=1, n_val=8, size=96, seed=5)
+    plan = study_plan(["models=yolov5nu.yaml,yolov5-spd-n.yaml", "seeds=0,1,2", f"data={data}", "resamples=100",
+                       "bootstrap_seed=4", f"project={tmp_path / 'runs'}"])
+    truth = build_ground_truth(plan.val)
+    rng = np.random.default_rng(0)
+    for seed in (0, 1, 2):
+        for model in plan.models:
+            fabricate_run(plan, model, seed, truth, rng)
+    res = write(plan, TrainingData(data, "key", [], None), echo=False)
+    assert json.loads((plan.folder / "study.json").read_text()) == json.loads(json.dumps(res))
+    entry = res["paired"]["variants"]["yolov5-spd-n"]
+
+    by = {(r["model"], r["seed"]): r["metrics"] for r in res["runs"]}
+    diffs = [by[("yolov5-spd-n", s)]["AP50"] - by[("yolov5nu", s)]["AP50"] for s in (0, 1, 2)]
+    low, high = scipy_stats.t.interval(0.95, 2, loc=np.mean(diffs), scale=scipy_stats.sem(diffs))
+    assert entry["AP50"]["t"]["ci"] == pytest.approx([low, high], abs=1e-6)
+    assert entry["AP50"]["mean"] == pytest.approx(np.mean(diffs), abs=1e-6) and diffs != [0, 0, 0]
+
+    areas = plan.evaluation.sizes.area_ranges()
+    counts = bootstrap_counts(len(truth.coco["images"]), 100, seed=4)
+    detections = {(m, s): json.loads((plan.folder / f"{m}-seed{s}" / "val" / "coco_predictions.json").read_text())
+                  for m in ("yolov5nu", "yolov5-spd-n") for s in (0, 1, 2)}
+    stat = []
+    for row in counts:
+        ap50 = {}
+        for key, dets in detections.items():
+            precision, _ = pycoco_arrays(*duplicated(truth.coco, dets, row), areas, (1, 10, 100))
+            p = precision[0, :, :, 0]
+            ap50[key] = float(p[p > -1].mean())
+        stat.append(np.mean([ap50[("yolov5-spd-n", s)] - ap50[("yolov5nu", s)] for s in (0, 1, 2)]))
+    expected = [np.percentile(stat, 2.5), np.percentile(stat, 97.5)]
+    assert entry["AP50"]["bootstrap"]["ci"] == pytest.approx(expected, abs=1e-6)
+    assert entry["AP50"]["bootstrap"]["half_width"] == pytest.approx((expected[1] - expected[0]) / 2, abs=1e-6)

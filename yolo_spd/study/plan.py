@@ -1,0 +1,167 @@
+"""A study: every model x every seed trained with the same settings, scored by the same evaluator, compared in pairs.
+
+:class:`StudyPlan` is the study as one checked value (the CLI builds it once from its keys); :func:`run_study` trains,
+resumes or skips each run (:mod:`.runs`), scores each finished run, and rewrites ``study.json``, ``study.md`` and
+``study.png`` (:mod:`.report`) after every scored run, so a stopped study still leaves paired, partial results.
+Runs go seed by seed (seed 0 of every model, then seed 1, ...): stopping early leaves whole pairs.
+"""
+
+from __future__ import annotations
+
+import json
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import UsageError
+from ..evaluation.dataset import DatasetSplit
+from ..evaluation.settings import EvalSettings
+from ..paths import write_atomic
+from ..slicing.tiles import TileSettings
+from . import runs as study_runs
+
+EVAL_SPEC = "study_eval.json"
+DEFAULT_RESAMPLES = 1000
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """What a study runs.
+
+    Attributes:
+        models: model YAMLs (or ``.pt`` to fine-tune), at least two; the first is the baseline of every paired
+            difference.
+        seeds: Ultralytics ``seed=`` values; every model trains once per seed.
+        data: the dataset YAML as given; its val split is what every run is scored on.
+        val: that val split, resolved once.
+        train: Ultralytics' training keys, the same for every run (``epochs``, ``imgsz``, ``optimizer``, ...).
+        tiles: train on the tiled dataset ``yolo-spd slice`` makes with these settings (None: on ``data`` as it is).
+        evaluation: the scoring settings (sizes, backend, ground truth, max_dets, slicing).
+        folder: the study's folder (runs, study.json/md/png).
+        resamples: bootstrap replicates (:mod:`.stats`); bootstrap_seed: their random seed.
+        command: the command line that reproduces the study, recorded in its results.
+    """
+
+    models: tuple[str, ...]
+    seeds: tuple[int, ...]
+    data: str
+    val: DatasetSplit
+    train: dict
+    tiles: TileSettings | None
+    evaluation: EvalSettings
+    folder: Path
+    resamples: int = DEFAULT_RESAMPLES
+    bootstrap_seed: int = 0
+    command: str = ""
+    val_keys: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if len(self.models) < 2:
+            raise UsageError(f"models={','.join(self.models)}: a study compares two or more models "
+                             "(the first is the baseline), e.g. models=yolov5nu.yaml,yolov5-spd-n.yaml")
+        if len(set(map(study_runs.model_stem, self.models))) < len(self.models):
+            raise UsageError(f"models={','.join(self.models)}: two models have the same file name; their runs would "
+                             "share folders")
+        if not self.seeds or len(set(self.seeds)) < len(self.seeds):
+            raise UsageError(f"seeds={','.join(map(str, self.seeds))}: give distinct whole numbers, e.g. seeds=0,1,2")
+        if self.resamples < 100:
+            raise UsageError(f"resamples={self.resamples}: the bootstrap needs at least 100 replicates (default "
+                             f"{DEFAULT_RESAMPLES})")
+
+    @property
+    def order(self) -> list[tuple[str, int]]:
+        """(model, seed) in the order the runs train: seed by seed, models in the given order."""
+        return [(model, seed) for seed in self.seeds for model in self.models]
+
+    @property
+    def eval_name(self) -> str:
+        return f"sliced-val-{self.evaluation.slicing.size}" if self.evaluation.slicing else "val"
+
+    def eval_spec(self) -> dict:
+        return {"data": str(self.val.yaml_file.resolve()), "split": self.val.split, **self.evaluation.as_dict(),
+                **{k: v for k, v in sorted(self.val_keys.items())}}
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The dataset every run trains on, resolved once: its YAML and its content key."""
+
+    yaml_file: Path
+    key: str
+    summary: list[str]
+    tiles: dict | None  # the tiled dataset's manifest summary, None without tile=
+
+
+def training_data(plan: StudyPlan) -> TrainingData:
+    """Tile the data (cached by :func:`yolo_spd.slicing.tiles.slice_dataset`) or take it as it is."""
+    if plan.tiles is None:
+        from ..evaluation.dataset import load_yaml
+
+        yaml_file = load_yaml(plan.data)[0].resolve()
+        return TrainingData(yaml_file, str(yaml_file), [f"Training data: {yaml_file}"], None)
+    from ..slicing.tiles import slice_dataset, summary_lines
+
+    tiled = slice_dataset(plan.data, plan.tiles)
+    train = tiled.manifest["splits"]["train"]
+    return TrainingData(tiled.data_yaml, tiled.manifest["key"], summary_lines(tiled),
+                        {"tile": plan.tiles.tile, "overlap": plan.tiles.overlap, "min_visible": plan.tiles.min_visible,
+                         "empty": plan.tiles.empty, "format": plan.tiles.format, "train_tiles": train["tiles"],
+                         "train_boxes": train["tile_boxes"], "data_yaml": str(tiled.data_yaml)})
+
+
+def spec_of(plan: StudyPlan, data: TrainingData, model: str, seed: int) -> study_runs.RunSpec:
+    return study_runs.RunSpec(model, seed, data.yaml_file, data.key, dict(plan.train))
+
+
+def score_run(plan: StudyPlan, folder: Path) -> tuple[Path, bool]:
+    """Score ``folder``'s ``weights/best.pt`` on the val split (reused when already scored with the same settings);
+    returns the scoring folder (``coco_eval.json``, ``coco_predictions.json``) and whether it was scored now."""
+    from ultralytics import YOLO
+
+    from ..evaluation import evaluate_model, report, save_detections
+
+    out = folder / plan.eval_name
+    spec = plan.eval_spec()
+    if (out / "coco_eval.json").is_file() and (out / "coco_predictions.json").is_file() and (out / EVAL_SPEC).is_file():
+        if json.loads((out / EVAL_SPEC).read_text(encoding="utf-8")) == json.loads(json.dumps(spec)):
+            return out, False
+    weights = folder / "weights" / "best.pt"
+    if not weights.is_file():
+        weights = folder / "weights" / "last.pt"
+    evaluation = evaluate_model(YOLO(str(weights)), plan.val, plan.evaluation, project=str(folder),
+                                name=plan.eval_name, exist_ok=True, plots=False, **plan.val_keys)
+    report.save(evaluation.result, evaluation.save_dir)
+    save_detections(evaluation, evaluation.save_dir)
+    write_atomic(evaluation.save_dir / EVAL_SPEC, json.dumps(spec, indent=1) + "\n")
+    return evaluation.save_dir, True
+
+
+def run_study(plan: StudyPlan, train: bool = True) -> dict:
+    """Train (unless ``train`` is False: score what is finished), score, and rewrite the study's files after every run
+    trained or scored now; returns the final results dict (:func:`yolo_spd.study.report.results`)."""
+    from . import report
+
+    data = training_data(plan)
+    print("\n".join(data.summary))
+    plan.folder.mkdir(parents=True, exist_ok=True)
+    order, minutes = plan.order, []
+    for k, (model, seed) in enumerate(order, start=1):
+        spec = spec_of(plan, data, model, seed)
+        folder = plan.folder / spec.name
+        state = study_runs.run_state(folder)
+        so_far = ", ".join(f"{m:.1f}" for m in minutes) or "none yet"
+        print(f"\nStudy {plan.folder.name}: run {k} of {len(order)}: {spec.name} ({state}; minutes per run so far: "
+              f"{so_far})")
+        if train:
+            study_runs.train_run(spec, plan.folder)
+        else:
+            study_runs.check_spec(spec, folder)
+            if state != "done":
+                continue
+        out, scored_now = score_run(plan, folder)
+        minutes.append(study_runs.training_minutes(folder))
+        if state != "done" or scored_now:
+            report.write(plan, data, echo=False)
+            print(f"Study {plan.folder.name}: {spec.name} scored ({out / 'coco_eval.json'}); study.json/.md/.png "
+                  "updated")
+    return report.write(plan, data)

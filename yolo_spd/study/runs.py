@@ -1,0 +1,136 @@
+"""One study run: a (model, seed) pair trained with the study's shared settings, then scored on the val split.
+
+A run lives in ``<study folder>/<model stem>-seed<k>/``: Ultralytics' own training output (``weights/``,
+``results.csv``, ``args.yaml``, plots), then
+
+- ``study_run.json``, written before training starts: the run's *spec* (what decides the trained weights: the model
+  file's content, the seed, the training data's content key and every training key). A rerun reuses the folder only
+  when the spec is identical, so a finished run is reused only if it is exactly what the command would train;
+- ``done.json``, written when Ultralytics' ``train()`` returns: the run is finished and is skipped from then on
+  (a run with ``weights/last.pt`` and no ``done.json`` was interrupted and resumes from ``last.pt``);
+- ``<eval name>/``: the scoring of ``weights/best.pt`` (``coco_eval.json``, ``coco_predictions.json``).
+
+Every file is written through :func:`yolo_spd.paths.write_atomic`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import UsageError
+from ..paths import write_atomic
+
+SPEC_FILE = "study_run.json"
+DONE_FILE = "done.json"
+
+
+def model_stem(model: str) -> str:
+    return Path(str(model)).stem
+
+
+def run_name(model: str, seed: int) -> str:
+    return f"{model_stem(model)}-seed{seed}"
+
+
+def model_identity(model: str) -> dict:
+    """What identifies a model for reuse: its stem and the SHA-256 of its file (a path, a packaged config or an
+    Ultralytics config), so a renamed path to the same YAML matches and an edited YAML does not."""
+    from ..model_source import model_file
+
+    file = model_file(model)
+    digest = hashlib.sha256(file.read_bytes()).hexdigest() if file is not None else None
+    return {"name": model_stem(model), "sha256": digest}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that decides what a run trains.
+
+    Attributes:
+        model (str): the model as given (a YAML path or name, or a ``.pt``).
+        seed (int): Ultralytics' ``seed=``.
+        data (Path): the dataset YAML it trains on (the tiled one with ``tile=``).
+        data_key (str): the training data's content key (the tile cache key, or the source YAML's resolved path).
+        train (dict): every other Ultralytics training key, the same for all runs of a study.
+    """
+
+    model: str
+    seed: int
+    data: Path
+    data_key: str
+    train: dict
+
+    @property
+    def name(self) -> str:
+        return run_name(self.model, self.seed)
+
+    def as_dict(self) -> dict:
+        return {"model": model_identity(self.model), "seed": self.seed, "data_key": self.data_key,
+                "train": dict(sorted(self.train.items()))}
+
+
+def training_kwargs(spec: RunSpec, study_folder: Path) -> dict:
+    """The keyword arguments of ``YOLO(spec.model).train(...)`` for this run."""
+    return {**spec.train, "data": str(spec.data), "seed": spec.seed, "project": str(study_folder),
+            "name": spec.name, "exist_ok": True}
+
+
+def run_state(folder: Path) -> str:
+    """``done``, ``interrupted`` (has ``weights/last.pt``), or ``new``."""
+    if (folder / DONE_FILE).is_file():
+        return "done"
+    if (folder / "weights" / "last.pt").is_file():
+        return "interrupted"
+    return "new"
+
+
+def check_spec(spec: RunSpec, folder: Path) -> None:
+    """Refuse to reuse ``folder`` when it holds a run trained differently from ``spec``."""
+    file = folder / SPEC_FILE
+    if not folder.exists() or (not file.is_file() and not any(folder.iterdir())):
+        return
+    if not file.is_file():
+        raise UsageError(f"{folder} exists but is not a study run (no {SPEC_FILE}); use another name= for the study")
+    recorded = json.loads(file.read_text(encoding="utf-8"))
+    wanted = spec.as_dict()
+    if recorded != wanted:
+        keys = [k for k in wanted if recorded.get(k) != wanted[k]]
+        if "train" in keys:
+            old, new = recorded.get("train", {}), wanted["train"]
+            keys = [f"{k}={old.get(k)!r}->{new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+        raise UsageError(f"{folder.name} in {folder.parent} was trained differently ({', '.join(keys)}); continue it "
+                         "with the same settings, or give the study another name=")
+
+
+def train_run(spec: RunSpec, study_folder: Path) -> Path:
+    """Train, resume or skip one run; return its folder."""
+    from ultralytics import YOLO
+
+    folder = study_folder / spec.name
+    check_spec(spec, folder)
+    state = run_state(folder)
+    if state == "done":
+        return folder
+    start = time.time()
+    if state == "interrupted":
+        YOLO(str(folder / "weights" / "last.pt")).train(resume=True)
+    else:
+        write_atomic(folder / SPEC_FILE, json.dumps(spec.as_dict(), indent=1) + "\n")
+        YOLO(spec.model).train(**training_kwargs(spec, study_folder))
+    write_atomic(folder / DONE_FILE, json.dumps({"finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                                 "seconds_last_session": round(time.time() - start)}) + "\n")
+    return folder
+
+
+def training_minutes(folder: Path) -> float:
+    """Wall-clock minutes of a run's epochs from its ``results.csv``. Ultralytics restarts the ``time`` column when a
+    run resumes, so this sums the last value of each segment."""
+    import csv
+
+    with open(folder / "results.csv", newline="") as f:
+        times = [float(row["time"]) for row in csv.DictReader(f, skipinitialspace=True)]
+    return sum(t for t, following in zip(times, times[1:] + [0.0]) if following < t) / 60
