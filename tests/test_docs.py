@@ -69,7 +69,7 @@ def test_the_site_builds_strict_offline_and_its_pages_render(tmp_path):
 # --- the generated blocks ------------------------------------------------------------------------------------------
 
 CHECKED = {"info", "info-latency", "models-speed", "modules", "ground-truth-speed", "small_objects",
-           "small_objects-adamw", "exports", "small_objects_sliced"}  # fmt: skip
+           "small_objects-adamw", "exports", "small_objects_sliced", "scconv-layers"}  # fmt: skip
 
 
 def test_every_generated_block_is_checked_here_and_every_page_has_its_blocks():
@@ -79,7 +79,7 @@ def test_every_generated_block_is_checked_here_and_every_page_has_its_blocks():
             ("docs/speed.md", "models-speed"), ("docs/speed.md", "modules"),
             ("docs/evaluation.md", "ground-truth-speed"), ("docs/evidence.md", "small_objects"),
             ("docs/evidence.md", "small_objects-adamw"), ("docs/export.md", "exports"),
-            ("docs/evidence.md", "small_objects_sliced")} <= set(found)
+            ("docs/evidence.md", "small_objects_sliced"), ("docs/evidence.md", "scconv-layers")} <= set(found)
     assert all(text.strip() for text in found.values()), "an empty block: run its command"
 
 
@@ -169,6 +169,15 @@ def test_study_blocks_are_what_replot_writes_from_the_committed_results(stem):
 def test_blocks_copied_from_results_files_are_the_committed_files(page, stem):
     expected = (REPO / "benchmarks" / "results" / f"{stem}.md").read_text(encoding="utf-8").strip("\n")
     assert read_block(REPO / "docs" / page, stem) == expected, f"copy benchmarks/results/{stem}.md into docs/{page}"
+
+
+def test_the_scconv_layer_block_is_what_the_script_prints_now(tmp_path):
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "scconv_layers.py")], cwd=tmp_path,
+                         env=child_env(), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert read_block(REPO / "docs" / "evidence.md", "scconv-layers") == out.stdout.strip("\n")
+    first = parse_table(out.stdout)[0]
+    assert first["channels / GN group"] == "1" and first["GWC in / group"] == "2"  # what the page's prose says
 
 
 def test_the_ground_truth_timing_block_has_the_scripts_current_columns_and_rows(tmp_path):

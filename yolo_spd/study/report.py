@@ -211,12 +211,14 @@ def markdown(res: dict) -> str:
     for k, row in enumerate(val["per_class"]):
         cells = []
         for model in models:
-            values = [r["per_class"][k][f"AP_{s}"] for r in runs if r["model"] == model]
-            valid = [v for v in values if v >= 0]
-            cells.append(_cell(statistics.fmean(valid)) if valid else "-")
+            pair_of = []
+            for metric in ("AP", f"AP_{s}"):
+                valid = [v for r in runs if r["model"] == model and (v := r["per_class"][k][metric]) >= 0]
+                pair_of.append(_cell(statistics.fmean(valid)) if valid else "-")
+            cells.append(" / ".join(pair_of))
         class_rows.append([row["name"], few(row["all"]), few(row[s]), *cells])
-    lines += [f"Per class: val instances, and AP_{s} (mean over seeds) per model:", "",
-              table(["class", "val instances", f"{s}", *(f"{m}" for m in models)], class_rows), ""]
+    lines += [f"Per class: val instances (all sizes, {s}), and each model's AP / AP_{s} (means over seeds):", "",
+              table(["class", "val instances", s, *models], class_rows), ""]
     per_run = [[r["model"], r["seed"], *(_cell(r["metrics"][c]) for c in columns), f"{r['train_minutes']:.1f}"]
                for r in runs]
     lines.append(table(["model", "seed", *columns, "train min"], per_run))
