@@ -46,7 +46,7 @@ def finished(tmp_path_factory):
 
 @pytest.mark.slow
 def test_the_study_writes_runs_tables_intervals_and_a_plot(finished):
-    root, data, _, folder, first, _, _, _ = finished
+    _, data, _, folder, first, _, _, _ = finished
     out = first.stdout
     for k in range(1, 5):
         assert f"run {k} of 4" in out

@@ -11,9 +11,9 @@ import math
 import numpy as np
 import pytest
 
+from yolo_spd.errors import UsageError
 from yolo_spd.evaluation.cocoeval import SIZE_PRESETS, max_dets_thresholds, run_cocoeval
 from yolo_spd.evaluation.ground_truth import GroundTruth
-from yolo_spd.errors import UsageError
 from yolo_spd.study import stats
 
 

@@ -62,3 +62,16 @@ def write_atomic(file: Path, data: str | bytes) -> Path:
         else:
             tmp.write_bytes(data)
     return Path(file)
+
+
+def save_figure(fig, file: Path) -> Path:
+    """Save a Matplotlib figure as PNG through :func:`atomic_target`, then close it (also when saving fails)."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    try:
+        with atomic_target(file) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
+    return Path(file)

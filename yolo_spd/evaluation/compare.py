@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UsageError
-from ..paths import atomic_target, write_atomic
+from ..paths import save_figure, write_atomic
 from .dataset import DatasetSplit
 from .settings import EvalSettings
 
@@ -110,13 +110,7 @@ def plot_ap_by_size(scores: list[ModelScore], ranges, file: Path, title: str = "
     ax.set_title(f"AP by object size: {title}" if title else "AP by object size", fontsize=9)
     ax.legend(fontsize=7, frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
-    fig.tight_layout()
-    try:
-        with atomic_target(file) as tmp:
-            fig.savefig(tmp, format="png")
-    finally:
-        plt.close(fig)
-    return file
+    return save_figure(fig, file)
 
 
 def size_groups(scores: list[ModelScore], ranges) -> tuple[list[str], list[str]]:

@@ -16,7 +16,8 @@ from ..slicing.inference import SLICE_KEYS, SliceSettings
 from .cocoeval import BACKENDS, COCO_MAX_DETS, SIZE_PRESETS, SizeRanges, max_dets_thresholds, size_ranges
 
 GT_CHOICES = ("auto", "json", "labels")
-SCORING_KEYS = {"sizes": "coco", "backend": "pycocotools", "gt": "auto", "max_dets": COCO_MAX_DETS}  # the CLI keys and their defaults
+# the CLI keys and their defaults
+SCORING_KEYS = {"sizes": "coco", "backend": "pycocotools", "gt": "auto", "max_dets": COCO_MAX_DETS}
 KEYS = {**SCORING_KEYS, **SLICE_KEYS}
 
 

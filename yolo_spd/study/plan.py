@@ -9,7 +9,6 @@ Runs go seed by seed (seed 0 of every model, then seed 1, ...): stopping early l
 from __future__ import annotations
 
 import json
-
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,9 +121,9 @@ def score_run(plan: StudyPlan, folder: Path) -> tuple[Path, bool]:
 
     out = folder / plan.eval_name
     spec = plan.eval_spec()
-    if (out / "coco_eval.json").is_file() and (out / "coco_predictions.json").is_file() and (out / EVAL_SPEC).is_file():
-        if json.loads((out / EVAL_SPEC).read_text(encoding="utf-8")) == json.loads(json.dumps(spec)):
-            return out, False
+    files = [out / name for name in ("coco_eval.json", "coco_predictions.json", EVAL_SPEC)]
+    if all(f.is_file() for f in files) and json.loads(files[2].read_text(encoding="utf-8")) == json.loads(json.dumps(spec)):
+        return out, False
     weights = folder / "weights" / "best.pt"
     if not weights.is_file():
         weights = folder / "weights" / "last.pt"

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..markdown import table
-from ..paths import atomic_target, write_atomic
+from ..paths import save_figure, write_atomic
 from . import runs as study_runs
 from . import stats
 
@@ -170,11 +170,11 @@ def markdown(res: dict) -> str:
     tiles = settings.get("tiles")
     tiled = (f" on {tiles['tile']}-px tiles (overlap {tiles['overlap']}, min_visible {tiles['min_visible']}: "
              f"{tiles['train_tiles']} train tiles)" if tiles else "")
-    few = lambda n: f"{n}{FLAG}" if n < FEW_INSTANCES else str(n)  # noqa: E731
-    lines = [f"`{res['command']}`", "", status,
-             f"Trained{tiled} with {train}; scored by {scoring} ({ev['backend']}, sizes {ev['sizes']}, max_dets "
-             f"{ev['max_dets']}). Val: {val['images']} images, {few(val['total']['all'])} instances, "
-             f"{few(val['total'][s])} {s}. {FLAG}: fewer than {FEW_INSTANCES} val instances behind the number.", ""]
+    few = lambda n: f"{n}{FLAG}" if n < FEW_INSTANCES else str(n)
+    described = (f"Trained{tiled} with {train}; scored by {scoring} ({ev['backend']}, sizes {ev['sizes']}, max_dets "
+                 f"{ev['max_dets']}). Val: {val['images']} images, {few(val['total']['all'])} instances, "
+                 f"{few(val['total'][s])} {s}. {FLAG}: fewer than {FEW_INSTANCES} val instances behind the number.")
+    lines = [f"`{res['command']}`", "", status, described, ""]
     columns = _columns(labels)
     mean_rows = []
     for model in models:
@@ -201,9 +201,10 @@ def markdown(res: dict) -> str:
                                          else f"±{entry[m]['t']['half_width']:.3f}")
                                       if entry[m]["bootstrap"].get("half_width") is not None else "-"
                                       for m in metrics)])
-    lines += [f"Paired differences from {pair['baseline']}: mean over seeds of (variant - baseline), 95% paired "
-              "bootstrap interval over val images (the headline), and in brackets after t the seed-level Student t "
-              "interval. A difference is resolved when its interval excludes 0.", "",
+    intro = (f"Paired differences from {pair['baseline']}: mean over seeds of (variant - baseline), 95% paired "
+             "bootstrap interval over val images (the headline), and in brackets after t the seed-level Student t "
+             "interval. A difference is resolved when its interval excludes 0.")
+    lines += [intro, "",
               table(["variant", "seeds", *(f"Δ {m}" for m in metrics)], rows), "",
               "Smallest difference this design resolves (interval half-width, bootstrap / t):", "",
               table(["variant", *metrics], resolvable), ""]
@@ -255,13 +256,7 @@ def plot(res: dict, file: Path) -> Path:
     partial = " (partial)" if res["partial"] else ""
     fig.suptitle(f"Paired difference from {pair['baseline']}: mean over seeds, 95% bootstrap over val images "
                  f"(thick), seed t interval (thin){partial}", fontsize=8)
-    fig.tight_layout()
-    try:
-        with atomic_target(file) as tmp:
-            fig.savefig(tmp, format="png")
-    finally:
-        plt.close(fig)
-    return file
+    return save_figure(fig, file)
 
 
 def write(plan, data, echo: bool = True) -> dict:
