@@ -144,6 +144,14 @@ def resolve_model(model, mode_key: str) -> str:
     return resolve_model(model, mode_key, exports=mode_key != "cfg")
 
 
+def load_model(model, mode_key: str):
+    """``YOLO(model)`` for a value :func:`resolve_model` accepts; a .pt that is no Ultralytics checkpoint is a
+    UsageError naming it (:func:`yolo_spd.model_source.load_model`)."""
+    from .model_source import load_model
+
+    return load_model(model, mode_key, exports=mode_key != "cfg")
+
+
 def _runs_folder(project, name: str) -> Path:
     from ultralytics.utils import RUNS_DIR
 
@@ -216,9 +224,7 @@ def run_val(tokens: list[str]) -> None:
         folder = _runs_folder(rest.get("project"), rest.get("name") or "val")
         _print_evaluation(result, folder, mine["per_class"])
         return
-    from ultralytics import YOLO
-
-    model = YOLO(resolve_model(weights, "weights"))
+    model = load_model(weights, "weights")
     evaluation = evaluate_model(model, split, settings, **rest)
     save_detections(evaluation, evaluation.save_dir)
     _print_evaluation(evaluation.result, evaluation.save_dir, mine["per_class"])
@@ -241,7 +247,7 @@ def run_train(tokens: list[str]) -> None:
         val_split = resolve_split(rest["data"], "val")  # fail before training; scored after it
     from ultralytics import YOLO
 
-    yolo = YOLO(model)
+    yolo = load_model(model, "cfg")
     yolo.train(**rest)
     trainer = yolo.trainer
     best = next((p for p in (trainer.best, trainer.last) if Path(p).is_file()), None)
@@ -305,8 +311,6 @@ def run_compare(tokens: list[str]) -> None:
 def run_predict_or_export(mode: str, tokens: list[str]) -> None:
     """``YOLO(model).predict(...)`` / ``.export(...)``: every key as in Ultralytics, with the modules registered;
     ``predict slice=...`` predicts window by window (:func:`yolo_spd.slicing.inference.predict_sliced`)."""
-    from ultralytics import YOLO
-
     allowed = ultralytics_keys() | (set(SLICE_KEYS) if mode == "predict" else set())
     args = parse_pairs(tokens, allowed)
     slice_keys, args = split_ours(args, SLICE_KEYS) if mode == "predict" else ({}, args)
@@ -315,7 +319,7 @@ def run_predict_or_export(mode: str, tokens: list[str]) -> None:
     from .slicing.inference import SliceSettings
 
     slicing = SliceSettings.from_keys(**slice_keys) if slice_keys else None
-    model = YOLO(resolve_model(args.pop("model"), "model"))
+    model = load_model(args.pop("model"), "model")
     if slicing is None:
         if mode == "export":
             check_offline_export(str(args.get("format", "torchscript")))

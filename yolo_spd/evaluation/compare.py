@@ -161,13 +161,12 @@ def compare(weights: list[Path], split: DatasetSplit, folder: Path, settings: Ev
     ``val_args`` are Ultralytics' validation keys, the same for every model; each model's own run goes to a
     subfolder of ``folder`` named after it.
     """
-    from ultralytics import YOLO
-
+    from ..model_source import load_model
     from . import evaluate_model, report, save_detections
 
     settings = settings or EvalSettings()
     labels = model_labels(weights)
-    models = {label: YOLO(str(w)) for label, w in zip(labels, weights)}
+    models = {label: load_model(w, "weights") for label, w in zip(labels, weights)}
     check_same_classes({label: m.names for label, m in models.items()}, split.names)
     val_args = {k: v for k, v in val_args.items() if k not in ("project", "name", "exist_ok", "plots")}
     scores = []
