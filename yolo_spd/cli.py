@@ -25,7 +25,7 @@ Modes:
   train    train like `yolo train`, then score best.pt with COCO's evaluator
   val      validate weights, or score a saved detections file, with COCO's evaluator (AP_S highlighted)
   compare  validate several checkpoints on the same data: side-by-side table, CSV/JSON, AP-by-size bar plot
-  predict  `yolo predict` with the yolo_spd modules registered (all keys as in Ultralytics)
+  predict  `yolo predict` with the yolo_spd modules registered (all keys as in Ultralytics; saves by default, as it)
   export   `yolo export` with the yolo_spd modules registered (all keys as in Ultralytics)
   slice    cut a YOLO dataset's train/val images into tiles at native resolution: a tiled dataset + its data.yaml
   info     table of the packaged model configs: yolo-spd info [pattern] [--latency]
@@ -308,32 +308,44 @@ def run_compare(tokens: list[str]) -> None:
     print(f"Saved {', '.join(f.name for f in saved)} to {folder}")
 
 
+#: The keys sliced predict takes besides Ultralytics' prediction keys (slicing.inference.PREDICT_KEYS).
+SLICED_PREDICT_KEYS = ("source", "project", "name", "exist_ok", "save", "save_txt", "save_conf", "line_width",
+                       "show_labels", "show_conf", "verbose")
+
+
 def run_predict_or_export(mode: str, tokens: list[str]) -> None:
     """``YOLO(model).predict(...)`` / ``.export(...)``: every key as in Ultralytics, with the modules registered;
-    ``predict slice=...`` predicts window by window (:func:`yolo_spd.slicing.inference.predict_sliced`)."""
+    ``predict slice=...`` predicts window by window (:func:`yolo_spd.slicing.inference.predict_sliced`).
+
+    predict saves what ``yolo predict`` saves, where it saves it: ``save`` defaults to True as on Ultralytics' command
+    line (its Python ``predict()`` defaults to False), into Ultralytics' run folder (``runs/detect/predict``,
+    ``predict-2``, ...); results are streamed, not collected, as ``yolo predict`` does."""
     allowed = ultralytics_keys() | (set(SLICE_KEYS) if mode == "predict" else set())
     args = parse_pairs(tokens, allowed)
     slice_keys, args = split_ours(args, SLICE_KEYS) if mode == "predict" else ({}, args)
     if not args.get("model"):
         raise UsageError(f"{mode} needs model=PATH.pt (or a model YAML)")
-    from .slicing.inference import SliceSettings
+    from .slicing.inference import PREDICT_KEYS, SliceSettings
 
     slicing = SliceSettings.from_keys(**slice_keys) if slice_keys else None
+    if slicing is not None:
+        unsupported = sorted(set(args) - {"model"} - set(PREDICT_KEYS) - set(SLICED_PREDICT_KEYS))
+        if unsupported:
+            raise UsageError(f"{unsupported[0]}= is not supported with slice=; sliced predict takes "
+                             f"{', '.join(SLICED_PREDICT_KEYS)}, {', '.join(PREDICT_KEYS)}")
     model = load_model(args.pop("model"), "model")
-    if slicing is None:
-        if mode == "export":
-            check_offline_export(str(args.get("format", "torchscript")))
-        getattr(model, mode)(**args)
+    if mode == "export":
+        check_offline_export(str(args.get("format", "torchscript")))
+        model.export(**args)
         return
-    from .slicing.inference import PREDICT_KEYS, predict_sliced
+    args.setdefault("save", True)  # as `yolo predict`
+    if slicing is not None:
+        from .slicing.inference import predict_sliced
 
-    saving = ("source", "project", "name", "exist_ok", "save", "save_txt", "save_conf", "line_width", "show_labels",
-              "show_conf")
-    unsupported = sorted(set(args) - set(PREDICT_KEYS) - set(saving))
-    if unsupported:
-        raise UsageError(f"{unsupported[0]}= is not supported with slice=; sliced predict takes {', '.join(saving)}, "
-                         f"{', '.join(PREDICT_KEYS)}")
-    predict_sliced(model, slicing, **args)
+        predict_sliced(model, slicing, **args)
+        return
+    for _ in model.predict(stream=True, **args):  # consumed, not kept, as `yolo predict` does
+        pass
 
 
 def run_info(tokens: list[str]) -> None:
