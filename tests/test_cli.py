@@ -181,7 +181,7 @@ def test_info_prints_the_model_table_with_baseline_ratios():
     assert "| yolov5nu |" in row and "3,038,816" in row and "2,141,152" in row
 
 
-# --- bad weights and model YAMLs: one error line from a new process (issue 21) --------------------------------------
+# --- bad weights, output folders and model YAMLs: one error line from a new process (issue 21) -----------------------
 
 BAD_MODEL_YAML = "nc: 2\nbackbone:\n  - [-1, 1, Conv, [16, 3, 2]\n  - [-1, 1, Conv, [32, 3, 2]]\nhead: []\n"
 
@@ -211,6 +211,7 @@ def bad_inputs(tmp_path_factory):
 DATA = ["data=data/data.yaml", "imgsz=64"]
 SOURCE = ["source=data/images/val", "imgsz=64"]
 NOT_TORCH = r"not a PyTorch checkpoint \(not written by torch.save\); expected a \.pt checkpoint written by Ultralytics"
+NO_FOLDER = r"project=/dev/null/x: cannot create the output folder /dev/null/x/{} \(Not a directory\)"
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -221,13 +222,19 @@ NOT_TORCH = r"not a PyTorch checkpoint \(not written by torch.save\); expected a
     (["compare", "weights=ok.pt,x.pt", *DATA], "weights=x.pt: " + NOT_TORCH),
     (["val", "weights=state.pt", *DATA], r"weights=state.pt: a PyTorch file but not an Ultralytics checkpoint \(.+\); "
                                          r"expected a \.pt checkpoint written by Ultralytics"),
+    (["val", "weights=ok.pt", *DATA, "project=/dev/null/x"], NO_FOLDER.format("val")),
+    (["val", "weights=ok.pt", *DATA, "project=/dev/null/x", "slice=32"], NO_FOLDER.format("val")),
+    (["predict", "model=ok.pt", *SOURCE, "project=/dev/null/x"], NO_FOLDER.format("predict")),
+    (["predict", "model=ok.pt", *SOURCE, "project=/dev/null/x", "slice=32"], NO_FOLDER.format("predict")),
+    (["compare", "weights=ok.pt,ok.pt", *DATA, "project=/dev/null/x"], NO_FOLDER.format("compare")),
+    (["train", "model=ok.pt", *DATA, "epochs=1", "project=/dev/null/x"], NO_FOLDER.format("train")),
     (["train", "cfg=bad.yaml", *DATA], r"cfg=bad.yaml: not valid YAML: bad.yaml, line 4, column 3: expected ',' or "
                                        r"']', but got '-' \(while parsing a flow sequence at line 3, column 5\)$"),
     (["predict", "model=bad.yaml", *SOURCE], r"model=bad.yaml: not valid YAML: bad.yaml, line 4, column 3: "),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else "")
-def test_bad_weights_and_model_yamls_are_one_error_line(bad_inputs, tmp_path, argv, message):
+def test_bad_weights_folders_and_model_yamls_are_one_error_line(bad_inputs, tmp_path, argv, message):
     """Exit 2, one stderr line naming the value, no traceback and nothing written: a text file named .pt or a bare
-    state_dict as weights, a model YAML that does not parse."""
+    state_dict as weights, an output folder that cannot be created, a model YAML that does not parse."""
     import re
     import subprocess
     import sys

@@ -1,4 +1,4 @@
-"""Where runs write (issue 21): predict saves as `yolo predict` does, where it does.
+"""Where runs write (issue 21): one folder per run, named as Ultralytics names its own; predict saves as `yolo predict`.
 
 The command-line tests run `yolo-spd` in a new process in ``tmp_path``, with Ultralytics' settings in a private
 folder (``YOLO_CONFIG_DIR``) whose ``runs_dir`` the test sets: the default one depends on where Ultralytics is
@@ -7,13 +7,62 @@ installed (the root of a git checkout above it, else the working directory).
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from yolo_spd.errors import UsageError
+from yolo_spd.run_folders import run_folder, run_output
+
 from .conftest import child_env, make_yolo_dataset
+
+SUMMARY = {"compare.csv", "compare.json", "compare_ap_by_size.png"}
+
+
+# --- run_folder ------------------------------------------------------------------------------------------------------
+# In-process, only absolute projects: under pytest, Ultralytics puts relative ones in its own tests/ folder.
+
+
+def test_run_folder_numbers_repeats_as_ultralytics_and_reuses_with_exist_ok(tmp_path):
+    from ultralytics.utils.files import increment_path
+
+    first = run_folder(tmp_path / "p", None, "compare")
+    assert first == tmp_path / "p" / "compare" and first.is_dir()
+    expected = increment_path(first)  # what the installed Ultralytics calls the next one
+    second = run_folder(str(tmp_path / "p"), "", "compare")
+    assert second == expected == tmp_path / "p" / "compare-2" and second.is_dir()
+    assert run_folder(tmp_path / "p", "compare", "val", exist_ok=True) == first  # name= wins over the default
+    assert run_folder(tmp_path / "p", "mine", "val") == tmp_path / "p" / "mine"
+
+
+@pytest.mark.parametrize("blocker", ["file-as-project", "file-as-folder"])
+def test_a_folder_that_cannot_be_created_is_a_usage_error_naming_it(tmp_path, blocker):
+    (tmp_path / "f").write_text("a file")
+    project, name = (tmp_path / "f" / "x", None) if blocker == "file-as-project" else (tmp_path, "f")
+    with pytest.raises(UsageError, match=r"cannot create the output folder .*/f.* \(.+\); give project= a folder"):
+        run_folder(project, name, "val", exist_ok=True)
+
+
+def test_run_output_removes_the_folders_it_made_when_the_run_fails_before_writing(tmp_path):
+    with pytest.raises(KeyError):
+        with run_output(tmp_path / "new" / "project", None, "predict") as folder:
+            assert folder.is_dir()
+            raise KeyError("stopped before writing")
+    assert list(tmp_path.iterdir()) == []  # the next run is predict again, not predict-2; no empty parents left
+    with pytest.raises(KeyError):
+        with run_output(tmp_path, None, "predict") as folder:
+            (folder / "half.jpg").write_bytes(b"x")
+            raise KeyError("stopped after writing")
+    assert (tmp_path / "predict" / "half.jpg").is_file()  # what was written stays
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(KeyError):
+        with run_output(tmp_path, "kept", "predict", exist_ok=True):
+            raise KeyError("a reused folder")
+    assert (tmp_path / "kept").is_dir()
+
 
 # --- the command --------------------------------------------------------------------------------------------------
 
@@ -98,3 +147,40 @@ def test_predict_saves_like_yolo_predict_sliced_or_not_and_says_where(inputs, tm
     assert outputs(tmp_path) == pictures | {
         (second / name).relative_to(tmp_path).as_posix() for name in ("000-2.png", "000.jpg", "001.jpg", "002.jpg",
                                                                       *(f"labels/{label}" for label in labels))}
+
+
+COMPARE_RUNS = """
+import sys
+from yolo_spd.cli import main
+common = ["weights={a},{b}", "data={data}", "imgsz=64", "batch=4", "workers=0", "device=cpu"]
+for extra in ([], [], ["project=cmpproj"], ["project={absolute}"]):
+    if main(["compare", *common, *extra]) != 0:
+        sys.exit(f"compare {{extra}} failed")
+"""
+
+
+@pytest.mark.parametrize("runs_setting", ["relative", "absolute"])
+def test_compare_puts_each_run_in_one_folder_named_as_ultralytics_names_them(inputs, tmp_path, runs_setting):
+    """Default project twice (compare, compare-2), a relative project (under the runs folder, as Ultralytics puts
+    one) and an absolute one: the table, the plot and every model's own validation in the run's one folder."""
+    runs = "runs" if runs_setting == "relative" else str(tmp_path / "elsewhere" / "runs")
+    env = settings(tmp_path, runs)
+    code = COMPARE_RUNS.format(a=inputs / "a.pt", b=inputs / "b.pt", data=inputs / "data" / "data.yaml",
+                               absolute=tmp_path / "abs")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=900)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    base = Path(runs) if Path(runs).is_absolute() else tmp_path / runs
+    folders = [base / "detect" / "compare", base / "detect" / "compare-2", base / "detect" / "cmpproj" / "compare",
+               tmp_path / "abs" / "compare"]
+    saved = [line.rpartition(" to ")[2] for line in out.stdout.splitlines() if line.startswith("Saved compare.csv")]
+    assert saved == [str(f) for f in folders]
+    written = {tmp_path / p for p in outputs(tmp_path)}
+    for folder in folders:
+        mine = {p for p in written if folder in p.parents}
+        assert {p.name for p in mine if p.parent == folder} == SUMMARY
+        assert {p.parent.name for p in mine if p.parent != folder} == {"a", "b"}  # each model's validation run
+        assert {folder / m / "coco_eval.json" for m in "ab"} <= mine
+        assert json.loads((folder / "compare.json").read_text())["models"][1]["weights"] == str(inputs / "b.pt")
+        written -= mine
+    assert written == set()  # nothing anywhere else (no runs/detect/runs/..., no ./cmpproj)

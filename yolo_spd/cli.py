@@ -52,6 +52,7 @@ Sliced inference (val, compare, predict), after SAHI; val and compare score the 
   postprocess_match_metric=IOS  IOS (intersection over the smaller box) or IOU; with NMS unset: IOU
   postprocess_match_threshold=0.5  overlap at which two boxes are one object; postprocess_class_agnostic=False
 Every other key is Ultralytics' (epochs, imgsz, batch, device, project, name, ...): https://docs.ultralytics.com/usage/cfg/
+Each run writes into one folder named as Ultralytics names its own: runs/detect/MODE, MODE-2, ... (project=, name=)
 
 Examples:
   yolo-spd train                                   # the offline demo: yolov5-spd-n on synthetic small objects
@@ -152,14 +153,13 @@ def load_model(model, mode_key: str):
     return load_model(model, mode_key, exports=mode_key != "cfg")
 
 
-def _runs_folder(project, name: str) -> Path:
-    from ultralytics.utils import RUNS_DIR
+def output_folder(args: dict, default_name: str, task: str = "detect"):
+    """The run folder (:func:`yolo_spd.run_folders.run_output`, a context) from the ``project``, ``name`` and
+    ``exist_ok`` in ``args``, which are taken out of ``args``: Ultralytics gets the folder itself (``save_dir``)."""
+    from .run_folders import run_output
 
-    base = Path(project) if project else Path(RUNS_DIR) / "detect"
-    folder, n = base / name, 2
-    while folder.exists():
-        folder, n = base / f"{name}{n}", n + 1
-    return folder
+    return run_output(args.pop("project", None), args.pop("name", None), default_name, args.pop("exist_ok", False),
+                      task=task)
 
 
 def _print_evaluation(result, folder: Path, per_class: bool) -> None:
@@ -221,13 +221,14 @@ def run_val(tokens: list[str]) -> None:
     split = required_split(rest)
     if mine["predictions"]:
         result = evaluate_predictions(split, mine["predictions"], settings)
-        folder = _runs_folder(rest.get("project"), rest.get("name") or "val")
-        _print_evaluation(result, folder, mine["per_class"])
+        with output_folder(rest, "val") as folder:
+            _print_evaluation(result, folder, mine["per_class"])
         return
     model = load_model(weights, "weights")
-    evaluation = evaluate_model(model, split, settings, **rest)
-    save_detections(evaluation, evaluation.save_dir)
-    _print_evaluation(evaluation.result, evaluation.save_dir, mine["per_class"])
+    with output_folder(rest, "val", task=model.task) as folder:
+        evaluation = evaluate_model(model, split, settings, save_dir=str(folder), **rest)
+        save_detections(evaluation, evaluation.save_dir)
+        _print_evaluation(evaluation.result, evaluation.save_dir, mine["per_class"])
 
 
 def run_train(tokens: list[str]) -> None:
@@ -248,17 +249,19 @@ def run_train(tokens: list[str]) -> None:
     from ultralytics import YOLO
 
     yolo = load_model(model, "cfg")
-    yolo.train(**rest)
+    if rest.get("resume"):  # the checkpoint names its run folder
+        yolo.train(**rest)
+    else:  # project/name/exist_ok stay in the recorded arguments (args.yaml) as given
+        with output_folder(dict(rest), "train", task=yolo.task) as folder:
+            yolo.train(**rest, save_dir=str(folder))
     trainer = yolo.trainer
     best = next((p for p in (trainer.best, trainer.last) if Path(p).is_file()), None)
     if best is None:
         return
     print(f"\nScoring {best} with COCO's evaluator")
     val_args = {k: getattr(trainer.args, k) for k in ("imgsz", "batch", "device", "workers")}
-    evaluation = evaluate_model(
-        YOLO(best), val_split or resolve_split(trainer.args.data, "val"), settings,
-        project=str(trainer.save_dir.parent), name=trainer.save_dir.name, exist_ok=True, plots=False, **val_args,
-    )
+    evaluation = evaluate_model(YOLO(best), val_split or resolve_split(trainer.args.data, "val"), settings,
+                                save_dir=str(trainer.save_dir), plots=False, **val_args)
     save_detections(evaluation, trainer.save_dir)
     _print_evaluation(evaluation.result, trainer.save_dir, mine["per_class"])
 
@@ -302,12 +305,14 @@ def run_compare(tokens: list[str]) -> None:
     weights = [Path(resolve_model(w, "weights")) for w in files]
     settings = eval_settings(mine)
     split = required_split(rest)
-    folder = _runs_folder(rest.pop("project", None), rest.pop("name", None) or "compare")
-    scores, columns, saved = compare(weights, split, folder, settings, **rest)
+    with output_folder(rest, "compare") as folder:
+        scores, columns, saved = compare(weights, split, folder, settings, **rest)
     print(markdown_table(scores, columns))
     print(f"Saved {', '.join(f.name for f in saved)} to {folder}")
 
 
+#: Ultralytics' predict keys that write into the run folder; with none of them set, predict creates no folder.
+PREDICT_OUTPUT_KEYS = ("save", "save_txt", "save_crop", "save_frames", "visualize")
 #: The keys sliced predict takes besides Ultralytics' prediction keys (slicing.inference.PREDICT_KEYS).
 SLICED_PREDICT_KEYS = ("source", "project", "name", "exist_ok", "save", "save_txt", "save_conf", "line_width",
                        "show_labels", "show_conf", "verbose")
@@ -318,8 +323,9 @@ def run_predict_or_export(mode: str, tokens: list[str]) -> None:
     ``predict slice=...`` predicts window by window (:func:`yolo_spd.slicing.inference.predict_sliced`).
 
     predict saves what ``yolo predict`` saves, where it saves it: ``save`` defaults to True as on Ultralytics' command
-    line (its Python ``predict()`` defaults to False), into Ultralytics' run folder (``runs/detect/predict``,
-    ``predict-2``, ...); results are streamed, not collected, as ``yolo predict`` does."""
+    line (its Python ``predict()`` defaults to False), into the run folder :func:`yolo_spd.run_folders.run_folder`
+    picks (``runs/detect/predict``, ``predict-2``, ...); results are streamed, not collected, as ``yolo predict``
+    does."""
     allowed = ultralytics_keys() | (set(SLICE_KEYS) if mode == "predict" else set())
     args = parse_pairs(tokens, allowed)
     slice_keys, args = split_ours(args, SLICE_KEYS) if mode == "predict" else ({}, args)
@@ -339,11 +345,21 @@ def run_predict_or_export(mode: str, tokens: list[str]) -> None:
         model.export(**args)
         return
     args.setdefault("save", True)  # as `yolo predict`
+    if not any(args.get(key) for key in PREDICT_OUTPUT_KEYS):
+        _predict(model, slicing, args)
+        return
+    with output_folder(args, "predict", task=model.task) as folder:
+        _predict(model, slicing, {**args, "save_dir": folder})
+
+
+def _predict(model, slicing, args: dict) -> None:
     if slicing is not None:
         from .slicing.inference import predict_sliced
 
         predict_sliced(model, slicing, **args)
         return
+    if args.get("save_dir"):
+        args = {**args, "save_dir": str(args["save_dir"])}
     for _ in model.predict(stream=True, **args):  # consumed, not kept, as `yolo predict` does
         pass
 

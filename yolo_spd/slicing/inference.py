@@ -322,29 +322,27 @@ def image_files(source) -> list[Path]:
 
 def predict_sliced(model, settings: SliceSettings, source, project=None, name=None, exist_ok=False, save=True,
                    save_txt=False, save_conf=False, line_width=None, show_labels=True, show_conf=True, verbose=True,
-                   **predict_args) -> Path | None:
+                   save_dir=None, **predict_args) -> Path | None:
     """``yolo-spd predict slice=...``: each image predicted by :class:`SlicedPredictor` and saved as ``yolo predict``
     saves predictions: the image with its boxes drawn in the run folder, with ``save_txt=True`` a
     ``labels/<stem>.txt`` of ``class x y w h [conf]`` rows normalised to the image (none for an image without
-    detections; images of the same stem get ``<stem>-2``, as Ultralytics names them). The run folder is Ultralytics'
-    from ``project``/``name``/``exist_ok`` (``runs/detect/predict``, ``predict-2``, ...); with neither ``save`` nor
-    ``save_txt`` nothing is written and no folder is made. Prints a line per image (``verbose``) and, at the end,
-    where the results went. Returns the run folder, or None."""
+    detections; images of the same stem get ``<stem>-2``, as Ultralytics names them). The run folder is ``save_dir``,
+    else :func:`yolo_spd.run_folders.run_folder`'s from ``project``/``name``/``exist_ok`` (``runs/detect/predict``,
+    ``predict-2``, ...); with neither ``save`` nor ``save_txt`` nothing is written and no folder is made. Prints a
+    line per image (``verbose``) and, at the end, where the results went. Returns the run folder, or None."""
     import time
-    from types import SimpleNamespace
 
     import torch
-    from ultralytics.cfg import get_save_dir
     from ultralytics.engine.results import Results
 
     from ..paths import atomic_target
+    from ..run_folders import run_folder
 
     files = image_files(source)
     predictor = SlicedPredictor(model, settings, predict_args, default_conf=0.25)
     folder = None
     if save or save_txt:
-        folder = get_save_dir(SimpleNamespace(project=project, name=name, exist_ok=exist_ok, task="detect",
-                                              mode="predict"))
+        folder = Path(save_dir) if save_dir else run_folder(project, name, "predict", exist_ok)
         folder.mkdir(parents=True, exist_ok=True)
     print(f"Sliced prediction: {predictor.describe()}")
     labels, stems = 0, set()
