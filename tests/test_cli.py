@@ -179,3 +179,100 @@ def test_info_prints_the_model_table_with_baseline_ratios():
     assert code == 0, err
     row = next(line for line in out.splitlines() if line.startswith("| yolov5-spd-n "))
     assert "| yolov5nu |" in row and "3,038,816" in row and "2,141,152" in row
+
+
+# --- bad weights, output folders and model YAMLs: one error line from a new process (issue 21) -----------------------
+
+BAD_MODEL_YAML = "nc: 2\nbackbone:\n  - [-1, 1, Conv, [16, 3, 2]\n  - [-1, 1, Conv, [32, 3, 2]]\nhead: []\n"
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(tmp_path_factory):
+    """A folder with a dataset, a real 2-class checkpoint (ok.pt) and the bad inputs: a text file named x.pt, a
+    PyTorch file holding only a state_dict (state.pt), a model YAML with a syntax error (bad.yaml)."""
+    import torch
+    from ultralytics import YOLO
+    from ultralytics.nn.tasks import DetectionModel
+
+    import yolo_spd  # noqa: F401
+
+    root = tmp_path_factory.mktemp("bad")
+    make_yolo_dataset(root / "data", n_train=1, n_val=2, size=64)
+    model = YOLO("yolov5-spd-n.yaml")
+    model.model = DetectionModel("yolov5-spd-n.yaml", nc=2, verbose=False)
+    model.model.names = {0: "red", 1: "green"}
+    model.save(root / "ok.pt")
+    (root / "x.pt").write_text("these are not weights\n")
+    torch.save(model.model.state_dict(), root / "state.pt")
+    (root / "bad.yaml").write_text(BAD_MODEL_YAML)
+    return root
+
+
+DATA = ["data=data/data.yaml", "imgsz=64"]
+SOURCE = ["source=data/images/val", "imgsz=64"]
+NOT_TORCH = r"not a PyTorch checkpoint \(not written by torch.save\); expected a \.pt checkpoint written by Ultralytics"
+NO_FOLDER = r"project=/dev/null/x: cannot create the output folder /dev/null/x/{} \(Not a directory\)"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["val", "weights=x.pt", *DATA], "weights=x.pt: " + NOT_TORCH),
+    (["predict", "model=x.pt", *SOURCE], "model=x.pt: " + NOT_TORCH),
+    (["predict", "model=x.pt", *SOURCE, "slice=32"], "model=x.pt: " + NOT_TORCH),
+    (["export", "model=x.pt", "format=onnx"], "model=x.pt: " + NOT_TORCH),
+    (["compare", "weights=ok.pt,x.pt", *DATA], "weights=x.pt: " + NOT_TORCH),
+    (["val", "weights=state.pt", *DATA], r"weights=state.pt: a PyTorch file but not an Ultralytics checkpoint \(.+\); "
+                                         r"expected a \.pt checkpoint written by Ultralytics"),
+    (["val", "weights=ok.pt", *DATA, "project=/dev/null/x"], NO_FOLDER.format("val")),
+    (["val", "weights=ok.pt", *DATA, "project=/dev/null/x", "slice=32"], NO_FOLDER.format("val")),
+    (["predict", "model=ok.pt", *SOURCE, "project=/dev/null/x"], NO_FOLDER.format("predict")),
+    (["predict", "model=ok.pt", *SOURCE, "project=/dev/null/x", "slice=32"], NO_FOLDER.format("predict")),
+    (["compare", "weights=ok.pt,ok.pt", *DATA, "project=/dev/null/x"], NO_FOLDER.format("compare")),
+    (["train", "model=ok.pt", *DATA, "epochs=1", "project=/dev/null/x"], NO_FOLDER.format("train")),
+    (["train", "cfg=bad.yaml", *DATA], r"cfg=bad.yaml: not valid YAML: bad.yaml, line 4, column 3: expected ',' or "
+                                       r"']', but got '-' \(while parsing a flow sequence at line 3, column 5\)$"),
+    (["predict", "model=bad.yaml", *SOURCE], r"model=bad.yaml: not valid YAML: bad.yaml, line 4, column 3: "),
+], ids=lambda v: " ".join(v) if isinstance(v, list) else "")
+def test_bad_weights_folders_and_model_yamls_are_one_error_line(bad_inputs, tmp_path, argv, message):
+    """Exit 2, one stderr line naming the value, no traceback and nothing written: a text file named .pt or a bare
+    state_dict as weights, an output folder that cannot be created, a model YAML that does not parse."""
+    import re
+    import subprocess
+    import sys
+
+    from ultralytics.utils import SettingsManager
+
+    from .conftest import child_env
+
+    config = tmp_path / "config"  # Ultralytics' settings, private: a run that wrongly went ahead writes into tmp_path
+    SettingsManager(config / "Ultralytics" / "settings.json").update(runs_dir=str(tmp_path / "runs"))
+    before = sorted(bad_inputs.rglob("*"))
+    out = subprocess.run([sys.executable, "-m", "yolo_spd", *argv], cwd=bad_inputs, capture_output=True, text=True,
+                         env=child_env(YOLO_CONFIG_DIR=str(config), YOLO_SPD_CACHE=str(tmp_path / "cache")),
+                         timeout=600)
+    lines = out.stderr.splitlines()
+    assert out.returncode == 2 and len(lines) == 1 and lines[0].startswith("yolo-spd: error: "), out.stderr[-3000:]
+    assert re.search(message, lines[0]), lines[0]
+    assert not (tmp_path / "runs").exists() and sorted(bad_inputs.rglob("*")) == before
+
+
+def test_a_pt_is_checked_to_be_what_torch_save_writes_before_anything_unpickles_it(tmp_path):
+    """Both of torch.save's formats pass (the zip archive and the legacy pickle); other files are named and refused."""
+    import zipfile
+
+    import torch
+
+    from yolo_spd.errors import UsageError
+    from yolo_spd.model_source import check_torch_file
+
+    torch.save({"model": None}, tmp_path / "zip.pt")
+    torch.save({"model": None}, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    for name in ("zip.pt", "legacy.pt"):
+        check_torch_file(tmp_path / name, f"weights={name}")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with zipfile.ZipFile(tmp_path / "other.pt", "w") as archive:
+        archive.writestr("other/readme.txt", "not torch")
+    (tmp_path / "pickle.pt").write_bytes(__import__("pickle").dumps({"model": None}))  # a pickle, not torch's
+    for name, problem in (("empty.pt", "an empty file"), ("other.pt", "a zip archive without torch.save's data.pkl"),
+                          ("pickle.pt", "not written by torch.save")):
+        with pytest.raises(UsageError, match=rf"^weights={name}: not a PyTorch checkpoint \({problem}\); expected "):
+            check_torch_file(tmp_path / name, f"weights={name}")

@@ -5,6 +5,7 @@ Arguments use Ultralytics' ``key=value`` style. See :data:`HELP` (``yolo-spd hel
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib.util
 import os
@@ -25,7 +26,7 @@ Modes:
   train    train like `yolo train`, then score best.pt with COCO's evaluator
   val      validate weights, or score a saved detections file, with COCO's evaluator (AP_S highlighted)
   compare  validate several checkpoints on the same data: side-by-side table, CSV/JSON, AP-by-size bar plot
-  predict  `yolo predict` with the yolo_spd modules registered (all keys as in Ultralytics)
+  predict  `yolo predict` with the yolo_spd modules registered (all keys as in Ultralytics; saves by default, as it)
   export   `yolo export` with the yolo_spd modules registered (all keys as in Ultralytics)
   study    train every model x every seed alike, score them alike, paired differences with intervals
   slice    cut a YOLO dataset's train/val images into tiles at native resolution: a tiled dataset + its data.yaml
@@ -58,6 +59,7 @@ A study (yolo-spd study models=a.yaml,b.yaml seeds=0,1,2 data=X.yaml [train keys
   seeds=0,1,2           one run per model and seed; tile=320 trains on tiles (yolo-spd slice; overlap= shared)
   resamples=1000        paired bootstrap over val images (bootstrap_seed=0); results in study.json/.md/.png
 Every other key is Ultralytics' (epochs, imgsz, batch, device, project, name, ...): https://docs.ultralytics.com/usage/cfg/
+Each run writes into one folder named as Ultralytics names its own: runs/detect/MODE, MODE-2, ... (project=, name=)
 
 Examples:
   yolo-spd train                                   # the offline demo: yolov5-spd-n on synthetic small objects
@@ -156,14 +158,21 @@ def resolve_model(model, mode_key: str) -> str:
     return resolve_model(model, mode_key, exports=mode_key != "cfg")
 
 
-def _runs_folder(project, name: str) -> Path:
-    from ultralytics.utils import RUNS_DIR
+def load_model(model, mode_key: str):
+    """``YOLO(model)`` for a value :func:`resolve_model` accepts; a .pt that is no Ultralytics checkpoint is a
+    UsageError naming it (:func:`yolo_spd.model_source.load_model`)."""
+    from .model_source import load_model
 
-    base = Path(project) if project else Path(RUNS_DIR) / "detect"
-    folder, n = base / name, 2
-    while folder.exists():
-        folder, n = base / f"{name}{n}", n + 1
-    return folder
+    return load_model(model, mode_key, exports=mode_key != "cfg")
+
+
+def output_folder(args: dict, default_name: str, task: str = "detect"):
+    """The run folder (:func:`yolo_spd.run_folders.run_output`, a context) from the ``project``, ``name`` and
+    ``exist_ok`` in ``args``, which are taken out of ``args``: Ultralytics gets the folder itself (``save_dir``)."""
+    from .run_folders import run_output
+
+    return run_output(args.pop("project", None), args.pop("name", None), default_name, args.pop("exist_ok", False),
+                      task=task)
 
 
 def _print_evaluation(result, folder: Path, per_class: bool) -> None:
@@ -225,15 +234,14 @@ def run_val(tokens: list[str]) -> None:
     split = required_split(rest)
     if mine["predictions"]:
         result = evaluate_predictions(split, mine["predictions"], settings)
-        folder = _runs_folder(rest.get("project"), rest.get("name") or "val")
-        _print_evaluation(result, folder, mine["per_class"])
+        with output_folder(rest, "val") as folder:
+            _print_evaluation(result, folder, mine["per_class"])
         return
-    from ultralytics import YOLO
-
-    model = YOLO(resolve_model(weights, "weights"))
-    evaluation = evaluate_model(model, split, settings, **rest)
-    save_detections(evaluation, evaluation.save_dir)
-    _print_evaluation(evaluation.result, evaluation.save_dir, mine["per_class"])
+    model = load_model(weights, "weights")
+    with output_folder(rest, "val", task=model.task) as folder:
+        evaluation = evaluate_model(model, split, settings, save_dir=str(folder), **rest)
+        save_detections(evaluation, evaluation.save_dir)
+        _print_evaluation(evaluation.result, evaluation.save_dir, mine["per_class"])
 
 
 def run_train(tokens: list[str]) -> None:
@@ -253,18 +261,20 @@ def run_train(tokens: list[str]) -> None:
         val_split = resolve_split(rest["data"], "val")  # fail before training; scored after it
     from ultralytics import YOLO
 
-    yolo = YOLO(model)
-    yolo.train(**rest)
+    yolo = load_model(model, "cfg")
+    if rest.get("resume"):  # the checkpoint names its run folder
+        yolo.train(**rest)
+    else:  # project/name/exist_ok stay in the recorded arguments (args.yaml) as given
+        with output_folder(dict(rest), "train", task=yolo.task) as folder:
+            yolo.train(**rest, save_dir=str(folder))
     trainer = yolo.trainer
     best = next((p for p in (trainer.best, trainer.last) if Path(p).is_file()), None)
     if best is None:
         return
     print(f"\nScoring {best} with COCO's evaluator")
     val_args = {k: getattr(trainer.args, k) for k in ("imgsz", "batch", "device", "workers")}
-    evaluation = evaluate_model(
-        YOLO(best), val_split or resolve_split(trainer.args.data, "val"), settings,
-        project=str(trainer.save_dir.parent), name=trainer.save_dir.name, exist_ok=True, plots=False, **val_args,
-    )
+    evaluation = evaluate_model(YOLO(best), val_split or resolve_split(trainer.args.data, "val"), settings,
+                                save_dir=str(trainer.save_dir), plots=False, **val_args)
     save_detections(evaluation, trainer.save_dir)
     _print_evaluation(evaluation.result, trainer.save_dir, mine["per_class"])
 
@@ -308,8 +318,8 @@ def run_compare(tokens: list[str]) -> None:
     weights = [Path(resolve_model(w, "weights")) for w in files]
     settings = eval_settings(mine)
     split = required_split(rest)
-    folder = _runs_folder(rest.pop("project", None), rest.pop("name", None) or "compare")
-    scores, columns, saved = compare(weights, split, folder, settings, **rest)
+    with output_folder(rest, "compare") as folder:
+        scores, columns, saved = compare(weights, split, folder, settings, **rest)
     print(markdown_table(scores, columns))
     print(f"Saved {', '.join(f.name for f in saved)} to {folder}")
 
@@ -322,11 +332,8 @@ def _listed(value) -> list[str]:
 
 def study_plan(tokens: list[str]):
     """The :class:`~yolo_spd.study.plan.StudyPlan` the ``yolo-spd study`` arguments describe, every value checked."""
-    from types import SimpleNamespace
-
-    from ultralytics.cfg import get_save_dir
-
     from .evaluation.dataset import resolve_split
+    from .run_folders import run_folder
     from .slicing.tiles import TileSettings
     from .study.plan import StudyPlan
 
@@ -359,13 +366,14 @@ def study_plan(tokens: list[str]):
                              min_visible=mine["min_visible"], empty=mine["empty"], format=mine["format"])
         tiles.check()
     settings = eval_settings(mine)
-    project, name = rest.pop("project", None), rest.pop("name", None) or "study"
-    folder = get_save_dir(SimpleNamespace(project=project, name=name, exist_ok=True, task="detect", mode="study"))
     val_keys = {k: rest[k] for k in STUDY_VAL_KEYS if k in rest}
-    return StudyPlan(models=tuple(models), seeds=tuple(seeds), data=str(data), val=val, train=rest, tiles=tiles,
-                     evaluation=settings, folder=Path(folder).resolve(), resamples=mine["resamples"],
+    project, name = rest.pop("project", None), rest.pop("name", None)
+    plan = StudyPlan(models=tuple(models), seeds=tuple(seeds), data=str(data), val=val, train=rest, tiles=tiles,
+                     evaluation=settings, folder=Path(), resamples=mine["resamples"],
                      bootstrap_seed=mine["bootstrap_seed"], command=" ".join(["yolo-spd study", *tokens]),
-                     val_keys=val_keys)
+                     val_keys=val_keys)  # every value checked before the folder is made
+    # exist_ok: the folder is the study's state, so the same name continues it (a study resumes; it never numbers)
+    return dataclasses.replace(plan, folder=run_folder(project, name, "study", exist_ok=True))
 
 
 def run_study(tokens: list[str]) -> None:
@@ -376,35 +384,57 @@ def run_study(tokens: list[str]) -> None:
     run(plan)
     print(f"Study results saved to {plan.folder} (study.json, study.md, study.png)")
 
+#: Ultralytics' predict keys that write into the run folder; with none of them set, predict creates no folder.
+PREDICT_OUTPUT_KEYS = ("save", "save_txt", "save_crop", "save_frames", "visualize")
+#: The keys sliced predict takes besides Ultralytics' prediction keys (slicing.inference.PREDICT_KEYS).
+SLICED_PREDICT_KEYS = ("source", "project", "name", "exist_ok", "save", "save_txt", "save_conf", "line_width",
+                       "show_labels", "show_conf", "verbose")
+
 
 def run_predict_or_export(mode: str, tokens: list[str]) -> None:
     """``YOLO(model).predict(...)`` / ``.export(...)``: every key as in Ultralytics, with the modules registered;
-    ``predict slice=...`` predicts window by window (:func:`yolo_spd.slicing.inference.predict_sliced`)."""
-    from ultralytics import YOLO
+    ``predict slice=...`` predicts window by window (:func:`yolo_spd.slicing.inference.predict_sliced`).
 
+    predict saves what ``yolo predict`` saves, where it saves it: ``save`` defaults to True as on Ultralytics' command
+    line (its Python ``predict()`` defaults to False), into the run folder :func:`yolo_spd.run_folders.run_folder`
+    picks (``runs/detect/predict``, ``predict-2``, ...); results are streamed, not collected, as ``yolo predict``
+    does."""
     allowed = ultralytics_keys() | (set(SLICE_KEYS) if mode == "predict" else set())
     args = parse_pairs(tokens, allowed)
     slice_keys, args = split_ours(args, SLICE_KEYS) if mode == "predict" else ({}, args)
     if not args.get("model"):
         raise UsageError(f"{mode} needs model=PATH.pt (or a model YAML)")
-    from .slicing.inference import SliceSettings
+    from .slicing.inference import PREDICT_KEYS, SliceSettings
 
     slicing = SliceSettings.from_keys(**slice_keys) if slice_keys else None
-    model = YOLO(resolve_model(args.pop("model"), "model"))
-    if slicing is None:
-        if mode == "export":
-            check_offline_export(str(args.get("format", "torchscript")))
-        getattr(model, mode)(**args)
+    if slicing is not None:
+        unsupported = sorted(set(args) - {"model"} - set(PREDICT_KEYS) - set(SLICED_PREDICT_KEYS))
+        if unsupported:
+            raise UsageError(f"{unsupported[0]}= is not supported with slice=; sliced predict takes "
+                             f"{', '.join(SLICED_PREDICT_KEYS)}, {', '.join(PREDICT_KEYS)}")
+    model = load_model(args.pop("model"), "model")
+    if mode == "export":
+        check_offline_export(str(args.get("format", "torchscript")))
+        model.export(**args)
         return
-    from .slicing.inference import PREDICT_KEYS, predict_sliced
+    args.setdefault("save", True)  # as `yolo predict`
+    if not any(args.get(key) for key in PREDICT_OUTPUT_KEYS):
+        _predict(model, slicing, args)
+        return
+    with output_folder(args, "predict", task=model.task) as folder:
+        _predict(model, slicing, {**args, "save_dir": folder})
 
-    saving = ("source", "project", "name", "exist_ok", "save", "save_txt", "save_conf", "line_width", "show_labels",
-              "show_conf")
-    unsupported = sorted(set(args) - set(PREDICT_KEYS) - set(saving))
-    if unsupported:
-        raise UsageError(f"{unsupported[0]}= is not supported with slice=; sliced predict takes {', '.join(saving)}, "
-                         f"{', '.join(PREDICT_KEYS)}")
-    predict_sliced(model, slicing, **args)
+
+def _predict(model, slicing, args: dict) -> None:
+    if slicing is not None:
+        from .slicing.inference import predict_sliced
+
+        predict_sliced(model, slicing, **args)
+        return
+    if args.get("save_dir"):
+        args = {**args, "save_dir": str(args["save_dir"])}
+    for _ in model.predict(stream=True, **args):  # consumed, not kept, as `yolo predict` does
+        pass
 
 
 def run_info(tokens: list[str]) -> None:

@@ -9,11 +9,14 @@ table its ``AutoBackend`` reads to pick a runtime), so a format Ultralytics adds
 Deliberate differences from stock ``yolo``: nothing is downloaded (a missing ``yolov8n.pt`` is an error, not a
 download), and Triton server URLs are not accepted. Training (``cfg=``) takes a YAML or a ``.pt`` only: an export
 holds no trainable model. Anything else raises :class:`~yolo_spd.errors.UsageError` naming the value and listing
-the accepted forms.
+the accepted forms; so does a ``.pt`` that is not a checkpoint (a text file, an image, an archive renamed ``.pt``:
+refused before anything unpickles it; a PyTorch file with no Ultralytics model in it, such as a bare ``state_dict``:
+refused by :func:`load_model` where Ultralytics reads it) and a model YAML that does not parse (file, line, column).
 """
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import yaml
@@ -23,6 +26,10 @@ from .errors import UsageError
 YAML_SUFFIXES = (".yaml", ".yml")
 #: Legacy CoreML file that ``AutoBackend`` also loads but ``export_formats()`` no longer lists.
 EXTRA_SUFFIXES = {".mlmodel": "coreml"}
+#: How torch.save's pre-1.6 format begins: pickle protocol 2 and torch's magic number (``torch.serialization``).
+LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19"
+#: What a .pt must be, for error messages.
+CHECKPOINT = "a .pt checkpoint written by Ultralytics or yolo-spd (a training run's weights/best.pt, or YOLO.save())"
 
 
 def export_suffixes() -> dict[str, str]:
@@ -77,7 +84,74 @@ def resolve_model(model: str | Path, key: str, exports: bool = True) -> str:
     if not allowed or (fmt == "pt" and not path.is_file()):
         what = "not found" if not path.exists() else f"not an accepted model form ({fmt or 'unknown'})"
         raise UsageError(f"{key}={text}: {what}; expected {accepted_forms(exports)}")
+    if fmt == "pt":
+        check_torch_file(path, f"{key}={text}")
     return text
+
+
+def check_torch_file(path: Path, what: str) -> None:
+    """Refuse a ``.pt`` that torch.save did not write (a text file, an image, an archive renamed ``.pt``, an empty or
+    truncated file) before anything unpickles it. torch.save writes a zip archive with a ``<name>/data.pkl`` record
+    (torch >= 1.6), or, in the legacy format, a pickle that begins with torch's magic number."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                if any(n == "data.pkl" or n.endswith("/data.pkl") for n in archive.namelist()):
+                    return
+            problem = "a zip archive without torch.save's data.pkl"
+        else:
+            with open(path, "rb") as f:
+                head = f.read(len(LEGACY_TORCH_MAGIC))
+            if head == LEGACY_TORCH_MAGIC:
+                return
+            problem = "an empty file" if not head else "not written by torch.save"
+    except (OSError, zipfile.BadZipFile) as error:
+        problem = f"cannot be read: {getattr(error, 'strerror', None) or error}"
+    raise UsageError(f"{what}: not a PyTorch checkpoint ({problem}); expected {CHECKPOINT}")
+
+
+def load_model(model: str | Path, key: str, exports: bool = True):
+    """``YOLO(model)`` for a value :func:`resolve_model` accepts (checked here again).
+
+    A ``.pt`` that is a PyTorch file but holds no Ultralytics model (a bare ``state_dict``, a tensor, a TorchScript
+    archive, or under ``ULTRALYTICS_SAFE_LOAD`` classes outside the allow-list) is refused by Ultralytics' checkpoint
+    reader with a TypeError (AttributeError or KeyError in some releases); that error, raised there, becomes a
+    :class:`~yolo_spd.errors.UsageError` naming the file. The same exception types raised anywhere else are bugs and
+    propagate unchanged.
+    """
+    from ultralytics import YOLO
+
+    text = resolve_model(model, key, exports)
+    try:
+        return YOLO(text)
+    except (TypeError, AttributeError, KeyError) as error:
+        if model_format(Path(text)) != "pt" or not _raised_reading_checkpoint(error):
+            raise
+        raise UsageError(f"{key}={text}: a PyTorch file but not an Ultralytics checkpoint "
+                         f"({_reason(error, text)}); expected {CHECKPOINT}") from error
+
+
+#: Ultralytics' checkpoint reader (ultralytics/nn/tasks.py): the functions that read a .pt and check what it holds.
+CHECKPOINT_READERS = ("torch_safe_load", "load_checkpoint", "attempt_load_one_weight", "attempt_load_weights")
+
+
+def _raised_reading_checkpoint(error: BaseException) -> bool:
+    """Was ``error`` raised (innermost frame) by Ultralytics' checkpoint reader itself?"""
+    traceback = error.__traceback__
+    while traceback is not None and traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    if traceback is None:
+        return False
+    code = traceback.tb_frame.f_code
+    return Path(code.co_filename).as_posix().endswith("ultralytics/nn/tasks.py") and code.co_name in CHECKPOINT_READERS
+
+
+def _reason(error: BaseException, text: str) -> str:
+    """Ultralytics' reason, one sentence, without its ERROR prefix, the file name and its advice."""
+    message = " ".join(str(error).split()) if not isinstance(error, KeyError) else f"no {error} entry in it"
+    for prefix in ("ERROR", "❌️", "❌", text, Path(text).name):
+        message = message.removeprefix(prefix).strip()
+    return message.split(". ")[0].rstrip(".") or type(error).__name__
 
 
 def _resolve_yaml(text: str, path: Path, key: str) -> str:
@@ -85,7 +159,8 @@ def _resolve_yaml(text: str, path: Path, key: str) -> str:
     if file is None:
         raise UsageError(f"{key}={text}: no such model YAML here, among the packaged configs (yolo-spd info) or "
                          "among Ultralytics' own (yolov5nu.yaml, yolov8n.yaml, ...)")
-    if not is_model_yaml(file):
+    content = read_yaml(file, f"{key}={text}")
+    if not (isinstance(content, dict) and "backbone" in content):
         raise UsageError(
             f"{key}={text} is not a model YAML (it has no 'backbone:'); for an Ultralytics settings-override "
             "file use overrides="
@@ -111,6 +186,26 @@ def model_file(model: str | Path) -> Path | None:
     if text.lower().endswith(YAML_SUFFIXES):
         return yaml_file(text)
     return Path(text) if Path(text).is_file() else None
+
+
+def read_yaml(file: Path, what: str):
+    """The content of a YAML file; a file that cannot be read or parsed raises UsageError naming ``what`` (the
+    argument), the file and, for a syntax error, the line and column, as PyYAML reports them."""
+    try:
+        return yaml.safe_load(Path(file).read_text(encoding="utf-8"))
+    except OSError as error:
+        raise UsageError(f"{what}: cannot read {file} ({error.strerror or error})") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{what}: {file} is not a text file (not UTF-8), so not a YAML file") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+        where = f"{file}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(file)
+        problem = " ".join(str(getattr(error, "problem", None) or error).split())
+        context = getattr(error, "context", None)
+        context_mark = getattr(error, "context_mark", None)
+        if context and context_mark and context_mark is not mark:
+            problem += f" ({context} at line {context_mark.line + 1}, column {context_mark.column + 1})"
+        raise UsageError(f"{what}: not valid YAML: {where}: {problem}") from None
 
 
 def is_model_yaml(file: Path) -> bool:

@@ -101,20 +101,18 @@ def evaluate_model(model, split: DatasetSplit, settings: EvalSettings | None = N
 
 
 def evaluate_sliced(model, split: DatasetSplit, settings: EvalSettings, project=None, name=None, exist_ok=False,
-                    **val_args) -> ModelEvaluation:
+                    save_dir=None, **val_args) -> ModelEvaluation:
     """Sliced validation: every image of ``split`` that the ground truth keeps is predicted window by window at its
     native resolution (:class:`yolo_spd.slicing.inference.SlicedPredictor`), and the merged full-image detections are
     scored against the full images' ground truth, so AP_S refers to objects as they are in the original images.
 
-    The run folder follows Ultralytics' rules (``project``/``name``/``exist_ok``, default ``runs/detect/val*``).
+    The run folder is ``save_dir`` if given, else the one :func:`yolo_spd.run_folders.run_folder` picks from
+    ``project``/``name``/``exist_ok`` as Ultralytics would (default ``runs/detect/val``, ``val-2``, ...).
     Of ``val_args``, Ultralytics' prediction keys are used (``imgsz`` defaults to the slice size, ``conf`` to
     Ultralytics' val default 0.001, ``batch`` is windows per forward pass); the others (``workers``, ``plots``, ...)
     concern Ultralytics' dataloader and plots and are ignored, with a note.
     """
-    from types import SimpleNamespace
-
-    from ultralytics.cfg import get_save_dir
-
+    from ..run_folders import run_folder
     from ..slicing.inference import PREDICT_KEYS, SlicedPredictor
 
     assert settings.slicing is not None
@@ -125,7 +123,7 @@ def evaluate_sliced(model, split: DatasetSplit, settings: EvalSettings, project=
               "loader keys)", file=sys.stderr)
     predictor = SlicedPredictor(model, settings.slicing, {k: v for k, v in val_args.items() if k in PREDICT_KEYS},
                                 default_conf=0.001)
-    folder = get_save_dir(SimpleNamespace(project=project, name=name, exist_ok=exist_ok, task="detect", mode="val"))
+    folder = Path(save_dir) if save_dir else run_folder(project, name, "val", exist_ok)
     folder.mkdir(parents=True, exist_ok=True)
     files = [image for image in split.images if image.name in truth.image_ids]
     print(f"Sliced val on {len(files)} images of {split.yaml_file.name} ({split.split}): {predictor.describe()}")

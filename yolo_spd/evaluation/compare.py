@@ -152,22 +152,23 @@ def compare(weights: list[Path], split: DatasetSplit, folder: Path, settings: Ev
             **val_args) -> tuple[list[ModelScore], list[str], list[Path]]:
     """Validate every model in ``weights`` on ``split`` with the same settings; return scores, columns, saved files.
 
-    ``val_args`` are Ultralytics' validation keys, the same for every model; each model's own run goes to a
-    subfolder of ``folder`` named after it.
+    ``folder`` is the run folder (the CLI's comes from :func:`yolo_spd.run_folders.run_folder`); everything goes
+    into it: the table and plot, and each model's own validation run in a subfolder named after the model.
+    ``val_args`` are Ultralytics' validation keys, the same for every model (``project``, ``name``, ``exist_ok`` and
+    ``save_dir`` are ignored: ``folder`` is where it goes).
     """
-    from ultralytics import YOLO
-
+    from ..model_source import load_model
     from . import evaluate_model, report, save_detections
 
     settings = settings or EvalSettings()
     labels = model_labels(weights)
-    models = {label: YOLO(str(w)) for label, w in zip(labels, weights)}
+    models = {label: load_model(w, "weights") for label, w in zip(labels, weights)}
     check_same_classes({label: m.names for label, m in models.items()}, split.names)
-    val_args = {k: v for k, v in val_args.items() if k not in ("project", "name", "exist_ok", "plots")}
+    val_args = {k: v for k, v in val_args.items() if k not in ("project", "name", "exist_ok", "plots", "save_dir")}
     scores = []
     for (label, model), file in zip(models.items(), weights):
-        evaluation = evaluate_model(model, split, settings, project=str(folder), name=label.replace("/", "_"),
-                                    exist_ok=True, plots=False, **val_args)
+        evaluation = evaluate_model(model, split, settings, save_dir=str(Path(folder) / label.replace("/", "_")),
+                                    plots=False, **val_args)
         report.save(evaluation.result, evaluation.save_dir)  # each model's own scores and detections beside its run
         save_detections(evaluation, evaluation.save_dir)
         params = parameter_count(model)

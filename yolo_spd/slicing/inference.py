@@ -241,7 +241,7 @@ class SlicedPredictor:
         self.args = {**args, "imgsz": args.get("imgsz") or settings.size, "conf": self.conf, "verbose": False,
                      "save": False}
         self.merge, self.metric = settings.merging(self.conf)
-        self.most_windows = 0
+        self.most_windows = self.last_windows = 0
 
     def _predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
         results = self.model.predict(images, **self.args)
@@ -251,6 +251,7 @@ class SlicedPredictor:
         """Merged detections (N, 6: x0, y0, x1, y1, score, class) of one BGR image, in its pixels."""
         height, width = image.shape[:2]
         windows = slice_windows(width, height, self.settings.size, self.settings.overlap)
+        self.last_windows = len(windows)
         self.most_windows = max(self.most_windows, len(windows))
         found = []
         for start in range(0, len(windows), self.batch):
@@ -270,14 +271,15 @@ class SlicedPredictor:
                                   self.settings.class_agnostic)
         return merged[: self.max_det]
 
-    def run(self, files: list[Path], desc: str = "sliced"):
-        """Yield ``(file, image, detections)`` for each image file, with an Ultralytics-style progress bar; an
-        unreadable file is a :class:`UsageError`. Says once, at the end, when every image fitted in one window."""
+    def run(self, files: list[Path], desc: str = "sliced", progress: bool = True):
+        """Yield ``(file, image, detections)`` for each image file, with an Ultralytics-style progress bar unless
+        ``progress`` is False; an unreadable file is a :class:`UsageError`. Says once, at the end, when every image
+        fitted in one window."""
         from ultralytics.utils import TQDM
         from ultralytics.utils.patches import imread
 
         self.most_windows = 0
-        for file in TQDM(files, desc=desc, unit="image"):
+        for file in TQDM(files, desc=desc, unit="image") if progress else files:
             image = imread(str(file))
             if image is None:
                 raise UsageError(f"cannot read image {file}")
@@ -319,31 +321,64 @@ def image_files(source) -> list[Path]:
 
 
 def predict_sliced(model, settings: SliceSettings, source, project=None, name=None, exist_ok=False, save=True,
-                   save_txt=False, save_conf=False, line_width=None, show_labels=True, show_conf=True,
-                   **predict_args) -> Path:
-    """``yolo-spd predict slice=...``: each image predicted by :class:`SlicedPredictor` and saved as Ultralytics saves
-    predictions: the image with its boxes drawn in the run folder (``runs/detect/predict*``), with ``save_txt=True``
-    a ``labels/<stem>.txt`` of ``class x y w h [conf]`` rows normalised to the image. Returns the run folder."""
-    from types import SimpleNamespace
+                   save_txt=False, save_conf=False, line_width=None, show_labels=True, show_conf=True, verbose=True,
+                   save_dir=None, **predict_args) -> Path | None:
+    """``yolo-spd predict slice=...``: each image predicted by :class:`SlicedPredictor` and saved as ``yolo predict``
+    saves predictions: the image with its boxes drawn in the run folder, with ``save_txt=True`` a
+    ``labels/<stem>.txt`` of ``class x y w h [conf]`` rows normalised to the image (none for an image without
+    detections; images of the same stem get ``<stem>-2``, as Ultralytics names them). The run folder is ``save_dir``,
+    else :func:`yolo_spd.run_folders.run_folder`'s from ``project``/``name``/``exist_ok`` (``runs/detect/predict``,
+    ``predict-2``, ...); with neither ``save`` nor ``save_txt`` nothing is written and no folder is made. Prints a
+    line per image (``verbose``) and, at the end, where the results went. Returns the run folder, or None."""
+    import time
 
     import torch
-    from ultralytics.cfg import get_save_dir
     from ultralytics.engine.results import Results
+
+    from ..paths import atomic_target
+    from ..run_folders import run_folder
 
     files = image_files(source)
     predictor = SlicedPredictor(model, settings, predict_args, default_conf=0.25)
-    folder = get_save_dir(SimpleNamespace(project=project, name=name, exist_ok=exist_ok, task="detect", mode="predict"))
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = None
+    if save or save_txt:
+        folder = Path(save_dir) if save_dir else run_folder(project, name, "predict", exist_ok)
+        folder.mkdir(parents=True, exist_ok=True)
     print(f"Sliced prediction: {predictor.describe()}")
-    labels = 0
-    for file, image, detections in predictor.run(files, desc="predict"):
+    labels, stems = 0, set()
+    started = time.perf_counter()
+    for i, (file, image, detections) in enumerate(predictor.run(files, desc="predict", progress=False), 1):
+        elapsed = (time.perf_counter() - started) * 1e3  # reading, windows, merging
         result = Results(image, path=str(file), names=model.names, boxes=torch.from_numpy(detections).float())
-        if save:
-            result.save(str(folder / file.name), line_width=line_width, labels=show_labels, conf=show_conf)
-        if save_txt and len(detections):
-            result.save_txt(folder / "labels" / f"{file.stem}.txt", save_conf=save_conf)
-            labels += 1
-    print(f"Results saved to {folder}")
-    if save_txt:
-        print(f"{labels} label{'s' * (labels != 1)} saved to {folder / 'labels'}")
+        if verbose:  # Ultralytics' per-image line, with the window count where it gives the input shape
+            print(f"image {i}/{len(files)} {file.resolve()}: {predictor.last_windows} window"
+                  f"{'s' * (predictor.last_windows != 1)}, {result.verbose()}{elapsed:.1f}ms")
+        if folder is not None:
+            base = _output_stem(file.stem, stems)
+            if save:
+                result.save(str(folder / f"{base}{file.suffix}"), line_width=line_width, labels=show_labels,
+                            conf=show_conf)
+            if save_txt:
+                label = folder / "labels" / f"{base}.txt"
+                label.unlink(missing_ok=True)  # replace, never append to, an earlier run's file (exist_ok=True)
+                if len(detections):
+                    with atomic_target(label) as tmp:
+                        result.save_txt(tmp, save_conf=save_conf)
+                    labels += 1
+        started = time.perf_counter()
+    if folder is not None:
+        print(f"Results saved to {folder}")
+        if save_txt:
+            print(f"{labels} label{'s' * (labels != 1)} saved to {folder / 'labels'}")
     return folder
+
+
+def _output_stem(stem: str, taken: set[str]) -> str:
+    """``stem``, or ``stem-2``, ``stem-3``, ... if taken (bus.jpg and bus.png), as Ultralytics' predictor names
+    its outputs; the name returned is added to ``taken``."""
+    base, k = stem, 1
+    while base in taken:
+        k += 1
+        base = f"{stem}-{k}"
+    taken.add(base)
+    return base

@@ -127,8 +127,8 @@ def score_run(plan: StudyPlan, folder: Path) -> tuple[Path, bool]:
     weights = folder / "weights" / "best.pt"
     if not weights.is_file():
         weights = folder / "weights" / "last.pt"
-    evaluation = evaluate_model(YOLO(str(weights)), plan.val, plan.evaluation, project=str(folder),
-                                name=plan.eval_name, exist_ok=True, plots=False, **plan.val_keys)
+    evaluation = evaluate_model(YOLO(str(weights)), plan.val, plan.evaluation, save_dir=str(out), plots=False,
+                                **plan.val_keys)
     report.save(evaluation.result, evaluation.save_dir)
     save_detections(evaluation, evaluation.save_dir)
     write_atomic(evaluation.save_dir / EVAL_SPEC, json.dumps(spec, indent=1) + "\n")
