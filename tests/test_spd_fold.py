@@ -451,3 +451,28 @@ def test_dynamic_onnx_export_of_the_folded_form_is_exact_on_sizes_it_was_not_tra
             expected = unfolded(x).numpy()
         np.testing.assert_allclose(session.run(None, {"x": x.numpy()})[0], expected, rtol=0, atol=1e-5)
 
+
+# ---------------------------------------------------------------------------------------------------- the benchmark
+
+
+def test_benchmark_counts_only_data_movement_and_its_committed_table_is_its_json():
+    """benchmarks/spd_fold.py: a 1 x 1 max pool (space-to-depth's traced crop) counts as rearranging, SPPF's 5 x 5 pool
+    does not; node names give the layer; the committed Markdown is what the script renders from the committed JSON."""
+    import json
+
+    from .conftest import REPO, load_script
+
+    bench = load_script("spd_fold")
+    nodes = [("MaxPool", "/model.2/MaxPool_1", {"kernel_shape": [1, 1]}), ("MaxPool", "/model.9/m/MaxPool",
+             {"kernel_shape": [5, 5]}), ("SpaceToDepth", "/model.5/SpaceToDepth", {}), ("Conv", "/model.3/Conv", {}),
+             ("Concat", "cat_7", {})]
+    assert bench.rearranging("onnx", nodes) == [("MaxPool", "model.2"), ("SpaceToDepth", "model.5"), ("Concat", "-")]
+    results = REPO / "benchmarks" / "results"
+    payload = json.loads((results / "spd_fold.json").read_text())
+    assert bench.markdown(payload) == (results / "spd_fold.md").read_text()
+    assert set(payload["results"]) == {name.removesuffix(".yaml") for name in SPD_CONFIGS}
+    space_to_depth = {"SpaceToDepth", "DepthToSpace", "Reorg", "MaxPool", "Pooling", "Crop"}  # 1 x 1 pools only
+    for result in payload["results"].values():  # no space-to-depth form is left in any folded graph
+        assert {fmt for fmt, graph in result["graphs"].items() if space_to_depth & set(graph["kept"]["counts"])} == {
+            "onnx", "openvino", "ncnn"}
+        assert not [fmt for fmt, graph in result["graphs"].items() if space_to_depth & set(graph["folded"]["counts"])]
