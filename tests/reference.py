@@ -24,6 +24,23 @@ def spdconv(m, x: torch.Tensor) -> torch.Tensor:
     return conv.act(conv.bn(conv.conv(space_to_depth(x, m.spd.scale))))
 
 
+def strided_weight(weight: torch.Tensor, s: int = 2, row_major: bool = False) -> torch.Tensor:
+    """The stride-s convolution weight equal to space_to_depth(s) + a convolution with ``weight``, entry by entry:
+    tap (s*dy + i, s*dx + j) of input channel c is the weight of channel block*C + c at tap (dy, dx), block = j*s + i
+    (the authors' order above) or i*s + j (``row_major``, ONNX's order). Issue 19 added this oracle."""
+    c2, wide, kh, kw = weight.shape
+    c1 = wide // (s * s)
+    out = weight.new_zeros(c2, c1, s * kh, s * kw)
+    for i in range(s):
+        for j in range(s):
+            block = i * s + j if row_major else j * s + i
+            for c in range(c1):
+                for dy in range(kh):
+                    for dx in range(kw):
+                        out[:, c, s * dy + i, s * dx + j] = weight[:, block * c1 + c, dy, dx]
+    return out
+
+
 def sru_gates(sru, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     gamma = sru.gn.weight
     reweights = torch.sigmoid(sru.gn(x) * (gamma / gamma.sum()).view(1, -1, 1, 1))

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from yolo_spd import SpaceToDepth, SPDConv, fold_space_to_depth_order
+from yolo_spd import SpaceToDepth, SPDConv, fold_space_to_depth_order, fuse_modules
 
 from .test_fast_equivalence import randomize_norms
 
@@ -91,7 +91,14 @@ def yolov5_spd_n():
     return randomize_norms(YOLO("yolov5-spd-n.yaml").model).eval()
 
 
-def test_fuse_switches_every_space_to_depth_of_yolov5_spd_n_including_those_read_through_concat():
+def test_fuse_switches_every_space_to_depth_of_yolov5_spd_n_including_those_read_through_concat(monkeypatch):
+    """With the space-to-depth fold off (``fold_spd=False``; by default ``model.fuse()`` folds every one of these
+    layers into convolutions, tests/test_spd_fold.py), each is switched to ONNX's order instead."""
+    import functools
+
+    from yolo_spd.integration import fuse as registered
+
+    monkeypatch.setattr(registered, "fuse_modules", functools.partial(fuse_modules, fold_spd=False))
     model = yolov5_spd_n()
     x = torch.rand(1, 3, 96, 64)
     with torch.no_grad():
@@ -140,10 +147,17 @@ def test_export_writes_one_native_node_that_onnx_runtime_runs_like_pytorch(tmp_p
 
 
 @pytest.mark.slow
-def test_ultralytics_export_of_yolov5_spd_n_uses_the_native_op_and_matches_pytorch(tmp_path):
+def test_ultralytics_export_of_yolov5_spd_n_uses_the_native_op_and_matches_pytorch(tmp_path, monkeypatch):
+    """The space-to-depth fold off, as in the test above (with it, no SpaceToDepth is left to export)."""
+    import functools
+
     import onnx
     import onnxruntime as ort
     from ultralytics import YOLO
+
+    from yolo_spd.integration import fuse as registered
+
+    monkeypatch.setattr(registered, "fuse_modules", functools.partial(fuse_modules, fold_spd=False))
 
     yolo = YOLO("yolov5-spd-n.yaml")
     randomize_norms(yolo.model)

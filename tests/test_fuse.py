@@ -11,7 +11,8 @@ import torch
 import yaml
 
 import yolo_spd
-from yolo_spd import SCConv, SSDConv, fuse_modules
+from yolo_spd import SCConv, SpaceToDepth, SSDConv, fuse_modules
+from yolo_spd.modules.spd import SPDStridedConv2d
 
 from .test_fast_equivalence import randomize_norms
 
@@ -118,6 +119,13 @@ def test_ultralytics_model_fuse_fuses_our_modules_exactly(tmp_path):
         after = model(x)[0]
     remaining = [bn for m in model.modules() if isinstance(m, SSDConv) for bn in batchnorms(m)]
     assert batchnorms(model) == remaining and len(remaining) == 6  # all but SSDConv's (it has no fuse)
+    # SPDConv is one 6 x 6 stride-2 convolution. The SpaceToDepth row Detect reads stays as it is: Detect convolves
+    # it with foldable 3 x 3 convolutions, but also sizes its anchor grid from the feature map and returns the map in
+    # its raw outputs; the float64 check of the fold (and that of the block-order switch) sees it and undoes it
+    assert model.model[1].spd is None and type(model.model[1].conv.conv) is SPDStridedConv2d
+    assert type(model.model[7]) is SpaceToDepth and model.model[7].block_order == "authors"
+    detect = model.model[-1]
+    assert {type(branch[2][0].conv) for branch in (detect.cv2, detect.cv3)} == {torch.nn.Conv2d}
     torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)
     assert float(before.abs().max()) > 1.0
 

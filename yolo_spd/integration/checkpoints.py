@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import torch
 
-from ..modules import CRU, SRU, SCConv, SPDConv, SSDConv, SpaceToDepth
+from ..modules import CRU, SRU, SCConv, SPDConv, SPDStridedConv2d, SSDConv, SpaceToDepth
 from ..modules.blocks import BLOCKS
+from ..modules.spd_fold import DeferredConcat, FoldedSpaceToDepth, SplitConv2d
 
-#: Classes a checkpoint of a yolo_spd model pickles, besides torch's and Ultralytics' own.
-PICKLED_CLASSES = (SpaceToDepth, SPDConv, SCConv, SSDConv, SRU, CRU, *BLOCKS)
+#: Classes a checkpoint of a yolo_spd model pickles, besides torch's and Ultralytics' own; the last four only in a
+#: model saved after ``model.fuse()`` (``YOLO.save()`` after a predict, which fuses the model in place).
+PICKLED_CLASSES = (SpaceToDepth, SPDConv, SCConv, SSDConv, SRU, CRU, *BLOCKS, SPDStridedConv2d, FoldedSpaceToDepth,
+                   DeferredConcat, SplitConv2d)
 
 _before: list = []  # the allow-list as it was, so undo removes only what this part added
 

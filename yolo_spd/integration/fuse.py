@@ -1,9 +1,10 @@
 """Part 5: fuse - ``model.fuse()`` also folds yolo_spd's modules.
 
 Ultralytics calls ``model.fuse()`` before val, predict and export, and its ``BaseModel.fuse`` only knows Ultralytics'
-classes. ``BaseModel.fuse`` is wrapped to run :func:`yolo_spd.fuse_modules` (SCConv's and SSDConv's exact BatchNorm
-and branch folding, and SpaceToDepth's switch to ONNX's block order, checked on a small random image sized from the
-model's ``yaml["channels"]`` and ``stride``) first, then Ultralytics' own fuse, unchanged.
+classes. ``BaseModel.fuse`` is wrapped to run :func:`yolo_spd.fuse_modules` (SCConv's exact BatchNorm and branch
+folding, SPD-Conv's and the yolov5-spd SpaceToDepth rows' fold into strided convolutions, and the switch of any
+SpaceToDepth left to ONNX's block order, the last two checked on a small random image sized from the model's
+``yaml["channels"]`` and ``stride``) first, then Ultralytics' own fuse, unchanged.
 """
 
 from __future__ import annotations

@@ -6,7 +6,17 @@ from torch import nn
 
 from .blocks import C2f_SCConv23, C2f_SSDConv, C3_SCConv23, C3_SSDConv, C3k2_SCConv23, C3k2_SSDConv
 from .scconv import CRU, SRU, SCConv
-from .spd import SPDConv, SpaceToDepth, fold_space_to_depth_order, replace_focus
+from .spd import (
+    SPDConv,
+    SPDStridedConv2d,
+    SpaceToDepth,
+    fold_space_to_depth_order,
+    replace_focus,
+    spd_to_strided,
+    strided_geometry,
+    strided_to_spd,
+)
+from .spd_fold import fold_space_to_depth_into_convolutions
 from .ssdconv import SSDConv
 
 __all__ = (
@@ -20,32 +30,49 @@ __all__ = (
     "SRU",
     "SCConv",
     "SPDConv",
+    "SPDStridedConv2d",
     "SSDConv",
     "SpaceToDepth",
+    "fold_space_to_depth_into_convolutions",
     "fold_space_to_depth_order",
     "fuse_modules",
+    "spd_to_strided",
+    "strided_geometry",
+    "strided_to_spd",
 )
 
-#: Modules with an inference-time ``fuse()`` (SPDConv's inner Ultralytics ``Conv`` is fused by Ultralytics itself;
-#: SSDConv has none: folding its BatchNorms measured as no gain, see its module docstring).
-FUSABLE = (SCConv,)
+#: Modules with an inference-time ``fuse()``. SPDConv's folds space-to-depth into one strided convolution (its inner
+#: Ultralytics ``Conv`` is otherwise fused by Ultralytics itself); SSDConv has none: folding its BatchNorms measured
+#: as no gain, see its module docstring.
+FUSABLE = (SCConv, SPDConv)
 
 
-def fuse_modules(model: nn.Module, example: torch.Tensor | None = None) -> nn.Module:
-    """Fuse every SCConv inside ``model`` (any nesting) for inference; eval mode, idempotent.
+def fuse_modules(model: nn.Module, example: torch.Tensor | None = None, fold_spd: bool = True) -> nn.Module:
+    """Fuse every SCConv and SPDConv inside ``model`` (any nesting) for inference; eval mode, idempotent.
 
     Every Ultralytics ``Focus`` stem becomes the equivalent ``SPDConv`` first (:func:`spd.replace_focus`): the same
-    outputs, but exportable where Focus's step-2 slices are not (NCNN).
+    outputs, but exportable where Focus's step-2 slices are not (NCNN), and foldable like any SPDConv.
 
-    With an ``example`` input, also switch each SpaceToDepth whose output only feeds convolutions to ONNX's block order
-    (:func:`fold_space_to_depth_order`), so an ONNX export uses the native op. Registered, Ultralytics'
-    ``model.fuse()`` calls this with a small random image (see :mod:`yolo_spd.integration.fuse`); call it yourself for a
-    plain ``nn.Module``.
+    SPDConv's fuse is the single strided convolution it equals (:func:`spd.spd_to_strided`). With an ``example``
+    input, each standalone SpaceToDepth (yolov5-spd's rows) is also folded into the convolutions reading it where
+    that is exact (:func:`spd_fold.fold_space_to_depth_into_convolutions`), and each one left is switched to ONNX's
+    block order where its readers allow (:func:`fold_space_to_depth_order`), so an ONNX export uses the native op.
+    Registered, Ultralytics' ``model.fuse()`` calls this with a small random image (see
+    :mod:`yolo_spd.integration.fuse`); call it yourself for a plain ``nn.Module``.
+
+    Args:
+        model (nn.Module): The model, changed in place.
+        example (torch.Tensor, optional): A probe input for the folds that need to run the model.
+        fold_spd (bool): False keeps every space-to-depth as a rearrangement (SPDConv is then left to Ultralytics'
+            BatchNorm fold), the inference form before space-to-depth folding; ``benchmarks/spd_fold.py`` compares
+            the two.
     """
     replace_focus(model)  # Ultralytics' Focus stem is SPDConv(s=2); as one it gets SpaceToDepth's export forms
     for module in list(model.modules()):  # fuse() replaces children, so iterate over a snapshot
-        if isinstance(module, FUSABLE):
+        if isinstance(module, FUSABLE) and (fold_spd or not isinstance(module, SPDConv)):
             module.fuse()
     if example is not None:
+        if fold_spd:
+            fold_space_to_depth_into_convolutions(model, example)
         fold_space_to_depth_order(model, example)
     return model

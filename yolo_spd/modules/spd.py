@@ -4,11 +4,17 @@ Sunkara & Luo, "No More Strided Convolutions or Pooling: A New CNN Building Bloc
 Small Objects", ECML PKDD 2022. The paper (Sec. 3.1) slices X (S x S x C1) by a scale factor into the sub-maps
 f_{i,j} = X[i:S:scale, j:S:scale] and concatenates them along channels into X' (S/scale x S/scale x scale^2 C1), then
 applies a non-strided convolution (Sec. 3.2) so no information is discarded by the downsampling.
+
+The two steps together are one strided convolution (:func:`spd_to_strided`): space-to-depth by s, then a k x k
+stride-1 convolution with 'same' zero padding, equals an (s k) x (s k) convolution of X with stride s, the weights
+mapped one to one. SPD-Conv therefore computes nothing a 2k x 2k stride-2 convolution cannot; it is that convolution
+with its kernel stored in a different layout. ``SPDConv.fuse()`` uses it for inference.
 """
 
 from __future__ import annotations
 
 import itertools
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +47,10 @@ class SpaceToDepth(nn.Module):
     the authors' order needs (``benchmarks/modules.py`` prints the ratio). Only :func:`fold_space_to_depth_order`
     (run by ``model.fuse()``) switches a layer to it, after permuting the input channels of every convolution reading
     the output, so the model's outputs stay the same.
+
+    For inference ``model.fuse()`` first removes the layer where it can: space-to-depth followed by a convolution is
+    one strided convolution (:func:`spd_to_strided`), so the layer folds into the convolutions reading it
+    (:func:`~yolo_spd.modules.spd_fold.fold_space_to_depth_into_convolutions`); the switch above is for layers left.
 
     Args:
         c1 (int, optional): Input channels. Only checked; given by ``parse_model`` when used in a model YAML.
@@ -235,6 +245,206 @@ def _same_outputs(outputs: list[torch.Tensor], reference: list[torch.Tensor]) ->
     )
 
 
+# ------------------------------------------------------------------------------------ SPD-Conv as a strided convolution
+
+
+def _block_index(i: int, j: int, s: int, block_order: str) -> int:
+    """Position of sub-map f_{i,j} (rows offset i, columns offset j) among the s^2 blocks of a SpaceToDepth output."""
+    return j * s + i if block_order == "authors" else i * s + j
+
+
+def _check_block_order(block_order: str) -> None:
+    require(block_order in ("authors", "onnx"), f"block_order={block_order!r} is not allowed; expected 'authors' or 'onnx'")
+
+
+def spd_to_strided(weight: torch.Tensor, scale: int = 2, block_order: str = "authors") -> torch.Tensor:
+    """The weight of the one strided convolution that equals ``SpaceToDepth(scale)`` followed by a convolution.
+
+    ``weight`` is (C2, s^2 C1, kh, kw): a stride-1 convolution with 'same' zero padding (kh // 2, kw // 2), no
+    dilation, one group, reading space-to-depth's s^2 C1 channels. The result is (C2, C1, s kh, s kw), the weight of
+    a stride-s convolution of the space-to-depth *input*, with the zero padding of :func:`strided_geometry`.
+
+    Why (paper Sec. 3.1 and 3.2, with b(i, j) the position of sub-map f_{i,j} in the block order: j s + i in the
+    authors' order, i s + j in ONNX's): space-to-depth gives X'[b(i,j) C1 + c, y, x] = X[c, s y + i, s x + j], so the
+    stride-1 convolution of X' with padding p = k // 2 is
+
+        Y[o, y, x] = sum_{c, i, j, dy, dx} W[o, b(i,j) C1 + c, dy, dx] X[c, s (y + dy - p) + i, s (x + dx - p) + j],
+
+    and with u = s dy + i, v = s dx + j (each pair (dy, i) is one u in [0, s k)) this is the stride-s convolution
+    with kernel W'[o, c, u, v] = W[o, b(i,j) C1 + c, dy, dx] whose window starts s p rows above and columns left of
+    s y, s x. Space-to-depth's zero padding (Sec. 3.1 leaves it out; see :class:`SpaceToDepth`) and the convolution's
+    are both zeros of X outside its extent, so the identity holds on every input size. Each weight moves to exactly
+    one place: the fan-in, C1 (s k)^2 = s^2 C1 k^2, and so PyTorch's default initialisation, and every elementwise
+    optimiser step (SGD, momentum, Adam, AdamW, weight decay) are the same on either form. :func:`strided_to_spd`
+    is the inverse.
+
+    Args:
+        weight (torch.Tensor): (C2, scale^2 * C1, kh, kw) weight of the convolution after space-to-depth.
+        scale (int): The space-to-depth block size s, which becomes the stride.
+        block_order (str): The SpaceToDepth's block order, ``"authors"`` (the default) or ``"onnx"``.
+
+    Returns:
+        torch.Tensor: (C2, C1, s kh, s kw), a new tensor (a permutation of ``weight``'s entries).
+    """
+    require_positive_int("scale", scale, "spd_to_strided")
+    _check_block_order(block_order)
+    c2, wide, kh, kw = weight.shape
+    require(wide % (scale * scale) == 0, f"spd_to_strided: a weight with {wide} input channels cannot follow "
+                                         f"SpaceToDepth(scale={scale}), whose output has scale^2 * C1 channels")
+    c1 = wide // (scale * scale)
+    blocks = weight.reshape(c2, scale, scale, c1, kh, kw)  # (o, j, i, c, dy, dx) authors; (o, i, j, c, dy, dx) onnx
+    order = (0, 3, 4, 2, 5, 1) if block_order == "authors" else (0, 3, 4, 1, 5, 2)  # -> (o, c, dy, i, dx, j)
+    return blocks.permute(order).reshape(c2, c1, scale * kh, scale * kw)
+
+
+def strided_to_spd(weight: torch.Tensor, scale: int = 2, block_order: str = "authors") -> torch.Tensor:
+    """Inverse of :func:`spd_to_strided`: a stride-s convolution's (C2, C1, s kh, s kw) weight as the weight of the
+    convolution after ``SpaceToDepth(scale)``, (C2, s^2 C1, kh, kw).
+
+    Any convolution with stride s whose kernel side is a multiple of s is such a pair: with odd kh, kw and the
+    padding of :func:`strided_geometry` it is exactly an ``SPDConv(C1, C2, kh, s)`` convolution (Sec. 3), e.g. the
+    6 x 6, stride-2, padding-2 stem of YOLOv5 v6+ is ``SPDConv(3, C2, 3)``.
+
+    Args:
+        weight (torch.Tensor): (C2, C1, scale * kh, scale * kw) weight of a stride-``scale`` convolution.
+        scale (int): The stride, which becomes the space-to-depth block size.
+        block_order (str): The block order of the SpaceToDepth that will read the input, ``"authors"`` or ``"onnx"``.
+
+    Returns:
+        torch.Tensor: (C2, scale^2 * C1, kh, kw), a new tensor.
+    """
+    require_positive_int("scale", scale, "strided_to_spd")
+    _check_block_order(block_order)
+    c2, c1, big_h, big_w = weight.shape
+    require(big_h % scale == 0 and big_w % scale == 0,
+            f"strided_to_spd: a {big_h} x {big_w} kernel is not a multiple of the stride {scale} on both sides")
+    kh, kw = big_h // scale, big_w // scale
+    taps = weight.reshape(c2, c1, kh, scale, kw, scale)  # (o, c, dy, i, dx, j)
+    order = (0, 5, 3, 1, 2, 4) if block_order == "authors" else (0, 3, 5, 1, 2, 4)
+    return taps.permute(order).reshape(c2, scale * scale * c1, kh, kw)
+
+
+class StridedGeometry(NamedTuple):
+    """Geometry of the stride-s convolution equal to SpaceToDepth(s) + a k x k stride-1 'same' convolution.
+
+    Attributes:
+        kernel_size (tuple[int, int]): (s kh, s kw).
+        stride (int): s.
+        padding (tuple[int, int]): zero padding at the top and left, (s (kh // 2), s (kw // 2)); also the symmetric
+            ``nn.Conv2d`` padding, which is all an input whose H and W are multiples of s needs.
+        extra (int): further zero rows at the bottom and columns at the right, s - 1. With them the output is
+            ceil(H / s) x ceil(W / s) for every H, W, as space-to-depth's output is; only an H or W that is not a
+            multiple of s reads them (those padded by space-to-depth). An ONNX ``Conv`` takes this asymmetric
+            padding directly; ``nn.Conv2d`` pads both sides alike, so :class:`SPDStridedConv2d` pads the input
+            first where needed.
+    """
+
+    kernel_size: tuple[int, int]
+    stride: int
+    padding: tuple[int, int]
+    extra: int
+
+
+def strided_geometry(kernel_size: int | tuple[int, int], scale: int = 2) -> StridedGeometry:
+    """Kernel, stride and zero padding of the convolution :func:`spd_to_strided` gives for a ``kernel_size`` (odd)
+    convolution after ``SpaceToDepth(scale)``: k = 3, s = 2 is a 6 x 6 convolution, stride 2, padding 2 (plus one
+    row and column at the bottom and right for odd sizes); k = 1 a 2 x 2 convolution, stride 2, padding 0."""
+    kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+    require(kh % 2 == 1 and kw % 2 == 1, f"strided_geometry: kernel_size={kernel_size!r}; 'same' padding (k // 2 on "
+                                         "both sides) needs odd kernel sides")
+    require_positive_int("scale", scale, "strided_geometry")
+    return StridedGeometry((scale * kh, scale * kw), scale, (scale * (kh // 2), scale * (kw // 2)), scale - 1)
+
+
+def is_foldable_conv(conv: nn.Module) -> bool:
+    """True for a plain ``nn.Conv2d`` that :func:`spd_to_strided` can take after a space-to-depth: stride 1, 'same'
+    zero padding of an odd kernel (k // 2), no dilation, one group."""
+    return (type(conv) is nn.Conv2d and conv.stride == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1
+            and conv.padding_mode == "zeros" and all(k % 2 == 1 for k in conv.kernel_size)
+            and conv.padding == tuple(k // 2 for k in conv.kernel_size))
+
+
+class SPDStridedConv2d(nn.Conv2d):
+    """The strided convolution a space-to-depth and the convolution reading it fold into (:func:`spd_to_strided`).
+
+    An ``nn.Conv2d`` (kernel s kh x s kw, stride s, padding s (k // 2)) that, like :class:`SpaceToDepth`, zero-pads an
+    input whose H or W is not a multiple of s at the bottom and right first, so it returns ceil(H / s) x ceil(W / s)
+    and equals space-to-depth + the convolution on every input size (:class:`StridedGeometry`). Build it with
+    :meth:`from_spd`; ``model.fuse()`` puts it in place of SPDConv's convolution and of the convolutions reading a
+    yolov5-spd SpaceToDepth row.
+
+    Export: in ONNX it is one ``Conv`` node with the asymmetric padding (s p, s p, s p + s - 1, s p + s - 1), exact
+    for every input size, so a dynamic-shape export stays right on odd sizes. Traced (TorchScript, OpenVINO,
+    pnnx/NCNN) it is the eager code, whose pad follows the example input's parity, as space-to-depth's traced form
+    does; exports use sizes that are multiples of the model stride, where no pad is needed.
+    """
+
+    @classmethod
+    def from_spd(cls, weight: torch.Tensor, bias: torch.Tensor | None, scale: int, block_order: str = "authors"):
+        """The convolution equal to ``SpaceToDepth(scale, block_order)`` then a stride-1 'same' convolution with
+        ``weight`` (C2, s^2 C1, kh, kw) and ``bias``; same dtype and device as ``weight``, gradients off."""
+        strided = spd_to_strided(weight.detach(), scale, block_order)
+        geometry = strided_geometry(tuple(weight.shape[2:]), scale)
+        conv = cls(strided.shape[1], strided.shape[0], geometry.kernel_size, scale, geometry.padding,
+                   bias=bias is not None, device=weight.device, dtype=weight.dtype)
+        with torch.no_grad():
+            conv.weight.copy_(strided)
+            if bias is not None:
+                conv.bias.copy_(bias)
+        return conv.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        (sh, sw), (ph, pw) = self.stride, self.padding
+        if torch.onnx.is_in_onnx_export():
+            bias = self.bias if self.bias is not None else self.weight.new_zeros(self.out_channels)
+            pads = (ph, pw, ph + sh - 1, pw + sw - 1)
+            return _OnnxPaddedConv.apply(x, self.weight, bias, self.kernel_size, (sh, sw), pads)
+        pad_h, pad_w = -x.shape[-2] % sh, -x.shape[-1] % sw
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        return super().forward(x)
+
+
+class _OnnxPaddedConv(torch.autograd.Function):
+    """A convolution with asymmetric zero padding (top, left, bottom, right), written to ONNX as one ``Conv`` node
+    (ONNX's ``pads``); torch's exporter would write ``nn.Conv2d`` padding plus a separate ``Pad``."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, kernel, stride, pads):
+        top, left, bottom, right = pads
+        return F.conv2d(F.pad(x, (left, right, top, bottom)), weight, bias, stride)
+
+    @staticmethod
+    def symbolic(g, x, weight, bias, kernel, stride, pads):
+        return g.op("Conv", x, weight, bias, kernel_shape_i=list(kernel), strides_i=list(stride), pads_i=list(pads),
+                    dilations_i=[1, 1], group_i=1)
+
+
+def _float64_pair(conv: nn.Conv2d, bn: nn.Module | None):
+    """(weight, bias) of ``conv`` followed by an eval-mode ``bn`` (None: no norm), in float64 on the CPU; None when
+    ``bn`` is something other than a BatchNorm2d with running statistics (nothing this code knows to fold)."""
+    weight = _float64(conv.weight)
+    bias = _float64(conv.bias) if conv.bias is not None else weight.new_zeros(conv.out_channels)
+    if bn is None or isinstance(bn, nn.Identity):
+        return weight, bias
+    if type(bn) is not nn.BatchNorm2d or bn.running_var is None:
+        return None
+    mean, var = _float64(bn.running_mean), _float64(bn.running_var)
+    gamma = _float64(bn.weight) if bn.weight is not None else torch.ones_like(var)
+    beta = _float64(bn.bias) if bn.bias is not None else torch.zeros_like(var)
+    scale = gamma / torch.sqrt(var + bn.eps)
+    return weight * scale.view(-1, 1, 1, 1), (bias - mean) * scale + beta
+
+
+def _float64(tensor: torch.Tensor | None) -> torch.Tensor | None:
+    return None if tensor is None else tensor.detach().to("cpu", torch.float64)
+
+
+def _same_float64(got: torch.Tensor, expected: torch.Tensor) -> bool:
+    """Equal up to float64 rounding (relative 1e-9 of the largest magnitude, far below any float32 difference)."""
+    return got.shape == expected.shape and bool((got - expected).abs().max() <= 1e-9 * (1 + expected.abs().max()))
+
+
 class SPDConv(nn.Module):
     """SPD-Conv building block: ``SpaceToDepth(scale)`` then a non-strided ``Conv(scale^2 c1 -> c2, k)`` + BN + act.
 
@@ -244,6 +454,10 @@ class SPDConv(nn.Module):
     Note the authors' YOLOv5-SPD configs use the other order at each downsampling (a stride-1 Conv, then
     space-to-depth, whose 4x wider output feeds the next block); ``cfg/yolov5-spd-*.yaml`` reproduce that with
     ``Conv`` + ``SpaceToDepth`` rows. This class is the block as the paper defines it (Sec. 3, Fig. 3).
+
+    Equivalence: the block is one (s k) x (s k) convolution with stride s (:func:`spd_to_strided`; for k = 3, s = 2 a
+    6 x 6, stride-2, padding-2 convolution, the layer YOLOv5 v6.0 put in place of its Focus stem), with the same
+    fan-in and the same weights in another layout. :meth:`fuse` switches to that form for inference.
 
     Args:
         c1 (int): Input channels.
@@ -269,7 +483,45 @@ class SPDConv(nn.Module):
         self.conv = Conv(c1 * s * s, c2, k, 1, g=g, act=act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(self.spd(x))
+        return self.conv(x if self.spd is None else self.spd(x))
+
+    def fuse(self) -> SPDConv:
+        """Inference form, in place: the single strided convolution of :func:`spd_to_strided` with the BatchNorm
+        folded into it (an :class:`SPDStridedConv2d` inside the Ultralytics ``Conv``, which keeps its activation);
+        ``spd`` becomes None. Idempotent; returns ``self``.
+
+        Exact or not at all: the folded weights are computed in float64 and checked there, on a seeded probe with
+        one side a multiple of s and one not, against space-to-depth + convolution + BatchNorm; only then are they
+        rounded once to the module's dtype and swapped in. A block it cannot fold exactly stays as it was (the
+        check fails, groups > 1, whose strided equivalent would be a dense convolution with g times the arithmetic,
+        or a convolution or norm this code does not know); Ultralytics' fuse then folds its inner ``Conv``'s
+        BatchNorm as before.
+        """
+        if self.spd is None:
+            return self
+        conv, scale, order = self.conv, self.spd.scale, self.spd.block_order
+        inner, bn = conv.conv, getattr(conv, "bn", None)
+        pair = _float64_pair(inner, bn) if is_foldable_conv(inner) else None
+        if pair is None:
+            return self
+        candidate = SPDStridedConv2d.from_spd(*pair, scale, order)
+        kh, kw = inner.kernel_size
+        generator = torch.Generator().manual_seed(0)
+        probe = torch.randn(2, inner.in_channels // (scale * scale), scale * (kh + 1) + 1, scale * (kw + 1),
+                            generator=generator, dtype=torch.float64)
+        with torch.no_grad():
+            expected = F.conv2d(self.spd(probe), _float64(inner.weight), _float64(inner.bias), padding=inner.padding)
+            if isinstance(bn, nn.BatchNorm2d):
+                statistics = (bn.running_mean, bn.running_var, bn.weight, bn.bias)
+                expected = F.batch_norm(expected, *map(_float64, statistics), training=False, eps=bn.eps)
+            if not _same_float64(candidate(probe), expected):
+                return self
+        conv.conv = candidate.to(inner.weight.device, inner.weight.dtype)
+        if hasattr(conv, "bn"):
+            del conv.bn
+        conv.forward = conv.forward_fuse
+        self.spd = None
+        return self
 
 
 #: Attributes Ultralytics' ``parse_model`` sets on each layer of ``model.model`` (read by its forward and profiler).
