@@ -243,3 +243,27 @@ def test_paired_intervals_of_a_study_against_pycocotools_on_every_drawn_dataset(
     expected = [np.percentile(stat, 2.5), np.percentile(stat, 97.5)]
     assert entry["AP50"]["bootstrap"]["ci"] == pytest.approx(expected, abs=1e-6)
     assert entry["AP50"]["bootstrap"]["half_width"] == pytest.approx((expected[1] - expected[0]) / 2, abs=1e-6)
+
+
+def test_a_partial_study_lists_its_missing_runs_and_pairs_what_it_has(tmp_path, monkeypatch):
+    from yolo_spd.cli import study_plan
+    from yolo_spd.evaluation import build_ground_truth
+    from yolo_spd.study.plan import TrainingData
+    from yolo_spd.study.report import write
+
+    monkeypatch.setenv("YOLO_SPD_CACHE", str(tmp_path / "cache"))
+    data = make_yolo_dataset(tmp_path / "data", n_train=1, n_val=6, size=96, seed=2)
+    plan = study_plan(["models=yolov5nu.yaml,yolov5-spd-n.yaml,yolov5-scconv-n.yaml", "seeds=0,1", f"data={data}",
+                       "resamples=100", f"project={tmp_path / 'runs'}"])
+    truth = build_ground_truth(plan.val)
+    rng = np.random.default_rng(1)
+    for model in ("yolov5nu.yaml", "yolov5-spd-n.yaml"):
+        fabricate_run(plan, model, 0, truth, rng)
+    res = write(plan, TrainingData(data, "key", [], None), echo=False)
+    assert res["partial"] and res["missing"] == ["yolov5-scconv-n-seed0", "yolov5nu-seed1", "yolov5-spd-n-seed1",
+                                                 "yolov5-scconv-n-seed1"]
+    spd = res["paired"]["variants"]["yolov5-spd-n"]["AP50"]
+    assert spd["t"]["ci"] is None and spd["bootstrap"]["ci"] is not None  # one seed: images still resampled
+    md = (plan.folder / "study.md").read_text()
+    assert "**Partial**: 2 of 6 runs" in md and "| yolov5-scconv-n | 0 | no paired run yet |" in md
+    assert "(t n<2)" in md

@@ -193,14 +193,17 @@ def markdown(res: dict) -> str:
     metrics = pair["metrics"]
     rows, resolvable = [], []
     for variant, entry in pair["variants"].items():
-        rows.append([variant, len(entry[metrics[0]]["seeds"]),
+        seeds = len(entry[metrics[0]]["seeds"])
+        if not seeds:
+            rows.append([variant, 0, *(["no paired run yet"] * len(metrics))])
+            resolvable.append([variant, *(["-"] * len(metrics))])
+            continue
+        rows.append([variant, seeds,
                      *(f"{_signed(entry[m]['mean'])} {_interval(entry[m]['bootstrap'])} (t {_interval(entry[m]['t'])})"
                        for m in metrics)])
         resolvable.append([variant, *(f"±{entry[m]['bootstrap']['half_width']:.3f} / "
-                                      + ("-" if entry[m]['t']['half_width'] is None
-                                         else f"±{entry[m]['t']['half_width']:.3f}")
-                                      if entry[m]["bootstrap"].get("half_width") is not None else "-"
-                                      for m in metrics)])
+                                      + ("-" if entry[m]["t"]["half_width"] is None
+                                         else f"±{entry[m]['t']['half_width']:.3f}") for m in metrics)])
     intro = (f"Paired differences from {pair['baseline']}: mean over seeds of (variant - baseline), 95% paired "
              "bootstrap interval over val images (the headline), and in brackets after t the seed-level Student t "
              "interval. A difference is resolved when its interval excludes 0.")
