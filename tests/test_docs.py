@@ -69,7 +69,7 @@ def test_the_site_builds_strict_offline_and_its_pages_render(tmp_path):
 # --- the generated blocks ------------------------------------------------------------------------------------------
 
 CHECKED = {"info", "info-latency", "models-speed", "modules", "ground-truth-speed", "small_objects",
-           "small_objects-adamw", "exports", "small_objects_sliced", "scconv-layers"}  # fmt: skip
+           "small_objects-adamw", "exports", "small_objects_sliced", "scconv-layers", "spd_fold"}  # fmt: skip
 
 
 def test_every_generated_block_is_checked_here_and_every_page_has_its_blocks():
@@ -165,7 +165,8 @@ def test_study_blocks_are_what_replot_writes_from_the_committed_results(stem):
     assert (STUDY_RESULTS / f"{stem}.md").read_text().split("\n\n", 1)[1].strip() == expected  # the script's own .md
 
 
-@pytest.mark.parametrize("page,stem", [("export.md", "exports"), ("evidence.md", "small_objects_sliced")])
+@pytest.mark.parametrize("page,stem", [("export.md", "exports"), ("evidence.md", "small_objects_sliced"),
+                                       ("speed.md", "spd_fold")])
 def test_blocks_copied_from_results_files_are_the_committed_files(page, stem):
     expected = (REPO / "benchmarks" / "results" / f"{stem}.md").read_text(encoding="utf-8").strip("\n")
     assert read_block(REPO / "docs" / page, stem) == expected, f"copy benchmarks/results/{stem}.md into docs/{page}"
