@@ -144,7 +144,7 @@ def pytest_sessionfinish(session, exitstatus):
                        *changed]
     terminal = session.config.pluginmanager.get_plugin("terminalreporter")
     if terminal is not None and notes + report:
-        terminal.ensure_newline()
+        terminal.write("\n")  # after the progress line
     for line in notes + report:
         if terminal is not None:
             terminal.write_line(line, red=line in report)
