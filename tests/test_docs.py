@@ -69,7 +69,7 @@ def test_the_site_builds_strict_offline_and_its_pages_render(tmp_path):
 # --- the generated blocks ------------------------------------------------------------------------------------------
 
 CHECKED = {"info", "info-latency", "models-speed", "modules", "ground-truth-speed", "small_objects",
-           "small_objects-adamw", "exports", "small_objects_sliced"}  # fmt: skip
+           "small_objects-adamw", "exports", "small_objects_sliced", "install-size"}  # fmt: skip
 
 
 def test_every_generated_block_is_checked_here_and_every_page_has_its_blocks():
@@ -79,7 +79,7 @@ def test_every_generated_block_is_checked_here_and_every_page_has_its_blocks():
             ("docs/speed.md", "models-speed"), ("docs/speed.md", "modules"),
             ("docs/evaluation.md", "ground-truth-speed"), ("docs/evidence.md", "small_objects"),
             ("docs/evidence.md", "small_objects-adamw"), ("docs/export.md", "exports"),
-            ("docs/evidence.md", "small_objects_sliced")} <= set(found)
+            ("docs/evidence.md", "small_objects_sliced"), ("README.md", "install-size")} <= set(found)
     assert all(text.strip() for text in found.values()), "an empty block: run its command"
 
 
@@ -179,6 +179,22 @@ def test_the_ground_truth_timing_block_has_the_scripts_current_columns_and_rows(
                                                                       "ground-truth-speed"))
     assert [list(row) for row in published] == [list(row) for row in now]  # same headers
     assert [row["ground truth from YOLO labels"] for row in published] == ["first build", "cached"]
+
+
+def test_the_install_size_block_has_the_scripts_current_table_and_says_where_it_was_measured():
+    """The figures need the package index (tests stay offline): the block's shape is checked against the script's
+    table for made-up wheels, and its figures against each other."""
+    script = load_script("install_size")
+    block = read_block(REPO / "README.md", "install-size")
+    made_up = [script.Wheel("torch", "1", "torch-1.whl", 3, 4), script.Wheel("numpy", "1", "numpy-1.whl", 1, 2)]
+    published, now = parse_table(block), parse_table(script.parts_table(made_up))
+    assert [list(row) for row in published] == [list(row) for row in now]  # same columns
+    assert [row["part"] for row in published] == [row["part"] for row in now]  # same parts
+    wheels = [int(row["wheels"]) for row in published]
+    assert wheels[-1] == sum(wheels[:-1]) > 0
+    gb = [float(row["download"].split()[0]) for row in published]
+    assert gb[-1] == pytest.approx(sum(gb[:-1]), abs=0.011)
+    assert "`pip install .` resolved by pip" in block and "Platform-dependent" in block
 
 
 @pytest.mark.slow
