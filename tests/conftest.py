@@ -85,7 +85,8 @@ HYGIENE_NOISE = ("__pycache__", ".pytest_cache")
 
 
 def checkout_state(folder: Path) -> list[str] | None:
-    """``git status`` of ``folder`` as sorted lines, ignored files included (bytecode left out); None when
+    """``git status`` of ``folder`` as sorted lines, ignored files included (bytecode left out), each with the file's
+    size and modification time, so that a file already modified or untracked is seen changing again; None when
     ``folder`` is not the top of a git work tree or git is missing."""
     try:
         top = subprocess.run(["git", "-C", str(folder), "rev-parse", "--show-toplevel"], capture_output=True,
@@ -97,8 +98,17 @@ def checkout_state(folder: Path) -> list[str] | None:
     except (OSError, subprocess.SubprocessError):
         return None
     entries = [entry for entry in status.stdout.split("\0") if entry]
-    return sorted(entry for entry in entries
-                  if not (set(Path(entry[3:]).parts) & set(HYGIENE_NOISE) or entry.endswith((".pyc", ".pyo"))))
+    kept = [entry for entry in entries
+            if not (set(Path(entry[3:]).parts) & set(HYGIENE_NOISE) or entry.endswith((".pyc", ".pyo")))]
+    return sorted(f"{entry}\t{_size_and_mtime(folder / entry[3:])}" for entry in kept)  # a file changed again too
+
+
+def _size_and_mtime(path: Path) -> str:
+    try:
+        info = path.lstat()
+    except OSError:
+        return "-"
+    return "-" if path.is_dir() else f"{info.st_size}\t{info.st_mtime_ns}"
 
 
 def folder_listing(folder: Path) -> list[str] | None:

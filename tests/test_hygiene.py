@@ -75,6 +75,7 @@ def watched(tmp_path) -> tuple[Path, Path]:
     subprocess.run(["git", "init", "-q", str(checkout)], check=True)
     (checkout / ".gitignore").write_text("runs/\n")
     (checkout / "README.md").write_text("a file\n")
+    (checkout / "notes.txt").write_text("untracked\n")
     (shared / "set" / "labels").mkdir(parents=True)
     (shared / "set" / "labels" / "a.txt").write_text("0 0.5 0.5 0.1 0.1\n")
     return checkout, shared
@@ -85,14 +86,16 @@ def test_a_run_that_writes_into_the_checkout_or_the_shared_data_fails(tmp_path, 
     checkout, shared = watched
     stray_run = checkout / "runs" / "detect" / "train-2" / "args.yaml"  # ignored by git, still a change
     label_cache = shared / "set" / "labels" / "train.cache"  # what Ultralytics writes beside labels
-    writes = {"nowhere": [tmp_path / "elsewhere.txt"], "checkout": [stray_run], "shared": [label_cache],
-              "both": [stray_run, label_cache]}[where]
+    notes = checkout / "notes.txt"  # untracked already, as a developer's own file may be
+    writes = {"nowhere": [tmp_path / "elsewhere.txt"], "checkout": [stray_run, notes], "shared": [label_cache],
+              "both": [stray_run, notes, label_cache]}[where]
     out = _inner_pytest(tmp_path, checkout, shared, *writes)
     text = out.stdout + out.stderr
     assert "1 passed" in text, text[-3000:]
     assert out.returncode == (0 if where == "nowhere" else 1), text[-3000:]
     assert ("changed the checkout" in text) == (where in ("checkout", "both")), text[-3000:]
-    assert ("+ !! runs/detect/train-2/args.yaml" in text) == (where in ("checkout", "both"))
+    assert ("+ !! runs/detect/train-2/args.yaml\t11\t" in text) == (where in ("checkout", "both"))
+    assert ("+ ?? notes.txt\t" in text) == (where in ("checkout", "both"))  # untracked before, written again
     assert ("changed the shared data" in text) == (where in ("shared", "both")), text[-3000:]
     assert ("+ set/labels/train.cache\t" in text) == (where in ("shared", "both"))
 
