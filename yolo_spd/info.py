@@ -9,12 +9,12 @@ runs or machines are not comparable; ratios are more stable). ``--write-docs FIL
 file's generated block (:mod:`yolo_spd.markdown`): the docs' tables come from ``--write-docs docs/models.md`` and
 ``"*-n" --write-docs README.md``, and ``tests/test_docs.py`` checks them against this module.
 
-Building a model and counting its GFLOPs are forward passes at 640 px: about 2 s per model on two idle CPU cores, 40
-models for the whole table. The command therefore shows a progress bar on stderr while it builds, and keeps each
-model's row in the yolo_spd cache folder (``info/``), keyed by everything the row depends on: the model's YAML
-(content and name), yolo_spd's own source, and the Ultralytics, torch and ultralytics-thop versions
-(:func:`stats_key`). A second run with nothing changed prints the same table without building anything; ``--no-cache``
-recomputes. Latencies are never cached.
+Building a model (Ultralytics' stride probe) and counting its GFLOPs are forward passes, about half the time each:
+seconds per model on a 2-core CPU, 32 models (20 configs and 12 baselines) for the whole table. The command therefore
+shows a progress bar on stderr while it builds, and keeps each model's row in the yolo_spd cache folder (``info/``),
+keyed by everything the row depends on: the model's YAML (content and name), yolo_spd's own source, and the Ultralytics,
+torch and ultralytics-thop versions (:func:`stats_key`). A second run with nothing changed prints the same table without
+building anything; ``--no-cache`` recomputes. Latencies are never cached.
 """
 
 from __future__ import annotations
