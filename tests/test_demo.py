@@ -19,7 +19,7 @@ import pytest
 
 from yolo_spd import cli, demo
 
-from .conftest import REPO, child_env
+from .conftest import REPO, child_env, ultralytics_settings_folder
 
 CHECKPOINT = REPO / "weights" / "yolov5-spd-n-demo.pt"
 # sha256 of the label files of each generator version (see _labels_digest). A different digest means the generator
@@ -93,8 +93,9 @@ def test_demo_objects_are_small_and_labelled_where_they_are_drawn(demo_root):
 
 def _yolo_spd(tmp_path: Path, *argv: str, **env: str) -> str:
     """Run ``python -m yolo_spd ARGV`` offline with a private cache and fresh Ultralytics settings; its stdout."""
-    settings = tmp_path / "ultralytics-settings"  # a machine where Ultralytics never ran
-    settings.mkdir(exist_ok=True)
+    # A machine where Ultralytics never ran (no fonts), with its runs folder in tmp_path: left to itself Ultralytics
+    # would put the demo's run into the checkout when the interpreter is a venv inside it.
+    settings = ultralytics_settings_folder(tmp_path / "ultralytics-settings", runs=tmp_path / "runs")
     env = child_env(YOLO_SPD_CACHE=str(tmp_path / "cache"), YOLO_CONFIG_DIR=str(settings), **env)
     out = subprocess.run([sys.executable, "-m", "yolo_spd", *argv], cwd=tmp_path, env=env, capture_output=True,
                          text=True, timeout=900)

@@ -1,4 +1,5 @@
-"""The docs site builds offline, and every generated block in README.md and docs/ is what its script writes now.
+"""The docs site builds offline, every generated block in README.md and docs/ is what its script writes now, and the
+command blocks of the recipe pages run offline as written.
 
 A generated block is the text between ``<!-- BEGIN generated: NAME -->`` and ``<!-- END generated: NAME -->``
 (yolo_spd.markdown). Columns that are the same on every machine (layers, parameters, GFLOPs and their ratios) are
@@ -9,9 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import stat
 import subprocess
 import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -19,7 +25,7 @@ from yolo_spd import info
 from yolo_spd.errors import UsageError
 from yolo_spd.markdown import blocks, parse_table, read_block, replace_block, table
 
-from .conftest import REPO, child_env, load_script
+from .conftest import REPO, SHARED, child_env, folder_listing, load_script, ultralytics_settings_folder
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 STUDY_RESULTS = REPO / "benchmarks" / "results"
@@ -69,7 +75,8 @@ def test_the_site_builds_strict_offline_and_its_pages_render(tmp_path):
 # --- the generated blocks ------------------------------------------------------------------------------------------
 
 CHECKED = {"info", "info-latency", "models-speed", "modules", "ground-truth-speed", "small_objects",
-           "small_objects-adamw", "exports", "small_objects_sliced", "scconv-layers", "spd_fold"}  # fmt: skip
+           "small_objects-adamw", "exports", "small_objects_sliced", "scconv-layers", "spd_fold",
+           "install-size"}  # fmt: skip
 
 
 def test_every_generated_block_is_checked_here_and_every_page_has_its_blocks():
@@ -79,7 +86,8 @@ def test_every_generated_block_is_checked_here_and_every_page_has_its_blocks():
             ("docs/speed.md", "models-speed"), ("docs/speed.md", "modules"),
             ("docs/evaluation.md", "ground-truth-speed"), ("docs/evidence.md", "small_objects"),
             ("docs/evidence.md", "small_objects-adamw"), ("docs/export.md", "exports"),
-            ("docs/evidence.md", "small_objects_sliced"), ("docs/evidence.md", "scconv-layers")} <= set(found)
+            ("docs/evidence.md", "small_objects_sliced"), ("docs/evidence.md", "scconv-layers"),
+            ("README.md", "install-size")} <= set(found)
     assert all(text.strip() for text in found.values()), "an empty block: run its command"
 
 
@@ -191,6 +199,22 @@ def test_the_ground_truth_timing_block_has_the_scripts_current_columns_and_rows(
     assert [row["ground truth from YOLO labels"] for row in published] == ["first build", "cached"]
 
 
+def test_the_install_size_block_has_the_scripts_current_table_and_says_where_it_was_measured():
+    """The figures need the package index (tests stay offline): the block's shape is checked against the script's
+    table for made-up wheels, and its figures against each other."""
+    script = load_script("install_size")
+    block = read_block(REPO / "README.md", "install-size")
+    made_up = [script.Wheel("torch", "1", "torch-1.whl", 3, 4), script.Wheel("numpy", "1", "numpy-1.whl", 1, 2)]
+    published, now = parse_table(block), parse_table(script.parts_table(made_up))
+    assert [list(row) for row in published] == [list(row) for row in now]  # same columns
+    assert [row["part"] for row in published] == [row["part"] for row in now]  # same parts
+    wheels = [int(row["wheels"]) for row in published]
+    assert wheels[-1] == sum(wheels[:-1]) > 0
+    gb = [float(row["download"].split()[0]) for row in published]
+    assert gb[-1] == pytest.approx(sum(gb[:-1]), abs=0.011)
+    assert "`pip install .` resolved by pip" in block and "Platform-dependent" in block
+
+
 @pytest.mark.slow
 def test_the_module_timing_block_has_the_scripts_current_tables(tmp_path):
     """benchmarks/modules.py belongs to the modules' owner; its block must follow its output's shape."""
@@ -205,6 +229,117 @@ def test_the_module_timing_block_has_the_scripts_current_tables(tmp_path):
     labels_now = [line.split(" | ")[0] for line in header_lines if line not in tables_now]
     labels_published = [line.split(" | ")[0] for line in published.splitlines() if line.startswith("| ")]
     assert set(labels_now) <= set(labels_published)  # --quick prints the first shape's rows only
+
+
+# --- the recipe pages' command blocks ---------------------------------------------------------------------------
+#
+# Every fenced block of these pages either runs offline as written, or is marked as not run by the comment
+# ``<!-- not run: REASON -->`` on the line before it, and the page says so in words (it needs the reader's data, or
+# a download). The runnable blocks of a page run in order, in one fresh empty folder, with the network blocked
+# (every Python process they start loads tests/network_guard.py) and Ultralytics' runs folder in ``runs/`` there, as on
+# a machine where Ultralytics never ran. Three documented substitutions shorten or place them:
+#
+# - training runs one epoch on a tenth of the images: ``epochs=N`` becomes ``epochs=1 fraction=0.1`` (in Python,
+#   ``epochs=1, fraction=0.1``), and ``yolo-spd train`` without data (the demo) gets ``YOLO_SPD_DEMO_EPOCHS=1``;
+# - ``../shared/`` (the project's shared data beside the clone, where the pages' commands are run from the clone's
+#   root) becomes the shared folder's real path; a page that uses it is skipped when it is absent;
+# - ``yolo-spd`` and ``yolo`` are this interpreter's ``python -m yolo_spd`` and Ultralytics' entry point.
+
+RECIPE_PAGES = ("getting-started.md", "cli.md", "small-objects.md")
+RUNNABLE = ("bash", "python")
+NOT_RUN = re.compile(r"<!--\s*not run:\s*(?P<reason>\S.*?)\s*-->")
+FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<lang>[\w-]*)[^\n]*\n(?P<body>.*?)^(?P=indent)```[ \t]*$", re.M | re.S)
+DOCS_RUN_TIMEOUT = 1800  # per block, seconds
+
+
+@dataclass(frozen=True)
+class CodeBlock:
+    page: str
+    line: int  # of the opening fence, 1-based
+    lang: str
+    text: str
+    not_run: str | None  # the reason given by the marker before it, or None: the block runs
+
+
+def code_blocks(page: Path) -> list[CodeBlock]:
+    """The fenced blocks of ``page`` in order, each with the not-run reason of the marker line just before it."""
+    text = page.read_text(encoding="utf-8")
+    found = []
+    for match in FENCE.finditer(text):
+        before = text[: match.start()].rstrip("\n").splitlines()
+        marker = NOT_RUN.fullmatch(before[-1].strip()) if before else None
+        body = textwrap.dedent(match["body"])  # a block inside an admonition is indented with it
+        found.append(CodeBlock(page.name, text[: match.start()].count("\n") + 1, match["lang"], body,
+                               marker["reason"] if marker else None))
+    return found
+
+
+def shortened(block: CodeBlock) -> str:
+    """The block's text after the documented substitutions (see above)."""
+    epochs = "epochs=1, fraction=0.1" if block.lang == "python" else "epochs=1 fraction=0.1"
+    return re.sub(r"\bepochs=\d+", epochs, block.text).replace("../shared/", f"{SHARED}/")
+
+
+def test_every_block_of_the_recipe_pages_runs_or_says_why_not():
+    pages = [REPO / "docs" / name for name in RECIPE_PAGES]
+    blocks = [block for page in pages for block in code_blocks(page)]
+    for page in pages:
+        fences = sum(1 for line in page.read_text().splitlines() if line.strip().startswith("```")) // 2
+        assert len([b for b in blocks if b.page == page.name]) == fences, f"{page.name}: a fence the parser missed"
+        assert page.read_text().count("<!-- not run:") == sum(b.not_run is not None for b in blocks
+                                                              if b.page == page.name), f"{page.name}: a stray marker"
+    unknown = [f"{b.page}:{b.line} ({b.lang or 'no language'})" for b in blocks
+               if b.not_run is None and b.lang not in RUNNABLE]
+    assert not unknown, f"blocks that neither run nor say why not: {unknown}"
+    for page in RECIPE_PAGES:
+        assert any(b.not_run is None for b in blocks if b.page == page), f"{page}: no block runs"
+    assert "data=demo_data_yaml()" in "".join(b.text for b in blocks if b.lang == "python")  # nothing downloaded
+    mentions = [b for b in blocks if b.not_run is None and "coco8" in b.text]
+    assert not mentions, "coco8.yaml is downloaded by Ultralytics; the recipes run offline"
+    assert shortened(CodeBlock("p", 1, "bash", "train epochs=15 data=../shared/x.yaml", None)) == (
+        f"train epochs=1 fraction=0.1 data={SHARED}/x.yaml")
+
+
+def _command_folder(tmp_path: Path) -> Path:
+    """``yolo-spd`` and ``yolo`` for this interpreter (and this checkout's yolo_spd), and a sitecustomize that loads
+    the network guard into every Python process."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    commands = {"yolo-spd": f'exec "{sys.executable}" -m yolo_spd "$@"',
+                "yolo": f'exec "{sys.executable}" -c "from ultralytics.cfg import entrypoint; entrypoint()" "$@"'}
+    for name, line in commands.items():
+        (folder / name).write_text(f"#!/bin/sh\n{line}\n")
+        (folder / name).chmod(0o755)
+    (folder / "sitecustomize.py").write_text(f"exec(open({str(REPO / 'tests' / 'network_guard.py')!r}).read())\n")
+    return folder
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", RECIPE_PAGES)
+def test_the_recipe_pages_run_offline_as_written(name, tmp_path):
+    blocks = [block for block in code_blocks(REPO / "docs" / name) if block.not_run is None]
+    if any("../shared/" in block.text for block in blocks) and folder_listing(SHARED / "data") is None:
+        pytest.skip(f"{name} runs on ../shared/data, which is absent")
+    work, log = tmp_path / "work", tmp_path / "network.log"
+    work.mkdir()
+    tools = _command_folder(tmp_path)
+    settings = ultralytics_settings_folder(tmp_path / "ultralytics-settings", runs=work / "runs")
+    env = child_env(YOLO_SPD_DEMO_EPOCHS="1", YOLO_CONFIG_DIR=str(settings), NETWORK_GUARD_LOG=str(log))
+    env["PATH"] = os.pathsep.join([str(tools), env["PATH"]])
+    env["PYTHONPATH"] = os.pathsep.join([str(tools), env["PYTHONPATH"]])
+    for block in blocks:
+        if block.lang == "python":
+            script = tmp_path / f"block-{block.line}.py"
+            script.write_text(shortened(block))
+            command = [sys.executable, str(script)]
+        else:
+            command = ["bash", "-euo", "pipefail", "-c", shortened(block)]
+        out = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=DOCS_RUN_TIMEOUT)
+        where = f"docs/{name}:{block.line}"
+        assert out.returncode == 0, f"{where} failed:\n{shortened(block)}\n{(out.stdout + out.stderr)[-4000:]}"
+        assert "Traceback" not in out.stderr, f"{where}:\n{out.stderr[-4000:]}"
+        assert not log.exists(), f"{where} tried the network:\n{log.read_text()[:3000]}"
+    assert (work / "runs" / "detect" / "train" / "weights" / "best.pt").is_file()  # each page trains, into ./runs
 
 
 # --- yolo_spd.markdown ---------------------------------------------------------------------------------------------

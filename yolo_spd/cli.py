@@ -444,14 +444,15 @@ def run_info(tokens: list[str]) -> None:
 
 
 def run_slice(tokens: list[str]) -> None:
-    """``yolo-spd slice data=X.yaml tile=640 overlap=0.2 ...``: write (or reuse) a tiled copy of the dataset."""
+    """``yolo-spd slice data=X.yaml tile=640 overlap=0.2 ...``: write (or reuse) a tiled copy of the dataset
+    (``data=demo``: the built-in one)."""
     from .slicing.tiles import CLI_KEYS, TileSettings, slice_dataset, summary_lines
 
     mine, _ = split_ours(parse_pairs(tokens, set(CLI_KEYS)), CLI_KEYS)
     if not mine["data"]:
         raise UsageError("slice needs data=DATASET.yaml (a labelled YOLO dataset)")
     settings = TileSettings(**{k: v for k, v in mine.items() if k not in ("data", "out")})
-    print("\n".join(summary_lines(slice_dataset(mine["data"], settings, out=mine["out"]))))
+    print("\n".join(summary_lines(slice_dataset(named_data(mine["data"]), settings, out=mine["out"]))))
 
 
 #: The file onnx2tf checks its conversion on; Ultralytics downloads it before its onnx2tf exports, into the working

@@ -8,23 +8,35 @@ and in ONNX Runtime, each next to its ratio to the baseline measured in the same
 runs or machines are not comparable; ratios are more stable). ``--write-docs FILE`` also writes the table into the
 file's generated block (:mod:`yolo_spd.markdown`): the docs' tables come from ``--write-docs docs/models.md`` and
 ``"*-n" --write-docs README.md``, and ``tests/test_docs.py`` checks them against this module.
+
+Building a model (Ultralytics' stride probe) and counting its GFLOPs are forward passes, about half the time each:
+seconds per model on a 2-core CPU, 32 models (20 configs and 12 baselines) for the whole table. The command therefore
+shows a progress bar on stderr while it builds, and keeps each model's row in the yolo_spd cache folder (``info/``),
+keyed by everything the row depends on: the model's YAML (content and name), yolo_spd's own source, and the Ultralytics,
+torch and ultralytics-thop versions (:func:`stats_key`). A second run with nothing changed prints the same table without
+building anything; ``--no-cache`` recomputes. Latencies are never cached.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
+import hashlib
+import json
 import logging
 import statistics
+import sys
 import tempfile
 import time
 from copy import deepcopy
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .configs import baseline, list_models
 from .errors import UsageError
 from .markdown import read_block, table, write_blocks
+from .paths import cache_dir, write_atomic
 
 
 @dataclass(frozen=True)
@@ -154,25 +166,133 @@ def measure_latency(
     return {name: Latency(statistics.median(t), statistics.median(o)) for name, (t, o) in times.items()}
 
 
-def compare(names: list[str], imgsz: int = 640, latency: bool = False, **latency_args) -> list[Comparison]:
+#: Bump when what a cached row holds, or how it is computed, changes without a change to the inputs of stats_key.
+STATS_CACHE_VERSION = 1
+
+
+@functools.lru_cache(maxsize=1)
+def _source_digest() -> str:
+    """sha256 of yolo_spd's own Python source: any change to the modules or to how models are built and counted."""
+    package = Path(__file__).resolve().parent
+    sha = hashlib.sha256()
+    for file in sorted(package.rglob("*.py")):
+        sha.update(str(file.relative_to(package)).encode() + b"\0" + file.read_bytes() + b"\0")
+    return sha.hexdigest()
+
+
+def stats_key(name: str, imgsz: int) -> str | None:
+    """The cache key of ``name``'s row at ``imgsz``: a digest of the model's YAML file (its content and the name it
+    is built under, which sets the scale), yolo_spd's source, and the Ultralytics, torch and ultralytics-thop
+    versions; None when the YAML file cannot be found (the row is then always computed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+    import ultralytics
+
+    from .model_source import model_file
+
+    file = model_file(f"{name}.yaml")
+    if file is None or not Path(file).is_file():
+        return None
+    try:
+        thop = version("ultralytics-thop")
+    except PackageNotFoundError:
+        thop = "?"
+    inputs = {
+        "version": STATS_CACHE_VERSION, "name": name, "imgsz": imgsz,
+        "yaml_sha256": hashlib.sha256(Path(file).read_bytes()).hexdigest(), "yolo_spd_source": _source_digest(),
+        "ultralytics": ultralytics.__version__, "torch": torch.__version__, "thop": thop,
+    }  # fmt: skip
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _cache_file(key: str) -> Path:
+    return cache_dir() / "info" / f"{key}.json"
+
+
+def cached_stats(name: str, imgsz: int) -> ModelStats | None:
+    """``name``'s row from the cache, or None (not cached, or an unreadable entry, which is then recomputed)."""
+    key = stats_key(name, imgsz)
+    if key is None:
+        return None
+    try:
+        stats = ModelStats(**json.loads(_cache_file(key).read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return None
+    return stats if stats.name == name else None
+
+
+def store_stats(stats: ModelStats, imgsz: int) -> None:
+    key = stats_key(stats.name, imgsz)
+    if key is not None:
+        write_atomic(_cache_file(key), json.dumps(asdict(stats)))
+
+
+def compare(
+    names: list[str], imgsz: int = 640, latency: bool = False, cache: bool = False, progress: bool = False,
+    **latency_args,
+) -> list[Comparison]:
     """Measure each config and its baseline. Configs sharing a baseline form a group whose models are built, and
     with ``latency`` timed round-robin, together; each baseline is built and timed once, and a group's models are
-    released before the next group is built."""
+    released before the next group is built.
+
+    With ``cache``, rows found in the cache (:func:`cached_stats`) are not rebuilt, and measured rows are stored; a
+    latency measurement builds every model of its groups all the same. With ``progress``, a progress bar over the
+    models to build goes to stderr.
+    """
     groups: dict[str, list[str]] = {}
     for name in names:
         groups.setdefault(baseline(name), []).append(name)
     stats: dict[str, ModelStats] = {}
+    if cache and not latency:
+        found = {name: cached_stats(name, imgsz) for base, members in groups.items() for name in (base, *members)}
+        stats = {name: row for name, row in found.items() if row is not None}
+    todo = {base: [name for name in dict.fromkeys([base, *members]) if name not in stats]
+            for base, members in groups.items()}
     latencies: dict[str, Latency] = {}
-    for base, members in groups.items():
-        yolos = {name: build(name) for name in dict.fromkeys([base, *members])}
-        stats.update({name: model_stats(name, imgsz, yolo) for name, yolo in yolos.items()})
-        if latency:
-            latencies.update(measure_latency(yolos, imgsz, **latency_args))
-        del yolos
+    bar = _progress(sum(map(len, todo.values())), progress)
+    try:
+        for base, to_build in todo.items():
+            if not to_build:
+                continue
+            yolos = {}
+            for name in to_build:
+                bar.set_description(f"yolo-spd info: building {name}")
+                yolos[name] = build(name)
+                stats[name] = model_stats(name, imgsz, yolos[name])
+                if cache:
+                    store_stats(stats[name], imgsz)
+                bar.update()
+            if latency:
+                bar.set_description(f"yolo-spd info: timing the {base} group")
+                latencies.update(measure_latency(yolos, imgsz, **latency_args))
+            del yolos
+    finally:
+        bar.close()
     return [
         Comparison(stats[name], stats[baseline(name)], latencies.get(name), latencies.get(baseline(name)))
         for name in names
     ]
+
+
+class _NoBar:
+    def set_description(self, text):
+        pass
+
+    def update(self, n=1):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress(total: int, show: bool):
+    """Ultralytics' progress bar over ``total`` models on stderr, or a stand-in that shows nothing."""
+    if not (show and total):
+        return _NoBar()
+    from ultralytics.utils import TQDM
+
+    return TQDM(total=total, desc="yolo-spd info", unit="model", file=sys.stderr)
 
 
 #: The columns of :func:`markdown_table` that depend on the machine (``--latency``); the others are the same on every
@@ -234,6 +354,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--imgsz", type=int, default=640, help="square input size for GFLOPs and latency")
     parser.add_argument("--repeats", type=int, default=10, help="timed runs per model and runtime (median)")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads for PyTorch and ONNX Runtime")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="measure every model again instead of reusing rows cached by an earlier run")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     parser.add_argument("--write-docs", nargs="+", type=Path, metavar="FILE", default=[],
                         help="also write the table into the generated block 'info' ('info-latency' with --latency) "
                              "of each Markdown FILE, e.g. docs/models.md")
@@ -252,7 +375,7 @@ def main(argv: list[str] | None = None) -> None:
             read_block(file, block_name(args.latency))  # before the measurement, which can take minutes
         except (UsageError, OSError) as e:
             parser.error(str(e))
-    rows = compare(names, args.imgsz, args.latency, **latency_args)
+    rows = compare(names, args.imgsz, args.latency, cache=not args.no_cache, progress=not args.quiet, **latency_args)
     text = markdown_table(rows, args.imgsz)
     print(text)
     if args.write_docs:
