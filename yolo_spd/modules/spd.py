@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from ultralytics.nn.modules.conv import Conv, Focus
 
-from ._common import is_exporting, require, require_odd_kernel, require_positive_int
+from ._common import require, require_odd_kernel, require_positive_int
 
 
 class SpaceToDepth(nn.Module):
@@ -91,7 +91,9 @@ class SpaceToDepth(nn.Module):
             return _NativeOnnxSpaceToDepth.apply(x, s)
         if torch.jit.is_tracing() and not onnx:
             return _space_to_depth_traced(x, s, row_major)
-        if x.requires_grad and torch.is_grad_enabled() and not is_exporting() and not _is_channels_last(x):
+        # With gradients, is_exporting() reduces to the ONNX and tracing checks above (its torch.export clause needs
+        # them off), so the cheap flags suffice; scripting cannot reach this Python forward.
+        if x.requires_grad and torch.is_grad_enabled() and not onnx and not _is_channels_last(x):
             return _SpaceToDepthCopy.apply(x, s, row_major)
         return _rearranged(x, s, row_major)
 
