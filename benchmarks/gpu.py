@@ -1,6 +1,6 @@
 """GPU speed of the modules and n configs in fp16/bf16 autocast, and one AMP training epoch per n config (issue 19).
 
-    python benchmarks/gpu.py --data DATA.yaml --out DIR           # on a CUDA GPU: all parts, about 5-8 minutes
+    python benchmarks/gpu.py --data DATA.yaml --out DIR           # on a CUDA GPU: all parts, sized for < 10 minutes
     python benchmarks/gpu.py --device cpu --quick --data DATA.yaml --out DIR   # the CPU check tests/ runs
 
 Three parts (``--parts``), each written to ``DIR/gpu.json`` and ``DIR/gpu.md`` as soon as it ends, so a run cut
