@@ -99,8 +99,9 @@ def parse_args(argv=None):
     parser.add_argument("--train-batch", type=positive_int, help="batch of the models' train step and of the "
                                                                  "training epoch (default 16; 2 with --quick)")
     parser.add_argument("--workers", type=non_negative_int, help="training dataloader workers (default 8; 0)")
-    parser.add_argument("--budget", type=float, default=570.0,
-                        help="seconds after which the training part skips the models not yet trained (default 570)")
+    parser.add_argument("--budget", type=float, default=480.0,
+                        help="seconds (from the start of measuring) after which the training part skips the models "
+                             "not yet trained (default 480: a 10-minute command with room for one more run)")
     args = parser.parse_args(argv)
     quick = args.quick
     args.repeats = args.repeats or (2 if quick else 21)
@@ -128,6 +129,7 @@ def check_args(args) -> None:
                  "--quick --out DIR for the CPU check)")
         if (device.index or 0) >= torch.cuda.device_count():
             fail(f"--device {args.device}: only {torch.cuda.device_count()} CUDA device(s) visible")
+        device = torch.device("cuda", device.index or 0)  # torch.cuda.set_device needs the index
     args.device = device
     if args.out is None:
         if device.type == "cpu":
@@ -317,11 +319,12 @@ def module_part(args, log) -> list[dict]:
         x = torch.randn(args.module_batch, c, size, size, device=device)
         leaf = x.clone().requires_grad_(True)
         for label, module, base, base_label in module_cases(c):
+            fused = inference_form(module), inference_form(base)  # on the CPU, where the fuses check themselves
             module, base = module.to(device), base.to(device)
             params, base_params = [leaf, *module.parameters()], [leaf, *base.parameters()]
             for precision in args.precisions:
                 dtype = DTYPES[precision]
-                fast, plain = (inference_form(m).to(device=device, dtype=dtype) for m in (module, base))
+                fast, plain = (copy.deepcopy(m).to(device=device, dtype=dtype) for m in fused)
                 module.train()
                 base.train()
                 forward, base_forward = (lambda m=module, t=leaf: m(t)), (lambda m=base, t=leaf: m(t))
@@ -474,8 +477,9 @@ def offline_trainer():
         trainer.check_amp, trainer.BaseTrainer.read_results_csv = saved
 
 
-def train_part(args, log, started: float) -> list[dict]:
-    """One epoch of AMP training per model on ``--data``; a model left when ``--budget`` has passed is skipped."""
+def train_part(args, log, started: float, save) -> list[dict]:
+    """One epoch of AMP training per model on ``--data``; a model left when ``--budget`` has passed is skipped.
+    ``save(rows)`` runs after each model, so a run stopped from outside keeps the models trained so far."""
     rows = []
     with tempfile.TemporaryDirectory() as runs, offline_trainer():
         for name in MODELS:
@@ -488,6 +492,7 @@ def train_part(args, log, started: float) -> list[dict]:
             except Exception as e:  # noqa: BLE001 - one failing config must not cost the others' results
                 rows.append(retry_without_workers(name, args, runs, e, log))
             log(f"train: {name}: {rows[-1].get('images_per_s', rows[-1]['status'])}")
+            save(rows)
     return rows
 
 
@@ -653,7 +658,8 @@ def main(argv=None) -> int:
                 elif part == "models":
                     results["models"] = model_part(args, log)
                 else:
-                    results["training"] = train_part(args, log, started)
+                    results["training"] = train_part(args, log, started,
+                                                     lambda rows: write_results({**results, "training": rows}, out))
                     failed |= any(r["status"].startswith("failed") for r in results["training"])
         except Exception as e:  # noqa: BLE001 - keep the other parts' results; the exit status says it failed
             results[f"{part}_error"] = f"{type(e).__name__}: {e}"
