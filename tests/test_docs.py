@@ -76,7 +76,7 @@ def test_the_site_builds_strict_offline_and_its_pages_render(tmp_path):
 
 CHECKED = {"info", "info-latency", "models-speed", "modules", "ground-truth-speed", "small_objects",
            "small_objects-adamw", "exports", "small_objects_sliced", "scconv-layers", "spd_fold",
-           "install-size"}  # fmt: skip
+           "install-size", "space-to-depth"}  # fmt: skip
 
 
 def test_every_generated_block_is_checked_here_and_every_page_has_its_blocks():
@@ -87,7 +87,7 @@ def test_every_generated_block_is_checked_here_and_every_page_has_its_blocks():
             ("docs/evaluation.md", "ground-truth-speed"), ("docs/evidence.md", "small_objects"),
             ("docs/evidence.md", "small_objects-adamw"), ("docs/export.md", "exports"),
             ("docs/evidence.md", "small_objects_sliced"), ("docs/evidence.md", "scconv-layers"),
-            ("README.md", "install-size")} <= set(found)
+            ("README.md", "install-size"), ("docs/speed.md", "space-to-depth")} <= set(found)
     assert all(text.strip() for text in found.values()), "an empty block: run its command"
 
 
@@ -229,6 +229,29 @@ def test_the_module_timing_block_has_the_scripts_current_tables(tmp_path):
     labels_now = [line.split(" | ")[0] for line in header_lines if line not in tables_now]
     labels_published = [line.split(" | ")[0] for line in published.splitlines() if line.startswith("| ")]
     assert set(labels_now) <= set(labels_published)  # --quick prints the first shape's rows only
+
+
+def test_the_space_to_depth_block_has_the_scripts_current_table(tmp_path):
+    """benchmarks/space_to_depth.py's block: the same setting line and header as the script prints now, a row per
+    input and layout the script measures (--quick: the first shape's two), and ratios that parse as positive."""
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "space_to_depth.py"), "--quick", "--repeats", "1",
+                          "--warmup", "0", "--batch", "1"], cwd=tmp_path, env=child_env(), capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    published = read_block(REPO / "docs" / "speed.md", "space-to-depth")
+    now_rows, published_rows = parse_table(out.stdout), parse_table(published)
+    assert [list(row) for row in published_rows] == [list(row) for row in now_rows][:1] * len(published_rows)
+    shapes = [f"(8, {c}, {size}, {size})" for c, size in load_script("modules").SHAPES]
+    assert [(row["input"], row["layout"]) for row in published_rows] == [
+        (shape, layout) for shape in shapes for layout in ("NCHW", "channels-last")]
+    assert [(row["layout"]) for row in now_rows] == ["NCHW", "channels-last"]
+    for row in published_rows:
+        ratios = [float(cell.strip("*×")) for column, cell in row.items() if "/" in column]
+        assert len(ratios) == 3 and all(r > 0 for r in ratios), row
+    def setting(text):  # the first line up to the environment, numbers left out
+        return re.sub(r"\d+", "N", text.splitlines()[0].split(";")[0])
+
+    assert setting(published) == setting(out.stdout)
 
 
 # --- the recipe pages' command blocks ---------------------------------------------------------------------------
@@ -390,7 +413,7 @@ def test_the_block_runner_writes_a_commands_output_only_when_it_succeeds(tmp_pat
 
 
 @pytest.mark.parametrize("script,args", [("models", []), ("ground_truth_speed", []),
-                                         ("small_objects", ["--replot", "x.json"])])  # fmt: skip
+                                         ("small_objects", ["--replot", "x.json"]), ("space_to_depth", [])])  # fmt: skip
 def test_scripts_refuse_a_write_docs_file_without_their_block_before_measuring(script, args, tmp_path):
     page = tmp_path / "page.md"
     page.write_text("no markers here\n")

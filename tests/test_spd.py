@@ -110,3 +110,98 @@ def test_dynamic_onnx_export_handles_odd_sizes_it_was_not_traced_with(tmp_path):
         with torch.no_grad():
             expected = m(x).numpy()
         np.testing.assert_allclose(session.run(None, {"x": x.numpy()})[0], expected, rtol=0, atol=1e-4)
+
+
+# --- issue 19: the rearrangement as one copy each way ---------------------------------------------------------------
+
+F64 = torch.float64
+# even and odd sizes; widths on both sides of the backward's one-pass threshold (W' = 32, i.e. W = 64)
+GRADIENT_SIZES = [(8, 8), (7, 9), (6, 10), (1, 1), (5, 4), (4, 62), (3, 64), (6, 65)]
+
+
+def as_layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+@pytest.mark.parametrize("scale", [2, 3])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("h,w", GRADIENT_SIZES)
+def test_space_to_depth_output_and_gradient_equal_the_reference_in_float64(scale, channels_last, h, w):
+    """Forward (with and without gradients) and the input gradient, against tests/reference.py's slices + cat and
+    autograd through them, exactly; without padding, the gradient has the input's memory format."""
+    from . import reference
+
+    x = as_layout(torch.randn(2, 5, h, w, dtype=F64), channels_last).requires_grad_(True)
+    y = SpaceToDepth(scale=scale)(x)
+    expected = reference.space_to_depth(x, scale)
+    assert torch.equal(y, expected)
+    with torch.no_grad():
+        assert torch.equal(SpaceToDepth(scale=scale)(x), expected)
+    target = as_layout(torch.randn(expected.shape, dtype=F64), channels_last)
+    (grad,) = torch.autograd.grad(y, x, target)
+    (grad_expected,) = torch.autograd.grad(expected, x, target)
+    assert torch.equal(grad, grad_expected)
+    if h % scale == 0 and w % scale == 0 and min(h, w) > scale:  # else F.pad's backward decides the layout
+        assert grad.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def depth_to_space_bits(grad: torch.Tensor, c: int, h: int, w: int) -> torch.Tensor:
+    """The inverse rearrangement on the raw bits (int32): input (c, s y + i, s x + j) gets output channel
+    (j s + i) C + c at (y, x), cropped to the unpadded input."""
+    bits = grad.view(torch.int32)
+    n, _, hh, ww = bits.shape
+    out = torch.empty(n, c, 2 * hh, 2 * ww, dtype=torch.int32)
+    for j in range(2):
+        for i in range(2):
+            block = j * 2 + i
+            out[:, :, i::2, j::2] = bits[:, block * c:(block + 1) * c]
+    return out[:, :, :h, :w]
+
+
+@pytest.mark.parametrize("h,w", [(6, 10), (6, 64), (5, 7)])
+def test_space_to_depth_gradient_moves_every_bit(h, w):
+    """The hand-written NCHW backward copies values, never computes with them: NaN payloads, infinities, -0.0 and
+    subnormals in the output gradient arrive bit for bit (an arithmetic formulation would lose -0.0 or NaN bits)."""
+    x = torch.randn(2, 3, h, w, requires_grad=True)
+    y = SpaceToDepth()(x)
+    assert type(y.grad_fn).__name__ == "_SpaceToDepthCopyBackward"  # the path under test, not autograd's
+    specials = torch.tensor([0x7FC00123, 0xFFC00001, 0x7F800000, 0xFF800000, 0x80000000, 0x00000001, 0x80000005],
+                            dtype=torch.int64).to(torch.int32)
+    bits = torch.randint(-(2**31), 2**31 - 1, y.shape, dtype=torch.int32)
+    bits.view(-1)[: specials.numel() * 7 : 7] = specials
+    target = bits.view(torch.float32)
+    (grad,) = torch.autograd.grad(y, x, target)
+    assert torch.equal(grad.view(torch.int32), depth_to_space_bits(target, 3, h, w))
+
+
+def test_space_to_depth_takes_autograds_path_for_channels_last_and_under_no_grad():
+    x = torch.randn(2, 3, 8, 8)
+    assert SpaceToDepth()(x).grad_fn is None
+    with torch.no_grad():
+        assert SpaceToDepth()(x.requires_grad_(True)).grad_fn is None
+    channels_last = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    assert type(SpaceToDepth()(channels_last).grad_fn).__name__ != "_SpaceToDepthCopyBackward"
+
+
+@pytest.mark.parametrize("h,w", [(4, 6), (3, 5)])
+def test_space_to_depth_second_derivatives(h, w):
+    """create_graph: the backward is itself differentiable (gradgradcheck in float64)."""
+    x = torch.randn(1, 2, h, w, dtype=F64, requires_grad=True)
+    assert torch.autograd.gradcheck(SpaceToDepth(), (x,))
+    assert torch.autograd.gradgradcheck(SpaceToDepth(), (x,))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_space_to_depth_gradient_in_other_dtypes_and_on_strided_inputs(dtype):
+    """Dtypes without the complex fast path, and a non-contiguous input (a channel slice), give autograd's result."""
+    from . import reference
+
+    base = torch.randn(2, 6, 6, 8, dtype=dtype)
+    for x in (base, base[:, 1:4], base[..., 1:7]):
+        leaf = x.detach().requires_grad_(True)  # keeps x's strides
+        y = SpaceToDepth()(leaf)
+        target = torch.randn(y.shape).to(dtype)
+        expected_leaf = x.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(y, leaf, target)
+        (expected,) = torch.autograd.grad(reference.space_to_depth(expected_leaf, 2), expected_leaf, target)
+        assert torch.equal(grad, expected)

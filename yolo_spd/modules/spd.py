@@ -39,7 +39,11 @@ class SpaceToDepth(nn.Module):
     Implementation: one strided copy (a reshape/permute view, then one materialisation), not four slices and a
     concatenation; a channels-last input gives a channels-last output, where every output pixel is s^2 contiguous
     runs of C values. ``pixel_unshuffle`` plus a channel permutation folded into the next convolution was measured
-    and is slower on CPU (``benchmarks/modules.py`` prints both), so the authors' order is produced directly.
+    and is slower on CPU (``benchmarks/modules.py`` prints both), so the authors' order is produced directly. In
+    training the gradient is the inverse rearrangement, also one copy; for NCHW it is written along rows
+    (:class:`_SpaceToDepthCopy`), where autograd's backward of the view chain loops over the s block columns
+    innermost. ``benchmarks/space_to_depth.py`` measures both directions against ``clone()``; ``docs/speed.md``
+    has the figures and what limits NCHW on CPU (a stride-s gather that PyTorch's CPU copy does not vectorise).
 
     Block order: ``block_order="authors"`` is the order above (column-major over the s x s block grid). ``"onnx"`` is
     ONNX's ``SpaceToDepth`` order (row-major: f_{0,0}, f_{0,1}, f_{1,0}, f_{1,1}); in that order an ONNX export emits
@@ -77,18 +81,100 @@ class SpaceToDepth(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.scale
         pad_h, pad_w = -x.shape[-2] % s, -x.shape[-1] % s
+        onnx = torch.onnx.is_in_onnx_export()
         # While exporting, always emit the pad (of 0 where nothing is needed): a traced `if` would bake in the
         # example input's parity, and a dynamic-shape ONNX model would then fail on odd feature maps.
-        if torch.onnx.is_in_onnx_export() or pad_h or pad_w:
+        if onnx or pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
         row_major = self.block_order == "onnx"
-        if row_major and torch.onnx.is_in_onnx_export():
+        if row_major and onnx:
             return _NativeOnnxSpaceToDepth.apply(x, s)
-        if torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export():
+        if torch.jit.is_tracing() and not onnx:
             return _space_to_depth_traced(x, s, row_major)
-        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-            return _space_to_depth_channels_last(x, s, row_major)
+        # With gradients, is_exporting() reduces to the ONNX and tracing checks above (its torch.export clause needs
+        # them off), so the cheap flags suffice; scripting cannot reach this Python forward.
+        if x.requires_grad and torch.is_grad_enabled() and not onnx and not _is_channels_last(x):
+            return _SpaceToDepthCopy.apply(x, s, row_major)
+        return _rearranged(x, s, row_major)
+
+
+def _is_channels_last(x: torch.Tensor) -> bool:
+    """Channels-last and not also NCHW-contiguous (a tensor with C = 1 or H = W = 1 is both; it takes the NCHW path)."""
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+def _rearranged(x: torch.Tensor, s: int, row_major: bool = False) -> torch.Tensor:
+    """Space-to-depth of an (already padded) input as one copy, in the input's memory format."""
+    if _is_channels_last(x):
+        return _space_to_depth_channels_last(x, s, row_major)
+    return _space_to_depth(x, s, row_major)
+
+
+class _SpaceToDepthCopy(torch.autograd.Function):
+    """Space-to-depth of an NCHW input whose backward is the inverse rearrangement written along rows.
+
+    Autograd's backward of the view chain in :func:`_space_to_depth` is one copy into the NCHW input gradient with
+    the s block columns of each input row innermost: a loop of length s per element, 2-2.5x the time of a
+    ``clone()`` of the gradient on CPU at the shapes of ``benchmarks/space_to_depth.py``. Here, for a float32 or
+    float64 gradient on the CPU with s = 2, the two block columns of an input row are written as the real and
+    imaginary parts of one complex number (``torch.complex(real, imag, out=...)`` into a complex view of the input
+    gradient; a value moves unchanged, bit for bit): one pass with rows as the loop. Other dtypes, scales and
+    devices get autograd's copy. Under ``create_graph`` (or ``torch.compile``) the backward is the differentiable
+    view chain.
+
+    A channels-last input does not come here: autograd's backward of :func:`_space_to_depth_channels_last` already
+    copies runs of C values, and measured as fast as a hand-written one.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, s: int, row_major: bool) -> torch.Tensor:
+        ctx.s, ctx.row_major = s, row_major
         return _space_to_depth(x, s, row_major)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        s, row_major = ctx.s, ctx.row_major
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():  # create_graph / compiled: differentiable views
+            return _depth_to_space_views(grad, s, row_major), None, None
+        return _depth_to_space(grad, s, row_major), None, None
+
+
+def _blocks(grad: torch.Tensor, s: int, row_major: bool) -> torch.Tensor:
+    """A space-to-depth output (N, s^2 C, H', W') as the view (N, j, i, C, H', W'): block column j, row i."""
+    blocks = grad.unflatten(1, (s, s, grad.shape[1] // (s * s)))
+    return blocks.transpose(1, 2) if row_major else blocks
+
+
+def _depth_to_space_views(grad: torch.Tensor, s: int, row_major: bool) -> torch.Tensor:
+    """The inverse of :func:`_space_to_depth` as differentiable views and one ``reshape`` copy (NCHW result)."""
+    n, _, h, w = grad.shape
+    return _blocks(grad, s, row_major).permute(0, 3, 4, 2, 5, 1).reshape(n, -1, h * s, w * s)  # (N, C, H', i, W', j)
+
+
+#: Output width W' from which the NCHW backward writes in one pass (below it, one pass per row offset). Both are
+#: the same bit copy; on the project's CPU (benchmarks/space_to_depth.py) the one pass took 1.1-1.5x a clone() of
+#: the gradient at W' = 40-80 and 2-5x at W' = 10-20, where TensorIterator's per-row-pair overhead dominates, and
+#: the per-offset passes about 1.8x at W' = 20-40 and 2.6x at W' = 80.
+_LONG_ROWS = 32
+
+
+def _depth_to_space(grad: torch.Tensor, s: int, row_major: bool) -> torch.Tensor:
+    """The inverse of :func:`_space_to_depth`: (N, s^2 C, H', W') back to a new NCHW (N, C, s H', s W') tensor."""
+    n, _, h, w = grad.shape
+    blocks = _blocks(grad, s, row_major)  # (N, j, i, C, H', W'), any strides
+    c = blocks.shape[3]
+    out = torch.empty(n, c, h * s, w * s, dtype=grad.dtype, device=grad.device)
+    complex_dtype = {torch.float32: torch.complex64, torch.float64: torch.complex128}.get(grad.dtype)
+    if s == 2 and complex_dtype is not None and grad.device.type == "cpu":
+        pairs = out.view(complex_dtype).view(n, c, h, 2, w)  # (N, C, H', i, W'): (j = 0, j = 1) per element
+        if w >= _LONG_ROWS:  # one pass writing the input gradient in order, a row pair per inner loop
+            torch.complex(blocks[:, 0].permute(0, 2, 3, 1, 4), blocks[:, 1].permute(0, 2, 3, 1, 4), out=pairs)
+        else:  # short rows: one pass per row offset i, whose inner loops run over all C H' rows
+            for i in range(2):
+                torch.complex(blocks[:, 0, i], blocks[:, 1, i], out=pairs[:, :, :, i])
+        return out
+    out.view(n, c, h, s, w, s).copy_(blocks.permute(0, 3, 4, 2, 5, 1))  # (N, C, H', i, W', j): autograd's copy
+    return out
 
 
 def _space_to_depth(x: torch.Tensor, s: int, row_major: bool = False) -> torch.Tensor:
