@@ -262,8 +262,9 @@ def test_sliced_val_cli_writes_the_run_folder_and_agrees_with_sahi(trained, tmp_
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["sliced"]
     folder = tmp_path / "runs" / "sliced"
     saved = json.loads((folder / "coco_eval.json").read_text())
-    assert set(saved) == {"backend", "size_ranges", "ground_truth", "images", "annotations", "detections", "metrics",
-                          "per_class"}  # the schema of an unsliced val
+    assert set(saved) == {"backend", "size_ranges", "ground_truth", "images", "annotations", "detections", "max_dets",
+                          "metrics", "per_class"}  # the schema of an unsliced val
+    assert saved["max_dets"] == [1, 10, 100]  # COCO's limits unless max_dets= says otherwise
     assert saved["images"] == 4 and saved["annotations"] > 100
     assert "merge NMS/IOU" in out.stdout and "<- AP_S" in out.stdout  # conf < 0.1: SAHI's rule picks NMS by IoU
     ours = json.loads((folder / "coco_predictions.json").read_text())
