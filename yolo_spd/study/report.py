@@ -244,6 +244,8 @@ def plot(res: dict, file: Path) -> Path:
         for y, variant in enumerate(variants):
             entry = pair["variants"][variant][metric]
             if entry["mean"] is None:
+                ax.text(0, y, "no paired run yet", ha="center", va="center", fontsize=6, color="0.45",
+                        bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
                 continue
             if entry["t"]["ci"] is not None:
                 ax.plot(entry["t"]["ci"], [y, y], color="0.6", lw=1, zorder=1)
@@ -251,6 +253,8 @@ def plot(res: dict, file: Path) -> Path:
                 ax.plot(entry["bootstrap"]["ci"], [y, y], color="C0", lw=4, solid_capstyle="butt", zorder=2)
             ax.plot([entry["mean"]], [y], "o", color="C3", ms=5, zorder=3)
         ax.axvline(0, color="k", lw=0.8)
+        reach = max(abs(limit) for limit in ax.get_xlim())
+        ax.set_xlim(-reach, reach)  # 0 (no difference) in the middle
         ax.set_title(f"Δ {metric}", fontsize=9)
         ax.tick_params(labelsize=7)
         ax.spines[["top", "right"]].set_visible(False)
