@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from yolo_spd import SRU, SCConv, SpaceToDepth, SSDConv
 
@@ -81,6 +82,8 @@ SCCONV_CASES = [
     (16, 24, 3, 2, 9, 7, {"variant": "release"}, True),
     (20, 20, 3, 1, 6, 5, {"variant": "release", "alpha": 0.6, "bn": False, "act": False}, False),
     (16, 12, 3, 1, 6, 6, {"gate_threshold": 0.3, "bn": False, "act": False}, True),
+    (16, 24, 3, 2, 8, 6, {}, False),  # even sizes at stride 2: the two-add average pool (_common.average_pool)
+    (16, 24, 3, 2, 6, 10, {"variant": "release"}, False),
 ]
 
 
@@ -136,3 +139,24 @@ def test_similarity_attention_without_the_channel_matrix_matches_it(spread):
     m = SSDConv(16, 16)
     y = torch.randn(3, 16, 7, 5) * spread
     torch.testing.assert_close(m.similarity_attention(y), reference.similarity_attention(m, y), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("h,w,channels_last", [(8, 6, False), (2, 2, False), (7, 6, False), (6, 5, False),
+                                               (8, 6, True)])
+def test_average_pool_is_avg_pool2d_in_float64(h, w, channels_last):
+    """The two-add 2 x 2 pool (even sizes, contiguous) and the fallback (odd sizes, channels-last) against
+    ``F.avg_pool2d(ceil_mode=True)``: values and gradient."""
+    from yolo_spd.modules._common import average_pool
+
+    pool = torch.nn.AvgPool2d(2, 2, ceil_mode=True)
+    x = torch.randn(2, 3, h, w, dtype=torch.float64)
+    x = (x.contiguous(memory_format=CHANNELS_LAST) if channels_last else x).requires_grad_(True)
+    fast, slow = average_pool(x, pool), F.avg_pool2d(x, 2, 2, ceil_mode=True)
+    fast_path = h % 2 == 0 and w % 2 == 0 and not channels_last
+    assert (type(fast.grad_fn).__name__ == "_AveragePool2x2Backward") == fast_path  # the custom Function ran
+    torch.testing.assert_close(fast, slow, rtol=0, atol=1e-15)
+    target = torch.randn_like(slow)
+    (a,) = torch.autograd.grad((fast * target).sum(), x)
+    (b,) = torch.autograd.grad((slow * target).sum(), x)
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-15)
+    assert average_pool(x, torch.nn.Identity()) is x

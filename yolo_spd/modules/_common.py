@@ -137,3 +137,37 @@ def lerp(start: torch.Tensor, end: torch.Tensor, weight: torch.Tensor) -> torch.
     if not is_exporting():
         return torch.lerp(start, end, weight)
     return start + weight * (end - start)
+
+
+def average_pool(x: torch.Tensor, pool: nn.Module) -> torch.Tensor:
+    """``pool(x)`` for a module's ``pool``: ``nn.Identity`` (stride 1) or ``nn.AvgPool2d(2, 2, ceil_mode=True)``.
+
+    For a contiguous input with even H and W, eagerly, the 2 x 2 average as two vector adds (:class:`_AveragePool2x2`):
+    ``F.avg_pool2d`` on NCHW measured 3-5x slower on CPU at one thread. Otherwise (odd sizes, other layouts, while
+    exporting: every export target has an average pool) the module itself."""
+    if isinstance(pool, nn.Identity) or is_exporting():
+        return pool(x)
+    h, w = x.shape[-2:]
+    if x.dim() != 4 or h % 2 or w % 2 or not x.is_contiguous():
+        return pool(x)
+    return _AveragePool2x2.apply(x)
+
+
+class _AveragePool2x2(torch.autograd.Function):
+    """2 x 2 average pooling, stride 2, of a contiguous (N, C, H, W) with even H and W: row pairs added as two
+    contiguous halves, then column pairs, then a scale. Backward: the gradient / 4 broadcast to each 2 x 2 block (one
+    copy)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        rows = x.view(n, c, h // 2, 2 * w)
+        pairs = rows[..., :w] + rows[..., w:]  # (N, C, H/2, W)
+        return torch.add(pairs[..., 0::2], pairs[..., 1::2]).mul_(0.25)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = grad.shape
+        quarter = (grad * 0.25).reshape(n, c, h, 1, w, 1)
+        return quarter.expand(n, c, h, 2, w, 2).reshape(n, c, 2 * h, 2 * w)
+
