@@ -306,3 +306,27 @@ def test_ssdconv_export_form_is_the_step_form(monkeypatch):
         monkeypatch.setattr(SSDConv, "forward_steps", lambda self, x: calls.append(1) or step_form(self, x))
         torch.testing.assert_close(m(x), eager, rtol=0, atol=1e-5)
     assert calls == [1]
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_ssdconv_runs_its_modules_while_hooks_watch_them(training):
+    """A FLOP counter (thop: Ultralytics' and yolo_spd's GFLOPs) hooks the leaf modules; the fast paths use their
+    weights without calling them, so with a hook set the step form runs and the counter sees every convolution."""
+    import thop
+
+    m = randomize_norms(SSDConv(16, 24, 3, 2)).train(training)
+    x = torch.randn(2, 16, 8, 8)
+    calls = []
+    handle = m.diversity.register_forward_hook(lambda *_: calls.append(1))
+    with torch.no_grad():
+        watched = m(x)
+    handle.remove()
+    with torch.no_grad():
+        fast = m(x)
+    assert calls == [1]
+    if not training:
+        torch.testing.assert_close(watched, fast, rtol=0, atol=1e-5)
+    macs = thop.profile(m.eval(), inputs=(x,), verbose=False)[0]
+    outputs = 2 * 12 * 4 * 4  # base and diversity: 12 channels each at 4 x 4, batch 2
+    convolutions = sum(conv.weight[0].numel() * outputs for conv in (m.base, m.diversity))
+    assert macs >= convolutions > macs - convolutions  # both counted; the BatchNorms, pool and FC add the rest

@@ -104,6 +104,7 @@ from ._common import (
     average_pool,
     bn_scale_shift,
     is_exporting,
+    observed,
     norm_act,
     pointwise,
     require,
@@ -225,13 +226,15 @@ class SSDConv(nn.Module):
         """The fast paths cover 4-D float32/float64 inputs outside autocast (mixed precision keeps the step form,
         whose BatchNorms compute their statistics in float32), BatchNorms with an affine and running statistics
         (Ultralytics' and torch's default), and, in training, batches with more than one value per channel (the step
-        form raises there, as BatchNorm does)."""
+        form raises there, as BatchNorm does). Modules with forward hooks (FLOP counters such as thop, which
+        Ultralytics' and yolo_spd's GFLOPs use, feature extractors) get the step form, where those modules run."""
         norms = [self.bn_diversity, self.bn_main] + ([self.bn] if isinstance(self.bn, nn.BatchNorm2d) else [])
         if x.dim() != 4 or x.dtype not in (torch.float32, torch.float64) or not all(
             bn.affine and bn.track_running_stats for bn in norms
         ):
             return False
-        if torch.is_autocast_enabled(x.device.type):
+        if torch.is_autocast_enabled(x.device.type) or observed(self.base, self.expand, self.bn_diversity,
+                                                                   self.diversity, self.bn_main, self.down, self.bn):
             return False
         stride = self.base.stride[0]
         return not self.training or x.shape[0] * -(-x.shape[2] // stride) * -(-x.shape[3] // stride) > 1
