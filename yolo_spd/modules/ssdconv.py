@@ -49,8 +49,8 @@ another order).
   (main_in + exp_out channels, 109 at c = 64) is never built and the convolution reads c1 channels: at stride 1 the
   base and diversity convolutions then become one c1 -> c2 convolution (the base taps zero on X_e), the shape of the
   ``Conv`` SSDConv replaces; at stride 2 they stay two (the base one strided on X_m, the other on the pooled input).
-  The grouped diversity weight is used group by group (NCHW grouped convolutions measured about twice as slow per
-  multiply-add on CPU).
+  The grouped diversity weight becomes a dense one over the input channels (zeros where a group does not read an
+  X_m channel): grouped NCHW convolutions measured about twice as slow per multiply-add on CPU.
 * Residual: down(expand(X_e)) as one 1 x 1 map of X_e (:meth:`SSDConv.residual_weight`).
 * Eval without gradients (:meth:`SSDConv.forward_inference`): BN_div and BN_main fold into the convolution's weights
   and bias (running statistics), the attention's softmax is torch's fused kernel (:func:`similarity_feature`), and the
@@ -86,9 +86,10 @@ without composing the expansion measured as no gain and was removed: the merged 
 main_in + exp_out channels of [X_m U Y_e].)
 
 Speed (issue 19; ``benchmarks/modules.py``, CPU time at one thread, ratios to the Ultralytics ``Conv`` of the same
-shape): the composed convolution has the multiply-adds of that ``Conv`` at stride 1 (the step form's base and
-diversity convolutions have 1.20x at c = 64) and 0.69-0.88x at stride 2 (1.03-1.70x in the step form); what remains
-above 1.0x is the attention's softmax, the residual's 1 x 1 map and the second BatchNorm.
+shape): the composed convolutions have the multiply-adds of that ``Conv`` at stride 1 and 0.85x at stride 2, for
+c1 = 64/128/256 and c2 = c1 or 2 c1 (the step form's: 1.20/0.78/0.56x and 1.70/1.03/0.69x); what remains above 1.0x
+is the attention's softmax, the residual's 1 x 1 map, the second BatchNorm and, in training, their backward passes.
+``docs/speed.md`` has the measured ratios.
 """
 
 from __future__ import annotations
