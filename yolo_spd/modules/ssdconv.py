@@ -46,11 +46,10 @@ another order).
   padding, so diversity(BN_div([X_m U W_e X_e])) = conv([X_m U X_e], W') + conv(1, K): a k x k convolution of the
   (pooled) module input itself, W' = [W_d,m diag(s_m) | W_d,e diag(s_e) W_e], plus a bias, K's sum in the interior
   and less where taps fall into the padding (:func:`border_bias`, added on the border bands only). [X_m U Y_e]
-  (main_in + exp_out channels, 109 at c = 64) is never built and the convolution reads c1 channels: at stride 1 the
-  base and diversity convolutions then become one c1 -> c2 convolution (the base taps zero on X_e), the shape of the
-  ``Conv`` SSDConv replaces; at stride 2 they stay two (the base one strided on X_m, the other on the pooled input).
-  The grouped diversity weight becomes a dense one over the input channels (zeros where a group does not read an
-  X_m channel): grouped NCHW convolutions measured about twice as slow per multiply-add on CPU.
+  (main_in + exp_out channels, 109 at c = 64) is never built: each diversity group reads its own X_m channels and
+  X_e (:meth:`SSDConv.diversity_input_ranges`), one convolution per group (grouped NCHW convolutions measured about
+  twice as slow per multiply-add on CPU). With the base convolution that is 0.85x the multiply-adds of the replaced
+  ``Conv`` at 64 channels (the step form: 1.20x at stride 1, 1.70x at stride 2).
 * Residual: down(expand(X_e)) as one 1 x 1 map of X_e (:meth:`SSDConv.residual_weight`).
 * Eval without gradients (:meth:`SSDConv.forward_inference`): BN_div and BN_main fold into the convolution's weights
   and bias (running statistics), the attention's softmax is torch's fused kernel (:func:`similarity_feature`), and the
@@ -86,10 +85,10 @@ without composing the expansion measured as no gain and was removed: the merged 
 main_in + exp_out channels of [X_m U Y_e].)
 
 Speed (issue 19; ``benchmarks/modules.py``, CPU time at one thread, ratios to the Ultralytics ``Conv`` of the same
-shape): the composed convolutions have the multiply-adds of that ``Conv`` at stride 1 and 0.85x at stride 2, for
-c1 = 64/128/256 and c2 = c1 or 2 c1 (the step form's: 1.20/0.78/0.56x and 1.70/1.03/0.69x); what remains above 1.0x
-is the attention's softmax, the residual's 1 x 1 map, the second BatchNorm and, in training, their backward passes.
-``docs/speed.md`` has the measured ratios.
+shape): the fast forms' convolutions have 0.85/0.68/0.55x the ``Conv``'s multiply-adds for c1 = 64/128/256 and
+c2 = c1 or 2 c1 (the step form's: 1.20/0.78/0.56x at stride 1, 1.70/1.03/0.69x at stride 2); what remains above
+that is the attention's softmax, the residual's 1 x 1 map, the second BatchNorm and, in training, their backward
+passes. ``docs/speed.md`` has the measured ratios.
 """
 
 from __future__ import annotations
@@ -288,10 +287,12 @@ class SSDConv(nn.Module):
 
     def main_path(self, x: torch.Tensor, pooled: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
                   out_scale: torch.Tensor | None = None, out_shift: torch.Tensor | None = None) -> torch.Tensor:
-        """[base U diversity] given BN_div's (scale, shift), both convolutions reading the module input (see
-        :meth:`diversity_weights`), optionally followed by a per-channel affine (BN_main in eval mode, folded into the
-        weights and bias). Stride 1: one c1 -> c2 convolution (the base taps zero on X_e); stride 2: the strided
-        base convolution of X_m and the diversity convolution of the pooled input, concatenated."""
+        """[base U diversity] given BN_div's (scale, shift), optionally followed by a per-channel affine (BN_main in
+        eval mode, folded into the weights and bias): the base convolution of X_m (stride s) and the composed diversity
+        convolution of the (pooled) input (:meth:`diversity_weights`), one convolution per group over the input
+        channels it reads (:meth:`diversity_input_ranges`), concatenated. (At stride 1 base and an ungrouped diversity
+        convolution can be one c1 -> c2 convolution, the base taps zero on X_e; it measured slower, 1.35x against
+        1.24x the Conv at 64 channels in eval, 1.51x against 1.42x in training.)"""
         weight, taps = self.diversity_weights(scale, shift)
         bias = taps.sum(dim=(1, 2))
         base, base_bias = self.base.weight, None
@@ -303,13 +304,30 @@ class SSDConv(nn.Module):
             taps = taps * out_scale[n_base:].view(-1, 1, 1)
             bias = bias * out_scale[n_base:] + out_shift[n_base:]
         k = self.base.kernel_size[0]
-        if self.base.stride[0] == 1:
-            base = F.pad(base, (0, 0, 0, 0, 0, self.exp_in))
-            base_bias = bias.new_zeros(base.shape[0]) if base_bias is None else base_bias
-            y = F.conv2d(x, torch.cat([base, weight]), torch.cat([base_bias, bias]), 1, k // 2)
-            return add_border_bias(y, taps, base.shape[0])
-        y_div = add_border_bias(F.conv2d(pooled, weight, bias, 1, k // 2), taps)
-        return torch.cat([F.conv2d(x[:, : self.main_in], base, base_bias, 2, k // 2), y_div], dim=1)
+        parts = [F.conv2d(x[:, : self.main_in], base, base_bias, self.base.stride[0], k // 2)]
+        for rows, (lo, hi) in self.diversity_input_ranges():
+            part = F.conv2d(pooled[:, lo:hi], weight[rows, lo:hi], bias[rows], 1, k // 2)
+            parts.append(add_border_bias(part, taps[rows]))
+        return torch.cat(parts, dim=1)
+
+    def diversity_input_ranges(self) -> list[tuple[slice, tuple[int, int]]]:
+        """(output rows, input channels [lo, hi)) of the composed diversity convolution per group: a group reads its
+        own X_m channels and, if any of its channels are Y_e's, all of X_e (through W_e). Each range is contiguous, as
+        X_e follows X_m. Separate convolutions per group measured faster than one dense one from 2 groups on
+        (eval: SSDConv(128, 128) 1.21x -> 0.93x the Conv, SSDConv(256, 256) 1.16x -> 0.86x), as they skip the zero
+        blocks."""
+        groups = self.diversity.groups
+        c_out, c_in = self.diversity.weight.shape[:2]
+        c1 = self.main_in + self.exp_in
+        ranges = []
+        for g in range(groups):
+            first = g * c_in
+            split = min(max(self.main_in - first, 0), c_in)  # X_m channels of this group
+            lo = first if split else self.main_in
+            hi = first + split if split == c_in else c1
+            rows = slice(g * c_out // groups, (g + 1) * c_out // groups)
+            ranges.append((rows, (lo, hi)))
+        return ranges
 
     def forward_inference(self, x: torch.Tensor) -> torch.Tensor:
         """Eval mode without gradients: every BatchNorm folded (running statistics), the expansion composed into the
