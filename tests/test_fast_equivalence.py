@@ -168,7 +168,7 @@ def test_average_pool_is_avg_pool2d_in_float64(h, w, channels_last):
 
 SSDCONV_F64_CASES = [
     # c1, c2, k, s, h, w, extra constructor arguments, channels_last
-    (16, 16, 3, 1, 8, 8, {}, False),  # exp_out == c2: no down-projection; base + diversity as one convolution
+    (16, 16, 3, 1, 8, 8, {}, False),  # exp_out == c2: no down-projection; 4 diversity groups, one reading X_m and X_e
     (16, 24, 3, 2, 8, 6, {}, False),  # stride 2, even sizes: the two-add pool
     (16, 24, 3, 2, 9, 7, {}, True),  # stride 2, odd sizes, channels-last: avg_pool2d
     (16, 12, 3, 1, 7, 6, {"exp_times": 3}, False),  # grouped down-projection composed into the residual map

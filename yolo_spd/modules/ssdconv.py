@@ -51,7 +51,7 @@ another order).
   twice as slow per multiply-add on CPU). With the base convolution that is 0.85x the multiply-adds of the replaced
   ``Conv`` at 64 channels (the step form: 1.20x at stride 1, 1.70x at stride 2).
 * Residual: down(expand(X_e)) as one 1 x 1 map of X_e (:meth:`SSDConv.residual_weight`).
-* Eval without gradients (:meth:`SSDConv.forward_inference`): BN_div and BN_main fold into the convolution's weights
+* Eval without gradients (:meth:`SSDConv.forward_inference`): BN_div and BN_main fold into the convolutions' weights
   and bias (running statistics), the attention's softmax is torch's fused kernel (:func:`similarity_feature`), and the
   residual map, the final BatchNorm and the attended sum are one batched product, one ``addcmul`` and an in-place
   SiLU.
