@@ -1,7 +1,11 @@
-"""Shared timing helpers for the benchmark scripts: thread setup, interleaved medians, tables, --write-docs.
+"""Shared timing helpers for the benchmark scripts: clock and thread options, interleaved medians, tables,
+--write-docs.
 
 Timings on a shared machine drift; every candidate of a comparison is therefore run once per round, in alternating
-order, and a ratio is the median of the per-round ratios, so load changes hit both sides of a ratio alike.
+order, and a ratio is the median of the per-round ratios, so load changes hit both sides of a ratio alike. The
+default clock is this process's CPU time at one torch thread (``time.process_time``): other processes on the machine
+slow it far less than they slow wall time (wall-time ratios swung up to 3x on a busy 2-core machine). ``--wall-time``
+times wall-clock time instead, for a quiet machine.
 """
 
 from __future__ import annotations
@@ -23,6 +27,23 @@ def setup(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
+
+
+def add_clock_options(parser) -> None:
+    """``--threads N`` (default 1) and ``--wall-time`` (default: process CPU time)."""
+    parser.add_argument("--threads", type=int, default=1, help="torch (and ONNX Runtime) intra-op threads (default 1)")
+    parser.add_argument("--wall-time", action="store_true",
+                        help="time wall-clock time instead of this process's CPU time (for a quiet machine; on a busy "
+                             "one other processes' load moves wall times and their ratios)")
+
+
+def clock(args) -> Callable[[], float]:
+    """The clock the options choose: ``time.perf_counter`` with ``--wall-time``, else ``time.process_time``."""
+    return time.perf_counter if args.wall_time else time.process_time
+
+
+def clock_name(args) -> str:
+    return "wall time" if args.wall_time else "process CPU time"
 
 
 class Timings:
@@ -94,13 +115,14 @@ def write_docs(files: list[str], block: str, text: str) -> None:
     write_blocks(files, block, text)
 
 
-def environment_line(threads: int) -> str:
+def environment_line(threads: int, clock_label: str | None = None) -> str:
     import platform
 
     import torch
 
     machine = platform.processor() or platform.machine()
-    return f"torch {torch.__version__}, {threads} thread(s), {machine}, medians in ms"
+    timed = f"{clock_label}, " if clock_label else ""
+    return f"torch {torch.__version__}, {timed}{threads} thread(s), {machine}, medians in ms"
 
 
 def ort_session(model: str | bytes, threads: int):

@@ -1,8 +1,10 @@
 """Per-module speed: SPDConv, SCConv, SSDConv and SpaceToDepth against what each replaces, at YOLO-typical shapes.
 
-    python benchmarks/modules.py            # batch 8; 64/128/256 channels at 80/40/20 px (a few minutes)
-    python benchmarks/modules.py --quick    # 64 channels at 80 px only, fewer repeats
-    python benchmarks/modules.py --cpu-time # this process's CPU time at one thread, for a machine busy with other work
+    python benchmarks/modules.py             # batch 8; 64/128/256 channels at 80/40/20 px (a few minutes)
+    python benchmarks/modules.py --quick     # 64 channels at 80 px only, fewer repeats
+    python benchmarks/modules.py --wall-time # wall-clock time instead of CPU time, for a quiet machine
+
+Times are this process's CPU time at one torch thread by default (``--threads``, ``--wall-time``: _timing.py).
 
 Prints Markdown. Per row: eval forward (no grad) of the straightforward implementation (``tests/reference.py``,
 the code before issue #5), of the fast modules, and of the fused modules (``fuse()``, what Ultralytics runs for
@@ -17,27 +19,23 @@ from __future__ import annotations
 
 import argparse
 import copy
-import time
 
-from _timing import environment_line, interleaved, markdown_table, ort_session, setup
+from _timing import (add_clock_options, clock, clock_name, environment_line, interleaved, markdown_table, ort_session,
+                     setup)
 
 SHAPES = [(64, 80), (128, 40), (256, 20)]
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, help="interleaved rounds per comparison (default 9; 5 with --quick)")
     parser.add_argument("--warmup", type=int, help="untimed calls per candidate first (default 2-3)")
     parser.add_argument("--quick", action="store_true", help="first shape only, fewer rounds")
     parser.add_argument("--channels-last", action="store_true", help="channels-last inputs and weights throughout")
-    parser.add_argument("--cpu-time", action="store_true", help="time with this process's CPU time at one thread "
-                        "(steady while other processes load the machine; wall times drift with their load)")
+    add_clock_options(parser)
     args = parser.parse_args(argv)
-    if args.cpu_time:
-        args.threads = 1
-    args.clock = time.process_time if args.cpu_time else time.perf_counter
+    args.clock = clock(args)
     defaults = (5, 1) if args.quick else (9, 2)  # (repeats, warmup); explicit options win
     args.repeats = args.repeats or defaults[0]
     args.warmup = defaults[1] if args.warmup is None else args.warmup
@@ -226,9 +224,8 @@ def main(argv=None) -> None:
         spd_rows += space_to_depth_rows(x.contiguous(), args)
         onnx_rows.append(onnx_space_to_depth_row(x.contiguous(), args))
     layout = "channels-last" if args.channels_last else "contiguous (NCHW)"
-    clock = "process CPU time" if args.cpu_time else "wall time"
-    setting = f"Batch {args.batch}, {layout} inputs, {args.repeats} interleaved rounds, {clock}"
-    print(f"{setting}; {environment_line(args.threads)}.\n")
+    setting = f"Batch {args.batch}, {layout} inputs, {args.repeats} interleaved rounds"
+    print(f"{setting}; {environment_line(args.threads, clock_name(args))}.\n")
     print("Eval forward (no grad). Baseline: the Ultralytics Conv the module replaces, fused (conv + bias + SiLU). "
           "Inference form: fused where the module has a fuse (SSDConv has none: —), else fast.\n")
     print(markdown_table(["module @px", "Conv", "straightforward", "fast", "fused", "straightforward / Conv",

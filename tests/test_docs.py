@@ -108,6 +108,21 @@ def speed_table_rows() -> list[tuple[str, list[dict[str, str]]]]:
     return out
 
 
+def test_the_models_speed_block_has_its_tables_columns():
+    """benchmarks/models.py's shape: latency ratios next to the GFLOPs ratio per pair, a training-throughput ratio for
+    each n-scale pair, and a training table of every n-scale model of the block (a stale block fails here)."""
+    for where, per_model, per_pair in speed_table_rows():
+        assert list(per_pair[0]) == ["pair", "GFLOPs ratio", "PyTorch latency ratio", "ONNX Runtime latency ratio",
+                                     "training throughput ratio"], where
+        n_pairs = [row for row in per_pair if row["pair"].split(" / ")[0].endswith("-n")]
+        assert n_pairs and all(float(row["training throughput ratio"]) > 0 for row in n_pairs), where
+        text = read_block(REPO / where.split(":")[0], "models-speed")
+        training = parse_table(text[text.index("| model | ms per step |"):])
+        n_models = {row["model"] for row in per_model if row["model"].rstrip("u").endswith("n")}
+        assert {row["model"] for row in training} == n_models, where
+        assert "process CPU time, 1 thread(s)" in text.splitlines()[0], where
+
+
 def check_model_tables(scales: str) -> int:
     """Recompute yolo_spd.info's table for the configs of ``scales`` named in the blocks and compare every column
     that does not depend on the machine; returns how many rows were compared."""

@@ -5,8 +5,11 @@ gate, channel or branch weight moves outputs by O(1))."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 from yolo_spd import SRU, SCConv, SpaceToDepth, SSDConv
 
@@ -81,6 +84,8 @@ SCCONV_CASES = [
     (16, 24, 3, 2, 9, 7, {"variant": "release"}, True),
     (20, 20, 3, 1, 6, 5, {"variant": "release", "alpha": 0.6, "bn": False, "act": False}, False),
     (16, 12, 3, 1, 6, 6, {"gate_threshold": 0.3, "bn": False, "act": False}, True),
+    (16, 24, 3, 2, 8, 6, {}, False),  # even sizes at stride 2: the two-add average pool (_common.average_pool)
+    (16, 24, 3, 2, 6, 10, {"variant": "release"}, False),
 ]
 
 
@@ -136,3 +141,192 @@ def test_similarity_attention_without_the_channel_matrix_matches_it(spread):
     m = SSDConv(16, 16)
     y = torch.randn(3, 16, 7, 5) * spread
     torch.testing.assert_close(m.similarity_attention(y), reference.similarity_attention(m, y), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("h,w,channels_last", [(8, 6, False), (2, 2, False), (7, 6, False), (6, 5, False),
+                                               (8, 6, True)])
+def test_average_pool_is_avg_pool2d_in_float64(h, w, channels_last):
+    """The two-add 2 x 2 pool (even sizes, contiguous) and the fallback (odd sizes, channels-last) against
+    ``F.avg_pool2d(ceil_mode=True)``: values and gradient."""
+    from yolo_spd.modules._common import average_pool
+
+    pool = torch.nn.AvgPool2d(2, 2, ceil_mode=True)
+    x = torch.randn(2, 3, h, w, dtype=torch.float64)
+    x = (x.contiguous(memory_format=CHANNELS_LAST) if channels_last else x).requires_grad_(True)
+    fast, slow = average_pool(x, pool), F.avg_pool2d(x, 2, 2, ceil_mode=True)
+    fast_path = h % 2 == 0 and w % 2 == 0 and not channels_last
+    assert (type(fast.grad_fn).__name__ == "_AveragePool2x2Backward") == fast_path  # the custom Function ran
+    torch.testing.assert_close(fast, slow, rtol=0, atol=1e-15)
+    target = torch.randn_like(slow)
+    (a,) = torch.autograd.grad((fast * target).sum(), x)
+    (b,) = torch.autograd.grad((slow * target).sum(), x)
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-15)
+    assert average_pool(x, torch.nn.Identity()) is x
+
+
+# --- SSDConv's fast paths in float64 (issue 19): forward_train and forward_inference against the reference ----------
+
+SSDCONV_F64_CASES = [
+    # c1, c2, k, s, h, w, extra constructor arguments, channels_last
+    (16, 16, 3, 1, 8, 8, {}, False),  # exp_out == c2: no down-projection; 4 diversity groups, one reading X_m and X_e
+    (16, 24, 3, 2, 8, 6, {}, False),  # stride 2, even sizes: the two-add pool
+    (16, 24, 3, 2, 9, 7, {}, True),  # stride 2, odd sizes, channels-last: avg_pool2d
+    (16, 12, 3, 1, 7, 6, {"exp_times": 3}, False),  # grouped down-projection composed into the residual map
+    (8, 12, 3, 1, 5, 6, {"in_ratio": 1.0}, True),  # no expansion path at all
+    (16, 20, 5, 1, 7, 9, {}, False),  # 5 x 5: border bands two wide
+    (12, 12, 3, 1, 2, 3, {}, False),  # map smaller than the kernel's reach: every output is a border output
+    (20, 9, 3, 1, 6, 6, {}, False),  # odd c2: gcd groups in the down-projection
+    (40, 40, 3, 2, 6, 8, {}, False),  # 4 diversity groups, one of them reading both X_m and Y_e channels
+    (16, 16, 1, 1, 6, 6, {}, False),  # 1 x 1: no border
+    (16, 16, 3, 1, 6, 6, {"bn": False, "act": False}, False),  # the released module's tail
+    (16, 16, 3, 2, 6, 6, {"act": torch.nn.ReLU(inplace=True)}, False),  # another (in-place) activation
+]
+
+
+def forbid_step_form(monkeypatch):
+    """Make SSDConv's step-by-step form raise, so a test proves the fast path ran (the reference does not use it)."""
+
+    def step_form(self, x):
+        raise AssertionError("the step form ran instead of a fast path")
+
+    monkeypatch.setattr(SSDConv, "forward_steps", step_form)
+
+
+@pytest.mark.parametrize("c1,c2,k,s,h,w,kwargs,channels_last", SSDCONV_F64_CASES)
+def test_ssdconv_fast_paths_are_the_reference_in_float64(c1, c2, k, s, h, w, kwargs, channels_last, monkeypatch):
+    """Training (forward_train: composed diversity weights from the batch statistics, hand-written backwards) and
+    eval (forward_inference: every BatchNorm folded): output, the gradient of the input and of every parameter, and
+    the running statistics after two steps, all to float64 rounding (a wrong term moves them by O(1))."""
+    m = randomize_norms(SSDConv(c1, c2, k, s, **kwargs)).double()
+    ref = copy.deepcopy(m)
+    forbid_step_form(monkeypatch)
+    x = make_input(c1, h, w, channels_last).double().detach().requires_grad_(True)
+    m.train(), ref.train()
+    for _ in range(2):  # two steps: the running statistics' update is checked, not only their first value
+        fast, slow = m(x), reference.ssdconv(ref, x)
+    torch.testing.assert_close(fast, slow, rtol=0, atol=1e-12)
+    target = torch.randn_like(slow)
+    fast_grads = torch.autograd.grad((fast * target).sum(), [x, *m.parameters()])
+    slow_grads = torch.autograd.grad((slow * target).sum(), [x, *ref.parameters()])
+    names = ["x"] + [name for name, _ in m.named_parameters()]
+    for name, a, b in zip(names, fast_grads, slow_grads):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-11 * float(b.abs().max()) + 1e-13, msg=f"gradient of {name}")
+    for (name, a), b in zip(m.named_buffers(), ref.buffers()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-13, msg=name)
+    m.eval(), ref.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), reference.ssdconv(ref, x), rtol=0, atol=1e-12)
+
+
+def test_ssdconv_running_statistics_with_cumulative_momentum(monkeypatch):
+    """momentum=None (cumulative average over num_batches_tracked), as nn.BatchNorm2d does it."""
+    m = randomize_norms(SSDConv(16, 16, 3, 2)).double()
+    for bn in (b for b in m.modules() if isinstance(b, torch.nn.BatchNorm2d)):
+        bn.momentum = None
+    ref = copy.deepcopy(m).train()
+    forbid_step_form(monkeypatch)
+    m.train()
+    for _ in range(3):
+        x = torch.randn(2, 16, 6, 6, dtype=torch.float64)
+        m(x), reference.ssdconv(ref, x)
+    for (name, a), b in zip(m.named_buffers(), ref.buffers()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-13, msg=name)
+    assert int(m.bn_diversity.num_batches_tracked) == 3
+
+
+def test_ssdconv_hand_written_backwards_pass_gradcheck():
+    """Each torch.autograd.Function of the fast paths against finite differences (float64)."""
+    from yolo_spd.modules import ssdconv as module
+
+    def leaf(*shape):
+        return torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+
+    assert torch.autograd.gradcheck(module._SimilarityFeature.apply, (leaf(2, 5, 3, 4),))
+    assert torch.autograd.gradcheck(lambda x: module._ChannelMoments.apply(x, 3), (leaf(2, 5, 3, 4),))
+    assert torch.autograd.gradcheck(lambda y, taps: module._AddBorderBias.apply(y.clone(), taps, 2),
+                                    (leaf(2, 5, 4, 6), leaf(3, 3, 3)))
+    assert torch.autograd.gradcheck(lambda y, w, b: module._BatchNormTrain.apply(y, w, b, 1e-5)[0],
+                                    (leaf(3, 4, 3, 3), leaf(4), leaf(4)))
+    for silu in (True, False):
+        for norm in (True, False):
+            args = (leaf(2, 3, 3, 4), leaf(5, 3), leaf(2, 5, 3, 4), leaf(2, 5))
+            args += (leaf(5), leaf(5)) if norm else (None, None)
+
+            def tail(*a, silu=silu):
+                return module._ResidualNormAct.apply(*a, 1e-5, silu)[0]
+
+            assert torch.autograd.gradcheck(tail, args)
+    x = leaf(2, 3, 4, 6)
+    assert torch.autograd.gradcheck(lambda x: module.average_pool(x, torch.nn.AvgPool2d(2, 2, ceil_mode=True)), (x,))
+
+
+@pytest.mark.parametrize("k,h,w", [(3, 6, 7), (5, 9, 8), (3, 2, 1), (5, 3, 4), (1, 4, 4)])
+def test_border_bias_is_the_convolution_of_a_constant_map(k, h, w):
+    """border_bias(taps) + sum(taps) = conv(ones, taps) with zero padding: what a per-channel constant before the
+    diversity convolution contributes at each output position."""
+    from yolo_spd.modules.ssdconv import add_border_bias, border_bias
+
+    taps = torch.randn(3, k, k, dtype=torch.float64)
+    ones = torch.ones(1, 3, h, w, dtype=torch.float64)
+    expected = F.conv2d(ones, taps.unsqueeze(1), padding=k // 2, groups=3)[0] - taps.sum(dim=(1, 2)).view(3, 1, 1)
+    torch.testing.assert_close(border_bias(taps, h, w), expected, rtol=0, atol=1e-13)
+    y = torch.zeros(2, 5, h, w, dtype=torch.float64)
+    add_border_bias(y, taps, 2)  # only channels 2: and only the border bands change
+    torch.testing.assert_close(y[:, 2:], expected.expand(2, -1, -1, -1), rtol=0, atol=1e-13)
+    assert not y[:, :2].any()
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_ssdconv_keeps_the_step_form_under_autocast_and_in_half_precision(training, monkeypatch):
+    """Mixed precision and float16/bfloat16 inputs use the step form (its BatchNorms keep float32 statistics)."""
+    calls = []
+    step_form = SSDConv.forward_steps
+    monkeypatch.setattr(SSDConv, "forward_steps", lambda self, x: calls.append(x.dtype) or step_form(self, x))
+    m = SSDConv(8, 8).train(training)
+    x = torch.randn(2, 8, 6, 6)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        m(x)
+    with torch.no_grad():
+        m.bfloat16()(x.bfloat16())
+    assert len(calls) == 2
+
+
+def test_ssdconv_export_form_is_the_step_form(monkeypatch):
+    """While exporting (``is_exporting()``), the step form runs: the export targets keep the graph they were
+    checked with (test_ssdconv.py, test_exports.py)."""
+    from yolo_spd.modules import ssdconv as module
+
+    m = randomize_norms(SSDConv(16, 24, 3, 2)).eval()
+    x = torch.randn(1, 16, 8, 8)
+    with torch.no_grad():
+        eager = m(x)
+        monkeypatch.setattr(module, "is_exporting", lambda: True)
+        calls = []
+        step_form = SSDConv.forward_steps
+        monkeypatch.setattr(SSDConv, "forward_steps", lambda self, x: calls.append(1) or step_form(self, x))
+        torch.testing.assert_close(m(x), eager, rtol=0, atol=1e-5)
+    assert calls == [1]
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_ssdconv_runs_its_modules_while_hooks_watch_them(training):
+    """A FLOP counter (thop: Ultralytics' and yolo_spd's GFLOPs) hooks the leaf modules; the fast paths use their
+    weights without calling them, so with a hook set the step form runs and the counter sees every convolution."""
+    import thop
+
+    m = randomize_norms(SSDConv(16, 24, 3, 2)).train(training)
+    x = torch.randn(2, 16, 8, 8)
+    calls = []
+    handle = m.diversity.register_forward_hook(lambda *_: calls.append(1))
+    with torch.no_grad():
+        watched = m(x)
+    handle.remove()
+    with torch.no_grad():
+        fast = m(x)
+    assert calls == [1]
+    if not training:
+        torch.testing.assert_close(watched, fast, rtol=0, atol=1e-5)
+    macs = thop.profile(m.eval(), inputs=(x,), verbose=False)[0]
+    outputs = 2 * 12 * 4 * 4  # base and diversity: 12 channels each at 4 x 4, batch 2
+    convolutions = sum(conv.weight[0].numel() * outputs for conv in (m.base, m.diversity))
+    assert macs >= convolutions > macs - convolutions  # both counted; the BatchNorms, pool and FC add the rest

@@ -66,6 +66,15 @@ def is_exporting() -> bool:
     return exporting is not None and not torch.is_grad_enabled() and exporting()
 
 
+def observed(*modules: nn.Module | None) -> bool:
+    """Whether any of ``modules`` has forward (pre-)hooks, or global module hooks are set: someone watches the module
+    run (thop, which Ultralytics' and yolo_spd's GFLOPs counts use, hooks every leaf module; feature extractors).
+    A fast path that computes with a module's weights without calling it must then call it instead."""
+    if torch.nn.modules.module._global_forward_hooks or torch.nn.modules.module._global_forward_pre_hooks:
+        return True
+    return any(m is not None and (m._forward_hooks or m._forward_pre_hooks) for m in modules)
+
+
 def bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     """(s, t) with bn(y) = s * y + t per channel, from the running statistics (eval-mode BatchNorm)."""
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
@@ -137,3 +146,37 @@ def lerp(start: torch.Tensor, end: torch.Tensor, weight: torch.Tensor) -> torch.
     if not is_exporting():
         return torch.lerp(start, end, weight)
     return start + weight * (end - start)
+
+
+def average_pool(x: torch.Tensor, pool: nn.Module) -> torch.Tensor:
+    """``pool(x)`` for a module's ``pool``: ``nn.Identity`` (stride 1) or ``nn.AvgPool2d(2, 2, ceil_mode=True)``.
+
+    For a contiguous input with even H and W, eagerly, the 2 x 2 average as two vector adds (:class:`_AveragePool2x2`):
+    ``F.avg_pool2d`` on NCHW measured 3-5x slower on CPU at one thread. Otherwise (odd sizes, other layouts, while
+    exporting: every export target has an average pool; with forward hooks, as a FLOP counter's) the module itself."""
+    if isinstance(pool, nn.Identity) or is_exporting() or observed(pool):
+        return pool(x)
+    h, w = x.shape[-2:]
+    if x.dim() != 4 or h % 2 or w % 2 or not x.is_contiguous():
+        return pool(x)
+    return _AveragePool2x2.apply(x)
+
+
+class _AveragePool2x2(torch.autograd.Function):
+    """2 x 2 average pooling, stride 2, of a contiguous (N, C, H, W) with even H and W: row pairs added as two
+    contiguous halves, then column pairs, then a scale. Backward: the gradient / 4 broadcast to each 2 x 2 block (one
+    copy)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        rows = x.view(n, c, h // 2, 2 * w)
+        pairs = rows[..., :w] + rows[..., w:]  # (N, C, H/2, W)
+        return torch.add(pairs[..., 0::2], pairs[..., 1::2]).mul_(0.25)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = grad.shape
+        quarter = (grad * 0.25).reshape(n, c, h, 1, w, 1)
+        return quarter.expand(n, c, h, 2, w, 2).reshape(n, c, 2 * h, 2 * w)
+

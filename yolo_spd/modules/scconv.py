@@ -62,6 +62,10 @@ step-by-step form and ``tests/test_fast_equivalence.py`` compares outputs and gr
   (``_GatedCrossReconstruction``). The release gate (R1) and fuse (R4) are computed as written, with autograd.
 * CRU: 1 x 1 convolutions run as batched matrix products; at stride 1 the two squeezes of an unsplit input are one
   block-diagonal 1 x 1 convolution; eq. 8's two-way softmax is sigmoid(S1 - S2) and eq. 9 one ``lerp``.
+* Stride 2: the 2 x 2 average pools before PWC1 and PWC2 (ceil mode) run, for contiguous inputs with even H and W,
+  as two vector adds (``_common.average_pool``): ``F.avg_pool2d`` on NCHW measured 3-5x slower on CPU at one thread,
+  and was SCConv's largest cost after its memory-bound SRU passes at stride 2 (issue 19: SCConv(64, 128, s=2) at 80 px
+  went from 1.5x to 0.85x its ``Conv``, eval after fuse, and from 1.3x to 1.1x in training).
 * ``SCConv.fuse()`` (inference; Ultralytics' ``model.fuse()`` calls it): the trailing BatchNorm folds into CRU's
   branches (paper form: exact because beta1 + beta2 = 1) or into the fuse's weights plus a shift (release form:
   BN(a1 Y1 + a2 Y2) = (s a1) Y1 + (s a2) Y2 + t, as a1 + a2 != 1), and at stride 1 GWC + PWC1 become one dense
@@ -108,6 +112,7 @@ from torch import nn
 
 from ._common import (
     addcmul,
+    average_pool,
     bn_scale_shift,
     conv_like,
     grouped_to_dense,
@@ -360,7 +365,7 @@ class CRU(nn.Module):
 
     def squeeze_split(self, up: torch.Tensor, low: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The squeezes of an input already split into its upper and lower part (1 x 1 squeeze and pooling commute)."""
-        return pointwise(up, self.squeeze_up.weight), pointwise(self.pool(low), self.squeeze_low.weight)
+        return pointwise(up, self.squeeze_up.weight), pointwise(average_pool(low, self.pool), self.squeeze_low.weight)
 
     @property
     def pool_is_identity(self) -> bool:
@@ -370,7 +375,7 @@ class CRU(nn.Module):
         """Eq. 5: Y1 = M^G X_up + M^P1 X_up (the 1 x 1 path on the pooled X_up at stride 2). After
         ``SCConv.fuse()`` at stride 1, ``gwc`` holds both (PWC1 added to GWC's centre tap) and ``pwc1`` is None."""
         y1 = self.gwc(x_up)
-        return y1 if self.pwc1 is None else y1 + pointwise(self.pool(x_up), self.pwc1.weight)
+        return y1 if self.pwc1 is None else y1 + pointwise(average_pool(x_up, self.pool), self.pwc1.weight)
 
     def lower_parts(self, x_low: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The two parts of eq. 6's union: (M^P2 X_low, X_low); after ``SCConv.fuse()`` both carry the folded BN."""

@@ -33,9 +33,35 @@ Deviations from the released module, each with its reason:
 6. The released file defines an interleaving concat (``jc_concat``) that its forward pass never calls; the plain
    concatenation the forward pass uses is what is implemented.
 
-Implementation (same outputs within float32 rounding; ``tests/reference.py`` keeps the step-by-step form): the
-similarity attention avoids the C x C matrix (see :meth:`SSDConv.similarity_attention`), 1 x 1 convolutions run as
-batched matrix products, and the residual sum is one ``addcmul``.
+Implementation. Three forms compute the same function (``tests/reference.py`` keeps the step-by-step form as the
+oracle; ``tests/test_fast_equivalence.py`` compares outputs, every gradient and the running statistics, in float32
+and in float64 to float64 rounding). Each fast step below is exact algebra: only float rounding differs (sums in
+another order).
+
+* Step form (:meth:`SSDConv.forward_steps`): the steps above one by one; the similarity attention without the C x C
+  matrix (:meth:`SSDConv.similarity_attention`). Used while exporting, in eval mode with gradients, under autocast or
+  for half-precision inputs (its BatchNorms keep float32 statistics), and for BatchNorms without running statistics.
+* Expansion composed into the diversity convolution (both fast forms, :meth:`SSDConv.diversity_weights`). BN_div is
+  a per-channel affine s x + t and the expansion a 1 x 1 map, and both commute with the diversity convolution's zero
+  padding, so diversity(BN_div([X_m U W_e X_e])) = conv([X_m U X_e], W') + conv(1, K): a k x k convolution of the
+  (pooled) module input itself, W' = [W_d,m diag(s_m) | W_d,e diag(s_e) W_e], plus a bias, K's sum in the interior
+  and less where taps fall into the padding (:func:`border_bias`, added on the border bands only). [X_m U Y_e]
+  (main_in + exp_out channels, 109 at c = 64) is never built: each diversity group reads its own X_m channels and
+  X_e (:meth:`SSDConv.diversity_input_ranges`), one convolution per group (grouped NCHW convolutions measured about
+  twice as slow per multiply-add on CPU). With the base convolution that is 0.85x the multiply-adds of the replaced
+  ``Conv`` at 64 channels (the step form: 1.20x at stride 1, 1.70x at stride 2).
+* Residual: down(expand(X_e)) as one 1 x 1 map of X_e (:meth:`SSDConv.residual_weight`).
+* Eval without gradients (:meth:`SSDConv.forward_inference`): BN_div and BN_main fold into the convolutions' weights
+  and bias (running statistics), the attention's softmax is torch's fused kernel (:func:`similarity_feature`), and the
+  residual map, the final BatchNorm and the attended sum are one batched product, one ``addcmul`` and an in-place
+  SiLU.
+* Training (:meth:`SSDConv.forward_train`): BN_div's batch statistics come from the input's, as the expansion is
+  linear: mean(W_e X_e) = W_e mean(X_e) and var(W_e X_e)_j = w_j^T Cov(X_e) w_j (:class:`_ChannelMoments`, two-pass,
+  as BatchNorm); the autograd graph then runs through the composed weights. BN_main (:class:`_BatchNormTrain`), the
+  similarity attention's statistics (:class:`_SimilarityFeature`) and the tail act(BN(R X_e + a Y_m))
+  (:class:`_ResidualNormAct`) have hand-written backward passes; the border bias is added in place
+  (:class:`_AddBorderBias`). Running statistics are updated as ``nn.BatchNorm2d`` does (:func:`update_running_stats`).
+* Stride 2 pools with two vector adds (``_common.average_pool``; ``F.avg_pool2d`` measured 3-5x slower on CPU).
 
 Export form (used only while torch traces or exports, ``_common.is_exporting()``; eager training and inference are
 unchanged): the attention's inverse norm ``1 / ||e||`` is ``linalg.vector_norm(...).reciprocal()`` eagerly and
@@ -52,14 +78,17 @@ export targets cannot take the eager ops:
 In float16 the sum of squares could exceed float16's range only for a map of more than 65504 positions with e near
 1 everywhere (every entry of e is in (0, 1]); exports are float32 unless ``half=True``.
 
-No inference fuse. Folding SSDConv's three BatchNorms (one of them *before* a zero-padded convolution, which needs a
-border-exact bias map) and merging its base and diversity convolutions measured as no gain, in PyTorch eval and in
-ONNX Runtime on the exported module (``python benchmarks/modules.py --quick --cpu-time``, run before that code was
-removed), so SSDConv has no ``fuse()``: ``model.fuse()`` and ``yolo_spd.fuse_modules`` leave it as it is.
+No ``fuse()``: the eval fast path folds SSDConv's BatchNorms and composes its convolutions on every call (a few small
+weight-space products), so ``model.fuse()`` and ``yolo_spd.fuse_modules`` leave the module as it is and the exported
+graph stays the step form. (An earlier fuse that folded the BatchNorms and merged the base and diversity convolutions
+without composing the expansion measured as no gain and was removed: the merged convolution still read the
+main_in + exp_out channels of [X_m U Y_e].)
 
-Speed note: with the default ratios SSDConv does more arithmetic than the k x k convolution it replaces (for
-c1 = c2 = 64: base 45 -> 32 plus diversity 109 -> 32, 3 x 3, i.e. 1.24x the multiply-adds of a 64 -> 64 3 x 3
-convolution), so no implementation of this module can run at or below the plain convolution's time.
+Speed (issue 19; ``benchmarks/modules.py``, CPU time at one thread, ratios to the Ultralytics ``Conv`` of the same
+shape): the fast forms' convolutions have 0.85/0.68/0.55x the ``Conv``'s multiply-adds for c1 = 64/128/256 and
+c2 = c1 or 2 c1 (the step form's: 1.20/0.78/0.56x at stride 1, 1.70/1.03/0.69x at stride 2); what remains above
+that is the attention's softmax, the residual's 1 x 1 map, the second BatchNorm and, in training, their backward
+passes. ``docs/speed.md`` has the measured ratios.
 """
 
 from __future__ import annotations
@@ -67,11 +96,15 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ._common import (
     addcmul,
+    average_pool,
+    bn_scale_shift,
     is_exporting,
+    observed,
     norm_act,
     pointwise,
     require,
@@ -155,6 +188,7 @@ class SSDConv(nn.Module):
 
         Computed without the C x C matrix: mean_j S_cj = v_c . v_bar with v_bar = mean_j v_j, and the L2
         normalisation cancels the softmax's denominator, so v_c = e_c / |e_c| with e_c = exp(y_c - max y_c).
+        (The step-by-step and export form; the eager fast paths use :func:`similarity_feature`, the same terms.)
         """
         n, c = y.shape[:2]
         e = torch.exp(y - y.amax(dim=(2, 3), keepdim=True)).flatten(2)  # (N, C, HW)
@@ -165,6 +199,17 @@ class SSDConv(nn.Module):
         return self.fc(dissimilarity * y.mean(dim=(2, 3))).view(n, c, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if is_exporting() or not self._fast_path_applies(x):
+            return self.forward_steps(x)
+        if self.training:
+            return self.forward_train(x)
+        if torch.is_grad_enabled():  # eval mode with gradients (rare): the autograd form
+            return self.forward_steps(x)
+        return self.forward_inference(x)
+
+    def forward_steps(self, x: torch.Tensor) -> torch.Tensor:
+        """The module step by step (split, base, expansion, BN, diversity conv, BN, attention, residual): the export
+        form, and the form for cases the fast paths do not cover (see :meth:`_fast_path_applies`)."""
         x_m, x_e = x.split([self.main_in, self.exp_in], dim=1)
         y_base = self.base(x_m)
         x_m = self.pool(x_m)
@@ -177,6 +222,169 @@ class SSDConv(nn.Module):
         residual = y_e if self.down is None else self.down(y_e)
         return self.act(self.bn(addcmul(residual, y_m, attention)))
 
+    def _fast_path_applies(self, x: torch.Tensor) -> bool:
+        """The fast paths cover 4-D float32/float64 inputs outside autocast (mixed precision keeps the step form,
+        whose BatchNorms compute their statistics in float32), BatchNorms with an affine and running statistics
+        (Ultralytics' and torch's default), and, in training, batches with more than one value per channel (the step
+        form raises there, as BatchNorm does). Modules with forward hooks (FLOP counters such as thop, which
+        Ultralytics' and yolo_spd's GFLOPs use, feature extractors) get the step form, where those modules run."""
+        norms = [self.bn_diversity, self.bn_main] + ([self.bn] if isinstance(self.bn, nn.BatchNorm2d) else [])
+        if x.dim() != 4 or x.dtype not in (torch.float32, torch.float64) or not all(
+            bn.affine and bn.track_running_stats for bn in norms
+        ):
+            return False
+        if torch.is_autocast_enabled(x.device.type) or observed(self.base, self.expand, self.bn_diversity,
+                                                                   self.diversity, self.bn_main, self.down, self.bn):
+            return False
+        stride = self.base.stride[0]
+        return not self.training or x.shape[0] * -(-x.shape[2] // stride) * -(-x.shape[3] // stride) > 1
+
+    # ---------------------------------------------------------------------------------------------- fast paths
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """The input of the expansion and diversity paths: ``x`` at stride 1, 2 x 2 average-pooled at stride 2 (ceil
+        mode; :func:`_common.average_pool`)."""
+        return average_pool(x, self.pool)
+
+    def diversity_weights(self, scale: torch.Tensor, shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The serial diversity convolution of the BatchNormed [X_m U Y_e], written as a convolution of the (pooled)
+        input [X_m U X_e] itself: (W', K) with
+
+            diversity(BN_div([X_m U W_e X_e])) = conv(X, W') + conv(1, K)   (zero padding, stride 1)
+
+        where W' = [W_d,m diag(s_m) | W_d,e diag(s_e) W_e] (the 1 x 1 expansion composed into the k x k taps, the
+        grouped weight as its dense block-diagonal form) and K[o] = sum_j W_d[o, j] t_j is the BatchNorm shift's
+        contribution per tap (a bias that differs at the borders, where taps fall into the zero padding). Exact: a
+        1 x 1 convolution and a per-channel affine commute with each other and with zero padding; only float rounding
+        differs (sums in another order)."""
+        groups = self.diversity.groups
+        c_out, c_in, k, _ = self.diversity.weight.shape  # c_in per group
+        per_group = c_out // groups
+        grouped = self.diversity.weight.view(groups, per_group, c_in, k, k)
+        taps = torch.einsum("goikl,gi->gokl", grouped, shift.view(groups, c_in)).reshape(c_out, k, k)
+        grouped = grouped * scale.view(groups, 1, c_in, 1, 1)
+        expand = None if self.expand is None else self.expand.weight.flatten(1)  # (exp_out, exp_in)
+        weight = grouped.new_zeros(c_out, self.main_in + self.exp_in, k, k)
+        for g in range(groups):  # group g reads channels [g c_in, (g + 1) c_in) of [X_m U Y_e]
+            rows, first = slice(g * per_group, (g + 1) * per_group), g * c_in
+            split = min(max(self.main_in - first, 0), c_in)  # its channels before that index are X_m's
+            if split:
+                weight[rows, first : first + split] = grouped[g, :, :split]
+            if split < c_in:  # Y_e channels first + split - main_in ...: compose with their rows of W_e
+                e_rows = expand[first + split - self.main_in : first + c_in - self.main_in]
+                composed = (grouped[g, :, split:].permute(0, 2, 3, 1) @ e_rows).permute(0, 3, 1, 2)
+                weight[rows, self.main_in :] += composed
+        return weight, taps
+
+    def residual_weight(self) -> torch.Tensor | None:
+        """(c2, exp_in): the residual down(expand(X_e)) as one 1 x 1 map of X_e (exact: two 1 x 1 maps compose)."""
+        if self.expand is None:
+            return None
+        expand = self.expand.weight.flatten(1)
+        if self.down is None:
+            return expand
+        return block_diagonal(self.down.weight, self.down.groups).flatten(1) @ expand
+
+    def main_path(self, x: torch.Tensor, pooled: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
+                  out_scale: torch.Tensor | None = None, out_shift: torch.Tensor | None = None) -> torch.Tensor:
+        """[base U diversity] given BN_div's (scale, shift), optionally followed by a per-channel affine (BN_main in
+        eval mode, folded into the weights and bias): the base convolution of X_m (stride s) and the composed diversity
+        convolution of the (pooled) input (:meth:`diversity_weights`), one convolution per group over the input
+        channels it reads (:meth:`diversity_input_ranges`), concatenated. (At stride 1 base and an ungrouped diversity
+        convolution can be one c1 -> c2 convolution, the base taps zero on X_e; it measured slower, 1.35x against
+        1.24x the Conv at 64 channels in eval, 1.51x against 1.42x in training.)"""
+        weight, taps = self.diversity_weights(scale, shift)
+        bias = taps.sum(dim=(1, 2))
+        base, base_bias = self.base.weight, None
+        if out_scale is not None:
+            n_base = base.shape[0]
+            base = base * out_scale[:n_base].view(-1, 1, 1, 1)
+            base_bias = out_shift[:n_base]
+            weight = weight * out_scale[n_base:].view(-1, 1, 1, 1)
+            taps = taps * out_scale[n_base:].view(-1, 1, 1)
+            bias = bias * out_scale[n_base:] + out_shift[n_base:]
+        k = self.base.kernel_size[0]
+        parts = [F.conv2d(x[:, : self.main_in], base, base_bias, self.base.stride[0], k // 2)]
+        for rows, (lo, hi) in self.diversity_input_ranges():
+            part = F.conv2d(pooled[:, lo:hi], weight[rows, lo:hi], bias[rows], 1, k // 2)
+            parts.append(add_border_bias(part, taps[rows]))
+        return torch.cat(parts, dim=1)
+
+    def diversity_input_ranges(self) -> list[tuple[slice, tuple[int, int]]]:
+        """(output rows, input channels [lo, hi)) of the composed diversity convolution per group: a group reads its
+        own X_m channels and, if any of its channels are Y_e's, all of X_e (through W_e). Each range is contiguous, as
+        X_e follows X_m. Separate convolutions per group measured faster than one dense one from 2 groups on
+        (eval: SSDConv(128, 128) 1.21x -> 0.93x the Conv, SSDConv(256, 256) 1.16x -> 0.86x), as they skip the zero
+        blocks."""
+        groups = self.diversity.groups
+        c_out, c_in = self.diversity.weight.shape[:2]
+        c1 = self.main_in + self.exp_in
+        ranges = []
+        for g in range(groups):
+            first = g * c_in
+            split = min(max(self.main_in - first, 0), c_in)  # X_m channels of this group
+            lo = first if split else self.main_in
+            hi = first + split if split == c_in else c1
+            rows = slice(g * c_out // groups, (g + 1) * c_out // groups)
+            ranges.append((rows, (lo, hi)))
+        return ranges
+
+    def forward_inference(self, x: torch.Tensor) -> torch.Tensor:
+        """Eval mode without gradients: every BatchNorm folded (running statistics), the expansion composed into the
+        diversity convolution (:meth:`main_path`), the residual one 1 x 1 map (:meth:`residual_weight`) written
+        straight into the output with BN's shift, then attention, BN and activation in one ``addcmul`` and one
+        in-place SiLU."""
+        pooled = self.pooled(x)
+        scale_m, shift_m = bn_scale_shift(self.bn_main)
+        y = self.main_path(x, pooled, *bn_scale_shift(self.bn_diversity), scale_m, shift_m)
+        n, c, h, w = y.shape
+        attention = self.fc(similarity_feature(y)[0]).view(n, c, 1)
+        if isinstance(self.bn, nn.BatchNorm2d):
+            scale, shift = bn_scale_shift(self.bn)
+        else:
+            scale, shift = torch.ones_like(scale_m), torch.zeros_like(shift_m)
+        residual = self.residual_weight()
+        if residual is None:
+            out = torch.mul(y.reshape(n, c, h * w), attention * scale.view(1, -1, 1)).add_(shift.view(1, -1, 1))
+        else:
+            x_e = pooled[:, self.main_in :].reshape(n, self.exp_in, h * w)
+            out = torch.baddbmm(shift.view(1, -1, 1), (residual * scale.view(-1, 1)).expand(n, -1, -1), x_e)
+            out.addcmul_(y.reshape(n, c, h * w), attention * scale.view(1, -1, 1))
+        out = out.view(n, c, h, w)
+        if isinstance(self.act, nn.SiLU):
+            return F.silu(out, inplace=True)
+        return self.act(out)
+
+    def forward_train(self, x: torch.Tensor) -> torch.Tensor:
+        """Training: BN_div's batch statistics from the input's (:class:`_ChannelMoments`: the expansion's mean and
+        variance follow from X_e's mean and covariance, so Y_e and [X_m U Y_e] are never built), the diversity
+        convolution on the input (:meth:`main_path`), and a hand-written backward for the similarity attention
+        (:class:`_SimilarityFeature`). BN_main, the residual, BN and activation run as torch modules."""
+        pooled = self.pooled(x)
+        mean, var_main, cov, x_e = _ChannelMoments.apply(pooled, self.main_in)
+        bn = self.bn_diversity
+        if self.expand is not None:
+            expand = self.expand.weight.flatten(1)
+            mean = torch.cat([mean[: self.main_in], expand @ mean[self.main_in :]])
+            var = torch.cat([var_main, ((expand @ cov) * expand).sum(1)])
+        else:
+            var = var_main
+        scale = bn.weight * torch.rsqrt(var + bn.eps)
+        shift = bn.bias - mean * scale
+        update_running_stats(bn, mean.detach(), var.detach(), pooled.numel() // pooled.shape[1])
+        y = self.main_path(x, pooled, scale, shift)
+        bn = self.bn_main
+        y_m, mean, var = _BatchNormTrain.apply(y, bn.weight, bn.bias, bn.eps)
+        update_running_stats(bn, mean, var, y.numel() // y.shape[1])
+        attention = self.fc(_SimilarityFeature.apply(y_m))
+        norm = self.bn if isinstance(self.bn, nn.BatchNorm2d) else None
+        weight, bias, eps = (None, None, 0.0) if norm is None else (norm.weight, norm.bias, norm.eps)
+        silu = isinstance(self.act, nn.SiLU)
+        x_e = x_e if self.expand is not None else None
+        out, mean, var = _ResidualNormAct.apply(x_e, self.residual_weight(), y_m, attention, weight, bias, eps, silu)
+        if norm is not None:
+            update_running_stats(norm, mean, var, out.numel() // out.shape[1])
+        return out if silu else self.act(out)
 
 def inverse_l2_norm(e: torch.Tensor) -> torch.Tensor:
     """``1 / ||e||_2`` over the last axis, kept as a size-1 axis.
@@ -188,3 +396,251 @@ def inverse_l2_norm(e: torch.Tensor) -> torch.Tensor:
     if is_exporting():
         return torch.rsqrt((e * e).sum(dim=-1, keepdim=True))
     return torch.linalg.vector_norm(e, dim=-1, keepdim=True).reciprocal()
+
+
+def block_diagonal(weight: torch.Tensor, groups: int) -> torch.Tensor:
+    """The dense (groups=1) weight of a grouped convolution weight, block-diagonal in channels (differentiable,
+    no loop)."""
+    if groups == 1:
+        return weight
+    c_out, c_in, *kernel = weight.shape
+    blocks = weight.view(groups, c_out // groups, c_in, *kernel)
+    eye = torch.eye(groups, dtype=weight.dtype, device=weight.device)
+    return torch.einsum("goi...,gh->gohi...", blocks, eye).reshape(c_out, groups * c_in, *kernel)
+
+
+def border_bias(taps: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(C, H, W): conv(1, taps) - sum(taps), what a per-channel constant before a zero-padded stride-1 k x k
+    convolution adds beyond its interior value sum(taps) (a bias): an output within k // 2 of a border loses the taps
+    that fall into the padding. Zero in the interior."""
+    k = taps.shape[-1]
+    offsets = torch.arange(k, device=taps.device).view(k, 1) - k // 2
+    rows, cols = torch.arange(h, device=taps.device) + offsets, torch.arange(w, device=taps.device) + offsets
+    rows, cols = ((rows >= 0) & (rows < h)).to(taps.dtype), ((cols >= 0) & (cols < w)).to(taps.dtype)
+    return torch.einsum("okl,ky,lx->oyx", taps, rows, cols) - taps.sum(dim=(1, 2)).view(-1, 1, 1)
+
+
+def border_bands(h: int, w: int, pad: int) -> list[tuple[slice, slice]]:
+    """(rows, cols) slices covering every position within ``pad`` of a border exactly once (nothing else)."""
+    if pad == 0:
+        return []
+    if h <= 2 * pad or w <= 2 * pad:
+        return [(slice(None), slice(None))]
+    middle = slice(pad, h - pad)
+    return [(slice(None, pad), slice(None)), (slice(h - pad, None), slice(None)), (middle, slice(None, pad)),
+            (middle, slice(w - pad, None))]
+
+
+def add_border_bias(y: torch.Tensor, taps: torch.Tensor, first: int = 0) -> torch.Tensor:
+    """Add :func:`border_bias` to channels ``first:`` of ``y`` in place, touching only the border bands (no pass over
+    the interior); with autograd through :class:`_AddBorderBias` (an in-place add on a channel view would make autograd
+    copy the whole gradient)."""
+    if torch.is_grad_enabled() and (y.requires_grad or taps.requires_grad):
+        return _AddBorderBias.apply(y, taps, first)
+    h, w = y.shape[-2:]
+    bias = border_bias(taps, h, w)
+    for rows, cols in border_bands(h, w, taps.shape[-1] // 2):
+        y[:, first:, rows, cols] += bias[:, rows, cols]
+    return y
+
+
+class _AddBorderBias(torch.autograd.Function):
+    """:func:`add_border_bias` for training: in place on the convolution's output; the gradient of ``y`` passes
+    through, that of ``taps`` is the batch-summed output gradient on the border bands against each tap's mask."""
+
+    @staticmethod
+    def forward(ctx, y: torch.Tensor, taps: torch.Tensor, first: int) -> torch.Tensor:
+        h, w = y.shape[-2:]
+        bias = border_bias(taps, h, w)
+        for rows, cols in border_bands(h, w, taps.shape[-1] // 2):
+            y[:, first:, rows, cols] += bias[:, rows, cols]
+        ctx.mark_dirty(y)
+        ctx.first, ctx.taps_shape = first, taps.shape
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        h, w = grad.shape[-2:]
+        k = ctx.taps_shape[-1]
+        summed = grad.new_zeros(grad.shape[1] - ctx.first, h, w)  # batch sum of the gradient on the bands only
+        for rows, cols in border_bands(h, w, k // 2):
+            summed[:, rows, cols] = grad[:, ctx.first :, rows, cols].sum(dim=0)
+        masks = border_bias(torch.eye(k * k, dtype=grad.dtype, device=grad.device).view(k * k, k, k), h, w)
+        grad_taps = torch.einsum("oyx,tyx->ot", summed, masks).view(ctx.taps_shape)
+        return grad, grad_taps, None
+
+
+def update_running_stats(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor, count: int) -> None:
+    """What ``nn.BatchNorm2d`` does to its running statistics in a training step, given the batch mean and biased
+    variance over ``count`` values per channel (the running variance takes the unbiased one)."""
+    with torch.no_grad():
+        bn.num_batches_tracked.add_(1)
+        factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+        bn.running_mean.mul_(1.0 - factor).add_(mean, alpha=factor)
+        bn.running_var.mul_(1.0 - factor).add_(var * (count / (count - 1)), alpha=factor)
+
+
+def similarity_feature(y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The attention's FC input (1 - s_c) m_c, shaped (N, C), and the terms its backward needs.
+
+    v_c = softmax(y_c) / |softmax(y_c)| (the softmax over positions, as the paper's step; its fused kernel also
+    subtracts the maximum), v_bar = mean_c v_c, s_c = (1 + v_c . v_bar) / 2, m_c = mean(y_c)."""
+    n, c = y.shape[:2]
+    flat = y.reshape(n, c, -1)
+    p = torch.softmax(flat, dim=-1)
+    inv_norm = torch.linalg.vector_norm(p, dim=-1, keepdim=True).reciprocal()  # (N, C, 1)
+    v_bar = torch.bmm(inv_norm.transpose(1, 2), p) / c  # (N, 1, HW)
+    dot = torch.bmm(p, v_bar.transpose(1, 2)) * inv_norm  # v_c . v_bar, (N, C, 1)
+    dissimilarity = 1.0 - (0.5 + 0.5 * dot)
+    mean = flat.mean(dim=-1, keepdim=True)
+    return (dissimilarity * mean).view(n, c), p, inv_norm, v_bar, dot, dissimilarity, mean
+
+
+class _SimilarityFeature(torch.autograd.Function):
+    """y -> (1 - s_c) m_c (:func:`similarity_feature`) with a hand-written backward. With u_c = v_c, a_c the gradient
+    of v_c . v_bar (= -g_c m_c / 2) and w = mean_c a_c u_c:
+
+        dL/dy_c = u_c * (a_c v_bar + w - (a_c (u_c . v_bar) + u_c . w) u_c) + g_c (1 - s_c) / HW
+
+    (the softmax's per-channel shift and denominator cancel in u_c, so they carry no gradient). Two batched products
+    over (N, C, HW) and three elementwise passes; autograd through the forward stores and revisits more."""
+
+    @staticmethod
+    def forward(ctx, y: torch.Tensor) -> torch.Tensor:
+        feature, p, inv_norm, v_bar, dot, dissimilarity, mean = similarity_feature(y)
+        ctx.save_for_backward(p, inv_norm, v_bar, dot, dissimilarity, mean)
+        ctx.shape = y.shape
+        return feature
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        p, inv_norm, v_bar, dot, dissimilarity, mean = ctx.saved_tensors
+        n, c = ctx.shape[:2]
+        grad = grad.view(n, c, 1)
+        a = -0.5 * grad * mean  # dL/d(v_c . v_bar)
+        w = torch.bmm((a * inv_norm).transpose(1, 2), p) / c  # (N, 1, HW)
+        beta = a * dot + inv_norm * torch.bmm(p, w.transpose(1, 2))  # u_c . dL/du_c
+        out = torch.bmm(torch.cat([a * inv_norm, inv_norm], dim=2), torch.cat([v_bar, w], dim=1))
+        out.addcmul_(p, -(inv_norm * inv_norm) * beta)
+        out = torch.addcmul(grad * dissimilarity / p.shape[-1], out, p, out=out)
+        return out.view(ctx.shape)
+
+
+class _ChannelMoments(torch.autograd.Function):
+    """x (N, C, H, W), m -> per-channel mean (C,), the biased variance of the first m channels (m,) and the biased
+    covariance (C - m, C - m) of the others: BN_div's statistics, two-pass (centred) as BatchNorm computes them.
+    Backward: d mean -> g / M; d var -> 2 g (x - mean) / M; d cov -> (G + G^T) (x - mean) / M (M = N H W)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, m: int):
+        """Also returns X_e = x[:, m:] (as an output, so that the gradient of its later uses comes back here and is
+        added by the ``baddbmm`` below instead of autograd's zero-filled slice gradient and a sum)."""
+        n, c, h, w = x.shape
+        count = n * h * w
+        flat = x.reshape(n, c, h * w)
+        mean = flat.sum(dim=2).sum(dim=0) / count
+        centered = flat - mean.view(1, c, 1)
+        var = torch.linalg.vector_norm(centered[:, :m], dim=-1).square().sum(dim=0) / count
+        rest = centered[:, m:]
+        cov = torch.bmm(rest, rest.transpose(1, 2)).sum(dim=0) / count
+        ctx.save_for_backward(centered)
+        ctx.m, ctx.shape = m, x.shape
+        return mean, var, cov, x[:, m:].clone()
+
+    @staticmethod
+    def backward(ctx, grad_mean, grad_var, grad_cov, grad_rest):
+        (centered,) = ctx.saved_tensors
+        m = ctx.m
+        n, c, h, w = ctx.shape
+        count = n * h * w
+        grad = torch.empty_like(centered)
+        torch.addcmul((grad_mean[:m] / count).view(1, -1, 1), centered[:, :m], (2.0 * grad_var / count).view(1, -1, 1),
+                      out=grad[:, :m])
+        if m < c:
+            symmetric = (grad_cov + grad_cov.T) / count
+            shift = (grad_mean[m:] / count).view(1, -1, 1) + grad_rest.reshape(n, c - m, h * w)
+            torch.baddbmm(shift, symmetric.expand(n, -1, -1), centered[:, m:], out=grad[:, m:])
+        return grad.view(ctx.shape), None
+
+
+class _ResidualNormAct(torch.autograd.Function):
+    """Training tail: act(BN(R X_e + Y_m a)) with R the residual's 1 x 1 map (:meth:`SSDConv.residual_weight`), a the
+    attention (N, C), BN in training mode (batch statistics) and act SiLU or identity. Hand-written backward:
+    SiLU's and BatchNorm's native backward kernels, then dY_m = dZ a, da = sum_hw dZ Y_m, dX_e = R^T dZ,
+    dR = sum_n dZ X_e^T, without autograd's intermediate copies. Returns (output, batch mean, batch variance)."""
+
+    @staticmethod
+    def forward(ctx, x_e, residual, y, attention, weight, bias, eps: float, silu: bool):
+        n, c, h, w = y.shape
+        flat = y.view(n, c, h * w)
+        scale = attention.view(n, c, 1)
+        if x_e is None:
+            z = flat * scale
+        else:
+            x_e = x_e.reshape(n, x_e.shape[1], h * w)
+            z = torch.bmm(residual.expand(n, -1, -1), x_e).addcmul_(flat, scale)
+        mean = var = invstd = None
+        pre = z.view(n, c, h, w)
+        if weight is not None:  # outputs are (N, C, H, W) tensors of their own, not views (an in-place act may follow)
+            count = n * h * w
+            mean = z.sum(dim=2).sum(dim=0) / count
+            pre = torch.sub(pre, mean.view(1, c, 1, 1))
+            var = torch.linalg.vector_norm(pre.view(n, c, h * w), dim=-1).square().sum(dim=0) / count
+            invstd = torch.rsqrt(var + eps)
+            torch.addcmul(bias.view(1, c, 1, 1), pre, (weight * invstd).view(1, c, 1, 1), out=pre)
+        out = F.silu(pre) if silu else pre if weight is not None else pre.clone()  # without SiLU: not saved
+        ctx.save_for_backward(x_e, residual, y, attention, z if weight is not None else None, pre if silu else None,
+                              weight, mean, invstd)
+        ctx.eps, ctx.silu = eps, silu
+        if mean is None:
+            mean = var = z.new_zeros(0)
+        ctx.mark_non_differentiable(mean, var)
+        return out, mean, var
+
+    @staticmethod
+    def backward(ctx, grad, _grad_mean, _grad_var):
+        x_e, residual, y, attention, z, pre, weight, mean, invstd = ctx.saved_tensors
+        n, c, h, w = y.shape
+        if ctx.silu:
+            grad = torch.ops.aten.silu_backward(grad, pre)
+        grad = grad.reshape(n, c, h * w)
+        grad_weight = grad_bias = None
+        if weight is not None:
+            grad, grad_weight, grad_bias = torch.ops.aten.native_batch_norm_backward(
+                grad, z, weight, None, None, mean, invstd, True, ctx.eps, [True, True, True])
+            grad = grad.reshape(n, c, h * w)
+        flat = y.view(n, c, h * w)
+        grad_attention = (grad * flat).sum(dim=2)  # a multiply and a sum measured faster than N*C batched dots
+        grad_y = (grad * attention.view(n, c, 1)).view(n, c, h, w)
+        grad_x_e = grad_residual = None
+        if x_e is not None:
+            if ctx.needs_input_grad[0]:
+                grad_x_e = torch.bmm(residual.T.expand(n, -1, -1), grad).view(n, -1, h, w)
+            grad_residual = torch.bmm(grad, x_e.transpose(1, 2)).sum(dim=0)
+        return grad_x_e, grad_residual, grad_y, grad_attention, grad_weight, grad_bias, None, None
+
+
+class _BatchNormTrain(torch.autograd.Function):
+    """Training-mode BatchNorm2d of a contiguous (N, C, H, W): the batch mean, then the centred values and their norm
+    (two-pass, as BatchNorm), normalised in place; backward by BatchNorm's native kernel. The native forward measured
+    slower on CPU at one thread. Returns (output, batch mean, biased batch variance)."""
+
+    @staticmethod
+    def forward(ctx, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float):
+        n, c, h, w = y.shape
+        count = n * h * w
+        mean = y.reshape(n, c, h * w).sum(dim=2).sum(dim=0) / count
+        out = torch.sub(y, mean.view(1, c, 1, 1))
+        var = torch.linalg.vector_norm(out.reshape(n, c, h * w), dim=-1).square().sum(dim=0) / count
+        invstd = torch.rsqrt(var + eps)
+        torch.addcmul(bias.view(1, c, 1, 1), out, (weight * invstd).view(1, c, 1, 1), out=out)
+        ctx.save_for_backward(y, weight, mean, invstd)
+        ctx.eps = eps
+        ctx.mark_non_differentiable(mean, var)
+        return out, mean, var
+
+    @staticmethod
+    def backward(ctx, grad, _grad_mean, _grad_var):
+        y, weight, mean, invstd = ctx.saved_tensors
+        return (*torch.ops.aten.native_batch_norm_backward(grad, y, weight, None, None, mean, invstd, True, ctx.eps,
+                                                           [True, True, True]), None)
