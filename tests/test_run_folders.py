@@ -124,7 +124,10 @@ def test_predict_saves_like_yolo_predict_sliced_or_not_and_says_where(inputs, tm
     assert plain.returncode == 0, plain.stderr[-3000:]
     folder = runs / "detect" / "predict"
     pictures = {p.relative_to(tmp_path).as_posix() for p in folder.iterdir()}
-    assert len(pictures) == 4 and outputs(tmp_path) == pictures  # one picture per image, nothing else anywhere
+    # one picture per image, nothing else anywhere; Ultralytics 8.4.67 names pictures by stem, so there the .png
+    # overwrites the .jpg of the same stem, as in stock `yolo predict` of that version
+    stems = __import__("ultralytics").__version__ == "8.4.67"
+    assert len(pictures) == (3 if stems else 4) and outputs(tmp_path) == pictures
     lines = plain.stdout.splitlines()
     assert [line.split(":")[0] for line in lines if line.startswith("image ")] == per_image
     assert any(line.startswith("Results saved to") and str(folder) in line for line in lines), plain.stdout[-2000:]
