@@ -171,3 +171,16 @@ def test_max_dets_raises_recall_and_ap_on_a_dense_scene_and_equals_pycocotools()
     assert at500.metrics["AR_small"] == pytest.approx(float(small[small > -1].mean()), abs=1e-12)
     assert at500.max_dets == (1, 10, 100, 500)
     assert math.isclose(at100.metrics["AP"], run_cocoeval(truth, dets, max_dets=100).metrics["AP"])
+
+
+def test_the_summary_names_each_detection_limit_in_its_lines():
+    from yolo_spd.evaluation.cocoeval import EvalResult
+    from yolo_spd.evaluation.report import summary_lines
+
+    coco, dets = scene(7, images=2, classes=1, dense=150)
+    result = run_cocoeval(GroundTruth(coco, [1], {}, "test"), dets, max_dets=500)
+    lines = summary_lines(result, color=False)
+    assert [line.split("maxDets=")[1].split("]")[0].strip() for line in lines] == [
+        "500"] * 6 + ["1", "10", "100", "500"] + ["500"] * 3
+    assert "area= small | maxDets=500 ] =" in lines[3] and lines[3].endswith("<- AP_S")
+    assert isinstance(result, EvalResult) and f"{result.metrics['AR500']:0.3f}" in lines[9]
