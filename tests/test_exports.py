@@ -393,6 +393,36 @@ def test_mnn_keeps_the_asymmetric_pads_of_a_folded_convolution(k, tmp_path, monk
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("k", [1, 3])
+def test_onnx2tf_keeps_the_asymmetric_pads_of_a_folded_convolution(k, tmp_path, monkeypatch):
+    """The same for onnx2tf (Ultralytics' SavedModel and GraphDef route; its venv: the export-tf extra): the Keras
+    model it converts the folded Conv to computes PyTorch's output on odd sizes as on even ones."""
+    missing = [pip for module, pip in bench.FORMATS["saved_model"].items() if importlib.util.find_spec(module) is None]
+    if missing:
+        pytest.skip(f"pip install {' '.join(missing)} (its own venv: \".[export-tf]\")")
+    import onnx2tf
+
+    from yolo_spd.modules.spd import SPDStridedConv2d
+
+    monkeypatch.chdir(tmp_path)
+    bench.onnx2tf_sample_images(tmp_path)  # onnx2tf reads it from the working directory (else: a download)
+    generator = torch.Generator().manual_seed(k)
+    conv = SPDStridedConv2d.from_spd(torch.randn(8, 12, k, k, generator=generator), torch.randn(8, generator=generator),
+                                     2).eval()
+    for h, w in [(7, 9), (8, 8)]:
+        x = torch.randn(1, 3, h, w, generator=generator)
+        onnx_file = tmp_path / f"conv{h}x{w}.onnx"
+        torch.onnx.export(conv, x, str(onnx_file), input_names=["x"], output_names=["y"], dynamo=False,
+                          opset_version=18)
+        keras_model = onnx2tf.convert(input_onnx_file_path=str(onnx_file), output_folder_path=str(tmp_path / "tf"),
+                                      not_use_onnxsim=True, verbosity="error", disable_group_convolution=True)
+        got = torch.from_numpy(np.asarray(keras_model(x.permute(0, 2, 3, 1).numpy()))).permute(0, 3, 1, 2)
+        with torch.no_grad():
+            expected = conv(x)
+        assert got.shape == expected.shape == (1, 8, -(-h // 2), -(-w // 2))
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
+
+
 # ---------------------------------------------------------------------------------------------------- merged tables
 # benchmarks/exports.py --merge: TFLite and SavedModel run in their own venv (numpy < 2.2, protobuf < 6) and their rows
 # go into the table the main environment wrote, each row with the package versions it was measured with.
