@@ -91,7 +91,7 @@ COMMON_PACKAGES = ("torch", "ultralytics", "numpy")
 ONNX2TF_FORMATS = ("saved_model", "pb")
 SEED = 0
 TOL = 1e-3
-#: Formats whose Ultralytics runtime computes in reduced precision here. OpenVINO's CPU plugin runs bfloat16 on CPUs
+#: Formats whose Ultralytics runtime may compute in reduced precision. OpenVINO's CPU plugin runs bfloat16 on CPUs
 #: with AMX or AVX512-BF16 (Ultralytics forces float32 only on ARM64 and Windows): about 3 significant digits.
 REDUCED_PRECISION_TOL = {"openvino": 1e-2}
 
@@ -470,8 +470,8 @@ def render_markdown(payload: dict) -> str:
         f"Export parity at imgsz {payload['imgsz']}{source}: each cell is max|export - torch| / max|torch| of the "
         f"raw output (boxes and scores before NMS) on one random image, with the export loaded back through "
         f"Ultralytics (`YOLO(path)`); ok at <= {tol:g}"
-        + (f" ({', '.join(loose)}: its runtime computes in bfloat16 here; '(f32 ...)' is the same export run by its "
-           "own runtime at float32)" if loose else "")
+        + (f" ({', '.join(loose)}: its runtime computes in bfloat16 on CPUs with AMX or AVX512-BF16; '(f32 ...)' is "
+           "the same export run by its own runtime at float32)" if loose else "")
         + (f"; int8 formats, calibrated on `--data` (default: 16 crops of the photos Ultralytics ships), ok at "
            f"<= {', '.join(quantized)}" if quantized else "")
         + (f". '(own runtime)': the export run by its format's own runtime, not `YOLO(path)` ({'; '.join(own)})"

@@ -330,6 +330,99 @@ def test_ssdconv_exports_to_paddle_and_mnn_load_back_and_match_pytorch(fmt, tmp_
     assert result["rel"] <= TOL
 
 
+# ---------------------------------------------------------------------------------------------------- the SPD fold
+# model.fuse() folds SPD-Conv's space-to-depth into strided convolutions (yolo_spd/modules/spd_fold.py): in ONNX each
+# is one Conv with asymmetric pads, which MNN, onnx2tf (SavedModel, pb) and AMD Quark (Xilinx) read; traced or
+# torch.export-ed at the export size it is a plain convolution (tests/test_spd_fold.py checks those graphs).
+
+#: The formats the CI tests above do not export, each run as one benchmarks/exports.py cell; a format whose packages
+#: are not installed here (the export extra, or its own venv: benchmarks.exports.OWN_ENV) is skipped.
+HEAVY_FORMATS = ("mnn", "paddle", "executorch", "coreai", "tflite", "saved_model", "pb", "coreml", "xilinx")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", HEAVY_FORMATS)
+def test_folded_yolov5_spd_exports_load_back_and_match_pytorch(fmt, tmp_path):
+    """yolov5-spd-n holds every fold kind (the 6 x 6 stem, 2 x 2 convolutions after a SpaceToDepth row, and the
+    head's split convolutions): Ultralytics exports it, loads it back (Core AI: its own runtime; CoreML: converts
+    only) and computes PyTorch's output."""
+    missing = bench.missing_packages(fmt)
+    if missing:
+        pytest.skip(f"pip install {' '.join(missing)}" + (f' (its own venv: ".[{bench.OWN_ENV[fmt]}]")'
+                                                           if fmt in bench.OWN_ENV else " (the export extra)"))
+    weights = bench.build_checkpoint("yolov5-spd-n.yaml", tmp_path)
+    result = bench.run_cell(weights, fmt, IMGSZ, 900, tmp_path)
+    if fmt in bench.CONVERSION_ONLY:
+        assert result["status"] == "converted", result.get("error")
+        return
+    assert result["status"] == "ok", result.get("error")
+    assert result["rel"] <= bench.format_tolerance(fmt, TOL)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_mnn_keeps_the_asymmetric_pads_of_a_folded_convolution(k, tmp_path, monkeypatch):
+    """MNN's converter takes the folded Conv's asymmetric ONNX pads (bottom/right one more than top/left) as they
+    are: on odd sizes, where that extra row and column is read, MNN computes PyTorch's output, as on even ones."""
+    pytest.importorskip("MNN", reason="pip install MNN (the export extra)")
+    monkeypatch.setitem(sys.modules, "MNN.tools.utils.log", None)  # bench.block_converter_telemetry: no SDK install
+    import MNN
+    from MNN.tools import mnnconvert
+
+    from yolo_spd.modules.spd import SPDStridedConv2d
+
+    generator = torch.Generator().manual_seed(k)
+    conv = SPDStridedConv2d.from_spd(torch.randn(8, 12, k, k, generator=generator), torch.randn(8, generator=generator),
+                                     2).eval()
+    for h, w in [(7, 9), (8, 8)]:
+        x = torch.randn(1, 3, h, w, generator=generator)
+        onnx_file, mnn_file = tmp_path / f"conv{h}x{w}.onnx", tmp_path / f"conv{h}x{w}.mnn"
+        torch.onnx.export(conv, x, str(onnx_file), input_names=["x"], output_names=["y"], dynamo=False,
+                          opset_version=18)
+        import onnx
+
+        pads = [list(a.ints) for n in onnx.load(str(onnx_file)).graph.node for a in n.attribute if a.name == "pads"]
+        assert pads == [[k - 1, k - 1, k, k]]  # s (k // 2) top/left, one more bottom/right
+        mnnconvert.convert(["mnnconvert", "-f", "ONNX", "--modelFile", str(onnx_file), "--MNNModel", str(mnn_file),
+                            "--bizCode", "MNN"])
+        net = MNN.nn.load_module_from_file(str(mnn_file), ["x"], ["y"])
+        out = net.forward([MNN.expr.const(x.numpy(), [1, 3, h, w], MNN.expr.NCHW)])[0]
+        got = torch.from_numpy(np.array(MNN.expr.convert(out, MNN.expr.NCHW).read()))
+        with torch.no_grad():
+            expected = conv(x)
+        assert got.shape == expected.shape == (1, 8, -(-h // 2), -(-w // 2))
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_onnx2tf_keeps_the_asymmetric_pads_of_a_folded_convolution(k, tmp_path, monkeypatch):
+    """The same for onnx2tf (Ultralytics' SavedModel and GraphDef route; its venv: the export-tf extra): the Keras
+    model it converts the folded Conv to computes PyTorch's output on odd sizes as on even ones."""
+    missing = [pip for module, pip in bench.FORMATS["saved_model"].items() if importlib.util.find_spec(module) is None]
+    if missing:
+        pytest.skip(f"pip install {' '.join(missing)} (its own venv: \".[export-tf]\")")
+    import onnx2tf
+
+    from yolo_spd.modules.spd import SPDStridedConv2d
+
+    monkeypatch.chdir(tmp_path)
+    bench.onnx2tf_sample_images(tmp_path)  # onnx2tf reads it from the working directory (else: a download)
+    generator = torch.Generator().manual_seed(k)
+    conv = SPDStridedConv2d.from_spd(torch.randn(8, 12, k, k, generator=generator), torch.randn(8, generator=generator),
+                                     2).eval()
+    for h, w in [(7, 9), (8, 8)]:
+        x = torch.randn(1, 3, h, w, generator=generator)
+        onnx_file = tmp_path / f"conv{h}x{w}.onnx"
+        torch.onnx.export(conv, x, str(onnx_file), input_names=["x"], output_names=["y"], dynamo=False,
+                          opset_version=18)
+        keras_model = onnx2tf.convert(input_onnx_file_path=str(onnx_file), output_folder_path=str(tmp_path / "tf"),
+                                      not_use_onnxsim=True, verbosity="error", disable_group_convolution=True)
+        got = torch.from_numpy(np.asarray(keras_model(x.permute(0, 2, 3, 1).numpy()))).permute(0, 3, 1, 2)
+        with torch.no_grad():
+            expected = conv(x)
+        assert got.shape == expected.shape == (1, 8, -(-h // 2), -(-w // 2))
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
+
+
 # ---------------------------------------------------------------------------------------------------- merged tables
 # benchmarks/exports.py --merge: TFLite and SavedModel run in their own venv (numpy < 2.2, protobuf < 6) and their rows
 # go into the table the main environment wrote, each row with the package versions it was measured with.

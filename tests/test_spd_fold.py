@@ -440,6 +440,62 @@ def test_exported_onnx_of_fused_yolov5_spd_n_has_no_space_to_depth_and_matches_p
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-3)  # box coordinates reach hundreds of px
 
 
+#: Explicit padding ops. At the sizes Ultralytics exports (multiples of the model stride) no folded convolution needs
+#: one, so none may reach the converters that read a trace or a torch.export program.
+PAD_OPS = {"constant_pad_nd", "pad", "reflection_pad2d", "replication_pad2d", "zero_pad2d"}
+
+
+@pytest.mark.parametrize("name", SPD_CONFIGS)
+def test_fused_spd_models_reach_trace_and_torch_export_converters_as_plain_convolutions(name):
+    """What the converters that do not read ONNX get from the fold, at imgsz 64 as Ultralytics exports it: x2paddle
+    (Paddle), coremltools (CoreML) and pnnx (NCNN) read a ``torch.jit.trace``; ExecuTorch, Core AI and litert-torch
+    (TFLite) a ``torch.export`` program. Both hold the folded strided convolutions with their symmetric padding only
+    (no pad op, no size arithmetic left behind, no op x2paddle or pnnx lacks), and compute the unfused model's output.
+    MNN, onnx2tf (SavedModel, pb) and AMD Quark (Xilinx) read the ONNX export, whose asymmetric ``pads`` the ONNX
+    test above checks (and tests/test_exports.py runs through MNN)."""
+    from .test_exports import UNSUPPORTED, X2PADDLE_UNSUPPORTED
+
+    model = unfused(name)
+    reference_model = copy.deepcopy(model)
+    model.fuse(verbose=False)  # what Ultralytics' exporter runs (float32)
+    folded = [m for m in model.modules() if type(m) is SPDStridedConv2d]
+    assert folded and {m.kernel_size for m in folded} <= {(6, 6), (2, 2)}
+    for m in (model, reference_model):
+        m.model[-1].export = True  # as exported: the raw output tensor only
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = reference_model(x)
+        model(x)  # Detect's anchors for this size, computed eagerly (as the exporter's dry run does)
+        program = torch.export.export(model, (x,))  # before the trace, which leaves traced sizes in Detect.shape
+        traced = torch.jit.trace(model, x, check_trace=False, strict=False)
+        graphs = {"trace": traced(x), "torch.export": program.module()(x)}
+    for form, got in graphs.items():
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-3, msg=form)  # boxes reach tens of px
+
+    kinds = {node.kind() for node in traced.inlined_graph.nodes()}
+    assert not {f"aten::{op}" for op in PAD_OPS} & kinds
+    assert not (set(UNSUPPORTED) | set(X2PADDLE_UNSUPPORTED) | {"aten::remainder", "aten::neg"}) & kinds
+    targets = {str(node.target).split(".")[1] for node in program.graph.nodes
+               if node.op == "call_function" and str(node.target).startswith("aten.")}
+    assert not PAD_OPS & targets, sorted(targets)
+    convs = [conv2d_arguments(node) for node in program.graph.nodes
+             if node.op == "call_function" and str(node.target).startswith("aten.conv2d")]
+    folded_convs = {(tuple(c["weight"].meta["val"].shape[-2:]), c["padding"]) for c in convs if c["stride"] == (2, 2)
+                    and c["weight"].meta["val"].shape[-1] in (6, 2)}
+    assert folded_convs and folded_convs <= {((6, 6), (2, 2)), ((2, 2), (0, 0))}  # symmetric s (k // 2) padding
+
+
+def conv2d_arguments(node) -> dict:
+    """The arguments of a torch.export ``aten.conv2d`` node by name, defaults filled in, sizes as pairs."""
+    names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+    found = {"bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1, **dict(zip(names, node.args)),
+             **node.kwargs}
+    for key in ("stride", "padding", "dilation"):
+        value = found[key]
+        found[key] = tuple(value) * (2 if len(value) == 1 else 1) if isinstance(value, (list, tuple)) else (value,) * 2
+    return found
+
+
 def test_dynamic_onnx_export_of_the_folded_form_is_exact_on_sizes_it_was_not_traced_with(tmp_path):
     """One Conv node with the asymmetric pads of strided_geometry: odd sizes come out as space-to-depth's
     ceil(H/2) without any Pad node."""
