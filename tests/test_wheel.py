@@ -156,3 +156,15 @@ def test_an_editable_install_carries_the_start_up_hook_too(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     package_file, layer = run.stdout.split()[-2:]
     assert package_file == str(source / "yolo_spd" / "__init__.py") and layer == "SpaceToDepth"
+
+
+def test_every_subpackage_on_disk_is_listed_for_the_wheel():
+    """pyproject.toml lists the packages explicitly (cfg/ and data/ are mapped in), so a new subpackage that is not
+    listed would work from a checkout and be missing from the wheel."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    from .conftest import REPO
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    on_disk = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "yolo_spd").rglob("__init__.py")}
+    assert on_disk <= listed, f"add to [tool.setuptools] packages: {sorted(on_disk - listed)}"
