@@ -132,3 +132,22 @@ def ort_session(model: str | bytes, threads: int):
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (argparse turns the ValueError into one 'error:' line naming the value)."""
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
+
+
+positive_int.__name__, non_negative_int.__name__ = "integer >= 1", "integer >= 0"  # what argparse's error names

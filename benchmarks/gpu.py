@@ -45,7 +45,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _timing import REPO, Timings, interleaved, setup
+from _timing import REPO, Timings, interleaved, non_negative_int, positive_int, setup
 
 PAIRS = [("yolov5-spd-n", "yolov5nu"), ("yolov5-scconv-n", "yolov5nu"), ("yolov5-ssdconv-n", "yolov5nu"),
          ("yolov8-spd-n", "yolov8n"), ("yolo11-spd-n", "yolo11n")]  # fmt: skip
@@ -61,23 +61,6 @@ def fail(message: str) -> None:
     """One clear error line on stderr, exit status 2 (as argparse's own errors)."""
     print(f"{PROG}: error: {message}", file=sys.stderr)
     raise SystemExit(2)
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError(text)
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError(text)
-    return value
-
-
-positive_int.__name__, non_negative_int.__name__ = "integer >= 1", "integer >= 0"  # what argparse's error names
 
 
 def parse_args(argv=None):
@@ -270,19 +253,11 @@ def module_cases(c: int):
 
 
 def inference_form(module):
-    """What Ultralytics runs after ``model.fuse()``: our fuse for SCConv/SPDConv, conv + BN folds for every Conv."""
-    from ultralytics.nn.modules import Conv
-    from ultralytics.utils.torch_utils import fuse_conv_and_bn
+    """What Ultralytics runs after ``model.fuse()``: our fuse for SCConv/SPDConv, conv + BN folds for every Conv
+    (benchmarks/modules.py's ``fused``, on the module in eval mode)."""
+    from modules import fused
 
-    from yolo_spd import fuse_modules
-
-    module = fuse_modules(copy.deepcopy(module).eval())
-    for m in module.modules():
-        if isinstance(m, Conv) and hasattr(m, "bn"):
-            m.conv = fuse_conv_and_bn(m.conv, m.bn)
-            del m.bn
-            m.forward = m.forward_fuse
-    return module
+    return fused(module.eval())
 
 
 def train_step(forward, inputs, device, precision, grad_out):

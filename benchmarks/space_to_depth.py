@@ -24,29 +24,12 @@ from __future__ import annotations
 import argparse
 import time
 
-from _timing import add_write_docs, check_docs, environment_line, interleaved, setup, write_docs
+from _timing import (add_write_docs, check_docs, environment_line, interleaved, non_negative_int, positive_int, setup,
+                     write_docs)
 
 BLOCK = "space-to-depth"  # the generated block --write-docs fills (docs/speed.md)
 HEADER = ["input", "layout", "clone ms", "eval / clone", "train / copy both ways",
           "train, autograd's backward / copy both ways"]  # fmt: skip
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1 (argparse turns the ValueError into one 'error:' line)."""
-    value = int(text)
-    if value < 1:
-        raise ValueError(text)
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError(text)
-    return value
-
-
-positive_int.__name__, non_negative_int.__name__ = "integer >= 1", "integer >= 0"  # what argparse's error names
 
 
 def parse_args(argv=None):
