@@ -323,15 +323,9 @@ def space_to_depth_rows(x, size, args, inner, log) -> list[dict]:
 
     from yolo_spd import SpaceToDepth
 
-    class CopyBothWays(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, t):
-            return t.clone()
+    from space_to_depth import copy_both_ways
 
-        @staticmethod
-        def backward(ctx, grad):
-            return grad.clone()
-
+    copy_both = copy_both_ways()
     layer, rows = SpaceToDepth(), []
     for precision in args.precisions:
         t = x.to(DTYPES[precision])
@@ -339,7 +333,7 @@ def space_to_depth_rows(x, size, args, inner, log) -> list[dict]:
         grad, grad_in = torch.randn_like(layer(t)), torch.randn_like(t)
         candidates = {
             "base eval": t.clone, "eval": lambda t=t: layer(t),
-            "base train": lambda leaf=leaf, g=grad_in: torch.autograd.grad(CopyBothWays.apply(leaf), leaf, g),
+            "base train": lambda leaf=leaf, g=grad_in: torch.autograd.grad(copy_both(leaf), leaf, g),
             "train": lambda leaf=leaf, g=grad: torch.autograd.grad(layer(leaf), leaf, g),
         }
         rows.append(module_row(f"SpaceToDepth({x.shape[1]}) @{size}", "clone() / copy both ways", precision,
