@@ -41,6 +41,9 @@ if "ultralytics" in sys.modules:  # its settings are read once, at import: too l
 SESSION_TMP = Path(tempfile.mkdtemp(prefix="yolo_spd_tests_"))
 ULTRALYTICS_CONFIG = SESSION_TMP / "ultralytics-config"
 os.environ["YOLO_CONFIG_DIR"] = str(ULTRALYTICS_CONFIG)  # Ultralytics' settings.json (and fonts) live here
+# Made now: older 8.4 releases (8.4.67 among them) use YOLO_CONFIG_DIR only when it (the parent of their Ultralytics/
+# folder) exists and is writable, and otherwise fall back to the machine-wide /tmp/Ultralytics.
+ULTRALYTICS_CONFIG.mkdir()
 # Hypothesis keeps its example database and a constants cache in ./.hypothesis unless told otherwise; read lazily.
 os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = str(SESSION_TMP / "hypothesis")
 

@@ -46,8 +46,9 @@ def test_checkpoint_predicts_in_a_fresh_process_without_importing_yolo_spd(train
         "import sys\n"
         "from ultralytics import YOLO\n"
         f"model = YOLO({str(best)!r})\n"
+        "loaded = type(model.model.model[2]).__name__\n"  # before predict, which fuses it in place in older 8.4 releases
         f"result = model.predict({str(image)!r}, imgsz={IMGSZ}, conf=0.0001, verbose=False)[0]\n"
-        "print('yolo_spd' in sys.modules, type(model.model.model[2]).__name__, len(result.boxes) > 0)\n"
+        "print('yolo_spd' in sys.modules, loaded, len(result.boxes) > 0)\n"
     )
     out = run_python(code, tmp_path)
     assert out.returncode == 0, out.stderr
@@ -83,8 +84,9 @@ def test_checkpoint_loads_under_ultralytics_safe_load(trained, tmp_path):
         "from ultralytics.nn.tasks import _SafeLoad\n"
         "assert _SafeLoad.restricted()\n"
         f"model = YOLO({str(best)!r})\n"
+        "loaded = type(model.model.model[2]).__name__\n"
         f"model.predict({str(image)!r}, imgsz={IMGSZ}, verbose=False)\n"
-        "print('loaded', type(model.model.model[2]).__name__)\n"
+        "print('loaded', loaded)\n"
     )
     out = run_python(code, tmp_path, ULTRALYTICS_SAFE_LOAD="true")  # "1" works only in later 8.4 releases
     assert out.returncode == 0, out.stderr
