@@ -276,7 +276,9 @@ def test_info_divides_each_config_by_its_own_baseline_and_times_each_group_toget
 
     def fake_latency(yolos, imgsz, **kwargs):
         timed.append((list(yolos), imgsz, kwargs))
-        return {name: info.Latency(torch_ms=fake_params[name] / 5, onnx_ms=fake_params[name] / 50) for name in yolos}
+        # three rounds; the ratio columns must be the medians of the per-round ratios, not ratios of the medians
+        return {name: info.Latency(tuple(fake_params[name] / 5 * f for f in ((1, 2, 3) if "spd" in name else (1, 4, 1))),
+                                   tuple(fake_params[name] / 50 * f for f in (2, 1, 1))) for name in yolos}
 
     monkeypatch.setattr(info, "build", fake_build)
     monkeypatch.setattr(info, "model_stats", fake_stats_of)
@@ -290,9 +292,13 @@ def test_info_divides_each_config_by_its_own_baseline_and_times_each_group_toget
     table = info.markdown_table(rows, imgsz=64).splitlines()
     assert table[0].startswith("| model | baseline | layers | params |") and "ONNX RT / base" in table[0]
     assert [line.split(" | ")[0] for line in table[2:]] == ["| " + name for name in names]  # the order asked for
-    assert table[2] == "| yolo11-spd-n | yolo11n | 23 | 50 | 49 | 5.0 | 0.25 | 0.25 | 10.0 | 0.25 | 1.0 | 0.25 |"
-    assert table[3] == "| yolov8-spd-n | yolov8n | 23 | 300 | 299 | 30.0 | 3.00 | 3.00 | 60.0 | 3.00 | 6.0 | 3.00 |"
-    assert table[4] == "| yolov8-spd-s | yolov8s | 23 | 900 | 899 | 90.0 | 1.50 | 1.50 | 180.0 | 1.50 | 18.0 | 1.50 |"
+    # PyTorch: spd rounds (t, 2t, 3t) against base rounds (b, 4b, b): per-round ratios t/b, t/2b, 3t/b, median t/b
+    # (the params ratio), where the ratio of the medians would be 2t/b; ONNX: both (2, 1, 1), ratio t/b again
+    assert table[2] == "| yolo11-spd-n | yolo11n | 23 | 50 | 49 | 5.0 | 0.25 | 0.25 | 20.0 | 0.25 | 1.0 | 0.25 |"
+    assert table[3] == "| yolov8-spd-n | yolov8n | 23 | 300 | 299 | 30.0 | 3.00 | 3.00 | 120.0 | 3.00 | 6.0 | 3.00 |"
+    assert table[4] == "| yolov8-spd-s | yolov8s | 23 | 900 | 899 | 90.0 | 1.50 | 1.50 | 360.0 | 1.50 | 18.0 | 1.50 |"
+    pairs = info.Latency((1.0, 1.0, 9.0), (1.0,) * 3).ratios_to(info.Latency((1.0, 2.0, 9.0), (1.0,) * 3))
+    assert pairs == (1.0, 1.0)  # per-round ratios 1, 0.5, 1 (median 1); the medians' ratio would be 0.5
     assert "PyTorch" not in info.markdown_table(info.compare(["yolov8-spd-n"], imgsz=64))
 
 

@@ -50,10 +50,25 @@ class ModelStats:
 
 @dataclass(frozen=True)
 class Latency:
-    """Median wall time of one batch-1 forward pass, in milliseconds."""
+    """Times of one batch-1 forward pass, in milliseconds, one per round (:func:`measure_latency`)."""
 
-    torch_ms: float  # PyTorch eager, inference mode
-    onnx_ms: float  # ONNX Runtime, CPU execution provider
+    torch_rounds: tuple[float, ...]  # PyTorch eager, inference mode
+    onnx_rounds: tuple[float, ...]  # ONNX Runtime, CPU execution provider
+
+    @property
+    def torch_ms(self) -> float:
+        return statistics.median(self.torch_rounds)
+
+    @property
+    def onnx_ms(self) -> float:
+        return statistics.median(self.onnx_rounds)
+
+    def ratios_to(self, base: Latency) -> tuple[float, float]:
+        """(PyTorch, ONNX Runtime) ratios to ``base``, timed in the same rounds: the median of the per-round ratios,
+        so that a change in machine load during the run hits both sides of each ratio alike."""
+        return tuple(statistics.median(a / b for a, b in zip(ours, theirs, strict=True))
+                     for ours, theirs in ((self.torch_rounds, base.torch_rounds),
+                                          (self.onnx_rounds, base.onnx_rounds)))
 
 
 @dataclass(frozen=True)
@@ -114,27 +129,30 @@ def quiet_ultralytics():
         LOGGER.setLevel(level)
 
 
-def _time_ms(run) -> float:
-    start = time.perf_counter()
+def _time_ms(run, clock) -> float:
+    start = clock()
     run()
-    return (time.perf_counter() - start) * 1e3
+    return (clock() - start) * 1e3
 
 
 def measure_latency(
-    yolos: dict, imgsz: int = 640, repeats: int = 10, warmup: int = 2, threads: int = 1
+    yolos: dict, imgsz: int = 640, repeats: int = 10, warmup: int = 2, threads: int = 1, wall_time: bool = False
 ) -> dict[str, Latency]:
-    """Median CPU latency of a batch-1 ``imgsz`` x ``imgsz`` forward pass of each model in ``yolos`` (name -> YOLO),
-    in PyTorch eager mode and in ONNX Runtime.
+    """CPU latency of a batch-1 ``imgsz`` x ``imgsz`` forward pass of each model in ``yolos`` (name -> YOLO), in
+    PyTorch eager mode and in ONNX Runtime, per round.
 
     The models are timed round-robin: each of the ``repeats`` rounds runs every model once in each runtime, so a
-    change in machine load during the run affects all of them alike and the ratios between them stay meaningful.
-    Both runtimes use ``threads`` intra-op threads (torch's setting is restored afterwards). The PyTorch model is a
+    change in machine load during the run affects all of them alike, and :meth:`Latency.ratios_to` pairs them round
+    by round. The clock is this process's CPU time (``time.process_time``; at one thread the latency on an idle
+    machine, and far steadier than wall time while other jobs run), or wall time with ``wall_time``. Both runtimes
+    use ``threads`` intra-op threads (torch's setting is restored afterwards). The PyTorch model is a
     fused (Conv + BatchNorm folded) copy in eval mode, as Ultralytics runs inference; the ONNX file is Ultralytics'
     own export (which fuses the same way), written to a temporary folder and deleted afterwards.
     """
     import onnxruntime as ort
     import torch
 
+    clock = time.perf_counter if wall_time else time.process_time
     x = torch.rand(1, 3, imgsz, imgsz)
     feed = x.numpy()
     threads_before = torch.get_num_threads()  # restored at the end: the exporter changes it too
@@ -157,13 +175,13 @@ def measure_latency(
             with torch.inference_mode():
                 for round_ in range(warmup + repeats):
                     for name, (run_torch, run_onnx) in runners.items():
-                        torch_ms, onnx_ms = _time_ms(run_torch), _time_ms(run_onnx)
+                        torch_ms, onnx_ms = _time_ms(run_torch, clock), _time_ms(run_onnx, clock)
                         if round_ >= warmup:
                             times[name][0].append(torch_ms)
                             times[name][1].append(onnx_ms)
     finally:
         torch.set_num_threads(threads_before)
-    return {name: Latency(statistics.median(t), statistics.median(o)) for name, (t, o) in times.items()}
+    return {name: Latency(tuple(t), tuple(o)) for name, (t, o) in times.items()}
 
 
 #: Bump when what a cached row holds, or how it is computed, changes without a change to the inputs of stats_key.
@@ -317,11 +335,9 @@ def markdown_table(rows: list[Comparison], imgsz: int = 640) -> str:
             f"{m.params / b.params:.2f}", f"{m.gflops / b.gflops:.2f}",
         ]  # fmt: skip
         if with_latency:
-            lat, base = row.latency, row.base_latency
-            line += [
-                f"{lat.torch_ms:.1f}", f"{lat.torch_ms / base.torch_ms:.2f}",
-                f"{lat.onnx_ms:.1f}", f"{lat.onnx_ms / base.onnx_ms:.2f}",
-            ]  # fmt: skip
+            lat = row.latency
+            torch_ratio, onnx_ratio = lat.ratios_to(row.base_latency)
+            line += [f"{lat.torch_ms:.1f}", f"{torch_ratio:.2f}", f"{lat.onnx_ms:.1f}", f"{onnx_ratio:.2f}"]
         cells.append(line)
     return table(header, cells, align="ll" + "r" * (len(header) - 2))
 
@@ -331,7 +347,7 @@ def block_name(latency: bool) -> str:
     return "info-latency" if latency else "info"
 
 
-def docs_block(table_text: str, latency: bool, threads: int = 1) -> str:
+def docs_block(table_text: str, latency: bool, threads: int = 1, wall_time: bool = False) -> str:
     """The text ``--write-docs`` puts in a block: the table, plus where the timings were measured."""
     if not latency:
         return table_text
@@ -341,8 +357,9 @@ def docs_block(table_text: str, latency: bool, threads: int = 1) -> str:
 
     machine = platform.processor() or platform.machine()
     return (
-        f"{table_text}\n\nMachine-dependent: the ms columns (and so their ratios) were measured with torch "
-        f"{torch.__version__}, {threads} thread(s), on {machine}; re-run the command for your machine."
+        f"{table_text}\n\nMachine-dependent: the ms columns (and so their ratios) are "
+        f"{'wall time' if wall_time else 'process CPU time'} with torch {torch.__version__}, {threads} thread(s), on "
+        f"{machine}, medians over rounds (ratios: of the per-round ratios); re-run the command for your machine."
     )
 
 
@@ -354,6 +371,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--imgsz", type=int, default=640, help="square input size for GFLOPs and latency")
     parser.add_argument("--repeats", type=int, default=10, help="timed runs per model and runtime (median)")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads for PyTorch and ONNX Runtime")
+    parser.add_argument("--wall-time", action="store_true",
+                        help="time wall-clock time instead of this process's CPU time (for a quiet machine)")
     parser.add_argument("--no-cache", action="store_true",
                         help="measure every model again instead of reusing rows cached by an earlier run")
     parser.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
@@ -369,7 +388,7 @@ def main(argv: list[str] | None = None) -> None:
     names = list_models(args.pattern)
     if not names:
         parser.error(f"no packaged config matches {args.pattern!r}; available: {', '.join(list_models())}")
-    latency_args = {"repeats": args.repeats, "threads": args.threads} if args.latency else {}
+    latency_args = {"repeats": args.repeats, "threads": args.threads, "wall_time": args.wall_time} if args.latency else {}
     for file in args.write_docs:
         try:
             read_block(file, block_name(args.latency))  # before the measurement, which can take minutes
@@ -379,7 +398,7 @@ def main(argv: list[str] | None = None) -> None:
     text = markdown_table(rows, args.imgsz)
     print(text)
     if args.write_docs:
-        write_blocks(args.write_docs, block_name(args.latency), docs_block(text, args.latency, args.threads))
+        write_blocks(args.write_docs, block_name(args.latency), docs_block(text, args.latency, args.threads, args.wall_time))
 
 
 if __name__ == "__main__":
