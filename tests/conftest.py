@@ -44,6 +44,10 @@ os.environ["YOLO_CONFIG_DIR"] = str(ULTRALYTICS_CONFIG)  # Ultralytics' settings
 # Made now: older 8.4 releases (8.4.67 among them) use YOLO_CONFIG_DIR only when it (the parent of their Ultralytics/
 # folder) exists and is writable, and otherwise fall back to the machine-wide /tmp/Ultralytics.
 ULTRALYTICS_CONFIG.mkdir()
+# yolo_spd's own cache (tiled datasets, `yolo-spd info` rows) is the session's, never the user's. pytest-xdist workers
+# share the controller's, which sets the variable before it starts them, so each cached thing is built once per run.
+YOLO_SPD_CACHE = Path(os.environ.get("YOLO_SPD_TEST_CACHE") or SESSION_TMP / "yolo_spd-cache")
+os.environ["YOLO_SPD_TEST_CACHE"] = os.environ["YOLO_SPD_CACHE"] = str(YOLO_SPD_CACHE)
 # Hypothesis keeps its example database and a constants cache in ./.hypothesis unless told otherwise; read lazily.
 os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = str(SESSION_TMP / "hypothesis")
 
