@@ -77,6 +77,22 @@ def test_scconv_fuse_keeps_channels_whose_batchnorm_scale_is_zero(variant):
         torch.testing.assert_close(fused_copy(m)(x), m(x), rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("variant", ["paper", "release"])
+@pytest.mark.parametrize("s", [1, 2])
+def test_fused_scconv_runs_under_autocast_as_the_unfused_one_does(variant, s):
+    """Under autocast the convolutions give bfloat16 while the reused channels stay float32; the fused paper form's
+    in-place ``lerp`` needs one dtype (it raised before)."""
+    m = randomize_norms(SCConv(16, 32, s=s, gn_groups=4, variant=variant)).eval()
+    x = torch.randn(2, 16, 12, 12)
+    with torch.no_grad():
+        exact = m(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            unfused, fused = m(x), fused_copy(m)(x)
+    scale = exact.abs().max()
+    assert (fused.float() - exact).abs().max() / scale < 0.05  # bfloat16 keeps 8 significant bits
+    assert (fused.float() - unfused.float()).abs().max() / scale < 0.05
+
+
 def test_ssdconv_has_no_fuse_and_fuse_modules_leaves_it_unchanged():
     """SSDConv's BatchNorm folding measured as no gain and was removed (module docstring); fuse_modules must neither
     fail on it nor change it."""
