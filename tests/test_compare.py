@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from yolo_spd.evaluation.compare import ModelScore, markdown_table, model_labels, plot_ap_by_size, size_groups
+from yolo_spd.evaluation.compare import (ModelScore, markdown_table, model_folders, model_labels, plot_ap_by_size,
+                                         size_groups)
 from yolo_spd.evaluation import size_ranges
 
 
@@ -37,3 +38,10 @@ def test_model_labels_are_short_and_unique():
     assert model_labels(runs) == ["train/best", "train3/best", "a"]
     same = [Path("/r/train/weights/best.pt"), Path("/q/train/weights/best.pt")]
     assert model_labels(same) == ["train/best.pt#1", "train/best.pt#2"]
+
+
+def test_model_folders_stay_unique_where_a_label_with_a_slash_meets_a_file_named_with_an_underscore():
+    labels = model_labels([Path("runs/train3/weights/best.pt"), Path("x/best.pt"), Path("y/train3_best.pt")])
+    assert labels == ["train3/best", "x/best", "train3_best"]
+    assert model_folders(labels) == ["train3_best#1", "x_best", "train3_best#3"]
+    assert model_folders(["a", "b/c"]) == ["a", "b_c"]

@@ -45,6 +45,13 @@ def model_labels(weights: list[Path]) -> list[str]:
     return [f"{label}#{i + 1}" if label in repeated else label for i, label in enumerate(labels)]
 
 
+def model_folders(labels: list[str]) -> list[str]:
+    """Each model's subfolder in the compare run: its label with ``/`` as ``_``, numbered where that makes two equal
+    (``train3/best`` beside a file ``train3_best.pt``)."""
+    names = [label.replace("/", "_") for label in labels]
+    return [f"{name}#{i + 1}" if names.count(name) > 1 else name for i, name in enumerate(names)]
+
+
 def check_same_classes(names_by_model: dict[str, dict], data_names: tuple[str, ...]) -> None:
     """Refuse models whose class lists differ from each other or from the data's."""
     expected = list(data_names)
@@ -166,9 +173,9 @@ def compare(weights: list[Path], split: DatasetSplit, folder: Path, settings: Ev
     check_same_classes({label: m.names for label, m in models.items()}, split.names)
     val_args = {k: v for k, v in val_args.items() if k not in ("project", "name", "exist_ok", "plots", "save_dir")}
     scores = []
-    for (label, model), file in zip(models.items(), weights):
-        evaluation = evaluate_model(model, split, settings, save_dir=str(Path(folder) / label.replace("/", "_")),
-                                    plots=False, **val_args)
+    for (label, model), file, subfolder in zip(models.items(), weights, model_folders(labels)):
+        evaluation = evaluate_model(model, split, settings, save_dir=str(Path(folder) / subfolder), plots=False,
+                                    **val_args)
         report.save(evaluation.result, evaluation.save_dir)  # each model's own scores and detections beside its run
         save_detections(evaluation, evaluation.save_dir)
         params = parameter_count(model)
