@@ -141,6 +141,10 @@ def test_a_study_killed_mid_run_resumes_that_run_from_last_pt(tmp_path):
     (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "seed=3"], "seed= is set by the study"),
     (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "resamples=5"], "resamples=5"),
     (["models=yolov5nu.yaml,yolov5nu.yaml"], "same file name"),
+    (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "control=yolov5nu.yaml"],
+     "control=yolov5nu.yaml: name one of models= other than the first (the baseline), as written there: "
+     "yolov5-spd-n.yaml"),
+    (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "control=wide.yaml"], "control=wide.yaml: name one of models="),
 ])
 def test_bad_study_arguments_are_one_line(tmp_path, args, names):
     data = make_yolo_dataset(tmp_path / "data", n_train=1, n_val=1, size=64)
@@ -267,3 +271,42 @@ def test_a_partial_study_lists_its_missing_runs_and_pairs_what_it_has(tmp_path, 
     md = (plan.folder / "study.md").read_text()
     assert "**Partial**: 2 of 6 runs" in md and "| yolov5-scconv-n | 0 | no paired run yet |" in md
     assert "(t n<2)" in md
+
+
+def test_a_control_adds_every_other_variants_paired_difference_from_it(tmp_path, monkeypatch):
+    """control=: the variant's differences from the control, seed by seed, with both intervals; the mean equals the
+    difference of the two variants' differences from the baseline, and the t interval is scipy's."""
+    from scipy import stats as scipy_stats
+
+    from yolo_spd.cli import study_plan
+    from yolo_spd.evaluation import build_ground_truth
+    from yolo_spd.study.plan import TrainingData
+    from yolo_spd.study.report import write
+
+    monkeypatch.setenv("YOLO_SPD_CACHE", str(tmp_path / "cache"))
+    data = make_yolo_dataset(tmp_path / "data", n_train=1, n_val=6, size=96, seed=3)
+    plan = study_plan(["models=yolov5nu.yaml,yolov5-spd-n.yaml,yolov5-scconv-n.yaml", "seeds=0,1,2", f"data={data}",
+                       "control=yolov5-scconv-n.yaml", "resamples=100", f"project={tmp_path / 'runs'}"])
+    assert plan.control.endswith("yolov5-scconv-n.yaml")
+    truth = build_ground_truth(plan.val)
+    rng = np.random.default_rng(2)
+    for seed in (0, 1, 2):
+        for model in plan.models:
+            fabricate_run(plan, model, seed, truth, rng)
+    res = write(plan, TrainingData(data, "key", [], None), echo=False)
+    assert res["control"] == "yolov5-scconv-n" and res["paired_control"]["baseline"] == "yolov5-scconv-n"
+    assert list(res["paired_control"]["variants"]) == ["yolov5-spd-n"]  # neither the baseline nor the control
+    against_control = res["paired_control"]["variants"]["yolov5-spd-n"]
+    against_base = res["paired"]["variants"]
+    by = {(r["model"], r["seed"]): r["metrics"] for r in res["runs"]}
+    for metric in res["paired"]["metrics"]:
+        assert against_control[metric]["mean"] == pytest.approx(
+            against_base["yolov5-spd-n"][metric]["mean"] - against_base["yolov5-scconv-n"][metric]["mean"], abs=3e-6)
+        diffs = [by[("yolov5-spd-n", s)][metric] - by[("yolov5-scconv-n", s)][metric] for s in (0, 1, 2)]
+        if np.std(diffs) > 0:
+            low, high = scipy_stats.t.interval(0.95, 2, loc=np.mean(diffs), scale=scipy_stats.sem(diffs))
+            assert against_control[metric]["t"]["ci"] == pytest.approx([low, high], abs=1e-5)
+        assert against_control[metric]["bootstrap"]["ci"] is not None  # the machinery: the pycocotools test above
+    md = (plan.folder / "study.md").read_text()
+    assert "Paired differences from the control, yolov5-scconv-n (control=)" in md
+    assert md.count("| variant | seeds |") == 2

@@ -57,6 +57,7 @@ Sliced inference (val, compare, predict), after SAHI; val and compare score the 
 A study (yolo-spd study models=a.yaml,b.yaml seeds=0,1,2 data=X.yaml [train keys]); reruns continue it:
   models=A,B[,...]      model YAMLs (or .pt to fine-tune); the first is the baseline of every paired difference
   seeds=0,1,2           one run per model and seed; tile=320 trains on tiles (yolo-spd slice; overlap= shared)
+  control=C             one of models= (not the first): also every other variant's paired difference from C
   resamples=1000        paired bootstrap over val images (bootstrap_seed=0); results in study.json/.md/.png
 Every other key is Ultralytics' (epochs, imgsz, batch, device, project, name, ...): https://docs.ultralytics.com/usage/cfg/
 Each run writes into one folder named as Ultralytics names its own: runs/detect/MODE, MODE-2, ... (project=, name=)
@@ -85,7 +86,7 @@ EVAL_KEYS = {"sizes": "coco", "backend": "pycocotools", "gt": "auto", "max_dets"
 TRAIN_KEYS = {"cfg": None, "overrides": None, **EVAL_KEYS}
 VAL_KEYS = {"weights": None, "predictions": None, **EVAL_KEYS, **SLICE_KEYS}
 COMPARE_KEYS = {"weights": None, **EVAL_KEYS, **SLICE_KEYS}
-STUDY_KEYS = {"models": None, "seeds": "0,1,2", "resamples": 1000, "bootstrap_seed": 0, "tile": None,
+STUDY_KEYS = {"models": None, "seeds": "0,1,2", "control": None, "resamples": 1000, "bootstrap_seed": 0, "tile": None,
               "min_visible": 0.5, "empty": 0.1, "format": "png", **EVAL_KEYS, **SLICE_KEYS}
 # Keys the study sets per run (or for the whole study), not the user: they would make runs differ or collide.
 STUDY_OWN_TRAIN_KEYS = ("model", "data", "seed", "project", "name", "exist_ok", "resume")
@@ -342,6 +343,13 @@ def study_plan(tokens: list[str]):
     models = _listed(mine["models"] or rest.pop("model", None))
     if not models:
         raise UsageError("study needs models=A.yaml,B.yaml[,...] (the first is the baseline)")
+    control = None
+    if mine["control"] is not None:
+        given_control = str(mine["control"])
+        if given_control not in models[1:]:
+            raise UsageError(f"control={given_control}: name one of models= other than the first (the baseline), "
+                             f"as written there: {', '.join(models[1:]) or 'none'}")
+        control = models.index(given_control)
     models = [resolve_model(m, "cfg") for m in models]
     seeds = []
     for seed in _listed(mine["seeds"]):
@@ -371,7 +379,7 @@ def study_plan(tokens: list[str]):
     plan = StudyPlan(models=tuple(models), seeds=tuple(seeds), data=str(data), val=val, train=rest, tiles=tiles,
                      evaluation=settings, folder=Path(), resamples=mine["resamples"],
                      bootstrap_seed=mine["bootstrap_seed"], command=" ".join(["yolo-spd study", *tokens]),
-                     val_keys=val_keys)  # every value checked before the folder is made
+                     val_keys=val_keys, control=None if control is None else models[control])  # every value checked before the folder is made
     # exist_ok: the folder is the study's state, so the same name continues it (a study resumes; it never numbers)
     return dataclasses.replace(plan, folder=run_folder(project, name, "study", exist_ok=True))
 

@@ -39,6 +39,8 @@ class StudyPlan:
         folder: the study's folder (runs, study.json/md/png).
         resamples: bootstrap replicates (:mod:`.stats`); bootstrap_seed: their random seed.
         command: the command line that reproduces the study, recorded in its results.
+        control: one of ``models`` (not the first), or None; with it the results add the paired differences of every
+            other variant from it (a compute-matched control: does a module beat spending its compute elsewhere?).
     """
 
     models: tuple[str, ...]
@@ -53,6 +55,7 @@ class StudyPlan:
     bootstrap_seed: int = 0
     command: str = ""
     val_keys: dict = field(default_factory=dict)
+    control: str | None = None
 
     def __post_init__(self):
         if len(self.models) < 2:
@@ -61,6 +64,8 @@ class StudyPlan:
         if len(set(map(study_runs.model_stem, self.models))) < len(self.models):
             raise UsageError(f"models={','.join(self.models)}: two models have the same file name; their runs would "
                              "share folders")
+        if self.control is not None and self.control not in self.models[1:]:
+            raise UsageError(f"control={self.control}: name one of models= other than the first (the baseline)")
         if not self.seeds or len(set(self.seeds)) < len(self.seeds):
             raise UsageError(f"seeds={','.join(map(str, self.seeds))}: give distinct whole numbers, e.g. seeds=0,1,2")
         if self.resamples < 100:

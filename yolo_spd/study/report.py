@@ -92,11 +92,12 @@ def bootstrap_replicates(plan, rows: list[dict], truth) -> dict[tuple[str, int],
     return out
 
 
-def paired(plan, rows: list[dict], replicates: dict) -> dict:
+def paired(plan, rows: list[dict], replicates: dict, baseline: str | None = None) -> dict:
+    """Every other model's paired differences from ``baseline`` (a model YAML of the plan; default: the first)."""
     metrics = paired_metrics(plan.evaluation.sizes.labels)
     models = [study_runs.model_stem(m) for m in plan.models]
     by = {(r["model"], r["seed"]): r["metrics"] for r in rows}
-    baseline = models[0]
+    baseline = models[0] if baseline is None else study_runs.model_stem(baseline)
     out = {"baseline": baseline, "metrics": list(metrics), "headline": "bootstrap",
            "t_method": "per seed d = variant - baseline; mean(d) +- t(0.975, n-1) sd(d)/sqrt(n); counts seeds only",
            "bootstrap_method": (f"paired percentile bootstrap over val images: {plan.resamples} replicates of "
@@ -104,7 +105,7 @@ def paired(plan, rows: list[dict], replicates: dict) -> dict:
                                 f"numpy default_rng({plan.bootstrap_seed}); every run scored on the same draw; "
                                 "statistic = mean over seeds of (variant - baseline); counts the val images, not seeds"),
            "variants": {}}
-    for variant in models[1:]:
+    for variant in (m for m in models[1:] if m != baseline):
         seeds = sorted(s for (m, s) in by if m == variant and (baseline, s) in by)
         boot = stats.paired_bootstrap({s: replicates[(baseline, s)] for s in seeds},
                                       {s: replicates[(variant, s)] for s in seeds}, metrics)
@@ -141,6 +142,8 @@ def results(plan, data) -> dict:
         "val": instance_counts(truth.coco, plan.evaluation.sizes),
         "runs": rows,
         "paired": paired(plan, rows, replicates),
+        **({"control": study_runs.model_stem(plan.control), "paired_control": paired(plan, rows, replicates, plan.control)}
+           if plan.control else {}),
     }
 
 
@@ -189,7 +192,29 @@ def markdown(res: dict) -> str:
         minutes = [r["train_minutes"] for r in mine]
         mean_rows.append([model, len(mine), *cells, f"{statistics.fmean(minutes):.1f}"])
     lines += [table(["model (mean ± sd over seeds)", "seeds", *columns, "train min/run"], mean_rows), ""]
-    pair = res["paired"]
+    lines += _paired_tables(res["paired"])
+    if res.get("paired_control"):
+        lines += _paired_tables(res["paired_control"], control=True)
+    class_rows = []
+    for k, row in enumerate(val["per_class"]):
+        cells = []
+        for model in models:
+            pair_of = []
+            for metric in ("AP", f"AP_{s}"):
+                valid = [v for r in runs if r["model"] == model and (v := r["per_class"][k][metric]) >= 0]
+                pair_of.append(_cell(statistics.fmean(valid)) if valid else "-")
+            cells.append(" / ".join(pair_of))
+        class_rows.append([row["name"], few(row["all"]), few(row[s]), *cells])
+    lines += [f"Per class: val instances (all sizes, {s}), and each model's AP / AP_{s} (means over seeds):", "",
+              table(["class", "val instances", s, *models], class_rows), ""]
+    per_run = [[r["model"], r["seed"], *(_cell(r["metrics"][c]) for c in columns), f"{r['train_minutes']:.1f}"]
+               for r in runs]
+    lines.append(table(["model", "seed", *columns, "train min"], per_run))
+    return "\n".join(lines)
+
+
+def _paired_tables(pair: dict, control: bool = False) -> list[str]:
+    """The paired-difference table and the resolvable-difference table of one ``paired()`` result, as lines."""
     metrics = pair["metrics"]
     rows, resolvable = [], []
     for variant, entry in pair["variants"].items():
@@ -207,26 +232,14 @@ def markdown(res: dict) -> str:
     intro = (f"Paired differences from {pair['baseline']}: mean over seeds of (variant - baseline), 95% paired "
              "bootstrap interval over val images (the headline), and in brackets after t the seed-level Student t "
              "interval. A difference is resolved when its interval excludes 0.")
-    lines += [intro, "",
-              table(["variant", "seeds", *(f"Δ {m}" for m in metrics)], rows), "",
-              "Smallest difference this design resolves (interval half-width, bootstrap / t):", "",
-              table(["variant", *metrics], resolvable), ""]
-    class_rows = []
-    for k, row in enumerate(val["per_class"]):
-        cells = []
-        for model in models:
-            pair_of = []
-            for metric in ("AP", f"AP_{s}"):
-                valid = [v for r in runs if r["model"] == model and (v := r["per_class"][k][metric]) >= 0]
-                pair_of.append(_cell(statistics.fmean(valid)) if valid else "-")
-            cells.append(" / ".join(pair_of))
-        class_rows.append([row["name"], few(row["all"]), few(row[s]), *cells])
-    lines += [f"Per class: val instances (all sizes, {s}), and each model's AP / AP_{s} (means over seeds):", "",
-              table(["class", "val instances", s, *models], class_rows), ""]
-    per_run = [[r["model"], r["seed"], *(_cell(r["metrics"][c]) for c in columns), f"{r['train_minutes']:.1f}"]
-               for r in runs]
-    lines.append(table(["model", "seed", *columns, "train min"], per_run))
-    return "\n".join(lines)
+    if control:
+        intro = (f"Paired differences from the control, {pair['baseline']} (control=): mean over seeds of (variant - "
+                 "control), with the same two intervals. Against a compute-matched control, a resolved positive "
+                 "difference means the variant beats spending the same compute the control's way.")
+    return [intro, "",
+            table(["variant", "seeds", *(f"Δ {m}" for m in metrics)], rows), "",
+            "Smallest difference this design resolves (interval half-width, bootstrap / t):", "",
+            table(["variant", *metrics], resolvable), ""]
 
 
 def plot(res: dict, file: Path) -> Path:
