@@ -30,8 +30,8 @@ MODELS = ("yolov5nu.yaml", "yolov5-spd-n.yaml", "yolov5-scconv-n.yaml", "yolov5-
 # workers=2 is recorded because Ultralytics seeds its loader workers by index.
 RECIPE = ("seeds=0,1,2", "tile=320", "overlap=0.2", "slice=320", "epochs=15", "imgsz=320", "batch=16",
           "optimizer=AdamW", "lr0=0.004", "warmup_epochs=0", "device=cpu", "workers=2")
-STUDY = (f"models={','.join(MODELS)}", "control=benchmarks/yolov5nu-wide.yaml", "data=../shared/data/aerial-cars/data.yaml",
-         *RECIPE)
+STUDY = (f"models={','.join(MODELS)}", "control=benchmarks/yolov5nu-wide.yaml",
+         "data=../shared/data/aerial-cars/data.yaml", *RECIPE)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -200,29 +200,36 @@ def fabricate_run(plan, model: str, seed: int, truth, rng) -> None:
     (folder / plan.eval_name / "coco_predictions.json").write_text(json.dumps(detections))
 
 
+def fabricated_study(tmp_path, monkeypatch, args: list[str], n_val: int, data_seed: int, rng_seed: int):
+    """A study of ``args`` on generated data whose every run is fabricated (:func:`fabricate_run`), written out;
+    returns (plan, results, ground truth)."""
+    from yolo_spd.cli import study_plan
+    from yolo_spd.evaluation import build_ground_truth
+    from yolo_spd.study.plan import TrainingData
+    from yolo_spd.study.report import write
+
+    monkeypatch.setenv("YOLO_SPD_CACHE", str(tmp_path / "cache"))
+    data = make_yolo_dataset(tmp_path / "data", n_train=1, n_val=n_val, size=96, seed=data_seed)
+    plan = study_plan([*args, f"data={data}", f"project={tmp_path / 'runs'}"])
+    truth = build_ground_truth(plan.val)
+    rng = np.random.default_rng(rng_seed)
+    for seed in plan.seeds:
+        for model in plan.models:
+            fabricate_run(plan, model, seed, truth, rng)
+    return plan, write(plan, TrainingData(data, "key", [], None), echo=False), truth
+
+
 def test_paired_intervals_of_a_study_against_pycocotools_on_every_drawn_dataset(tmp_path, monkeypatch):
     """study.json's t and bootstrap intervals, recomputed independently: scipy for t, and for the bootstrap each
     replicate's val images really copied and scored by pycocotools from scratch."""
     from scipy import stats as scipy_stats
 
-    from yolo_spd.cli import study_plan
-    from yolo_spd.evaluation import build_ground_truth
-    from yolo_spd.study.plan import TrainingData
-    from yolo_spd.study.report import write
     from yolo_spd.study.stats import bootstrap_counts
 
     from .test_study_stats import duplicated, pycoco_arrays
 
-    monkeypatch.setenv("YOLO_SPD_CACHE", str(tmp_path / "cache"))
-    data = make_yolo_dataset(tmp_path / "data", n_train=1, n_val=8, size=96, seed=5)
-    plan = study_plan(["models=yolov5nu.yaml,yolov5-spd-n.yaml", "seeds=0,1,2", f"data={data}", "resamples=100",
-                       "bootstrap_seed=4", f"project={tmp_path / 'runs'}"])
-    truth = build_ground_truth(plan.val)
-    rng = np.random.default_rng(0)
-    for seed in (0, 1, 2):
-        for model in plan.models:
-            fabricate_run(plan, model, seed, truth, rng)
-    res = write(plan, TrainingData(data, "key", [], None), echo=False)
+    plan, res, truth = fabricated_study(tmp_path, monkeypatch, ["models=yolov5nu.yaml,yolov5-spd-n.yaml", "seeds=0,1,2",
+                                                                 "resamples=100", "bootstrap_seed=4"], 8, 5, 0)
     assert json.loads((plan.folder / "study.json").read_text()) == json.loads(json.dumps(res))
     entry = res["paired"]["variants"]["yolov5-spd-n"]
 
@@ -278,22 +285,10 @@ def test_a_control_adds_every_other_variants_paired_difference_from_it(tmp_path,
     difference of the two variants' differences from the baseline, and the t interval is scipy's."""
     from scipy import stats as scipy_stats
 
-    from yolo_spd.cli import study_plan
-    from yolo_spd.evaluation import build_ground_truth
-    from yolo_spd.study.plan import TrainingData
-    from yolo_spd.study.report import write
-
-    monkeypatch.setenv("YOLO_SPD_CACHE", str(tmp_path / "cache"))
-    data = make_yolo_dataset(tmp_path / "data", n_train=1, n_val=6, size=96, seed=3)
-    plan = study_plan(["models=yolov5nu.yaml,yolov5-spd-n.yaml,yolov5-scconv-n.yaml", "seeds=0,1,2", f"data={data}",
-                       "control=yolov5-scconv-n.yaml", "resamples=100", f"project={tmp_path / 'runs'}"])
+    args = ["models=yolov5nu.yaml,yolov5-spd-n.yaml,yolov5-scconv-n.yaml", "seeds=0,1,2",
+            "control=yolov5-scconv-n.yaml", "resamples=100"]
+    plan, res, _ = fabricated_study(tmp_path, monkeypatch, args, 6, 3, 2)
     assert plan.control.endswith("yolov5-scconv-n.yaml")
-    truth = build_ground_truth(plan.val)
-    rng = np.random.default_rng(2)
-    for seed in (0, 1, 2):
-        for model in plan.models:
-            fabricate_run(plan, model, seed, truth, rng)
-    res = write(plan, TrainingData(data, "key", [], None), echo=False)
     assert res["control"] == "yolov5-scconv-n" and res["paired_control"]["baseline"] == "yolov5-scconv-n"
     assert list(res["paired_control"]["variants"]) == ["yolov5-spd-n"]  # neither the baseline nor the control
     against_control = res["paired_control"]["variants"]["yolov5-spd-n"]

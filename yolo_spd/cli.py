@@ -379,7 +379,8 @@ def study_plan(tokens: list[str]):
     plan = StudyPlan(models=tuple(models), seeds=tuple(seeds), data=str(data), val=val, train=rest, tiles=tiles,
                      evaluation=settings, folder=Path(), resamples=mine["resamples"],
                      bootstrap_seed=mine["bootstrap_seed"], command=" ".join(["yolo-spd study", *tokens]),
-                     val_keys=val_keys, control=None if control is None else models[control])  # every value checked before the folder is made
+                     val_keys=val_keys, control=None if control is None else models[control])
+    # every value is checked above, before the folder is made
     # exist_ok: the folder is the study's state, so the same name continues it (a study resumes; it never numbers)
     return dataclasses.replace(plan, folder=run_folder(project, name, "study", exist_ok=True))
 

@@ -142,8 +142,8 @@ def results(plan, data) -> dict:
         "val": instance_counts(truth.coco, plan.evaluation.sizes),
         "runs": rows,
         "paired": paired(plan, rows, replicates),
-        **({"control": study_runs.model_stem(plan.control), "paired_control": paired(plan, rows, replicates, plan.control)}
-           if plan.control else {}),
+        **({"control": study_runs.model_stem(plan.control),
+            "paired_control": paired(plan, rows, replicates, plan.control)} if plan.control else {}),
     }
 
 
