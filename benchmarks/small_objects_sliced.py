@@ -10,6 +10,11 @@ GFLOPs) train from scratch on 320-px tiles at native resolution, 3 seeds each, a
 inference on the full val images. Then ``study.{json,md,png}`` are copied to ``results/small_objects_sliced.*`` and
 the table into the ``small_objects_sliced`` block of ``docs/evidence.md``. The study resumes run by run, so the
 command is the same for a first start, after a stop, and to publish partial results; they say they are partial.
+
+Run folders hold checkpoints and are not committed, so each finished run's record is archived beside the results
+(``results/small_objects_sliced-runs/<run>/``: its spec, done marker, ``results.csv`` and scoring, about 0.3 MB, no
+weights). A study folder without a run gets it back from there before the study starts, so a fresh clone continues
+the study instead of training finished runs again; the study's own spec check still decides whether a run is reused.
 """
 
 from __future__ import annotations
@@ -34,6 +39,44 @@ STUDY = (f"models={','.join(MODELS)}", "control=benchmarks/yolov5nu-wide.yaml",
          "data=../shared/data/aerial-cars/data.yaml", *RECIPE)
 
 
+#: A finished run's record: enough for the study to reuse it (spec, done marker, epoch times) and to compute its
+#: statistics again (its scoring in the evaluation folder), without the checkpoints.
+RUN_RECORD = ("study_run.json", "done.json", "results.csv")
+EVAL_RECORD = ("coco_eval.json", "coco_predictions.json", "study_eval.json")
+
+
+def archive_runs(folder: Path, archive: Path, eval_name: str) -> list[str]:
+    """Copy the record of every finished, scored run in the study ``folder`` into ``archive``; returns their names."""
+    from yolo_spd.paths import atomic_target
+
+    names = []
+    for run in sorted(p for p in folder.iterdir() if p.is_dir()):
+        files = [run / name for name in RUN_RECORD] + [run / eval_name / name for name in EVAL_RECORD]
+        if not all(f.is_file() for f in files):
+            continue
+        for f in files:
+            target = archive / f.relative_to(folder)
+            if not target.is_file() or target.read_bytes() != f.read_bytes():
+                with atomic_target(target) as tmp:
+                    shutil.copyfile(f, tmp)
+        names.append(run.name)
+    return names
+
+
+def restore_runs(archive: Path, folder: Path) -> list[str]:
+    """Copy each archived run into the study ``folder`` where that run has no folder yet; returns their names."""
+    names = []
+    for run in sorted(p for p in archive.iterdir() if p.is_dir()) if archive.is_dir() else []:
+        if (folder / run.name).exists():
+            continue
+        build = folder / f".{run.name}.restoring"
+        shutil.rmtree(build, ignore_errors=True)
+        shutil.copytree(run, build)
+        build.rename(folder / run.name)
+        names.append(run.name)
+    return names
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--score-only", action="store_true", help="train and resume nothing; score what has finished")
@@ -41,6 +84,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="the study folder's parent (the study is <runs>/small_objects_sliced)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--docs", type=Path, default=REPO / "docs" / "evidence.md")
+    parser.add_argument("--archive", type=Path, default=HERE / "results" / f"{STEM}-runs",
+                        help="where finished runs' records (no weights) are kept and restored from")
     return parser.parse_args(argv)
 
 
@@ -76,7 +121,13 @@ def main(argv=None) -> None:
     from yolo_spd.study.plan import run_study
 
     plan = plan_for(args.runs)
+    plan.folder.mkdir(parents=True, exist_ok=True)
+    restored = restore_runs(args.archive, plan.folder)
+    if restored:
+        print(f"small_objects_sliced.py: restored {len(restored)} finished runs from {args.archive}: "
+              f"{', '.join(restored)}")
     run_study(plan, train=not args.score_only)
+    archive_runs(plan.folder, args.archive, plan.eval_name)
     publish(plan.folder, args.out, args.docs)
     print(f"small_objects_sliced.py: published {args.out / STEM}.{{json,md,png}} and the block in {args.docs}")
 

@@ -45,3 +45,35 @@ def test_publish_copies_the_study_files_and_writes_the_docs_block(script, tmp_pa
         assert (out / f"small_objects_sliced{suffix}").read_bytes() == (folder / f"study{suffix}").read_bytes()
     text = docs.read_text()
     assert "**Partial**: 2 of 15 runs" in text and "old" not in text and text.endswith("after\n")
+
+
+def test_finished_runs_are_archived_without_weights_and_restored_only_where_missing(script, tmp_path):
+    study, archive = tmp_path / "study", tmp_path / "archive"
+    done, unfinished = study / "yolov5nu-seed0", study / "yolov5-spd-n-seed0"
+    for run in (done, unfinished):
+        (run / "sliced-val-320").mkdir(parents=True)
+        (run / "weights").mkdir()
+        (run / "weights" / "best.pt").write_bytes(b"weights")
+        for name in ("study_run.json", "results.csv"):
+            (run / name).write_text(f"{run.name} {name}")
+        for name in ("coco_eval.json", "coco_predictions.json", "study_eval.json"):
+            (run / "sliced-val-320" / name).write_text(f"{run.name} {name}")
+    (done / "done.json").write_text("{}")  # the other one is still training: no done marker
+    assert script.archive_runs(study, archive, "sliced-val-320") == ["yolov5nu-seed0"]
+    archived = sorted(str(p.relative_to(archive)) for p in archive.rglob("*") if p.is_file())
+    assert archived == ["yolov5nu-seed0/done.json", "yolov5nu-seed0/results.csv",
+                        "yolov5nu-seed0/sliced-val-320/coco_eval.json",
+                        "yolov5nu-seed0/sliced-val-320/coco_predictions.json",
+                        "yolov5nu-seed0/sliced-val-320/study_eval.json", "yolov5nu-seed0/study_run.json"]
+
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    assert script.restore_runs(archive, fresh) == ["yolov5nu-seed0"]
+    for f in archive.rglob("*"):
+        if f.is_file():
+            assert (fresh / f.relative_to(archive)).read_bytes() == f.read_bytes()
+    assert [p.name for p in fresh.iterdir()] == ["yolov5nu-seed0"]  # no build folder left behind
+    (fresh / "yolov5nu-seed0" / "results.csv").write_text("continued here")
+    assert script.restore_runs(archive, fresh) == []  # a run folder that exists is never overwritten
+    assert (fresh / "yolov5nu-seed0" / "results.csv").read_text() == "continued here"
+    assert script.restore_runs(tmp_path / "no-archive", fresh) == []
