@@ -46,7 +46,8 @@ def test_checkpoint_predicts_in_a_fresh_process_without_importing_yolo_spd(train
         "import sys\n"
         "from ultralytics import YOLO\n"
         f"model = YOLO({str(best)!r})\n"
-        "loaded = type(model.model.model[2]).__name__\n"  # before predict, which fuses it in place in older 8.4 releases
+        # read before predict, which fuses the model in place in older 8.4 releases
+        "loaded = type(model.model.model[2]).__name__\n"
         f"result = model.predict({str(image)!r}, imgsz={IMGSZ}, conf=0.0001, verbose=False)[0]\n"
         "print('yolo_spd' in sys.modules, loaded, len(result.boxes) > 0)\n"
     )

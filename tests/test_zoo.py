@@ -277,7 +277,8 @@ def test_info_divides_each_config_by_its_own_baseline_and_times_each_group_toget
     def fake_latency(yolos, imgsz, **kwargs):
         timed.append((list(yolos), imgsz, kwargs))
         # three rounds; the ratio columns must be the medians of the per-round ratios, not ratios of the medians
-        return {name: info.Latency(tuple(fake_params[name] / 5 * f for f in ((1, 2, 3) if "spd" in name else (1, 4, 1))),
+        torch_factors = {name: (1, 2, 3) if "spd" in name else (1, 4, 1) for name in yolos}
+        return {name: info.Latency(tuple(fake_params[name] / 5 * f for f in torch_factors[name]),
                                    tuple(fake_params[name] / 50 * f for f in (2, 1, 1))) for name in yolos}
 
     monkeypatch.setattr(info, "build", fake_build)

@@ -388,7 +388,8 @@ def main(argv: list[str] | None = None) -> None:
     names = list_models(args.pattern)
     if not names:
         parser.error(f"no packaged config matches {args.pattern!r}; available: {', '.join(list_models())}")
-    latency_args = {"repeats": args.repeats, "threads": args.threads, "wall_time": args.wall_time} if args.latency else {}
+    latency_args = ({"repeats": args.repeats, "threads": args.threads, "wall_time": args.wall_time}
+                    if args.latency else {})
     for file in args.write_docs:
         try:
             read_block(file, block_name(args.latency))  # before the measurement, which can take minutes
@@ -398,7 +399,8 @@ def main(argv: list[str] | None = None) -> None:
     text = markdown_table(rows, args.imgsz)
     print(text)
     if args.write_docs:
-        write_blocks(args.write_docs, block_name(args.latency), docs_block(text, args.latency, args.threads, args.wall_time))
+        block = docs_block(text, args.latency, args.threads, args.wall_time)
+        write_blocks(args.write_docs, block_name(args.latency), block)
 
 
 if __name__ == "__main__":

@@ -414,7 +414,8 @@ class CRU(nn.Module):
             return _BranchMix.apply(y1, torch.cat(y2_parts, dim=1))
         if torch.is_grad_enabled() or is_exporting():
             return lerp(torch.cat(y2_parts, dim=1), y1, beta1)
-        if not reduced.dtype == reused.dtype == beta1.dtype == y1.dtype:  # autocast: convs give its dtype, the rest float32
+        # Under autocast the convolutions give its dtype while the reused channels and the weights stay float32.
+        if not reduced.dtype == reused.dtype == beta1.dtype == y1.dtype:
             reduced, reused, beta1 = reduced.to(y1.dtype), reused.to(y1.dtype), beta1.to(y1.dtype)
         out = torch.empty_like(y1)
         split = reduced.shape[1]
