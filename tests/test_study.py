@@ -108,6 +108,30 @@ def test_a_changed_training_key_is_refused_and_an_added_seed_reuses_the_rest(fin
 
 
 @pytest.mark.slow
+def test_a_study_moved_with_its_data_to_another_place_reuses_its_runs_and_refuses_changed_labels(finished):
+    """The runs record the data's content, not its paths or file times: data and runs copied elsewhere (new paths,
+    new modification times, as on another machine) train nothing; one changed label byte is refused."""
+    import shutil
+
+    root, data, args, folder, _, _, _, _ = finished
+    moved = root / "moved"
+    shutil.copytree(data.parent, moved / "data", copy_function=shutil.copy)  # shutil.copy: fresh mtimes
+    yaml_file = moved / "data" / data.name
+    yaml_file.write_text(yaml_file.read_text().replace(f"path: {data.parent}", f"path: {moved / 'data'}"))
+    shutil.copytree(folder, moved / "runs" / "ablation")
+    moved_args = [f"data={yaml_file}" if a.startswith("data=") else
+                  f"project={moved / 'runs'}" if a.startswith("project=") else a for a in args]
+    again = study(moved_args, moved, root / "config")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Starting training" not in again.stdout and again.stdout.count("(done;") == 4
+    label = sorted((moved / "data" / "labels" / "train").glob("*.txt"))[0]
+    first, rest = label.read_text().split(" ", 1)
+    label.write_text(f"{1 - int(first)} {rest}")
+    line = error_line(study(moved_args, moved, root / "config"))
+    assert "yolov5nu-seed0" in line and "the training data" in line and "label" in line
+
+
+@pytest.mark.slow
 def test_a_study_killed_mid_run_resumes_that_run_from_last_pt(tmp_path):
     data = make_yolo_dataset(tmp_path / "data", n_train=96, n_val=2, size=64)
     args = ["models=yolov5nu.yaml,yolov5-spd-n.yaml", "seeds=0", f"data={data}", "epochs=3", "imgsz=64", "batch=2",

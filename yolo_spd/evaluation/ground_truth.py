@@ -31,11 +31,12 @@ from PIL import Image
 
 from ..errors import UsageError
 from ..paths import cache_dir, write_atomic
-from .dataset import read_coco_json
+from .dataset import DatasetSplit, read_coco_json
 
 EXIF_ORIENTATION = 0x0112
 ROTATED_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 GT_CACHE_VERSION = 1
+CONTENT_KEY_VERSION = 1
 
 
 @dataclass
@@ -185,6 +186,39 @@ def fingerprint_files(digest, images) -> None:
                 digest.update(f"{file}|{st.st_size}|{st.st_mtime_ns}\n".encode())
             except OSError:
                 digest.update(f"{file}|missing\n".encode())
+
+
+def content_key(splits: dict[str, DatasetSplit], extra: dict | None = None) -> str:
+    """A key of what ``splits`` hold, the same on every machine: each image's and label file's bytes, its path
+    relative to the dataset root, the class names and ``extra`` (JSON). Unlike :func:`fingerprint_files` it does not
+    change when the data is copied, moved or re-extracted (new modification times), only when a byte does.
+
+    Reading every byte is slow for a large dataset, so the key is cached on disk under the files' path, size and
+    modification time; a second call reads no image.
+    """
+    quick = hashlib.sha256(json.dumps({"v": CONTENT_KEY_VERSION, "extra": extra or {}}, sort_keys=True).encode())
+    for name, split in splits.items():
+        quick.update(f"[{name}]{'|'.join(split.names)}\n".encode())
+        fingerprint_files(quick, split.images)
+    cached = cache_dir() / "content-keys" / f"{quick.hexdigest()[:24]}.txt"
+    if cached.is_file():
+        return cached.read_text(encoding="utf-8").strip()
+    digest = hashlib.sha256(json.dumps({"v": CONTENT_KEY_VERSION, "extra": extra or {}}, sort_keys=True).encode())
+    for name, split in splits.items():
+        digest.update(f"[{name}]{'|'.join(split.names)}\n".encode())
+        for image in split.images:
+            for file in (image, label_path(image)):
+                try:
+                    where = file.relative_to(split.root).as_posix()
+                except ValueError:
+                    where = file.as_posix()
+                try:
+                    digest.update(f"{where}|{hashlib.sha256(file.read_bytes()).hexdigest()}\n".encode())
+                except FileNotFoundError:
+                    digest.update(f"{where}|missing\n".encode())
+    key = digest.hexdigest()[:24]
+    write_atomic(cached, key + "\n")
+    return key
 
 
 def _cache_key(images: list[Path], names: list[str]) -> str:

@@ -9,7 +9,7 @@ Runs go seed by seed (seed 0 of every model, then seed 1, ...): stopping early l
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import UsageError
@@ -97,17 +97,27 @@ class TrainingData:
 
 
 def training_data(plan: StudyPlan) -> TrainingData:
-    """Tile the data (cached by :func:`yolo_spd.slicing.tiles.slice_dataset`) or take it as it is."""
-    if plan.tiles is None:
-        from ..evaluation.dataset import load_yaml
+    """Tile the data (cached by :func:`yolo_spd.slicing.tiles.slice_dataset`) or take it as it is.
 
-        yaml_file = load_yaml(plan.data)[0].resolve()
-        return TrainingData(yaml_file, str(yaml_file), [f"Training data: {yaml_file}"], None)
-    from ..slicing.tiles import slice_dataset, summary_lines
+    The key a run's spec records is the data's content (:func:`yolo_spd.evaluation.ground_truth.content_key` of the
+    source train and val splits, plus the tile settings), not its paths or file times: a run trained on one machine
+    is continued or reused on another that holds the same bytes, and is refused where one label differs.
+    """
+    from ..evaluation.dataset import load_yaml, resolve_split
+    from ..evaluation.ground_truth import content_key
+
+    yaml_file, content = load_yaml(plan.data)
+    splits = {"train": resolve_split(plan.data, "train"), "val": plan.val}
+    if plan.tiles is None:
+        key = content_key(splits, {"channels": content.get("channels")})
+        return TrainingData(yaml_file.resolve(), key, [f"Training data: {yaml_file.resolve()}"], None)
+    from ..slicing.tiles import TILE_CACHE_VERSION, slice_dataset, summary_lines
 
     tiled = slice_dataset(plan.data, plan.tiles)
+    key = content_key(splits, {"channels": content.get("channels"), "tiles": asdict(plan.tiles),
+                               "tiling": TILE_CACHE_VERSION})
     train = tiled.manifest["splits"]["train"]
-    return TrainingData(tiled.data_yaml, tiled.manifest["key"], summary_lines(tiled),
+    return TrainingData(tiled.data_yaml, key, summary_lines(tiled),
                         {"tile": plan.tiles.tile, "overlap": plan.tiles.overlap, "min_visible": plan.tiles.min_visible,
                          "empty": plan.tiles.empty, "format": plan.tiles.format, "train_tiles": train["tiles"],
                          "train_boxes": train["tile_boxes"], "data_yaml": str(tiled.data_yaml)})

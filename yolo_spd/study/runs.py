@@ -54,7 +54,7 @@ class RunSpec:
         model (str): the model as given (a YAML path or name, or a ``.pt``).
         seed (int): Ultralytics' ``seed=``.
         data (Path): the dataset YAML it trains on (the tiled one with ``tile=``).
-        data_key (str): the training data's content key (the tile cache key, or the source YAML's resolved path).
+        data_key (str): the training data's content key (:func:`yolo_spd.study.plan.training_data`).
         train (dict): every other Ultralytics training key, the same for all runs of a study.
     """
 
@@ -98,12 +98,28 @@ def check_spec(spec: RunSpec, folder: Path) -> None:
     recorded = json.loads(file.read_text(encoding="utf-8"))
     wanted = spec.as_dict()
     if recorded != wanted:
-        keys = [k for k in wanted if recorded.get(k) != wanted[k]]
-        if "train" in keys:
+        changes = "; ".join(_differences(recorded, wanted))
+        raise UsageError(f"{folder.name} in {folder.parent} was trained differently ({changes}); "
+                         "continue it with the same settings, or give the study another name=")
+
+
+def _differences(recorded: dict, wanted: dict) -> list[str]:
+    """What differs between a recorded spec and the wanted one, in the user's terms."""
+    said = []
+    for key in wanted:
+        if recorded.get(key) == wanted[key]:
+            continue
+        if key == "train":
             old, new = recorded.get("train", {}), wanted["train"]
-            keys = [f"{k}={old.get(k)!r}->{new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-        raise UsageError(f"{folder.name} in {folder.parent} was trained differently ({', '.join(keys)}); continue it "
-                         "with the same settings, or give the study another name=")
+            said += [f"{k}={old.get(k)!r}->{new.get(k)!r}" for k in sorted(set(old) | set(new))
+                     if old.get(k) != new.get(k)]
+        elif key == "data_key":
+            said.append("the training data: a train or val image, label or tile setting differs")
+        elif key == "model":
+            said.append(f"the model file {wanted['model'].get('name')} has other content")
+        else:
+            said.append(f"{key}={recorded.get(key)!r}->{wanted[key]!r}")
+    return said
 
 
 def train_run(spec: RunSpec, study_folder: Path) -> Path:
