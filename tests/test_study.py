@@ -329,3 +329,19 @@ def test_a_control_adds_every_other_variants_paired_difference_from_it(tmp_path,
     md = (plan.folder / "study.md").read_text()
     assert "Paired differences from the control, yolov5-scconv-n (control=)" in md
     assert md.count("| variant | seeds |") == 2
+    from PIL import Image
+    from scipy import ndimage
+
+    from yolo_spd.study.report import plot
+
+    def dots(file: Path) -> int:
+        """The red mean markers drawn in ``file`` (matplotlib's C3, #d62728)."""
+        with Image.open(file) as image:
+            rgb = np.asarray(image.convert("RGB")).astype(int)
+        red = (abs(rgb[..., 0] - 0xD6) < 40) & (abs(rgb[..., 1] - 0x27) < 40) & (abs(rgb[..., 2] - 0x28) < 40)
+        return ndimage.label(red)[1]
+
+    metrics = len(res["paired"]["metrics"])
+    assert dots(plan.folder / "study.png") == metrics * (2 + 1)  # a row from the baseline, a row from the control
+    without = {k: v for k, v in res.items() if k not in ("control", "paired_control")}
+    assert dots(plot(without, tmp_path / "without.png")) == metrics * 2

@@ -243,17 +243,32 @@ def _paired_tables(pair: dict, control: bool = False) -> list[str]:
 
 
 def plot(res: dict, file: Path) -> Path:
-    """One panel per paired metric: each variant's mean difference, bootstrap interval (thick) and t interval (thin)."""
+    """One panel per paired metric: each variant's mean difference, bootstrap interval (thick) and t interval (thin);
+    a second row of panels with the differences from the control, when the study names one."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pair = res["paired"]
-    variants, metrics = list(pair["variants"]), pair["metrics"]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.0 * len(metrics), 0.9 + 0.55 * max(len(variants), 1)),
-                             dpi=150, sharey=True, squeeze=False)
-    for ax, metric in zip(axes[0], metrics):
+    pairs = [res["paired"], *([res["paired_control"]] if "paired_control" in res else [])]
+    metrics = pairs[0]["metrics"]
+    heights = [0.9 + 0.55 * max(len(pair["variants"]), 1) for pair in pairs]
+    fig, axes = plt.subplots(len(pairs), len(metrics), figsize=(3.0 * len(metrics), sum(heights) + 0.3), dpi=150,
+                             squeeze=False, gridspec_kw={"height_ratios": heights})
+    for row, pair in zip(axes, pairs):
+        _plot_row(row, pair)
+    partial = " (partial)" if res["partial"] else ""
+    fig.suptitle(f"Paired differences: mean over seeds, 95% bootstrap over val images (thick), seed t interval "
+                 f"(thin){partial}", fontsize=8)
+    return save_figure(fig, file)
+
+
+def _plot_row(axes, pair: dict) -> None:
+    """One row of :func:`plot`: every variant's difference from ``pair``'s baseline, one panel per metric."""
+    from matplotlib.ticker import MaxNLocator
+
+    variants = list(pair["variants"])
+    for ax, metric in zip(axes, pair["metrics"]):
         for y, variant in enumerate(variants):
             entry = pair["variants"][variant][metric]
             if entry["mean"] is None:
@@ -268,15 +283,12 @@ def plot(res: dict, file: Path) -> Path:
         ax.axvline(0, color="k", lw=0.8)
         reach = max(abs(limit) for limit in ax.get_xlim())
         ax.set_xlim(-reach, reach)  # 0 (no difference) in the middle
-        ax.set_title(f"Δ {metric}", fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(5, symmetric=True))
+        ax.set_title(f"Δ {metric} from {pair['baseline']}", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.spines[["top", "right"]].set_visible(False)
-    axes[0][0].set_yticks(range(len(variants)), variants, fontsize=7)
-    axes[0][0].set_ylim(-0.6, len(variants) - 0.4)
-    partial = " (partial)" if res["partial"] else ""
-    fig.suptitle(f"Paired difference from {pair['baseline']}: mean over seeds, 95% bootstrap over val images "
-                 f"(thick), seed t interval (thin){partial}", fontsize=8)
-    return save_figure(fig, file)
+        ax.set_ylim(-0.6, len(variants) - 0.4)
+        ax.set_yticks(range(len(variants)), variants if ax is axes[0] else [], fontsize=7)
 
 
 def write(plan, data, echo: bool = True) -> dict:
