@@ -203,6 +203,9 @@ def content_key(splits: dict[str, DatasetSplit], extra: dict | None = None) -> s
     cached = cache_dir() / "content-keys" / f"{quick.hexdigest()[:24]}.txt"
     if cached.is_file():
         return cached.read_text(encoding="utf-8").strip()
+    files = sum(len(split.images) for split in splits.values())
+    print(f"Reading the {files} images of {', '.join(splits)} and their labels once, for the data's content key "
+          "(cached after this)")
     digest = hashlib.sha256(json.dumps({"v": CONTENT_KEY_VERSION, "extra": extra or {}}, sort_keys=True).encode())
     for name, split in splits.items():
         digest.update(f"[{name}]{'|'.join(split.names)}\n".encode())
