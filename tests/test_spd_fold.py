@@ -409,10 +409,9 @@ def test_space_to_depth_folds_only_where_exact_and_what_stays_says_why(reader, f
 # ---------------------------------------------------------------------------------------------------- export
 
 
-def test_exported_onnx_of_fused_yolov5_spd_n_has_no_space_to_depth_and_matches_pytorch(tmp_path):
-    """Ultralytics' ONNX export (it runs model.fuse()): no SpaceToDepth, DepthToSpace, 6-D Transpose or 1 x 1
-    max-pool crops; each folded row is 2 x 2 stride-2 Conv nodes (8 in the backbone C3s, 4 in the head's split
-    convs), the stem one 6 x 6 stride-2 Conv; ONNX Runtime computes PyTorch's output."""
+def exported_yolov5_spd_n_nodes(tmp_path, **export_keys) -> list:
+    """yolov5-spd-n with random norm statistics, saved and exported to ONNX at imgsz 64 by Ultralytics (whose export
+    runs ``model.fuse()``); checks ONNX Runtime computes what the PyTorch model did before export, returns the nodes."""
     import onnx
     import onnxruntime as ort
     from ultralytics import YOLO
@@ -422,8 +421,21 @@ def test_exported_onnx_of_fused_yolov5_spd_n_has_no_space_to_depth_and_matches_p
     reference_model = copy.deepcopy(yolo.model).eval()
     weights = tmp_path / "spd-n.pt"
     yolo.save(str(weights))
-    onnx_file = YOLO(str(weights)).export(format="onnx", imgsz=64, dynamic=False)
-    nodes = onnx.load(onnx_file).graph.node
+    onnx_file = YOLO(str(weights)).export(format="onnx", imgsz=64, dynamic=False, **export_keys)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = reference_model(x)[0].numpy()
+    session = ort.InferenceSession(onnx_file, providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-3)  # box coordinates reach hundreds of px
+    return list(onnx.load(onnx_file).graph.node)
+
+
+def test_exported_onnx_of_fused_yolov5_spd_n_has_no_space_to_depth_and_matches_pytorch(tmp_path):
+    """Ultralytics' ONNX export (it runs model.fuse()): no SpaceToDepth, DepthToSpace, 6-D Transpose or 1 x 1
+    max-pool crops; each folded row is 2 x 2 stride-2 Conv nodes (8 in the backbone C3s, 4 in the head's split
+    convs), the stem one 6 x 6 stride-2 Conv; ONNX Runtime computes PyTorch's output."""
+    nodes = exported_yolov5_spd_n_nodes(tmp_path)
     ops = [node.op_type for node in nodes]
     assert "SpaceToDepth" not in ops and "DepthToSpace" not in ops
     attributes = [(node, {a.name: list(a.ints) for a in node.attribute}) for node in nodes]
@@ -432,12 +444,6 @@ def test_exported_onnx_of_fused_yolov5_spd_n_has_no_space_to_depth_and_matches_p
     strided = [(a["kernel_shape"], a["pads"]) for n, a in attributes if n.op_type == "Conv" and a["strides"] == [2, 2]]
     assert strided.count(([2, 2], [0, 0, 1, 1])) == 12 and strided.count(([6, 6], [2, 2, 3, 3])) == 1
     assert len(strided) == 13
-    x = torch.rand(1, 3, 64, 64)
-    with torch.no_grad():
-        expected = reference_model(x)[0].numpy()
-    session = ort.InferenceSession(onnx_file, providers=["CPUExecutionProvider"])
-    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
-    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-3)  # box coordinates reach hundreds of px
 
 
 #: Explicit padding ops. At the sizes Ultralytics exports (multiples of the model stride) no folded convolution needs
