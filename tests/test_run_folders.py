@@ -130,6 +130,10 @@ def test_predict_saves_like_yolo_predict_sliced_or_not_and_says_where(inputs, tm
     assert len(pictures) == (3 if stems else 4) and outputs(tmp_path) == pictures
     lines = plain.stdout.splitlines()
     assert [line.split(":")[0] for line in lines if line.startswith("image ")] == per_image
+    first_image = next(k for k, line in enumerate(lines) if line.startswith("image "))
+    announced = lines[:first_image]  # what `yolo predict` prints before its first image
+    assert any(line.startswith("Ultralytics ") and "CPU" in line for line in announced), plain.stdout[-2000:]
+    assert any("summary (fused)" in line for line in announced), plain.stdout[-2000:]
     assert any(line.startswith("Results saved to") and str(folder) in line for line in lines), plain.stdout[-2000:]
 
     quiet = yolo_spd(["predict", model, f"source={source}", "imgsz=64", "save=False"], tmp_path, env)
@@ -140,6 +144,7 @@ def test_predict_saves_like_yolo_predict_sliced_or_not_and_says_where(inputs, tm
 
     sliced = yolo_spd(["predict", model, f"source={source}", "slice=32", "conf=0.001", "save_txt=True"], tmp_path, env)
     assert sliced.returncode == 0, sliced.stderr[-3000:]
+    assert sum(line.startswith("Ultralytics ") and "CPU" in line for line in sliced.stdout.splitlines()) == 1
     second = runs / "detect" / "predict-2"  # the next folder, named as Ultralytics names it
     assert sorted(p.name for p in second.iterdir() if p.is_file()) == ["000-2.png", "000.jpg", "001.jpg", "002.jpg"]
     assert f"Results saved to {second}" in sliced.stdout

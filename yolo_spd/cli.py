@@ -435,14 +435,17 @@ def run_predict_or_export(mode: str, tokens: list[str]) -> None:
 
 
 def _predict(model, slicing, args: dict) -> None:
+    from .integration.predictor import announcing_predictor
+
     if slicing is not None:
         from .slicing.inference import predict_sliced
 
-        predict_sliced(model, slicing, **args)
+        predict_sliced(model, slicing, predictor=announcing_predictor(model), **args)
         return
     if args.get("save_dir"):
         args = {**args, "save_dir": str(args["save_dir"])}
-    for _ in model.predict(stream=True, **args):  # consumed, not kept, as `yolo predict` does
+    # consumed, not kept, as `yolo predict` does; with its device line and model summary first
+    for _ in model.predict(stream=True, predictor=announcing_predictor(model), **args):
         pass
 
 
