@@ -345,3 +345,38 @@ def test_a_control_adds_every_other_variants_paired_difference_from_it(tmp_path,
     assert dots(plan.folder / "study.png") == metrics * (2 + 1)  # a row from the baseline, a row from the control
     without = {k: v for k, v in res.items() if k not in ("control", "paired_control")}
     assert dots(plot(without, tmp_path / "without.png")) == metrics * 2
+
+
+def test_the_data_content_key_follows_bytes_not_paths_or_file_times(tmp_path, monkeypatch, capsys):
+    """content_key: a copy elsewhere with fresh modification times has the same key; one changed label byte, a
+    renamed image or other extra settings give another; the second call on unchanged files reads from the cache."""
+    import os
+    import shutil
+
+    from yolo_spd.evaluation.dataset import resolve_split
+    from yolo_spd.evaluation.ground_truth import content_key
+
+    monkeypatch.setenv("YOLO_SPD_CACHE", str(tmp_path / "cache"))
+    data = make_yolo_dataset(tmp_path / "a", n_train=3, n_val=2, size=64, seed=5)
+
+    def key(yaml_file: Path, extra=None) -> str:
+        return content_key({s: resolve_split(yaml_file, s) for s in ("train", "val")}, extra)
+
+    original = key(data)
+    assert "Reading the 5 images of train, val" in capsys.readouterr().out
+    assert key(data) == original and capsys.readouterr().out == ""  # cached: no image read
+    copy = tmp_path / "b"
+    shutil.copytree(data.parent, copy, copy_function=shutil.copy)
+    (copy / "data.yaml").write_text(data.read_text().replace(f"path: {data.parent}", f"path: {copy}"))
+    label = copy / "labels" / "train" / "000.txt"
+    os.utime(label, ns=(1, 1))
+    assert key(copy / "data.yaml") == original
+    assert key(copy / "data.yaml", {"tile": 320}) != original
+    first, rest = label.read_text().split(" ", 1)
+    label.write_text(f"{1 - int(first)} {rest}")
+    changed = key(copy / "data.yaml")
+    assert changed != original
+    for suffix in ("jpg", "txt"):
+        kind = "images" if suffix == "jpg" else "labels"
+        (copy / kind / "val" / f"001.{suffix}").rename(copy / kind / "val" / f"009.{suffix}")
+    assert key(copy / "data.yaml") not in (original, changed)

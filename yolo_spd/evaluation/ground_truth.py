@@ -196,24 +196,24 @@ def content_key(splits: dict[str, DatasetSplit], extra: dict | None = None) -> s
     Reading every byte is slow for a large dataset, so the key is cached on disk under the files' path, size and
     modification time; a second call reads no image.
     """
-    quick = hashlib.sha256(json.dumps({"v": CONTENT_KEY_VERSION, "extra": extra or {}}, sort_keys=True).encode())
+    header = json.dumps({"v": CONTENT_KEY_VERSION, "extra": extra or {}}, sort_keys=True).encode()
+    quick = hashlib.sha256(header)
     for name, split in splits.items():
         quick.update(f"[{name}]{'|'.join(split.names)}\n".encode())
         fingerprint_files(quick, split.images)
     cached = cache_dir() / "content-keys" / f"{quick.hexdigest()[:24]}.txt"
     if cached.is_file():
         return cached.read_text(encoding="utf-8").strip()
-    files = sum(len(split.images) for split in splits.values())
-    print(f"Reading the {files} images of {', '.join(splits)} and their labels once, for the data's content key "
-          "(cached after this)")
-    digest = hashlib.sha256(json.dumps({"v": CONTENT_KEY_VERSION, "extra": extra or {}}, sort_keys=True).encode())
+    print(f"Reading the {sum(len(s.images) for s in splits.values())} images of {', '.join(splits)} and their labels "
+          "once, for the data's content key (cached after this)")
+    digest = hashlib.sha256(header)
     for name, split in splits.items():
         digest.update(f"[{name}]{'|'.join(split.names)}\n".encode())
         for image in split.images:
             for file in (image, label_path(image)):
                 try:
                     where = file.relative_to(split.root).as_posix()
-                except ValueError:
+                except ValueError:  # an image listed from outside the dataset root
                     where = file.as_posix()
                 try:
                     digest.update(f"{where}|{hashlib.sha256(file.read_bytes()).hexdigest()}\n".encode())
