@@ -380,3 +380,16 @@ def test_the_data_content_key_follows_bytes_not_paths_or_file_times(tmp_path, mo
         kind = "images" if suffix == "jpg" else "labels"
         (copy / kind / "val" / f"001.{suffix}").rename(copy / kind / "val" / f"009.{suffix}")
     assert key(copy / "data.yaml") not in (original, changed)
+
+
+def test_a_two_seed_t_interval_does_not_flatten_the_plot_panels():
+    """Two seeds give t's multiplier 12.7: a t interval many times wider than the bootstrap ones must not set the
+    panel's range (it gets arrowheads), a moderately wider one does, and no panel exceeds a difference of 1."""
+    from yolo_spd.study.report import _reach
+
+    def entry(mean, boot, t):
+        return {"mean": mean, "bootstrap": {"ci": boot}, "t": {"ci": t}}
+
+    assert _reach([entry(0.02, [0.01, 0.03], [-0.9, 1.0]), entry(None, None, None)]) == pytest.approx(0.03 * 1.15)
+    assert _reach([entry(0.02, [0.01, 0.03], [-0.05, 0.08])]) == pytest.approx(0.08 * 1.05)
+    assert _reach([entry(0.9, [0.5, 1.0], [-3.0, 4.0])]) == 1.0

@@ -259,7 +259,7 @@ def plot(res: dict, file: Path) -> Path:
         _plot_row(row, pair)
     partial = " (partial)" if res["partial"] else ""
     fig.suptitle(f"Paired differences: mean over seeds, 95% bootstrap over val images (thick), seed t interval "
-                 f"(thin){partial}", fontsize=8)
+                 f"(thin; an arrowhead where it runs off the panel){partial}", fontsize=8)
     return save_figure(fig, file)
 
 
@@ -269,19 +269,23 @@ def _plot_row(axes, pair: dict) -> None:
 
     variants = list(pair["variants"])
     for ax, metric in zip(axes, pair["metrics"]):
-        for y, variant in enumerate(variants):
-            entry = pair["variants"][variant][metric]
+        entries = [pair["variants"][v][metric] for v in variants]
+        reach = _reach(entries)
+        for y, entry in enumerate(entries):
             if entry["mean"] is None:
                 ax.text(0, y, "no paired run yet", ha="center", va="center", fontsize=6, color="0.45",
                         bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
                 continue
             if entry["t"]["ci"] is not None:
-                ax.plot(entry["t"]["ci"], [y, y], color="0.6", lw=1, zorder=1)
+                low, high = entry["t"]["ci"]
+                ax.plot([max(low, -reach), min(high, reach)], [y, y], color="0.6", lw=1, zorder=1)
+                for end, edge, marker in ((low, -reach, "<"), (high, reach, ">")):
+                    if abs(end) > reach:  # runs off the panel: an arrowhead at the edge
+                        ax.plot([edge], [y], marker, color="0.6", ms=4, zorder=1, clip_on=False)
             if entry["bootstrap"]["ci"] is not None:
                 ax.plot(entry["bootstrap"]["ci"], [y, y], color="C0", lw=4, solid_capstyle="butt", zorder=2)
             ax.plot([entry["mean"]], [y], "o", color="C3", ms=5, zorder=3)
         ax.axvline(0, color="k", lw=0.8)
-        reach = max(abs(limit) for limit in ax.get_xlim())
         ax.set_xlim(-reach, reach)  # 0 (no difference) in the middle
         ax.xaxis.set_major_locator(MaxNLocator(5, symmetric=True))
         ax.set_title(f"Δ {metric} from {pair['baseline']}", fontsize=8)
@@ -289,6 +293,17 @@ def _plot_row(axes, pair: dict) -> None:
         ax.spines[["top", "right"]].set_visible(False)
         ax.set_ylim(-0.6, len(variants) - 0.4)
         ax.set_yticks(range(len(variants)), variants if ax is axes[0] else [], fontsize=7)
+
+
+def _reach(entries: list[dict]) -> float:
+    """Half the x-range of a panel: room for every mean and bootstrap interval, and for t intervals up to three times
+    that (a wider one, e.g. from two seeds' t multiplier of 12.7, would flatten the rest; it gets arrowheads); at most
+    1, the largest difference a COCO metric can show."""
+    near = [abs(x) for e in entries if e["mean"] is not None
+            for x in (e["mean"], *(e["bootstrap"]["ci"] or ()))] or [0.01]
+    reach = max(near) * 1.15
+    far = [abs(x) for e in entries if e["mean"] is not None for x in (e["t"]["ci"] or ())]
+    return min(max([reach, *(x * 1.05 for x in far if x <= 3 * reach)]), 1.0)
 
 
 def write(plan, data, echo: bool = True) -> dict:
