@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -66,7 +67,7 @@ def test_the_study_writes_runs_tables_intervals_and_a_plot(finished):
     assert res["val"]["images"] == 4 and res["val"]["total"]["all"] == len(labels)
     assert [c["all"] for c in res["val"]["per_class"]] == [labels.count("0"), labels.count("1")]
     pair = res["paired"]["variants"]["yolov5-spd-n"]
-    assert set(pair) == {"AP", "AP50", "AP_small", "AR_small"} and res["paired"]["headline"] == "bootstrap"
+    assert set(pair) == {"AP", "AP50", "AP_small", "AR_small"} and res["paired"]["headline"] == "both"
     by = {(r["model"], r["seed"]): r["metrics"] for r in res["runs"]}
     for metric, entry in pair.items():
         diffs = [by[("yolov5-spd-n", s)][metric] - by[("yolov5nu", s)][metric] for s in (0, 1)]
@@ -393,3 +394,50 @@ def test_a_two_seed_t_interval_does_not_flatten_the_plot_panels():
     assert _reach([entry(0.02, [0.01, 0.03], [-0.9, 1.0]), entry(None, None, None)]) == pytest.approx(0.03 * 1.15)
     assert _reach([entry(0.02, [0.01, 0.03], [-0.05, 0.08])]) == pytest.approx(0.08 * 1.05)
     assert _reach([entry(0.9, [0.5, 1.0], [-3.0, 4.0])]) == 1.0
+
+
+def test_resolved_needs_both_intervals_to_exclude_zero_on_the_same_side():
+    from yolo_spd.study.report import resolved
+
+    def entry(t, boot):
+        return {"t": {"ci": t}, "bootstrap": {"ci": boot}}
+
+    assert resolved(entry([0.01, 0.05], [0.002, 0.03]))
+    assert resolved(entry([-0.05, -0.01], [-0.03, -0.002]))
+    assert not resolved(entry([-0.04, 0.08], [0.005, 0.03]))  # the bootstrap alone: seed noise not counted
+    assert not resolved(entry([0.01, 0.05], [-0.01, 0.03]))  # t alone: the val images not counted
+    assert not resolved(entry([0.01, 0.05], [-0.03, -0.01]))  # opposite sides
+    assert not resolved(entry(None, [0.01, 0.03]))  # one seed
+
+
+def test_each_well_counted_class_is_paired_alone_and_bold_marks_what_is_resolved(tmp_path, monkeypatch):
+    """With 40 val images both classes have 30+ small boxes: each gets its own paired tables and plot rows, whose
+    per-seed differences are the runs' pycocotools per-class numbers; bold in study.md is exactly the resolved set."""
+    from scipy import stats as scipy_stats
+
+    args = ["models=yolov5nu.yaml,yolov5-spd-n.yaml,yolov5-scconv-n.yaml", "seeds=0,1,2",
+            "control=yolov5-scconv-n.yaml", "resamples=100"]
+    plan, res, truth = fabricated_study(tmp_path, monkeypatch, args, 40, 6, 3)
+    counts = {row["name"]: row["small"] for row in res["val"]["per_class"]}
+    assert min(counts.values()) >= 30 and list(res["paired_classes"]) == ["red", "green"]
+    per_class = {(r["model"], r["seed"]): {c["name"]: c for c in r["per_class"]} for r in res["runs"]}
+    for name, scoped in res["paired_classes"].items():
+        assert set(scoped) == {"paired", "paired_control"} and scoped["paired_control"]["baseline"] == "yolov5-scconv-n"
+        entry = scoped["paired"]["variants"]["yolov5-spd-n"]["AP_small"]
+        diffs = [per_class[("yolov5-spd-n", s)][name]["AP_small"] - per_class[("yolov5nu", s)][name]["AP_small"]
+                 for s in (0, 1, 2)]
+        assert entry["differences"] == pytest.approx(diffs, abs=1e-6)
+        low, high = scipy_stats.t.interval(0.95, 2, loc=np.mean(diffs), scale=scipy_stats.sem(diffs))
+        assert entry["t"]["ci"] == pytest.approx([low, high], abs=1e-5)
+        assert entry["bootstrap"]["ci"] != res["paired"]["variants"]["yolov5-spd-n"]["AP_small"]["bootstrap"]["ci"]
+    md = (plan.folder / "study.md").read_text()
+    assert "Paired differences on red alone from yolov5nu" in md
+    assert "Paired differences on green alone from the control, yolov5-scconv-n (control=)" in md
+    assert md.count("| variant | seeds |") == 2 * 3
+    entries = [e for block in (res, *res["paired_classes"].values()) for key in ("paired", "paired_control")
+               for v in block[key]["variants"].values() for e in v.values()]
+    assert any(e["resolved"] for e in entries) and not all(e["resolved"] for e in entries)
+    bold = re.findall(r"\| \*\*[+-]\d\.\d{3}\*\* \[", md)
+    assert len(bold) == sum(e["resolved"] for e in entries)
+    assert all(e["resolved"] == (min(e["t"]["ci"][0], e["bootstrap"]["ci"][0]) > 0
+                                 or max(e["t"]["ci"][1], e["bootstrap"]["ci"][1]) < 0) for e in entries)

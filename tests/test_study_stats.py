@@ -145,6 +145,27 @@ def test_replicate_metrics_identity_draw_equals_cocoeval_summary():
         assert value == pytest.approx(official.metrics[metric], abs=1e-12), metric
 
 
+def test_a_class_alone_on_a_replicate_equals_pycocotools_restricted_to_that_class():
+    """replicate_scopes' per-class values: COCO's summary of that class's slice of pycocotools' own arrays, on the
+    dataset with the drawn images copied, and the all-class scope equal to replicate_metrics."""
+    coco, dets = scene(6, images=8)
+    matches = stats.per_image_matches(coco, dets, AREAS, LABELS, max_det=100)
+    counts = np.vstack([np.ones((1, 8), int), stats.bootstrap_counts(8, 3, seed=2)])
+    scopes = stats.replicate_scopes(matches, counts, stats.BOOTSTRAP_METRICS, classes=(0, 2))
+    assert set(scopes) == {None, 0, 2}
+    np.testing.assert_array_equal(scopes[None], stats.replicate_metrics(matches, counts))
+    for b, row in enumerate(counts):
+        precision, recall = pycoco_arrays(*duplicated(coco, dets, row), AREAS, (1, 10, 100))
+        for k in (0, 2):
+            p, r = precision[:, :, k, :], recall[:, k, :]
+            mean = lambda a: float(a[a > -1].mean()) if (a > -1).any() else -1.0
+            expected = {"AP": mean(p[..., 0]), "AP50": mean(p[0, :, 0]), "AP_small": mean(p[..., 1]),
+                        "AR_small": mean(r[:, 1])}
+            got = dict(zip(stats.BOOTSTRAP_METRICS, scopes[k][b]))
+            assert got == pytest.approx(expected, abs=1e-12), (b, k)
+    assert not np.array_equal(scopes[0], scopes[2])
+
+
 # ---- max_dets ---------------------------------------------------------------------------------------------------
 
 def test_max_dets_thresholds_follow_the_dense_scene_protocols():

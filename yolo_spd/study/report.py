@@ -1,11 +1,15 @@
 """A study's results: ``study.json`` (everything), ``study.md`` (tables to paste into a paper) and ``study.png``
 (the paired differences with both intervals), rewritten after every scored run.
 
-Headline interval: the paired image bootstrap (:mod:`.stats`), because it counts the sampling of the val images,
-which a seed-only interval cannot. The seed-level t interval is printed beside it. For each variant and metric the
-*resolvable difference* is the bootstrap interval's half-width: a true difference smaller than that is not told apart
-from none by this design (these val images, these seeds). A number that rests on fewer than
-:data:`FEW_INSTANCES` val instances (a class, or a size range) is flagged, since a handful of boxes can swing it.
+Headline rule: a difference is *resolved* when both intervals exclude 0 on the same side (:data:`RULE`). The paired
+image bootstrap (:mod:`.stats`) counts the sampling of the val images, which a seed-only interval cannot; the seed-level
+t interval counts the spread between training runs, which a bootstrap over the images of fixed runs cannot. Either
+alone over-claims when the other's noise is the larger, and on small val splits either can be. For each variant and
+metric the *resolvable difference* is the larger of the two half-widths: a true difference smaller than that is not
+told apart from none by this design (these val images, these seeds). A number that rests on fewer than
+:data:`FEW_INSTANCES` val instances (a class, or a size range) is flagged, since a handful of boxes can swing it; and
+since COCO's metrics average over classes, each class with at least that many instances of the focus range is also
+paired on its own (``paired_classes``), when the val split has more than one class.
 """
 
 from __future__ import annotations
@@ -77,44 +81,78 @@ def _run_rows(plan) -> tuple[list[dict], list[str]]:
     return rows, missing
 
 
-def bootstrap_replicates(plan, rows: list[dict], truth) -> dict[tuple[str, int], np.ndarray]:
-    """Each scored run's metrics on every bootstrap replicate (the same draws for every run)."""
+def class_scopes(val: dict, labels: tuple[str, ...]) -> list[int]:
+    """Indices (in ``val["per_class"]`` order, which is COCO's category order) of the classes that get paired
+    differences of their own: those with at least :data:`FEW_INSTANCES` val instances in the focus range, when more
+    than one class has val instances (with one, that class alone is the whole)."""
+    s = focus_range(labels)
+    present = [k for k, row in enumerate(val["per_class"]) if row["all"] > 0]
+    return [k for k in present if val["per_class"][k][s] >= FEW_INSTANCES] if len(present) > 1 else []
+
+
+def bootstrap_replicates(plan, rows: list[dict], truth, classes: tuple[int, ...] = ()) -> dict:
+    """Each scored run's metrics on every bootstrap replicate (the same draws for every run), over all classes and for
+    each class of ``classes`` alone: {(model, seed): {scope: (values on the val split as it is, [resamples, metrics])}},
+    scope ``None`` for all classes, else the class index."""
     labels = ("all", *plan.evaluation.sizes.labels)
     metrics = paired_metrics(plan.evaluation.sizes.labels)
-    counts = stats.bootstrap_counts(len(truth.coco["images"]), plan.resamples, plan.bootstrap_seed)
+    n_images = len(truth.coco["images"])
+    counts = np.vstack([np.ones((1, n_images), int), stats.bootstrap_counts(n_images, plan.resamples,
+                                                                            plan.bootstrap_seed)])
     out = {}
     for row in rows:
         folder = plan.folder / f"{row['model']}-seed{row['seed']}" / plan.eval_name
         detections = json.loads((folder / "coco_predictions.json").read_text(encoding="utf-8"))
         matches = stats.per_image_matches(truth.coco, detections, plan.evaluation.sizes.area_ranges(), labels,
                                           max_det=plan.evaluation.max_dets)
-        out[(row["model"], row["seed"])] = stats.replicate_metrics(matches, counts, metrics)
+        scopes = stats.replicate_scopes(matches, counts, metrics, tuple(classes))
+        out[(row["model"], row["seed"])] = {scope: (dict(zip(metrics, values[0].tolist())), values[1:])
+                                            for scope, values in scopes.items()}
     return out
 
 
-def paired(plan, rows: list[dict], replicates: dict, baseline: str | None = None) -> dict:
-    """Every other model's paired differences from ``baseline`` (a model YAML of the plan; default: the first)."""
+RULE = ("resolved when the seed t interval and the image bootstrap interval both exclude 0 on the same side: the t "
+        "interval counts the spread between training runs on these val images, the bootstrap counts the sampling of "
+        "the val images for these runs, and each is blind to what the other counts")
+
+
+def resolved(entry: dict) -> bool:
+    """Whether one paired difference is resolved (:data:`RULE`); never with fewer than two seeds."""
+    t, boot = entry["t"]["ci"], entry["bootstrap"]["ci"]
+    if t is None or boot is None:
+        return False
+    return (t[0] > 0 and boot[0] > 0) or (t[1] < 0 and boot[1] < 0)
+
+
+def paired(plan, rows: list[dict], replicates: dict, baseline: str | None = None, scope: int | None = None) -> dict:
+    """Every other model's paired differences from ``baseline`` (a model YAML of the plan; default: the first), over
+    all classes or, with ``scope``, on that class index alone."""
     metrics = paired_metrics(plan.evaluation.sizes.labels)
     models = [study_runs.model_stem(m) for m in plan.models]
-    by = {(r["model"], r["seed"]): r["metrics"] for r in rows}
+    if scope is None:
+        by = {(r["model"], r["seed"]): r["metrics"] for r in rows}
+    else:
+        by = {key: scopes[scope][0] for key, scopes in replicates.items()}
+    draws = {key: scopes[scope][1] for key, scopes in replicates.items()}
     baseline = models[0] if baseline is None else study_runs.model_stem(baseline)
-    out = {"baseline": baseline, "metrics": list(metrics), "headline": "bootstrap",
+    out = {"baseline": baseline, "metrics": list(metrics), "headline": "both", "rule": RULE,
            "t_method": "per seed d = variant - baseline; mean(d) +- t(0.975, n-1) sd(d)/sqrt(n); counts seeds only",
            "bootstrap_method": (f"paired percentile bootstrap over val images: {plan.resamples} replicates of "
-                                f"{len(next(iter(replicates.values()))) if replicates else 0} draws, "
+                                f"{len(next(iter(draws.values()))) if draws else 0} draws, "
                                 f"numpy default_rng({plan.bootstrap_seed}); every run scored on the same draw; "
                                 "statistic = mean over seeds of (variant - baseline); counts the val images, not seeds"),
            "variants": {}}
     for variant in (m for m in models[1:] if m != baseline):
         seeds = sorted(s for (m, s) in by if m == variant and (baseline, s) in by)
-        boot = stats.paired_bootstrap({s: replicates[(baseline, s)] for s in seeds},
-                                      {s: replicates[(variant, s)] for s in seeds}, metrics)
+        boot = stats.paired_bootstrap({s: draws[(baseline, s)] for s in seeds},
+                                      {s: draws[(variant, s)] for s in seeds}, metrics)
         entry = {}
         for metric in metrics:
             diffs = [by[(variant, s)][metric] - by[(baseline, s)][metric] for s in seeds]
             entry[metric] = {"seeds": seeds, "differences": [round(d, 6) for d in diffs],
                              "mean": round(statistics.fmean(diffs), 6) if diffs else None,
                              "t": _rounded(stats.t_interval(diffs)), "bootstrap": _rounded(boot[metric])}
+            entry[metric]["resolved"] = resolved(entry[metric])
         out["variants"][variant] = entry
     return out
 
@@ -130,7 +168,14 @@ def results(plan, data) -> dict:
 
     rows, missing = _run_rows(plan)
     truth = build_ground_truth(plan.val, plan.evaluation.gt)
-    replicates = bootstrap_replicates(plan, rows, truth) if rows else {}
+    val = instance_counts(truth.coco, plan.evaluation.sizes)
+    classes = class_scopes(val, plan.evaluation.sizes.labels)
+    replicates = bootstrap_replicates(plan, rows, truth, tuple(classes)) if rows else {}
+
+    def pairs(scope: int | None) -> dict:
+        return {"paired": paired(plan, rows, replicates, scope=scope),
+                **({"paired_control": paired(plan, rows, replicates, plan.control, scope)} if plan.control else {})}
+
     return {
         "command": plan.command,
         "partial": bool(missing),
@@ -139,11 +184,11 @@ def results(plan, data) -> dict:
         "settings": {"models": list(plan.models), "seeds": list(plan.seeds), "data": str(plan.data),
                      "train": dict(plan.train), "tiles": data.tiles, "evaluation": plan.eval_spec(),
                      "resamples": plan.resamples, "bootstrap_seed": plan.bootstrap_seed},
-        "val": instance_counts(truth.coco, plan.evaluation.sizes),
+        "val": val,
         "runs": rows,
-        "paired": paired(plan, rows, replicates),
-        **({"control": study_runs.model_stem(plan.control),
-            "paired_control": paired(plan, rows, replicates, plan.control)} if plan.control else {}),
+        **pairs(None),
+        **({"control": study_runs.model_stem(plan.control)} if plan.control else {}),
+        "paired_classes": {val["per_class"][k]["name"]: pairs(k) for k in classes} if rows else {},
     }
 
 
@@ -195,6 +240,13 @@ def markdown(res: dict) -> str:
     lines += _paired_tables(res["paired"])
     if res.get("paired_control"):
         lines += _paired_tables(res["paired_control"], control=True)
+    averaged = _class_average_line(val, labels, list(res.get("paired_classes", {})))
+    if averaged:
+        lines += [averaged, ""]
+    for name, pairs in res.get("paired_classes", {}).items():
+        lines += _paired_tables(pairs["paired"], scope=name)
+        if pairs.get("paired_control"):
+            lines += _paired_tables(pairs["paired_control"], control=True, scope=name)
     class_rows = []
     for k, row in enumerate(val["per_class"]):
         cells = []
@@ -213,8 +265,9 @@ def markdown(res: dict) -> str:
     return "\n".join(lines)
 
 
-def _paired_tables(pair: dict, control: bool = False) -> list[str]:
-    """The paired-difference table and the resolvable-difference table of one ``paired()`` result, as lines."""
+def _paired_tables(pair: dict, control: bool = False, scope: str | None = None) -> list[str]:
+    """The paired-difference table and the resolvable-difference table of one ``paired()`` result, as lines; ``scope``
+    names the class the result is restricted to."""
     metrics = pair["metrics"]
     rows, resolvable = [], []
     for variant, entry in pair["variants"].items():
@@ -223,48 +276,78 @@ def _paired_tables(pair: dict, control: bool = False) -> list[str]:
             rows.append([variant, 0, *(["no paired run yet"] * len(metrics))])
             resolvable.append([variant, *(["-"] * len(metrics))])
             continue
-        rows.append([variant, seeds,
-                     *(f"{_signed(entry[m]['mean'])} {_interval(entry[m]['bootstrap'])} (t {_interval(entry[m]['t'])})"
-                       for m in metrics)])
+        rows.append([variant, seeds, *(_difference(entry[m]) for m in metrics)])
         resolvable.append([variant, *(f"±{entry[m]['bootstrap']['half_width']:.3f} / "
                                       + ("-" if entry[m]["t"]["half_width"] is None
                                          else f"±{entry[m]['t']['half_width']:.3f}") for m in metrics)])
-    intro = (f"Paired differences from {pair['baseline']}: mean over seeds of (variant - baseline), 95% paired "
-             "bootstrap interval over val images (the headline), and in brackets after t the seed-level Student t "
-             "interval. A difference is resolved when its interval excludes 0.")
+    alone = f" on {scope} alone" if scope else ""
+    intro = (f"Paired differences{alone} from {pair['baseline']}: mean over seeds of (variant - baseline), 95% paired "
+             "bootstrap interval over val images, and in brackets after t the seed-level Student t interval. "
+             "**Bold**: resolved, i.e. both intervals exclude 0 (each counts a noise the other cannot: the bootstrap "
+             "the val images, t the training seeds).")
     if control:
-        intro = (f"Paired differences from the control, {pair['baseline']} (control=): mean over seeds of (variant - "
-                 "control), with the same two intervals. Against a compute-matched control, a resolved positive "
-                 "difference means the variant beats spending the same compute the control's way.")
+        intro = (f"Paired differences{alone} from the control, {pair['baseline']} (control=): mean over seeds of "
+                 "(variant - control), with the same two intervals and the same rule. Against a compute-matched "
+                 "control, a resolved positive difference means the variant beats spending the same compute the "
+                 "control's way.")
     return [intro, "",
             table(["variant", "seeds", *(f"Δ {m}" for m in metrics)], rows), "",
-            "Smallest difference this design resolves (interval half-width, bootstrap / t):", "",
+            "Smallest difference this design resolves (interval half-widths, bootstrap / t; a difference must "
+            "exceed both):", "",
             table(["variant", *metrics], resolvable), ""]
 
 
+def _difference(entry: dict) -> str:
+    mean = _signed(entry["mean"])
+    mean = f"**{mean}**" if entry.get("resolved") else mean
+    return f"{mean} {_interval(entry['bootstrap'])} (t {_interval(entry['t'])})"
+
+
+def _class_average_line(val: dict, labels: tuple[str, ...], classes: list[str]) -> str | None:
+    """What the class-averaged metrics rest on, when more than one class has val instances."""
+    s = focus_range(labels)
+    present = [row for row in val["per_class"] if row["all"] > 0]
+    if len(present) < 2:
+        return None
+    few = lambda n: f"{n}{FLAG}" if n < FEW_INSTANCES else str(n)
+    parts = ", ".join(f"{row['name']} {few(row['all'])} ({few(row[s])} {s})" for row in present)
+    line = (f"AP and AP50 are means over the classes with val instances, AP_{s} and AR_{s} over those with {s} ones, "
+            f"each class weighing the same: {parts}.")
+    if any(row["all"] < FEW_INSTANCES or 0 < row[s] < FEW_INSTANCES for row in present):
+        line += f" A class marked {FLAG} can swing them as much as a well-counted one."
+        if classes:
+            line += f" Paired on {' and '.join(classes)} alone, below."
+    return line
+
+
 def plot(res: dict, file: Path) -> Path:
-    """One panel per paired metric: each variant's mean difference, bootstrap interval (thick) and t interval (thin);
-    a second row of panels with the differences from the control, when the study names one."""
+    """One panel per paired metric: each variant's mean difference (a filled dot when resolved), bootstrap interval
+    (thick) and t interval (thin); a row of panels with the differences from the baseline, one from the control when
+    the study names one, and the same for each class paired alone."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pairs = [res["paired"], *([res["paired_control"]] if "paired_control" in res else [])]
-    metrics = pairs[0]["metrics"]
-    heights = [0.9 + 0.55 * max(len(pair["variants"]), 1) for pair in pairs]
+    pairs = [(None, res["paired"]), *([(None, res["paired_control"])] if "paired_control" in res else [])]
+    for name, scoped in res.get("paired_classes", {}).items():
+        pairs += [(name, scoped["paired"]), *([(name, scoped["paired_control"])] if "paired_control" in scoped else [])]
+    metrics = pairs[0][1]["metrics"]
+    heights = [0.9 + 0.55 * max(len(pair["variants"]), 1) for _, pair in pairs]
     fig, axes = plt.subplots(len(pairs), len(metrics), figsize=(3.0 * len(metrics), sum(heights) + 0.3), dpi=150,
                              squeeze=False, gridspec_kw={"height_ratios": heights})
-    for row, pair in zip(axes, pairs):
-        _plot_row(row, pair)
+    for row, (scope, pair) in zip(axes, pairs):
+        _plot_row(row, pair, scope)
     partial = " (partial)" if res["partial"] else ""
-    fig.suptitle(f"Paired differences: mean over seeds, 95% bootstrap over val images (thick), seed t interval "
-                 f"(thin; an arrowhead where it runs off the panel){partial}", fontsize=8)
+    fig.suptitle(f"Paired differences: mean over seeds (filled: resolved, both intervals exclude 0), 95% bootstrap "
+                 f"over val images (thick), seed t interval (thin; an arrowhead where it runs off the panel){partial}",
+                 fontsize=8)
     return save_figure(fig, file)
 
 
-def _plot_row(axes, pair: dict) -> None:
-    """One row of :func:`plot`: every variant's difference from ``pair``'s baseline, one panel per metric."""
+def _plot_row(axes, pair: dict, scope: str | None = None) -> None:
+    """One row of :func:`plot`: every variant's difference from ``pair``'s baseline, one panel per metric (``scope``:
+    the class the differences are restricted to)."""
     from matplotlib.ticker import MaxNLocator
 
     variants = list(pair["variants"])
@@ -284,11 +367,12 @@ def _plot_row(axes, pair: dict) -> None:
                         ax.plot([edge], [y], marker, color="0.6", ms=4, zorder=1, clip_on=False)
             if entry["bootstrap"]["ci"] is not None:
                 ax.plot(entry["bootstrap"]["ci"], [y, y], color="C0", lw=4, solid_capstyle="butt", zorder=2)
-            ax.plot([entry["mean"]], [y], "o", color="C3", ms=5, zorder=3)
+            ax.plot([entry["mean"]], [y], "o", color="C3", ms=5, zorder=3,
+                    markerfacecolor="C3" if entry.get("resolved") else "white")
         ax.axvline(0, color="k", lw=0.8)
         ax.set_xlim(-reach, reach)  # 0 (no difference) in the middle
         ax.xaxis.set_major_locator(MaxNLocator(5, symmetric=True))
-        ax.set_title(f"Δ {metric} from {pair['baseline']}", fontsize=8)
+        ax.set_title(f"Δ {metric}{f' on {scope}' if scope else ''} from {pair['baseline']}", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.spines[["top", "right"]].set_visible(False)
         ax.set_ylim(-0.6, len(variants) - 0.4)

@@ -194,10 +194,22 @@ def bootstrap_counts(n_images: int, resamples: int, seed: int = 0) -> np.ndarray
 def replicate_metrics(matches: PerImageMatches, counts: np.ndarray,
                       metrics: tuple[str, ...] = BOOTSTRAP_METRICS) -> np.ndarray:
     """[resamples, len(metrics)]: each replicate's metrics for one run."""
-    out = np.empty((len(counts), len(metrics)))
+    return replicate_scopes(matches, counts, metrics)[None]
+
+
+def replicate_scopes(matches: PerImageMatches, counts: np.ndarray, metrics: tuple[str, ...] = BOOTSTRAP_METRICS,
+                     classes: tuple[int, ...] = ()) -> dict[int | None, np.ndarray]:
+    """Each replicate's metrics for one run, over all classes (key ``None``) and for each class index in ``classes``
+    alone (COCO's summary on that class's slice of the same accumulation): {scope: [resamples, len(metrics)]}."""
+    out = {scope: np.empty((len(counts), len(metrics))) for scope in (None, *classes)}
     for b, row in enumerate(counts):
-        values = metrics_of(matches, *accumulate(matches, row))
-        out[b] = [values[m] for m in metrics]
+        precision, recall = accumulate(matches, row)
+        for scope, store in out.items():
+            if scope is None:
+                values = metrics_of(matches, precision, recall)
+            else:
+                values = metrics_of(matches, precision[:, :, scope:scope + 1], recall[:, scope:scope + 1])
+            store[b] = [values[m] for m in metrics]
     return out
 
 
