@@ -105,6 +105,26 @@ def test_a_second_run_reuses_the_tiles_and_a_changed_label_rebuilds_them(tmp_pat
     assert other.folder != first.folder and not other.reused
 
 
+def test_splits_resolved_by_the_caller_are_used_as_they_are_and_must_be_train_and_val(tmp_path, monkeypatch):
+    """A study resolves the splits once and hands them over: the tiles are the same, and no folder is listed again."""
+    from yolo_spd.slicing import tiles as tiles_module
+
+    data = make_yolo_dataset(tmp_path / "src", n_train=2, n_val=1, size=64)
+    splits = {name: resolve_split(data, name) for name in ("train", "val")}
+    settings = TileSettings(tile=32, overlap=0.0, empty=1.0)
+    built = slice_dataset(data, settings, out=tmp_path / "a")
+
+    def listed_again(*args, **kwargs):
+        raise AssertionError("resolve_split called although the splits were given")
+
+    monkeypatch.setattr(tiles_module, "resolve_split", listed_again)
+    given = slice_dataset(data, settings, out=tmp_path / "b", splits=splits)
+    assert given.manifest["key"] == built.manifest["key"]
+    assert given.manifest["splits"] == built.manifest["splits"]
+    with pytest.raises(ValueError, match="splits= must map train and val"):
+        slice_dataset(data, settings, out=tmp_path / "c", splits={"train": splits["val"], "val": splits["val"]})
+
+
 def test_the_empty_option_keeps_that_fraction_of_tiles_without_boxes_deterministically(tmp_path):
     data = make_yolo_dataset(tmp_path / "src", n_train=6, n_val=2, size=128)
     split = resolve_split(data, "train")

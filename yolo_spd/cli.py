@@ -366,8 +366,7 @@ def study_plan(tokens: list[str]):
     if not rest.get("data"):
         raise UsageError("study needs data=DATASET.yaml (its val split scores every run)")
     data = named_data(rest.pop("data"))
-    val = resolve_split(data, "val")
-    resolve_split(data, "train")
+    val, train_split = resolve_split(data, "val"), resolve_split(data, "train")
     tiles = None
     if mine["tile"] is not None:
         tiles = TileSettings(tile=mine["tile"], overlap=0.2 if mine["overlap"] is None else mine["overlap"],
@@ -379,7 +378,8 @@ def study_plan(tokens: list[str]):
     plan = StudyPlan(models=tuple(models), seeds=tuple(seeds), data=str(data), val=val, train=rest, tiles=tiles,
                      evaluation=settings, folder=Path(), resamples=mine["resamples"],
                      bootstrap_seed=mine["bootstrap_seed"], command=" ".join(["yolo-spd study", *tokens]),
-                     val_keys=val_keys, control=None if control is None else models[control])
+                     val_keys=val_keys, control=None if control is None else models[control],
+                     train_split=train_split)
     # every value is checked above, before the folder is made
     # exist_ok: the folder is the study's state, so the same name continues it (a study resumes; it never numbers)
     return dataclasses.replace(plan, folder=run_folder(project, name, "study", exist_ok=True))

@@ -290,11 +290,20 @@ def _note(plans: list[SplitPlan], tile: int) -> str | None:
 
 
 def slice_dataset(data: str | os.PathLike, settings: TileSettings | None = None,
-                  out: str | os.PathLike | None = None) -> TiledDataset:
-    """Tile ``data``'s train and val splits (see the module docstring); reuse the folder while nothing changed."""
+                  out: str | os.PathLike | None = None,
+                  splits: dict[str, DatasetSplit] | None = None) -> TiledDataset:
+    """Tile ``data``'s train and val splits (see the module docstring); reuse the folder while nothing changed.
+
+    ``splits``: the train and val splits of ``data`` when the caller has resolved them already (a study has), so the
+    image folders are not listed again; resolved here otherwise.
+    """
     settings = settings or TileSettings()
     settings.check()
-    splits = {name: resolve_split(data, name) for name in SPLITS}
+    if splits is None:
+        splits = {name: resolve_split(data, name) for name in SPLITS}
+    elif sorted(splits) != sorted(SPLITS) or any(split.split != name for name, split in splits.items()):
+        raise ValueError(f"splits= must map {' and '.join(SPLITS)} to those splits of {data}; got "
+                         f"{ {name: split.split for name, split in splits.items()} }")
     for name, split in splits.items():
         if not any(label_path(image).is_file() for image in split.images):
             raise UsageError(f"data={data}: the {name} images have no label files (looked for e.g. "

@@ -33,6 +33,7 @@ class StudyPlan:
         seeds: Ultralytics ``seed=`` values; every model trains once per seed.
         data: the dataset YAML as given; its val split is what every run is scored on.
         val: that val split, resolved once.
+        train_split: the train split of ``data``, resolved once (None: resolved when the data is prepared).
         train: Ultralytics' training keys, the same for every run (``epochs``, ``imgsz``, ``optimizer``, ...).
         tiles: train on the tiled dataset ``yolo-spd slice`` makes with these settings (None: on ``data`` as it is).
         evaluation: the scoring settings (sizes, backend, ground truth, max_dets, slicing).
@@ -56,6 +57,7 @@ class StudyPlan:
     command: str = ""
     val_keys: dict = field(default_factory=dict)
     control: str | None = None
+    train_split: DatasetSplit | None = None
 
     def __post_init__(self):
         if len(self.models) < 2:
@@ -107,13 +109,13 @@ def training_data(plan: StudyPlan) -> TrainingData:
     from ..evaluation.ground_truth import content_key
 
     yaml_file, content = load_yaml(plan.data)
-    splits = {"train": resolve_split(plan.data, "train"), "val": plan.val}
+    splits = {"train": plan.train_split or resolve_split(plan.data, "train"), "val": plan.val}
     if plan.tiles is None:
         key = content_key(splits, {"channels": content.get("channels")})
         return TrainingData(yaml_file.resolve(), key, [f"Training data: {yaml_file.resolve()}"], None)
     from ..slicing.tiles import TILE_CACHE_VERSION, slice_dataset, summary_lines
 
-    tiled = slice_dataset(plan.data, plan.tiles)
+    tiled = slice_dataset(plan.data, plan.tiles, splits=splits)
     key = content_key(splits, {"channels": content.get("channels"), "tiles": asdict(plan.tiles),
                                "tiling": TILE_CACHE_VERSION})
     train = tiled.manifest["splits"]["train"]
