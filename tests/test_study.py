@@ -303,6 +303,7 @@ def test_a_partial_study_lists_its_missing_runs_and_pairs_what_it_has(tmp_path, 
     md = (plan.folder / "study.md").read_text()
     assert "**Partial**: 2 of 6 runs" in md and "| yolov5-scconv-n | 0 | no paired run yet |" in md
     assert "(t n<2)" in md
+    assert "**Resolved differences** (both intervals exclude 0): none." in md  # one seed: training noise uncounted
 
 
 def test_a_control_adds_every_other_variants_paired_difference_from_it(tmp_path, monkeypatch):
@@ -439,5 +440,7 @@ def test_each_well_counted_class_is_paired_alone_and_bold_marks_what_is_resolved
     assert any(e["resolved"] for e in entries) and not all(e["resolved"] for e in entries)
     bold = re.findall(r"\| \*\*[+-]\d\.\d{3}\*\* \[", md)
     assert len(bold) == sum(e["resolved"] for e in entries)
+    verdict = next(line for line in md.splitlines() if line.startswith("**Resolved differences**"))
+    assert verdict.count(" vs ") == len(bold) and all(b[4:10] in verdict for b in bold)
     assert all(e["resolved"] == (min(e["t"]["ci"][0], e["bootstrap"]["ci"][0]) > 0
                                  or max(e["t"]["ci"][1], e["bootstrap"]["ci"][1]) < 0) for e in entries)

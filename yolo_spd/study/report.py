@@ -222,7 +222,7 @@ def markdown(res: dict) -> str:
     described = (f"Trained{tiled} with {train}; scored by {scoring} ({ev['backend']}, sizes {ev['sizes']}, max_dets "
                  f"{ev['max_dets']}). Val: {val['images']} images, {few(val['total']['all'])} instances, "
                  f"{few(val['total'][s])} {s}. {FLAG}: fewer than {FEW_INSTANCES} val instances behind the number.")
-    lines = [f"`{res['command']}`", "", status, described, ""]
+    lines = [f"`{res['command']}`", "", status, described, "", verdict(res), ""]
     columns = _columns(labels)
     mean_rows = []
     for model in models:
@@ -263,6 +263,26 @@ def markdown(res: dict) -> str:
                for r in runs]
     lines.append(table(["model", "seed", *columns, "train min"], per_run))
     return "\n".join(lines)
+
+
+def verdict(res: dict) -> str:
+    """One paragraph: every resolved difference (variant, against what, metric, on which class), or that none is."""
+    found = []
+    scopes = [(None, res)] + list(res.get("paired_classes", {}).items())
+    for scope, block in scopes:
+        for key in ("paired", "paired_control"):
+            if key not in block:
+                continue
+            pair = block[key]
+            for variant, entry in pair["variants"].items():
+                for metric in pair["metrics"]:
+                    if entry[metric].get("resolved"):
+                        on = f" on {scope}" if scope else ""
+                        found.append(f"{variant} vs {pair['baseline']}, {metric}{on} {_signed(entry[metric]['mean'])}")
+    if not found:
+        return ("**Resolved differences** (both intervals exclude 0): none. A difference smaller than the larger "
+                "interval half-width in the tables below is not told apart from none by this design.")
+    return f"**Resolved differences** (both intervals exclude 0): {'; '.join(found)}."
 
 
 def _paired_tables(pair: dict, control: bool = False, scope: str | None = None) -> list[str]:
