@@ -444,3 +444,30 @@ def test_each_well_counted_class_is_paired_alone_and_bold_marks_what_is_resolved
     assert verdict.count(" vs ") == len(bold) and all(b[4:10] in verdict for b in bold)
     assert all(e["resolved"] == (min(e["t"]["ci"][0], e["bootstrap"]["ci"][0]) > 0
                                  or max(e["t"]["ci"][1], e["bootstrap"]["ci"][1]) < 0) for e in entries)
+
+
+def test_which_classes_are_paired_alone_and_how_instances_are_counted():
+    """Classes paired alone: 30+ instances of the focus range, only when more than one class has val instances, at
+    most six (the most counted), names made unique; a range counts both its bounds, as COCOeval does."""
+    from yolo_spd.evaluation.cocoeval import SIZE_PRESETS
+    from yolo_spd.study.report import class_scopes, instance_counts, scope_names
+
+    labels = SIZE_PRESETS["coco"].labels
+
+    def val(*small_all):
+        return {"per_class": [{"name": f"c{k}", "all": a, "small": s, "medium": a - s, "large": 0}
+                              for k, (s, a) in enumerate(small_all)]}
+
+    assert class_scopes(val((319, 362), (0, 2), (5, 5), (0, 0)), labels) == [0]
+    assert class_scopes(val((319, 362), (0, 0)), labels) == []  # one class with instances: it is the whole
+    assert class_scopes(val((29, 40), (30, 30)), labels) == [1]
+    many = val(*[(30 + k, 40 + k) for k in range(9)])
+    assert class_scopes(many, labels) == [3, 4, 5, 6, 7, 8]  # the six most counted, in class order
+    twins = {"per_class": [{"name": "car"}, {"name": "car"}, {"name": "bus"}]}
+    assert scope_names(twins, [0, 1, 2]) == {0: "car (class 0)", 1: "car (class 1)", 2: "bus"}
+
+    coco = {"images": [{"id": 1}], "categories": [{"id": 7, "name": "car"}],
+            "annotations": [{"id": i, "image_id": 1, "category_id": 7, "area": a, "iscrowd": 0}
+                            for i, a in enumerate((1023.9, 1024.0, 1024.1))]}
+    counts = instance_counts(coco, SIZE_PRESETS["coco"])
+    assert counts["total"] == {"all": 3, "small": 2, "medium": 2, "large": 0}

@@ -9,7 +9,7 @@ metric the *resolvable difference* is the larger of the two half-widths: a true 
 told apart from none by this design (these val images, these seeds). A number that rests on fewer than
 :data:`FEW_INSTANCES` val instances (a class, or a size range) is flagged, since a handful of boxes can swing it; and
 since COCO's metrics average over classes, each class with at least that many instances of the focus range is also
-paired on its own (``paired_classes``), when the val split has more than one class.
+paired on its own (``paired_classes``; at most :data:`MAX_CLASS_SCOPES`), when more than one class has val instances.
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ def _columns(labels: tuple[str, ...]) -> list[str]:
 
 
 def instance_counts(truth_coco: dict, ranges) -> dict:
-    """Val instances (crowd boxes excluded) in total, per size range and per class (each with its ranges)."""
+    """Val instances (crowd boxes excluded) in total, per size range and per class (each with its ranges). A range
+    includes both its bounds, as COCOeval's does: a box of exactly 32 x 32 px counts as small and as medium."""
     names = {c["id"]: c.get("name", str(c["id"])) for c in truth_coco["categories"]}
     bounds = dict(zip(ranges.labels, ranges.area_ranges()[1:]))
     total = {"all": 0, **dict.fromkeys(ranges.labels, 0)}
@@ -59,7 +60,7 @@ def instance_counts(truth_coco: dict, ranges) -> dict:
         row["all"] += 1
         total["all"] += 1
         for label, (low, high) in bounds.items():
-            if low <= ann["area"] < high:
+            if low <= ann["area"] <= high:  # both ends, as COCOeval's range test
                 row[label] += 1
                 total[label] += 1
     return {"images": len(truth_coco["images"]), "total": total, "per_class": list(per_class.values())}
@@ -81,13 +82,27 @@ def _run_rows(plan) -> tuple[list[dict], list[str]]:
     return rows, missing
 
 
+MAX_CLASS_SCOPES = 6
+
+
 def class_scopes(val: dict, labels: tuple[str, ...]) -> list[int]:
     """Indices (in ``val["per_class"]`` order, which is COCO's category order) of the classes that get paired
     differences of their own: those with at least :data:`FEW_INSTANCES` val instances in the focus range, when more
-    than one class has val instances (with one, that class alone is the whole)."""
+    than one class has val instances (with one, that class alone is the whole); at most :data:`MAX_CLASS_SCOPES`,
+    those with the most such instances, so that a dataset of many classes keeps readable tables."""
     s = focus_range(labels)
-    present = [k for k, row in enumerate(val["per_class"]) if row["all"] > 0]
-    return [k for k in present if val["per_class"][k][s] >= FEW_INSTANCES] if len(present) > 1 else []
+    rows = val["per_class"]
+    present = [k for k, row in enumerate(rows) if row["all"] > 0]
+    if len(present) < 2:
+        return []
+    counted = [k for k in present if rows[k][s] >= FEW_INSTANCES]
+    return sorted(sorted(counted, key=lambda k: -rows[k][s])[:MAX_CLASS_SCOPES])
+
+
+def scope_names(val: dict, classes: list[int]) -> dict[int, str]:
+    """Each paired class's name in the results, made unique with its index where two classes share a name."""
+    names = [row["name"] for row in val["per_class"]]
+    return {k: names[k] if names.count(names[k]) == 1 else f"{names[k]} (class {k})" for k in classes}
 
 
 def bootstrap_replicates(plan, rows: list[dict], truth, classes: tuple[int, ...] = ()) -> dict:
@@ -124,9 +139,10 @@ def resolved(entry: dict) -> bool:
     return (t[0] > 0 and boot[0] > 0) or (t[1] < 0 and boot[1] < 0)
 
 
-def paired(plan, rows: list[dict], replicates: dict, baseline: str | None = None, scope: int | None = None) -> dict:
+def paired(plan, rows: list[dict], replicates: dict, baseline: str | None = None, scope: int | None = None,
+           images: int | None = None) -> dict:
     """Every other model's paired differences from ``baseline`` (a model YAML of the plan; default: the first), over
-    all classes or, with ``scope``, on that class index alone."""
+    all classes or, with ``scope``, on that class index alone; ``images``: the val images each replicate draws."""
     metrics = paired_metrics(plan.evaluation.sizes.labels)
     models = [study_runs.model_stem(m) for m in plan.models]
     if scope is None:
@@ -138,7 +154,7 @@ def paired(plan, rows: list[dict], replicates: dict, baseline: str | None = None
     out = {"baseline": baseline, "metrics": list(metrics), "headline": "both", "rule": RULE,
            "t_method": "per seed d = variant - baseline; mean(d) +- t(0.975, n-1) sd(d)/sqrt(n); counts seeds only",
            "bootstrap_method": (f"paired percentile bootstrap over val images: {plan.resamples} replicates of "
-                                f"{len(next(iter(draws.values()))) if draws else 0} draws, "
+                                f"{len(plan.val.images) if images is None else images} draws, "
                                 f"numpy default_rng({plan.bootstrap_seed}); every run scored on the same draw; "
                                 "statistic = mean over seeds of (variant - baseline); counts the val images, not seeds"),
            "variants": {}}
@@ -172,9 +188,12 @@ def results(plan, data) -> dict:
     classes = class_scopes(val, plan.evaluation.sizes.labels)
     replicates = bootstrap_replicates(plan, rows, truth, tuple(classes)) if rows else {}
 
+    images = len(truth.coco["images"])
+
     def pairs(scope: int | None) -> dict:
-        return {"paired": paired(plan, rows, replicates, scope=scope),
-                **({"paired_control": paired(plan, rows, replicates, plan.control, scope)} if plan.control else {})}
+        return {"paired": paired(plan, rows, replicates, scope=scope, images=images),
+                **({"paired_control": paired(plan, rows, replicates, plan.control, scope, images)}
+                   if plan.control else {})}
 
     return {
         "command": plan.command,
@@ -188,7 +207,7 @@ def results(plan, data) -> dict:
         "runs": rows,
         **pairs(None),
         **({"control": study_runs.model_stem(plan.control)} if plan.control else {}),
-        "paired_classes": {val["per_class"][k]["name"]: pairs(k) for k in classes} if rows else {},
+        "paired_classes": {name: pairs(k) for k, name in scope_names(val, classes).items()} if rows else {},
     }
 
 
@@ -335,8 +354,8 @@ def _class_average_line(val: dict, labels: tuple[str, ...], classes: list[str]) 
             f"each class weighing the same: {parts}.")
     if any(row["all"] < FEW_INSTANCES or 0 < row[s] < FEW_INSTANCES for row in present):
         line += f" A class marked {FLAG} can swing them as much as a well-counted one."
-        if classes:
-            line += f" Paired on {' and '.join(classes)} alone, below."
+    if classes:
+        line += f" Paired on {' and '.join(classes)} alone, below."
     return line
 
 
