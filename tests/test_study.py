@@ -440,6 +440,16 @@ def test_each_well_counted_class_is_paired_alone_and_bold_marks_what_is_resolved
     assert any(e["resolved"] for e in entries) and not all(e["resolved"] for e in entries)
     bold = re.findall(r"\| \*\*[+-]\d\.\d{3}\*\* \[", md)
     assert len(bold) == sum(e["resolved"] for e in entries)
+    from PIL import Image
+    from scipy import ndimage
+
+    with Image.open(plan.folder / "study.png") as image:
+        rgb = np.asarray(image.convert("RGB")).astype(int)
+    red = (abs(rgb[..., 0] - 0xD6) < 40) & (abs(rgb[..., 1] - 0x27) < 40) & (abs(rgb[..., 2] - 0x28) < 40)
+    labels, count = ndimage.label(red)
+    centres = ndimage.center_of_mass(red, labels, range(1, count + 1))
+    filled = sum(bool(red[int(round(y)), int(round(x))]) for y, x in centres)  # hollow: a white centre
+    assert count == len(entries) and filled == sum(e["resolved"] for e in entries)
     verdict = next(line for line in md.splitlines() if line.startswith("**Resolved differences**"))
     assert verdict.count(" vs ") == len(bold) and all(b[4:10] in verdict for b in bold)
     assert all(e["resolved"] == (min(e["t"]["ci"][0], e["bootstrap"]["ci"][0]) > 0
