@@ -257,6 +257,7 @@ def test_paired_intervals_of_a_study_against_pycocotools_on_every_drawn_dataset(
                                                                  "resamples=100", "bootstrap_seed=4"], 8, 5, 0)
     assert json.loads((plan.folder / "study.json").read_text()) == json.loads(json.dumps(res))
     entry = res["paired"]["variants"]["yolov5-spd-n"]
+    assert "100 replicates of 8 draws" in res["paired"]["bootstrap_method"]  # draws = val images, not replicates
 
     by = {(r["model"], r["seed"]): r["metrics"] for r in res["runs"]}
     diffs = [by[("yolov5-spd-n", s)]["AP50"] - by[("yolov5nu", s)]["AP50"] for s in (0, 1, 2)]
