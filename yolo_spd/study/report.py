@@ -139,8 +139,8 @@ def resolved(entry: dict) -> bool:
     return (t[0] > 0 and boot[0] > 0) or (t[1] < 0 and boot[1] < 0)
 
 
-def paired(plan, rows: list[dict], replicates: dict, baseline: str | None = None, scope: int | None = None,
-           images: int | None = None) -> dict:
+def paired(plan, rows: list[dict], replicates: dict, images: int, baseline: str | None = None,
+           scope: int | None = None) -> dict:
     """Every other model's paired differences from ``baseline`` (a model YAML of the plan; default: the first), over
     all classes or, with ``scope``, on that class index alone; ``images``: the val images each replicate draws."""
     metrics = paired_metrics(plan.evaluation.sizes.labels)
@@ -154,7 +154,7 @@ def paired(plan, rows: list[dict], replicates: dict, baseline: str | None = None
     out = {"baseline": baseline, "metrics": list(metrics), "headline": "both", "rule": RULE,
            "t_method": "per seed d = variant - baseline; mean(d) +- t(0.975, n-1) sd(d)/sqrt(n); counts seeds only",
            "bootstrap_method": (f"paired percentile bootstrap over val images: {plan.resamples} replicates of "
-                                f"{len(plan.val.images) if images is None else images} draws, "
+                                f"{images} draws, "
                                 f"numpy default_rng({plan.bootstrap_seed}); every run scored on the same draw; "
                                 "statistic = mean over seeds of (variant - baseline); counts the val images, not seeds"),
            "variants": {}}
@@ -191,8 +191,8 @@ def results(plan, data) -> dict:
     images = len(truth.coco["images"])
 
     def pairs(scope: int | None) -> dict:
-        return {"paired": paired(plan, rows, replicates, scope=scope, images=images),
-                **({"paired_control": paired(plan, rows, replicates, plan.control, scope, images)}
+        return {"paired": paired(plan, rows, replicates, images, scope=scope),
+                **({"paired_control": paired(plan, rows, replicates, images, plan.control, scope)}
                    if plan.control else {})}
 
     return {
@@ -209,6 +209,11 @@ def results(plan, data) -> dict:
         **({"control": study_runs.model_stem(plan.control)} if plan.control else {}),
         "paired_classes": {name: pairs(k) for k, name in scope_names(val, classes).items()} if rows else {},
     }
+
+
+def _few(n: int) -> str:
+    """An instance count, flagged when fewer than :data:`FEW_INSTANCES`."""
+    return f"{n}{FLAG}" if n < FEW_INSTANCES else str(n)
 
 
 def _cell(value: float | None) -> str:
@@ -237,7 +242,7 @@ def markdown(res: dict) -> str:
     tiles = settings.get("tiles")
     tiled = (f" on {tiles['tile']}-px tiles (overlap {tiles['overlap']}, min_visible {tiles['min_visible']}: "
              f"{tiles['train_tiles']} train tiles)" if tiles else "")
-    few = lambda n: f"{n}{FLAG}" if n < FEW_INSTANCES else str(n)
+    few = _few
     described = (f"Trained{tiled} with {train}; scored by {scoring} ({ev['backend']}, sizes {ev['sizes']}, max_dets "
                  f"{ev['max_dets']}). Val: {val['images']} images, {few(val['total']['all'])} instances, "
                  f"{few(val['total'][s])} {s}. {FLAG}: fewer than {FEW_INSTANCES} val instances behind the number.")
@@ -256,16 +261,16 @@ def markdown(res: dict) -> str:
         minutes = [r["train_minutes"] for r in mine]
         mean_rows.append([model, len(mine), *cells, f"{statistics.fmean(minutes):.1f}"])
     lines += [table(["model (mean ± sd over seeds)", "seeds", *columns, "train min/run"], mean_rows), ""]
-    lines += _paired_tables(res["paired"])
-    if res.get("paired_control"):
-        lines += _paired_tables(res["paired_control"], control=True)
+    blocks = paired_blocks(res)
+    for scope, control, pair in blocks:  # all classes
+        if scope is None:
+            lines += _paired_tables(pair, control=control)
     averaged = _class_average_line(val, labels, list(res.get("paired_classes", {})))
-    if averaged:
+    if averaged:  # what the class averages rest on, and why some classes are paired alone
         lines += [averaged, ""]
-    for name, pairs in res.get("paired_classes", {}).items():
-        lines += _paired_tables(pairs["paired"], scope=name)
-        if pairs.get("paired_control"):
-            lines += _paired_tables(pairs["paired_control"], control=True, scope=name)
+    for scope, control, pair in blocks:  # each class alone
+        if scope is not None:
+            lines += _paired_tables(pair, control=control, scope=scope)
     class_rows = []
     for k, row in enumerate(val["per_class"]):
         cells = []
@@ -284,20 +289,20 @@ def markdown(res: dict) -> str:
     return "\n".join(lines)
 
 
+def paired_blocks(res: dict) -> list[tuple[str | None, bool, dict]]:
+    """Every ``paired()`` result of ``res`` in reading order, as (class it is restricted to or None, against the
+    control?, result): all classes from the baseline, from the control, then the same for each class paired alone."""
+    scopes = [(None, res), *res.get("paired_classes", {}).items()]
+    return [(scope, key == "paired_control", block[key]) for scope, block in scopes
+            for key in ("paired", "paired_control") if key in block]
+
+
 def verdict(res: dict) -> str:
     """One paragraph: every resolved difference (variant, against what, metric, on which class), or that none is."""
-    found = []
-    scopes = [(None, res)] + list(res.get("paired_classes", {}).items())
-    for scope, block in scopes:
-        for key in ("paired", "paired_control"):
-            if key not in block:
-                continue
-            pair = block[key]
-            for variant, entry in pair["variants"].items():
-                for metric in pair["metrics"]:
-                    if entry[metric].get("resolved"):
-                        on = f" on {scope}" if scope else ""
-                        found.append(f"{variant} vs {pair['baseline']}, {metric}{on} {_signed(entry[metric]['mean'])}")
+    found = [f"{variant} vs {pair['baseline']}, {metric}{f' on {scope}' if scope else ''} "
+             f"{_signed(entry[metric]['mean'])}"
+             for scope, _, pair in paired_blocks(res) for variant, entry in pair["variants"].items()
+             for metric in pair["metrics"] if entry[metric].get("resolved")]
     if not found:
         return ("**Resolved differences** (both intervals exclude 0): none. A difference smaller than the larger "
                 "interval half-width in the tables below is not told apart from none by this design.")
@@ -348,7 +353,7 @@ def _class_average_line(val: dict, labels: tuple[str, ...], classes: list[str]) 
     present = [row for row in val["per_class"] if row["all"] > 0]
     if len(present) < 2:
         return None
-    few = lambda n: f"{n}{FLAG}" if n < FEW_INSTANCES else str(n)
+    few = _few
     parts = ", ".join(f"{row['name']} {few(row['all'])} ({few(row[s])} {s})" for row in present)
     line = (f"AP and AP50 are means over the classes with val instances, AP_{s} and AR_{s} over those with {s} ones, "
             f"each class weighing the same: {parts}.")
@@ -368,9 +373,7 @@ def plot(res: dict, file: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pairs = [(None, res["paired"]), *([(None, res["paired_control"])] if "paired_control" in res else [])]
-    for name, scoped in res.get("paired_classes", {}).items():
-        pairs += [(name, scoped["paired"]), *([(name, scoped["paired_control"])] if "paired_control" in scoped else [])]
+    pairs = [(scope, pair) for scope, _, pair in paired_blocks(res)]
     metrics = pairs[0][1]["metrics"]
     heights = [0.9 + 0.55 * max(len(pair["variants"]), 1) for _, pair in pairs]
     fig, axes = plt.subplots(len(pairs), len(metrics), figsize=(3.0 * len(metrics), sum(heights) + 0.3), dpi=150,
