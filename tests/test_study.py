@@ -199,6 +199,20 @@ def test_the_compute_matched_control_is_within_5_percent_of_yolov5_spd_n():
         assert abs(wide / spd - 1) <= 0.05 and spd / base > 1.4, (nc, wide, spd, base)
 
 
+def mean_markers(file: Path) -> tuple[int, int]:
+    """The red mean markers drawn in the picture ``file`` (matplotlib's C3, #d62728): how many, and how many are
+    filled (a hollow one has a white centre)."""
+    from PIL import Image
+    from scipy import ndimage
+
+    with Image.open(file) as image:
+        rgb = np.asarray(image.convert("RGB")).astype(int)
+    red = (abs(rgb[..., 0] - 0xD6) < 40) & (abs(rgb[..., 1] - 0x27) < 40) & (abs(rgb[..., 2] - 0x28) < 40)
+    labels, count = ndimage.label(red)
+    centres = ndimage.center_of_mass(red, labels, range(1, count + 1))
+    return count, sum(bool(red[int(round(y)), int(round(x))]) for y, x in centres)
+
+
 def fabricate_run(plan, model: str, seed: int, truth, rng) -> None:
     """A finished, scored run as the study leaves it, with detections made from the val boxes plus noise."""
     from yolo_spd.evaluation.cocoeval import run_cocoeval
@@ -332,22 +346,12 @@ def test_a_control_adds_every_other_variants_paired_difference_from_it(tmp_path,
     md = (plan.folder / "study.md").read_text()
     assert "Paired differences from the control, yolov5-scconv-n (control=)" in md
     assert md.count("| variant | seeds |") == 2
-    from PIL import Image
-    from scipy import ndimage
-
     from yolo_spd.study.report import plot
 
-    def dots(file: Path) -> int:
-        """The red mean markers drawn in ``file`` (matplotlib's C3, #d62728)."""
-        with Image.open(file) as image:
-            rgb = np.asarray(image.convert("RGB")).astype(int)
-        red = (abs(rgb[..., 0] - 0xD6) < 40) & (abs(rgb[..., 1] - 0x27) < 40) & (abs(rgb[..., 2] - 0x28) < 40)
-        return ndimage.label(red)[1]
-
     metrics = len(res["paired"]["metrics"])
-    assert dots(plan.folder / "study.png") == metrics * (2 + 1)  # a row from the baseline, a row from the control
+    assert mean_markers(plan.folder / "study.png")[0] == metrics * (2 + 1)  # rows from the baseline and the control
     without = {k: v for k, v in res.items() if k not in ("control", "paired_control")}
-    assert dots(plot(without, tmp_path / "without.png")) == metrics * 2
+    assert mean_markers(plot(without, tmp_path / "without.png"))[0] == metrics * 2
 
 
 def test_the_data_content_key_follows_bytes_not_paths_or_file_times(tmp_path, monkeypatch, capsys):
@@ -441,15 +445,7 @@ def test_each_well_counted_class_is_paired_alone_and_bold_marks_what_is_resolved
     assert any(e["resolved"] for e in entries) and not all(e["resolved"] for e in entries)
     bold = re.findall(r"\| \*\*[+-]\d\.\d{3}\*\* \[", md)
     assert len(bold) == sum(e["resolved"] for e in entries)
-    from PIL import Image
-    from scipy import ndimage
-
-    with Image.open(plan.folder / "study.png") as image:
-        rgb = np.asarray(image.convert("RGB")).astype(int)
-    red = (abs(rgb[..., 0] - 0xD6) < 40) & (abs(rgb[..., 1] - 0x27) < 40) & (abs(rgb[..., 2] - 0x28) < 40)
-    labels, count = ndimage.label(red)
-    centres = ndimage.center_of_mass(red, labels, range(1, count + 1))
-    filled = sum(bool(red[int(round(y)), int(round(x))]) for y, x in centres)  # hollow: a white centre
+    count, filled = mean_markers(plan.folder / "study.png")
     assert count == len(entries) and filled == sum(e["resolved"] for e in entries)
     verdict = next(line for line in md.splitlines() if line.startswith("**Resolved differences**"))
     assert verdict.count(" vs ") == len(bold) and all(b[4:10] in verdict for b in bold)
