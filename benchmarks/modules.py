@@ -24,6 +24,8 @@ from _timing import (add_clock_options, clock, clock_name, environment_line, int
                      setup)
 
 SHAPES = [(64, 80), (128, 40), (256, 20)]
+#: The bottleneck convolutions of yolov5-scconv-n and yolov5-ssdconv-n at a 640 px input (batch 1): (channels, px).
+SCALE_N_SHAPES = [(16, 160), (32, 80), (64, 40), (128, 20)]
 
 
 def parse_args(argv=None):
@@ -135,6 +137,50 @@ def train_row(label, module, conv, reference_forward, x, args):
     ]
 
 
+def scale_n_row(label, module, conv, x, args):
+    """Batch 1 at a scale-n shape: the module's inference form against the Conv it replaces (what a model's latency
+    adds up)."""
+    import torch
+
+    baseline, inference = fused(conv), fused(module) if has_fuse(module) else module
+    with torch.no_grad():
+        t = interleaved({"conv": lambda: baseline(x), "module": lambda: inference(x)}, args.repeats * 3, args.warmup,
+                        args.clock)
+    return [label, f"{t.ms('conv'):.2f}", f"{t.ms('module'):.2f}", f"**{t.ratio('module', 'conv'):.2f}×**"]
+
+
+def ssdconv_eval_row(label, module, conv, x, args):
+    """SSDConv's eval path: as it runs (folded once, the layout the input size picks), folding on every call, and
+    each convolution layout forced (``SPLIT_MIN_SAVED_MACS``), against the Conv it replaces."""
+    import torch
+
+    from yolo_spd.modules import ssdconv
+
+    def layout(threshold):
+        def run():
+            kept, ssdconv.SPLIT_MIN_SAVED_MACS = ssdconv.SPLIT_MIN_SAVED_MACS, threshold
+            try:
+                return module(x)
+            finally:
+                ssdconv.SPLIT_MIN_SAVED_MACS = kept
+        return run
+
+    def fold_every_call():
+        module.__dict__.pop("_inference", None)
+        return module(x)
+
+    baseline = fused(conv)
+    candidates = {"conv": lambda: baseline(x), "kept": lambda: module(x), "every call": fold_every_call,
+                  "split": layout(0), "merged": layout(float("inf"))}
+    with torch.no_grad():
+        t = interleaved(candidates, args.repeats * (3 if x.shape[0] == 1 else 1), args.warmup, args.clock)
+        folded = module.inference_weights()
+        used = "split" if folded.convolutions(x.shape[0], *module.pooled(x).shape[-2:]) is folded.split else "merged"
+    return [label, str(x.shape[0]), f"{t.ms('conv'):.2f}", f"**{t.ratio('kept', 'conv'):.2f}×**",
+            f"{t.ratio('every call', 'conv'):.2f}×", f"{t.ratio('split', 'conv'):.2f}×",
+            f"{t.ratio('merged', 'conv'):.2f}×", used]
+
+
 def space_to_depth_rows(x, args):
     import torch
     import torch.nn.functional as F
@@ -205,12 +251,13 @@ def main(argv=None) -> None:
     setup(args.threads)
     import torch
 
+    from yolo_spd import SSDConv
     from yolo_spd.modules import FUSABLE
 
     torch.manual_seed(0)
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     shapes = SHAPES[:1] if args.quick else SHAPES
-    eval_rows, train_rows, spd_rows, onnx_rows, onnx_fuse_rows = [], [], [], [], []
+    eval_rows, train_rows, spd_rows, onnx_rows, onnx_fuse_rows, ssd_rows = [], [], [], [], [], []
     for c, size in shapes:
         x = torch.randn(args.batch, c, size, size).contiguous(memory_format=memory_format)
         x_grad = x.detach().clone().requires_grad_(True)
@@ -221,8 +268,19 @@ def main(argv=None) -> None:
             train_rows.append(train_row(label, module.train(), conv.train(), reference_forward, x_grad, args))
             if isinstance(module, FUSABLE):  # SPDConv's fuse is Ultralytics' conv + BN fold; SSDConv has none
                 onnx_fuse_rows.append(onnx_fuse_row(label, module.eval(), x.contiguous(), args))
+            if isinstance(module, SSDConv):
+                ssd_rows.append(ssdconv_eval_row(label, module.eval(), conv.eval(), x, args))
         spd_rows += space_to_depth_rows(x.contiguous(), args)
         onnx_rows.append(onnx_space_to_depth_row(x.contiguous(), args))
+    scale_n_rows, ssd_n_rows = [], []
+    for c, size in SCALE_N_SHAPES[:1] if args.quick else SCALE_N_SHAPES:
+        x = torch.randn(1, c, size, size).contiguous(memory_format=memory_format)
+        for label, module, conv, _ in cases(c)[:2]:  # SCConv(c, c), SSDConv(c, c): a C3 bottleneck's 3 x 3 conv
+            label = f"{label} @{size}"
+            module, conv = prepared(module, memory_format).eval(), prepared(conv, memory_format).eval()
+            scale_n_rows.append(scale_n_row(label, module, conv, x, args))
+            if isinstance(module, SSDConv):
+                ssd_n_rows.append(ssdconv_eval_row(label, module, conv, x, args))
     layout = "channels-last" if args.channels_last else "contiguous (NCHW)"
     setting = f"Batch {args.batch}, {layout} inputs, {args.repeats} interleaved rounds"
     print(f"{setting}; {environment_line(args.threads, clock_name(args))}.\n")
@@ -241,6 +299,14 @@ def main(argv=None) -> None:
     print("\nONNX Runtime, eval forward: each module with a fuse exported as it is against exported after "
           "`fuse_modules`.\n")
     print(markdown_table(["module @px", "exported as is", "exported fused", "fused / as is"], onnx_fuse_rows))
+    print("\nScale n at batch 1: the bottleneck convolutions of yolov5-scconv-n and yolov5-ssdconv-n at a 640 px "
+          "input, eval, the inference form against the fused Conv it replaces.\n")
+    print(markdown_table(["module @px", "Conv", "module", "module / Conv"], scale_n_rows))
+    print("\nSSDConv's eval path against the fused Conv: as it runs (folded once and kept, the convolution layout the "
+          "input size picks), folding on every call, and each layout forced: split (the base convolution and one per "
+          "diversity group) or merged (one convolution at stride 1; base + one at stride 2).\n")
+    print(markdown_table(["module @px", "batch", "Conv ms", "as it runs / Conv", "folding every call / Conv",
+                          "split / Conv", "merged / Conv", "layout picked"], ssd_n_rows + ssd_rows))
 
 
 if __name__ == "__main__":

@@ -330,3 +330,102 @@ def test_ssdconv_runs_its_modules_while_hooks_watch_them(training):
     outputs = 2 * 12 * 4 * 4  # base and diversity: 12 channels each at 4 x 4, batch 2
     convolutions = sum(conv.weight[0].numel() * outputs for conv in (m.base, m.diversity))
     assert macs >= convolutions > macs - convolutions  # both counted; the BatchNorms, pool and FC add the rest
+
+
+# --- SSDConv's eval path: folded once, kept while the weights are unchanged, two equal convolution layouts ------------
+
+
+@pytest.mark.parametrize("layout", ["split", "merged"])
+@pytest.mark.parametrize("c1,c2,k,s,h,w,kwargs,channels_last", SSDCONV_F64_CASES)
+def test_ssdconv_eval_layouts_are_the_reference_in_float64(c1, c2, k, s, h, w, kwargs, channels_last, layout,
+                                                          monkeypatch):
+    """Both ways the eval path runs its convolutions (the base and one per diversity group, or fewer larger ones; the
+    input size picks, SPLIT_MIN_SAVED_MACS) give the reference's output to float64 rounding, and the one asked for
+    ran."""
+    from yolo_spd.modules import ssdconv as module
+
+    monkeypatch.setattr(module, "SPLIT_MIN_SAVED_MACS", 0 if layout == "split" else float("inf"))
+    m = randomize_norms(SSDConv(c1, c2, k, s, **kwargs)).double().eval()
+    forbid_step_form(monkeypatch)
+    x = make_input(c1, h, w, channels_last).double().detach()
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), reference.ssdconv(m, x), rtol=0, atol=1e-12)
+    folded = m.inference_weights()
+    used = folded.convolutions(x.shape[0], *m.pooled(x).shape[-2:])
+    assert used is (folded.split if layout == "split" else folded.merged)
+    assert len(folded.merged) == (1 if s == 1 else 2) and len(folded.split) == 1 + m.diversity.groups
+
+
+def test_ssdconv_eval_layout_follows_the_saved_multiply_adds():
+    """The merged layout at scale n's batch-1 shapes (16-128 channels at 640 px input), the split one at the per-module
+    benchmark's batch 8 with 128-256 channels, where it measured faster."""
+    def layout(c, px, n):
+        folded = SSDConv(c, c).eval().inference_weights()
+        return "split" if folded.convolutions(n, px, px) is folded.split else "merged"
+
+    assert [layout(c, px, 1) for c, px in [(16, 160), (32, 80), (64, 40), (128, 20)]] == ["merged"] * 4
+    assert [layout(c, px, 8) for c, px in [(128, 40), (256, 20)]] == ["split"] * 2
+
+
+def test_ssdconv_eval_folds_once_and_again_after_every_kind_of_weight_change(monkeypatch):
+    """The folded tensors are kept between eval calls and folded again after an optimizer step, load_state_dict, a
+    training step's running statistics, a dtype change and a plain in-place edit; each time the output is the
+    reference's (a kept stale fold would miss by O(1))."""
+    from yolo_spd.modules import ssdconv as module
+
+    m = randomize_norms(SSDConv(16, 24)).eval()
+    folds = []
+    fold = module.InferenceWeights.__init__
+    monkeypatch.setattr(module.InferenceWeights, "__init__", lambda self, *a: folds.append(1) or fold(self, *a))
+    x = torch.randn(2, 16, 6, 6)
+
+    outputs = []
+
+    def check(expected_folds, dtype=torch.float32):
+        with torch.no_grad():
+            out = m(x.to(dtype))
+            torch.testing.assert_close(out, reference.ssdconv(m, x.to(dtype)), rtol=1e-5, atol=1e-5)
+        assert len(folds) == expected_folds
+        outputs.append(out.double())
+
+    check(1)
+    check(1)  # kept
+    m.train()
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    m(x).mean().backward()  # a training step also moves the running statistics
+    opt.step()
+    m.eval()
+    check(2)
+    m.load_state_dict(randomize_norms(SSDConv(16, 24)).state_dict())
+    check(3)
+    with torch.no_grad():
+        m.bn_main.running_var.mul_(3.0)
+    check(4)
+    m.double()
+    check(5, torch.float64)
+    check(5, torch.float64)
+    for before, after in zip(outputs[1:4], outputs[2:5]):  # each change moved the output: a stale fold would show
+        assert (after - before).abs().max() > 1e-2
+
+
+def test_ssdconv_fold_is_not_pickled_and_works_under_inference_mode():
+    """Checkpoints and Ultralytics' EMA copy (pickle, deepcopy) carry no folded tensors; under torch.inference_mode
+    (Ultralytics' predictor) the output is the same, also for a module built there (no version counters: nothing
+    kept)."""
+    import pickle
+
+    m = randomize_norms(SSDConv(16, 24)).eval()
+    x = torch.randn(1, 16, 8, 8)
+    with torch.no_grad():
+        expected = m(x)
+    assert "_inference" in m.__dict__
+    for copied in (copy.deepcopy(m), pickle.loads(pickle.dumps(m))):
+        assert "_inference" not in copied.__dict__
+        with torch.no_grad():
+            torch.testing.assert_close(copied(x), expected, rtol=0, atol=0)
+    with torch.inference_mode():
+        torch.testing.assert_close(m(x), expected, rtol=0, atol=0)
+        built = randomize_norms(SSDConv(16, 24)).eval()
+        built.load_state_dict(m.state_dict())
+        torch.testing.assert_close(built(x), expected, rtol=0, atol=0)
+        assert "_inference" not in built.__dict__

@@ -182,7 +182,7 @@ def test_exported_onnx_uses_the_fused_form_and_matches_pytorch(tmp_path):
     onnx_file = YOLO(str(weights)).export(format="onnx", imgsz=IMGSZ, simplify=False, dynamic=False)
     node_types = [node.op_type for node in onnx.load(onnx_file).graph.node]
     ssdconv_batchnorms = sum(len(batchnorms(m)) for m in model.model.modules() if isinstance(m, SSDConv))
-    assert ssdconv_batchnorms == 6  # SSDConv has no fuse (no measured gain): its BatchNorms stay BatchNorms
+    assert ssdconv_batchnorms == 6  # SSDConv has no fuse (its eval path folds itself): its BatchNorms stay
     assert node_types.count("BatchNormalization") == ssdconv_batchnorms  # SCConv's BN after CRU's mix is folded
 
     reference_model = YOLO(str(weights)).model.float().eval()

@@ -42,8 +42,8 @@ __all__ = (
 )
 
 #: Modules with an inference-time ``fuse()``. SPDConv's folds space-to-depth into one strided convolution (its inner
-#: Ultralytics ``Conv`` is otherwise fused by Ultralytics itself); SSDConv has none: folding its BatchNorms measured
-#: as no gain, see its module docstring.
+#: Ultralytics ``Conv`` is otherwise fused by Ultralytics itself); SSDConv has none: its eval path folds its
+#: BatchNorms itself and keeps the fold, see its module docstring.
 FUSABLE = (SCConv, SPDConv)
 
 

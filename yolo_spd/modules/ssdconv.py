@@ -54,7 +54,12 @@ another order).
 * Eval without gradients (:meth:`SSDConv.forward_inference`): BN_div and BN_main fold into the convolutions' weights
   and bias (running statistics), the attention's softmax is torch's fused kernel (:func:`similarity_feature`), and the
   residual map, the final BatchNorm and the attended sum are one batched product, one ``addcmul`` and an in-place
-  SiLU.
+  SiLU. The folded tensors (:class:`InferenceWeights`) are computed on first use and kept until a parameter or
+  running statistic they come from changes (:meth:`SSDConv.inference_weights`): folding them on every call cost
+  0.1-0.6 ms per module, as much as the convolutions themselves at batch 1 and scale n's widths. The convolutions run
+  split (the base and one per diversity group, each reading only its input channels) where that saves enough
+  multiply-adds per extra call, else merged into fewer, larger ones (:data:`SPLIT_MIN_SAVED_MACS`): at stride 1 one
+  c1 -> c2 convolution, the base taps zero on X_e.
 * Training (:meth:`SSDConv.forward_train`): BN_div's batch statistics come from the input's, as the expansion is
   linear: mean(W_e X_e) = W_e mean(X_e) and var(W_e X_e)_j = w_j^T Cov(X_e) w_j (:class:`_ChannelMoments`, two-pass,
   as BatchNorm); the autograd graph then runs through the composed weights. BN_main (:class:`_BatchNormTrain`), the
@@ -78,11 +83,11 @@ export targets cannot take the eager ops:
 In float16 the sum of squares could exceed float16's range only for a map of more than 65504 positions with e near
 1 everywhere (every entry of e is in (0, 1]); exports are float32 unless ``half=True``.
 
-No ``fuse()``: the eval fast path folds SSDConv's BatchNorms and composes its convolutions on every call (a few small
-weight-space products), so ``model.fuse()`` and ``yolo_spd.fuse_modules`` leave the module as it is and the exported
-graph stays the step form. (An earlier fuse that folded the BatchNorms and merged the base and diversity convolutions
-without composing the expansion measured as no gain and was removed: the merged convolution still read the
-main_in + exp_out channels of [X_m U Y_e].)
+No ``fuse()``: the eval fast path folds SSDConv's BatchNorms and composes its convolutions itself, once, and folds
+again when the weights change, so ``model.fuse()`` and ``yolo_spd.fuse_modules`` leave the module as it is and the
+exported graph stays the step form. (An earlier fuse that folded the BatchNorms and merged the base and diversity
+convolutions without composing the expansion measured as no gain and was removed: the merged convolution still read
+the main_in + exp_out channels of [X_m U Y_e].)
 
 Speed (issue 19; ``benchmarks/modules.py``, CPU time at one thread, ratios to the Ultralytics ``Conv`` of the same
 shape): the fast forms' convolutions have 0.85/0.68/0.55x the ``Conv``'s multiply-adds for c1 = 64/128/256 and
@@ -94,6 +99,7 @@ passes. ``docs/speed.md`` has the measured ratios.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -285,26 +291,18 @@ class SSDConv(nn.Module):
             return expand
         return block_diagonal(self.down.weight, self.down.groups).flatten(1) @ expand
 
-    def main_path(self, x: torch.Tensor, pooled: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
-                  out_scale: torch.Tensor | None = None, out_shift: torch.Tensor | None = None) -> torch.Tensor:
-        """[base U diversity] given BN_div's (scale, shift), optionally followed by a per-channel affine (BN_main in
-        eval mode, folded into the weights and bias): the base convolution of X_m (stride s) and the composed diversity
-        convolution of the (pooled) input (:meth:`diversity_weights`), one convolution per group over the input
-        channels it reads (:meth:`diversity_input_ranges`), concatenated. (At stride 1 base and an ungrouped diversity
-        convolution can be one c1 -> c2 convolution, the base taps zero on X_e; it measured slower, 1.35x against
-        1.24x the Conv at 64 channels in eval, 1.51x against 1.42x in training.)"""
+    def main_path(self, x: torch.Tensor, pooled: torch.Tensor, scale: torch.Tensor,
+                  shift: torch.Tensor) -> torch.Tensor:
+        """[base U diversity] given BN_div's (scale, shift), in training: the base convolution of X_m (stride s) and
+        the composed diversity convolution of the (pooled) input (:meth:`diversity_weights`), one convolution per group
+        over the input channels it reads (:meth:`diversity_input_ranges`), concatenated. (At stride 1 base and an
+        ungrouped diversity convolution can be one c1 -> c2 convolution, the base taps zero on X_e; at batch 8 it
+        measured slower, 1.51x against 1.42x the Conv at 64 channels in training. The eval path chooses per input
+        size: :meth:`InferenceWeights.convolutions`.)"""
         weight, taps = self.diversity_weights(scale, shift)
         bias = taps.sum(dim=(1, 2))
-        base, base_bias = self.base.weight, None
-        if out_scale is not None:
-            n_base = base.shape[0]
-            base = base * out_scale[:n_base].view(-1, 1, 1, 1)
-            base_bias = out_shift[:n_base]
-            weight = weight * out_scale[n_base:].view(-1, 1, 1, 1)
-            taps = taps * out_scale[n_base:].view(-1, 1, 1)
-            bias = bias * out_scale[n_base:] + out_shift[n_base:]
         k = self.base.kernel_size[0]
-        parts = [F.conv2d(x[:, : self.main_in], base, base_bias, self.base.stride[0], k // 2)]
+        parts = [F.conv2d(x[:, : self.main_in], self.base.weight, None, self.base.stride[0], k // 2)]
         for rows, (lo, hi) in self.diversity_input_ranges():
             part = F.conv2d(pooled[:, lo:hi], weight[rows, lo:hi], bias[rows], 1, k // 2)
             parts.append(add_border_bias(part, taps[rows]))
@@ -330,30 +328,66 @@ class SSDConv(nn.Module):
         return ranges
 
     def forward_inference(self, x: torch.Tensor) -> torch.Tensor:
-        """Eval mode without gradients: every BatchNorm folded (running statistics), the expansion composed into the
-        diversity convolution (:meth:`main_path`), the residual one 1 x 1 map (:meth:`residual_weight`) written
-        straight into the output with BN's shift, then attention, BN and activation in one ``addcmul`` and one
-        in-place SiLU."""
+        """Eval mode without gradients: the folded tensors of :meth:`inference_weights` (every BatchNorm folded, the
+        expansion composed into the diversity convolution), the convolutions :meth:`InferenceWeights.convolutions`
+        picks for this input size, the residual as one 1 x 1 map written straight into the output with BN's shift,
+        then attention, BN and activation in one ``addcmul`` and one in-place SiLU."""
+        folded = self.inference_weights()
         pooled = self.pooled(x)
-        scale_m, shift_m = bn_scale_shift(self.bn_main)
-        y = self.main_path(x, pooled, *bn_scale_shift(self.bn_diversity), scale_m, shift_m)
-        n, c, h, w = y.shape
+        n = x.shape[0]
+        h, w = pooled.shape[-2:]
+        parts = []
+        for conv in folded.convolutions(n, h, w):
+            source = x if conv.strided else pooled
+            stride = self.base.stride[0] if conv.strided else 1
+            part = F.conv2d(source[:, conv.lo : conv.hi], conv.weight, conv.bias, stride, conv.weight.shape[-1] // 2)
+            if conv.taps is not None:
+                for rows, cols, bias in folded.border(conv, h, w):
+                    part[:, conv.first :, rows, cols] += bias
+            parts.append(part)
+        y = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        c = y.shape[1]
         attention = self.fc(similarity_feature(y)[0]).view(n, c, 1)
-        if isinstance(self.bn, nn.BatchNorm2d):
-            scale, shift = bn_scale_shift(self.bn)
-        else:
-            scale, shift = torch.ones_like(scale_m), torch.zeros_like(shift_m)
-        residual = self.residual_weight()
-        if residual is None:
-            out = torch.mul(y.reshape(n, c, h * w), attention * scale.view(1, -1, 1)).add_(shift.view(1, -1, 1))
+        if folded.residual is None:
+            out = torch.mul(y.reshape(n, c, h * w), attention * folded.scale).add_(folded.shift)
         else:
             x_e = pooled[:, self.main_in :].reshape(n, self.exp_in, h * w)
-            out = torch.baddbmm(shift.view(1, -1, 1), (residual * scale.view(-1, 1)).expand(n, -1, -1), x_e)
-            out.addcmul_(y.reshape(n, c, h * w), attention * scale.view(1, -1, 1))
+            out = torch.baddbmm(folded.shift, folded.residual.expand(n, -1, -1), x_e)
+            out.addcmul_(y.reshape(n, c, h * w), attention * folded.scale)
         out = out.view(n, c, h, w)
         if isinstance(self.act, nn.SiLU):
             return F.silu(out, inplace=True)
         return self.act(out)
+
+    def inference_weights(self) -> InferenceWeights:
+        """The eval-mode tensors (:class:`InferenceWeights`), folded on first use and kept while the parameters and
+        running statistics they come from are unchanged: each tensor's storage, dtype, device and version counter
+        (which every in-place update bumps: an optimizer step, ``load_state_dict``, a BatchNorm's running statistics)
+        are compared on each call, and any change folds them again. Not pickled or deep-copied (checkpoints and
+        Ultralytics' EMA copy carry only the module's own parameters)."""
+        key = self._inference_key()
+        folded = self.__dict__.get("_inference")
+        if folded is None or key is None or folded.key != key:
+            folded = InferenceWeights(self, key)
+            if key is not None:
+                self.__dict__["_inference"] = folded
+        return folded
+
+    def _inference_key(self) -> tuple | None:
+        """What the folded tensors depend on; None where a tensor has no version counter (created under
+        ``torch.inference_mode``), so nothing is kept."""
+        norms = [self.bn_diversity, self.bn_main] + ([self.bn] if isinstance(self.bn, nn.BatchNorm2d) else [])
+        tensors = [m.weight for m in (self.base, self.expand, self.diversity, self.down) if m is not None]
+        tensors += [t for bn in norms for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var)]
+        try:
+            return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors) + tuple(bn.eps for bn in norms)
+        except RuntimeError:  # "Inference tensors do not track version counter"
+            return None
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.pop("_inference", None)  # derived tensors: refolded on first use
+        return state
 
     def forward_train(self, x: torch.Tensor) -> torch.Tensor:
         """Training: BN_div's batch statistics from the input's (:class:`_ChannelMoments`: the expansion's mean and
@@ -385,6 +419,95 @@ class SSDConv(nn.Module):
         if norm is not None:
             update_running_stats(norm, mean, var, out.numel() // out.shape[1])
         return out if silu else self.act(out)
+
+
+#: The eval path splits the convolutions (the base convolution and one per diversity group, each reading only the input
+#: channels it needs) only where that saves at least this many multiply-adds per extra convolution call, else it runs
+#: fewer, larger ones (at stride 1 one c1 -> c2 convolution, the base taps zero on X_e). Measured on this project's CPU
+#: at one thread (eval, each form against the other): the split form is 0.65-0.88x the merged one at batch 8 and 64-256
+#: channels (283M-850M multiply-adds saved per extra call), the merged one 0.8-0.9x the split one at batch 1 and scale
+#: n's 16-128 channels (9M-19M saved per extra call): each call has a fixed cost, and a group of few output channels
+#: fills oneDNN's vectors poorly.
+SPLIT_MIN_SAVED_MACS = 1 << 25
+
+
+class FoldedConv(NamedTuple):
+    """One convolution of the eval path: input channels [lo, hi) of the module input at its stride (``strided``) or
+    of the pooled input at stride 1; ``taps`` (when not None) the BatchNorm shift's per-tap contribution of output
+    channels ``first:`` (:func:`border_bias`)."""
+
+    strided: bool
+    lo: int
+    hi: int
+    weight: torch.Tensor
+    bias: torch.Tensor
+    taps: torch.Tensor | None
+    first: int
+
+
+class InferenceWeights:
+    """SSDConv's eval-mode tensors: BN_div, BN_main and the tail's BatchNorm folded (running statistics), the expansion
+    composed into the diversity convolution (:meth:`SSDConv.diversity_weights`), the residual one 1 x 1 map scaled by
+    the tail's BatchNorm. Two equal ways to run the convolutions (:meth:`convolutions`)."""
+
+    def __init__(self, module: SSDConv, key: tuple | None):
+        self.key = key
+        with torch.no_grad():
+            scale_m, shift_m = bn_scale_shift(module.bn_main)
+            weight, taps = module.diversity_weights(*bn_scale_shift(module.bn_diversity))
+            n_base = module.base.weight.shape[0]
+            base = module.base.weight * scale_m[:n_base].view(-1, 1, 1, 1)
+            weight = weight * scale_m[n_base:].view(-1, 1, 1, 1)
+            taps = taps * scale_m[n_base:].view(-1, 1, 1)
+            bias = taps.sum(dim=(1, 2)) + shift_m[n_base:]
+            if isinstance(module.bn, nn.BatchNorm2d):
+                scale, shift = bn_scale_shift(module.bn)
+            else:
+                scale, shift = torch.ones_like(scale_m), torch.zeros_like(shift_m)
+            residual = module.residual_weight()
+            self.residual = None if residual is None else (residual * scale.view(-1, 1)).contiguous()
+            self.scale, self.shift = scale.view(1, -1, 1), shift.view(1, -1, 1)
+            c1 = module.main_in + module.exp_in
+            base_conv = FoldedConv(True, 0, module.main_in, base, shift_m[:n_base], None, 0)
+            self.split = [base_conv] + [
+                FoldedConv(False, lo, hi, weight[rows, lo:hi].contiguous(), bias[rows], taps[rows], 0)
+                for rows, (lo, hi) in module.diversity_input_ranges()
+            ]
+            if module.base.stride[0] == 1:  # x is the pooled input: one convolution, the base taps zero on X_e
+                dense = weight.new_zeros(base.shape[0] + weight.shape[0], c1, *weight.shape[2:])
+                dense[:n_base, : module.main_in] = base
+                dense[n_base:] = weight
+                self.merged = [FoldedConv(True, 0, c1, dense, torch.cat([shift_m[:n_base], bias]), taps, n_base)]
+            else:  # the base convolution, and the diversity groups as one over the channels any of them reads
+                lo, hi = min(c.lo for c in self.split[1:]), max(c.hi for c in self.split[1:])
+                self.merged = [base_conv, FoldedConv(False, lo, hi, weight[:, lo:hi].contiguous(), bias, taps, 0)]
+        self.saved_per_position = macs(self.merged) - macs(self.split)
+        self._border: dict = {}
+
+    def convolutions(self, n: int, h: int, w: int) -> list[FoldedConv]:
+        """The split form where it saves at least :data:`SPLIT_MIN_SAVED_MACS` multiply-adds per extra call for this
+        batch and output size (n, h, w), else the merged form."""
+        extra = len(self.split) - len(self.merged)
+        if extra <= 0 or self.saved_per_position * n * h * w >= SPLIT_MIN_SAVED_MACS * extra:
+            return self.split
+        return self.merged
+
+    def border(self, conv: FoldedConv, h: int, w: int) -> list[tuple[slice, slice, torch.Tensor]]:
+        """(rows, cols, bias) of ``conv``'s border bands at output size h x w (:func:`border_bias`), kept per size."""
+        key = (id(conv.taps), h, w)
+        if key not in self._border:
+            if len(self._border) >= 16:  # a few sizes at a time (rectangular inference, multi-scale val)
+                self._border.clear()
+            bias = border_bias(conv.taps, h, w)
+            self._border[key] = [(rows, cols, bias[:, rows, cols].contiguous())
+                                 for rows, cols in border_bands(h, w, conv.taps.shape[-1] // 2)]
+        return self._border[key]
+
+
+def macs(convolutions: list[FoldedConv]) -> int:
+    """Multiply-adds per output position of a list of convolutions."""
+    return sum(conv.weight[0].numel() * conv.weight.shape[0] for conv in convolutions)
+
 
 def inverse_l2_norm(e: torch.Tensor) -> torch.Tensor:
     """``1 / ||e||_2`` over the last axis, kept as a size-1 axis.
