@@ -1,6 +1,7 @@
 """Per-module speed: SPDConv, SCConv, SSDConv and SpaceToDepth against what each replaces, at YOLO-typical shapes.
 
     python benchmarks/modules.py             # batch 8; 64/128/256 channels at 80/40/20 px (a few minutes)
+                                             # and scale n's bottleneck shapes at batch 1
     python benchmarks/modules.py --quick     # 64 channels at 80 px only, fewer repeats
     python benchmarks/modules.py --wall-time # wall-clock time instead of CPU time, for a quiet machine
 
@@ -11,8 +12,10 @@ the code before issue #5), of the fast modules, and of the fused modules (``fuse
 val/predict/export; SSDConv has none), against the Ultralytics ``Conv`` the module replaces, fused the same way
 (conv + bias + SiLU); then train-mode forward + backward (gradients of input and parameters); then ONNX Runtime on
 each module with a ``fuse()`` exported as it is (eval) and after ``fuse_modules``, i.e. whether the fuse gains
-anything in an export. All ratios come from one interleaved run (median of per-round ratios; times are medians over
-rounds).
+anything in an export; then SCConv and SSDConv at the shapes of yolov5-scconv-n's and yolov5-ssdconv-n's bottleneck
+convolutions at batch 1 (what a model's latency adds up), and SSDConv's eval path: folded once against folding on
+every call, and its two convolution layouts. All ratios come from one interleaved run (median of per-round ratios;
+times are medians over rounds).
 """
 
 from __future__ import annotations

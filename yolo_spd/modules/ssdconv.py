@@ -55,8 +55,9 @@ another order).
   and bias (running statistics), the attention's softmax is torch's fused kernel (:func:`similarity_feature`), and the
   residual map, the final BatchNorm and the attended sum are one batched product, one ``addcmul`` and an in-place
   SiLU. The folded tensors (:class:`InferenceWeights`) are computed on first use and kept until a parameter or
-  running statistic they come from changes (:meth:`SSDConv.inference_weights`): folding them on every call cost
-  0.1-0.6 ms per module, as much as the convolutions themselves at batch 1 and scale n's widths. The convolutions run
+  running statistic they come from changes (:meth:`SSDConv.inference_weights`): folding them (and the border bias)
+  on every call cost another 0.6-1.0x of the replaced ``Conv``'s time at batch 1 and scale n's widths
+  (``benchmarks/modules.py``, its last table). The convolutions run
   split (the base and one per diversity group, each reading only its input channels) where that saves enough
   multiply-adds per extra call, else merged into fewer, larger ones (:data:`SPLIT_MIN_SAVED_MACS`): at stride 1 one
   c1 -> c2 convolution, the base taps zero on X_e.
@@ -424,10 +425,11 @@ class SSDConv(nn.Module):
 #: The eval path splits the convolutions (the base convolution and one per diversity group, each reading only the input
 #: channels it needs) only where that saves at least this many multiply-adds per extra convolution call, else it runs
 #: fewer, larger ones (at stride 1 one c1 -> c2 convolution, the base taps zero on X_e). Measured on this project's CPU
-#: at one thread (eval, each form against the other): the split form is 0.65-0.88x the merged one at batch 8 and 64-256
-#: channels (283M-850M multiply-adds saved per extra call), the merged one 0.8-0.9x the split one at batch 1 and scale
-#: n's 16-128 channels (9M-19M saved per extra call): each call has a fixed cost, and a group of few output channels
-#: fills oneDNN's vectors poorly.
+#: at one thread (``benchmarks/modules.py``, its last table; docs/speed.md): at batch 8 and 64-256 channels the split
+#: layout is 0.74-0.89x the merged one (95M-306M multiply-adds saved per extra call; at 64 -> 128, stride 2, both
+#: are the same two convolutions); at batch 1 and scale n's 16-128 channels the merged one is 0.55-0.88x the split one
+#: (7M-10M saved per extra call): each call has a fixed cost, and a group of few output channels fills oneDNN's
+#: vectors poorly.
 SPLIT_MIN_SAVED_MACS = 1 << 25
 
 
