@@ -408,6 +408,36 @@ def test_ssdconv_eval_folds_once_and_again_after_every_kind_of_weight_change(mon
         assert (after - before).abs().max() > 1e-2
 
 
+def test_ssdconv_eval_refolds_after_a_fused_optimizer_step_and_keeps_nothing_for_parametrized_weights():
+    """A fused optimizer changes weights without bumping their version counters: training with the module left in
+    eval mode (frozen BatchNorms) and no-grad validation between steps still gets the current weights, as the
+    gradient-enabled forward drops the kept fold. ``eval()`` refolds after ``.data`` writes. A parametrized weight
+    (weight norm) is a new tensor on every access, so nothing is kept for it."""
+    m = randomize_norms(SSDConv(16, 24)).eval()
+    opt = torch.optim.AdamW(m.parameters(), lr=0.05, fused=True)
+    x = torch.randn(2, 16, 6, 6)
+    outputs = []
+    for _ in range(3):
+        with torch.no_grad():
+            out = m(x)
+            torch.testing.assert_close(out, reference.ssdconv(m, x), rtol=1e-5, atol=1e-5)
+            outputs.append(out)
+        m(x).square().mean().backward()
+        opt.step()
+        opt.zero_grad()
+    assert (outputs[2] - outputs[1]).abs().max() > 1e-2
+    with torch.no_grad():
+        m.diversity.weight.data.mul_(2.0)
+        m.eval()
+        torch.testing.assert_close(m(x), reference.ssdconv(m, x), rtol=1e-5, atol=1e-5)
+    torch.nn.utils.parametrizations.weight_norm(m.diversity)
+    with torch.no_grad():
+        for scale in (1.0, 2.0, 0.5):
+            m.diversity.parametrizations.weight.original0.fill_(scale)
+            torch.testing.assert_close(m(x), reference.ssdconv(m, x), rtol=1e-5, atol=1e-5)
+    assert "_inference" not in m.__dict__
+
+
 def test_ssdconv_fold_is_not_pickled_and_works_under_inference_mode():
     """Checkpoints and Ultralytics' EMA copy (pickle, deepcopy) carry no folded tensors; under torch.inference_mode
     (Ultralytics' predictor) the output is the same, also for a module built there (no version counters: nothing

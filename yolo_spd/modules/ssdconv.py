@@ -54,10 +54,10 @@ another order).
 * Eval without gradients (:meth:`SSDConv.forward_inference`): BN_div and BN_main fold into the convolutions' weights
   and bias (running statistics), the attention's softmax is torch's fused kernel (:func:`similarity_feature`), and the
   residual map, the final BatchNorm and the attended sum are one batched product, one ``addcmul`` and an in-place
-  SiLU. The folded tensors (:class:`InferenceWeights`) are computed on first use and kept until a parameter or
-  running statistic they come from changes (:meth:`SSDConv.inference_weights`): folding them (and the border bias)
-  on every call cost another 0.6-1.0x of the replaced ``Conv``'s time at batch 1 and scale n's widths
-  (``benchmarks/modules.py``, its last table). The convolutions run
+  SiLU. The folded tensors (:class:`InferenceWeights`) are computed on first use and kept between no-grad eval
+  calls while the parameters and running statistics they come from are unchanged (:meth:`SSDConv.inference_weights`
+  says how a change is seen): folding them (and the border bias) on every call cost another 0.6-1.0x of the replaced
+  ``Conv``'s time at batch 1 and scale n's widths (``benchmarks/modules.py``, its last table). The convolutions run
   split (the base and one per diversity group, each reading only its input channels) where that saves enough
   multiply-adds per extra call, else merged into fewer, larger ones (:data:`SPLIT_MIN_SAVED_MACS`): at stride 1 one
   c1 -> c2 convolution, the base taps zero on X_e.
@@ -105,6 +105,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
 from ._common import (
     addcmul,
@@ -206,6 +207,8 @@ class SSDConv(nn.Module):
         return self.fc(dissimilarity * y.mean(dim=(2, 3))).view(n, c, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():  # a forward that can train: the weights may change before the next eval call
+            self.__dict__.pop("_inference", None)
         if is_exporting() or not self._fast_path_applies(x):
             return self.forward_steps(x)
         if self.training:
@@ -362,28 +365,42 @@ class SSDConv(nn.Module):
 
     def inference_weights(self) -> InferenceWeights:
         """The eval-mode tensors (:class:`InferenceWeights`), folded on first use and kept while the parameters and
-        running statistics they come from are unchanged: each tensor's storage, dtype, device and version counter
-        (which every in-place update bumps: an optimizer step, ``load_state_dict``, a BatchNorm's running statistics)
-        are compared on each call, and any change folds them again. Not pickled or deep-copied (checkpoints and
+        running statistics they come from are unchanged. Kept folds are dropped by any forward with gradients enabled
+        (every training step runs one before its optimizer step, fused optimizers included, which change weights
+        without bumping their version counters), by ``train()`` and ``eval()``, and refolded when a tensor's storage,
+        dtype, device or version counter changed (in-place updates through autograd-visible ops: ``load_state_dict``,
+        Ultralytics' EMA, ``torch.no_grad()`` edits). Not seen: in-place writes through ``.data`` between two no-grad
+        eval calls; call ``eval()`` after such a write. Parametrized weights (``torch.nn.utils.parametrize``) are
+        recomputed on every access, so nothing is kept for them. Not pickled or deep-copied (checkpoints and
         Ultralytics' EMA copy carry only the module's own parameters)."""
         key = self._inference_key()
         folded = self.__dict__.get("_inference")
         if folded is None or key is None or folded.key != key:
             folded = InferenceWeights(self, key)
-            if key is not None:
+            if key is None:
+                self.__dict__.pop("_inference", None)
+            else:
                 self.__dict__["_inference"] = folded
         return folded
 
     def _inference_key(self) -> tuple | None:
-        """What the folded tensors depend on; None where a tensor has no version counter (created under
-        ``torch.inference_mode``), so nothing is kept."""
+        """What the folded tensors depend on; None where nothing may be kept: a tensor without a version counter
+        (created under ``torch.inference_mode``) or a parametrized module (its weight is a new tensor on each access,
+        whose address a freed one may have had)."""
         norms = [self.bn_diversity, self.bn_main] + ([self.bn] if isinstance(self.bn, nn.BatchNorm2d) else [])
-        tensors = [m.weight for m in (self.base, self.expand, self.diversity, self.down) if m is not None]
-        tensors += [t for bn in norms for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var)]
+        convs = [m for m in (self.base, self.expand, self.diversity, self.down) if m is not None]
+        if any(parametrize.is_parametrized(m) for m in convs + norms):
+            return None
+        tensors = [m.weight for m in convs] + [t for bn in norms for t in (bn.weight, bn.bias, bn.running_mean,
+                                                                              bn.running_var)]
         try:
             return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors) + tuple(bn.eps for bn in norms)
         except RuntimeError:  # "Inference tensors do not track version counter"
             return None
+
+    def train(self, mode: bool = True) -> SSDConv:
+        self.__dict__.pop("_inference", None)  # model.eval() before a validation refolds
+        return super().train(mode)
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -394,7 +411,8 @@ class SSDConv(nn.Module):
         """Training: BN_div's batch statistics from the input's (:class:`_ChannelMoments`: the expansion's mean and
         variance follow from X_e's mean and covariance, so Y_e and [X_m U Y_e] are never built), the diversity
         convolution on the input (:meth:`main_path`), and a hand-written backward for the similarity attention
-        (:class:`_SimilarityFeature`). BN_main, the residual, BN and activation run as torch modules."""
+        (:class:`_SimilarityFeature`). BN_main (:class:`_BatchNormTrain`) and the residual, BN and activation
+        (:class:`_ResidualNormAct`) have hand-written backward passes too."""
         pooled = self.pooled(x)
         mean, var_main, cov, x_e = _ChannelMoments.apply(pooled, self.main_in)
         bn = self.bn_diversity
@@ -497,13 +515,15 @@ class InferenceWeights:
     def border(self, conv: FoldedConv, h: int, w: int) -> list[tuple[slice, slice, torch.Tensor]]:
         """(rows, cols, bias) of ``conv``'s border bands at output size h x w (:func:`border_bias`), kept per size."""
         key = (id(conv.taps), h, w)
-        if key not in self._border:
+        bands = self._border.get(key)
+        if bands is None:
             if len(self._border) >= 16:  # a few sizes at a time (rectangular inference, multi-scale val)
                 self._border.clear()
             bias = border_bias(conv.taps, h, w)
-            self._border[key] = [(rows, cols, bias[:, rows, cols].contiguous())
-                                 for rows, cols in border_bands(h, w, conv.taps.shape[-1] // 2)]
-        return self._border[key]
+            bands = [(rows, cols, bias[:, rows, cols].contiguous())
+                     for rows, cols in border_bands(h, w, conv.taps.shape[-1] // 2)]
+            self._border[key] = bands
+        return bands
 
 
 def macs(convolutions: list[FoldedConv]) -> int:
