@@ -232,13 +232,17 @@ class SSDConv(nn.Module):
         residual = y_e if self.down is None else self.down(y_e)
         return self.act(self.bn(addcmul(residual, y_m, attention)))
 
+    def batchnorms(self) -> list[nn.BatchNorm2d]:
+        """BN_div, BN_main and the tail's BatchNorm where the module has one (``bn=True``)."""
+        return [self.bn_diversity, self.bn_main] + ([self.bn] if isinstance(self.bn, nn.BatchNorm2d) else [])
+
     def _fast_path_applies(self, x: torch.Tensor) -> bool:
         """The fast paths cover 4-D float32/float64 inputs outside autocast (mixed precision keeps the step form,
         whose BatchNorms compute their statistics in float32), BatchNorms with an affine and running statistics
         (Ultralytics' and torch's default), and, in training, batches with more than one value per channel (the step
         form raises there, as BatchNorm does). Modules with forward hooks (FLOP counters such as thop, which
         Ultralytics' and yolo_spd's GFLOPs use, feature extractors) get the step form, where those modules run."""
-        norms = [self.bn_diversity, self.bn_main] + ([self.bn] if isinstance(self.bn, nn.BatchNorm2d) else [])
+        norms = self.batchnorms()
         if x.dim() != 4 or x.dtype not in (torch.float32, torch.float64) or not all(
             bn.affine and bn.track_running_stats for bn in norms
         ):
@@ -346,8 +350,7 @@ class SSDConv(nn.Module):
             stride = self.base.stride[0] if conv.strided else 1
             part = F.conv2d(source[:, conv.lo : conv.hi], conv.weight, conv.bias, stride, conv.weight.shape[-1] // 2)
             if conv.taps is not None:
-                for rows, cols, bias in folded.border(conv, h, w):
-                    part[:, conv.first :, rows, cols] += bias
+                add_bands(part, folded.border(conv, h, w), conv.first)
             parts.append(part)
         y = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
         c = y.shape[1]
@@ -387,7 +390,7 @@ class SSDConv(nn.Module):
         """What the folded tensors depend on; None where nothing may be kept: a tensor without a version counter
         (created under ``torch.inference_mode``) or a parametrized module (its weight is a new tensor on each access,
         whose address a freed one may have had)."""
-        norms = [self.bn_diversity, self.bn_main] + ([self.bn] if isinstance(self.bn, nn.BatchNorm2d) else [])
+        norms = self.batchnorms()
         convs = [m for m in (self.base, self.expand, self.diversity, self.down) if m is not None]
         if any(parametrize.is_parametrized(m) for m in convs + norms):
             return None
@@ -513,22 +516,20 @@ class InferenceWeights:
         return self.merged
 
     def border(self, conv: FoldedConv, h: int, w: int) -> list[tuple[slice, slice, torch.Tensor]]:
-        """(rows, cols, bias) of ``conv``'s border bands at output size h x w (:func:`border_bias`), kept per size."""
+        """``conv``'s :func:`border_band_biases` at output size h x w, kept per size."""
         key = (id(conv.taps), h, w)
         bands = self._border.get(key)
         if bands is None:
             if len(self._border) >= 16:  # a few sizes at a time (rectangular inference, multi-scale val)
                 self._border.clear()
-            bias = border_bias(conv.taps, h, w)
-            bands = [(rows, cols, bias[:, rows, cols].contiguous())
-                     for rows, cols in border_bands(h, w, conv.taps.shape[-1] // 2)]
+            bands = [(rows, cols, bias.contiguous()) for rows, cols, bias in border_band_biases(conv.taps, h, w)]
             self._border[key] = bands
         return bands
 
 
 def macs(convolutions: list[FoldedConv]) -> int:
     """Multiply-adds per output position of a list of convolutions."""
-    return sum(conv.weight[0].numel() * conv.weight.shape[0] for conv in convolutions)
+    return sum(conv.weight.numel() for conv in convolutions)
 
 
 def inverse_l2_norm(e: torch.Tensor) -> torch.Tensor:
@@ -576,17 +577,26 @@ def border_bands(h: int, w: int, pad: int) -> list[tuple[slice, slice]]:
             (middle, slice(w - pad, None))]
 
 
+def border_band_biases(taps: torch.Tensor, h: int, w: int) -> list[tuple[slice, slice, torch.Tensor]]:
+    """(rows, cols, bias) for each border band (:func:`border_bands`) of :func:`border_bias` at size h x w."""
+    bias = border_bias(taps, h, w)
+    return [(rows, cols, bias[:, rows, cols]) for rows, cols in border_bands(h, w, taps.shape[-1] // 2)]
+
+
+def add_bands(y: torch.Tensor, bands: list[tuple[slice, slice, torch.Tensor]], first: int = 0) -> torch.Tensor:
+    """Add each band's bias (:func:`border_band_biases`) to channels ``first:`` of ``y`` in place."""
+    for rows, cols, bias in bands:
+        y[:, first:, rows, cols] += bias
+    return y
+
+
 def add_border_bias(y: torch.Tensor, taps: torch.Tensor, first: int = 0) -> torch.Tensor:
     """Add :func:`border_bias` to channels ``first:`` of ``y`` in place, touching only the border bands (no pass over
     the interior); with autograd through :class:`_AddBorderBias` (an in-place add on a channel view would make autograd
     copy the whole gradient)."""
     if torch.is_grad_enabled() and (y.requires_grad or taps.requires_grad):
         return _AddBorderBias.apply(y, taps, first)
-    h, w = y.shape[-2:]
-    bias = border_bias(taps, h, w)
-    for rows, cols in border_bands(h, w, taps.shape[-1] // 2):
-        y[:, first:, rows, cols] += bias[:, rows, cols]
-    return y
+    return add_bands(y, border_band_biases(taps, *y.shape[-2:]), first)
 
 
 class _AddBorderBias(torch.autograd.Function):
@@ -595,10 +605,7 @@ class _AddBorderBias(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, y: torch.Tensor, taps: torch.Tensor, first: int) -> torch.Tensor:
-        h, w = y.shape[-2:]
-        bias = border_bias(taps, h, w)
-        for rows, cols in border_bands(h, w, taps.shape[-1] // 2):
-            y[:, first:, rows, cols] += bias[:, rows, cols]
+        add_bands(y, border_band_biases(taps, *y.shape[-2:]), first)
         ctx.mark_dirty(y)
         ctx.first, ctx.taps_shape = first, taps.shape
         return y
