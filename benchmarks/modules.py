@@ -9,8 +9,8 @@ Times are this process's CPU time at one torch thread by default (``--threads``,
 
 Prints Markdown. Per row: eval forward (no grad) of the straightforward implementation (``tests/reference.py``,
 the code before issue #5), of the fast modules, and of the fused modules (``fuse()``, what Ultralytics runs for
-val/predict/export; SSDConv has none), against the Ultralytics ``Conv`` the module replaces, fused the same way
-(conv + bias + SiLU); then train-mode forward + backward (gradients of input and parameters); then ONNX Runtime on
+val/predict/export; SSDConv's changes only its export form), against the Ultralytics ``Conv`` the module replaces,
+fused the same way (conv + bias + SiLU); then train-mode forward + backward (gradients of input and parameters); then ONNX Runtime on
 each module with a ``fuse()`` exported as it is (eval) and after ``fuse_modules``, i.e. whether the fuse gains
 anything in an export; then SCConv and SSDConv at the shapes of yolov5-scconv-n's and yolov5-ssdconv-n's bottleneck
 convolutions at batch 1 (what a model's latency adds up), and SSDConv's eval path: folded once against folding on
@@ -68,7 +68,8 @@ def prepared(module, memory_format):
 
 
 def fused(module):
-    """Inference form: our fuse for SCConv, Ultralytics' Conv + BN fold for Conv rows (SSDConv is left as it is)."""
+    """Inference form: our fuse for SCConv, SPDConv and SSDConv (an export fold only), Ultralytics' Conv + BN fold for
+    Conv rows."""
     from ultralytics.nn.modules import Conv
     from ultralytics.utils.torch_utils import fuse_conv_and_bn
 
@@ -84,12 +85,15 @@ def fused(module):
 
 
 def has_fuse(module) -> bool:
-    """Whether :func:`fused` changes ``module``: it holds a module with our ``fuse()`` or an Ultralytics Conv + BN."""
+    """Whether :func:`fused` changes ``module``'s eager forward: it holds a module with our ``fuse()`` (but SSDConv's,
+    which keeps a fold for export traces only) or an Ultralytics Conv + BN."""
     from ultralytics.nn.modules import Conv
 
+    from yolo_spd import SSDConv
     from yolo_spd.modules import FUSABLE
 
-    return any(isinstance(m, FUSABLE) or (isinstance(m, Conv) and hasattr(m, "bn")) for m in module.modules())
+    return any((isinstance(m, FUSABLE) and not isinstance(m, SSDConv)) or (isinstance(m, Conv) and hasattr(m, "bn"))
+               for m in module.modules())
 
 
 def eval_row(label, module, conv, reference_forward, x, args):
@@ -269,7 +273,7 @@ def main(argv=None) -> None:
             module, conv = prepared(module, memory_format), prepared(conv, memory_format)
             eval_rows.append(eval_row(label, module.eval(), conv.eval(), reference_forward, x, args))
             train_rows.append(train_row(label, module.train(), conv.train(), reference_forward, x_grad, args))
-            if isinstance(module, FUSABLE):  # SPDConv's fuse is Ultralytics' conv + BN fold; SSDConv has none
+            if isinstance(module, FUSABLE):  # SSDConv's fuse changes its export form only
                 onnx_fuse_rows.append(onnx_fuse_row(label, module.eval(), x.contiguous(), args))
             if isinstance(module, SSDConv):
                 ssd_rows.append(ssdconv_eval_row(label, module.eval(), conv.eval(), x, args))
@@ -288,7 +292,7 @@ def main(argv=None) -> None:
     setting = f"Batch {args.batch}, {layout} inputs, {args.repeats} interleaved rounds"
     print(f"{setting}; {environment_line(args.threads, clock_name(args))}.\n")
     print("Eval forward (no grad). Baseline: the Ultralytics Conv the module replaces, fused (conv + bias + SiLU). "
-          "Inference form: fused where the module has a fuse (SSDConv has none: —), else fast.\n")
+          "Inference form: fused where the module's fuse changes its eager forward (not SSDConv's: —), else fast.\n")
     print(markdown_table(["module @px", "Conv", "straightforward", "fast", "fused", "straightforward / Conv",
                           "fused / fast", "inference form / Conv"], eval_rows))
     print("\nTrain forward + backward (gradients of input and parameters).\n")

@@ -291,21 +291,102 @@ def test_ssdconv_keeps_the_step_form_under_autocast_and_in_half_precision(traini
     assert len(calls) == 2
 
 
-def test_ssdconv_export_form_is_the_step_form(monkeypatch):
-    """While exporting (``is_exporting()``), the step form runs: the export targets keep the graph they were
-    checked with (test_ssdconv.py, test_exports.py)."""
+def exporting_forms(monkeypatch):
+    """Make ``is_exporting()`` true for SSDConv and count which form each call runs: ['steps'] or ['export']."""
     from yolo_spd.modules import ssdconv as module
 
-    m = randomize_norms(SSDConv(16, 24, 3, 2)).eval()
-    x = torch.randn(1, 16, 8, 8)
+    monkeypatch.setattr(module, "is_exporting", lambda: True)
+    calls = []
+    steps, export = SSDConv.forward_steps, SSDConv.forward_export
+    monkeypatch.setattr(SSDConv, "forward_steps", lambda self, x: calls.append("steps") or steps(self, x))
+    monkeypatch.setattr(SSDConv, "forward_export", lambda self, x, f: calls.append("export") or export(self, x, f))
+    return calls
+
+
+@pytest.mark.parametrize("c1,c2,k,s,h,w,kwargs,channels_last", SSDCONV_F64_CASES)
+def test_ssdconv_export_form_after_fuse_is_the_reference_in_float64(c1, c2, k, s, h, w, kwargs, channels_last,
+                                                                    monkeypatch):
+    """While exporting, an unfused SSDConv runs the step form and a fused one the folded export form (merged
+    convolutions, the border bias as a convolution of a ones map): both give the reference's output to float64
+    rounding, at the size it was fused at and at others (the ones map follows the input)."""
+    m = randomize_norms(SSDConv(c1, c2, k, s, **kwargs)).double().eval()
+    calls = exporting_forms(monkeypatch)
     with torch.no_grad():
-        eager = m(x)
-        monkeypatch.setattr(module, "is_exporting", lambda: True)
-        calls = []
-        step_form = SSDConv.forward_steps
-        monkeypatch.setattr(SSDConv, "forward_steps", lambda self, x: calls.append(1) or step_form(self, x))
-        torch.testing.assert_close(m(x), eager, rtol=0, atol=1e-5)
-    assert calls == [1]
+        for fused in (False, True):
+            if fused:
+                m.fuse()
+            for size in ((h, w), (h + 3, w + 1), (1, 2)):
+                x = make_input(c1, *size, channels_last).double()
+                torch.testing.assert_close(m(x), reference.ssdconv(m, x), rtol=0, atol=1e-12)
+    assert calls == ["steps"] * 3 + ["export"] * 3
+
+
+def test_ssdconv_fuse_keeps_the_module_and_its_eager_forward():
+    """fuse() changes no parameter, buffer or BatchNorm and no eager output, training or eval; Ultralytics' and
+    yolo_spd's fuse call it, and fuse again is the same."""
+    from yolo_spd import fuse_modules
+
+    m = randomize_norms(torch.nn.Sequential(SSDConv(16, 16), SSDConv(16, 24, 3, 2))).eval()
+    x = torch.randn(2, 16, 9, 7)
+    state = copy.deepcopy(m.state_dict())
+    with torch.no_grad():
+        expected = m(x)
+        fuse_modules(fuse_modules(m))
+        torch.testing.assert_close(m(x), expected, rtol=0, atol=0)
+    assert all("_export" in block.__dict__ for block in m)
+    assert m.state_dict().keys() == state.keys()
+    assert all(torch.equal(m.state_dict()[key], value) for key, value in state.items())
+    trained, fused = copy.deepcopy(m).train(), m.train()
+    torch.testing.assert_close(fused(x), trained(x), rtol=0, atol=0)
+
+
+def test_ssdconv_export_fold_is_dropped_or_refused_whenever_it_could_be_stale(monkeypatch):
+    """The fold fuse() kept is what a trace uses only while it is the module's current function: kept through eval()
+    (torch.onnx.export calls it) and a no-grad or frozen-parameter forward (Ultralytics' export dry run), dropped by
+    train(), a forward that can train, pickle and deepcopy, refused after a weight or statistics change; nothing is
+    kept for half-precision weights or BatchNorms without running statistics. Each stale case would move the output by
+    O(1)."""
+    x = torch.randn(1, 16, 6, 6)
+
+    def fused():
+        return randomize_norms(SSDConv(16, 24)).eval().fuse()
+
+    def form(m):
+        calls = exporting_forms(monkeypatch)
+        with torch.no_grad():
+            out = m(x.to(m.base.weight.dtype))
+            torch.testing.assert_close(out.float(), reference.ssdconv(m.float(), x).float(), rtol=1e-3, atol=1e-3)
+        monkeypatch.undo()
+        return calls[0]
+
+    m = fused()
+    m.eval()
+    m.requires_grad_(False)
+    m(x)  # grad mode on, nothing can train: the export dry run
+    assert form(m) == "export"
+    m.requires_grad_(True)
+    with torch.no_grad():
+        m(x)
+    assert form(m) == "export"
+    m(x)  # a forward that can train
+    assert form(m) == "steps"
+    m = fused()
+    m.train().eval()
+    assert form(m) == "steps"
+    for change in (lambda m: m.diversity.weight.mul_(2.0), lambda m: m.bn_diversity.running_mean.add_(1.0),
+                   lambda m: m.load_state_dict(randomize_norms(SSDConv(16, 24)).state_dict())):
+        m = fused()
+        with torch.no_grad():
+            change(m)
+        assert form(m) == "steps"
+    import pickle
+
+    for copied in (copy.deepcopy(fused()), pickle.loads(pickle.dumps(fused()))):
+        assert "_export" not in copied.__dict__ and form(copied) == "steps"
+    assert "_export" not in fused().half().fuse().__dict__
+    m = randomize_norms(SSDConv(16, 24))
+    m.bn_main.track_running_stats, m.bn_main.running_mean, m.bn_main.running_var = False, None, None
+    assert "_export" not in m.eval().fuse().__dict__
 
 
 @pytest.mark.parametrize("training", [False, True])

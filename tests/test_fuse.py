@@ -93,18 +93,6 @@ def test_fused_scconv_runs_under_autocast_as_the_unfused_one_does(variant, s):
     assert (fused.float() - unfused.float()).abs().max() / scale < 0.05
 
 
-def test_ssdconv_has_no_fuse_and_fuse_modules_leaves_it_unchanged():
-    """SSDConv's BatchNorm folding measured as no gain and was removed (module docstring); fuse_modules must neither
-    fail on it nor change it."""
-    m = randomize_norms(torch.nn.Sequential(SSDConv(16, 16), SSDConv(16, 24, 3, 2))).eval()
-    assert not hasattr(SSDConv, "fuse")
-    x = torch.randn(2, 16, 9, 7)
-    fused = fused_copy(m)
-    with torch.no_grad():
-        torch.testing.assert_close(fused(x), m(x), rtol=0, atol=0)
-    assert len(batchnorms(fused)) == len(batchnorms(m)) == 6
-
-
 def test_fuse_is_idempotent():
     m = torch.nn.Sequential(SCConv(16, 16, gn_groups=4), SSDConv(16, 16))
     randomize_norms(m).eval()
@@ -134,7 +122,8 @@ def test_ultralytics_model_fuse_fuses_our_modules_exactly(tmp_path):
         model.fuse(verbose=False)
         after = model(x)[0]
     remaining = [bn for m in model.modules() if isinstance(m, SSDConv) for bn in batchnorms(m)]
-    assert batchnorms(model) == remaining and len(remaining) == 6  # all but SSDConv's (it has no fuse)
+    assert batchnorms(model) == remaining and len(remaining) == 6  # all but SSDConv's (its fuse keeps its modules)
+    assert all(m.export_weights() is not None for m in model.modules() if isinstance(m, SSDConv))
     # SPDConv is one 6 x 6 stride-2 convolution. The SpaceToDepth row Detect reads stays as it is: Detect convolves
     # it with foldable 3 x 3 convolutions, but also sizes its anchor grid from the feature map and returns the map in
     # its raw outputs; the float64 check of the fold (and that of the block-order switch) sees it and undoes it
@@ -182,8 +171,8 @@ def test_exported_onnx_uses_the_fused_form_and_matches_pytorch(tmp_path):
     onnx_file = YOLO(str(weights)).export(format="onnx", imgsz=IMGSZ, simplify=False, dynamic=False)
     node_types = [node.op_type for node in onnx.load(onnx_file).graph.node]
     ssdconv_batchnorms = sum(len(batchnorms(m)) for m in model.model.modules() if isinstance(m, SSDConv))
-    assert ssdconv_batchnorms == 6  # SSDConv has no fuse (its eval path folds itself): its BatchNorms stay
-    assert node_types.count("BatchNormalization") == ssdconv_batchnorms  # SCConv's BN after CRU's mix is folded
+    assert ssdconv_batchnorms == 6  # kept in the module; its export form is the fold fuse() kept
+    assert "BatchNormalization" not in node_types  # SCConv's BN after CRU's mix and SSDConv's three are folded
 
     reference_model = YOLO(str(weights)).model.float().eval()
     x = torch.rand(1, 3, IMGSZ, IMGSZ)
@@ -195,15 +184,20 @@ def test_exported_onnx_uses_the_fused_form_and_matches_pytorch(tmp_path):
 
 
 def test_dynamic_onnx_export_of_the_inference_form_handles_sizes_it_was_not_traced_with(tmp_path):
-    """Fused SCConv and (unfused) SSDConv in a dynamic-shape graph: every size-dependent step follows the input."""
+    """Fused SCConv and SSDConv in a dynamic-shape graph: every size-dependent step follows the input (SSDConv's border
+    bias too, from a ones map of the input's size)."""
     import onnxruntime as ort
 
-    m = fused_copy(randomize_norms(torch.nn.Sequential(SSDConv(8, 8), SCConv(8, 8, gn_groups=4))).eval())
+    m = torch.nn.Sequential(SSDConv(8, 8), SCConv(8, 8, gn_groups=4), SSDConv(8, 8, 3, 2))
+    m = fused_copy(randomize_norms(m).eval())
     path = tmp_path / "fused.onnx"
     torch.onnx.export(
         m, torch.randn(1, 8, 8, 8), str(path), input_names=["x"], dynamo=False,
         dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}}, opset_version=17,
     )
+    import onnx
+
+    assert "BatchNormalization" not in {node.op_type for node in onnx.load(str(path)).graph.node}  # the folded forms
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for n, h, w in [(1, 8, 8), (2, 13, 6), (1, 2, 5)]:
         x = torch.randn(n, 8, h, w) + 0.5

@@ -42,13 +42,13 @@ __all__ = (
 )
 
 #: Modules with an inference-time ``fuse()``. SPDConv's folds space-to-depth into one strided convolution (its inner
-#: Ultralytics ``Conv`` is otherwise fused by Ultralytics itself); SSDConv has none: its eval path folds its
-#: BatchNorms itself and keeps the fold, see its module docstring.
-FUSABLE = (SCConv, SPDConv)
+#: Ultralytics ``Conv`` is otherwise fused by Ultralytics itself); SSDConv's keeps its fold for export traces and
+#: changes nothing else (its eager eval path folds by itself), see its module docstring.
+FUSABLE = (SCConv, SPDConv, SSDConv)
 
 
 def fuse_modules(model: nn.Module, example: torch.Tensor | None = None, fold_spd: bool = True) -> nn.Module:
-    """Fuse every SCConv and SPDConv inside ``model`` (any nesting) for inference; eval mode, idempotent.
+    """Fuse every SCConv, SPDConv and SSDConv inside ``model`` (any nesting) for inference; eval mode, idempotent.
 
     Every Ultralytics ``Focus`` stem becomes the equivalent ``SPDConv`` first (:func:`spd.replace_focus`): the same
     outputs, but exportable where Focus's step-2 slices are not (NCNN), and foldable like any SPDConv.

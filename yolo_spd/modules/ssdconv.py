@@ -39,8 +39,9 @@ and in float64 to float64 rounding). Each fast step below is exact algebra: only
 another order).
 
 * Step form (:meth:`SSDConv.forward_steps`): the steps above one by one; the similarity attention without the C x C
-  matrix (:meth:`SSDConv.similarity_attention`). Used while exporting, in eval mode with gradients, under autocast or
-  for half-precision inputs (its BatchNorms keep float32 statistics), and for BatchNorms without running statistics.
+  matrix (:meth:`SSDConv.similarity_attention`). Used while exporting a module :meth:`SSDConv.fuse` did not prepare, in
+  eval mode with gradients, under autocast or for half-precision inputs (its BatchNorms keep float32 statistics), and
+  for BatchNorms without running statistics.
 * Expansion composed into the diversity convolution (both fast forms, :meth:`SSDConv.diversity_weights`). BN_div is
   a per-channel affine s x + t and the expansion a 1 x 1 map, and both commute with the diversity convolution's zero
   padding, so diversity(BN_div([X_m U W_e X_e])) = conv([X_m U X_e], W') + conv(1, K): a k x k convolution of the
@@ -70,9 +71,16 @@ another order).
 * Stride 2 pools with two vector adds (``_common.average_pool``; ``F.avg_pool2d`` measured 3-5x slower on CPU).
 
 Export form (used only while torch traces or exports, ``_common.is_exporting()``; eager training and inference are
-unchanged): the attention's inverse norm ``1 / ||e||`` is ``linalg.vector_norm(...).reciprocal()`` eagerly and
-``rsqrt`` of the sum of squares while exporting (:func:`inverse_l2_norm`, equal within float32 rounding), because three
-export targets cannot take the eager ops:
+unchanged). After :meth:`SSDConv.fuse` (Ultralytics' exporter fuses every model before it traces it) a trace takes
+the fold fuse() kept (:meth:`SSDConv.forward_export`): the eval path's folded tensors in its merged layout, with
+BN_div's border bias as a convolution of a ones map of the input's size (zero padding makes it exactly
+:func:`border_bias`; a dynamic-shape graph computes it per input, and Ultralytics' static ONNX export, simplified,
+holds it as a constant), the residual as a 1 x 1 convolution with the tail's BatchNorm in it, then a multiply, an add
+and the activation: no BatchNormalization, expansion or grouped convolution left in the graph. yolov5-ssdconv-n in
+ONNX Runtime went from about 1.3x to 1.1x yolov5nu's latency (docs/speed.md). Without fuse(), or when the weights
+changed since, a trace takes the step form. In both forms the attention's inverse norm ``1 / ||e||`` is
+``linalg.vector_norm(...).reciprocal()`` eagerly and ``rsqrt`` of the sum of squares while exporting
+(:func:`inverse_l2_norm`, equal within float32 rounding), because three export targets cannot take the eager ops:
   * Paddle: x2paddle 1.6 translates a traced graph op by op and has no ``aten::reciprocal`` ("Model is not supported
     yet"); it has ``rsqrt``, ``sum`` and ``mul``.
   * MNN: ``vector_norm`` exports to ONNX as ``ReduceL2``. MNN 3.6.1's ONNX converter reads ReduceL2's axes only from
@@ -84,11 +92,12 @@ export targets cannot take the eager ops:
 In float16 the sum of squares could exceed float16's range only for a map of more than 65504 positions with e near
 1 everywhere (every entry of e is in (0, 1]); exports are float32 unless ``half=True``.
 
-No ``fuse()``: the eval fast path folds SSDConv's BatchNorms and composes its convolutions itself, once, and folds
-again when the weights change, so ``model.fuse()`` and ``yolo_spd.fuse_modules`` leave the module as it is and the
-exported graph stays the step form. (An earlier fuse that folded the BatchNorms and merged the base and diversity
-convolutions without composing the expansion measured as no gain and was removed: the merged convolution still read
-the main_in + exp_out channels of [X_m U Y_e].)
+``fuse()`` changes neither the module nor its eager forward: the eval fast path folds SSDConv's BatchNorms and composes
+its convolutions itself, once, and folds again when the weights change. fuse() keeps that fold for export traces, so
+``model.fuse()`` and ``yolo_spd.fuse_modules`` leave every parameter, BatchNorm and eager output as it was. (An earlier
+fuse that replaced the BatchNorms in the module and merged the base and diversity convolutions without composing the
+expansion measured as no gain in PyTorch and was removed: the merged convolution still read the main_in + exp_out
+channels of [X_m U Y_e].)
 
 Speed (issue 19; ``benchmarks/modules.py``, CPU time at one thread, ratios to the Ultralytics ``Conv`` of the same
 shape): the fast forms' convolutions have 0.85/0.68/0.55x the ``Conv``'s multiply-adds for c1 = 64/128/256 and
@@ -209,7 +218,12 @@ class SSDConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled():  # a forward that can train: the weights may change before the next eval call
             self.__dict__.pop("_inference", None)
-        if is_exporting() or not self._fast_path_applies(x):
+            if not is_exporting() and any(p.requires_grad for p in self.parameters()):
+                self.__dict__.pop("_export", None)
+        if is_exporting():
+            folded = self.export_weights()
+            return self.forward_steps(x) if folded is None else self.forward_export(x, folded)
+        if not self._fast_path_applies(x):
             return self.forward_steps(x)
         if self.training:
             return self.forward_train(x)
@@ -403,12 +417,73 @@ class SSDConv(nn.Module):
 
     def train(self, mode: bool = True) -> SSDConv:
         self.__dict__.pop("_inference", None)  # model.eval() before a validation refolds
+        if mode:  # torch.onnx.export calls train(False); the export fold stays for it
+            self.__dict__.pop("_export", None)
         return super().train(mode)
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state.pop("_inference", None)  # derived tensors: refolded on first use
+        state.pop("_export", None)  # a copy is fused again before it is exported (Ultralytics' exporter does)
         return state
+
+    # --------------------------------------------------------------------------------------------- export form
+
+    def fuse(self) -> SSDConv:
+        """Inference preparation (Ultralytics' ``model.fuse()`` calls this once registered, as its exporter does before
+        every export): fold now and keep the fold for tracing (:meth:`export_weights`, :meth:`forward_export`). The
+        module itself is unchanged - its parameters, its state dict and its eager forward, which folds by itself (the
+        eval path's kept fold, :meth:`inference_weights`). Nothing is kept where the eval path keeps nothing
+        (parametrized weights, inference tensors) or its folds do not apply (BatchNorms without running statistics or
+        affine, weights that are neither float32 nor float64): traces then take the step form. Idempotent."""
+        self.__dict__.pop("_export", None)
+        weight = self.base.weight
+        foldable = weight.dtype in (torch.float32, torch.float64) and all(
+            bn.affine and bn.track_running_stats for bn in self.batchnorms()
+        )
+        if foldable and self._inference_key() is not None:
+            self.__dict__["_export"] = self.inference_weights()
+        return self
+
+    def export_weights(self) -> InferenceWeights | None:
+        """The fold :meth:`fuse` kept, while the module is in eval mode and the parameters and running statistics it
+        comes from are unchanged (the same key as :meth:`inference_weights`'s); else None and a trace takes the step
+        form. It is dropped by ``train()`` and by a forward with gradients that can train (a parameter requires
+        grad), not by ``eval()`` (``torch.onnx.export`` calls it). Not seen, as for the eval path: writes through
+        ``.data``; fuse again after them. ``torch.export`` (ExecuTorch's and Core AI's route) traces with fake tensors,
+        whose storage cannot be checked, so it gets None: those exports keep the step form."""
+        folded = self.__dict__.get("_export")
+        if folded is None or self.training or folded.key != self._inference_key():
+            return None
+        return folded
+
+    def forward_export(self, x: torch.Tensor, folded: InferenceWeights) -> torch.Tensor:
+        """The folded form for export targets (:meth:`fuse`): the merged convolutions of :class:`InferenceWeights`
+        (one c1 -> c2 convolution at stride 1; the base and one diversity convolution at stride 2), BN_div's border
+        bias as a 1 -> c convolution of a ones map (zero padding: exactly :func:`border_bias`, and it follows the
+        input's size in a dynamic-shape graph), the attention, the residual as a 1 x 1 convolution with the tail's
+        BatchNorm folded, then a multiply, an add and the activation. Only ops every export target here converts
+        (those of the step form). The merged layout: a graph holds one layout for every batch size, and at batch 1
+        it measured faster than the split one (docs/speed.md, ONNX Runtime)."""
+        pooled = self.pool(x)
+        h, w = pooled.shape[-2:]
+        ones = None
+        parts = []
+        for conv, border in zip(folded.merged, folded.merged_borders):
+            source = x if conv.strided else pooled
+            stride = self.base.stride[0] if conv.strided else 1
+            pad = conv.weight.shape[-1] // 2
+            part = F.conv2d(source[:, conv.lo : conv.hi], conv.weight, conv.bias, stride, pad)
+            if border is not None:
+                if ones is None:  # torch.ones, not ones_like: x2paddle 1.6 has no ones_like
+                    ones = torch.ones(1, 1, h, w, dtype=pooled.dtype, device=pooled.device)
+                part = part + F.conv2d(ones, border[0], border[1], 1, pad)
+            parts.append(part)
+        y = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        attended = y * (self.similarity_attention(y) * folded.scale4)
+        if folded.residual is None:
+            return self.act(attended + folded.shift4)
+        return self.act(F.conv2d(pooled[:, self.main_in :], folded.residual4, folded.bias) + attended)
 
     def forward_train(self, x: torch.Tensor) -> torch.Tensor:
         """Training: BN_div's batch statistics from the input's (:class:`_ChannelMoments`: the expansion's mean and
@@ -504,6 +579,11 @@ class InferenceWeights:
             else:  # the base convolution, and the diversity groups as one over the channels any of them reads
                 lo, hi = min(c.lo for c in self.split[1:]), max(c.hi for c in self.split[1:])
                 self.merged = [base_conv, FoldedConv(False, lo, hi, weight[:, lo:hi].contiguous(), bias, taps, 0)]
+            # The export form's tensors (:meth:`SSDConv.forward_export`): per merged convolution, the weight and bias
+            # of its border-bias convolution of a ones map (conv(1, taps) - sum(taps), zero rows before `first`).
+            self.merged_borders = [None if conv.taps is None else border_convolution(conv) for conv in self.merged]
+            self.scale4, self.shift4, self.bias = scale.view(1, -1, 1, 1), shift.view(1, -1, 1, 1), shift
+            self.residual4 = None if self.residual is None else self.residual[:, :, None, None]
         self.saved_per_position = macs(self.merged) - macs(self.split)
         self._border: dict = {}
 
@@ -525,6 +605,18 @@ class InferenceWeights:
             bands = [(rows, cols, bias.contiguous()) for rows, cols, bias in border_band_biases(conv.taps, h, w)]
             self._border[key] = bands
         return bands
+
+
+def border_convolution(conv: FoldedConv) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight (C, 1, k, k), bias (C,)) of a convolution of a ones map whose output is ``conv``'s :func:`border_bias`
+    on its channels ``first:`` and zero on the channels before: with zero padding, conv(1, taps) at a position sums
+    the taps that fall inside the map, and the bias subtracts the interior sum ``conv.bias`` already holds."""
+    taps = conv.taps
+    weight = taps.new_zeros(conv.weight.shape[0], 1, *taps.shape[1:])
+    weight[conv.first :, 0] = taps
+    bias = taps.new_zeros(conv.weight.shape[0])
+    bias[conv.first :] = -taps.sum(dim=(1, 2))
+    return weight, bias
 
 
 def macs(convolutions: list[FoldedConv]) -> int:
