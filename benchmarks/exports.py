@@ -56,7 +56,7 @@ FORMATS = {
                     "onnx_graphsurgeon": "onnx_graphsurgeon", "ai_edge_litert": "ai-edge-litert", "onnx": "onnx",
                     "onnxruntime": "onnxruntime", "onnxslim": "onnxslim"},
     "pb": {},  # filled in below: saved_model's packages (Ultralytics freezes the SavedModel's Keras model)
-    "paddle": {"paddle": "paddlepaddle", "x2paddle": "x2paddle"},
+    "paddle": {"paddle": "paddlepaddle", "x2paddle": "x2paddle", "six": "six"},  # x2paddle imports six undeclared
     "executorch": {"executorch": "executorch"},
     "coreml": {"coremltools": "coremltools"},
     "coreai": {"coreai_torch": "coreai-torch", "coreai": "coreai-core"},  # Apple Core AI: converter and runtime
@@ -431,30 +431,52 @@ def upgrade_payload(payload: dict) -> dict:
                               "versions": payload["versions"]}]}
 
 
-def check_mergeable(table: dict, imgsz: int, tol: float, models: list[str]) -> None:
-    """Raise ValueError, naming the option to change, unless a run with these settings can be merged into ``table``."""
+def check_mergeable(table: dict, imgsz: int, tol: float, models: list[str], formats: list[str]) -> None:
+    """Raise ValueError, naming the option to change, unless a run with these settings can be merged into ``table``:
+    the table's image size and tolerance, and either all its models (whole rows) or some of them in rows the table
+    already has (those cells only)."""
     table = upgrade_payload(table)
     for key, value in (("imgsz", imgsz), ("tol", tol)):
         if value != table[key]:
             raise ValueError(f"--merge: this run's --{key} {value:g} differs from the table's {table[key]:g}; "
                              f"run it with --{key} {table[key]:g}")
-    if sorted(models) != sorted(table["models"]):
-        raise ValueError(f"--merge replaces whole rows: run it with the table's models "
-                         f"(--models {','.join(table['models'])}), not --models {','.join(models)}")
+    unknown = [m for m in models if m not in table["models"]]
+    if unknown:
+        raise ValueError(f"--merge: --models {','.join(unknown)} is not a column of the table; its models are "
+                         f"{','.join(table['models'])}")
+    new_rows = [f for f in formats if f not in table["formats"]]
+    if sorted(models) != sorted(table["models"]) and new_rows:
+        raise ValueError(f"--merge: {','.join(new_rows)} has no row in the table yet, so it needs every model: run it "
+                         f"with the table's models (--models {','.join(table['models'])})")
 
 
 def merge_payload(table: dict, run: dict) -> dict:
-    """``table`` with the rows of the formats ``run`` measured replaced by ``run``'s (a new one added in the usual
-    format order); the other rows, and the package versions they were measured with, stay as they were. A run
-    replaces whole rows, so it must cover every model of the table, at the table's image size and tolerance."""
+    """``table`` with what ``run`` measured put in; everything else, and the package versions it was measured with,
+    stays as it was. A run of all the table's models replaces the rows of its formats (a new one added in the usual
+    format order, and their old environments dropped); a run of some of them (a column re-measured after a change to
+    one model's modules) replaces just those cells, and its environment is listed with its models. Either must use the
+    table's image size and tolerance (:func:`check_mergeable`)."""
     table = upgrade_payload(table)
-    check_mergeable(table, run["imgsz"], run["tol"], run["models"])
+    check_mergeable(table, run["imgsz"], run["tol"], run["models"], run["formats"])
     merged = set(run["formats"])
-    formats = [f for f in FORMATS if f in merged or f in table["formats"]]
-    results = {f: run["results"][f] if f in merged else table["results"][f] for f in formats}
-    environments = [{**env, "formats": [f for f in env["formats"] if f not in merged]}
-                    for env in table["environments"]]
-    environments = [env for env in environments if env["formats"]] + run["environments"]
+    whole_rows = sorted(run["models"]) == sorted(table["models"])
+    if whole_rows:
+        formats = [f for f in FORMATS if f in merged or f in table["formats"]]
+        results = {f: run["results"][f] if f in merged else table["results"][f] for f in formats}
+        environments = run["environments"]
+    else:
+        formats = table["formats"]
+        results = {f: {m: run["results"][f].get(m, cell) for m, cell in table["results"][f].items()} if f in merged
+                   else table["results"][f] for f in formats}
+        environments = [{**env, "models": list(run["models"])} for env in run["environments"]]
+
+    def superseded(env: dict) -> bool:
+        """Whether this run measured again every cell an earlier environment measured in a format both ran."""
+        return whole_rows or set(env.get("models", table["models"])) <= set(run["models"])
+
+    kept = [{**env, "formats": [f for f in env["formats"] if f not in merged or not superseded(env)]}
+            for env in table["environments"]]
+    environments = [env for env in kept if env["formats"]] + environments
     return {**table, "formats": formats, "results": results, "environments": environments}
 
 
@@ -491,7 +513,11 @@ def render_markdown(payload: dict) -> str:
             extras = {OWN_ENV.get(f, "") for f in env["formats"]}
             own = extras.pop() if len(extras) == 1 else ""  # every row of this environment needs the same extra
             venv = f', in a venv with `pip install -e ".[{own}]"`' if own else ""
-            text += f"- {', '.join(env['formats'])}: `{env['command']}`{venv}; {listed(env)}\n"
+            cells = env.get("models")  # a re-measured column: those cells only
+            rows = ", ".join(env["formats"])
+            what = rows if cells is None else (f"{', '.join(m.replace('.yaml', '') for m in cells)} in {rows}, "
+                                               "re-measured")
+            text += f"- {what}: `{env['command']}`{venv}; {listed(env)}\n"
         text += "\n"
     return text + table(payload["results"], payload["models"], formats, tol) + "\n"
 
@@ -521,7 +547,8 @@ def main(argv: list[str] | None = None) -> int:
                                                     "--merge: the table to merge into, default results/exports)")
     parser.add_argument("--merge", action="store_true",
                         help="replace the measured formats' rows in the existing table (--out) instead of writing a "
-                             "new one; for formats run in another environment (docs/export.md)")
+                             "new one, or with --models naming some of its models just those cells; for formats run "
+                             "in another environment, or a column re-measured after a change (docs/export.md)")
     parser.add_argument("--data", default=None, help="calibration data YAML for the int8 formats (default: a small "
                                                       "set made from the photos Ultralytics ships)")
     parser.add_argument("--worker", nargs=4, metavar=("WEIGHTS", "FORMAT", "IMGSZ", "DATA"), help=argparse.SUPPRESS)
@@ -543,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"`python benchmarks/exports.py` first (or name one with --out)")
         table_payload = json.loads(stem.with_suffix(".json").read_text())
         try:
-            check_mergeable(table_payload, args.imgsz, args.tol, models)
+            check_mergeable(table_payload, args.imgsz, args.tol, models, formats)
         except ValueError as error:
             parser.error(str(error))
     if args.data:  # each cell runs in its own folder

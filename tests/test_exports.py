@@ -492,16 +492,53 @@ def test_merge_upgrades_a_table_written_with_one_versions_entry():
                                          "versions": MAIN_VERSIONS}
 
 
+def test_merge_of_some_models_replaces_just_their_cells_and_lists_their_environment():
+    """A column measured again (after a change to one model's modules): its cells in the run's rows change, every
+    other cell and environment stays; a second such run supersedes the first, a whole-row run supersedes both."""
+    column = {f: {"yolov5-spd-n.yaml": {"status": "ok", "rel": 2.5e-7, "format": f}} for f in ("onnx", "coreml")}
+    run = bench.run_payload("python benchmarks/exports.py --formats onnx,coreml --models yolov5-spd-n.yaml --merge",
+                            64, 1e-3, ["yolov5-spd-n.yaml"], ["onnx", "coreml"], column, MAIN_VERSIONS)
+    table = main_table()
+    merged = bench.merge_payload(table, run)
+    assert table == main_table()
+    assert merged["formats"] == table["formats"] and merged["models"] == MODELS2
+    for fmt in ("onnx", "coreml"):
+        assert merged["results"][fmt] == {"yolov8n.yaml": table["results"][fmt]["yolov8n.yaml"],
+                                          "yolov5-spd-n.yaml": column[fmt]["yolov5-spd-n.yaml"]}
+    assert merged["results"]["tflite"] == table["results"]["tflite"]
+    assert merged["environments"][0] == table["environments"][0]
+    assert merged["environments"][1]["models"] == ["yolov5-spd-n.yaml"]
+    text = bench.render_markdown(merged)
+    lines = [line for line in text.splitlines() if line.startswith("- ")]
+    assert lines[0].startswith("- onnx, tflite, coreml: `python benchmarks/exports.py`;")
+    assert lines[1].startswith("- yolov5-spd-n in onnx, coreml, re-measured: `python benchmarks/exports.py --formats "
+                               "onnx,coreml --models yolov5-spd-n.yaml --merge`;")
+    assert "| onnx | ok 1.9e-07 | ok 2.5e-07 |" in text
+    assert "| coreml | converted (no CoreML runtime on Linux) | ok 2.5e-07 |" in text
+
+    again = bench.merge_payload(merged, {**run, "formats": ["onnx"], "results": {"onnx": column["onnx"]},
+                                         "environments": [{**run["environments"][0], "formats": ["onnx"]}]})
+    assert [(env["formats"], env.get("models")) for env in again["environments"]] == [
+        (["onnx", "tflite", "coreml"], None), (["coreml"], ["yolov5-spd-n.yaml"]), (["onnx"], ["yolov5-spd-n.yaml"])]
+    rows = bench.run_payload("cmd", 64, 1e-3, MODELS2, ["onnx", "coreml"],
+                             {f: cells("ok", rel=1e-7, format=f) for f in ("onnx", "coreml")}, MAIN_VERSIONS)
+    whole = bench.merge_payload(again, rows)
+    assert [(env["formats"], env.get("models")) for env in whole["environments"]] == [(["tflite"], None),
+                                                                                      (["onnx", "coreml"], None)]
+
+
 @pytest.mark.parametrize("change,message", [
     ({"imgsz": 32}, "--merge: this run's --imgsz 32 differs from the table's 64; run it with --imgsz 64"),
     ({"tol": 1e-4}, "--merge: this run's --tol 0.0001 differs from the table's 0.001; run it with --tol 0.001"),
-    ({"models": MODELS2[:1]}, "--merge replaces whole rows: run it with the table's models "
-                              "(--models yolov8n.yaml,yolov5-spd-n.yaml), not --models yolov8n.yaml"),
+    ({"models": ["yolo11n.yaml"]}, "--merge: --models yolo11n.yaml is not a column of the table; its models are "
+                                   "yolov8n.yaml,yolov5-spd-n.yaml"),
+    ({"models": MODELS2[:1]}, "--merge: saved_model has no row in the table yet, so it needs every model: run it with "
+                              "the table's models (--models yolov8n.yaml,yolov5-spd-n.yaml)"),
 ])
-def test_merge_refuses_a_run_that_cannot_replace_whole_rows(change, message):
-    run = {**bench.run_payload("cmd", 64, 1e-3, MODELS2, ["tflite"], {"tflite": cells("ok", rel=1e-7)}, {}), **change}
+def test_merge_refuses_a_run_that_cannot_be_merged(change, message):
+    run = bench.run_payload("cmd", 64, 1e-3, MODELS2, ["saved_model"], {"saved_model": cells("ok", rel=1e-7)}, {})
     with pytest.raises(ValueError) as raised:
-        bench.merge_payload(main_table(), run)
+        bench.merge_payload(main_table(), {**run, **change})
     assert str(raised.value) == message
 
 
