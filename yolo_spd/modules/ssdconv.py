@@ -469,21 +469,21 @@ class SSDConv(nn.Module):
         h, w = pooled.shape[-2:]
         ones = None
         parts = []
-        for conv, border in zip(folded.merged, folded.merged_borders):
+        for conv, (border, bias) in zip(folded.merged, folded.export_biases):
             source = x if conv.strided else pooled
             stride = self.base.stride[0] if conv.strided else 1
             pad = conv.weight.shape[-1] // 2
-            part = F.conv2d(source[:, conv.lo : conv.hi], conv.weight, conv.bias, stride, pad)
+            part = F.conv2d(source[:, conv.lo : conv.hi], conv.weight, None, stride, pad)
             if border is not None:
                 if ones is None:  # torch.ones, not ones_like: x2paddle 1.6 has no ones_like
                     ones = torch.ones(1, 1, h, w, dtype=pooled.dtype, device=pooled.device)
-                part = part + F.conv2d(ones, border[0], border[1], 1, pad)
-            parts.append(part)
+                bias = F.conv2d(ones, border, None, 1, pad) + bias
+            parts.append(part + bias)
         y = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
         attended = y * (self.similarity_attention(y) * folded.scale4)
         if folded.residual is None:
             return self.act(attended + folded.shift4)
-        return self.act(F.conv2d(pooled[:, self.main_in :], folded.residual4, folded.bias) + attended)
+        return self.act(F.conv2d(pooled[:, self.main_in :], folded.residual4) + folded.shift4 + attended)
 
     def forward_train(self, x: torch.Tensor) -> torch.Tensor:
         """Training: BN_div's batch statistics from the input's (:class:`_ChannelMoments`: the expansion's mean and
@@ -579,10 +579,10 @@ class InferenceWeights:
             else:  # the base convolution, and the diversity groups as one over the channels any of them reads
                 lo, hi = min(c.lo for c in self.split[1:]), max(c.hi for c in self.split[1:])
                 self.merged = [base_conv, FoldedConv(False, lo, hi, weight[:, lo:hi].contiguous(), bias, taps, 0)]
-            # The export form's tensors (:meth:`SSDConv.forward_export`): per merged convolution, the weight and bias
-            # of its border-bias convolution of a ones map (conv(1, taps) - sum(taps), zero rows before `first`).
-            self.merged_borders = [None if conv.taps is None else border_convolution(conv) for conv in self.merged]
-            self.scale4, self.shift4, self.bias = scale.view(1, -1, 1, 1), shift.view(1, -1, 1, 1), shift
+            # The export form's tensors (:meth:`SSDConv.forward_export`; biases added, not passed to the convolution:
+            # x2paddle 1.6 converts a functional convolution only without one).
+            self.export_biases = [export_bias(conv) for conv in self.merged]
+            self.scale4, self.shift4 = scale.view(1, -1, 1, 1), shift.view(1, -1, 1, 1)
             self.residual4 = None if self.residual is None else self.residual[:, :, None, None]
         self.saved_per_position = macs(self.merged) - macs(self.split)
         self._border: dict = {}
@@ -607,16 +607,19 @@ class InferenceWeights:
         return bands
 
 
-def border_convolution(conv: FoldedConv) -> tuple[torch.Tensor, torch.Tensor]:
-    """(weight (C, 1, k, k), bias (C,)) of a convolution of a ones map whose output is ``conv``'s :func:`border_bias`
-    on its channels ``first:`` and zero on the channels before: with zero padding, conv(1, taps) at a position sums
-    the taps that fall inside the map, and the bias subtracts the interior sum ``conv.bias`` already holds."""
-    taps = conv.taps
-    weight = taps.new_zeros(conv.weight.shape[0], 1, *taps.shape[1:])
-    weight[conv.first :, 0] = taps
-    bias = taps.new_zeros(conv.weight.shape[0])
-    bias[conv.first :] = -taps.sum(dim=(1, 2))
-    return weight, bias
+def export_bias(conv: FoldedConv) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """(border, bias) of a merged convolution in the export form: its output's bias is conv(1, border) + bias, a
+    convolution of a ones map of the output's size (None where the convolution has no taps) plus a per-channel
+    (1, C, 1, 1). With zero padding conv(1, taps) at a position sums the taps that fall inside the map, which is
+    ``conv.bias``'s interior sum of the taps plus :func:`border_bias`; ``border`` holds ``conv.taps`` in the rows
+    ``first:`` and zeros before them, and ``bias`` is ``conv.bias`` less the interior sum."""
+    bias = conv.bias.clone()
+    if conv.taps is None:
+        return None, bias.view(1, -1, 1, 1)
+    border = conv.taps.new_zeros(conv.weight.shape[0], 1, *conv.taps.shape[1:])
+    border[conv.first :, 0] = conv.taps
+    bias[conv.first :] -= conv.taps.sum(dim=(1, 2))
+    return border, bias.view(1, -1, 1, 1)
 
 
 def macs(convolutions: list[FoldedConv]) -> int:
