@@ -454,8 +454,9 @@ def merge_payload(table: dict, run: dict) -> dict:
     """``table`` with what ``run`` measured put in; everything else, and the package versions it was measured with,
     stays as it was. A run of all the table's models replaces the rows of its formats (a new one added in the usual
     format order, and their old environments dropped); a run of some of them (a column re-measured after a change to
-    one model's modules) replaces just those cells, and its environment is listed with its models. Either must use the
-    table's image size and tolerance (:func:`check_mergeable`)."""
+    one model's modules) replaces just those cells. Each environment lists the cells it measured that the table still
+    shows: its formats, and its models where it no longer holds every model of them. Either run must use the table's
+    image size and tolerance (:func:`check_mergeable`)."""
     table = upgrade_payload(table)
     check_mergeable(table, run["imgsz"], run["tol"], run["models"], run["formats"])
     merged = set(run["formats"])
@@ -470,12 +471,18 @@ def merge_payload(table: dict, run: dict) -> dict:
                    else table["results"][f] for f in formats}
         environments = [{**env, "models": list(run["models"])} for env in run["environments"]]
 
-    def superseded(env: dict) -> bool:
-        """Whether this run measured again every cell an earlier environment measured in a format both ran."""
-        return whole_rows or set(env.get("models", table["models"])) <= set(run["models"])
+    def remaining(env: dict) -> list[dict]:
+        """An earlier environment less the cells this run measured again: its other formats as they were, and in
+        this run's formats the models this run did not measure (listed with their models)."""
+        models = [m for m in env.get("models", table["models"]) if m not in run["models"]]
+        untouched = [f for f in env["formats"] if f not in merged]
+        touched = [f for f in env["formats"] if f in merged]
+        parts = [{**env, "formats": untouched}] if untouched else []
+        if touched and models:
+            parts.append({**env, "formats": touched, "models": models})
+        return parts
 
-    kept = [{**env, "formats": [f for f in env["formats"] if f not in merged or not superseded(env)]}
-            for env in table["environments"]]
+    kept = [part for env in table["environments"] for part in remaining(env)]
     environments = [env for env in kept if env["formats"]] + environments
     return {**table, "formats": formats, "results": results, "environments": environments}
 
@@ -513,10 +520,9 @@ def render_markdown(payload: dict) -> str:
             extras = {OWN_ENV.get(f, "") for f in env["formats"]}
             own = extras.pop() if len(extras) == 1 else ""  # every row of this environment needs the same extra
             venv = f', in a venv with `pip install -e ".[{own}]"`' if own else ""
-            cells = env.get("models")  # a re-measured column: those cells only
+            cells = env.get("models")  # some models' cells of these rows
             rows = ", ".join(env["formats"])
-            what = rows if cells is None else (f"{', '.join(m.replace('.yaml', '') for m in cells)} in {rows}, "
-                                               "re-measured")
+            what = rows if cells is None else f"{', '.join(m.replace('.yaml', '') for m in cells)} in {rows}"
             text += f"- {what}: `{env['command']}`{venv}; {listed(env)}\n"
         text += "\n"
     return text + table(payload["results"], payload["models"], formats, tol) + "\n"

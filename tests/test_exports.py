@@ -506,25 +506,29 @@ def test_merge_of_some_models_replaces_just_their_cells_and_lists_their_environm
         assert merged["results"][fmt] == {"yolov8n.yaml": table["results"][fmt]["yolov8n.yaml"],
                                           "yolov5-spd-n.yaml": column[fmt]["yolov5-spd-n.yaml"]}
     assert merged["results"]["tflite"] == table["results"]["tflite"]
-    assert merged["environments"][0] == table["environments"][0]
-    assert merged["environments"][1]["models"] == ["yolov5-spd-n.yaml"]
+
+    def cells_of(payload):  # (formats, models) per environment
+        return [(env["formats"], env.get("models")) for env in payload["environments"]]
+
+    assert cells_of(merged) == [(["tflite"], None), (["onnx", "coreml"], ["yolov8n.yaml"]),
+                                (["onnx", "coreml"], ["yolov5-spd-n.yaml"])]
+    assert merged["environments"][1]["versions"] == table["environments"][0]["versions"]
     text = bench.render_markdown(merged)
     lines = [line for line in text.splitlines() if line.startswith("- ")]
-    assert lines[0].startswith("- onnx, tflite, coreml: `python benchmarks/exports.py`;")
-    assert lines[1].startswith("- yolov5-spd-n in onnx, coreml, re-measured: `python benchmarks/exports.py --formats "
-                               "onnx,coreml --models yolov5-spd-n.yaml --merge`;")
+    assert lines[0].startswith("- tflite: `python benchmarks/exports.py`, in a venv")
+    assert lines[1].startswith("- yolov8n in onnx, coreml: `python benchmarks/exports.py`;")
+    assert lines[2].startswith("- yolov5-spd-n in onnx, coreml: `python benchmarks/exports.py --formats onnx,coreml "
+                               "--models yolov5-spd-n.yaml --merge`;")
     assert "| onnx | ok 1.9e-07 | ok 2.5e-07 |" in text
     assert "| coreml | converted (no CoreML runtime on Linux) | ok 2.5e-07 |" in text
 
     again = bench.merge_payload(merged, {**run, "formats": ["onnx"], "results": {"onnx": column["onnx"]},
                                          "environments": [{**run["environments"][0], "formats": ["onnx"]}]})
-    assert [(env["formats"], env.get("models")) for env in again["environments"]] == [
-        (["onnx", "tflite", "coreml"], None), (["coreml"], ["yolov5-spd-n.yaml"]), (["onnx"], ["yolov5-spd-n.yaml"])]
+    assert cells_of(again) == [(["tflite"], None), (["coreml"], ["yolov8n.yaml"]), (["onnx"], ["yolov8n.yaml"]),
+                               (["coreml"], ["yolov5-spd-n.yaml"]), (["onnx"], ["yolov5-spd-n.yaml"])]
     rows = bench.run_payload("cmd", 64, 1e-3, MODELS2, ["onnx", "coreml"],
                              {f: cells("ok", rel=1e-7, format=f) for f in ("onnx", "coreml")}, MAIN_VERSIONS)
-    whole = bench.merge_payload(again, rows)
-    assert [(env["formats"], env.get("models")) for env in whole["environments"]] == [(["tflite"], None),
-                                                                                      (["onnx", "coreml"], None)]
+    assert cells_of(bench.merge_payload(again, rows)) == [(["tflite"], None), (["onnx", "coreml"], None)]
 
 
 @pytest.mark.parametrize("change,message", [

@@ -343,9 +343,9 @@ def test_ssdconv_fuse_keeps_the_module_and_its_eager_forward():
 def test_ssdconv_export_fold_is_dropped_or_refused_whenever_it_could_be_stale(monkeypatch):
     """The fold fuse() kept is what a trace uses only while it is the module's current function: kept through eval()
     (torch.onnx.export calls it) and a no-grad or frozen-parameter forward (Ultralytics' export dry run), dropped by
-    train(), a forward that can train, pickle and deepcopy, refused after a weight or statistics change; nothing is
-    kept for half-precision weights or BatchNorms without running statistics. Each stale case would move the output by
-    O(1)."""
+    train(), a forward that can train, pickle and deepcopy, refused after a weight or statistics change and while hooks
+    watch the module's convolutions; nothing is kept for half-precision weights or BatchNorms without running
+    statistics. Each stale case would move the output by O(1)."""
     x = torch.randn(1, 16, 6, 6)
 
     def fused():
@@ -383,6 +383,11 @@ def test_ssdconv_export_fold_is_dropped_or_refused_whenever_it_could_be_stale(mo
 
     for copied in (copy.deepcopy(fused()), pickle.loads(pickle.dumps(fused()))):
         assert "_export" not in copied.__dict__ and form(copied) == "steps"
+    m = fused()
+    handle = m.diversity.register_forward_hook(lambda *_: None)  # a watcher (or a hook-based reparametrization)
+    assert form(m) == "steps"
+    handle.remove()
+    assert form(m) == "export"
     assert "_export" not in fused().half().fuse().__dict__
     m = randomize_norms(SSDConv(16, 24))
     m.bn_main.track_running_stats, m.bn_main.running_mean, m.bn_main.running_var = False, None, None

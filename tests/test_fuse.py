@@ -183,6 +183,65 @@ def test_exported_onnx_uses_the_fused_form_and_matches_pytorch(tmp_path):
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-3)
 
 
+def test_fused_ssdconv_traces_after_inference_mode_and_its_torchscript_casts_to_half(tmp_path):
+    """The fold fuse() keeps is made outside inference mode (a trace with trainable parameters fails on inference
+    tensors), and a TorchScript file of the export form casts with ``.half()`` as Ultralytics' loader does for fp16
+    (its constants follow the input's type)."""
+    import io
+
+    m = randomize_norms(torch.nn.Sequential(SSDConv(8, 16), SSDConv(16, 16, 3, 2))).eval()
+    x = torch.randn(1, 8, 12, 10)
+    with torch.inference_mode():
+        m(x)
+        fuse_modules(m)
+    with torch.no_grad():
+        expected = m(x)
+    torch.onnx.export(m, x, io.BytesIO(), dynamo=False, opset_version=17)  # parameters still require grad
+    m.requires_grad_(False)
+    traced = torch.jit.trace(m, x)
+    assert "aten::batch_norm" not in {node.kind() for node in traced.inlined_graph.nodes()}
+    path = tmp_path / "m.torchscript"
+    torch.jit.save(traced, str(path))
+    loaded = torch.jit.load(str(path)).half()
+    with torch.no_grad():
+        got = loaded(x.half())
+    assert got.dtype == torch.float16
+    torch.testing.assert_close(got.float(), expected, rtol=0.05, atol=0.05)
+
+
+def test_strict_torch_export_of_a_fused_ssdconv_takes_the_step_form():
+    """torch.export with Dynamo (strict) cannot compare storage: the kept fold is not consulted at all."""
+    m = fused_copy(randomize_norms(torch.nn.Sequential(SSDConv(8, 16))).eval())
+    x = torch.randn(1, 8, 6, 6)
+    with torch.no_grad():
+        program = torch.export.export(m, (x,), strict=True)
+        torch.testing.assert_close(program.module()(x), m(x), rtol=1e-5, atol=1e-5)
+    assert "aten.batch_norm.default" in {str(node.target) for node in program.graph.nodes}
+
+
+def test_static_simplified_onnx_export_of_ssdconv_stores_no_map_of_the_input_size(tmp_path):
+    """Ultralytics' ONNX export is static and simplified (onnxslim folds constant subgraphs): SSDConv's border bias,
+    built per input from the input, must not become a stored C x H x W constant per layer (it made the file of
+    yolov5-ssdconv-n about 60% larger); the folded graph still matches eager."""
+    import onnx
+    import onnxruntime as ort
+    import onnxslim
+
+    m = fused_copy(randomize_norms(torch.nn.Sequential(SSDConv(8, 16), SSDConv(16, 16, 3, 2))).eval())
+    x = torch.randn(2, 8, 24, 20)
+    path = tmp_path / "static.onnx"
+    torch.onnx.export(m, x, str(path), input_names=["x"], dynamo=False, opset_version=17)
+    model = onnxslim.slim(onnx.load(str(path)))
+    assert "BatchNormalization" not in {node.op_type for node in model.graph.node}
+    sizes = {(24, 20), (12, 10)}  # the two modules' output maps
+    stored = [(t.name, list(t.dims)) for t in model.graph.initializer if tuple(t.dims[-2:]) in sizes]
+    assert not stored and len(model.graph.initializer) > 10
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        expected = m(x).numpy()
+    np.testing.assert_allclose(session.run(None, {"x": x.numpy()})[0], expected, rtol=0, atol=1e-4)
+
+
 def test_dynamic_onnx_export_of_the_inference_form_handles_sizes_it_was_not_traced_with(tmp_path):
     """Fused SCConv and SSDConv in a dynamic-shape graph: every size-dependent step follows the input (SSDConv's border
     bias too, from a ones map of the input's size)."""

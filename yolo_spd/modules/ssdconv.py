@@ -74,9 +74,13 @@ Export form (used only while torch traces or exports, ``_common.is_exporting()``
 unchanged). After :meth:`SSDConv.fuse` (Ultralytics' exporter fuses every model before it traces it) a trace takes
 the fold fuse() kept (:meth:`SSDConv.forward_export`): the eval path's folded tensors in its merged layout, with
 BN_div's border bias as a convolution of a ones map of the input's size (zero padding makes it exactly
-:func:`border_bias`; a dynamic-shape graph computes it per input, and Ultralytics' static ONNX export, simplified,
-holds it as a constant), the residual as a 1 x 1 convolution with the tail's BatchNorm in it, then a multiply, an add
-and the activation: no BatchNormalization, expansion or grouped convolution left in the graph. yolov5-ssdconv-n in
+:func:`border_bias`, at any size a dynamic-shape graph is run at), the residual as a 1 x 1 convolution with the tail's
+BatchNorm in it, then a multiply, an add and the activation: no BatchNormalization, expansion or grouped convolution
+left in the graph. The ones map is ``x * 0 + 1`` of the input's first channel, per image, not a constant: from a
+constant, a static export's simplifier (onnxslim, which Ultralytics runs) folds the border bias into a stored
+C x H x W map per layer, which made yolov5-ssdconv-n's ONNX file at 640 px about 60% larger for a latency gain within
+a run's noise (``tests/test_fuse.py`` checks that no such map is stored). Its only other effect: a non-finite input
+value makes that image's outputs around it NaN, where the module's own output is non-finite too. yolov5-ssdconv-n in
 ONNX Runtime went from about 1.3x to 1.1x yolov5nu's latency (docs/speed.md). Without fuse(), or when the weights
 changed since, a trace takes the step form. In both forms the attention's inverse norm ``1 / ||e||`` is
 ``linalg.vector_norm(...).reciprocal()`` eagerly and ``rsqrt`` of the sum of squares while exporting
@@ -435,14 +439,18 @@ class SSDConv(nn.Module):
         module itself is unchanged - its parameters, its state dict and its eager forward, which folds by itself (the
         eval path's kept fold, :meth:`inference_weights`). Nothing is kept where the eval path keeps nothing
         (parametrized weights, inference tensors) or its folds do not apply (BatchNorms without running statistics or
-        affine, weights that are neither float32 nor float64): traces then take the step form. Idempotent."""
+        affine, weights that are neither float32 nor float64): traces then take the step form. Folded afresh, outside
+        inference mode (the eval path's kept fold may hold inference tensors, which a trace with gradients cannot
+        use). Idempotent."""
         self.__dict__.pop("_export", None)
         weight = self.base.weight
         foldable = weight.dtype in (torch.float32, torch.float64) and all(
             bn.affine and bn.track_running_stats for bn in self.batchnorms()
         )
-        if foldable and self._inference_key() is not None:
-            self.__dict__["_export"] = self.inference_weights()
+        key = self._inference_key() if foldable else None
+        if key is not None:
+            with torch.inference_mode(False):
+                self.__dict__["_export"] = InferenceWeights(self, key)
         return self
 
     def export_weights(self) -> InferenceWeights | None:
@@ -450,12 +458,16 @@ class SSDConv(nn.Module):
         comes from are unchanged (the same key as :meth:`inference_weights`'s); else None and a trace takes the step
         form. It is dropped by ``train()`` and by a forward with gradients that can train (a parameter requires
         grad), not by ``eval()`` (``torch.onnx.export`` calls it). Not seen, as for the eval path: writes through
-        ``.data``; fuse again after them. ``torch.export`` (ExecuTorch's and Core AI's route) traces with fake tensors,
-        whose storage cannot be checked, so it gets None: those exports keep the step form."""
+        ``.data``; fuse again after them. None as well under ``torch.export`` (ExecuTorch's and Core AI's route: it
+        traces with fake tensors, whose storage cannot be checked), and while hooks watch the module's convolutions or
+        BatchNorms (the export form does not call them, as the eval path does not)."""
         folded = self.__dict__.get("_export")
-        if folded is None or self.training or folded.key != self._inference_key():
+        exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.6
+        if folded is None or self.training or (exporting is not None and exporting()):
             return None
-        return folded
+        if observed(self.base, self.expand, self.bn_diversity, self.diversity, self.bn_main, self.down, self.bn):
+            return None
+        return folded if folded.key == self._inference_key() else None
 
     def forward_export(self, x: torch.Tensor, folded: InferenceWeights) -> torch.Tensor:
         """The folded form for export targets (:meth:`fuse`): the merged convolutions of :class:`InferenceWeights`
@@ -465,25 +477,29 @@ class SSDConv(nn.Module):
         BatchNorm folded, then a multiply, an add and the activation. Only ops every export target here converts
         (those of the step form). The merged layout: a graph holds one layout for every batch size, and at batch 1
         it measured faster than the split one (docs/speed.md, ONNX Runtime)."""
+        def kept(t: torch.Tensor) -> torch.Tensor:  # traced as type_as(x): a TorchScript file cast with .half() casts
+            return t.type_as(x)  # its parameters, not the constants a trace holds (ONNX: nothing, the types match)
+
         pooled = self.pool(x)
-        h, w = pooled.shape[-2:]
         ones = None
         parts = []
         for conv, (border, bias) in zip(folded.merged, folded.export_biases):
             source = x if conv.strided else pooled
             stride = self.base.stride[0] if conv.strided else 1
             pad = conv.weight.shape[-1] // 2
-            part = F.conv2d(source[:, conv.lo : conv.hi], conv.weight, None, stride, pad)
+            part = F.conv2d(source[:, conv.lo : conv.hi], kept(conv.weight), None, stride, pad)
+            bias = kept(bias)
             if border is not None:
-                if ones is None:  # torch.ones, not ones_like: x2paddle 1.6 has no ones_like
-                    ones = torch.ones(1, 1, h, w, dtype=pooled.dtype, device=pooled.device)
-                bias = F.conv2d(ones, border, None, 1, pad) + bias
+                if ones is None:  # from the data, so no converter folds the border map into a stored constant
+                    ones = pooled[:, :1] * 0 + 1
+                bias = F.conv2d(ones, kept(border), None, 1, pad) + bias
             parts.append(part + bias)
         y = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
-        attended = y * (self.similarity_attention(y) * folded.scale4)
+        attended = y * (self.similarity_attention(y) * kept(folded.scale4))
         if folded.residual is None:
-            return self.act(attended + folded.shift4)
-        return self.act(F.conv2d(pooled[:, self.main_in :], folded.residual4) + folded.shift4 + attended)
+            return self.act(attended + kept(folded.shift4))
+        residual = F.conv2d(pooled[:, self.main_in :], kept(folded.residual4))
+        return self.act(residual + kept(folded.shift4) + attended)
 
     def forward_train(self, x: torch.Tensor) -> torch.Tensor:
         """Training: BN_div's batch statistics from the input's (:class:`_ChannelMoments`: the expansion's mean and
