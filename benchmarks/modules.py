@@ -253,6 +253,37 @@ def onnx_fuse_row(label, module, x, args):
     return [label, f"{t.ms('as is'):.1f}", f"{t.ms('fused'):.1f}", f"**{t.ratio('fused', 'as is'):.2f}×**"]
 
 
+def ssdconv_export_row(label, module, x, args):
+    """SSDConv in ONNX Runtime: the step form (exported unfused) against the export form after ``fuse()`` in each
+    convolution layout (``EXPORT_SPLIT_MIN_CHANNELS`` forced), and the layout the channel counts pick."""
+    import io
+
+    import torch
+
+    from yolo_spd import fuse_modules
+    from yolo_spd.modules import ssdconv
+
+    fused_module = fuse_modules(copy.deepcopy(module).eval())
+    sessions = {}
+    for form, candidate, threshold in (("steps", module, None), ("split", fused_module, 0),
+                                       ("merged", fused_module, float("inf"))):
+        kept = ssdconv.EXPORT_SPLIT_MIN_CHANNELS
+        ssdconv.EXPORT_SPLIT_MIN_CHANNELS = kept if threshold is None else threshold
+        try:
+            graph = io.BytesIO()
+            torch.onnx.export(candidate, x, graph, input_names=["x"], dynamo=False, opset_version=17)
+        finally:
+            ssdconv.EXPORT_SPLIT_MIN_CHANNELS = kept
+        sessions[form] = ort_session(graph.getvalue(), args.threads)
+    feed = {"x": x.numpy()}
+    t = interleaved({form: lambda s=s: s.run(None, feed) for form, s in sessions.items()},
+                    args.repeats * (3 if x.shape[0] == 1 else 1), args.warmup, args.clock)
+    folded = fused_module.export_weights()
+    picked = "split" if folded.export_convolutions() is folded.split else "merged"
+    return [label, str(x.shape[0]), f"{t.ms('steps'):.2f}", f"{t.ratio('split', 'steps'):.2f}×",
+            f"{t.ratio('merged', 'steps'):.2f}×", picked, f"**{t.ratio(picked, 'steps'):.2f}×**"]
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     setup(args.threads)
@@ -265,6 +296,7 @@ def main(argv=None) -> None:
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     shapes = SHAPES[:1] if args.quick else SHAPES
     eval_rows, train_rows, spd_rows, onnx_rows, onnx_fuse_rows, ssd_rows = [], [], [], [], [], []
+    ssd_export_rows, ssd_n_export_rows = [], []
     for c, size in shapes:
         x = torch.randn(args.batch, c, size, size).contiguous(memory_format=memory_format)
         x_grad = x.detach().clone().requires_grad_(True)
@@ -277,6 +309,7 @@ def main(argv=None) -> None:
                 onnx_fuse_rows.append(onnx_fuse_row(label, module.eval(), x.contiguous(), args))
             if isinstance(module, SSDConv):
                 ssd_rows.append(ssdconv_eval_row(label, module.eval(), conv.eval(), x, args))
+                ssd_export_rows.append(ssdconv_export_row(label, module.eval(), x.contiguous(), args))
         spd_rows += space_to_depth_rows(x.contiguous(), args)
         onnx_rows.append(onnx_space_to_depth_row(x.contiguous(), args))
     scale_n_rows, ssd_n_rows = [], []
@@ -288,6 +321,7 @@ def main(argv=None) -> None:
             scale_n_rows.append(scale_n_row(label, module, conv, x, args))
             if isinstance(module, SSDConv):
                 ssd_n_rows.append(ssdconv_eval_row(label, module, conv, x, args))
+                ssd_n_export_rows.append(ssdconv_export_row(label, module, x.contiguous(), args))
     layout = "channels-last" if args.channels_last else "contiguous (NCHW)"
     setting = f"Batch {args.batch}, {layout} inputs, {args.repeats} interleaved rounds"
     print(f"{setting}; {environment_line(args.threads, clock_name(args))}.\n")
@@ -314,6 +348,10 @@ def main(argv=None) -> None:
           "diversity group) or merged (one convolution at stride 1; base + one at stride 2).\n")
     print(markdown_table(["module @px", "batch", "Conv ms", "as it runs / Conv", "folding every call / Conv",
                           "split / Conv", "merged / Conv", "layout picked"], ssd_n_rows + ssd_rows))
+    print("\nSSDConv's export form in ONNX Runtime against its step form (exported unfused): each convolution layout "
+          "forced, and the one its channel counts pick (EXPORT_SPLIT_MIN_CHANNELS).\n")
+    print(markdown_table(["module @px", "batch", "step form ms", "split / step form", "merged / step form",
+                          "layout picked", "picked / step form"], ssd_n_export_rows + ssd_export_rows))
 
 
 if __name__ == "__main__":

@@ -303,12 +303,16 @@ def exporting_forms(monkeypatch):
     return calls
 
 
+@pytest.mark.parametrize("layout", ["split", "merged"])
 @pytest.mark.parametrize("c1,c2,k,s,h,w,kwargs,channels_last", SSDCONV_F64_CASES)
-def test_ssdconv_export_form_after_fuse_is_the_reference_in_float64(c1, c2, k, s, h, w, kwargs, channels_last,
+def test_ssdconv_export_form_after_fuse_is_the_reference_in_float64(c1, c2, k, s, h, w, kwargs, channels_last, layout,
                                                                     monkeypatch):
-    """While exporting, an unfused SSDConv runs the step form and a fused one the folded export form (merged
-    convolutions, the border bias as a convolution of a ones map): both give the reference's output to float64
+    """While exporting, an unfused SSDConv runs the step form and a fused one the folded export form (either
+    convolution layout, the border bias as a convolution of a ones map): both give the reference's output to float64
     rounding, at the size it was fused at and at others (the ones map follows the input)."""
+    from yolo_spd.modules import ssdconv as module
+
+    monkeypatch.setattr(module, "EXPORT_SPLIT_MIN_CHANNELS", 0 if layout == "split" else float("inf"))
     m = randomize_norms(SSDConv(c1, c2, k, s, **kwargs)).double().eval()
     calls = exporting_forms(monkeypatch)
     with torch.no_grad():
@@ -319,6 +323,17 @@ def test_ssdconv_export_form_after_fuse_is_the_reference_in_float64(c1, c2, k, s
                 x = make_input(c1, *size, channels_last).double()
                 torch.testing.assert_close(m(x), reference.ssdconv(m, x), rtol=0, atol=1e-12)
     assert calls == ["steps"] * 3 + ["export"] * 3
+
+
+def test_ssdconv_export_layout_follows_the_channel_counts():
+    """Merged below 128 output channels (where it measured faster in ONNX Runtime), split from there on, unless a split
+    convolution would be narrower than 32 channels; the layout depends on nothing else."""
+    def layout(c1, c2, **kwargs):
+        folded = SSDConv(c1, c2, **kwargs).eval().inference_weights()
+        return "split" if folded.export_convolutions() is folded.split else "merged"
+
+    assert [layout(c, c) for c in (16, 32, 64, 128, 256, 512)] == ["merged"] * 3 + ["split"] * 3
+    assert layout(64, 128, s=2) == "split" and layout(128, 128, out_ratio=0.875) == "merged"  # a 16-channel branch
 
 
 def test_ssdconv_fuse_keeps_the_module_and_its_eager_forward():

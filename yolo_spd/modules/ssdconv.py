@@ -72,11 +72,11 @@ another order).
 
 Export form (used only while torch traces or exports, ``_common.is_exporting()``; eager training and inference are
 unchanged). After :meth:`SSDConv.fuse` (Ultralytics' exporter fuses every model before it traces it) a trace takes
-the fold fuse() kept (:meth:`SSDConv.forward_export`): the eval path's folded tensors in its merged layout, with
-BN_div's border bias as a convolution of a ones map of the input's size (zero padding makes it exactly
-:func:`border_bias`, at any size a dynamic-shape graph is run at), the residual as a 1 x 1 convolution with the tail's
-BatchNorm in it, then a multiply, an add and the activation: no BatchNormalization, expansion or grouped convolution
-left in the graph. The ones map is ``x * 0 + 1`` of the input's first channel, per image, not a constant: from a
+the fold fuse() kept (:meth:`SSDConv.forward_export`): the eval path's folded convolutions (split or merged by
+channel counts, :data:`EXPORT_SPLIT_MIN_CHANNELS`), with BN_div's border bias as a convolution of a ones map of the
+input's size (zero padding makes it exactly :func:`border_bias`, at any size a dynamic-shape graph is run at), the
+residual as a 1 x 1 convolution with the tail's BatchNorm in it, then a multiply, an add and the activation: no
+BatchNormalization, expansion or grouped convolution left in the graph. The ones map is ``x * 0 + 1`` of the input's first channel, per image, not a constant: from a
 constant, a static export's simplifier (onnxslim, which Ultralytics runs) folds the border bias into a stored
 C x H x W map per layer, which made yolov5-ssdconv-n's ONNX file at 640 px about 60% larger for a latency gain within
 a run's noise (``tests/test_fuse.py`` checks that no such map is stored). Its only other effect: a non-finite input
@@ -470,20 +470,20 @@ class SSDConv(nn.Module):
         return folded if folded.key == self._inference_key() else None
 
     def forward_export(self, x: torch.Tensor, folded: InferenceWeights) -> torch.Tensor:
-        """The folded form for export targets (:meth:`fuse`): the merged convolutions of :class:`InferenceWeights`
-        (one c1 -> c2 convolution at stride 1; the base and one diversity convolution at stride 2), BN_div's border
-        bias as a 1 -> c convolution of a ones map (zero padding: exactly :func:`border_bias`, and it follows the
-        input's size in a dynamic-shape graph), the attention, the residual as a 1 x 1 convolution with the tail's
-        BatchNorm folded, then a multiply, an add and the activation. Only ops every export target here converts
-        (those of the step form). The merged layout: a graph holds one layout for every batch size, and at batch 1
-        it measured faster than the split one (docs/speed.md, ONNX Runtime)."""
+        """The folded form for export targets (:meth:`fuse`): the convolutions of :class:`InferenceWeights` in the
+        layout :meth:`InferenceWeights.export_convolutions` picks by channel counts (a graph holds one layout for every
+        input size), each with BN_div's border bias, where it has taps, as a 1 -> c convolution of a ones map (zero
+        padding: exactly :func:`border_bias`, and it follows the input's size in a dynamic-shape graph), the
+        attention, the residual as a 1 x 1 convolution with the tail's BatchNorm folded, then a multiply, an add and
+        the activation. Only ops every export target here converts (those of the step form)."""
         def kept(t: torch.Tensor) -> torch.Tensor:  # traced as type_as(x): a TorchScript file cast with .half() casts
             return t.type_as(x)  # its parameters, not the constants a trace holds (ONNX: nothing, the types match)
 
         pooled = self.pool(x)
         ones = None
         parts = []
-        for conv, (border, bias) in zip(folded.merged, folded.export_biases):
+        convolutions = folded.export_convolutions()
+        for conv, (border, bias) in zip(convolutions, folded.export_biases[id(convolutions)]):
             source = x if conv.strided else pooled
             stride = self.base.stride[0] if conv.strided else 1
             pad = conv.weight.shape[-1] // 2
@@ -544,6 +544,14 @@ class SSDConv(nn.Module):
 #: vectors poorly.
 SPLIT_MIN_SAVED_MACS = 1 << 25
 
+#: The export form runs the split layout for modules with at least this many output channels (and split convolutions
+#: of at least a quarter of it each), else the merged one. Measured in ONNX Runtime at one thread
+#: (``benchmarks/modules.py``, its last table; docs/speed.md): at 16-64 channels merged is about 0.55-0.6x the step
+#: form and split no faster (0.6-0.95x; at 16 channels its diversity groups have 2 output channels each); from 128
+#: channels split is 0.65-0.95x, while merged reaches 0.75-1.35x (its dense weight holds the zero blocks of the base
+#: taps on X_e and of the grouped diversity convolution, which grow with the width).
+EXPORT_SPLIT_MIN_CHANNELS = 128
+
 
 class FoldedConv(NamedTuple):
     """One convolution of the eval path: input channels [lo, hi) of the module input at its stride (``strided``) or
@@ -597,7 +605,8 @@ class InferenceWeights:
                 self.merged = [base_conv, FoldedConv(False, lo, hi, weight[:, lo:hi].contiguous(), bias, taps, 0)]
             # The export form's tensors (:meth:`SSDConv.forward_export`; biases added, not passed to the convolution:
             # x2paddle 1.6 converts a functional convolution only without one).
-            self.export_biases = [export_bias(conv) for conv in self.merged]
+            self.export_biases = {id(layout): [export_bias(conv) for conv in layout] for layout in (self.split,
+                                                                                                   self.merged)}
             self.scale4, self.shift4 = scale.view(1, -1, 1, 1), shift.view(1, -1, 1, 1)
             self.residual4 = None if self.residual is None else self.residual[:, :, None, None]
         self.saved_per_position = macs(self.merged) - macs(self.split)
@@ -608,6 +617,15 @@ class InferenceWeights:
         batch and output size (n, h, w), else the merged form."""
         extra = len(self.split) - len(self.merged)
         if extra <= 0 or self.saved_per_position * n * h * w >= SPLIT_MIN_SAVED_MACS * extra:
+            return self.split
+        return self.merged
+
+    def export_convolutions(self) -> list[FoldedConv]:
+        """The layout of the export form (:meth:`SSDConv.forward_export`): split where the module has at least
+        :data:`EXPORT_SPLIT_MIN_CHANNELS` output channels and each split convolution at least a quarter of that, else
+        merged. By channel counts alone, so a graph's layout does not depend on the size it was traced at."""
+        widths = [conv.weight.shape[0] for conv in self.split]
+        if sum(widths) >= EXPORT_SPLIT_MIN_CHANNELS and min(widths) >= EXPORT_SPLIT_MIN_CHANNELS // 4:
             return self.split
         return self.merged
 
