@@ -76,15 +76,16 @@ the fold fuse() kept (:meth:`SSDConv.forward_export`): the eval path's folded co
 channel counts, :data:`EXPORT_SPLIT_MIN_CHANNELS`), with BN_div's border bias as a convolution of a ones map of the
 input's size (zero padding makes it exactly :func:`border_bias`, at any size a dynamic-shape graph is run at), the
 residual as a 1 x 1 convolution with the tail's BatchNorm in it, then a multiply, an add and the activation: no
-BatchNormalization, expansion or grouped convolution left in the graph. The ones map is ``x * 0 + 1`` of the input's first channel, per image, not a constant: from a
-constant, a static export's simplifier (onnxslim, which Ultralytics runs) folds the border bias into a stored
-C x H x W map per layer, which made yolov5-ssdconv-n's ONNX file at 640 px about 60% larger for a latency gain within
-a run's noise (``tests/test_fuse.py`` checks that no such map is stored). Its only other effect: a non-finite input
-value makes that image's outputs around it NaN, where the module's own output is non-finite too. yolov5-ssdconv-n in
-ONNX Runtime went from about 1.3x to 1.1x yolov5nu's latency (docs/speed.md). Without fuse(), or when the weights
-changed since, a trace takes the step form. In both forms the attention's inverse norm ``1 / ||e||`` is
-``linalg.vector_norm(...).reciprocal()`` eagerly and ``rsqrt`` of the sum of squares while exporting
-(:func:`inverse_l2_norm`, equal within float32 rounding), because three export targets cannot take the eager ops:
+BatchNormalization, expansion or grouped convolution left in the graph. The ones map is ``x * 0 + 1`` of the input's
+first channel, per image, not a constant: from a constant, a static export's simplifier (onnxslim, which Ultralytics
+runs) folds the border bias into a stored C x H x W map per layer, which made yolov5-ssdconv-n's ONNX file at 640 px
+about 60% larger for a latency gain within a run's noise (``tests/test_fuse.py`` checks that no such map is stored).
+Its only other effect: a non-finite input value makes that image's outputs around it NaN, where the module's own
+output is non-finite too. yolov5-ssdconv-n in ONNX Runtime went from about 1.3x to 1.1x yolov5nu's latency
+(docs/speed.md). Without fuse(), or when the weights changed since, a trace takes the step form. In both forms the
+attention's inverse norm ``1 / ||e||`` is ``linalg.vector_norm(...).reciprocal()`` eagerly and ``rsqrt`` of the sum of
+squares while exporting (:func:`inverse_l2_norm`, equal within float32 rounding), because three export targets cannot
+take the eager ops:
   * Paddle: x2paddle 1.6 translates a traced graph op by op and has no ``aten::reciprocal`` ("Model is not supported
     yet"); it has ``rsqrt``, ``sum`` and ``mul``.
   * MNN: ``vector_norm`` exports to ONNX as ``ReduceL2``. MNN 3.6.1's ONNX converter reads ReduceL2's axes only from
@@ -475,7 +476,8 @@ class SSDConv(nn.Module):
         input size), each with BN_div's border bias, where it has taps, as a 1 -> c convolution of a ones map (zero
         padding: exactly :func:`border_bias`, and it follows the input's size in a dynamic-shape graph), the
         attention, the residual as a 1 x 1 convolution with the tail's BatchNorm folded, then a multiply, an add and
-        the activation. Only ops every export target here converts (those of the step form)."""
+        the activation. Only ops every export target here converts (those of the step form, and ``type_as``; the
+        parity table in docs/export.md runs all 13 formats)."""
         def kept(t: torch.Tensor) -> torch.Tensor:  # traced as type_as(x): a TorchScript file cast with .half() casts
             return t.type_as(x)  # its parameters, not the constants a trace holds (ONNX: nothing, the types match)
 
@@ -642,11 +644,11 @@ class InferenceWeights:
 
 
 def export_bias(conv: FoldedConv) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """(border, bias) of a merged convolution in the export form: its output's bias is conv(1, border) + bias, a
-    convolution of a ones map of the output's size (None where the convolution has no taps) plus a per-channel
-    (1, C, 1, 1). With zero padding conv(1, taps) at a position sums the taps that fall inside the map, which is
-    ``conv.bias``'s interior sum of the taps plus :func:`border_bias`; ``border`` holds ``conv.taps`` in the rows
-    ``first:`` and zeros before them, and ``bias`` is ``conv.bias`` less the interior sum."""
+    """(border, bias) of one of the eval path's convolutions in the export form: its output's bias is
+    conv(1, border) + bias, a convolution of a ones map of the output's size (None where the convolution has no taps)
+    plus a per-channel (1, C, 1, 1). With zero padding conv(1, taps) at a position sums the taps that fall inside the
+    map, which is ``conv.bias``'s interior sum of the taps plus :func:`border_bias`; ``border`` holds ``conv.taps`` in
+    the rows ``first:`` and zeros before them, and ``bias`` is ``conv.bias`` less the interior sum."""
     bias = conv.bias.clone()
     if conv.taps is None:
         return None, bias.view(1, -1, 1, 1)
