@@ -62,8 +62,14 @@ def is_exporting() -> bool:
     where training must keep the straight-through gradients the export forms do not have."""
     if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.jit.is_scripting():
         return True
-    exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.6 has it
-    return exporting is not None and not torch.is_grad_enabled() and exporting()
+    return not torch.is_grad_enabled() and is_torch_exporting()
+
+
+def is_torch_exporting() -> bool:
+    """``torch.compiler.is_exporting()`` where torch has it (>= 2.6): ``torch.export`` is tracing, with fake
+    tensors."""
+    exporting = getattr(torch.compiler, "is_exporting", None)
+    return exporting is not None and exporting()
 
 
 def observed(*modules: nn.Module | None) -> bool:

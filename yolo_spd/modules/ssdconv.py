@@ -126,6 +126,7 @@ from ._common import (
     average_pool,
     bn_scale_shift,
     is_exporting,
+    is_torch_exporting,
     observed,
     norm_act,
     pointwise,
@@ -251,6 +252,11 @@ class SSDConv(nn.Module):
         residual = y_e if self.down is None else self.down(y_e)
         return self.act(self.bn(addcmul(residual, y_m, attention)))
 
+    def watched(self) -> bool:
+        """Whether hooks watch the convolutions or BatchNorms (:func:`_common.observed`): the fast paths and the export
+        form use their weights without calling them, so they give way to the step form, which does."""
+        return observed(self.base, self.expand, self.bn_diversity, self.diversity, self.bn_main, self.down, self.bn)
+
     def batchnorms(self) -> list[nn.BatchNorm2d]:
         """BN_div, BN_main and the tail's BatchNorm where the module has one (``bn=True``)."""
         return [self.bn_diversity, self.bn_main] + ([self.bn] if isinstance(self.bn, nn.BatchNorm2d) else [])
@@ -266,8 +272,7 @@ class SSDConv(nn.Module):
             bn.affine and bn.track_running_stats for bn in norms
         ):
             return False
-        if torch.is_autocast_enabled(x.device.type) or observed(self.base, self.expand, self.bn_diversity,
-                                                                   self.diversity, self.bn_main, self.down, self.bn):
+        if torch.is_autocast_enabled(x.device.type) or self.watched():
             return False
         stride = self.base.stride[0]
         return not self.training or x.shape[0] * -(-x.shape[2] // stride) * -(-x.shape[3] // stride) > 1
@@ -463,10 +468,7 @@ class SSDConv(nn.Module):
         traces with fake tensors, whose storage cannot be checked), and while hooks watch the module's convolutions or
         BatchNorms (the export form does not call them, as the eval path does not)."""
         folded = self.__dict__.get("_export")
-        exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.6
-        if folded is None or self.training or (exporting is not None and exporting()):
-            return None
-        if observed(self.base, self.expand, self.bn_diversity, self.diversity, self.bn_main, self.down, self.bn):
+        if folded is None or self.training or is_torch_exporting() or self.watched():
             return None
         return folded if folded.key == self._inference_key() else None
 
