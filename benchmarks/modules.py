@@ -21,6 +21,7 @@ times are medians over rounds).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 
 from _timing import (add_clock_options, clock, clock_name, environment_line, interleaved, markdown_table, ort_session,
@@ -156,6 +157,18 @@ def scale_n_row(label, module, conv, x, args):
     return [label, f"{t.ms('conv'):.2f}", f"{t.ms('module'):.2f}", f"**{t.ratio('module', 'conv'):.2f}×**"]
 
 
+@contextlib.contextmanager
+def forced(namespace, name: str, value):
+    """Set ``namespace.name`` to ``value`` for the block (None leaves it as it is), then restore it: a layout
+    threshold forced for one candidate."""
+    kept = getattr(namespace, name)
+    setattr(namespace, name, kept if value is None else value)
+    try:
+        yield
+    finally:
+        setattr(namespace, name, kept)
+
+
 def ssdconv_eval_row(label, module, conv, x, args):
     """SSDConv's eval path: as it runs (folded once, the layout the input size picks), folding on every call, and
     each convolution layout forced (``SPLIT_MIN_SAVED_MACS``), against the Conv it replaces."""
@@ -165,11 +178,8 @@ def ssdconv_eval_row(label, module, conv, x, args):
 
     def layout(threshold):
         def run():
-            kept, ssdconv.SPLIT_MIN_SAVED_MACS = ssdconv.SPLIT_MIN_SAVED_MACS, threshold
-            try:
+            with forced(ssdconv, "SPLIT_MIN_SAVED_MACS", threshold):
                 return module(x)
-            finally:
-                ssdconv.SPLIT_MIN_SAVED_MACS = kept
         return run
 
     def fold_every_call():
@@ -267,13 +277,9 @@ def ssdconv_export_row(label, module, x, args):
     sessions = {}
     for form, candidate, threshold in (("steps", module, None), ("split", fused_module, 0),
                                        ("merged", fused_module, float("inf"))):
-        kept = ssdconv.EXPORT_SPLIT_MIN_CHANNELS
-        ssdconv.EXPORT_SPLIT_MIN_CHANNELS = kept if threshold is None else threshold
-        try:
-            graph = io.BytesIO()
+        graph = io.BytesIO()
+        with forced(ssdconv, "EXPORT_SPLIT_MIN_CHANNELS", threshold):
             torch.onnx.export(candidate, x, graph, input_names=["x"], dynamo=False, opset_version=17)
-        finally:
-            ssdconv.EXPORT_SPLIT_MIN_CHANNELS = kept
         sessions[form] = ort_session(graph.getvalue(), args.threads)
     feed = {"x": x.numpy()}
     t = interleaved({form: lambda s=s: s.run(None, feed) for form, s in sessions.items()},
