@@ -22,8 +22,8 @@ Deviations of this module from the paper, each with its reason:
    models built by earlier versions are unchanged; the release form asks for 4 (R2).
 3. GroupNorm groups that do not divide C. The public code builds ``nn.GroupNorm(4, C)``, which raises unless 4 divides
    C. Here the group count is gcd(C, gn_groups): exactly gn_groups whenever it divides C, otherwise the largest
-   count dividing both, so every even channel count works (YOLO widths at n scale include 24 and 40). The chosen
-   count is ``sru.gn.num_groups``.
+   count dividing both, so every even channel count works: 24 or 40, say, which 16 groups do not divide, and 6 or
+   10, which 4 do not. The chosen count is ``sru.gn.num_groups``.
 4. c1 != c2 and stride 2 (the paper's SCConv and the public code map C -> C at stride 1). SRU works on c1 channels.
    CRU maps c1 -> c2 exactly as eq. 11 counts it (GWC and PWC1 output c2; PWC2 outputs c2 - (1 - alpha) c1 / r,
    concatenated with the reused X_low). At stride 2 the k x k GWC is strided and sees the full-resolution X_up; the

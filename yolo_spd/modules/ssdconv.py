@@ -19,15 +19,17 @@ At stride 2 the base branch is strided and the expansion/diversity paths see X_m
 
 Deviations from the released module, each with its reason:
 1. Odd H or W at stride 2: the released code average-pools with floor rounding while the strided base convolution
-   rounds up, then adds the two (a shape error). Pooling here uses ceil mode, so both give ceil(H/2) x ceil(W/2).
-2. No expansion input (in_ratio = 1, or c1 too small to leave a channel): the released code still builds a
-   down-projection and calls it on the integer 0 (a crash). Here the expansion path is absent and the output is the
+   rounds up, so concatenating the base and diversity outputs fails (a shape error: 5 against 4 rows at 9 x 9). Pooling
+   here uses ceil mode, so both give ceil(H/2) x ceil(W/2).
+2. No expansion input (in_ratio = 1, or c1 too small to leave a channel): the released code sets Y_e to the integer 0
+   and fails concatenating it with X_m (a TypeError). Here the expansion path is absent and the output is the
    attended main path alone.
 3. Down-projection groups: the released code uses groups = base_out, which fails unless base_out divides both
    exp_out and c2 (e.g. odd c2). Here groups = base_out when it divides both (identical to the released module),
    otherwise gcd(exp_out, c2).
-4. An out_ratio that leaves the base or the diversity branch with no channel raises a ValueError (the released code
-   builds zero-width convolutions and fails later).
+4. An out_ratio that leaves the diversity branch with no channel (c2 = ceil(c2 * out_ratio), e.g. c2 = 1) raises a
+   ValueError, as does out_ratio >= 1 (the released code builds a zero-width expansion and fails in the forward
+   pass). The base branch always has ceil(c2 * out_ratio) >= 1 channels.
 5. Conv-row tail: ``bn=True, act=True`` (default) add a BatchNorm and activation after the sum, so the module replaces
    an Ultralytics ``Conv`` (conv + BN + SiLU) row; ``bn=False, act=False`` is the released module's output.
 6. The released file defines an interleaving concat (``jc_concat``) that its forward pass never calls; the plain
@@ -50,15 +52,15 @@ another order).
   (main_in + exp_out channels, 109 at c = 64) is never built: each diversity group reads its own X_m channels and
   X_e (:meth:`SSDConv.diversity_input_ranges`), one convolution per group (grouped NCHW convolutions measured about
   twice as slow per multiply-add on CPU). With the base convolution that is 0.85x the multiply-adds of the replaced
-  ``Conv`` at 64 channels (the step form: 1.20x at stride 1, 1.70x at stride 2).
+  ``Conv`` at 64 channels (the step form: 1.20x for c2 = c1, 1.70x for c2 = 2 c1, at either stride).
 * Residual: down(expand(X_e)) as one 1 x 1 map of X_e (:meth:`SSDConv.residual_weight`).
 * Eval without gradients (:meth:`SSDConv.forward_inference`): BN_div and BN_main fold into the convolutions' weights
   and bias (running statistics), the attention's softmax is torch's fused kernel (:func:`similarity_feature`), and the
   residual map, the final BatchNorm and the attended sum are one batched product, one ``addcmul`` and an in-place
   SiLU. The folded tensors (:class:`InferenceWeights`) are computed on first use and kept between no-grad eval
   calls while the parameters and running statistics they come from are unchanged (:meth:`SSDConv.inference_weights`
-  says how a change is seen): folding them (and the border bias) on every call cost another 0.6-1.0x of the replaced
-  ``Conv``'s time at batch 1 and scale n's widths (``benchmarks/modules.py``, its last table). The convolutions run
+  says how a change is seen): folding them (and the border bias) on every call cost about as much again as the
+  replaced ``Conv`` at batch 1 and scale n's widths (``benchmarks/modules.py``, its eval-path table). The convolutions run
   split (the base and one per diversity group, each reading only its input channels) where that saves enough
   multiply-adds per extra call, else merged into fewer, larger ones (:data:`SPLIT_MIN_SAVED_MACS`): at stride 1 one
   c1 -> c2 convolution, the base taps zero on X_e.
@@ -106,7 +108,7 @@ channels of [X_m U Y_e].)
 
 Speed (issue 19; ``benchmarks/modules.py``, CPU time at one thread, ratios to the Ultralytics ``Conv`` of the same
 shape): the fast forms' convolutions have 0.85/0.68/0.55x the ``Conv``'s multiply-adds for c1 = 64/128/256 and
-c2 = c1 or 2 c1 (the step form's: 1.20/0.78/0.56x at stride 1, 1.70/1.03/0.69x at stride 2); what remains above
+c2 = c1 or 2 c1 (the step form's: 1.20/0.78/0.56x for c2 = c1, 1.70/1.03/0.69x for c2 = 2 c1); what remains above
 that is the attention's softmax, the residual's 1 x 1 map, the second BatchNorm and, in training, their backward
 passes. ``docs/speed.md`` has the measured ratios.
 """
