@@ -9,9 +9,9 @@ short keeps what it measured:
 - modules: SCConv, SSDConv, SPDConv against the Ultralytics ``Conv`` each replaces and SpaceToDepth against a copy
   of the same tensor, at the shapes of ``benchmarks/modules.py`` (batch 8, NCHW). Eval: the inference forms (our
   ``fuse_modules`` / Ultralytics' conv + BN fold) and their input cast to the precision, without gradients, as
-  Ultralytics runs half-precision inference (``half=True`` casts the model; autocast around a fused SCConv fails,
-  see docs/speed.md); train: forward under ``torch.autocast`` + backward (gradients of the input and every
-  parameter, for a fixed random output gradient), as Ultralytics' AMP training. SpaceToDepth's input is in the
+  Ultralytics runs half-precision inference (``half=True`` casts the model); train: forward under
+  ``torch.autocast`` + backward (gradients of the input and every parameter, for a fixed random output gradient), as
+  Ultralytics' AMP training. SpaceToDepth's input is in the
   precision's dtype (what it receives inside such a model); its train baseline copies forward and copies the
   gradient back.
 - models: each packaged n config and its stock baseline (yolov5-spd/scconv/ssdconv-n vs yolov5nu, yolov8-spd-n vs

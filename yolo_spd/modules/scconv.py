@@ -64,8 +64,8 @@ step-by-step form and ``tests/test_fast_equivalence.py`` compares outputs and gr
   block-diagonal 1 x 1 convolution; eq. 8's two-way softmax is sigmoid(S1 - S2) and eq. 9 one ``lerp``.
 * Stride 2: the 2 x 2 average pools before PWC1 and PWC2 (ceil mode) run, for contiguous inputs with even H and W,
   as two vector adds (``_common.average_pool``): ``F.avg_pool2d`` on NCHW measured 3-5x slower on CPU at one thread,
-  and was SCConv's largest cost after its memory-bound SRU passes at stride 2 (issue 19: SCConv(64, 128, s=2) at 80 px
-  went from 1.5x to 0.85x its ``Conv``, eval after fuse, and from 1.3x to 1.1x in training).
+  and was SCConv's largest cost after its memory-bound SRU passes at stride 2 (issue 19; ``benchmarks/before_after.py``
+  measures SCConv at stride 2 before and after, docs/speed.md).
 * ``SCConv.fuse()`` (inference; Ultralytics' ``model.fuse()`` calls it): the trailing BatchNorm folds into CRU's
   branches (paper form: exact because beta1 + beta2 = 1) or into the fuse's weights plus a shift (release form:
   BN(a1 Y1 + a2 Y2) = (s a1) Y1 + (s a2) Y2 + t, as a1 + a2 != 1), and at stride 1 GWC + PWC1 become one dense
