@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import stat
 import subprocess
 import sys
@@ -70,13 +69,16 @@ def test_the_site_builds_strict_offline_and_its_pages_render(tmp_path):
     for plot in ("small_objects.png", "small_objects-adamw.png"):  # published by docs/hooks.py, linked by the page
         assert f'src="../results/{plot}"' in evidence
         assert (site / "results" / plot).read_bytes() == (STUDY_RESULTS / plot).read_bytes()
+    for page in PAGES:  # and read on the repository, every image a page links is there
+        for target in re.findall(r"!\[[^\]]*\]\(([^)\s]+)", page.read_text(encoding="utf-8")):
+            assert "://" in target or (page.parent / target).is_file(), (page.name, target)
 
 
 # --- the generated blocks ------------------------------------------------------------------------------------------
 
 CHECKED = {"info", "info-latency", "models-speed", "modules", "ground-truth-speed", "small_objects",
            "small_objects-adamw", "exports", "small_objects_sliced", "scconv-layers", "spd_fold",
-           "install-size", "space-to-depth"}  # fmt: skip
+           "install-size", "space-to-depth", "targets", "before-after"}  # fmt: skip
 
 
 def test_every_generated_block_is_checked_here_and_every_page_has_its_blocks():
@@ -87,7 +89,8 @@ def test_every_generated_block_is_checked_here_and_every_page_has_its_blocks():
             ("docs/evaluation.md", "ground-truth-speed"), ("docs/evidence.md", "small_objects"),
             ("docs/evidence.md", "small_objects-adamw"), ("docs/export.md", "exports"),
             ("docs/evidence.md", "small_objects_sliced"), ("docs/evidence.md", "scconv-layers"),
-            ("README.md", "install-size"), ("docs/speed.md", "space-to-depth")} <= set(found)
+            ("README.md", "install-size"), ("docs/speed.md", "space-to-depth"), ("docs/speed.md", "targets"),
+            ("docs/speed.md", "before-after")} <= set(found)
     assert all(text.strip() for text in found.values()), "an empty block: run its command"
 
 
@@ -267,6 +270,100 @@ def test_the_space_to_depth_block_has_the_scripts_current_table(tmp_path):
         return re.sub(r"\d+", "N", text.splitlines()[0].split(";")[0])
 
     assert setting(published) == setting(out.stdout)
+
+
+def run_targets(page: Path, gpu: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "benchmarks" / "targets.py"), "--page", str(page), "--gpu",
+                           str(gpu)], cwd=page.parent, env=child_env(), capture_output=True, text=True, timeout=120)
+
+
+def test_the_targets_block_is_read_off_the_pages_current_blocks():
+    """The issue-19 verdicts are what benchmarks/targets.py reads off the published blocks now: re-measuring a block
+    without re-running it fails here."""
+    page = REPO / "docs" / "speed.md"
+    out = run_targets(page, REPO / "benchmarks" / "results" / "gpu.json")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert read_block(page, "targets") == out.stdout.strip("\n")
+
+
+def test_the_targets_follow_the_figures_they_rest_on(tmp_path):
+    """A module ratio over its bound, a latency ratio moved under its GFLOPs ratio and a GPU result each change their
+    verdict; a block whose table lost its column is one error line, no traceback."""
+    page = tmp_path / "speed.md"
+    text = (REPO / "docs" / "speed.md").read_text(encoding="utf-8")
+    modules = read_block(REPO / "docs" / "speed.md", "modules")
+    first_ssd = next(line for line in modules.splitlines() if line.startswith("| SSDConv(64, 64) @80"))
+    cells = first_ssd.split(" | ")
+    cells[-1] = "**1.61×** |"
+    models = read_block(REPO / "docs" / "speed.md", "models-speed")
+    pairs = {row["pair"]: row for row in parse_table(models[models.index("| pair |"):])}
+    scconv = pairs["yolov5-scconv-n / yolov5nu"]
+    line = next(line for line in models.splitlines() if line.startswith("| yolov5-scconv-n / yolov5nu"))
+    faster = line.replace(scconv["PyTorch latency ratio"], "0.80 (met)").replace(
+        scconv["ONNX Runtime latency ratio"], "0.81 (met)")
+    page.write_text(text.replace(first_ssd, " | ".join(cells)).replace(line, faster), encoding="utf-8")
+    gpu = tmp_path / "gpu.json"
+    gpu.write_text(json.dumps({"device": {"name": "NVIDIA Test GPU", "date": "2026-12-03"}}), encoding="utf-8")
+    out = run_targets(page, gpu)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = {row["target"]: row for row in parse_table(out.stdout)}
+    ssd = rows["SSDConv ≤ 1.5× the `Conv`, eval and training, 64/128/256 channels"]
+    assert ssd["status"] == "**not met**" and "1.61×" in ssd["figures"]
+    models_row = rows["whole n models: latency ratio ≤ GFLOPs ratio, PyTorch and ONNX Runtime"]
+    assert "yolov5-scconv-n 0.80/0.81 against" in models_row["figures"].split("met:")[-1]
+    assert "yolov5-scconv-n" not in models_row["figures"].split(". met:")[0]
+    assert rows["the GPU run (benchmarks/gpu.py)"]["status"] == "**run**"
+    assert "NVIDIA Test GPU" in rows["the GPU run (benchmarks/gpu.py)"]["figures"]
+    published = {row["target"]: row for row in parse_table(read_block(REPO / "docs" / "speed.md", "targets"))}
+    assert published[ssd["target"]]["status"] == "**met**"  # the edit, not the page, flipped it
+
+    page.write_text(text.replace("| inference form / Conv |", "| renamed |"), encoding="utf-8")
+    out = run_targets(page, gpu)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines() == ["targets.py: error: no table with a column 'inference form / Conv'; "
+                                               "re-generate the blocks or update this script"]
+
+
+def has_revision(revision: str) -> bool:
+    found = subprocess.run(["git", "-C", str(REPO), "cat-file", "-e", f"{revision}^{{commit}}"], capture_output=True)
+    return found.returncode == 0
+
+
+def test_the_before_after_block_has_the_scripts_current_table(tmp_path):
+    """benchmarks/before_after.py's block: the header and setting line the script prints now, its rows for every
+    shape of benchmarks/modules.py, ratios that parse as positive; the old modules really are the old ones (their
+    SSDConv has no fuse)."""
+    script = load_script("before_after")
+    if not has_revision(script.BEFORE):
+        pytest.skip(f"no git history with {script.BEFORE} (a shallow clone or an unpacked archive)")
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "before_after.py"), "--quick", "--repeats", "1",
+                          "--warmup", "0", "--batch", "1"], cwd=tmp_path, env=child_env(), capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    published = read_block(REPO / "docs" / "speed.md", "before-after")
+    now_rows, published_rows = parse_table(out.stdout), parse_table(published)
+    assert list(published_rows[0]) == list(now_rows[0]) == script.HEADER
+    labels = [f"{label} @{size}" for c, size in load_script("modules").SHAPES
+              for label in (f"SSDConv({c}, {c})", f"SCConv({c}, {2 * c}, s=2)", f"SSDConv({c}, {2 * c}, s=2)")]
+    assert [row["module @px"] for row in published_rows] == labels
+    assert [row["module @px"] for row in now_rows] == labels[:3]
+    for row in published_rows:
+        assert all(float(cell.strip("*×")) > 0 for column, cell in row.items() if column != "module @px"), row
+
+    def setting(text):
+        return re.sub(r"\d+", "N", text.splitlines()[0].split(";")[0])
+
+    assert setting(published) == setting(out.stdout) and f"at {script.BEFORE}" in published
+    before = script.load_modules(script.BEFORE, tmp_path / "before")
+    assert not hasattr(before.SSDConv, "fuse") and hasattr(before.SCConv, "fuse")
+
+
+def test_before_after_names_a_revision_git_does_not_have_in_one_line(tmp_path):
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "before_after.py"), "--quick", "--before",
+                          "no-such-rev"], cwd=tmp_path, env=child_env(), capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("before_after.py: error: --before no-such-rev: cannot read yolo_spd/modules from git")
 
 
 # --- the recipe pages' command blocks ---------------------------------------------------------------------------
