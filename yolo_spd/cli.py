@@ -152,11 +152,12 @@ def split_ours(args: dict, ours: dict) -> tuple[dict, dict]:
     return mine, args
 
 
-def resolve_model(model, mode_key: str) -> str:
-    """A model YAML, a checkpoint or (except for training) an export; see :mod:`yolo_spd.model_source`."""
+def resolve_model(model, mode_key: str, exports: bool | None = None) -> str:
+    """A model YAML, a checkpoint or (except for training: ``cfg``, or ``exports=False``) an export; see
+    :mod:`yolo_spd.model_source`. Errors name ``mode_key=``."""
     from .model_source import resolve_model
 
-    return resolve_model(model, mode_key, exports=mode_key != "cfg")
+    return resolve_model(model, mode_key, exports=mode_key != "cfg" if exports is None else exports)
 
 
 def load_model(model, mode_key: str):
@@ -201,6 +202,8 @@ def eval_settings(mine: dict):
     """The :class:`~yolo_spd.evaluation.EvalSettings` the CLI keys in ``mine`` describe (checked there)."""
     from .evaluation.settings import KEYS, EvalSettings
 
+    if not isinstance(mine.get("per_class", False), bool):  # printing, not scoring: checked here with the rest
+        raise UsageError(f"per_class={mine['per_class']}: expected True or False")
     return EvalSettings.from_keys(**{key: mine[key] for key in KEYS if key in mine})
 
 
@@ -256,6 +259,7 @@ def run_train(tokens: list[str]) -> None:
     model = resolve_model(mine["cfg"] or rest.pop("model", None) or DEFAULT_MODEL, "cfg")
     if mine["overrides"]:
         rest = {**_read_overrides(mine["overrides"]), **rest}
+    check_training_values(rest)
     val_split = None
     if not rest.get("resume"):  # a resumed run takes its data and settings from the checkpoint
         rest = _with_training_data(rest, model)
@@ -278,6 +282,25 @@ def run_train(tokens: list[str]) -> None:
                                 save_dir=str(trainer.save_dir), plots=False, **val_args)
     save_detections(evaluation, trainer.save_dir)
     _print_evaluation(evaluation.result, trainer.save_dir, mine["per_class"])
+
+
+def check_training_values(keys: dict) -> None:
+    """Ultralytics' own type and range checks of its keys (``check_cfg``: ``epochs=0``, ``conf=2``, ``lr0=abc``) and
+    ``imgsz`` as one or two positive sizes, before a model is built or a folder made: train would raise the same after
+    creating its run folder, and a study would have recorded a run that cannot train. (Ultralytics turns a size <= 0
+    into 32 with a warning; a study would then report a size that did not run.)"""
+    from ultralytics.cfg import check_cfg
+
+    try:
+        check_cfg(dict(keys), hard=True)
+    except (TypeError, ValueError, SyntaxError) as e:
+        raise UsageError(str(e)) from None
+    imgsz = keys.get("imgsz")
+    sizes = imgsz if isinstance(imgsz, list) else [imgsz]
+    if imgsz is not None and not (0 < len(sizes) <= 2 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in sizes)):
+        raise UsageError(f"imgsz={imgsz}: expected a positive image size in pixels, or [height, width], e.g. "
+                         "imgsz=640")
 
 
 def _with_training_data(args: dict, model: str) -> dict:
@@ -350,7 +373,7 @@ def study_plan(tokens: list[str]):
             raise UsageError(f"control={given_control}: name one of models= other than the first (the baseline), "
                              f"as written there: {', '.join(models[1:]) or 'none'}")
         control = models.index(given_control)
-    models = [resolve_model(m, "cfg") for m in models]
+    models = [resolve_model(m, "models", exports=False) for m in models]
     seeds = []
     for seed in _listed(mine["seeds"]):
         try:
@@ -365,6 +388,7 @@ def study_plan(tokens: list[str]):
         raise UsageError(f"{given[0]}= is set by the study for each run; give models=, seeds= and data= instead")
     if not rest.get("data"):
         raise UsageError("study needs data=DATASET.yaml (its val split scores every run)")
+    check_training_values(rest)
     data = named_data(rest.pop("data"))
     val, train_split = resolve_split(data, "val"), resolve_split(data, "train")
     tiles = None
@@ -532,7 +556,8 @@ USER_INPUT_CHECKS = {
     SyntaxError: ("ultralytics/cfg/",),
     TypeError: ("ultralytics/cfg/",),
     FileNotFoundError: ("ultralytics/cfg/", "ultralytics/utils/checks.py", "ultralytics/data/"),
-    ValueError: ("ultralytics/utils/torch_utils.py:select_device", "ultralytics/engine/exporter.py:__call__"),
+    ValueError: ("ultralytics/cfg/", "ultralytics/utils/checks.py:check_imgsz",
+                 "ultralytics/utils/torch_utils.py:select_device", "ultralytics/engine/exporter.py:__call__"),
     ConnectionError: ("ultralytics/utils/downloads.py:safe_download",),
 }
 # Export packages tested together in an extra that pins numpy, protobuf or onnx below what the rest is tested with, so
