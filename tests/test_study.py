@@ -162,7 +162,11 @@ def test_a_study_killed_mid_run_resumes_that_run_from_last_pt(tmp_path):
 @pytest.mark.parametrize("args, names", [
     (["models=yolov5nu.yaml"], "a study compares two or more models"),
     (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "seeds=0,one"], "seeds=0,one: 'one' is not a whole number"),
-    (["models=yolov5nu.yaml,nonexistent-n.yaml"], "cfg=nonexistent-n.yaml: no such model YAML"),
+    (["models=yolov5nu.yaml,nonexistent-n.yaml"], "models=nonexistent-n.yaml: no such model YAML"),
+    (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "imgsz=abc"], "imgsz=abc: expected a positive image size"),
+    (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "imgsz=-1"], "imgsz=-1: expected a positive image size"),
+    (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "epochs=0"], "'epochs=0' is an invalid value"),
+    (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "lr0=2x"], "'lr0=2x' is of invalid type"),
     (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "seed=3"], "seed= is set by the study"),
     (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "resamples=5"], "resamples=5"),
     (["models=yolov5nu.yaml,yolov5nu.yaml"], "same file name"),
@@ -175,6 +179,27 @@ def test_bad_study_arguments_are_one_line(tmp_path, args, names):
     data = make_yolo_dataset(tmp_path / "data", n_train=1, n_val=1, size=64)
     assert names in error_line(study([*args, f"data={data}", f"project={tmp_path}"], tmp_path, tmp_path / "c"))
     assert not (tmp_path / "study").exists()
+
+
+def test_a_run_that_left_no_checkpoint_starts_again_with_the_new_settings(tmp_path):
+    """A recorded spec blocks a changed rerun only where the run trained something (weights/last.pt or done.json): a
+    run that failed before its first checkpoint trained nothing, so it must not refuse the corrected command."""
+    from yolo_spd.errors import UsageError
+    from yolo_spd.study.runs import SPEC_FILE, RunSpec, check_spec
+
+    def spec(epochs):
+        return RunSpec("yolov5nu.yaml", 0, tmp_path / "data.yaml", "key", {"epochs": epochs, "imgsz": 64})
+
+    folder = tmp_path / spec(1).name
+    folder.mkdir()
+    (folder / SPEC_FILE).write_text(json.dumps(spec(1).as_dict()))
+    (folder / "args.yaml").write_text("epochs: 1\n")  # what a failed start leaves besides the spec
+    check_spec(spec(2), folder)  # nothing trained: no refusal
+    (folder / "weights").mkdir()
+    (folder / "weights" / "last.pt").write_bytes(b"checkpoint")
+    with pytest.raises(UsageError, match="epochs=1->2"):
+        check_spec(spec(2), folder)
+    check_spec(spec(1), folder)  # the same settings continue it
 
 
 def test_tile_on_a_dataset_without_labels_is_one_line(tmp_path):
@@ -400,6 +425,7 @@ def test_a_two_seed_t_interval_does_not_flatten_the_plot_panels():
     assert _reach([entry(0.02, [0.01, 0.03], [-0.9, 1.0]), entry(None, None, None)]) == pytest.approx(0.03 * 1.15)
     assert _reach([entry(0.02, [0.01, 0.03], [-0.05, 0.08])]) == pytest.approx(0.08 * 1.05)
     assert _reach([entry(0.9, [0.5, 1.0], [-3.0, 4.0])]) == 1.0
+    assert _reach([entry(0.0, [0.0, 0.0], [0.0, 0.0])]) == 0.01  # identical runs: a usable panel, no matplotlib warning
 
 
 def test_resolved_needs_both_intervals_to_exclude_zero_on_the_same_side():

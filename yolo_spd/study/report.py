@@ -401,14 +401,16 @@ def _plot_row(axes, pair: dict, scope: str | None = None) -> None:
                 ax.text(0, y, "no paired run yet", ha="center", va="center", fontsize=6, color="0.45",
                         bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
                 continue
-            if entry["t"]["ci"] is not None:
+            if entry["bootstrap"]["ci"] is not None:
+                ax.plot(entry["bootstrap"]["ci"], [y, y], color="C0", lw=4, solid_capstyle="butt", zorder=1)
+            if entry["t"]["ci"] is not None:  # over the bootstrap bar, with end ticks: it shows where it is shorter
                 low, high = entry["t"]["ci"]
-                ax.plot([max(low, -reach), min(high, reach)], [y, y], color="0.6", lw=1, zorder=1)
+                ax.plot([max(low, -reach), min(high, reach)], [y, y], color="0.3", lw=1, zorder=2)
                 for end, edge, marker in ((low, -reach, "<"), (high, reach, ">")):
                     if abs(end) > reach:  # runs off the panel: an arrowhead at the edge
-                        ax.plot([edge], [y], marker, color="0.6", ms=4, zorder=1, clip_on=False)
-            if entry["bootstrap"]["ci"] is not None:
-                ax.plot(entry["bootstrap"]["ci"], [y, y], color="C0", lw=4, solid_capstyle="butt", zorder=2)
+                        ax.plot([edge], [y], marker, color="0.3", ms=4, zorder=2, clip_on=False)
+                    else:
+                        ax.plot([end], [y], "|", color="0.3", ms=6, zorder=2)
             ax.plot([entry["mean"]], [y], "o", color="C3", ms=5, zorder=3,
                     markerfacecolor="C3" if entry.get("resolved") else "white")
         ax.axvline(0, color="k", lw=0.8)
@@ -424,10 +426,10 @@ def _plot_row(axes, pair: dict, scope: str | None = None) -> None:
 def _reach(entries: list[dict]) -> float:
     """Half the x-range of a panel: room for every mean and bootstrap interval, and for t intervals up to three times
     that (a wider one, e.g. from two seeds' t multiplier of 12.7, would flatten the rest; it gets arrowheads); at most
-    1, the largest difference a COCO metric can show."""
+    1, the largest difference a COCO metric can show, and 0.01 where every difference is 0."""
     near = [abs(x) for e in entries if e["mean"] is not None
             for x in (e["mean"], *(e["bootstrap"]["ci"] or ()))] or [0.01]
-    reach = max(near) * 1.15
+    reach = max(near) * 1.15 or 0.01  # every difference 0 (e.g. identical runs): a panel of +-0.01, not of width 0
     far = [abs(x) for e in entries if e["mean"] is not None for x in (e["t"]["ci"] or ())]
     return min(max([reach, *(x * 1.05 for x in far if x <= 3 * reach)]), 1.0)
 
