@@ -567,6 +567,7 @@ def test_an_internal_bug_keeps_its_traceback(tmp_path, kind):
     ("train", "conf=2", "'conf=2' is an invalid value. Valid 'conf' values are between 0.0 and 1.0"),
     ("train", "imgsz=abc", "imgsz=abc: expected a positive image size"),
     ("train", "imgsz=-1", "imgsz=-1: expected a positive image size"),  # Ultralytics would train at 32 px
+    ("train", "gt=json", "gt=json: "),  # no COCO JSON to score against: refused before training, not after it
     ("predict", "iou=5", "'iou=5' is an invalid value"),  # Ultralytics' own range check, inside its predictor
     ("predict", "imgsz=abc", "'imgsz=abc' is not a valid image size"),  # Ultralytics' check_imgsz
     ("val", "per_class=maybe", "per_class=maybe: expected True or False"),

@@ -167,6 +167,7 @@ def test_a_study_killed_mid_run_resumes_that_run_from_last_pt(tmp_path):
     (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "imgsz=-1"], "imgsz=-1: expected a positive image size"),
     (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "epochs=0"], "'epochs=0' is an invalid value"),
     (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "lr0=2x"], "'lr0=2x' is of invalid type"),
+    (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "gt=json"], "gt=json: "),
     (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "seed=3"], "seed= is set by the study"),
     (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "resamples=5"], "resamples=5"),
     (["models=yolov5nu.yaml,yolov5nu.yaml"], "same file name"),

@@ -249,7 +249,7 @@ def run_val(tokens: list[str]) -> None:
 
 
 def run_train(tokens: list[str]) -> None:
-    from .evaluation import evaluate_model, resolve_split, save_detections
+    from .evaluation import check_ground_truth, evaluate_model, resolve_split, save_detections
 
     args = parse_pairs(tokens, set(TRAIN_KEYS) | ultralytics_keys())
     mine, rest = split_ours(args, TRAIN_KEYS)
@@ -264,6 +264,7 @@ def run_train(tokens: list[str]) -> None:
     if not rest.get("resume"):  # a resumed run takes its data and settings from the checkpoint
         rest = _with_training_data(rest, model)
         val_split = resolve_split(rest["data"], "val")  # fail before training; scored after it
+        check_ground_truth(val_split, settings.gt)
     from ultralytics import YOLO
 
     yolo = load_model(model, "cfg")
@@ -356,6 +357,7 @@ def _listed(value) -> list[str]:
 
 def study_plan(tokens: list[str]):
     """The :class:`~yolo_spd.study.plan.StudyPlan` the ``yolo-spd study`` arguments describe, every value checked."""
+    from .evaluation import check_ground_truth
     from .evaluation.dataset import resolve_split
     from .run_folders import run_folder
     from .slicing.tiles import TileSettings
@@ -391,6 +393,7 @@ def study_plan(tokens: list[str]):
     check_training_values(rest)
     data = named_data(rest.pop("data"))
     val, train_split = resolve_split(data, "val"), resolve_split(data, "train")
+    check_ground_truth(val, mine["gt"])
     tiles = None
     if mine["tile"] is not None:
         tiles = TileSettings(tile=mine["tile"], overlap=0.2 if mine["overlap"] is None else mine["overlap"],

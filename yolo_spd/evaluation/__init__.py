@@ -38,6 +38,7 @@ __all__ = (
     "evaluate_model",
     "evaluate_predictions",
     "build_ground_truth",
+    "check_ground_truth",
     "resolve_split",
     "size_ranges",
 )
@@ -48,14 +49,19 @@ def build_ground_truth(split: DatasetSplit, gt: str = "auto", images: list[Path]
     ``gt`` is ``auto`` or ``json``, label-derived when ``gt=labels``."""
     assert gt in GT_CHOICES, gt  # checked by EvalSettings
     images = list(images) if images is not None else list(split.images)
+    check_ground_truth(split, gt)
+    if gt != "labels" and split.coco_json is not None:
+        return official_ground_truth(split.coco_json, images, list(split.names))
+    return labels_ground_truth(images, list(split.names))
+
+
+def check_ground_truth(split: DatasetSplit, gt: str) -> None:
+    """Refuse ``gt=json`` for a split without a COCO JSON: before a validation or a training run, not after it."""
     if gt == "json" and split.coco_json is None:
         raise UsageError(
             f"gt=json: {split.yaml_file} names no COCO JSON and none was found in {split.root / 'annotations'}; "
             "add a 'coco_json:' key"
         )
-    if gt != "labels" and split.coco_json is not None:
-        return official_ground_truth(split.coco_json, images, list(split.names))
-    return labels_ground_truth(images, list(split.names))
 
 
 def evaluate_predictions(split: DatasetSplit, predictions: str | Path,
@@ -88,6 +94,7 @@ def evaluate_model(model, split: DatasetSplit, settings: EvalSettings | None = N
 
     settings = settings or EvalSettings()
     check_classes(model.names, split)
+    check_ground_truth(split, settings.gt)
     val_args = with_detection_limit(val_args, settings.max_dets)
     if settings.slicing is not None:
         return evaluate_sliced(model, split, settings, **val_args)
