@@ -252,12 +252,8 @@ def test_the_module_timing_block_has_the_scripts_current_tables(tmp_path):
 def test_the_space_to_depth_block_has_the_scripts_current_table(tmp_path):
     """benchmarks/space_to_depth.py's block: the same setting line and header as the script prints now, a row per
     input and layout the script measures (--quick: the first shape's two), and ratios that parse as positive."""
-    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "space_to_depth.py"), "--quick", "--repeats", "1",
-                          "--warmup", "0", "--batch", "1"], cwd=tmp_path, env=child_env(), capture_output=True,
-                         text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    published = read_block(REPO / "docs" / "speed.md", "space-to-depth")
-    now_rows, published_rows = parse_table(out.stdout), parse_table(published)
+    now, published = quick_speed_block("space_to_depth", "space-to-depth", tmp_path)
+    now_rows, published_rows = parse_table(now), parse_table(published)
     assert [list(row) for row in published_rows] == [list(row) for row in now_rows][:1] * len(published_rows)
     shapes = [f"(8, {c}, {size}, {size})" for c, size in load_script("modules").SHAPES]
     assert [(row["input"], row["layout"]) for row in published_rows] == [
@@ -266,10 +262,21 @@ def test_the_space_to_depth_block_has_the_scripts_current_table(tmp_path):
     for row in published_rows:
         ratios = [float(cell.strip("*×")) for column, cell in row.items() if "/" in column]
         assert len(ratios) == 3 and all(r > 0 for r in ratios), row
-    def setting(text):  # the first line up to the environment, numbers left out
-        return re.sub(r"\d+", "N", text.splitlines()[0].split(";")[0])
+    assert setting_line(published) == setting_line(now)
 
-    assert setting(published) == setting(out.stdout)
+
+def quick_speed_block(script: str, block: str, tmp_path: Path) -> tuple[str, str]:
+    """(what ``benchmarks/SCRIPT.py --quick`` prints now, one round at batch 1; the published block of speed.md)."""
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / f"{script}.py"), "--quick", "--repeats", "1",
+                          "--warmup", "0", "--batch", "1"], cwd=tmp_path, env=child_env(), capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout, read_block(REPO / "docs" / "speed.md", block)
+
+
+def setting_line(text: str) -> str:
+    """A timing block's first line up to the environment, numbers left out."""
+    return re.sub(r"\d+", "N", text.splitlines()[0].split(";")[0])
 
 
 def run_targets(page: Path, gpu: Path) -> subprocess.CompletedProcess:
@@ -336,12 +343,8 @@ def test_the_before_after_block_has_the_scripts_current_table(tmp_path):
     script = load_script("before_after")
     if not has_revision(script.BEFORE):
         pytest.skip(f"no git history with {script.BEFORE} (a shallow clone or an unpacked archive)")
-    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "before_after.py"), "--quick", "--repeats", "1",
-                          "--warmup", "0", "--batch", "1"], cwd=tmp_path, env=child_env(), capture_output=True,
-                         text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-2000:]
-    published = read_block(REPO / "docs" / "speed.md", "before-after")
-    now_rows, published_rows = parse_table(out.stdout), parse_table(published)
+    now, published = quick_speed_block("before_after", "before-after", tmp_path)
+    now_rows, published_rows = parse_table(now), parse_table(published)
     assert list(published_rows[0]) == list(now_rows[0]) == script.HEADER
     labels = [f"{label} @{size}" for c, size in load_script("modules").SHAPES
               for label in (f"SSDConv({c}, {c})", f"SCConv({c}, {2 * c}, s=2)", f"SSDConv({c}, {2 * c}, s=2)")]
@@ -349,11 +352,7 @@ def test_the_before_after_block_has_the_scripts_current_table(tmp_path):
     assert [row["module @px"] for row in now_rows] == labels[:3]
     for row in published_rows:
         assert all(float(cell.strip("*×")) > 0 for column, cell in row.items() if column != "module @px"), row
-
-    def setting(text):
-        return re.sub(r"\d+", "N", text.splitlines()[0].split(";")[0])
-
-    assert setting(published) == setting(out.stdout) and f"at {script.BEFORE}" in published
+    assert setting_line(published) == setting_line(now) and f"at {script.BEFORE}" in published
     before = script.load_modules(script.BEFORE, tmp_path / "before")
     assert not hasattr(before.SSDConv, "fuse") and hasattr(before.SCConv, "fuse")
 
