@@ -563,20 +563,22 @@ def test_an_internal_bug_keeps_its_traceback(tmp_path, kind):
 
 @pytest.mark.parametrize("mode, bad, message", [
     ("train", "epochs=abc", "'epochs=abc' is of invalid type str"),
-    ("train", "epochs=0", "'epochs=0' is an invalid value"),
+    ("train", "momentum=2", "'momentum=2' is an invalid value"),
     ("train", "conf=2", "'conf=2' is an invalid value. Valid 'conf' values are between 0.0 and 1.0"),
     ("train", "imgsz=abc", "imgsz=abc: expected a positive image size"),
     ("train", "imgsz=-1", "imgsz=-1: expected a positive image size"),  # Ultralytics would train at 32 px
     ("train", "gt=json", "gt=json: "),  # no COCO JSON to score against: refused before training, not after it
-    ("predict", "iou=5", "'iou=5' is an invalid value"),  # Ultralytics' own range check, inside its predictor
-    ("predict", "imgsz=abc", "'imgsz=abc' is not a valid image size"),  # Ultralytics' check_imgsz
+    ("predict", "iou=5", "'iou=5' is an invalid value"),  # Ultralytics' range check, which its predictor runs late
+    ("predict", "imgsz=abc", "imgsz=abc: expected a positive image size"),  # 8.4.67 failed inside ast, naming nothing
+    ("export", "imgsz=[640,0]", "imgsz=[640, 0]: expected a positive image size"),
+    ("val", "conf=-1", "'conf=-1' is an invalid value"),
     ("val", "per_class=maybe", "per_class=maybe: expected True or False"),
 ])
 def test_bad_ultralytics_arguments_stay_one_line(tmp_path, mode, bad, message):
     """Ultralytics' type and range checks give one line and exit 2, and make no run folder."""
     data = make_yolo_dataset(tmp_path / "data", n_train=2, n_val=2, size=64)
     demo = REPO / "weights" / "yolov5-spd-n-demo.pt"
-    given = {"train": [f"data={data}"], "val": [f"data={data}", f"weights={demo}"],
+    given = {"train": [f"data={data}"], "val": [f"data={data}", f"weights={demo}"], "export": [f"model={demo}"],
              "predict": [f"model={demo}", f"source={tmp_path / 'data' / 'images' / 'val'}", "save=True"]}[mode]
     line = one_error_line(yolo_spd_command([mode, *given, bad, f"project={tmp_path / 'runs'}"], tmp_path))
     assert message in line

@@ -152,6 +152,26 @@ def split_ours(args: dict, ours: dict) -> tuple[dict, dict]:
     return mine, args
 
 
+def check_ultralytics_values(keys: dict) -> None:
+    """Ultralytics' own type and range checks of its keys (``check_cfg``: ``conf=2``, ``lr0=abc``, and from 8.4.x
+    ``epochs=0``) and ``imgsz`` as one or two positive sizes, before a model is loaded or a folder made, in every
+    mode: train would raise the same after creating its run folder, a study would have recorded a run that cannot
+    train, and older Ultralytics fails on ``imgsz=abc`` inside ``ast`` with a message that names nothing. A size <= 0
+    Ultralytics turns into 32 with a warning, so a study would report a size that did not run."""
+    from ultralytics.cfg import check_cfg
+
+    try:
+        check_cfg(dict(keys), hard=True)
+    except (TypeError, ValueError, SyntaxError) as e:
+        raise UsageError(str(e)) from None
+    imgsz = keys.get("imgsz")
+    sizes = imgsz if isinstance(imgsz, list) else [imgsz]
+    if imgsz is not None and not (0 < len(sizes) <= 2 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in sizes)):
+        raise UsageError(f"imgsz={imgsz}: expected a positive image size in pixels, or [height, width], e.g. "
+                         "imgsz=640")
+
+
 def resolve_model(model, mode_key: str, exports: bool | None = None) -> str:
     """A model YAML, a checkpoint or (except for training: ``cfg``, or ``exports=False``) an export; see
     :mod:`yolo_spd.model_source`. Errors name ``mode_key=``."""
@@ -227,6 +247,7 @@ def run_val(tokens: list[str]) -> None:
 
     args = parse_pairs(tokens, set(VAL_KEYS) | ultralytics_keys())
     mine, rest = split_ours(args, VAL_KEYS)
+    check_ultralytics_values(rest)
     weights = mine["weights"] or rest.pop("model", None)
     if mine["predictions"] and weights:
         raise UsageError("give either weights= (run a model) or predictions= (score a file), not both")
@@ -259,7 +280,7 @@ def run_train(tokens: list[str]) -> None:
     model = resolve_model(mine["cfg"] or rest.pop("model", None) or DEFAULT_MODEL, "cfg")
     if mine["overrides"]:
         rest = {**_read_overrides(mine["overrides"]), **rest}
-    check_training_values(rest)
+    check_ultralytics_values(rest)
     val_split = None
     if not rest.get("resume"):  # a resumed run takes its data and settings from the checkpoint
         rest = _with_training_data(rest, model)
@@ -283,25 +304,6 @@ def run_train(tokens: list[str]) -> None:
                                 save_dir=str(trainer.save_dir), plots=False, **val_args)
     save_detections(evaluation, trainer.save_dir)
     _print_evaluation(evaluation.result, trainer.save_dir, mine["per_class"])
-
-
-def check_training_values(keys: dict) -> None:
-    """Ultralytics' own type and range checks of its keys (``check_cfg``: ``epochs=0``, ``conf=2``, ``lr0=abc``) and
-    ``imgsz`` as one or two positive sizes, before a model is built or a folder made: train would raise the same after
-    creating its run folder, and a study would have recorded a run that cannot train. (Ultralytics turns a size <= 0
-    into 32 with a warning; a study would then report a size that did not run.)"""
-    from ultralytics.cfg import check_cfg
-
-    try:
-        check_cfg(dict(keys), hard=True)
-    except (TypeError, ValueError, SyntaxError) as e:
-        raise UsageError(str(e)) from None
-    imgsz = keys.get("imgsz")
-    sizes = imgsz if isinstance(imgsz, list) else [imgsz]
-    if imgsz is not None and not (0 < len(sizes) <= 2 and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in sizes)):
-        raise UsageError(f"imgsz={imgsz}: expected a positive image size in pixels, or [height, width], e.g. "
-                         "imgsz=640")
 
 
 def _with_training_data(args: dict, model: str) -> dict:
@@ -337,6 +339,7 @@ def run_compare(tokens: list[str]) -> None:
 
     args = parse_pairs(tokens, set(COMPARE_KEYS) | ultralytics_keys())
     mine, rest = split_ours(args, COMPARE_KEYS)
+    check_ultralytics_values(rest)
     files = [w.strip() for w in str(mine["weights"] or "").split(",") if w.strip()]
     if len(files) < 2:
         raise UsageError("compare needs two or more checkpoints: weights=a.pt,b.pt[,...]")
@@ -390,7 +393,7 @@ def study_plan(tokens: list[str]):
         raise UsageError(f"{given[0]}= is set by the study for each run; give models=, seeds= and data= instead")
     if not rest.get("data"):
         raise UsageError("study needs data=DATASET.yaml (its val split scores every run)")
-    check_training_values(rest)
+    check_ultralytics_values(rest)
     data = named_data(rest.pop("data"))
     val, train_split = resolve_split(data, "val"), resolve_split(data, "train")
     check_ground_truth(val, mine["gt"])
@@ -438,6 +441,7 @@ def run_predict_or_export(mode: str, tokens: list[str]) -> None:
     allowed = ultralytics_keys() | (set(SLICE_KEYS) if mode == "predict" else set())
     args = parse_pairs(tokens, allowed)
     slice_keys, args = split_ours(args, SLICE_KEYS) if mode == "predict" else ({}, args)
+    check_ultralytics_values(args)
     if not args.get("model"):
         raise UsageError(f"{mode} needs model=PATH.pt (or a model YAML)")
     from .slicing.inference import PREDICT_KEYS, SliceSettings
@@ -559,8 +563,7 @@ USER_INPUT_CHECKS = {
     SyntaxError: ("ultralytics/cfg/",),
     TypeError: ("ultralytics/cfg/",),
     FileNotFoundError: ("ultralytics/cfg/", "ultralytics/utils/checks.py", "ultralytics/data/"),
-    ValueError: ("ultralytics/cfg/", "ultralytics/utils/checks.py:check_imgsz",
-                 "ultralytics/utils/torch_utils.py:select_device", "ultralytics/engine/exporter.py:__call__"),
+    ValueError: ("ultralytics/utils/torch_utils.py:select_device", "ultralytics/engine/exporter.py:__call__"),
     ConnectionError: ("ultralytics/utils/downloads.py:safe_download",),
 }
 # Export packages tested together in an extra that pins numpy, protobuf or onnx below what the rest is tested with, so
