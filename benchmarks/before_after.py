@@ -30,6 +30,7 @@ from _timing import (REPO, add_clock_options, add_write_docs, check_docs, clock,
 
 BLOCK = "before-after"  # the generated block --write-docs fills (docs/speed.md)
 BEFORE = "633a60a"  # the last commit before issue 19 changed a module
+PACKAGE = "yolo_spd_modules_before"  # the name the old modules are imported under
 HEADER = ["module @px", "Conv eval ms", "eval before", "eval after", "Conv train ms", "train before", "train after"]
 
 
@@ -50,8 +51,8 @@ def parse_args(argv=None):
 
 
 def load_modules(revision: str, folder: Path):
-    """``yolo_spd/modules`` at ``revision``, imported from ``folder`` as the package ``yolo_spd_modules_before``
-    (its files import one another relatively, and nothing from the rest of yolo_spd)."""
+    """``yolo_spd/modules`` at ``revision``, imported from ``folder`` as the package :data:`PACKAGE` (its files import
+    one another relatively, and nothing from the rest of yolo_spd); a second load replaces the first."""
     try:
         archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", revision, "yolo_spd/modules"],
                                  capture_output=True, check=True).stdout
@@ -60,9 +61,14 @@ def load_modules(revision: str, folder: Path):
         sys.exit(f"before_after.py: error: --before {revision}: cannot read yolo_spd/modules from git ({why}); "
                  "run it in a git clone of the repository that has that commit")
     with tarfile.open(fileobj=BytesIO(archive)) as tar:
-        tar.extractall(folder, filter="data")
+        if hasattr(tarfile, "data_filter"):  # Python 3.10.12+: refuse links and paths out of the folder
+            tar.extractall(folder, filter="data")
+        else:
+            tar.extractall(folder)
+    for name in [name for name in sys.modules if name.split(".")[0] == PACKAGE]:  # an earlier load's submodules
+        del sys.modules[name]
     package = folder / "yolo_spd" / "modules"
-    spec = importlib.util.spec_from_file_location("yolo_spd_modules_before", package / "__init__.py",
+    spec = importlib.util.spec_from_file_location(PACKAGE, package / "__init__.py",
                                                   submodule_search_locations=[str(package)])
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module

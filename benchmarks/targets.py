@@ -4,9 +4,10 @@
     python benchmarks/targets.py --write-docs docs/speed.md        # also into that page's generated block 'targets'
 
 Every figure comes from another generated block of the page (``modules``, ``space-to-depth``, ``models-speed``,
-``spd_fold``, ``info-latency``) or from ``benchmarks/results/gpu.json``, so the verdicts change exactly when one of
-those is re-measured, and nobody keeps a range by hand. ``tests/test_docs.py`` checks that the published block is
-this script's output for the published blocks. The figures are as machine-dependent as the blocks they come from.
+``spd_fold``, ``info-latency``, ``before-after``) or from ``benchmarks/results/gpu.json``, so the verdicts change
+exactly when one of those is re-measured, and nobody keeps a range by hand. ``tests/test_docs.py`` checks that the
+published block is this script's output for the published blocks. The figures are as machine-dependent as the
+blocks they come from.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ SPACE_TO_DEPTH_LIMIT = 1.25  # SpaceToDepth against a copy of the same tensor
 SPACE_TO_DEPTH_NODES = {"onnx": ("SpaceToDepth", "DepthToSpace"), "openvino": ("SpaceToDepth", "MaxPool"),
                         "ncnn": ("Reorg", "Pooling", "Crop")}
 #: The measured blocks whose setting line must name the clock (target 5: process CPU time at a fixed thread count).
-TIMED_BLOCKS = ("modules", "space-to-depth", "models-speed", "spd_fold", "info-latency")
+TIMED_BLOCKS = ("modules", "space-to-depth", "models-speed", "spd_fold", "info-latency", "before-after")
 
 
 def parse_args(argv=None):

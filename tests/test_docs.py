@@ -355,6 +355,9 @@ def test_the_before_after_block_has_the_scripts_current_table(tmp_path):
     assert setting_line(published) == setting_line(now) and f"at {script.BEFORE}" in published
     before = script.load_modules(script.BEFORE, tmp_path / "before")
     assert not hasattr(before.SSDConv, "fuse") and hasattr(before.SCConv, "fuse")
+    now = script.load_modules("HEAD", tmp_path / "head")  # a second load replaces the first, submodules included
+    assert hasattr(now.SSDConv, "fuse") and hasattr(now, "FUSABLE")
+    assert sys.modules[f"{script.PACKAGE}.ssdconv"].SSDConv is now.SSDConv
 
 
 def test_before_after_names_a_revision_git_does_not_have_in_one_line(tmp_path):

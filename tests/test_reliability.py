@@ -561,6 +561,23 @@ def test_an_internal_bug_keeps_its_traceback(tmp_path, kind):
     assert out.stderr.strip().splitlines()[-1].startswith(kind) and "yolo-spd: error" not in out.stderr
 
 
+@pytest.mark.parametrize("imgsz, sizes", [("640", [640]), ("640,480", [640, 480]), ("[640, 480]", [640, 480]),
+                                          ("(320,256)", [320, 256]), (640, [640]), ([640, 480], [640, 480]),
+                                          ("abc", None), (640.0, None), (True, None)])
+def test_image_sizes_read_imgsz_as_ultralytics_does(imgsz, sizes):
+    """The forms Ultralytics' check_imgsz takes (its own error text suggests imgsz=640,480) pass the CLI's check; what
+    it cannot read (or reads only to raise, a scalar float) does not."""
+    from yolo_spd.cli import check_ultralytics_values, image_sizes
+    from yolo_spd.errors import UsageError
+
+    assert image_sizes(imgsz) == sizes
+    if sizes is None:
+        with pytest.raises(UsageError, match="expected a positive image size"):
+            check_ultralytics_values({"imgsz": imgsz})
+    else:
+        check_ultralytics_values({"imgsz": imgsz})
+
+
 @pytest.mark.parametrize("mode, bad, message", [
     ("train", "epochs=abc", "'epochs=abc' is of invalid type str"),
     ("train", "momentum=2", "'momentum=2' is an invalid value"),

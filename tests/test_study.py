@@ -183,8 +183,9 @@ def test_bad_study_arguments_are_one_line(tmp_path, args, names):
 
 
 def test_a_run_that_left_no_checkpoint_starts_again_with_the_new_settings(tmp_path):
-    """A recorded spec blocks a changed rerun only where the run trained something (weights/last.pt or done.json): a
-    run that failed before its first checkpoint trained nothing, so it must not refuse the corrected command."""
+    """A recorded spec blocks a changed rerun only where the run trained something (a results.csv row, last.pt or
+    done.json): a run that failed before its first epoch ended trained nothing, so it must not refuse the corrected
+    command."""
     from yolo_spd.errors import UsageError
     from yolo_spd.study.runs import SPEC_FILE, RunSpec, check_spec
 
@@ -196,6 +197,10 @@ def test_a_run_that_left_no_checkpoint_starts_again_with_the_new_settings(tmp_pa
     (folder / SPEC_FILE).write_text(json.dumps(spec(1).as_dict()))
     (folder / "args.yaml").write_text("epochs: 1\n")  # what a failed start leaves besides the spec
     check_spec(spec(2), folder)  # nothing trained: no refusal
+    (folder / "results.csv").write_text("epoch,time\n1,3.0\n")  # an epoch ended (save=False keeps no last.pt)
+    with pytest.raises(UsageError, match="epochs=1->2"):
+        check_spec(spec(2), folder)
+    (folder / "results.csv").unlink()
     (folder / "weights").mkdir()
     (folder / "weights" / "last.pt").write_bytes(b"checkpoint")
     with pytest.raises(UsageError, match="epochs=1->2"):

@@ -5,6 +5,7 @@ Arguments use Ultralytics' ``key=value`` style. See :data:`HELP` (``yolo-spd hel
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
 import importlib.util
@@ -153,11 +154,11 @@ def split_ours(args: dict, ours: dict) -> tuple[dict, dict]:
 
 
 def check_ultralytics_values(keys: dict) -> None:
-    """Ultralytics' own type and range checks of its keys (``check_cfg``: ``conf=2``, ``lr0=abc``, and from 8.4.x
-    ``epochs=0``) and ``imgsz`` as one or two positive sizes, before a model is loaded or a folder made, in every
-    mode: train would raise the same after creating its run folder, a study would have recorded a run that cannot
-    train, and older Ultralytics fails on ``imgsz=abc`` inside ``ast`` with a message that names nothing. A size <= 0
-    Ultralytics turns into 32 with a warning, so a study would report a size that did not run."""
+    """Ultralytics' own type and range checks of its keys (``check_cfg``: ``conf=2``, ``lr0=abc``; 8.4.190 also refuses
+    ``epochs=0``, 8.4.67 does not) and ``imgsz`` in a form Ultralytics reads with sizes > 0, before a model is loaded or
+    a folder made, in every mode: train would raise the same after creating its run folder, a study would have
+    recorded a run that cannot train, and Ultralytics 8.4.67 fails on ``imgsz=abc`` inside ``ast`` with a message that
+    names nothing. (A size <= 0 is no image size; Ultralytics would turn it into 32 with a warning.)"""
     from ultralytics.cfg import check_cfg
 
     try:
@@ -165,11 +166,24 @@ def check_ultralytics_values(keys: dict) -> None:
     except (TypeError, ValueError, SyntaxError) as e:
         raise UsageError(str(e)) from None
     imgsz = keys.get("imgsz")
-    sizes = imgsz if isinstance(imgsz, list) else [imgsz]
-    if imgsz is not None and not (0 < len(sizes) <= 2 and all(
+    sizes = image_sizes(imgsz)
+    if imgsz is not None and not (sizes and len(sizes) <= 2 and all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in sizes)):
-        raise UsageError(f"imgsz={imgsz}: expected a positive image size in pixels, or [height, width], e.g. "
-                         "imgsz=640")
+        raise UsageError(f"imgsz={imgsz}: expected a positive image size in pixels, or height,width (e.g. imgsz=640, "
+                         "imgsz=640,480)")
+
+
+def image_sizes(imgsz) -> list | None:
+    """``imgsz`` as the list of sizes Ultralytics' ``check_imgsz`` reads from it (an int, a list or tuple, or a string
+    of either: ``"640"``, ``"640,480"``, ``"[640,480]"``), or None where it reads none."""
+    if isinstance(imgsz, str):
+        try:
+            imgsz = int(imgsz) if imgsz.strip().isnumeric() else ast.literal_eval(imgsz)
+        except (ValueError, SyntaxError):
+            return None
+    if isinstance(imgsz, int) and not isinstance(imgsz, bool):
+        return [imgsz]
+    return list(imgsz) if isinstance(imgsz, (list, tuple)) else None
 
 
 def resolve_model(model, mode_key: str, exports: bool | None = None) -> str:

@@ -6,7 +6,7 @@ A run lives in ``<study folder>/<model stem>-seed<k>/``: Ultralytics' own traini
 - ``study_run.json``, written before training starts: the run's *spec* (what decides the trained weights: the model
   file's content, the seed, the training data's content key and every training key). A rerun reuses the folder only
   when the spec is identical, so a finished run is reused only if it is exactly what the command would train (a run
-  that left no checkpoint trained nothing and starts again with the new spec);
+  that left neither a checkpoint nor a ``results.csv`` trained nothing and starts again with the new spec);
 - ``done.json``, written when Ultralytics' ``train()`` returns: the run is finished and is skipped from then on
   (a run with ``weights/last.pt`` and no ``done.json`` was interrupted and resumes from ``last.pt``);
 - ``<eval name>/``: the scoring of ``weights/best.pt`` (``coco_eval.json``, ``coco_predictions.json``).
@@ -90,9 +90,9 @@ def run_state(folder: Path) -> str:
 
 
 def check_spec(spec: RunSpec, folder: Path) -> None:
-    """Refuse to reuse ``folder`` when it holds a run trained differently from ``spec``. A run that left no
-    checkpoint (it failed or was stopped before its first epoch ended) trained nothing: it starts again with
-    ``spec``."""
+    """Refuse to reuse ``folder`` when it holds a run trained differently from ``spec``. A run that left neither a
+    checkpoint nor a ``results.csv`` (which Ultralytics writes after every epoch, also with ``save=False``) failed or
+    was stopped before its first epoch ended: it trained nothing and starts again with ``spec``."""
     file = folder / SPEC_FILE
     if not folder.exists() or (not file.is_file() and not any(folder.iterdir())):
         return
@@ -100,7 +100,8 @@ def check_spec(spec: RunSpec, folder: Path) -> None:
         raise UsageError(f"{folder} exists but is not a study run (no {SPEC_FILE}); use another name= for the study")
     recorded = json.loads(file.read_text(encoding="utf-8"))
     wanted = spec.as_dict()
-    if recorded != wanted and run_state(folder) != "new":
+    trained = run_state(folder) != "new" or (folder / "results.csv").is_file()
+    if recorded != wanted and trained:
         changes = "; ".join(_differences(recorded, wanted))
         raise UsageError(f"{folder.name} in {folder.parent} was trained differently ({changes}); "
                          "continue it with the same settings, or give the study another name=")
