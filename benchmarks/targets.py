@@ -189,6 +189,8 @@ def render(page: Path, gpu_results: Path) -> str:
     from yolo_spd.markdown import blocks as read_blocks
     from yolo_spd.markdown import table
 
+    if not page.is_file():
+        raise SystemExit(f"targets.py: error: --page {page}: no such file; expected docs/speed.md or a copy of it")
     blocks = read_blocks(page)
     missing = [name for name in TIMED_BLOCKS if name not in blocks]
     if missing:

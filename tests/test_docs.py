@@ -329,6 +329,9 @@ def test_the_targets_follow_the_figures_they_rest_on(tmp_path):
     assert out.returncode != 0 and "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines() == ["targets.py: error: no table with a column 'inference form / Conv'; "
                                                "re-generate the blocks or update this script"]
+    out = run_targets(tmp_path / "missing.md", gpu)
+    assert out.returncode != 0 and out.stderr.strip().splitlines() == [
+        f"targets.py: error: --page {tmp_path / 'missing.md'}: no such file; expected docs/speed.md or a copy of it"]
 
 
 def has_revision(revision: str) -> bool:
