@@ -95,31 +95,20 @@ def inference_form(module):
     return module.fuse() if type(module).__name__ == "SCConv" else module
 
 
-def fused_conv(conv):
-    from ultralytics.utils.torch_utils import fuse_conv_and_bn
-
-    import copy
-
-    conv = copy.deepcopy(conv).eval()
-    conv.conv = fuse_conv_and_bn(conv.conv, conv.bn)
-    del conv.bn
-    conv.forward = conv.forward_fuse
-    return conv
-
-
 def row(label, before, after, conv, x, args):
+    """One module's eval and train ratios, old and new, to the Conv it replaces (benchmarks/modules.py's Conv fold
+    and train step)."""
     import torch
 
-    def step(module):
-        inputs = [x, *module.parameters()]
-        return lambda: torch.autograd.grad(module(x).sum(), inputs)
+    from modules import fused, train_step
 
-    forms = {"conv": fused_conv(conv), "before": inference_form(before), "after": inference_form(after)}
+    forms = {"conv": fused(conv), "before": inference_form(before), "after": inference_form(after)}
     with torch.no_grad():
         e = interleaved({name: (lambda m=m: m(x)) for name, m in forms.items()}, args.repeats, args.warmup, args.clock)
     x.requires_grad_(True)
-    t = interleaved({"conv": step(conv.train()), "before": step(before.train()), "after": step(after.train())},
-                    args.repeats, args.warmup, args.clock)
+    steps = {name: train_step(lambda m=m: m(x), m, x) for name, m in
+             (("conv", conv.train()), ("before", before.train()), ("after", after.train()))}
+    t = interleaved(steps, args.repeats, args.warmup, args.clock)
     x.requires_grad_(False)
     return [label, f"{e.ms('conv'):.1f}", f"{e.ratio('before', 'conv'):.2f}×", f"**{e.ratio('after', 'conv'):.2f}×**",
             f"{t.ms('conv'):.1f}", f"{t.ratio('before', 'conv'):.2f}×", f"**{t.ratio('after', 'conv'):.2f}×**"]
