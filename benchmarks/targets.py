@@ -40,18 +40,15 @@ def parse_args(argv=None):
 
 
 def cells_of(text: str, column: str) -> tuple[list[str], list[list[str]]]:
-    """(header, rows of cells) of the first Markdown table in ``text`` with a column ``column``. A missing one means
-    a block's shape changed: an error naming it."""
+    """(header, rows of cells) of the first Markdown table in ``text`` with a column ``column``
+    (:func:`yolo_spd.markdown.table_cells` from its header line on). A missing one means a block's shape changed: an
+    error naming it."""
+    from yolo_spd.markdown import table_cells
+
     lines = text.splitlines()
     for i, line in enumerate(lines):
-        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        if line.startswith("|") and column in cells:
-            body = []
-            for row in lines[i + 2 :]:  # lines[i + 1] is the alignment line
-                if not row.startswith("|"):
-                    break
-                body.append([cell.strip() for cell in row.strip().strip("|").split("|")])
-            return cells, body
+        if line.startswith("|") and column in [cell.strip() for cell in line.strip().strip("|").split("|")]:
+            return table_cells("\n".join(lines[i:]))
     raise SystemExit(f"targets.py: error: no table with a column {column!r}; re-generate the blocks or update this "
                      "script")
 

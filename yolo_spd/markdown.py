@@ -59,18 +59,24 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]], align: str |
     return "\n".join(lines)
 
 
-def parse_table(text: str) -> list[dict[str, str]]:
-    """The rows of the first Markdown table in ``text``, as {header: cell} dicts (cells stripped of spaces)."""
+def table_cells(text: str) -> tuple[list[str], list[list[str]]]:
+    """(header cells, body rows of cells) of the first Markdown table in ``text`` (cells stripped of spaces), by
+    position, so a table that repeats a column name keeps both columns; ``([], [])`` where there is none."""
     lines = [line.strip() for line in text.splitlines()]
     start = next((i for i, line in enumerate(lines) if line.startswith("|")), None)
     if start is None:
-        return []
+        return [], []
     block = []
     for line in lines[start:]:
         if not line.startswith("|"):
             break
         block.append([cell.strip() for cell in line.strip("|").split("|")])
-    headers, body = block[0], block[2:]  # block[1] is the alignment line
+    return block[0], block[2:]  # block[1] is the alignment line
+
+
+def parse_table(text: str) -> list[dict[str, str]]:
+    """The rows of the first Markdown table in ``text``, as {header: cell} dicts (cells stripped of spaces)."""
+    headers, body = table_cells(text)
     return [dict(zip(headers, cells)) for cells in body]
 
 
