@@ -181,6 +181,53 @@ def test_info_prints_the_model_table_with_baseline_ratios():
     assert "| yolov5nu |" in row and "3,038,816" in row and "2,141,152" in row
 
 
+@pytest.mark.parametrize("argv, request_", [
+    (["yolov5-spd-*", "imgsz=320"], {"pattern": "yolov5-spd-*", "imgsz": 320}),
+    (["imgsz=320", "yolov5-spd-*", "latency", "repeats=3"], {"pattern": "yolov5-spd-*", "imgsz": 320, "latency": True,
+                                                          "repeats": 3}),
+    (["pattern=11", "threads=2", "wall_time=True", "cache=False"], {"pattern": "11", "threads": 2, "wall_time": True,
+                                                                     "cache": False}),
+    # the flags it took before key=value, as `python -m yolo_spd.info` still does
+    (["--latency", "--no-cache", "--quiet", "--wall-time", "--imgsz=64"], {"latency": True, "cache": False,
+                                                                          "verbose": False, "wall_time": True,
+                                                                          "imgsz": 64}),
+], ids=["pattern", "bare-boolean", "keys", "old-flags"])
+def test_info_reads_key_value_arguments_like_the_other_modes(argv, request_, monkeypatch):
+    from yolo_spd import info
+
+    seen = []
+    monkeypatch.setattr(info, "run", seen.append)
+    code, _, err = run("info", *argv)
+    assert code == 0, err
+    assert seen == [info.InfoRequest(**request_)]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["imgsz=100"], r"imgsz=100 is not allowed; expected a multiple of 32"),
+    (["imgsz=abc"], r"imgsz=abc is not allowed; expected an integer >= 1"),
+    (["repeats=0", "latency=True"], r"repeats=0 is not allowed; expected an integer >= 1"),
+    (["latency=maybe"], r"latency=maybe: expected True or False"),
+    (["no-such-*"], r"no packaged config matches 'no-such-\*'; available: yolo11-spd-n, "),
+    (["yolov5-spd-n", "yolov8-spd-n"], r"'yolov8-spd-n' is not a key=value argument of yolo-spd info; keys: pattern, "),
+    (["--imgsz", "64"], r"'--imgsz' is not a key=value argument of yolo-spd info"),
+    (["epochs=3"], r"'epochs' is not a valid yolo-spd argument"),
+], ids=lambda v: " ".join(v) if isinstance(v, list) else "")
+def test_info_bad_arguments_are_one_error_line_from_the_command(argv, message, tmp_path):
+    """As typed in a shell: exit 2, one line naming the value, before any model is built (nothing in the cache)."""
+    import re
+    import subprocess
+    import sys
+
+    from .conftest import child_env
+
+    out = subprocess.run([sys.executable, "-m", "yolo_spd", "info", *argv], cwd=tmp_path, capture_output=True,
+                         text=True, env=child_env(YOLO_SPD_CACHE=str(tmp_path / "cache")), timeout=300)
+    lines = out.stderr.splitlines()
+    assert out.returncode == 2 and len(lines) == 1 and lines[0].startswith("yolo-spd: error: "), out.stderr[-3000:]
+    assert re.search(message, lines[0]), lines[0]
+    assert out.stdout == "" and list(tmp_path.iterdir()) == []
+
+
 # --- bad weights, output folders and model YAMLs: one error line from a new process (issue 21) -----------------------
 
 BAD_MODEL_YAML = "nc: 2\nbackbone:\n  - [-1, 1, Conv, [16, 3, 2]\n  - [-1, 1, Conv, [32, 3, 2]]\nhead: []\n"

@@ -31,7 +31,7 @@ Modes:
   export   `yolo export` with the yolo_spd modules registered (all keys as in Ultralytics)
   study    train every model x every seed alike, score them alike, paired differences with intervals
   slice    cut a YOLO dataset's train/val images into tiles at native resolution: a tiled dataset + its data.yaml
-  info     table of the packaged model configs: yolo-spd info [pattern] [--latency]
+  info     table of the packaged model configs: yolo-spd info [pattern] latency=False imgsz=640 ...
   help     this text
 
 Keys that differ from Ultralytics':
@@ -62,6 +62,10 @@ A study (yolo-spd study models=a.yaml,b.yaml seeds=0,1,2 data=X.yaml [train keys
   resamples=1000        paired bootstrap over val images (bootstrap_seed=0); results in study.json/.md/.png
 Every other key is Ultralytics' (epochs, imgsz, batch, device, project, name, ...): https://docs.ultralytics.com/usage/cfg/
 Each run writes into one folder named as Ultralytics names its own: runs/detect/MODE, MODE-2, ... (project=, name=)
+The model table (yolo-spd info [pattern] key=value; no Ultralytics keys):
+  pattern=*             shell-style filter on the packaged config names, e.g. yolov5-spd-* (a bare first word works too)
+  latency=False         add CPU latency at batch 1, PyTorch and ONNX Runtime (repeats=10 threads=1 wall_time=False)
+  imgsz=640             input size, a multiple of 32; cache=True reuses earlier rows; verbose=False hides the bar
 
 Examples:
   yolo-spd train                                   # the offline demo: yolov5-spd-n on synthetic small objects
@@ -74,7 +78,7 @@ Examples:
   yolo-spd val weights=best.pt data=aerial.yaml slice=320 overlap=0.2   # small objects at native resolution
   yolo-spd predict model=best.pt source=images/ slice=640 save_txt=True
   yolo-spd export model=best.pt format=onnx
-  yolo-spd info yolov5-spd-*
+  yolo-spd info yolov5-spd-* latency=True
   yolo-spd slice data=aerial.yaml tile=320 overlap=0.2   # prints where the tiled data.yaml is
   yolo-spd study models=yolov5nu.yaml,yolov5-spd-n.yaml seeds=0,1,2 data=aerial.yaml tile=320 slice=320 epochs=15
 
@@ -494,10 +498,36 @@ def _predict(model, slicing, args: dict) -> None:
         pass
 
 
-def run_info(tokens: list[str]) -> None:
-    from .info import main as info_main
+#: ``yolo-spd info`` flags from before it took ``key=value`` (its ``python -m yolo_spd.info`` form keeps them), read as
+#: the keys they stand for.
+INFO_FLAGS = {"--latency": "latency=True", "--wall-time": "wall_time=True", "--no-cache": "cache=False",
+              "--quiet": "verbose=False"}
 
-    info_main(tokens)
+
+def run_info(tokens: list[str]) -> None:
+    """``yolo-spd info [pattern] latency=True imgsz=640 ...``: the model table (:class:`yolo_spd.info.InfoRequest`
+    names the keys). A bare word is the pattern, as in ``yolo-spd info yolov5-spd-*``; a bare boolean key means
+    True (``yolo-spd info latency``), as a bare boolean key does for Ultralytics' ``yolo`` (``yolo predict save``)."""
+    from .info import InfoRequest, run
+
+    keys = {field.name: field.default for field in dataclasses.fields(InfoRequest)}
+    booleans = {key for key, default in keys.items() if isinstance(default, bool)}
+    pairs = []
+    for token in tokens:
+        token = INFO_FLAGS.get(token, token)
+        if "=" in token:
+            pairs.append(token)
+        elif token.lstrip("-").replace("-", "_") in booleans:
+            pairs.append(f"{token.lstrip('-').replace('-', '_')}=True")
+        elif not token.startswith("-") and not any(pair.startswith("pattern=") for pair in pairs):
+            pairs.append(f"pattern={token}")
+        else:
+            raise UsageError(f"'{token}' is not a key=value argument of yolo-spd info; keys: {', '.join(keys)} "
+                             "(e.g. yolo-spd info yolov5-spd-* latency=True)")
+    args = parse_pairs(pairs, set(keys))
+    if "pattern" in args:
+        args["pattern"] = str(args["pattern"])  # a pattern such as 11 reads as a number
+    run(InfoRequest(**args))
 
 
 def run_slice(tokens: list[str]) -> None:

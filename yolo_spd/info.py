@@ -363,14 +363,86 @@ def docs_block(table_text: str, latency: bool, threads: int = 1, wall_time: bool
     )
 
 
+@dataclass(frozen=True)
+class InfoRequest:
+    """What one ``yolo-spd info`` (or ``python -m yolo_spd.info``) call asks for; both entry points build one and
+    :meth:`check` it, so their limits and error lines are the same.
+
+    Args:
+        pattern (str): Shell-style filter on the packaged config names (``yolov5-spd-*``); ``*`` is every config.
+        latency (bool): Add PyTorch eager and ONNX Runtime CPU latency at batch 1 (never cached).
+        imgsz (int): Square input size for GFLOPs and latency, a multiple of 32 (the models' largest stride).
+        repeats (int): Timed runs per model and runtime; the table shows medians.
+        threads (int): Intra-op threads for PyTorch and ONNX Runtime while timing.
+        wall_time (bool): Time wall-clock time instead of this process's CPU time (for a quiet machine).
+        cache (bool): Reuse rows an earlier run measured (:func:`cached_stats`); False measures every model again.
+        verbose (bool): Show the progress bar on stderr while models are built.
+    """
+
+    pattern: str = "*"
+    latency: bool = False
+    imgsz: int = 640
+    repeats: int = 10
+    threads: int = 1
+    wall_time: bool = False
+    cache: bool = True
+    verbose: bool = True
+
+    def check(self) -> list[str]:
+        """The packaged config names the pattern matches; a :class:`~yolo_spd.errors.UsageError` naming the bad
+        value and what is allowed otherwise."""
+        for key in ("latency", "wall_time", "cache", "verbose"):
+            if not isinstance(getattr(self, key), bool):
+                raise UsageError(f"{key}={getattr(self, key)}: expected True or False")
+        for key in ("imgsz", "repeats", "threads"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UsageError(f"{key}={value} is not allowed; expected an integer >= 1")
+        if self.imgsz % 32:
+            raise UsageError(f"imgsz={self.imgsz} is not allowed; expected a multiple of 32 (the models' largest "
+                             "stride)")
+        names = list_models(str(self.pattern))
+        if not names:
+            raise UsageError(f"no packaged config matches {self.pattern!r}; available: {', '.join(list_models())}")
+        return names
+
+
+def run(request: InfoRequest, write_docs: list[Path] = ()) -> str:
+    """Check ``request``, measure (or read from the cache) its rows, print the table to stdout and return it; with
+    ``write_docs``, also write it into each file's generated block (checked before measuring, which can take
+    minutes)."""
+    names = request.check()
+    for file in write_docs:
+        try:
+            read_block(file, block_name(request.latency))
+        except OSError as e:
+            raise UsageError(f"{file}: {e.strerror or e}; expected a Markdown file with the block to write") from None
+    latency_args = ({"repeats": request.repeats, "threads": request.threads, "wall_time": request.wall_time}
+                    if request.latency else {})
+    rows = compare(names, request.imgsz, request.latency, cache=request.cache, progress=request.verbose,
+                   **latency_args)
+    text = markdown_table(rows, request.imgsz)
+    print(text)
+    if write_docs:
+        block = docs_block(text, request.latency, request.threads, request.wall_time)
+        write_blocks(write_docs, block_name(request.latency), block)
+    return text
+
+
 def main(argv: list[str] | None = None) -> None:
-    """``[pattern] [--latency] [--imgsz N] [--repeats N] [--threads N]``; prints the table to stdout."""
-    parser = argparse.ArgumentParser(prog="yolo-spd info", description=__doc__.splitlines()[0])
-    parser.add_argument("pattern", nargs="?", default="*", help="shell-style filter on config names (default: all)")
+    """``python -m yolo_spd.info [pattern] [--latency] [--imgsz N] [--repeats N] [--threads N] [--write-docs FILE]``:
+    the developers' form, which also writes the docs' blocks; ``yolo-spd info`` takes the same options as
+    ``key=value`` (:func:`yolo_spd.cli.run_info`)."""
+    defaults = InfoRequest()
+    parser = argparse.ArgumentParser(prog="python -m yolo_spd.info", description=__doc__.splitlines()[0])
+    parser.add_argument("pattern", nargs="?", default=defaults.pattern,
+                        help="shell-style filter on config names (default: all)")
     parser.add_argument("--latency", action="store_true", help="add PyTorch eager and ONNX Runtime CPU latency")
-    parser.add_argument("--imgsz", type=int, default=640, help="square input size for GFLOPs and latency")
-    parser.add_argument("--repeats", type=int, default=10, help="timed runs per model and runtime (median)")
-    parser.add_argument("--threads", type=int, default=1, help="intra-op threads for PyTorch and ONNX Runtime")
+    parser.add_argument("--imgsz", type=int, default=defaults.imgsz, help="square input size for GFLOPs and latency")
+    parser.add_argument("--repeats", type=int, default=defaults.repeats,
+                        help="timed runs per model and runtime (median)")
+    parser.add_argument("--threads", type=int, default=defaults.threads,
+                        help="intra-op threads for PyTorch and ONNX Runtime")
     parser.add_argument("--wall-time", action="store_true",
                         help="time wall-clock time instead of this process's CPU time (for a quiet machine)")
     parser.add_argument("--no-cache", action="store_true",
@@ -380,27 +452,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="also write the table into the generated block 'info' ('info-latency' with --latency) "
                              "of each Markdown FILE, e.g. docs/models.md")
     args = parser.parse_args(argv)
-    for option in ("imgsz", "repeats", "threads"):
-        if getattr(args, option) < 1:
-            parser.error(f"--{option}={getattr(args, option)} is not allowed; expected an integer >= 1")
-    if args.imgsz % 32:
-        parser.error(f"--imgsz={args.imgsz} is not allowed; expected a multiple of 32 (the models' largest stride)")
-    names = list_models(args.pattern)
-    if not names:
-        parser.error(f"no packaged config matches {args.pattern!r}; available: {', '.join(list_models())}")
-    latency_args = ({"repeats": args.repeats, "threads": args.threads, "wall_time": args.wall_time}
-                    if args.latency else {})
-    for file in args.write_docs:
-        try:
-            read_block(file, block_name(args.latency))  # before the measurement, which can take minutes
-        except (UsageError, OSError) as e:
-            parser.error(str(e))
-    rows = compare(names, args.imgsz, args.latency, cache=not args.no_cache, progress=not args.quiet, **latency_args)
-    text = markdown_table(rows, args.imgsz)
-    print(text)
-    if args.write_docs:
-        block = docs_block(text, args.latency, args.threads, args.wall_time)
-        write_blocks(args.write_docs, block_name(args.latency), block)
+    request = InfoRequest(args.pattern, args.latency, args.imgsz, args.repeats, args.threads, args.wall_time,
+                          cache=not args.no_cache, verbose=not args.quiet)
+    try:
+        run(request, args.write_docs)
+    except UsageError as e:
+        parser.error(str(e))
 
 
 if __name__ == "__main__":
