@@ -267,6 +267,34 @@ def test_training_killed_mid_epoch_resumes_to_the_right_epoch_count(tmp_path, si
     assert len(final["train_results"]["epoch"]) == 3
 
 
+@pytest.mark.slow
+def test_resume_refuses_a_ground_truth_its_data_lacks_before_training_again(tmp_path):
+    """gt=json on a resumed run whose data (named by the checkpoint) has no COCO JSON: one error line before the next
+    epoch, as a new run gets it before the first, not after the remaining epochs."""
+    from ultralytics import YOLO
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first_epoch(trainer):
+        raise Stop
+
+    data = make_yolo_dataset(tmp_path / "data", n_train=4, n_val=2, size=64)
+    yolo = YOLO("yolov5-spd-n.yaml")
+    yolo.add_callback("on_fit_epoch_end", stop_after_first_epoch)  # after epoch 1's last.pt is written
+    with pytest.raises(Stop):
+        yolo.train(data=str(data), epochs=3, imgsz=64, batch=2, workers=0, device="cpu", amp=False, plots=False,
+                   project=str(tmp_path / "runs"), name="run", exist_ok=True, verbose=False)
+    run = tmp_path / "runs" / "run"
+    assert checkpoint_epoch(run / "weights" / "last.pt") == 0 and results_epochs(run) == [1]
+    process = cli_process(["train", "resume=True", f"model={run / 'weights' / 'last.pt'}", "gt=json"], tmp_path)
+    output = process.communicate(timeout=600)[0]
+    assert process.returncode == 2, output[-3000:]
+    errors = [line for line in output.splitlines() if line.startswith("yolo-spd: error: ")]
+    assert len(errors) == 1 and "gt=json:" in errors[0] and "names no COCO JSON" in errors[0], output[-3000:]
+    assert "Traceback" not in output and results_epochs(run) == [1]  # no epoch trained again
+
+
 # --- multi-GPU launch ----------------------------------------------------------------------------------------------------
 
 

@@ -307,8 +307,18 @@ def run_train(tokens: list[str]) -> None:
     from ultralytics import YOLO
 
     yolo = load_model(model, "cfg")
-    if rest.get("resume"):  # the checkpoint names its run folder
+    if rest.get("resume"):  # the checkpoint names its run folder and its data
+        resumed = {}
+
+        def check_resumed_data(trainer) -> None:
+            """Once Ultralytics has read the checkpoint's arguments (the data it trains on, which depends on its
+            version when data= is also given) and before it resumes: the same refusals a new run gets up front."""
+            resumed["split"] = resolve_split(trainer.args.data, "val")
+            check_ground_truth(resumed["split"], settings.gt)
+
+        yolo.add_callback("on_pretrain_routine_start", check_resumed_data)
         yolo.train(**rest)
+        val_split = resumed.get("split")
     else:  # project/name/exist_ok stay in the recorded arguments (args.yaml) as given
         with output_folder(dict(rest), "train", task=yolo.task) as folder:
             yolo.train(**rest, save_dir=str(folder))
