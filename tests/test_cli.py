@@ -44,12 +44,23 @@ def test_help_names_the_modes_and_which_cfg_is_which(argv):
     assert "cfg=MODEL.yaml" in out and "overrides=FILE.yaml" in out
 
 
+def test_a_bare_boolean_key_means_true_as_in_ultralytics():
+    keys = {"per_class", "save_json", "save_txt", "epochs", "slice_full"}
+    args = cli.parse_pairs(["per_class", "--save-json", "save_txt", "slice_full=False", "epochs=3"], keys)
+    assert args == {"per_class": True, "save_json": True, "save_txt": True, "slice_full": False, "epochs": 3}
+    with pytest.raises(cli.UsageError, match=r"^'epochs' needs a value: epochs=VALUE; see yolo-spd help$"):
+        cli.parse_pairs(["epochs"], keys)
+    with pytest.raises(cli.UsageError, match=r"^'rect' is not a key=value argument"):  # a flag this mode lacks
+        cli.parse_pairs(["rect"], keys)
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
         (["trian"], "'trian' is not a yolo-spd mode; .* \\(did you mean train\\?\\)"),
         (["train", "epoch=3"], "'epoch' is not a valid yolo-spd argument; similar keys: epochs"),
-        (["val", "weights"], "'weights' is not a key=value argument"),
+        (["val", "weights"], "'weights' needs a value: weights=VALUE"),
+        (["val", "weightz"], "'weightz' is not a key=value argument"),
         (["train", "cfg=missing.yaml"], "cfg=missing.yaml: no such model YAML"),
         (["train", "cfg=yolov5-spd-n.yaml", "model=yolov5-spd-s.yaml"], "cfg= or model=, not both"),
         (["train", "model=weights-i-do-not-have.pt"], "file not found \\(yolo_spd never downloads weights\\)"),
@@ -323,3 +334,4 @@ def test_a_pt_is_checked_to_be_what_torch_save_writes_before_anything_unpickles_
                           ("pickle.pt", "not written by torch.save")):
         with pytest.raises(UsageError, match=rf"^weights={name}: not a PyTorch checkpoint \({problem}\); expected "):
             check_torch_file(tmp_path / name, f"weights={name}")
+

@@ -21,7 +21,7 @@ from .slicing.inference import SLICE_KEYS
 HELP = """\
 yolo-spd: Ultralytics YOLO with SPD-Conv, SCConv and SSDConv, and COCO small-object (AP_S) evaluation.
 
-Usage:  yolo-spd MODE key=value ...
+Usage:  yolo-spd MODE key=value ...      (a True/False key given bare means True, as in yolo: per_class, save_txt)
 
 Modes:
   train    train like `yolo train`, then score best.pt with COCO's evaluator
@@ -129,12 +129,29 @@ def parse_value(text: str):
     return text
 
 
-def parse_pairs(tokens: list[str], allowed: set[str]) -> dict:
-    """``key=value`` tokens -> dict, refusing malformed tokens and unknown keys with a close-match suggestion."""
+#: yolo_spd's own True/False keys (their defaults are None where "not given" differs from False).
+BOOLEAN_KEYS = frozenset({"per_class", "slice_full", "postprocess_class_agnostic"})
+
+
+def boolean_keys() -> frozenset[str]:
+    """The keys a bare word sets to True: Ultralytics' True/False keys (``yolo val save_json``) and yolo_spd's."""
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
+    return BOOLEAN_KEYS | {key for key, value in DEFAULT_CFG_DICT.items() if isinstance(value, bool)}
+
+
+def parse_pairs(tokens: list[str], allowed: set[str], flags: frozenset[str] | None = None) -> dict:
+    """``key=value`` tokens -> dict, refusing malformed tokens and unknown keys with a close-match suggestion. A bare
+    key among ``flags`` (default :func:`boolean_keys`) means ``key=True``, as Ultralytics' ``yolo`` reads it."""
+    flags = boolean_keys() if flags is None else flags
     args = {}
     for token in tokens:
         key, sep, value = token.partition("=")
         key = key.strip().lstrip("-").replace("-", "_")
+        if not sep and key in flags and key in allowed:
+            sep, value = "=", "True"
+        if not sep and key in allowed:
+            raise UsageError(f"'{token}' needs a value: {key}=VALUE; see yolo-spd help")
         if not sep or not key:
             raise UsageError(f"'{token}' is not a key=value argument; see yolo-spd help")
         if key not in allowed:
@@ -521,20 +538,18 @@ def run_info(tokens: list[str]) -> None:
     from .info import InfoRequest, run
 
     keys = {field.name: field.default for field in dataclasses.fields(InfoRequest)}
-    booleans = {key for key, default in keys.items() if isinstance(default, bool)}
+    booleans = frozenset(key for key, default in keys.items() if isinstance(default, bool))
     pairs = []
     for token in tokens:
         token = INFO_FLAGS.get(token, token)
-        if "=" in token:
+        if "=" in token or token.lstrip("-").replace("-", "_") in booleans:
             pairs.append(token)
-        elif token.lstrip("-").replace("-", "_") in booleans:
-            pairs.append(f"{token.lstrip('-').replace('-', '_')}=True")
         elif not token.startswith("-") and not any(pair.startswith("pattern=") for pair in pairs):
             pairs.append(f"pattern={token}")
         else:
             raise UsageError(f"'{token}' is not a key=value argument of yolo-spd info; keys: {', '.join(keys)} "
                              "(e.g. yolo-spd info yolov5-spd-* latency=True)")
-    args = parse_pairs(pairs, set(keys))
+    args = parse_pairs(pairs, set(keys), flags=booleans)
     if "pattern" in args:
         args["pattern"] = str(args["pattern"])  # a pattern such as 11 reads as a number
     run(InfoRequest(**args))
