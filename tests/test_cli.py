@@ -335,3 +335,20 @@ def test_a_pt_is_checked_to_be_what_torch_save_writes_before_anything_unpickles_
         with pytest.raises(UsageError, match=rf"^weights={name}: not a PyTorch checkpoint \({problem}\); expected "):
             check_torch_file(tmp_path / name, f"weights={name}")
 
+
+def test_output_into_a_closed_pipe_ends_quietly():
+    """``yolo-spd help | head -1``: the reader is gone before the command writes; no BrokenPipeError traceback."""
+    import os
+    import subprocess
+    import sys
+
+    from .conftest import child_env
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # as if the reader had already exited
+    try:
+        out = subprocess.run([sys.executable, "-m", "yolo_spd", "help"], stdout=write_end, stderr=subprocess.PIPE,
+                             text=True, env=child_env(), timeout=120)
+    finally:
+        os.close(write_end)
+    assert out.returncode == 1 and out.stderr == "", out.stderr[-3000:]

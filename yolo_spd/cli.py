@@ -687,4 +687,12 @@ def _missing_package(error: ModuleNotFoundError, mode: str, tokens: list[str]) -
 
 
 def entry() -> None:
-    sys.exit(main())
+    """The console script. Output piped into a reader that stops early (``yolo-spd info | head``) ends the command
+    quietly, as the Python docs advise for SIGPIPE, instead of a BrokenPipeError traceback."""
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes at exit
+        code = 1
+    sys.exit(code)
