@@ -162,6 +162,8 @@ def test_a_study_killed_mid_run_resumes_that_run_from_last_pt(tmp_path):
 @pytest.mark.parametrize("args, names", [
     (["models=yolov5nu.yaml"], "a study compares two or more models"),
     (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "seeds=0,one"], "seeds=0,one: 'one' is not a whole number"),
+    (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "seeds=0,-1"], "seeds=0,-1: give distinct whole numbers >= 0"),
+    (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "bootstrap_seed=-2"], "bootstrap_seed=-2: give a whole number >= 0"),
     (["models=yolov5nu.yaml,nonexistent-n.yaml"], "models=nonexistent-n.yaml: no such model YAML"),
     (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "imgsz=abc"], "imgsz=abc: expected a positive image size"),
     (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "imgsz=-1"], "imgsz=-1: expected a positive image size"),
@@ -244,8 +246,9 @@ def mean_markers(file: Path) -> tuple[int, int]:
     return count, sum(bool(red[int(round(y)), int(round(x))]) for y, x in centres)
 
 
-def fabricate_run(plan, model: str, seed: int, truth, rng) -> None:
-    """A finished, scored run as the study leaves it, with detections made from the val boxes plus noise."""
+def fabricate_run(plan, model: str, seed: int, truth, rng, miss: bool = False) -> None:
+    """A finished, scored run as the study leaves it, with detections made from the val boxes plus noise (``miss``:
+    every box moved 1000 px away, so the run scores 0)."""
     from yolo_spd.evaluation.cocoeval import run_cocoeval
     from yolo_spd.evaluation.report import save
     from yolo_spd.study import runs
@@ -266,11 +269,14 @@ def fabricate_run(plan, model: str, seed: int, truth, rng) -> None:
         detections.append({"image_id": image["id"], "category_id": truth.category_ids[0],
                            "bbox": [float(rng.uniform(0, 60)), float(rng.uniform(0, 60)), 12.0, 12.0],
                            "score": float(rng.random())})
+    if miss:
+        detections = [{**d, "bbox": [d["bbox"][0] + 1000, d["bbox"][1] + 1000, *d["bbox"][2:]]} for d in detections]
     save(run_cocoeval(truth, detections), folder / plan.eval_name)
     (folder / plan.eval_name / "coco_predictions.json").write_text(json.dumps(detections))
 
 
-def fabricated_study(tmp_path, monkeypatch, args: list[str], n_val: int, data_seed: int, rng_seed: int):
+def fabricated_study(tmp_path, monkeypatch, args: list[str], n_val: int, data_seed: int, rng_seed: int,
+                     miss: bool = False):
     """A study of ``args`` on generated data whose every run is fabricated (:func:`fabricate_run`), written out;
     returns (plan, results, ground truth)."""
     from yolo_spd.cli import study_plan
@@ -285,7 +291,7 @@ def fabricated_study(tmp_path, monkeypatch, args: list[str], n_val: int, data_se
     rng = np.random.default_rng(rng_seed)
     for seed in plan.seeds:
         for model in plan.models:
-            fabricate_run(plan, model, seed, truth, rng)
+            fabricate_run(plan, model, seed, truth, rng, miss=miss)
     return plan, write(plan, TrainingData(data, "key", [], None), echo=False), truth
 
 
@@ -349,6 +355,9 @@ def test_a_partial_study_lists_its_missing_runs_and_pairs_what_it_has(tmp_path, 
     md = (plan.folder / "study.md").read_text()
     assert "**Partial**: 2 of 6 runs" in md and "| yolov5-scconv-n | 0 | no paired run yet |" in md
     assert "(t n<2)" in md
+    means = [line for line in md.split("Paired differences")[0].splitlines()
+             if line.startswith(("| yolov5nu | 1 |", "| yolov5-spd-n | 1 |"))]
+    assert len(means) == 2 and not any("±" in line for line in means)  # one seed: a mean, no made-up sd of 0
     assert "**Resolved differences** (both intervals exclude 0): none." in md  # one seed: training noise uncounted
 
 
@@ -510,3 +519,24 @@ def test_which_classes_are_paired_alone_and_how_instances_are_counted():
                             for i, a in enumerate((1023.9, 1024.0, 1024.1))]}
     counts = instance_counts(coco, SIZE_PRESETS["coco"])
     assert counts["total"] == {"all": 3, "small": 2, "medium": 2, "large": 0}
+
+
+def test_a_study_whose_runs_all_score_zero_says_so_and_claims_no_resolution(tmp_path, monkeypatch):
+    """Models that detect nothing: a warning before the verdict, and "no spread" instead of intervals of width 0,
+    which would read as a design that resolves any difference. The size the runs train at is the one reported."""
+    plan, res, _ = fabricated_study(tmp_path, monkeypatch, ["models=yolov5nu.yaml,yolov5-spd-n.yaml", "seeds=0,1",
+                                                            "resamples=100", "imgsz=100"], 6, 3, 0, miss=True)
+    assert all(r["metrics"]["AP"] == 0 for r in res["runs"]) and len(res["runs"]) == 4
+    md = (plan.folder / "study.md").read_text()
+    assert "**Every run scored AP 0.000**: no model detects anything" in md
+    assert "no spread (identical scores)" in md and "±0.000 / ±0.000" not in md
+    assert plan.train["imgsz"] == 128 and "imgsz=128" in md and "imgsz=100" not in md.split("`")[2]  # past the command
+    assert res["settings"]["train"]["imgsz"] == 128
+
+
+def test_a_study_with_scores_has_no_zero_warning(tmp_path, monkeypatch):
+    plan, res, _ = fabricated_study(tmp_path, monkeypatch, ["models=yolov5nu.yaml,yolov5-spd-n.yaml", "seeds=0,1",
+                                                            "resamples=100"], 6, 3, 0)
+    md = (plan.folder / "study.md").read_text()
+    assert all(r["metrics"]["AP"] > 0 for r in res["runs"]) and "Every run scored AP 0.000" not in md
+    assert "no spread" not in md and "±" in md

@@ -207,6 +207,15 @@ def image_sizes(imgsz) -> list | None:
     return list(imgsz) if isinstance(imgsz, (list, tuple)) else None
 
 
+def training_imgsz(imgsz) -> int:
+    """The one size Ultralytics' trainer turns ``imgsz`` (checked by :func:`check_ultralytics_values`) into for a
+    stride-32 model: the larger side of ``h,w``, rounded up to a multiple of 32, with Ultralytics' own warning when it
+    changes (``check_imgsz``, as the trainer calls it; a stride-64 P6 model rounds again to 64 when it trains)."""
+    from ultralytics.utils.checks import check_imgsz
+
+    return int(check_imgsz(image_sizes(imgsz), stride=32, min_dim=1, max_dim=1, floor=32))
+
+
 def resolve_model(model, mode_key: str, exports: bool | None = None) -> str:
     """A model YAML, a checkpoint or (except for training: ``cfg``, or ``exports=False``) an export; see
     :mod:`yolo_spd.model_source`. Errors name ``mode_key=``."""
@@ -439,6 +448,8 @@ def study_plan(tokens: list[str]):
     if not rest.get("data"):
         raise UsageError("study needs data=DATASET.yaml (its val split scores every run)")
     check_ultralytics_values(rest)
+    if "imgsz" in rest:  # what the runs train and are scored at, so the spec and the report say the size used
+        rest["imgsz"] = training_imgsz(rest["imgsz"])
     data = named_data(rest.pop("data"))
     val, train_split = resolve_split(data, "val"), resolve_split(data, "train")
     check_ground_truth(val, mine["gt"])

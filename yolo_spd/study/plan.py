@@ -68,8 +68,11 @@ class StudyPlan:
                              "share folders")
         if self.control is not None and self.control not in self.models[1:]:
             raise UsageError(f"control={self.control}: name one of models= other than the first (the baseline)")
-        if not self.seeds or len(set(self.seeds)) < len(self.seeds):
-            raise UsageError(f"seeds={','.join(map(str, self.seeds))}: give distinct whole numbers, e.g. seeds=0,1,2")
+        if not self.seeds or len(set(self.seeds)) < len(self.seeds) or min(self.seeds) < 0:
+            raise UsageError(f"seeds={','.join(map(str, self.seeds))}: give distinct whole numbers >= 0 (Ultralytics' "
+                             "seed range), e.g. seeds=0,1,2")
+        if self.bootstrap_seed < 0:
+            raise UsageError(f"bootstrap_seed={self.bootstrap_seed}: give a whole number >= 0")
         if self.resamples < 100:
             raise UsageError(f"resamples={self.resamples}: the bootstrap needs at least 100 replicates (default "
                              f"{DEFAULT_RESAMPLES})")

@@ -246,7 +246,7 @@ def markdown(res: dict) -> str:
     described = (f"Trained{tiled} with {train}; scored by {scoring} ({ev['backend']}, sizes {ev['sizes']}, max_dets "
                  f"{ev['max_dets']}). Val: {val['images']} images, {few(val['total']['all'])} instances, "
                  f"{few(val['total'][s])} {s}. {FLAG}: fewer than {FEW_INSTANCES} val instances behind the number.")
-    lines = [f"`{res['command']}`", "", status, described, "", verdict(res), ""]
+    lines = [f"`{res['command']}`", "", status, described, "", *_nothing_learned(runs), verdict(res), ""]
     columns = _columns(labels)
     mean_rows = []
     for model in models:
@@ -256,8 +256,10 @@ def markdown(res: dict) -> str:
         cells = []
         for c in columns:
             values = [r["metrics"][c] for r in mine if r["metrics"][c] >= 0]  # -1: no val objects of that size
-            spread = statistics.stdev(values) if len(values) > 1 else 0.0
-            cells.append(f"{statistics.fmean(values):.3f} ± {spread:.3f}" if values else "-")
+            if len(values) > 1:
+                cells.append(f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}")
+            else:  # one seed has no spread to show
+                cells.append(f"{values[0]:.3f}" if values else "-")
         minutes = [r["train_minutes"] for r in mine]
         mean_rows.append([model, len(mine), *cells, f"{statistics.fmean(minutes):.1f}"])
     lines += [table(["model (mean ± sd over seeds)", "seeds", *columns, "train min/run"], mean_rows), ""]
@@ -287,6 +289,15 @@ def markdown(res: dict) -> str:
                for r in runs]
     lines.append(table(["model", "seed", *columns, "train min"], per_run))
     return "\n".join(lines)
+
+
+def _nothing_learned(runs: list[dict]) -> list[str]:
+    """A warning paragraph (as lines) when every run scored AP 0: the differences then compare models that detect
+    nothing, and their zero-width intervals say nothing about what this design resolves."""
+    if not runs or any(r["metrics"]["AP"] > 0 for r in runs):
+        return []
+    return ["**Every run scored AP 0.000**: no model detects anything on the val images yet, so the differences "
+            "and intervals below compare nothing. Train longer (epochs=) or check the data before reading them.", ""]
 
 
 def paired_blocks(res: dict) -> list[tuple[str | None, bool, dict]]:
@@ -321,9 +332,7 @@ def _paired_tables(pair: dict, control: bool = False, scope: str | None = None) 
             resolvable.append([variant, *(["-"] * len(metrics))])
             continue
         rows.append([variant, seeds, *(_difference(entry[m]) for m in metrics)])
-        resolvable.append([variant, *(f"±{entry[m]['bootstrap']['half_width']:.3f} / "
-                                      + ("-" if entry[m]["t"]["half_width"] is None
-                                         else f"±{entry[m]['t']['half_width']:.3f}") for m in metrics)])
+        resolvable.append([variant, *(_resolution(entry[m]) for m in metrics)])
     alone = f" on {scope} alone" if scope else ""
     intro = (f"Paired differences{alone} from {pair['baseline']}: mean over seeds of (variant - baseline), 95% paired "
              "bootstrap interval over val images, and in brackets after t the seed-level Student t interval. "
@@ -339,6 +348,15 @@ def _paired_tables(pair: dict, control: bool = False, scope: str | None = None) 
             "Smallest difference this design resolves (interval half-widths, bootstrap / t; a difference must "
             "exceed both):", "",
             table(["variant", *metrics], resolvable), ""]
+
+
+def _resolution(entry: dict) -> str:
+    """The half-widths of one paired difference's intervals, bootstrap / t; "no spread" where both are 0 (every
+    paired run scored the same on every drawn image set: a width of 0 there measures no noise, it resolves nothing)."""
+    boot, t = entry["bootstrap"]["half_width"], entry["t"]["half_width"]
+    if boot == 0 and not t:
+        return "no spread (identical scores)"
+    return f"±{boot:.3f} / " + ("-" if t is None else f"±{t:.3f}")
 
 
 def _difference(entry: dict) -> str:
