@@ -198,11 +198,12 @@ def test_info_prints_the_model_table_with_baseline_ratios():
                                                           "repeats": 3}),
     (["pattern=11", "threads=2", "wall_time=True", "cache=False"], {"pattern": "11", "threads": 2, "wall_time": True,
                                                                      "cache": False}),
+    (["yolov5-spd-n.yaml"], {"pattern": "yolov5-spd-n"}),  # a config's file name, as train and study take it
     # the flags it took before key=value, as `python -m yolo_spd.info` still does
     (["--latency", "--no-cache", "--quiet", "--wall-time", "--imgsz=64"], {"latency": True, "cache": False,
                                                                           "verbose": False, "wall_time": True,
                                                                           "imgsz": 64}),
-], ids=["pattern", "bare-boolean", "keys", "old-flags"])
+], ids=["pattern", "bare-boolean", "keys", "file-name", "old-flags"])
 def test_info_reads_key_value_arguments_like_the_other_modes(argv, request_, monkeypatch):
     from yolo_spd import info
 
@@ -219,9 +220,10 @@ def test_info_reads_key_value_arguments_like_the_other_modes(argv, request_, mon
     (["repeats=0", "latency=True"], r"repeats=0 is not allowed; expected an integer >= 1"),
     (["latency=maybe"], r"latency=maybe: expected True or False"),
     (["no-such-*"], r"no packaged config matches 'no-such-\*'; available: yolo11-spd-n, "),
-    (["yolov5-spd-n", "yolov8-spd-n"], r"'yolov8-spd-n' is not a key=value argument of yolo-spd info; keys: pattern, "),
+    (["yolov5-spd-n", "yolov8-spd-n"], r"2 patterns given \(yolov5-spd-n, yolov8-spd-n\); give one"),
+    (["yolov5-spd-n", "pattern=yolov8-spd-n"], r"2 patterns given \(yolov5-spd-n, yolov8-spd-n\); give one"),
     (["--imgsz", "64"], r"'--imgsz' is not a key=value argument of yolo-spd info"),
-    (["epochs=3"], r"'epochs' is not a valid yolo-spd argument"),
+    (["epochs=3"], r"'epochs' is not a yolo-spd info key; keys: pattern, latency, .* \(no Ultralytics keys\)$"),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else "")
 def test_info_bad_arguments_are_one_error_line_from_the_command(argv, message, tmp_path):
     """As typed in a shell: exit 2, one line naming the value, before any model is built (nothing in the cache)."""
@@ -246,7 +248,7 @@ BAD_MODEL_YAML = "nc: 2\nbackbone:\n  - [-1, 1, Conv, [16, 3, 2]\n  - [-1, 1, Co
 
 @pytest.fixture(scope="module")
 def bad_inputs(tmp_path_factory):
-    """A folder with a dataset, a real 2-class checkpoint (ok.pt) and the bad inputs: a text file named x.pt, a
+    """A folder with a dataset, a real 2-class checkpoint (ok.pt, and a copy ok2.pt) and the bad inputs: a text file named x.pt, a
     PyTorch file holding only a state_dict (state.pt), a model YAML with a syntax error (bad.yaml)."""
     import torch
     from ultralytics import YOLO
@@ -260,6 +262,7 @@ def bad_inputs(tmp_path_factory):
     model.model = DetectionModel("yolov5-spd-n.yaml", nc=2, verbose=False)
     model.model.names = {0: "red", 1: "green"}
     model.save(root / "ok.pt")
+    model.save(root / "ok2.pt")
     (root / "x.pt").write_text("these are not weights\n")
     torch.save(model.model.state_dict(), root / "state.pt")
     (root / "bad.yaml").write_text(BAD_MODEL_YAML)
@@ -284,7 +287,13 @@ NO_FOLDER = r"project=/dev/null/x: cannot create the output folder /dev/null/x/{
     (["val", "weights=ok.pt", *DATA, "project=/dev/null/x", "slice=32"], NO_FOLDER.format("val")),
     (["predict", "model=ok.pt", *SOURCE, "project=/dev/null/x"], NO_FOLDER.format("predict")),
     (["predict", "model=ok.pt", *SOURCE, "project=/dev/null/x", "slice=32"], NO_FOLDER.format("predict")),
-    (["compare", "weights=ok.pt,ok.pt", *DATA, "project=/dev/null/x"], NO_FOLDER.format("compare")),
+    (["compare", "weights=ok.pt,ok2.pt", *DATA, "project=/dev/null/x"], NO_FOLDER.format("compare")),
+    (["compare", "weights=ok.pt,ok2.pt,./ok.pt", *DATA], r"weights=ok.pt,ok2.pt,./ok.pt: ok.pt is listed twice; give "
+                                                        r"each checkpoint once$"),
+    (["compare", "weights=ok.pt,,ok2.pt", *DATA], r"weights=ok.pt,,ok2.pt: item 2 is empty; give a comma-separated "
+                                                  r"list without empty items$"),
+    (["study", "models=yolov5nu.yaml,yolov5-spd-n.yaml,", *DATA], r"models=yolov5nu.yaml,yolov5-spd-n.yaml,: item 3 "
+                                                                  r"is empty"),
     (["train", "model=ok.pt", *DATA, "epochs=1", "project=/dev/null/x"], NO_FOLDER.format("train")),
     (["train", "cfg=bad.yaml", *DATA], r"cfg=bad.yaml: not valid YAML: bad.yaml, line 4, column 3: expected ',' or "
                                        r"']', but got '-' \(while parsing a flow sequence at line 3, column 5\)$"),

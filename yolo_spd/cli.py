@@ -394,10 +394,13 @@ def run_compare(tokens: list[str]) -> None:
     args = parse_pairs(tokens, set(COMPARE_KEYS) | ultralytics_keys())
     mine, rest = split_ours(args, COMPARE_KEYS)
     check_ultralytics_values(rest)
-    files = [w.strip() for w in str(mine["weights"] or "").split(",") if w.strip()]
+    files = _listed(mine["weights"], "weights")
     if len(files) < 2:
         raise UsageError("compare needs two or more checkpoints: weights=a.pt,b.pt[,...]")
     weights = [Path(resolve_model(w, "weights")) for w in files]
+    same = next((w for k, w in enumerate(weights) if w.resolve() in {v.resolve() for v in weights[:k]}), None)
+    if same is not None:
+        raise UsageError(f"weights={','.join(files)}: {same} is listed twice; give each checkpoint once")
     settings = eval_settings(mine)
     split = required_split(rest)
     with output_folder(rest, "compare") as folder:
@@ -406,10 +409,17 @@ def run_compare(tokens: list[str]) -> None:
     print(f"Saved {', '.join(f.name for f in saved)} to {folder}")
 
 
-def _listed(value) -> list[str]:
-    """A comma-separated value (or a YAML list) as a list of non-empty strings."""
-    items = value if isinstance(value, list) else str("" if value is None else value).split(",")
-    return [str(item).strip() for item in items if str(item).strip()]
+def _listed(value, key: str) -> list[str]:
+    """A comma-separated value (or a YAML list) of ``key=`` as a list of strings; an empty item (``a,,b``, a trailing
+    comma) is refused, as it is most likely a name left out."""
+    if value is None:
+        return []
+    items = [str(item).strip() for item in (value if isinstance(value, list) else str(value).split(","))]
+    if "" in items:
+        shown = ",".join(items)
+        raise UsageError(f"{key}={shown}: item {items.index('') + 1} is empty; give a comma-separated list without "
+                         "empty items")
+    return items
 
 
 def study_plan(tokens: list[str]):
@@ -422,7 +432,7 @@ def study_plan(tokens: list[str]):
 
     args = parse_pairs(tokens, set(STUDY_KEYS) | ultralytics_keys())
     mine, rest = split_ours(args, STUDY_KEYS)
-    models = _listed(mine["models"] or rest.pop("model", None))
+    models = _listed(mine["models"] or rest.pop("model", None), "models")
     if not models:
         raise UsageError("study needs models=A.yaml,B.yaml[,...] (the first is the baseline)")
     control = None
@@ -434,7 +444,7 @@ def study_plan(tokens: list[str]):
         control = models.index(given_control)
     models = [resolve_model(m, "models", exports=False) for m in models]
     seeds = []
-    for seed in _listed(mine["seeds"]):
+    for seed in _listed(mine["seeds"], "seeds"):
         try:
             seeds.append(int(seed))
         except ValueError:
@@ -555,14 +565,22 @@ def run_info(tokens: list[str]) -> None:
         token = INFO_FLAGS.get(token, token)
         if "=" in token or token.lstrip("-").replace("-", "_") in booleans:
             pairs.append(token)
-        elif not token.startswith("-") and not any(pair.startswith("pattern=") for pair in pairs):
+        elif not token.startswith("-"):
             pairs.append(f"pattern={token}")
         else:
             raise UsageError(f"'{token}' is not a key=value argument of yolo-spd info; keys: {', '.join(keys)} "
                              "(e.g. yolo-spd info yolov5-spd-* latency=True)")
+    patterns = [pair.partition("=")[2] for pair in pairs if pair.lstrip("-").startswith("pattern=")]
+    if len(patterns) > 1:
+        raise UsageError(f"yolo-spd info: {len(patterns)} patterns given ({', '.join(patterns)}); give one, e.g. "
+                         "yolo-spd info 'yolov5-*-n'")
+    unknown = [pair for pair in pairs if pair.partition("=")[0].lstrip("-").replace("-", "_") not in keys]
+    if unknown:  # the generic message would point at yolo-spd help, whose keys are mostly not info's
+        raise UsageError(f"'{unknown[0].partition('=')[0]}' is not a yolo-spd info key; keys: {', '.join(keys)} "
+                         "(no Ultralytics keys)")
     args = parse_pairs(pairs, set(keys), flags=booleans)
-    if "pattern" in args:
-        args["pattern"] = str(args["pattern"])  # a pattern such as 11 reads as a number
+    if "pattern" in args:  # a pattern such as 11 reads as a number; a config's file name names it too
+        args["pattern"] = str(args["pattern"]).removesuffix(".yaml")
     run(InfoRequest(**args))
 
 
