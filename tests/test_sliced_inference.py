@@ -402,3 +402,22 @@ def test_a_slice_larger_than_every_image_gives_one_window_each_said_once(trained
     assert out.stderr.count("is at least as large as every image") == 1 and "error" not in out.stderr
     saved = json.loads((tmp_path / "big" / "coco_eval.json").read_text())
     assert saved["images"] == 4 and saved["detections"] > 0  # each whole image at imgsz=1024: a correct result
+
+
+def test_sliced_predict_line_and_picture_for_an_image_without_detections(tmp_path):
+    """An untrained model at conf=0.99 finds nothing: the per-image line gives the window count where `yolo
+    predict`'s gives the shape, then Ultralytics' own "(no detections)", and the picture keeps the source's format."""
+    import re
+
+    from PIL import Image
+    from ultralytics import YOLO
+
+    YOLO("yolov5-spd-n.yaml").save(tmp_path / "untrained.pt")
+    image = tmp_path / "a.png"
+    Image.new("RGB", (96, 64), (90, 120, 90)).save(image)
+    out = cli("predict", f"model={tmp_path / 'untrained.pt'}", f"source={image}", "slice=64", "conf=0.99",
+              f"project={tmp_path}", "name=pred", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    line = next(line for line in out.stdout.splitlines() if line.startswith("image 1/1 "))
+    assert re.fullmatch(rf"image 1/1 {re.escape(str(image))}: 2 windows, \(no detections\), [0-9.]+ms", line), line
+    assert [p.name for p in (tmp_path / "pred").iterdir()] == ["a.png"]
