@@ -162,7 +162,7 @@ SLICED_IGNORED_QUIETLY = ("plots", "verbose", "save_json", "workers")  # set by 
 def check_classes(model_names: dict, dataset: DatasetSplit) -> None:
     if len(model_names) != len(dataset.names):
         raise UsageError(
-            f"the weights detect {len(model_names)} classes but data={dataset.yaml_file.name} has "
+            f"the weights detect {len(model_names)} classes but data={dataset.yaml_file} has "
             f"{len(dataset.names)}; evaluate on the dataset the model was trained for"
         )
 
