@@ -88,7 +88,7 @@ def test_the_study_writes_runs_tables_intervals_and_a_plot(finished):
 def test_a_rerun_trains_nothing_and_gives_the_same_results(finished):
     _, _, _, folder, first, again, mtimes, saved = finished
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "Starting training" not in again.stdout and again.stdout.count("(done;") == 4
+    assert "Starting training" not in again.stdout and again.stdout.count("(done; trained in ") == 4
     assert "updated" not in again.stdout  # nothing new: the files are written once, at the end
     assert {p: p.stat().st_mtime_ns for p in folder.glob("*/weights/best.pt")} == mtimes
     assert (folder / "study.json").read_text() == saved  # the bootstrap is deterministic

@@ -168,9 +168,11 @@ def run_study(plan: StudyPlan, train: bool = True) -> dict:
         spec = spec_of(plan, data, model, seed)
         folder = plan.folder / spec.name
         state = study_runs.run_state(folder)
-        so_far = ", ".join(f"{m:.1f}" for m in minutes) or "none yet"
-        print(f"\nStudy {plan.folder.name}: run {k} of {len(order)}: {spec.name} ({state}; minutes per run so far: "
-              f"{so_far})")
+        if state == "done":  # trained by an earlier call: its own training time, nothing to wait for
+            said = f"done; trained in {study_runs.training_minutes(folder):.1f} min"
+        else:
+            said = f"{state}; minutes per run so far: {', '.join(f'{m:.1f}' for m in minutes) or 'none yet'}"
+        print(f"\nStudy {plan.folder.name}: run {k} of {len(order)}: {spec.name} ({said})")
         if train:
             study_runs.train_run(spec, plan.folder)
         else:
