@@ -531,6 +531,7 @@ def test_a_study_whose_runs_all_score_zero_says_so_and_claims_no_resolution(tmp_
     assert "**Every run scored AP 0.000**: no model detects anything" in md
     assert "no spread (identical scores)" in md and "±0.000 / ±0.000" not in md
     assert plan.train["imgsz"] == 128 and "imgsz=128" in md and "imgsz=100" not in md.split("`")[2]  # past the command
+    assert "; scored by COCO's evaluator on the val images (pycocotools, sizes coco, max_dets 100)." in md
     assert res["settings"]["train"]["imgsz"] == 128
 
 

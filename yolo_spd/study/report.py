@@ -237,7 +237,7 @@ def markdown(res: dict) -> str:
               f"{', '.join(res['missing'])}." if res["partial"] else f"All {len(runs)} runs finished and scored.")
     ev = settings["evaluation"]
     scoring = (f"sliced inference ({ev['slicing']['slice']}-px windows, overlap {ev['slicing']['overlap']}) on the "
-               "full val images" if ev.get("slicing") else "the val images")
+               "full val images" if ev.get("slicing") else "COCO's evaluator on the val images")
     train = ", ".join(f"{k}={v}" for k, v in settings["train"].items())
     tiles = settings.get("tiles")
     tiled = (f" on {tiles['tile']}-px tiles (overlap {tiles['overlap']}, min_visible {tiles['min_visible']}: "
