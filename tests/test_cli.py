@@ -280,6 +280,8 @@ NO_FOLDER = r"project=/dev/null/x: cannot create the output folder /dev/null/x/{
     (["predict", "model=x.pt", *SOURCE], "model=x.pt: " + NOT_TORCH),
     (["predict", "model=x.pt", *SOURCE, "slice=32"], "model=x.pt: " + NOT_TORCH),
     (["export", "model=x.pt", "format=onnx"], "model=x.pt: " + NOT_TORCH),
+    (["export", "model=ok.pt", "format=torchscript", *DATA], r"^yolo-spd: error: argument 'data' is not supported for "
+                                                             r"format='torchscript' \(set YOLO_SPD_TRACEBACK=1 for "),
     (["compare", "weights=ok.pt,x.pt", *DATA], "weights=x.pt: " + NOT_TORCH),
     (["val", "weights=state.pt", *DATA], r"weights=state.pt: a PyTorch file but not an Ultralytics checkpoint \(.+\); "
                                          r"expected a \.pt checkpoint written by Ultralytics"),

@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import importlib.util
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -634,12 +635,13 @@ def main(argv: list[str] | None = None) -> int:
             RUNNERS.get(mode, lambda t: run_predict_or_export(mode, t))(tokens)
         except ModuleNotFoundError as error:
             raise _missing_package(error, mode, tokens) from error
-        except (SyntaxError, TypeError, FileNotFoundError, ValueError, ConnectionError) as error:
+        except (SyntaxError, TypeError, FileNotFoundError, ValueError, ConnectionError, AssertionError) as error:
             if not _raised_checking_user_input(error):
                 raise
             if os.environ.get(TRACEBACK_ENV):
                 raise
             message = " ".join(str(error).split()) or type(error).__name__
+            message = re.sub(r"^ERROR\W*", "", message)  # Ultralytics' "ERROR ❌️ " prefix: the line says error once
             raise UsageError(f"{message} (set {TRACEBACK_ENV}=1 for the traceback)") from error
     except UsageError as e:  # includes yolo_spd.model_yaml.ModelYAMLError
         print(f"yolo-spd: error: {e}", file=sys.stderr)
@@ -653,16 +655,18 @@ TRACEBACK_ENV = "YOLO_SPD_TRACEBACK"
 # Where Ultralytics checks the user's arguments, files and datasets, and the exceptions it raises there: check_cfg
 # (TypeError) and check_dict_alignment (SyntaxError) in ultralytics/cfg, check_file/check_yaml in utils/checks.py and
 # check_det_dataset in data/ (FileNotFoundError), select_device (ValueError: device=0 without that GPU), the
-# exporter's argument checks in Exporter.__call__ (ValueError: an unknown format, an option a format lacks); and its
-# downloader, offline (ConnectionError: e.g. the sample-image file its TensorFlow exports fetch before converting). A
-# place is a file, or FILE:FUNCTION where the file also raises that exception elsewhere. The same exception raised
-# anywhere else is a bug: traceback.
+# exporter's argument checks in Exporter.__call__ (ValueError: an unknown format, an option a format lacks) and
+# validate_args (AssertionError: a key the format does not take, such as data= for TorchScript); and its downloader,
+# offline (ConnectionError: e.g. the sample-image file its TensorFlow exports fetch before converting). A place is a
+# file, or FILE:FUNCTION where the file also raises that exception elsewhere. The same exception raised anywhere else
+# is a bug: traceback.
 USER_INPUT_CHECKS = {
     SyntaxError: ("ultralytics/cfg/",),
     TypeError: ("ultralytics/cfg/",),
     FileNotFoundError: ("ultralytics/cfg/", "ultralytics/utils/checks.py", "ultralytics/data/"),
     ValueError: ("ultralytics/utils/torch_utils.py:select_device", "ultralytics/engine/exporter.py:__call__"),
     ConnectionError: ("ultralytics/utils/downloads.py:safe_download",),
+    AssertionError: ("ultralytics/engine/exporter.py:validate_args",),
 }
 # Export packages tested together in an extra that pins numpy, protobuf or onnx below what the rest is tested with, so
 # a plain `pip install tensorflow` (or quark: an unrelated PyPI package) here would not give a working set:
@@ -670,6 +674,8 @@ USER_INPUT_CHECKS = {
 _TF = ("export-tf", "TensorFlow 2.19 needs numpy < 2.2")
 OWN_VENV_EXTRAS = {**dict.fromkeys(("tensorflow", "tf_keras", "onnx2tf", "sng4onnx", "onnx_graphsurgeon",
                                     "litert_torch", "ai_edge_litert"), _TF),
+                   "coremltools": ("export-tf", "coremltools fails on YOLO11 models under numpy 2.4; that venv has "
+                                   "numpy <= 2.3.5"),
                    "quark": ("export-xilinx", "AMD Quark needs onnx <= 1.22")}
 # Import names whose pip package is named differently (pip normalises '_' and '-', so litert_torch needs no entry).
 PIP_NAMES = {"paddle": "paddlepaddle", "rknn": "rknn-toolkit2", "cv2": "opencv-python", "PIL": "pillow",
