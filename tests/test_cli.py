@@ -222,7 +222,9 @@ def test_info_reads_key_value_arguments_like_the_other_modes(argv, request_, mon
     (["no-such-*"], r"no packaged config matches 'no-such-\*'; available: yolo11-spd-n, "),
     (["yolov5-spd-n", "yolov8-spd-n"], r"2 patterns given \(yolov5-spd-n, yolov8-spd-n\); give one"),
     (["yolov5-spd-n", "pattern=yolov8-spd-n"], r"2 patterns given \(yolov5-spd-n, yolov8-spd-n\); give one"),
-    (["--imgsz", "64"], r"'--imgsz' is not a key=value argument of yolo-spd info"),
+    (["--imgsz", "64"], r"'--imgsz' needs a value: imgsz=VALUE \(yolo-spd info\)$"),
+    (["imgsz", "320"], r"'imgsz' needs a value: imgsz=VALUE \(yolo-spd info\)$"),
+    (["--bogus"], r"'--bogus' is not a key=value argument of yolo-spd info; keys: pattern, "),
     (["epochs=3"], r"'epochs' is not a yolo-spd info key; keys: pattern, latency, .* \(no Ultralytics keys\)$"),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else "")
 def test_info_bad_arguments_are_one_error_line_from_the_command(argv, message, tmp_path):
@@ -363,3 +365,30 @@ def test_output_into_a_closed_pipe_ends_quietly():
     finally:
         os.close(write_end)
     assert out.returncode == 1 and out.stderr == "", out.stderr[-3000:]
+
+
+def test_only_the_exporters_not_supported_assertions_are_user_input():
+    """validate_args asserts twice: a key the format does not take (bad input: one error line) and that Ultralytics'
+    own table lists the format (its gap: a traceback)."""
+    from ultralytics.cfg import DEFAULT_CFG, get_cfg
+    from ultralytics.engine.exporter import validate_args
+
+    with pytest.raises(AssertionError, match="is not supported") as users:
+        validate_args("torchscript", get_cfg(DEFAULT_CFG, {"data": "x.yaml"}), ["batch", "device"])
+    with pytest.raises(AssertionError, match="not listed") as theirs:
+        validate_args("torchscript", get_cfg(DEFAULT_CFG, {}), None)
+    assert cli._raised_checking_user_input(users.value) and not cli._raised_checking_user_input(theirs.value)
+
+
+def test_a_broken_pipe_other_than_stdout_keeps_its_traceback(tmp_path):
+    """Only a closed stdout ends the command quietly; a BrokenPipeError from any other pipe is a bug."""
+    import subprocess
+    import sys
+
+    from .conftest import child_env
+
+    code = ("import sys, yolo_spd.cli as cli\n"
+            "def main():\n    raise BrokenPipeError(32, 'an internal pipe')\n"
+            "cli.main = main\ncli.entry()\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env(), timeout=120)
+    assert out.returncode == 1 and "Traceback" in out.stderr and "an internal pipe" in out.stderr, out.stderr[-2000:]

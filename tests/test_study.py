@@ -162,8 +162,11 @@ def test_a_study_killed_mid_run_resumes_that_run_from_last_pt(tmp_path):
 @pytest.mark.parametrize("args, names", [
     (["models=yolov5nu.yaml"], "a study compares two or more models"),
     (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "seeds=0,one"], "seeds=0,one: 'one' is not a whole number"),
-    (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "seeds=0,-1"], "seeds=0,-1: give distinct whole numbers >= 0"),
-    (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "bootstrap_seed=-2"], "bootstrap_seed=-2: give a whole number >= 0"),
+    (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "seeds=0,-1"], "seeds=0,-1: give distinct whole numbers from 0 to "
+                                                               "4294967295"),
+    (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "seeds=4294967296"], "seeds=4294967296: give distinct whole numbers"),
+    (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "bootstrap_seed=-2"], "bootstrap_seed=-2: give a whole number from 0"),
+    (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "imgsz=none"], "imgsz=None: expected a positive image size"),
     (["models=yolov5nu.yaml,nonexistent-n.yaml"], "models=nonexistent-n.yaml: no such model YAML"),
     (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "imgsz=abc"], "imgsz=abc: expected a positive image size"),
     (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "imgsz=-1"], "imgsz=-1: expected a positive image size"),

@@ -189,7 +189,7 @@ def check_ultralytics_values(keys: dict) -> None:
         raise UsageError(str(e)) from None
     imgsz = keys.get("imgsz")
     sizes = image_sizes(imgsz)
-    if imgsz is not None and not (sizes and len(sizes) <= 2 and all(
+    if "imgsz" in keys and not (sizes and len(sizes) <= 2 and all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in sizes)):
         raise UsageError(f"imgsz={imgsz}: expected a positive image size in pixels, or height,width (e.g. imgsz=640, "
                          "imgsz=640,480)")
@@ -566,6 +566,8 @@ def run_info(tokens: list[str]) -> None:
         token = INFO_FLAGS.get(token, token)
         if "=" in token or token.lstrip("-").replace("-", "_") in booleans:
             pairs.append(token)
+        elif token.lstrip("-").replace("-", "_") in keys:
+            raise UsageError(f"'{token}' needs a value: {token.lstrip('-').replace('-', '_')}=VALUE (yolo-spd info)")
         elif not token.startswith("-"):
             pairs.append(f"pattern={token}")
         else:
@@ -693,6 +695,8 @@ def _raised_checking_user_input(error: BaseException) -> bool:
         return False
     if isinstance(error, ConnectionError) and not isinstance(error.__cause__, (OSError, type(None))):
         return False  # safe_download wraps whatever failed; only a network failure is the user's situation
+    if isinstance(error, AssertionError) and "is not supported" not in str(error):
+        return False  # validate_args also asserts that its own table lists the format: a gap there is no user error
     code = traceback.tb_frame.f_code
     file = Path(code.co_filename).as_posix()
     for place in places:
@@ -728,6 +732,23 @@ def entry() -> None:
         code = main()
         sys.stdout.flush()
     except BrokenPipeError:
+        if not _stdout_reader_gone():
+            raise  # some other pipe: a bug, with its traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes at exit
         code = 1
     sys.exit(code)
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reader has closed it (poll reports an error on it). Without ``select.poll``
+    (Windows) it cannot tell, and says yes, as the Python docs' SIGPIPE recipe assumes."""
+    import select
+
+    if not hasattr(select, "poll"):
+        return True
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(event & (select.POLLERR | select.POLLHUP) for _, event in poller.poll(0))
+    except (OSError, ValueError):  # no file descriptor behind stdout
+        return True

@@ -21,6 +21,9 @@ from . import runs as study_runs
 
 EVAL_SPEC = "study_eval.json"
 DEFAULT_RESAMPLES = 1000
+#: The largest training seed: Ultralytics' trainer seeds numpy (which takes 0 to 2**32 - 1) with seed + 1 + RANK, which
+#: is the seed itself in a single process (RANK -1).
+MAX_SEED = 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -68,11 +71,12 @@ class StudyPlan:
                              "share folders")
         if self.control is not None and self.control not in self.models[1:]:
             raise UsageError(f"control={self.control}: name one of models= other than the first (the baseline)")
-        if not self.seeds or len(set(self.seeds)) < len(self.seeds) or min(self.seeds) < 0:
-            raise UsageError(f"seeds={','.join(map(str, self.seeds))}: give distinct whole numbers >= 0 (Ultralytics' "
-                             "seed range), e.g. seeds=0,1,2")
-        if self.bootstrap_seed < 0:
-            raise UsageError(f"bootstrap_seed={self.bootstrap_seed}: give a whole number >= 0")
+        seeds = self.seeds
+        if not seeds or len(set(seeds)) < len(seeds) or not 0 <= min(seeds) <= max(seeds) <= MAX_SEED:
+            raise UsageError(f"seeds={','.join(map(str, seeds))}: give distinct whole numbers from 0 to {MAX_SEED} "
+                             "(numpy's seed range), e.g. seeds=0,1,2")
+        if not 0 <= self.bootstrap_seed < 2**32:
+            raise UsageError(f"bootstrap_seed={self.bootstrap_seed}: give a whole number from 0 to {2**32 - 1}")
         if self.resamples < 100:
             raise UsageError(f"resamples={self.resamples}: the bootstrap needs at least 100 replicates (default "
                              f"{DEFAULT_RESAMPLES})")
