@@ -199,11 +199,12 @@ def test_info_prints_the_model_table_with_baseline_ratios():
     (["pattern=11", "threads=2", "wall_time=True", "cache=False"], {"pattern": "11", "threads": 2, "wall_time": True,
                                                                      "cache": False}),
     (["yolov5-spd-n.yaml"], {"pattern": "yolov5-spd-n"}),  # a config's file name, as train and study take it
+    (["pattern=1e3"], {"pattern": "1e3"}),  # as typed: a pattern is text, never read as a number
     # the flags it took before key=value, as `python -m yolo_spd.info` still does
     (["--latency", "--no-cache", "--quiet", "--wall-time", "--imgsz=64"], {"latency": True, "cache": False,
                                                                           "verbose": False, "wall_time": True,
                                                                           "imgsz": 64}),
-], ids=["pattern", "bare-boolean", "keys", "file-name", "old-flags"])
+], ids=["pattern", "bare-boolean", "keys", "file-name", "as-typed", "old-flags"])
 def test_info_reads_key_value_arguments_like_the_other_modes(argv, request_, monkeypatch):
     from yolo_spd import info
 
@@ -230,16 +231,12 @@ def test_info_reads_key_value_arguments_like_the_other_modes(argv, request_, mon
 def test_info_bad_arguments_are_one_error_line_from_the_command(argv, message, tmp_path):
     """As typed in a shell: exit 2, one line naming the value, before any model is built (nothing in the cache)."""
     import re
-    import subprocess
-    import sys
 
-    from .conftest import child_env
+    from .test_reliability import one_error_line, yolo_spd_command
 
-    out = subprocess.run([sys.executable, "-m", "yolo_spd", "info", *argv], cwd=tmp_path, capture_output=True,
-                         text=True, env=child_env(YOLO_SPD_CACHE=str(tmp_path / "cache")), timeout=300)
-    lines = out.stderr.splitlines()
-    assert out.returncode == 2 and len(lines) == 1 and lines[0].startswith("yolo-spd: error: "), out.stderr[-3000:]
-    assert re.search(message, lines[0]), lines[0]
+    out = yolo_spd_command(["info", *argv], tmp_path, YOLO_SPD_CACHE=str(tmp_path / "cache"))
+    line = one_error_line(out)
+    assert re.search(message, line), line
     assert out.stdout == "" and list(tmp_path.iterdir()) == []
 
 

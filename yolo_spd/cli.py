@@ -141,6 +141,11 @@ def boolean_keys() -> frozenset[str]:
     return BOOLEAN_KEYS | {key for key, value in DEFAULT_CFG_DICT.items() if isinstance(value, bool)}
 
 
+def key_name(text: str) -> str:
+    """The key a token's text before ``=`` names: ``--save-txt`` and ``save_txt`` are ``save_txt``."""
+    return text.strip().lstrip("-").replace("-", "_")
+
+
 def parse_pairs(tokens: list[str], allowed: set[str], flags: frozenset[str] | None = None) -> dict:
     """``key=value`` tokens -> dict, refusing malformed tokens and unknown keys with a close-match suggestion. A bare
     key among ``flags`` (default :func:`boolean_keys`) means ``key=True``, as Ultralytics' ``yolo`` reads it."""
@@ -148,7 +153,7 @@ def parse_pairs(tokens: list[str], allowed: set[str], flags: frozenset[str] | No
     args = {}
     for token in tokens:
         key, sep, value = token.partition("=")
-        key = key.strip().lstrip("-").replace("-", "_")
+        key = key_name(key)
         if not sep and key in flags and key in allowed:
             sep, value = "=", "True"
         if not sep and key in allowed:
@@ -399,7 +404,8 @@ def run_compare(tokens: list[str]) -> None:
     if len(files) < 2:
         raise UsageError("compare needs two or more checkpoints: weights=a.pt,b.pt[,...]")
     weights = [Path(resolve_model(w, "weights")) for w in files]
-    same = next((w for k, w in enumerate(weights) if w.resolve() in {v.resolve() for v in weights[:k]}), None)
+    resolved = [w.resolve() for w in weights]
+    same = next((w for k, w in enumerate(weights) if resolved[k] in resolved[:k]), None)
     if same is not None:
         raise UsageError(f"weights={','.join(files)}: {same} is listed twice; give each checkpoint once")
     settings = eval_settings(mine)
@@ -561,29 +567,31 @@ def run_info(tokens: list[str]) -> None:
 
     keys = {field.name: field.default for field in dataclasses.fields(InfoRequest)}
     booleans = frozenset(key for key, default in keys.items() if isinstance(default, bool))
-    pairs = []
+    pairs, patterns, unknown = [], [], []
     for token in tokens:
         token = INFO_FLAGS.get(token, token)
-        if "=" in token or token.lstrip("-").replace("-", "_") in booleans:
-            pairs.append(token)
-        elif token.lstrip("-").replace("-", "_") in keys:
-            raise UsageError(f"'{token}' needs a value: {token.lstrip('-').replace('-', '_')}=VALUE (yolo-spd info)")
+        key, sep, value = token.partition("=")
+        name = key_name(key)
+        if sep and name == "pattern":
+            patterns.append(value.strip())
+        elif sep or name in booleans:
+            (pairs if name in keys else unknown).append(token)
+        elif name in keys:
+            raise UsageError(f"'{token}' needs a value: {name}=VALUE (yolo-spd info)")
         elif not token.startswith("-"):
-            pairs.append(f"pattern={token}")
+            patterns.append(token)
         else:
             raise UsageError(f"'{token}' is not a key=value argument of yolo-spd info; keys: {', '.join(keys)} "
                              "(e.g. yolo-spd info yolov5-spd-* latency=True)")
-    patterns = [pair.partition("=")[2] for pair in pairs if pair.lstrip("-").startswith("pattern=")]
     if len(patterns) > 1:
         raise UsageError(f"yolo-spd info: {len(patterns)} patterns given ({', '.join(patterns)}); give one, e.g. "
                          "yolo-spd info 'yolov5-*-n'")
-    unknown = [pair for pair in pairs if pair.partition("=")[0].lstrip("-").replace("-", "_") not in keys]
     if unknown:  # the generic message would point at yolo-spd help, whose keys are mostly not info's
         raise UsageError(f"'{unknown[0].partition('=')[0]}' is not a yolo-spd info key; keys: {', '.join(keys)} "
                          "(no Ultralytics keys)")
     args = parse_pairs(pairs, set(keys), flags=booleans)
-    if "pattern" in args:  # a pattern such as 11 reads as a number; a config's file name names it too
-        args["pattern"] = str(args["pattern"]).removesuffix(".yaml")
+    if patterns:  # as typed, text (not read as a number); a config's file name names the config too
+        args["pattern"] = patterns[0].removesuffix(".yaml")
     run(InfoRequest(**args))
 
 

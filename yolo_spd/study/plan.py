@@ -21,8 +21,8 @@ from . import runs as study_runs
 
 EVAL_SPEC = "study_eval.json"
 DEFAULT_RESAMPLES = 1000
-#: The largest training seed: Ultralytics' trainer seeds numpy (which takes 0 to 2**32 - 1) with seed + 1 + RANK, which
-#: is the seed itself in a single process (RANK -1).
+#: The largest seed numpy takes, which bounds the training seeds (Ultralytics' trainer seeds numpy with seed + 1 + RANK,
+#: the seed itself in a single process, RANK -1) and the bootstrap's.
 MAX_SEED = 2**32 - 1
 
 
@@ -75,8 +75,8 @@ class StudyPlan:
         if not seeds or len(set(seeds)) < len(seeds) or not 0 <= min(seeds) <= max(seeds) <= MAX_SEED:
             raise UsageError(f"seeds={','.join(map(str, seeds))}: give distinct whole numbers from 0 to {MAX_SEED} "
                              "(numpy's seed range), e.g. seeds=0,1,2")
-        if not 0 <= self.bootstrap_seed < 2**32:
-            raise UsageError(f"bootstrap_seed={self.bootstrap_seed}: give a whole number from 0 to {2**32 - 1}")
+        if not 0 <= self.bootstrap_seed <= MAX_SEED:
+            raise UsageError(f"bootstrap_seed={self.bootstrap_seed}: give a whole number from 0 to {MAX_SEED}")
         if self.resamples < 100:
             raise UsageError(f"resamples={self.resamples}: the bootstrap needs at least 100 replicates (default "
                              f"{DEFAULT_RESAMPLES})")
