@@ -64,6 +64,15 @@ def test_a_bare_boolean_key_means_true_as_in_ultralytics():
         (["train", "cfg=missing.yaml"], "cfg=missing.yaml: no such model YAML"),
         (["train", "cfg=yolov5-spd-n.yaml", "model=yolov5-spd-s.yaml"], "cfg= or model=, not both"),
         (["train", "model=weights-i-do-not-have.pt"], "file not found \\(yolo_spd never downloads weights\\)"),
+        # a config's name as `yolo-spd info` lists it: the file name is what YOLO() takes
+        (["train", "cfg=yolov5-spd-n"], "^yolo-spd: error: cfg=yolov5-spd-n: not found; the packaged config is "
+                                        "cfg=yolov5-spd-n.yaml$"),
+        (["predict", "weights=yolo11-spd-s"], "the packaged config is weights=yolo11-spd-s.yaml$"),
+        (["train", "cfg=yolov9-spd-n"], "cfg=yolov9-spd-n: not found; expected a model YAML"),  # no such config
+        # predict and export name the model model=, as yolo does, and take val's weights= too, under that name
+        (["export", "weights=i-do-not-have.pt"], "^yolo-spd: error: weights=i-do-not-have.pt: file not found"),
+        (["predict", "weights=a.pt", "model=b.pt"], "give the model once: model= or weights=, not both"),
+        (["export", "format=onnx"], "export needs model=PATH.pt"),
         (["val", "weights=x.pt"], "data= is required"),
         (["val", "weights=x.pt", "predictions=p.json"], "not both"),
         (["val", "data=coco.yaml"], "val needs weights="),
@@ -149,7 +158,7 @@ def test_train_then_val_predict_export_end_to_end(trained_run, tmp_path):
     assert code == 0, err
     rows = np.loadtxt(next((runs / "pred" / "labels").glob("*.txt")), ndmin=2)
     assert rows.shape[1] == 5 and set(rows[:, 0]) <= {0, 1}
-    code, _, err = run("export", f"model={best}", "format=onnx", "imgsz=64")
+    code, _, err = run("export", f"weights={best}", "format=onnx", "imgsz=64")  # val's name for it works too
     assert code == 0, err
     assert best.with_suffix(".onnx").stat().st_size > 100_000
 

@@ -38,7 +38,8 @@ Modes:
 Keys that differ from Ultralytics':
   cfg=MODEL.yaml        train: the MODEL YAML (as in the SPD-Conv authors' scripts); model= works too
   overrides=FILE.yaml   train: an Ultralytics settings-override file (what `yolo train cfg=` means)
-  weights=PATH.pt       val: the checkpoint to validate (model= works too); compare: a comma-separated list
+  weights=PATH.pt       val: the checkpoint to validate (model= works too); compare: a comma-separated list;
+                        predict, export: model= as in yolo (weights= works too)
   predictions=FILE.json val: score this COCO detections file instead of running a model
   sizes=coco            size ranges: coco (small<32<=medium<96<=large px), aitod (2/8/16/32 px), or bounds: 0,16,32,96
   backend=pycocotools   pycocotools (the numbers papers quote) or faster (faster-coco-eval)
@@ -511,9 +512,13 @@ def run_predict_or_export(mode: str, tokens: list[str]) -> None:
     line (its Python ``predict()`` defaults to False), into the run folder :func:`yolo_spd.run_folders.run_folder`
     picks (``runs/detect/predict``, ``predict-2``, ...); results are streamed, not collected, as ``yolo predict``
     does."""
-    allowed = ultralytics_keys() | (set(SLICE_KEYS) if mode == "predict" else set())
+    allowed = ultralytics_keys() | {"weights"} | (set(SLICE_KEYS) if mode == "predict" else set())
     args = parse_pairs(tokens, allowed)
     slice_keys, args = split_ours(args, SLICE_KEYS) if mode == "predict" else ({}, args)
+    key = "weights" if "weights" in args else "model"  # weights=: val's and compare's name, taken here too
+    if key == "weights" and "model" in args:
+        raise UsageError("give the model once: model= or weights=, not both")
+    args["model"] = args.pop(key, None)
     check_ultralytics_values(args)
     if not args.get("model"):
         raise UsageError(f"{mode} needs model=PATH.pt (or a model YAML)")
@@ -525,7 +530,7 @@ def run_predict_or_export(mode: str, tokens: list[str]) -> None:
         if unsupported:
             raise UsageError(f"{unsupported[0]}= is not supported with slice=; sliced predict takes "
                              f"{', '.join(SLICED_PREDICT_KEYS)}, {', '.join(PREDICT_KEYS)}")
-    model = load_model(args.pop("model"), "model")
+    model = load_model(args.pop("model"), key)
     if mode == "export":
         check_offline_export(str(args.get("format", "torchscript")))
         model.export(**args)

@@ -83,6 +83,11 @@ def resolve_model(model: str | Path, key: str, exports: bool = True) -> str:
     allowed = fmt == "pt" or (exports and fmt is not None)
     if not allowed or (fmt == "pt" and not path.is_file()):
         what = "not found" if not path.exists() else f"not an accepted model form ({fmt or 'unknown'})"
+        from .configs import packaged_config
+
+        if not path.exists() and fmt is None and packaged_config(f"{text}.yaml") is not None:
+            # a name as `yolo-spd info` lists it: the config's file name has the suffix, as YOLO() needs it
+            raise UsageError(f"{key}={text}: not found; the packaged config is {key}={text}.yaml")
         raise UsageError(f"{key}={text}: {what}; expected {accepted_forms(exports)}")
     if fmt == "pt":
         check_torch_file(path, f"{key}={text}")
