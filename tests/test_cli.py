@@ -75,6 +75,7 @@ def test_a_bare_boolean_key_means_true_as_in_ultralytics():
         (["export", "format=onnx"], "export needs model=PATH.pt"),
         (["val", "weights=x.pt"], "data= is required"),
         (["val", "weights=x.pt", "predictions=p.json"], "not both"),
+        (["val", "weights=a.pt", "model=b.pt", "data=coco.yaml"], "give the model once: weights= or model=, not both"),
         (["val", "data=coco.yaml"], "val needs weights="),
         (["val", "sizes=huge", "predictions=p.json", "data=d.yaml"], "no such dataset YAML|sizes=huge"),
     ],

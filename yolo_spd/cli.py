@@ -181,6 +181,15 @@ def split_ours(args: dict, ours: dict) -> tuple[dict, dict]:
     return mine, args
 
 
+def given_once(names: dict) -> tuple[str, object]:
+    """(name, value) of the one argument given among ``names`` (name -> value or None), which name one thing (the
+    model: ``cfg=`` or ``model=``); the first name and None when none is given; two given is a UsageError."""
+    given = [(name, value) for name, value in names.items() if value is not None]
+    if len(given) > 1:
+        raise UsageError(f"give the model once: {' or '.join(f'{name}=' for name, _ in given)}, not both")
+    return given[0] if given else (next(iter(names)), None)
+
+
 def check_ultralytics_values(keys: dict) -> None:
     """Ultralytics' own type and range checks of its keys (``check_cfg``: ``conf=2``, ``lr0=abc``; 8.4.190 also refuses
     ``epochs=0``, 8.4.67 does not) and ``imgsz`` in a form Ultralytics reads with sizes > 0, before a model is loaded or
@@ -299,7 +308,7 @@ def run_val(tokens: list[str]) -> None:
     args = parse_pairs(tokens, set(VAL_KEYS) | ultralytics_keys())
     mine, rest = split_ours(args, VAL_KEYS)
     check_ultralytics_values(rest)
-    weights = mine["weights"] or rest.pop("model", None)
+    key, weights = given_once({"weights": mine["weights"], "model": rest.pop("model", None)})
     if mine["predictions"] and weights:
         raise UsageError("give either weights= (run a model) or predictions= (score a file), not both")
     if not (weights or mine["predictions"]):
@@ -313,7 +322,7 @@ def run_val(tokens: list[str]) -> None:
         with output_folder(rest, "val") as folder:
             _print_evaluation(result, folder, mine["per_class"])
         return
-    model = load_model(weights, "weights")
+    model = load_model(weights, key)
     with output_folder(rest, "val", task=model.task) as folder:
         evaluation = evaluate_model(model, split, settings, save_dir=str(folder), **rest)
         save_detections(evaluation, evaluation.save_dir)
@@ -326,9 +335,8 @@ def run_train(tokens: list[str]) -> None:
     args = parse_pairs(tokens, set(TRAIN_KEYS) | ultralytics_keys())
     mine, rest = split_ours(args, TRAIN_KEYS)
     settings = eval_settings(mine)  # refuse bad evaluation keys before training
-    if mine["cfg"] and rest.get("model"):
-        raise UsageError("give the model once: cfg= or model=, not both")
-    model = resolve_model(mine["cfg"] or rest.pop("model", None) or DEFAULT_MODEL, "cfg")
+    _, model = given_once({"cfg": mine["cfg"], "model": rest.pop("model", None)})
+    model = resolve_model(model or DEFAULT_MODEL, "cfg")
     if mine["overrides"]:
         rest = {**_read_overrides(mine["overrides"]), **rest}
     check_ultralytics_values(rest)
@@ -515,10 +523,8 @@ def run_predict_or_export(mode: str, tokens: list[str]) -> None:
     allowed = ultralytics_keys() | {"weights"} | (set(SLICE_KEYS) if mode == "predict" else set())
     args = parse_pairs(tokens, allowed)
     slice_keys, args = split_ours(args, SLICE_KEYS) if mode == "predict" else ({}, args)
-    key = "weights" if "weights" in args else "model"  # weights=: val's and compare's name, taken here too
-    if key == "weights" and "model" in args:
-        raise UsageError("give the model once: model= or weights=, not both")
-    args["model"] = args.pop(key, None)
+    # weights=: val's and compare's name, taken here too
+    key, args["model"] = given_once({"model": args.pop("model", None), "weights": args.pop("weights", None)})
     check_ultralytics_values(args)
     if not args.get("model"):
         raise UsageError(f"{mode} needs model=PATH.pt (or a model YAML)")
