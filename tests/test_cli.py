@@ -301,6 +301,9 @@ NO_FOLDER = r"project=/dev/null/x: cannot create the output folder /dev/null/x/{
     (["compare", "weights=ok.pt,ok2.pt", *DATA, "project=/dev/null/x"], NO_FOLDER.format("compare")),
     (["compare", "weights=ok.pt,ok2.pt,./ok.pt", *DATA], r"weights=ok.pt,ok2.pt,./ok.pt: ok.pt is listed twice; give "
                                                         r"each checkpoint once$"),
+    # model=, as val takes it, is the same list; both given is refused (it reached the validator: a TypeError)
+    (["compare", "model=ok.pt,ok2.pt,ok.pt", *DATA], r"model=ok.pt,ok2.pt,ok.pt: ok.pt is listed twice; give each "),
+    (["compare", "weights=ok.pt,ok2.pt", "model=ok.pt", *DATA], r"give the model once: weights= or model=, not both$"),
     (["compare", "weights=ok.pt,,ok2.pt", *DATA], r"weights=ok.pt,,ok2.pt: item 2 is empty; give a comma-separated "
                                                   r"list without empty items$"),
     (["study", "models=yolov5nu.yaml,yolov5-spd-n.yaml,", *DATA], r"models=yolov5nu.yaml,yolov5-spd-n.yaml,: item 3 "

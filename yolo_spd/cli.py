@@ -38,8 +38,8 @@ Modes:
 Keys that differ from Ultralytics':
   cfg=MODEL.yaml        train: the MODEL YAML (as in the SPD-Conv authors' scripts); model= works too
   overrides=FILE.yaml   train: an Ultralytics settings-override file (what `yolo train cfg=` means)
-  weights=PATH.pt       val: the checkpoint to validate (model= works too); compare: a comma-separated list;
-                        predict, export: model= as in yolo (weights= works too)
+  weights=PATH.pt       val: the checkpoint to validate; compare: a comma-separated list (model= works too in
+                        both); predict, export: model= as in yolo (weights= works too)
   predictions=FILE.json val: score this COCO detections file instead of running a model
   sizes=coco            size ranges: coco (small<32<=medium<96<=large px), aitod (2/8/16/32 px), or bounds: 0,16,32,96
   backend=pycocotools   pycocotools (the numbers papers quote) or faster (faster-coco-eval)
@@ -409,14 +409,15 @@ def run_compare(tokens: list[str]) -> None:
     args = parse_pairs(tokens, set(COMPARE_KEYS) | ultralytics_keys())
     mine, rest = split_ours(args, COMPARE_KEYS)
     check_ultralytics_values(rest)
-    files = _listed(mine["weights"], "weights")
+    key, listed = given_once({"weights": mine["weights"], "model": rest.pop("model", None)})  # model= as in val
+    files = _listed(listed, key)
     if len(files) < 2:
         raise UsageError("compare needs two or more checkpoints: weights=a.pt,b.pt[,...]")
-    weights = [Path(resolve_model(w, "weights")) for w in files]
+    weights = [Path(resolve_model(w, key)) for w in files]
     resolved = [w.resolve() for w in weights]
     same = next((w for k, w in enumerate(weights) if resolved[k] in resolved[:k]), None)
     if same is not None:
-        raise UsageError(f"weights={','.join(files)}: {same} is listed twice; give each checkpoint once")
+        raise UsageError(f"{key}={','.join(files)}: {same} is listed twice; give each checkpoint once")
     settings = eval_settings(mine)
     split = required_split(rest)
     with output_folder(rest, "compare") as folder:
