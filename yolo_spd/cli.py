@@ -449,7 +449,8 @@ def study_plan(tokens: list[str]):
 
     args = parse_pairs(tokens, set(STUDY_KEYS) | ultralytics_keys())
     mine, rest = split_ours(args, STUDY_KEYS)
-    models = _listed(mine["models"] or rest.pop("model", None), "models")
+    models_key, listed = given_once({"models": mine["models"], "model": rest.pop("model", None)})
+    models = _listed(listed, models_key)
     if not models:
         raise UsageError("study needs models=A.yaml,B.yaml[,...] (the first is the baseline)")
     control = None
@@ -459,7 +460,7 @@ def study_plan(tokens: list[str]):
             raise UsageError(f"control={given_control}: name one of models= other than the first (the baseline), "
                              f"as written there: {', '.join(models[1:]) or 'none'}")
         control = models.index(given_control)
-    models = [resolve_model(m, "models", exports=False) for m in models]
+    models = [resolve_model(m, models_key, exports=False) for m in models]
     seeds = []
     for seed in _listed(mine["seeds"], "seeds"):
         try:

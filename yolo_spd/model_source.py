@@ -82,9 +82,9 @@ def resolve_model(model: str | Path, key: str, exports: bool = True) -> str:
         raise UsageError(f"{key}={text}: file not found (yolo_spd never downloads weights)")
     allowed = fmt == "pt" or (exports and fmt is not None)
     if not allowed or (fmt == "pt" and not path.is_file()):
-        what = "not found" if not path.exists() else f"not an accepted model form ({fmt or 'unknown'})"
         from .configs import packaged_config
 
+        what = "not found" if not path.exists() else f"not an accepted model form ({fmt or 'unknown'})"
         if not path.exists() and fmt is None and packaged_config(f"{text}.yaml") is not None:
             # a name as `yolo-spd info` lists it: the config's file name has the suffix, as YOLO() needs it
             raise UsageError(f"{key}={text}: not found; the packaged config is {key}={text}.yaml")
