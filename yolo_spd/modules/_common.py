@@ -38,6 +38,31 @@ def require_stride(s, owner: str) -> None:
     require(s in (1, 2) and not isinstance(s, bool), f"{owner}: s={s!r} is not allowed; expected 1 or 2")
 
 
+def differentiable_backward(plain, inputs: tuple, grads: tuple) -> tuple:
+    """A hand-written backward's form under ``create_graph=True`` (double backward: gradient penalties, higher-order
+    gradients): the gradients of ``plain(*inputs)``, the same function written in differentiable tensor ops, taken by
+    autograd with ``create_graph``, so that they can be differentiated again. The hand-written backward passes write
+    with ``out=`` and treat what the forward computed as constants, which is right only once.
+
+    ``inputs`` are the Function's inputs as its backward has them (saved tensors stay attached to the graph; other
+    values are passed on as they are); ``grads`` the gradients of ``plain``'s outputs (one per output; outputs that
+    need no gradient, such as batch statistics, are not among ``plain``'s). Returns one gradient per input, None
+    where the input needs none."""
+    wanted = [i for i, t in enumerate(inputs) if isinstance(t, torch.Tensor) and t.requires_grad]
+    # Each input as a new node of the graph: gradients only through its direct uses in ``plain``, not also through
+    # another input computed from it (SRU's gate logits come from the same X that the gate multiplies).
+    inputs = tuple(t.view_as(t) if i in wanted else t for i, t in enumerate(inputs))
+    outputs = plain(*inputs)
+    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+    pairs = [(o, g) for o, g in zip(outputs, grads) if o.requires_grad]
+    found = torch.autograd.grad([o for o, _ in pairs], [inputs[i] for i in wanted], [g for _, g in pairs],
+                                create_graph=True, allow_unused=True)
+    result = [None] * len(inputs)
+    for i, grad in zip(wanted, found):
+        result[i] = grad
+    return tuple(result)
+
+
 def norm_act(c2: int, bn: bool, act) -> tuple[nn.Module, nn.Module]:
     """Return the (BatchNorm, activation) tail that turns a bare convolution into an Ultralytics ``Conv`` row.
 

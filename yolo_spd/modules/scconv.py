@@ -115,6 +115,7 @@ from ._common import (
     average_pool,
     bn_scale_shift,
     conv_like,
+    differentiable_backward,
     grouped_to_dense,
     is_exporting,
     lerp,
@@ -230,6 +231,8 @@ class _GatedCrossReconstruction(torch.autograd.Function):
         dX1 = lerp(dB, dA, M1)    dX2 = lerp(dA, dB, M2)    dz1 = (dA - dB) X1 s'    dz2 = (dB - dA) X2 s'
 
     where (dA, dB) are the output gradients. Autograd through the elementwise form needs about twice the passes.
+    Under ``create_graph`` the backward is autograd's through :func:`gated_cross_reconstruction`, so that it can be
+    differentiated again.
     """
 
     @staticmethod
@@ -242,6 +245,9 @@ class _GatedCrossReconstruction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_first: torch.Tensor, grad_second: torch.Tensor):
         x, z, mask = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: a backward that can be differentiated again
+            return differentiable_backward(gated_cross_reconstruction, (x, z, ctx.threshold_logit),
+                                           (grad_first, grad_second))
         (x1, x2), (m1, m2) = x.chunk(2, dim=1), mask.chunk(2, dim=1)
         half = x1.shape[1]
         difference = grad_first - grad_second
@@ -253,6 +259,13 @@ class _GatedCrossReconstruction(torch.autograd.Function):
         grad_z[:, :half].mul_(difference).mul_(x1)
         grad_z[:, half:].mul_(difference).mul_(x2).neg_()
         return grad_x, grad_z, None
+
+
+def gated_cross_reconstruction(x: torch.Tensor, z: torch.Tensor, threshold_logit: float):
+    """:class:`_GatedCrossReconstruction` in differentiable ops: eq. 4 with W1 = step(z), whose gradient is that of
+    sigmoid(z + logit(threshold)) (deviation 1's straight-through estimator, as :meth:`SRU.gates` writes it)."""
+    reweights = torch.sigmoid(z + threshold_logit)
+    return cross_reconstruct(x, torch.gt(z, 0).to(z.dtype) + (reweights - reweights.detach()))
 
 
 #: 2^15, a float16 number: after four square roots every z in (0, 1] is at least 2^(-149/16) > 2^-15 (float32).
@@ -473,7 +486,8 @@ class _BranchMix(torch.autograd.Function):
         dY1 = beta1 g + g_S / P,       dY2 = (1 - beta1) g - g_S / P
 
     g_beta comes from two batched dot products, each gradient from one ``addcmul``: autograd's lerp and mean
-    backward make several more passes over the (N, C, H, W) tensors.
+    backward make several more passes over the (N, C, H, W) tensors. Under ``create_graph`` the backward is
+    autograd's through :meth:`CRU.fuse`, so that it can be differentiated again.
     """
 
     @staticmethod
@@ -485,6 +499,8 @@ class _BranchMix(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         y1, y2, beta1 = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: beta1 was computed without a graph
+            return differentiable_backward(CRU.fuse, (y1, y2), (grad,))
         grad_beta = channel_dot(grad, y1) - channel_dot(grad, y2)
         grad_mean = grad_beta * beta1 * (1.0 - beta1) / (y1.shape[2] * y1.shape[3])
         return torch.addcmul(grad_mean, grad, beta1), torch.addcmul(-grad_mean, grad, 1.0 - beta1)

@@ -127,6 +127,7 @@ from ._common import (
     addcmul,
     average_pool,
     bn_scale_shift,
+    differentiable_backward,
     is_exporting,
     is_torch_exporting,
     observed,
@@ -790,18 +791,21 @@ class _SimilarityFeature(torch.autograd.Function):
         dL/dy_c = u_c * (a_c v_bar + w - (a_c (u_c . v_bar) + u_c . w) u_c) + g_c (1 - s_c) / HW
 
     (the softmax's per-channel shift and denominator cancel in u_c, so they carry no gradient). Two batched products
-    over (N, C, HW) and three elementwise passes; autograd through the forward stores and revisits more."""
+    over (N, C, HW) and three elementwise passes; autograd through the forward stores and revisits more. Under
+    ``create_graph``, autograd's backward of :func:`similarity_feature` (differentiable again)."""
 
     @staticmethod
     def forward(ctx, y: torch.Tensor) -> torch.Tensor:
         feature, p, inv_norm, v_bar, dot, dissimilarity, mean = similarity_feature(y)
-        ctx.save_for_backward(p, inv_norm, v_bar, dot, dissimilarity, mean)
+        ctx.save_for_backward(p, inv_norm, v_bar, dot, dissimilarity, mean, y)
         ctx.shape = y.shape
         return feature
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        p, inv_norm, v_bar, dot, dissimilarity, mean = ctx.saved_tensors
+        p, inv_norm, v_bar, dot, dissimilarity, mean, y = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph
+            return differentiable_backward(lambda t: similarity_feature(t)[0], (y,), (grad,))
         n, c = ctx.shape[:2]
         grad = grad.view(n, c, 1)
         a = -0.5 * grad * mean  # dL/d(v_c . v_bar)
@@ -813,31 +817,42 @@ class _SimilarityFeature(torch.autograd.Function):
         return out.view(ctx.shape)
 
 
+def channel_moments(x: torch.Tensor, m: int) -> tuple[torch.Tensor, ...]:
+    """The statistics of :class:`_ChannelMoments` (mean, variance of the first m channels, covariance of the others)
+    and the centred input (N, C, H W)."""
+    n, c, h, w = x.shape
+    count = n * h * w
+    flat = x.reshape(n, c, h * w)
+    mean = flat.sum(dim=2).sum(dim=0) / count
+    centered = flat - mean.view(1, c, 1)
+    var = torch.linalg.vector_norm(centered[:, :m], dim=-1).square().sum(dim=0) / count
+    rest = centered[:, m:]
+    cov = torch.bmm(rest, rest.transpose(1, 2)).sum(dim=0) / count
+    return mean, var, cov, centered
+
+
 class _ChannelMoments(torch.autograd.Function):
     """x (N, C, H, W), m -> per-channel mean (C,), the biased variance of the first m channels (m,) and the biased
     covariance (C - m, C - m) of the others: BN_div's statistics, two-pass (centred) as BatchNorm computes them.
-    Backward: d mean -> g / M; d var -> 2 g (x - mean) / M; d cov -> (G + G^T) (x - mean) / M (M = N H W)."""
+    Backward: d mean -> g / M; d var -> 2 g (x - mean) / M; d cov -> (G + G^T) (x - mean) / M (M = N H W). Under
+    ``create_graph``, autograd's backward of :func:`channel_moments` (differentiable again)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, m: int):
         """Also returns X_e = x[:, m:] (as an output, so that the gradient of its later uses comes back here and is
         added by the ``baddbmm`` below instead of autograd's zero-filled slice gradient and a sum)."""
-        n, c, h, w = x.shape
-        count = n * h * w
-        flat = x.reshape(n, c, h * w)
-        mean = flat.sum(dim=2).sum(dim=0) / count
-        centered = flat - mean.view(1, c, 1)
-        var = torch.linalg.vector_norm(centered[:, :m], dim=-1).square().sum(dim=0) / count
-        rest = centered[:, m:]
-        cov = torch.bmm(rest, rest.transpose(1, 2)).sum(dim=0) / count
-        ctx.save_for_backward(centered)
+        mean, var, cov, centered = channel_moments(x, m)
+        ctx.save_for_backward(centered, x)
         ctx.m, ctx.shape = m, x.shape
         return mean, var, cov, x[:, m:].clone()
 
     @staticmethod
     def backward(ctx, grad_mean, grad_var, grad_cov, grad_rest):
-        (centered,) = ctx.saved_tensors
+        centered, x = ctx.saved_tensors
         m = ctx.m
+        if torch.is_grad_enabled():  # create_graph
+            plain = lambda t, m: (*channel_moments(t, m)[:3], t[:, m:])  # noqa: E731
+            return differentiable_backward(plain, (x, m), (grad_mean, grad_var, grad_cov, grad_rest))
         n, c, h, w = ctx.shape
         count = n * h * w
         grad = torch.empty_like(centered)
@@ -850,11 +865,23 @@ class _ChannelMoments(torch.autograd.Function):
         return grad.view(ctx.shape), None
 
 
+def residual_norm_act(x_e, residual, y, attention, weight, bias, eps: float, silu: bool) -> torch.Tensor:
+    """The output of :class:`_ResidualNormAct` in differentiable ops."""
+    n, c, h, w = y.shape
+    z = y * attention.view(n, c, 1, 1)
+    if x_e is not None:
+        z = z + (residual @ x_e.reshape(n, -1, h * w)).view(n, c, h, w)
+    if weight is not None:
+        z = F.batch_norm(z, None, None, weight, bias, training=True, eps=eps)
+    return F.silu(z) if silu else z
+
+
 class _ResidualNormAct(torch.autograd.Function):
     """Training tail: act(BN(R X_e + Y_m a)) with R the residual's 1 x 1 map (:meth:`SSDConv.residual_weight`), a the
     attention (N, C), BN in training mode (batch statistics) and act SiLU or identity. Hand-written backward:
     SiLU's and BatchNorm's native backward kernels, then dY_m = dZ a, da = sum_hw dZ Y_m, dX_e = R^T dZ,
-    dR = sum_n dZ X_e^T, without autograd's intermediate copies. Returns (output, batch mean, batch variance)."""
+    dR = sum_n dZ X_e^T, without autograd's intermediate copies. Returns (output, batch mean, batch variance). Under
+    ``create_graph``, autograd's backward of :func:`residual_norm_act` (differentiable again)."""
 
     @staticmethod
     def forward(ctx, x_e, residual, y, attention, weight, bias, eps: float, silu: bool):
@@ -864,8 +891,7 @@ class _ResidualNormAct(torch.autograd.Function):
         if x_e is None:
             z = flat * scale
         else:
-            x_e = x_e.reshape(n, x_e.shape[1], h * w)
-            z = torch.bmm(residual.expand(n, -1, -1), x_e).addcmul_(flat, scale)
+            z = torch.bmm(residual.expand(n, -1, -1), x_e.reshape(n, x_e.shape[1], h * w)).addcmul_(flat, scale)
         mean = var = invstd = None
         pre = z.view(n, c, h, w)
         if weight is not None:  # outputs are (N, C, H, W) tensors of their own, not views (an in-place act may follow)
@@ -877,7 +903,7 @@ class _ResidualNormAct(torch.autograd.Function):
             torch.addcmul(bias.view(1, c, 1, 1), pre, (weight * invstd).view(1, c, 1, 1), out=pre)
         out = F.silu(pre) if silu else pre if weight is not None else pre.clone()  # without SiLU: not saved
         ctx.save_for_backward(x_e, residual, y, attention, z if weight is not None else None, pre if silu else None,
-                              weight, mean, invstd)
+                              weight, bias, mean, invstd)
         ctx.eps, ctx.silu = eps, silu
         if mean is None:
             mean = var = z.new_zeros(0)
@@ -886,7 +912,10 @@ class _ResidualNormAct(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad, _grad_mean, _grad_var):
-        x_e, residual, y, attention, z, pre, weight, mean, invstd = ctx.saved_tensors
+        x_e, residual, y, attention, z, pre, weight, bias, mean, invstd = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph
+            return differentiable_backward(residual_norm_act, (x_e, residual, y, attention, weight, bias, ctx.eps,
+                                                               ctx.silu), (grad,))
         n, c, h, w = y.shape
         if ctx.silu:
             grad = torch.ops.aten.silu_backward(grad, pre)
@@ -903,14 +932,15 @@ class _ResidualNormAct(torch.autograd.Function):
         if x_e is not None:
             if ctx.needs_input_grad[0]:
                 grad_x_e = torch.bmm(residual.T.expand(n, -1, -1), grad).view(n, -1, h, w)
-            grad_residual = torch.bmm(grad, x_e.transpose(1, 2)).sum(dim=0)
+            grad_residual = torch.bmm(grad, x_e.reshape(n, -1, h * w).transpose(1, 2)).sum(dim=0)
         return grad_x_e, grad_residual, grad_y, grad_attention, grad_weight, grad_bias, None, None
 
 
 class _BatchNormTrain(torch.autograd.Function):
     """Training-mode BatchNorm2d of a contiguous (N, C, H, W): the batch mean, then the centred values and their norm
     (two-pass, as BatchNorm), normalised in place; backward by BatchNorm's native kernel. The native forward measured
-    slower on CPU at one thread. Returns (output, batch mean, biased batch variance)."""
+    slower on CPU at one thread. Returns (output, batch mean, biased batch variance). Under ``create_graph``,
+    autograd's backward of ``F.batch_norm`` (differentiable again)."""
 
     @staticmethod
     def forward(ctx, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float):
@@ -921,13 +951,16 @@ class _BatchNormTrain(torch.autograd.Function):
         var = torch.linalg.vector_norm(out.reshape(n, c, h * w), dim=-1).square().sum(dim=0) / count
         invstd = torch.rsqrt(var + eps)
         torch.addcmul(bias.view(1, c, 1, 1), out, (weight * invstd).view(1, c, 1, 1), out=out)
-        ctx.save_for_backward(y, weight, mean, invstd)
+        ctx.save_for_backward(y, weight, bias, mean, invstd)
         ctx.eps = eps
         ctx.mark_non_differentiable(mean, var)
         return out, mean, var
 
     @staticmethod
     def backward(ctx, grad, _grad_mean, _grad_var):
-        y, weight, mean, invstd = ctx.saved_tensors
+        y, weight, bias, mean, invstd = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph
+            plain = lambda y, weight, bias, eps: F.batch_norm(y, None, None, weight, bias, True, 0.0, eps)  # noqa: E731
+            return differentiable_backward(plain, (y, weight, bias, ctx.eps), (grad,))
         return (*torch.ops.aten.native_batch_norm_backward(grad, y, weight, None, None, mean, invstd, True, ctx.eps,
                                                            [True, True, True]), None)
