@@ -103,6 +103,25 @@ def test_fuse_is_idempotent():
         torch.testing.assert_close(fuse_modules(once)(x), first, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("variant", ["paper", "release"])
+@pytest.mark.parametrize("s", [1, 2])
+def test_a_fused_scconvs_state_dict_restores_it(variant, s):
+    """The fold's scale and shift tensors are in a fused module's state dict (they were non-persistent buffers: a fused
+    module loaded from it matched every key and was off by up to 0.5), and the unfused module refuses it."""
+    m = randomize_norms(SCConv(16, 24, s=s, gn_groups=4, variant=variant)).eval().fuse()
+    state = m.state_dict()
+    assert {"cru.low_scale", "cru.low_shift", "cru.mean_scale"} <= set(state) if variant == "paper" else (
+        {"cru.out_scale", "cru.out_shift"} <= set(state))
+    restored = SCConv(16, 24, s=s, gn_groups=4, variant=variant).eval().fuse()
+    restored.load_state_dict(state)
+    x = torch.randn(2, 16, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(restored(x), m(x), rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match="Unexpected key"):
+        SCConv(16, 24, s=s, gn_groups=4, variant=variant).load_state_dict(state)
+    assert "cru.low_scale" not in SCConv(16, 24, s=s, gn_groups=4, variant=variant).state_dict()
+
+
 def build_all_modules_model(tmp_path):
     from ultralytics import YOLO
 

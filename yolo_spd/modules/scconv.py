@@ -360,9 +360,10 @@ class CRU(nn.Module):
         self.pwc1 = nn.Conv2d(up_sq, c2, 1, bias=False)
         self.pwc2 = nn.Conv2d(low_sq, c2 - low_sq, 1, bias=False)
         self.pool = nn.AvgPool2d(2, 2, ceil_mode=True) if s == 2 else nn.Identity()
-        # set by fold_output_bn (the first three for the paper form, the last two for the release form); not saved
+        # set by fold_output_bn (the first three for the paper form, the last two for the release form): part of a
+        # fused module's state dict, as the folded weights are (a None buffer is in no state dict)
         for name in ("low_scale", "low_shift", "mean_scale", "out_scale", "out_shift"):
-            self.register_buffer(name, None, persistent=False)
+            self.register_buffer(name, None)
 
     def squeeze(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The two 1 x 1 squeezes of the split input -> (X_up, X_low), X_low at output resolution.
