@@ -539,6 +539,28 @@ def test_ssdconv_eval_refolds_after_a_fused_optimizer_step_and_keeps_nothing_for
     assert "_inference" not in m.__dict__
 
 
+@pytest.mark.parametrize("optimizer", [torch.optim.Adam, torch.optim.SGD])
+def test_ssdconv_folds_kept_between_backward_and_a_fused_step_are_refolded(optimizer):
+    """A no-grad forward between ``backward()`` and a fused optimizer's step (a logging pass) keeps a fold of the
+    weights before the step; the step does not bump the weights' version counters, so the count of optimizer steps in
+    the folds' key is what refolds the eval path and drops the fold ``fuse()`` keeps for an export (both were stale:
+    off by 0.2-1.3)."""
+    m = randomize_norms(SSDConv(16, 24)).eval()
+    opt = optimizer(m.parameters(), lr=0.1, fused=True)
+    x = torch.randn(2, 16, 6, 6)
+    m(x).square().mean().backward()
+    with torch.no_grad():
+        before = m(x)
+        m.fuse()
+    assert m.export_weights() is not None
+    opt.step()
+    with torch.no_grad():
+        after = m(x)
+        torch.testing.assert_close(after, reference.ssdconv(m, x), rtol=1e-5, atol=1e-5)
+    assert (after - before).abs().max() > 1e-2
+    assert m.export_weights() is None  # a trace now takes the step form, or a fuse() folds afresh
+
+
 def test_ssdconv_fold_is_not_pickled_and_works_under_inference_mode():
     """Checkpoints and Ultralytics' EMA copy (pickle, deepcopy) carry no folded tensors; under torch.inference_mode
     (Ultralytics' predictor) the output is the same, also for a module built there (no version counters: nothing

@@ -122,6 +122,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from ._common import (
     addcmul,
@@ -395,10 +396,10 @@ class SSDConv(nn.Module):
 
     def inference_weights(self) -> InferenceWeights:
         """The eval-mode tensors (:class:`InferenceWeights`), folded on first use and kept while the parameters and
-        running statistics they come from are unchanged. Kept folds are dropped by any forward with gradients enabled
-        (every training step runs one before its optimizer step, fused optimizers included, which change weights
-        without bumping their version counters), by ``train()`` and ``eval()``, and refolded when a tensor's storage,
-        dtype, device or version counter changed (in-place updates through autograd-visible ops: ``load_state_dict``,
+        running statistics they come from are unchanged. Kept folds are dropped by any forward with gradients enabled,
+        by ``train()`` and ``eval()``, and refolded after any optimizer step in the process (:func:`optimizer_steps`:
+        fused optimizers change weights without bumping their version counters) and when a tensor's storage, dtype,
+        device or version counter changed (in-place updates through autograd-visible ops: ``load_state_dict``,
         Ultralytics' EMA, ``torch.no_grad()`` edits). Not seen: in-place writes through ``.data`` between two no-grad
         eval calls; call ``eval()`` after such a write. Parametrized weights (``torch.nn.utils.parametrize``) are
         recomputed on every access, so nothing is kept for them. Not pickled or deep-copied (checkpoints and
@@ -416,7 +417,7 @@ class SSDConv(nn.Module):
     def _inference_key(self) -> tuple | None:
         """What the folded tensors depend on; None where nothing may be kept: a tensor without a version counter
         (created under ``torch.inference_mode``) or a parametrized module (its weight is a new tensor on each access,
-        whose address a freed one may have had)."""
+        whose address a freed one may have had). Also the count of optimizer steps taken (:func:`optimizer_steps`)."""
         norms = self.batchnorms()
         convs = [m for m in (self.base, self.expand, self.diversity, self.down) if m is not None]
         if any(parametrize.is_parametrized(m) for m in convs + norms):
@@ -424,9 +425,10 @@ class SSDConv(nn.Module):
         tensors = [m.weight for m in convs] + [t for bn in norms for t in (bn.weight, bn.bias, bn.running_mean,
                                                                               bn.running_var)]
         try:
-            return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors) + tuple(bn.eps for bn in norms)
+            versions = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
         except RuntimeError:  # "Inference tensors do not track version counter"
             return None
+        return versions + tuple(bn.eps for bn in norms) + (optimizer_steps(),)
 
     def train(self, mode: bool = True) -> SSDConv:
         self.__dict__.pop("_inference", None)  # model.eval() before a validation refolds
@@ -539,6 +541,26 @@ class SSDConv(nn.Module):
         if norm is not None:
             update_running_stats(norm, mean, var, out.numel() // out.shape[1])
         return out if silu else self.act(out)
+
+
+_optimizer_steps = 0
+_optimizer_hook = None
+
+
+def optimizer_steps() -> int:
+    """How many optimizer steps this process has taken since the first call, counted by a global post-step hook
+    (torch's ``register_optimizer_step_post_hook``; it only adds 1) that the first call registers. It
+    is in the key of SSDConv's kept folds: a fused optimizer (``fused=True``) updates weights without bumping their
+    version counters, so a fold kept by a no-grad forward between ``backward()`` and the step would go stale."""
+    global _optimizer_hook
+    if _optimizer_hook is None:
+        _optimizer_hook = register_optimizer_step_post_hook(_count_optimizer_step)
+    return _optimizer_steps
+
+
+def _count_optimizer_step(optimizer, args, kwargs) -> None:
+    global _optimizer_steps
+    _optimizer_steps += 1
 
 
 #: The eval path splits the convolutions (the base convolution and one per diversity group, each reading only the input
