@@ -16,7 +16,7 @@ from yolo_spd import SCConv, SPDConv, SpaceToDepth, SSDConv
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 channels = st.integers(1, 40)
 kernels = st.sampled_from([1, 2, 3, 5])  # 2 is not allowed: it must be refused clearly
-strides = st.sampled_from([0, 1, 2, 3])  # 1 and 2 are the allowed strides of SCConv / SSDConv
+strides = st.sampled_from([0, 1, 2, 3, 2.0])  # 1 and 2 are the allowed strides of SCConv / SSDConv (2.0 failed late)
 sides = st.integers(1, 11)  # odd and even, down to 1
 NAMED_ARGUMENT = re.compile(r"\b(c1|c2|k|s|g|scale|alpha|r|gn_groups|gate_threshold|variant|in_ratio|out_ratio|"
                             r"exp_times|reduction)=")
@@ -83,3 +83,43 @@ def test_non_integer_channels_are_refused_by_name(bad):
     for build in (lambda: SPDConv(bad, 8), lambda: SCConv(8, bad), lambda: SSDConv(bad, 8)):
         with pytest.raises(ValueError, match=r"c[12]="):
             build()
+
+
+@pytest.mark.parametrize("c1,c2", [(0, 0), (-2, -8), (-2, None), (None, 0), (2.0, 8.0), (True, 4)])
+def test_space_to_depth_refuses_channel_counts_that_are_not_integers_from_one(c1, c2):
+    """c2 = 4 c1 held for (0, 0), (-2, -8) and (2.0, 8.0), and a lone c1 was not checked at all (None: not given)."""
+    with pytest.raises(ValueError, match=r"^SpaceToDepth: c[12]=\S+ is not allowed; expected an integer >= 1$"):
+        SpaceToDepth(c1, c2)
+
+
+@pytest.mark.parametrize("bad", ["0.5", None, True, float("nan")])
+@pytest.mark.parametrize("name,build", [
+    ("alpha", lambda v: SCConv(8, 8, alpha=v)),
+    ("gate_threshold", lambda v: SCConv(8, 8, gate_threshold=v)),
+    ("in_ratio", lambda v: SSDConv(8, 8, in_ratio=v)),
+    ("out_ratio", lambda v: SSDConv(8, 8, out_ratio=v)),
+])
+def test_ratios_that_are_not_numbers_are_refused_by_name(name, build, bad):
+    """A string ratio (a YAML row with a quoted number) raised TypeError from the comparison."""
+    with pytest.raises(ValueError, match=rf"^(SCConv|SSDConv): {name}=.* is not allowed; expected "):
+        build(bad)
+
+
+@pytest.mark.parametrize("build,c2,stride", [
+    (lambda: SCConv(8, 16), 16, 1), (lambda: SCConv(8, 16, 3, 2, variant="release"), 16, 2),
+    (lambda: SSDConv(8, 16), 16, 1), (lambda: SSDConv(8, 16, 3, 2), 16, 2),
+    (lambda: SPDConv(8, 16), 16, 2), (lambda: SpaceToDepth(), 32, 2),
+])
+def test_an_empty_batch_gives_an_empty_output_as_a_convolution_does(build, c2, stride):
+    """N = 0 (as nn.Conv2d and BatchNorm take it): SCConv and SSDConv raised "cannot reshape tensor of 0 elements"
+    from a view with -1; eval, fused and training with gradients."""
+    x = torch.randn(0, 8, 10, 6)
+    module = build().eval()
+    with torch.no_grad():
+        assert module(x).shape == (0, c2, 10 // stride, 6 // stride)
+        if hasattr(module, "fuse"):
+            assert module.fuse()(x).shape == (0, c2, 10 // stride, 6 // stride)
+    module = build().train()
+    x.requires_grad_(True)
+    module(x).sum().backward()
+    assert x.grad.shape == x.shape

@@ -5,6 +5,7 @@ exported ONNX graph without space-to-depth."""
 
 from __future__ import annotations
 
+import re
 import copy
 
 import numpy as np
@@ -85,6 +86,9 @@ def test_geometry_of_the_kernels_the_configs_use():
     assert strided_geometry((5, 3), 3) == ((15, 9), 3, (6, 3), 2)
     with pytest.raises(ValueError, match="odd kernel"):
         strided_geometry(2, 2)
+    for bad in (-1, 3.0, (3,), (3, -3), True):  # -1 % 2 == 1 gave a (-2, -2) kernel; 3.0 a TypeError
+        with pytest.raises(ValueError, match=rf"^strided_geometry: kernel_size={re.escape(repr(bad))} is not allowed;"):
+            strided_geometry(bad, 2)
 
 
 # ---------------------------------------------------------------------------------------------------- forward

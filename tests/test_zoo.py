@@ -88,6 +88,17 @@ def test_variant_rejects_groups_and_bad_channels_in_one_line(variant):
         variant(32, 32, g=2)
     with pytest.raises(ValueError, match=rf"^{variant.__name__}: c2=0 is not allowed"):
         variant(32, 0)
+    with pytest.raises(ValueError, match=rf"^{variant.__name__}: e=0.0 is not allowed for c2=32; .*>= 1$"):
+        variant(32, 32, e=0.0)  # before the stock block builds zero-channel layers (torch warned, then it failed)
+
+
+@pytest.mark.parametrize("variant", [yolo_spd.C3_SCConv23, yolo_spd.C2f_SCConv23])
+def test_variant_names_its_bottleneck_width_when_the_module_refuses_it(variant):
+    """c2=6 and e=0.5 give 3-channel bottlenecks, which SCConv refuses (odd c1): the message says where the 3
+    comes from, as the block's row has no c1=3."""
+    with pytest.raises(ValueError, match=rf"^{variant.__name__}: its bottleneck convolution is 3 -> 3 channels \(set "
+                                         r"by c2 and e\); SCConv: c1=3 is not allowed; .*even c1$"):
+        variant(16, 6)
 
 
 def yaml_with(row: list, depth: float = 1.0, width: float = 1.0, **extra) -> dict:

@@ -35,7 +35,14 @@ def require_odd_kernel(k, owner: str) -> None:
 
 
 def require_stride(s, owner: str) -> None:
-    require(s in (1, 2) and not isinstance(s, bool), f"{owner}: s={s!r} is not allowed; expected 1 or 2")
+    require(isinstance(s, int) and not isinstance(s, bool) and s in (1, 2),
+            f"{owner}: s={s!r} is not allowed; expected 1 or 2")
+
+
+def is_number(value) -> bool:
+    """An int or float, not a bool: what ratio and threshold arguments take (checked before comparing them, so that
+    a string gets the argument's own error, not a TypeError)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def differentiable_backward(plain, inputs: tuple, grads: tuple) -> tuple:
@@ -152,8 +159,8 @@ def pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None =
         return F.conv2d(x, weight, bias)
     pixels, matrices = x.flatten(2), matrix.expand(n, -1, -1)  # (N, C, H*W) views; matmul would copy both
     if bias is None:
-        return torch.bmm(matrices, pixels).view(n, -1, h, w)
-    return torch.baddbmm(bias.view(1, -1, 1), matrices, pixels).view(n, -1, h, w)
+        return torch.bmm(matrices, pixels).view(n, matrix.shape[0], h, w)  # not -1: an empty batch has N = 0
+    return torch.baddbmm(bias.view(1, -1, 1), matrices, pixels).view(n, matrix.shape[0], h, w)
 
 
 # Export forms. NCNN's converter (pnnx) has no addcmul, lerp or comparison ops: it writes them into its generated

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from ultralytics.nn.modules.block import C2f, C3, C3k2, Bottleneck
 
-from ._common import require, require_positive_int
+from ._common import is_number, require, require_positive_int
 from .scconv import SCConv
 from .ssdconv import SSDConv
 
@@ -50,7 +50,7 @@ class _BottleneckConvSwap:
 
     conv_module: type  # SCConv or SSDConv, set by each class
 
-    def _check_args(self, c1, c2, n, g) -> None:
+    def _check_args(self, c1, c2, n, g, e) -> None:
         owner = type(self).__name__
         for name, value in (("c1", c1), ("c2", c2), ("n", n)):
             require_positive_int(name, value, owner)
@@ -58,19 +58,27 @@ class _BottleneckConvSwap:
             g == 1 and not isinstance(g, bool),
             f"{owner}: g={g!r} is not allowed; expected 1 ({self.conv_module.__name__} defines its own grouping)",
         )
+        require(
+            is_number(e) and int(c2 * e) >= 1,
+            f"{owner}: e={e!r} is not allowed for c2={c2}; expected a ratio whose hidden width int(c2 * e) is >= 1",
+        )
 
     def _swap_bottleneck_convs(self) -> None:
         for block in self.modules():
             if isinstance(block, Bottleneck):
                 conv = block.cv2.conv
-                block.cv2 = self.conv_module(conv.in_channels, conv.out_channels, conv.kernel_size[0])
+                try:
+                    block.cv2 = self.conv_module(conv.in_channels, conv.out_channels, conv.kernel_size[0])
+                except ValueError as error:  # name the block's arguments: the module's c1/c2 are derived from them
+                    raise ValueError(f"{type(self).__name__}: its bottleneck convolution is {conv.in_channels} -> "
+                                     f"{conv.out_channels} channels (set by c2 and e); {error}") from None
 
 
 class _C3Variant(_BottleneckConvSwap, C3):
     """C3 (c1, c2, n, shortcut, g, e) with ``conv_module`` bottleneck convs; the concrete classes set the module."""
 
     def __init__(self, c1: int, c2: int, n: int = 1, shortcut: bool = True, g: int = 1, e: float = 0.5):
-        self._check_args(c1, c2, n, g)
+        self._check_args(c1, c2, n, g, e)
         super().__init__(c1, c2, n, shortcut, g, e)
         self._swap_bottleneck_convs()
 
@@ -79,7 +87,7 @@ class _C2fVariant(_BottleneckConvSwap, C2f):
     """C2f (c1, c2, n, shortcut, g, e) with ``conv_module`` bottleneck convs; the concrete classes set the module."""
 
     def __init__(self, c1: int, c2: int, n: int = 1, shortcut: bool = False, g: int = 1, e: float = 0.5):
-        self._check_args(c1, c2, n, g)
+        self._check_args(c1, c2, n, g, e)
         super().__init__(c1, c2, n, shortcut, g, e)
         self._swap_bottleneck_convs()
 
@@ -98,7 +106,7 @@ class _C3k2Variant(_BottleneckConvSwap, C3k2):
         g: int = 1,
         shortcut: bool = True,
     ):
-        self._check_args(c1, c2, n, g)
+        self._check_args(c1, c2, n, g, e)
         super().__init__(c1, c2, n, c3k, e, attn, g, shortcut)
         self._swap_bottleneck_convs()
 

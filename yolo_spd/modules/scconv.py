@@ -118,6 +118,7 @@ from ._common import (
     differentiable_backward,
     grouped_to_dense,
     is_exporting,
+    is_number,
     lerp,
     norm_act,
     pointwise,
@@ -155,7 +156,7 @@ class SRU(nn.Module):
         gn_groups = DEFAULT_GN_GROUPS[variant] if gn_groups is None else gn_groups
         require_positive_int("gn_groups", gn_groups, "SCConv")
         require(
-            0.0 < gate_threshold < 1.0,
+            is_number(gate_threshold) and 0.0 < gate_threshold < 1.0,
             f"SCConv: gate_threshold={gate_threshold!r} is not allowed; expected 0 < t < 1",
         )
         self.gn = nn.GroupNorm(math.gcd(c, gn_groups), c)
@@ -336,7 +337,7 @@ class CRU(nn.Module):
             require_positive_int(name, value, "SCConv")
         require_odd_kernel(k, "SCConv")
         require_stride(s, "SCConv")
-        require(0.0 < alpha < 1.0, f"SCConv: alpha={alpha!r} is not allowed; expected 0 < alpha < 1")
+        require(is_number(alpha) and 0.0 < alpha < 1.0, f"SCConv: alpha={alpha!r} is not allowed; expected 0 < alpha < 1")
         self.up_channels = int(alpha * c1)
         self.low_channels = c1 - self.up_channels
         up_sq, low_sq = self.up_channels // r, self.low_channels // r

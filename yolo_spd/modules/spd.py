@@ -69,6 +69,9 @@ class SpaceToDepth(nn.Module):
     def __init__(self, c1: int | None = None, c2: int | None = None, scale: int = 2):
         super().__init__()
         require_positive_int("scale", scale, "SpaceToDepth")
+        for name, value in (("c1", c1), ("c2", c2)):
+            if value is not None:
+                require_positive_int(name, value, "SpaceToDepth")
         if c1 is not None and c2 is not None:
             require(
                 c2 == c1 * scale * scale,
@@ -435,9 +438,13 @@ def strided_geometry(kernel_size: int | tuple[int, int], scale: int = 2) -> Stri
     """Kernel, stride and zero padding of the convolution :func:`spd_to_strided` gives for a ``kernel_size`` (odd)
     convolution after ``SpaceToDepth(scale)``: k = 3, s = 2 is a 6 x 6 convolution, stride 2, padding 2 (plus one
     row and column at the bottom and right for odd sizes); k = 1 a 2 x 2 convolution, stride 2, padding 0."""
-    kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
-    require(kh % 2 == 1 and kw % 2 == 1, f"strided_geometry: kernel_size={kernel_size!r}; 'same' padding (k // 2 on "
-                                         "both sides) needs odd kernel sides")
+    sides = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size) if isinstance(
+        kernel_size, (tuple, list)) else ()
+    require(len(sides) == 2 and all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 and k % 2 == 1
+                                    for k in sides),
+            f"strided_geometry: kernel_size={kernel_size!r} is not allowed; expected a positive odd int or a pair of "
+            "them ('same' padding, k // 2 on both sides, needs odd kernel sides)")
+    kh, kw = sides
     require_positive_int("scale", scale, "strided_geometry")
     return StridedGeometry((scale * kh, scale * kw), scale, (scale * (kh // 2), scale * (kw // 2)), scale - 1)
 

@@ -130,6 +130,7 @@ from ._common import (
     bn_scale_shift,
     differentiable_backward,
     is_exporting,
+    is_number,
     is_torch_exporting,
     observed,
     norm_act,
@@ -177,8 +178,8 @@ class SSDConv(nn.Module):
             require_positive_int(name, value, "SSDConv")
         require_odd_kernel(k, "SSDConv")
         require_stride(s, "SSDConv")
-        require(0.0 < in_ratio <= 1.0, f"SSDConv: in_ratio={in_ratio!r} is not allowed; expected 0 < in_ratio <= 1")
-        require(0.0 < out_ratio < 1.0, f"SSDConv: out_ratio={out_ratio!r} is not allowed; expected 0 < out_ratio < 1")
+        require(is_number(in_ratio) and 0.0 < in_ratio <= 1.0, f"SSDConv: in_ratio={in_ratio!r} is not allowed; expected 0 < in_ratio <= 1")
+        require(is_number(out_ratio) and 0.0 < out_ratio < 1.0, f"SSDConv: out_ratio={out_ratio!r} is not allowed; expected 0 < out_ratio < 1")
         base_out = math.ceil(c2 * out_ratio)
         diversity_out = c2 - base_out
         require(
@@ -796,7 +797,7 @@ def similarity_feature(y: torch.Tensor) -> tuple[torch.Tensor, ...]:
     v_c = softmax(y_c) / |softmax(y_c)| (the softmax over positions, as the paper's step; its fused kernel also
     subtracts the maximum), v_bar = mean_c v_c, s_c = (1 + v_c . v_bar) / 2, m_c = mean(y_c)."""
     n, c = y.shape[:2]
-    flat = y.reshape(n, c, -1)
+    flat = y.flatten(2)
     p = torch.softmax(flat, dim=-1)
     inv_norm = torch.linalg.vector_norm(p, dim=-1, keepdim=True).reciprocal()  # (N, C, 1)
     v_bar = torch.bmm(inv_norm.transpose(1, 2), p) / c  # (N, 1, HW)
@@ -892,7 +893,7 @@ def residual_norm_act(x_e, residual, y, attention, weight, bias, eps: float, sil
     n, c, h, w = y.shape
     z = y * attention.view(n, c, 1, 1)
     if x_e is not None:
-        z = z + (residual @ x_e.reshape(n, -1, h * w)).view(n, c, h, w)
+        z = z + (residual @ x_e.flatten(2)).view(n, c, h, w)
     if weight is not None:
         z = F.batch_norm(z, None, None, weight, bias, training=True, eps=eps)
     return F.silu(z) if silu else z
@@ -954,7 +955,7 @@ class _ResidualNormAct(torch.autograd.Function):
         if x_e is not None:
             if ctx.needs_input_grad[0]:
                 grad_x_e = torch.bmm(residual.T.expand(n, -1, -1), grad).view(n, -1, h, w)
-            grad_residual = torch.bmm(grad, x_e.reshape(n, -1, h * w).transpose(1, 2)).sum(dim=0)
+            grad_residual = torch.bmm(grad, x_e.flatten(2).transpose(1, 2)).sum(dim=0)
         return grad_x_e, grad_residual, grad_y, grad_attention, grad_weight, grad_bias, None, None
 
 
