@@ -224,6 +224,18 @@ def test_bad_input_gets_one_error_line(tmp_path, args, message):
     assert not (tmp_path / "cache" / "tiles").exists() or not any((tmp_path / "cache" / "tiles").iterdir())
 
 
+def test_an_out_folder_that_cannot_be_created_gets_one_error_line(tmp_path):
+    """A file where a parent folder should be (out=/dev/null/x) ended in a FileExistsError traceback."""
+    data = make_yolo_dataset(tmp_path / "src", n_train=1, n_val=1, size=64)
+    (tmp_path / "a-file").write_text("")
+    out = slice_cli(tmp_path, f"data={data}", "tile=32", f"out={tmp_path / 'a-file' / 'tiles'}")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert out.stderr == (f"yolo-spd: error: out={tmp_path / 'a-file' / 'tiles'}: cannot create "
+                          f"{tmp_path / 'a-file' / 'tiles'} ({tmp_path / 'a-file'} is a file, not a folder); give out= "
+                          "a folder you can write to\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "src"]
+
+
 def test_out_refuses_a_folder_it_did_not_write(tmp_path):
     data = make_yolo_dataset(tmp_path / "src", n_train=1, n_val=1, size=64)
     (tmp_path / "mine").mkdir()

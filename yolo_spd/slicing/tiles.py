@@ -318,10 +318,16 @@ def slice_dataset(data: str | os.PathLike, settings: TileSettings | None = None,
     if folder.exists() and manifest is None and not (folder.is_dir() and not any(folder.iterdir())):
         raise UsageError(f"out={folder} exists and is not a folder written by yolo-spd slice (no {MANIFEST}); "
                          "give a new or empty folder")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_builds(folder)
     plans = [plan_split(split, settings) for split in splits.values()]
-    build = Path(tempfile.mkdtemp(prefix=f".{folder.name}.build-{os.getpid()}-", dir=folder.parent))
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        build = Path(tempfile.mkdtemp(prefix=f".{folder.name}.build-{os.getpid()}-", dir=folder.parent))
+    except OSError as error:  # a file in the way, no permission
+        blocked = next((p for p in (folder.parent, *folder.parent.parents) if p.exists() and not p.is_dir()), None)
+        reason = f"{blocked} is a file, not a folder" if blocked else error.strerror or str(error)
+        place = f"out={out}" if out is not None else "the tiles' default folder"
+        raise UsageError(f"{place}: cannot create {folder} ({reason}); give out= a folder you can write to") from None
+    _remove_stale_builds(folder)  # after our own build exists: it skips live processes' builds
     try:
         tiles = {plan.split: _write_split(plan, build, settings, channels) for plan in plans}
         manifest = _manifest(key, yaml_file, settings, plans, tiles, _note(plans, settings.tile))
