@@ -275,6 +275,7 @@ def bad_inputs(tmp_path_factory):
     (root / "x.pt").write_text("these are not weights\n")
     torch.save(model.model.state_dict(), root / "state.pt")
     (root / "bad.yaml").write_text(BAD_MODEL_YAML)
+    (root / "binary.yaml").write_bytes(b"\xff\xfe\x00lr0: 0.01\n")
     return root
 
 
@@ -312,6 +313,13 @@ NO_FOLDER = r"project=/dev/null/x: cannot create the output folder /dev/null/x/{
     (["train", "cfg=bad.yaml", *DATA], r"cfg=bad.yaml: not valid YAML: bad.yaml, line 4, column 3: expected ',' or "
                                        r"']', but got '-' \(while parsing a flow sequence at line 3, column 5\)$"),
     (["predict", "model=bad.yaml", *SOURCE], r"model=bad.yaml: not valid YAML: bad.yaml, line 4, column 3: "),
+    # overrides= and data= read YAML as cfg= does (a broken overrides= file ended in a ScannerError or
+    # UnicodeDecodeError traceback; a binary data= file in a UnicodeDecodeError)
+    (["train", "cfg=yolov5-spd-n.yaml", *DATA, "overrides=bad.yaml"], r"overrides=bad.yaml: not valid YAML: bad.yaml, "
+                                                                      r"line 4, column 3: expected ',' or "),
+    (["train", "cfg=yolov5-spd-n.yaml", *DATA, "overrides=binary.yaml"], r"overrides=binary.yaml: binary.yaml is not a "
+                                                                         r"text file \(not UTF-8\), so not a YAML file$"),
+    (["val", "weights=ok.pt", "data=binary.yaml"], r"data=binary.yaml: binary.yaml is not a text file \(not UTF-8\)"),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else "")
 def test_bad_weights_folders_and_model_yamls_are_one_error_line(bad_inputs, tmp_path, argv, message):
     """Exit 2, one stderr line naming the value, no traceback and nothing written: a text file named .pt or a bare

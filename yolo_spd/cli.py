@@ -394,7 +394,9 @@ def _read_overrides(file) -> dict:
     path = Path(str(file))
     if not path.is_file():
         raise UsageError(f"overrides={file}: file not found")
-    content = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    from .model_source import read_yaml
+
+    content = read_yaml(path, f"overrides={file}") or {}
     if not isinstance(content, dict):
         raise UsageError(f"overrides={file}: expected a mapping of Ultralytics keys")
     unknown = sorted(set(content) - ultralytics_keys())

@@ -22,7 +22,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 
 from ..configs import packaged_dataset
 from ..errors import UsageError
@@ -50,10 +49,9 @@ def load_yaml(data: str | os.PathLike) -> tuple[Path, dict]:
         if packaged is None:
             raise UsageError(f"data={data}: no such dataset YAML (looked for {file.resolve()} and in the packaged data/)")
         file = packaged
-    try:
-        content = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise UsageError(f"data={data}: not valid YAML ({' '.join(str(e).split())})") from None
+    from ..model_source import read_yaml
+
+    content = read_yaml(file, f"data={data}")  # a syntax error with its line and column, a binary file, no access
     if not isinstance(content, dict):
         raise UsageError(f"data={data}: a dataset YAML must be a mapping with train/val/names keys")
     return file, content
