@@ -320,6 +320,10 @@ NO_FOLDER = r"project=/dev/null/x: cannot create the output folder /dev/null/x/{
     (["train", "cfg=yolov5-spd-n.yaml", *DATA, "overrides=binary.yaml"], r"overrides=binary.yaml: binary.yaml is not a "
                                                                          r"text file \(not UTF-8\), so not a YAML file$"),
     (["val", "weights=ok.pt", "data=binary.yaml"], r"data=binary.yaml: binary.yaml is not a text file \(not UTF-8\)"),
+    # Ultralytics refuses an unknown optimizer only after writing the run folder and args.yaml (a traceback)
+    (["train", "cfg=yolov5-spd-n.yaml", *DATA, "optimizer=Foo"], r"^yolo-spd: error: optimizer=Foo: not an optimizer "
+                                                                 r"Ultralytics' trainer knows; choose from Adam, .*SGD"),
+    (["study", "models=yolov5nu.yaml,yolov5-spd-n.yaml", *DATA, "optimizer=Foo"], r"optimizer=Foo: not an optimizer "),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else "")
 def test_bad_weights_folders_and_model_yamls_are_one_error_line(bad_inputs, tmp_path, argv, message):
     """Exit 2, one stderr line naming the value, no traceback and nothing written: a text file named .pt or a bare
@@ -410,3 +414,15 @@ def test_a_broken_pipe_other_than_stdout_keeps_its_traceback(tmp_path):
             "cli.main = main\ncli.entry()\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env(), timeout=120)
     assert out.returncode == 1 and "Traceback" in out.stderr and "an internal pipe" in out.stderr, out.stderr[-2000:]
+
+
+def test_the_optimizer_check_takes_every_name_ultralytics_takes_and_lists_them_for_others():
+    """optimizer= is checked by Ultralytics' own build_optimizer (on a one-layer model), so the names follow its
+    version (RMSProp in 8.4.67, RMSprop later; case-insensitive in both)."""
+    from yolo_spd.integration.training import unknown_optimizer
+
+    for name in ("SGD", "sgd", "Adam", "AdamW", "Adamax", "NAdam", "RAdam", "rmsprop", "auto", "AUTO", None):
+        assert unknown_optimizer(name) is None, name
+    message = unknown_optimizer("Adamm")
+    assert message.startswith("optimizer=Adamm: not an optimizer Ultralytics' trainer knows; choose from Adam, AdamW, ")
+    assert "SGD" in message and "\n" not in message

@@ -202,6 +202,12 @@ def check_ultralytics_values(keys: dict) -> None:
         check_cfg(dict(keys), hard=True)
     except (TypeError, ValueError, SyntaxError) as e:
         raise UsageError(str(e)) from None
+    if "optimizer" in keys:
+        from .integration.training import unknown_optimizer
+
+        problem = unknown_optimizer(keys["optimizer"])
+        if problem:
+            raise UsageError(problem)
     imgsz = keys.get("imgsz")
     sizes = image_sizes(imgsz)
     if "imgsz" in keys and not (sizes and len(sizes) <= 2 and all(

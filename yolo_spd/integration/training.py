@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
+import re
 from pathlib import Path
+from types import SimpleNamespace
 
 from ..paths import write_atomic
 
@@ -86,3 +89,33 @@ def undo() -> None:
     dist.generate_ddp_file = _saved.pop("generate_ddp_file")
     for event, callback in TRAINER_CALLBACKS.items():
         base.default_callbacks[event].remove(callback)
+
+
+def unknown_optimizer(name) -> str | None:
+    """Why Ultralytics' trainer would refuse ``optimizer=name``, or None: its ``build_optimizer`` run on a one-layer
+    model (the list of names lives inside that method, and differs between versions: ``RMSProp`` in 8.4.67,
+    ``RMSprop`` later). The trainer raises the same NotImplementedError only after it wrote the run folder and
+    ``args.yaml``; this asks before any folder exists. ``auto`` is never refused (it picks from the data)."""
+    if name is None or str(name).lower() == "auto":
+        return None
+    import torch
+    from ultralytics.engine.trainer import BaseTrainer
+
+    model = torch.nn.Module()
+    model.model = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 1))  # MuSGD looks up the head as model.model[-1]
+    trainer = SimpleNamespace(args=SimpleNamespace(lr0=0.01, optimizer=name, warmup_bias_lr=0.0), data={"nc": 1})
+    from ultralytics.utils import LOGGER
+
+    level = LOGGER.level
+    LOGGER.setLevel(logging.WARNING)  # the probe's "optimizer: SGD(...)" line is not the run's
+    try:
+        BaseTrainer.build_optimizer(trainer, model, name=str(name))
+    except NotImplementedError as error:
+        names = re.search(r"\{([^}]*)\}", str(error))
+        allowed = ", ".join(sorted(n.strip(" '\"") for n in names.group(1).split(","))) if names else str(error)
+        return f"optimizer={name}: not an optimizer Ultralytics' trainer knows; choose from {allowed}"
+    except Exception:  # noqa: BLE001 - a probe that does not fit this version's method: the trainer checks the name
+        return None
+    finally:
+        LOGGER.setLevel(level)
+    return None
