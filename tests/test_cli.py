@@ -276,6 +276,7 @@ def bad_inputs(tmp_path_factory):
     torch.save(model.model.state_dict(), root / "state.pt")
     (root / "bad.yaml").write_text(BAD_MODEL_YAML)
     (root / "binary.yaml").write_bytes(b"\xff\xfe\x00lr0: 0.01\n")
+    (root / "exported.onnx").write_bytes(b"")  # refused by name before anything reads it
     return root
 
 
@@ -324,6 +325,18 @@ NO_FOLDER = r"project=/dev/null/x: cannot create the output folder /dev/null/x/{
     (["train", "cfg=yolov5-spd-n.yaml", *DATA, "optimizer=Foo"], r"^yolo-spd: error: optimizer=Foo: not an optimizer "
                                                                  r"Ultralytics' trainer knows; choose from Adam, .*SGD"),
     (["study", "models=yolov5nu.yaml,yolov5-spd-n.yaml", *DATA, "optimizer=Foo"], r"optimizer=Foo: not an optimizer "),
+    # batch outside training: a DataLoader error, a division by zero, an export's reshape, and sliced val scored
+    # nothing (AP 0, exit 0) with batch=-1
+    (["val", "weights=ok.pt", *DATA, "batch=-1"], r"batch=-1: expected a whole number of images >= 1 \(batch=-1, "
+                                                  r"AutoBatch, is for train\)$"),
+    (["val", "weights=ok.pt", *DATA, "batch=-1", "slice=32"], r"batch=-1: expected a whole number of images >= 1"),
+    (["compare", "weights=ok.pt,ok2.pt", *DATA, "batch=2.5"], r"batch=2.5: expected a whole number of images >= 1"),
+    (["predict", "model=ok.pt", *SOURCE, "batch=0"], r"batch=0: expected a whole number of images >= 1"),
+    (["predict", "model=ok.pt", *SOURCE, "batch=0", "slice=32"], r"batch=0: expected a whole number of images >= 1"),
+    (["export", "model=ok.pt", "format=onnx", "batch=0"], r"batch=0: expected a whole number of images >= 1"),
+    # an export is exported from its .pt (Ultralytics raised a TypeError traceback)
+    (["export", "model=exported.onnx", "format=onnx"], r"model=exported.onnx: not an accepted model form \(onnx\); "
+                                                       r"expected a model YAML .* or a \.pt checkpoint$"),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else "")
 def test_bad_weights_folders_and_model_yamls_are_one_error_line(bad_inputs, tmp_path, argv, message):
     """Exit 2, one stderr line naming the value, no traceback and nothing written: a text file named .pt or a bare

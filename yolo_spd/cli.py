@@ -246,12 +246,21 @@ def resolve_model(model, mode_key: str, exports: bool | None = None) -> str:
     return resolve_model(model, mode_key, exports=mode_key != "cfg" if exports is None else exports)
 
 
-def load_model(model, mode_key: str):
+def load_model(model, mode_key: str, exports: bool | None = None):
     """``YOLO(model)`` for a value :func:`resolve_model` accepts; a .pt that is no Ultralytics checkpoint is a
     UsageError naming it (:func:`yolo_spd.model_source.load_model`)."""
     from .model_source import load_model
 
-    return load_model(model, mode_key, exports=mode_key != "cfg")
+    return load_model(model, mode_key, exports=mode_key != "cfg" if exports is None else exports)
+
+
+def check_inference_batch(keys: dict) -> None:
+    """``batch=`` of val, compare, predict and export: a whole number of images >= 1. Training also takes -1
+    (AutoBatch) and a fraction of GPU memory; Ultralytics' inference paths do not, and failed late (a DataLoader
+    error, a division by zero, an export's reshape) or, sliced, scored nothing (a negative step)."""
+    batch = keys.get("batch")
+    if "batch" in keys and not (isinstance(batch, int) and not isinstance(batch, bool) and batch >= 1):
+        raise UsageError(f"batch={batch}: expected a whole number of images >= 1 (batch=-1, AutoBatch, is for train)")
 
 
 def output_folder(args: dict, default_name: str, task: str = "detect"):
@@ -314,6 +323,7 @@ def run_val(tokens: list[str]) -> None:
     args = parse_pairs(tokens, set(VAL_KEYS) | ultralytics_keys())
     mine, rest = split_ours(args, VAL_KEYS)
     check_ultralytics_values(rest)
+    check_inference_batch(rest)
     key, weights = given_once({"weights": mine["weights"], "model": rest.pop("model", None)})
     if mine["predictions"] and weights:
         raise UsageError("give either weights= (run a model) or predictions= (score a file), not both")
@@ -417,6 +427,7 @@ def run_compare(tokens: list[str]) -> None:
     args = parse_pairs(tokens, set(COMPARE_KEYS) | ultralytics_keys())
     mine, rest = split_ours(args, COMPARE_KEYS)
     check_ultralytics_values(rest)
+    check_inference_batch(rest)
     key, listed = given_once({"weights": mine["weights"], "model": rest.pop("model", None)})  # model= as in val
     files = _listed(listed, key)
     if len(files) < 2:
@@ -536,6 +547,7 @@ def run_predict_or_export(mode: str, tokens: list[str]) -> None:
     # weights=: val's and compare's name, taken here too
     key, args["model"] = given_once({"model": args.pop("model", None), "weights": args.pop("weights", None)})
     check_ultralytics_values(args)
+    check_inference_batch(args)
     if not args.get("model"):
         raise UsageError(f"{mode} needs model=PATH.pt (or a model YAML)")
     from .slicing.inference import PREDICT_KEYS, SliceSettings
@@ -546,7 +558,7 @@ def run_predict_or_export(mode: str, tokens: list[str]) -> None:
         if unsupported:
             raise UsageError(f"{unsupported[0]}= is not supported with slice=; sliced predict takes "
                              f"{', '.join(SLICED_PREDICT_KEYS)}, {', '.join(PREDICT_KEYS)}")
-    model = load_model(args.pop("model"), key)
+    model = load_model(args.pop("model"), key, exports=mode != "export")  # an export is exported from its .pt
     if mode == "export":
         check_offline_export(str(args.get("format", "torchscript")))
         model.export(**args)
