@@ -184,11 +184,34 @@ def test_a_study_killed_mid_run_resumes_that_run_from_last_pt(tmp_path):
      "control=yolov5nu.yaml: name one of models= other than the first (the baseline), as written there: "
      "yolov5-spd-n.yaml"),
     (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "control=wide.yaml"], "control=wide.yaml: name one of models="),
+    # the tiles' own keys without tile= (format=gif was accepted and ignored)
+    (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "format=gif"], "format= applies to the tiles only; add tile=SIZE"),
+    (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "min_visible=0.3"], "min_visible= applies to the tiles only; add "),
+    (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "overlap=0.3"], "overlap= applies to sliced inference only; add "),
+    (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "tile=64", "format=gif"], "format=gif: allowed values are png, jpg"),
 ])
 def test_bad_study_arguments_are_one_line(tmp_path, args, names):
     data = make_yolo_dataset(tmp_path / "data", n_train=1, n_val=1, size=64)
     assert names in error_line(study([*args, f"data={data}", f"project={tmp_path}"], tmp_path, tmp_path / "c"))
     assert not (tmp_path / "study").exists()
+
+
+@pytest.mark.parametrize("extra, tile_overlap, slice_overlap", [
+    (["tile=64", "overlap=0.3"], 0.3, None),  # the tiles' overlap alone (it was refused: "add slice=SIZE")
+    (["tile=64", "overlap=0.3", "slice=64"], 0.3, 0.3),  # shared, as docs/study.md says
+    (["tile=64", "slice=64"], 0.2, 0.2),  # both defaults
+    (["slice=64", "overlap=0.1"], None, 0.1),
+])
+def test_overlap_is_the_tiles_and_the_slicings_as_given(tmp_path, extra, tile_overlap, slice_overlap):
+    from yolo_spd.cli import study_plan
+
+    data = make_yolo_dataset(tmp_path / "data", n_train=1, n_val=1, size=64)
+    plan = study_plan(["models=yolov5nu.yaml,yolov5-spd-n.yaml", f"data={data}", f"project={tmp_path}", *extra])
+    assert (plan.tiles and plan.tiles.overlap) == tile_overlap
+    slicing = plan.evaluation.slicing
+    assert (slicing and slicing.overlap) == slice_overlap
+    if plan.tiles:
+        assert (plan.tiles.min_visible, plan.tiles.empty, plan.tiles.format) == (0.5, 0.1, "png")
 
 
 def test_a_run_that_left_no_checkpoint_starts_again_with_the_new_settings(tmp_path):

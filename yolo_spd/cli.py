@@ -94,7 +94,8 @@ TRAIN_KEYS = {"cfg": None, "overrides": None, **EVAL_KEYS}
 VAL_KEYS = {"weights": None, "predictions": None, **EVAL_KEYS, **SLICE_KEYS}
 COMPARE_KEYS = {"weights": None, **EVAL_KEYS, **SLICE_KEYS}
 STUDY_KEYS = {"models": None, "seeds": "0,1,2", "control": None, "resamples": 1000, "bootstrap_seed": 0, "tile": None,
-              "min_visible": 0.5, "empty": 0.1, "format": "png", **EVAL_KEYS, **SLICE_KEYS}
+              "min_visible": None, "empty": None, "format": None, **EVAL_KEYS, **SLICE_KEYS}
+STUDY_TILE_KEYS = ("min_visible", "empty", "format")  # tile='s own (None: not given; TileSettings' defaults)
 # Keys the study sets per run (or for the whole study), not the user: they would make runs differ or collide.
 STUDY_OWN_TRAIN_KEYS = ("model", "data", "seed", "project", "name", "exist_ok", "resume")
 STUDY_VAL_KEYS = ("imgsz", "batch", "device", "workers")  # training keys scoring reuses, as train does
@@ -501,11 +502,16 @@ def study_plan(tokens: list[str]):
     val, train_split = resolve_split(data, "val"), resolve_split(data, "train")
     check_ground_truth(val, mine["gt"])
     tiles = None
-    if mine["tile"] is not None:
-        tiles = TileSettings(tile=mine["tile"], overlap=0.2 if mine["overlap"] is None else mine["overlap"],
-                             min_visible=mine["min_visible"], empty=mine["empty"], format=mine["format"])
+    if mine["tile"] is not None:  # overlap= is shared with slice=
+        given = {key: mine[key] for key in ("overlap", *STUDY_TILE_KEYS) if mine[key] is not None}
+        tiles = TileSettings(tile=mine["tile"], **given)
         tiles.check()
-    settings = eval_settings(mine)
+    else:
+        stray = next((key for key in STUDY_TILE_KEYS if mine[key] is not None), None)
+        if stray:
+            raise UsageError(f"{stray}= applies to the tiles only; add tile=SIZE (e.g. tile=640)")
+    # overlap= with tile= and without slice= is the tiles' alone; without either, slicing refuses it
+    settings = eval_settings({**mine, "overlap": None} if tiles and mine["slice"] is None else mine)
     val_keys = {k: rest[k] for k in STUDY_VAL_KEYS if k in rest}
     project, name = rest.pop("project", None), rest.pop("name", None)
     plan = StudyPlan(models=tuple(models), seeds=tuple(seeds), data=str(data), val=val, train=rest, tiles=tiles,
