@@ -334,6 +334,13 @@ NO_FOLDER = r"project=/dev/null/x: cannot create the output folder /dev/null/x/{
     (["predict", "model=ok.pt", *SOURCE, "batch=0"], r"batch=0: expected a whole number of images >= 1"),
     (["predict", "model=ok.pt", *SOURCE, "batch=0", "slice=32"], r"batch=0: expected a whole number of images >= 1"),
     (["export", "model=ok.pt", "format=onnx", "batch=0"], r"batch=0: expected a whole number of images >= 1"),
+    # resume with a finished run's weights: 8.4.190 started a new run on coco8 (an error about data=coco8.yaml the user
+    # never gave) and left a run folder; 8.4.67 asserted after making one
+    (["train", "model=ok.pt", "resume=True"], r"resume: ok.pt is no unfinished run's checkpoint \(it has no epoch and "
+                                              r"optimizer state: .*\); give an interrupted run's last.pt, or train "),
+    (["train", "resume=ok.pt"], r"resume: ok.pt is no unfinished run's checkpoint"),
+    (["train", "resume=True"], r"resume=True needs model=PATH/weights/last.pt, the checkpoint of the run to continue$"),
+    (["train", "model=ok2.pt", "resume=ok.pt"], r"give the model once: model= or resume=, not both$"),
     # an export is exported from its .pt (Ultralytics raised a TypeError traceback)
     (["export", "model=exported.onnx", "format=onnx"], r"model=exported.onnx: not an accepted model form \(onnx\); "
                                                        r"expected a model YAML .* or a \.pt checkpoint$"),

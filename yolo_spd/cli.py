@@ -353,6 +353,11 @@ def run_train(tokens: list[str]) -> None:
     mine, rest = split_ours(args, TRAIN_KEYS)
     settings = eval_settings(mine)  # refuse bad evaluation keys before training
     _, model = given_once({"cfg": mine["cfg"], "model": rest.pop("model", None)})
+    if isinstance(rest.get("resume"), str):  # resume=PATH, as Ultralytics takes it: the checkpoint is the model
+        _, model = given_once({"model": model, "resume": rest["resume"]})
+        rest["resume"] = True
+    if rest.get("resume") and model is None:  # not the default config: there is no run of it to continue
+        raise UsageError("resume=True needs model=PATH/weights/last.pt, the checkpoint of the run to continue")
     model = resolve_model(model or DEFAULT_MODEL, "cfg")
     if mine["overrides"]:
         rest = {**_read_overrides(mine["overrides"]), **rest}
@@ -366,6 +371,12 @@ def run_train(tokens: list[str]) -> None:
 
     yolo = load_model(model, "cfg")
     if rest.get("resume"):  # the checkpoint names its run folder and its data
+        checkpoint = getattr(yolo, "ckpt", None) or {}
+        if checkpoint.get("epoch", -1) < 0 or checkpoint.get("optimizer") is None:  # Ultralytics' own test (8.4.190)
+            # 8.4.190 then trains anew on its default data (coco8) with a warning, 8.4.67 asserts: both after a folder
+            raise UsageError(f"resume: {model} is no unfinished run's checkpoint (it has no epoch and optimizer state: "
+                             "a finished run's weights, or not written by training); give an interrupted run's "
+                             "last.pt, or train without resume")
         resumed = {}
 
         def check_resumed_data(trainer) -> None:
