@@ -421,3 +421,26 @@ def test_sliced_predict_line_and_picture_for_an_image_without_detections(tmp_pat
     line = next(line for line in out.stdout.splitlines() if line.startswith("image 1/1 "))
     assert re.fullmatch(rf"image 1/1 {re.escape(str(image))}: 2 windows, \(no detections\), [0-9.]+ms", line), line
     assert [p.name for p in (tmp_path / "pred").iterdir()] == ["a.png"]
+
+
+def test_an_export_of_fixed_size_predicts_windows_at_that_size_and_says_so(tmp_path):
+    """Ultralytics' predictor runs an export without dynamic shapes at its export size whatever imgsz= says, so the
+    windows are resized to it; the header used to print imgsz as the slice size (compare then showed the same weights
+    far apart with nothing said). Now the header has the size used and a note says why."""
+    from PIL import Image
+    from ultralytics import YOLO
+
+    YOLO("yolov5-spd-n.yaml").save(tmp_path / "untrained.pt")
+    onnx = YOLO(tmp_path / "untrained.pt").export(format="onnx", imgsz=64)
+    image = tmp_path / "a.png"
+    Image.new("RGB", (96, 64), (90, 120, 90)).save(image)
+    out = cli("predict", f"model={onnx}", f"source={image}", "slice=32", "conf=0.99", f"project={tmp_path}",
+              "name=pred", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    notes = [line for line in out.stderr.splitlines() if "note:" in line]
+    assert notes == [f"yolo-spd: note: {onnx} takes a fixed 64 px input (exported without dynamic=True), so each 32 px "
+                     "window is resized to it, not to imgsz=32; export it with imgsz=32 (or dynamic=True) to predict "
+                     "windows at their own size"]
+    assert "Sliced prediction: slice 32 px, overlap 0.2, imgsz 64, " in out.stdout
+    same = cli("predict", f"model={onnx}", f"source={image}", "slice=64", "save=False", cwd=tmp_path)
+    assert same.returncode == 0 and "note:" not in same.stderr and "imgsz 64, " in same.stdout

@@ -242,6 +242,29 @@ class SlicedPredictor:
                      "save": False}
         self.merge, self.metric = settings.merging(self.conf)
         self.most_windows = self.last_windows = 0
+        self._use_export_size()
+
+    def _use_export_size(self) -> None:
+        """An export without dynamic shapes predicts at the size it was exported at, whatever ``imgsz`` says
+        (Ultralytics' predictor takes it from the export's metadata): windows are resized to it. That size goes into
+        :attr:`args`, so :meth:`describe` reports the size used, with a note where it is not the one asked for. Such
+        an export also takes its export batch (1 by default) and no more: windows go through it that many at a time
+        (Ultralytics 8.4.67 passed the whole batch on, which ONNX Runtime refused)."""
+        if not isinstance(self.model.model, (str, Path)):  # a PyTorch model: any size
+            return
+        self.model.predict([np.zeros((32, 32, 3), np.uint8)], **self.args)  # sets up the predictor and its size
+        backend = self.model.predictor.model
+        if not ((getattr(backend, "metadata", None) or {}).get("args") or {}).get("dynamic"):
+            self.batch = min(self.batch, int(getattr(backend, "batch", None) or 1))
+        used = self.model.predictor.args.imgsz
+        used = [used, used] if isinstance(used, int) else list(used)
+        asked = self.args["imgsz"]
+        if used != ([asked, asked] if isinstance(asked, int) else list(asked)):
+            size = used[0] if used[0] == used[1] else f"{used[0]}x{used[1]}"
+            print(f"yolo-spd: note: {self.model.model} takes a fixed {size} px input (exported without dynamic=True), "
+                  f"so each {self.settings.size} px window is resized to it, not to imgsz={asked}; export it with "
+                  f"imgsz={self.settings.size} (or dynamic=True) to predict windows at their own size", file=sys.stderr)
+            self.args["imgsz"] = size if isinstance(size, int) else used
 
     def _predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
         results = self.model.predict(images, **self.args)
