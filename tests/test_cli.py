@@ -446,3 +446,25 @@ def test_the_optimizer_check_takes_every_name_ultralytics_takes_and_lists_them_f
     message = unknown_optimizer("Adamm")
     assert message.startswith("optimizer=Adamm: not an optimizer Ultralytics' trainer knows; choose from Adam, AdamW, ")
     assert "SGD" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("extra", [["half=True"], ["half"], ["half=True", "slice=32"], ["hide_labels=True"]])
+def test_deprecated_ultralytics_keys_are_read_as_yolo_reads_them(bad_inputs, tmp_path, extra):
+    """half= and hide_labels= left Ultralytics' key list (8.4.190 reads them as quantize=16 and show_labels=False, with
+    a deprecation warning, in its own `yolo` command); yolo-spd refused them as unknown keys. On an Ultralytics that
+    still lists them they are ordinary keys."""
+    import subprocess
+    import sys
+
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
+    from .conftest import child_env
+
+    out = subprocess.run([sys.executable, "-m", "yolo_spd", "predict", "model=ok.pt", *SOURCE, "save=False", *extra],
+                         cwd=bad_inputs, capture_output=True, text=True, timeout=600,
+                         env=child_env(YOLO_CONFIG_DIR=str(tmp_path / "config")))
+    assert out.returncode == 0, out.stderr[-2000:]
+    key = extra[0].partition("=")[0]
+    deprecated = key not in DEFAULT_CFG_DICT
+    assert (f"'{key}' is deprecated" in out.stderr + out.stdout) == deprecated
+    assert "image 1/2 " in out.stdout and "image 2/2 " in out.stdout

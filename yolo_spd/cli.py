@@ -148,6 +148,13 @@ def key_name(text: str) -> str:
     return text.strip().lstrip("-").replace("-", "_")
 
 
+def _current_keys(key: str, value) -> dict | None:
+    """Ultralytics' current keys for one of its deprecated keys (:mod:`yolo_spd.integration.deprecated_keys`)."""
+    from .integration.deprecated_keys import current_keys
+
+    return current_keys(key, value)
+
+
 def parse_pairs(tokens: list[str], allowed: set[str], flags: frozenset[str] | None = None) -> dict:
     """``key=value`` tokens -> dict, refusing malformed tokens and unknown keys with a close-match suggestion. A bare
     key among ``flags`` (default :func:`boolean_keys`) means ``key=True``, as Ultralytics' ``yolo`` reads it."""
@@ -160,6 +167,10 @@ def parse_pairs(tokens: list[str], allowed: set[str], flags: frozenset[str] | No
             sep, value = "=", "True"
         if not sep and key in allowed:
             raise UsageError(f"'{token}' needs a value: {key}=VALUE; see yolo-spd help")
+        current = None if key in allowed or not key else _current_keys(key, parse_value(value.strip()) if sep else True)
+        if current is not None and set(current) <= allowed:  # a deprecated key (half=True), mapped as `yolo` maps it
+            args.update(current)
+            continue
         if not sep or not key:
             raise UsageError(f"'{token}' is not a key=value argument; see yolo-spd help")
         if key not in allowed:

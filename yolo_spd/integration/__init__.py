@@ -18,6 +18,7 @@ Three more parts change nothing at registration:
 7. :mod:`~yolo_spd.integration.validator` - :func:`validate_collecting_detections`, called per evaluation run.
 8. :mod:`~yolo_spd.integration.predictor` - :func:`announcing_predictor`, handed to ``YOLO.predict`` by
    ``yolo-spd predict`` so it prints the device line and model summary as ``yolo predict`` does.
+   :mod:`~yolo_spd.integration.deprecated_keys` - Ultralytics' deprecated keys mapped as ``yolo`` maps them.
 9. The autoload hook, the top-level module :mod:`_yolo_spd_autoload` (outside this package because it runs at
    interpreter start, where importing yolo_spd would import torch): an installed yolo_spd's ``.pth`` file lets it
    import yolo_spd the first time ``ultralytics.nn.tasks`` is imported, so stock ``yolo`` and ``YOLO()`` know the

@@ -66,7 +66,8 @@ MIN_SLICE = 32  # px; Ultralytics' detection models downsample by at least 32
 SLICE_KEYS = dict.fromkeys(("slice", "overlap", "slice_full", "postprocess_type", "postprocess_match_metric",
                             "postprocess_match_threshold", "postprocess_class_agnostic"))
 # Ultralytics' keys that change what a sliced run predicts; the predict mode adds its saving keys.
-PREDICT_KEYS = ("imgsz", "conf", "iou", "max_det", "device", "half", "classes", "agnostic_nms", "augment", "batch")
+PREDICT_KEYS = ("imgsz", "conf", "iou", "max_det", "device", "half", "quantize", "classes", "agnostic_nms", "augment",
+                "batch")  # half: Ultralytics before quantize= (later releases map half=True to quantize=16)
 
 
 @dataclass(frozen=True)
