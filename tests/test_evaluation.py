@@ -73,6 +73,8 @@ def ours(result) -> np.ndarray:
 def test_coco_tiny_uses_the_official_json_and_ground_truth_scores_one(tmp_path):
     split = resolve_split(COCO_TINY / "data.yaml")
     assert split.coco_json == (COCO_TINY / "annotations" / "instances_val2017.json").resolve()  # standard layout
+    train = resolve_split(COCO_TINY / "data.yaml", "train")  # images/train: found as instances_train2017.json
+    assert train.coco_json == (COCO_TINY / "annotations" / "instances_train2017.json").resolve()
     truth = build_ground_truth(split)
     assert truth.is_official
     detections = [{**{k: a[k] for k in ("image_id", "category_id", "bbox")}, "score": 1.0}

@@ -7,8 +7,10 @@ relative to the list's folder) or a list of those. Nothing is ever downloaded: a
 says what was looked for and where.
 
 The ``coco_json:`` key (yolo_spd's, ignored by Ultralytics) names the official COCO annotation file, relative to the
-root: a string for the ``val`` split, or a mapping ``{val: ..., test: ...}`` for several splits. Without it, ``annotations/instances_<split folder>.json`` and ``annotations/instances_val2017.json`` are
-used when they describe every image of the split (the standard COCO layout).
+root: a string for the ``val`` split, or a mapping ``{val: ..., test: ...}`` for several splits. Without it,
+``annotations/instances_<name>.json`` and ``instances_<name>2017.json`` for the split's folder name and the split's own
+name (``images/train`` with ``instances_train2017.json``), then ``annotations/instances_val2017.json``, are used when
+they describe every image of the split (the standard COCO layout).
 
 A split is resolved once into a :class:`DatasetSplit` and passed on as that object; the COCO JSON it names is parsed
 once per process and file version (:func:`read_coco_json`), whether it was found by looking or named explicitly.
@@ -114,7 +116,8 @@ def _coco_json(root: Path, content: dict, split: str, sources: list[Path], image
         if not file.is_file():
             raise UsageError(f"{where}: coco_json={explicit} not found (looked for {file})")
         return file
-    candidates = [root / "annotations" / f"instances_{s.stem}.json" for s in sources]
+    names = [*(s.stem for s in sources), split]  # images/val2017 or images/val with instances_val2017.json
+    candidates = [root / "annotations" / f"instances_{name}{year}.json" for name in names for year in ("", "2017")]
     candidates.append(root / "annotations" / "instances_val2017.json")
     for file in dict.fromkeys(candidates):
         if file.is_file() and _describes_all(file, images):
