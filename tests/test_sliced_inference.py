@@ -267,6 +267,7 @@ def test_sliced_val_cli_writes_the_run_folder_and_agrees_with_sahi(trained, tmp_
     assert saved["max_dets"] == [1, 10, 100]  # COCO's limits unless max_dets= says otherwise
     assert saved["images"] == 4 and saved["annotations"] > 100
     assert "merge NMS/IOU" in out.stdout and "<- AP_S" in out.stdout  # conf < 0.1: SAHI's rule picks NMS by IoU
+    assert out.stdout.strip().splitlines()[-1] == f"Results saved to {folder}"  # as every run ends (it had none)
     ours = json.loads((folder / "coco_predictions.json").read_text())
     assert saved["detections"] == len(ours) and (folder / "coco_eval.csv").is_file()
 
@@ -348,6 +349,8 @@ def test_sliced_compare_scores_every_model_with_the_same_slicing(trained, tmp_pa
     assert out.returncode == 0, out.stderr[-2000:]
     saved = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     assert saved["settings"]["slicing"]["slice"] == SLICE and saved["settings"]["slicing"]["overlap"] == 0.25
+    last = [line for line in out.stdout.splitlines() if line.startswith("Results saved to")][-1]
+    assert last == f"Results saved to {tmp_path / 'cmp'}"  # the compare folder, after each model's own subfolder
     first, second = (m["metrics"] for m in saved["models"])
     assert first == second
     each = json.loads((tmp_path / "cmp" / "a_last" / "coco_eval.json").read_text())
@@ -421,6 +424,11 @@ def test_sliced_predict_line_and_picture_for_an_image_without_detections(tmp_pat
     line = next(line for line in out.stdout.splitlines() if line.startswith("image 1/1 "))
     assert re.fullmatch(rf"image 1/1 {re.escape(str(image))}: 2 windows, \(no detections\), [0-9.]+ms", line), line
     assert [p.name for p in (tmp_path / "pred").iterdir()] == ["a.png"]
+    txt = cli("predict", f"model={tmp_path / 'untrained.pt'}", f"source={image}", "slice=64", "conf=0.99", "save_txt",
+              "save=False", f"project={tmp_path}", "name=txt", cwd=tmp_path)
+    assert txt.returncode == 0, txt.stderr[-2000:]
+    assert txt.stdout.strip().splitlines()[-1] == f"0 labels saved to {tmp_path / 'txt' / 'labels'}"
+    assert (tmp_path / "txt" / "labels").is_dir() and not any((tmp_path / "txt" / "labels").iterdir())  # named: made
 
 
 def test_an_export_of_fixed_size_predicts_windows_at_that_size_and_says_so(tmp_path):

@@ -293,6 +293,7 @@ def _print_evaluation(result, folder: Path, per_class: bool) -> None:
         print(report.per_class_table(result))
     json_file, csv_file = report.save(result, folder)
     print(f"Saved {json_file.name} and {csv_file.name} to {folder}")
+    print(f"Results saved to {folder}")  # the run's folder, last, as every mode ends (sliced val has no Ultralytics')
 
 
 def required_split(args: dict):
@@ -466,6 +467,7 @@ def run_compare(tokens: list[str]) -> None:
         scores, columns, saved = compare(weights, split, folder, settings, **rest)
     print(markdown_table(scores, columns))
     print(f"Saved {', '.join(f.name for f in saved)} to {folder}")
+    print(f"Results saved to {folder}")  # after each model's own line for its subfolder
 
 
 def _listed(value, key: str) -> list[str]:

@@ -367,7 +367,8 @@ def predict_sliced(model, settings: SliceSettings, source, project=None, name=No
     folder = None
     if save or save_txt:
         folder = Path(save_dir) if save_dir else run_folder(project, name, "predict", exist_ok)
-        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "labels" if save_txt else folder).mkdir(parents=True, exist_ok=True)  # as Ultralytics' predictor:
+        # the folder the last line names exists even when nothing was found
     print(f"Sliced prediction: {predictor.describe()}")
     labels, stems = 0, set()
     started = time.perf_counter()
