@@ -468,3 +468,16 @@ def test_deprecated_ultralytics_keys_are_read_as_yolo_reads_them(bad_inputs, tmp
     deprecated = key not in DEFAULT_CFG_DICT
     assert (f"'{key}' is deprecated" in out.stderr + out.stdout) == deprecated
     assert "image 1/2 " in out.stdout and "image 2/2 " in out.stdout
+
+
+def test_a_current_key_wins_over_the_deprecated_one_in_either_order():
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
+    from yolo_spd.cli import parse_pairs, ultralytics_keys
+
+    if "half" in DEFAULT_CFG_DICT:
+        pytest.skip("this Ultralytics still lists half= as a key of its own")
+    keys = ultralytics_keys()
+    assert parse_pairs(["quantize=8", "half=True"], keys) == parse_pairs(["half=True", "quantize=8"], keys) == {
+        "quantize": 8}
+    assert parse_pairs(["half"], keys) == {"quantize": 16} and parse_pairs(["half=False"], keys) == {"quantize": None}

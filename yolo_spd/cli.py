@@ -169,7 +169,8 @@ def parse_pairs(tokens: list[str], allowed: set[str], flags: frozenset[str] | No
             raise UsageError(f"'{token}' needs a value: {key}=VALUE; see yolo-spd help")
         current = None if key in allowed or not key else _current_keys(key, parse_value(value.strip()) if sep else True)
         if current is not None and set(current) <= allowed:  # a deprecated key (half=True), mapped as `yolo` maps it
-            args.update(current)
+            for name, mapped in current.items():  # a current key given too wins, as in Ultralytics (quantize=8 half)
+                args.setdefault(name, mapped)
             continue
         if not sep or not key:
             raise UsageError(f"'{token}' is not a key=value argument; see yolo-spd help")
