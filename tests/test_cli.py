@@ -318,12 +318,12 @@ NO_FOLDER = r"project=/dev/null/x: cannot create the output folder /dev/null/x/{
     # UnicodeDecodeError traceback; a binary data= file in a UnicodeDecodeError)
     (["train", "cfg=yolov5-spd-n.yaml", *DATA, "overrides=bad.yaml"], r"overrides=bad.yaml: not valid YAML: bad.yaml, "
                                                                       r"line 4, column 3: expected ',' or "),
-    (["train", "cfg=yolov5-spd-n.yaml", *DATA, "overrides=binary.yaml"], r"overrides=binary.yaml: binary.yaml is not a "
-                                                                         r"text file \(not UTF-8\), so not a YAML file$"),
+    (["train", "cfg=yolov5-spd-n.yaml", *DATA, "overrides=binary.yaml"],
+     r"overrides=binary.yaml: binary.yaml is not a text file \(not UTF-8\), so not a YAML file$"),
     (["val", "weights=ok.pt", "data=binary.yaml"], r"data=binary.yaml: binary.yaml is not a text file \(not UTF-8\)"),
     # Ultralytics refuses an unknown optimizer only after writing the run folder and args.yaml (a traceback)
-    (["train", "cfg=yolov5-spd-n.yaml", *DATA, "optimizer=Foo"], r"^yolo-spd: error: optimizer=Foo: not an optimizer "
-                                                                 r"Ultralytics' trainer knows; choose from Adam, .*SGD"),
+    (["train", "cfg=yolov5-spd-n.yaml", *DATA, "optimizer=Foo"],
+     r"^yolo-spd: error: optimizer=Foo: not an optimizer Ultralytics' trainer knows; choose from Adam, .*SGD"),
     (["study", "models=yolov5nu.yaml,yolov5-spd-n.yaml", *DATA, "optimizer=Foo"], r"optimizer=Foo: not an optimizer "),
     # batch outside training: a DataLoader error, a division by zero, an export's reshape, and sliced val scored
     # nothing (AP 0, exit 0) with batch=-1

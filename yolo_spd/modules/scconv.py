@@ -337,7 +337,8 @@ class CRU(nn.Module):
             require_positive_int(name, value, "SCConv")
         require_odd_kernel(k, "SCConv")
         require_stride(s, "SCConv")
-        require(is_number(alpha) and 0.0 < alpha < 1.0, f"SCConv: alpha={alpha!r} is not allowed; expected 0 < alpha < 1")
+        require(is_number(alpha) and 0.0 < alpha < 1.0,
+                f"SCConv: alpha={alpha!r} is not allowed; expected 0 < alpha < 1")
         self.up_channels = int(alpha * c1)
         self.low_channels = c1 - self.up_channels
         up_sq, low_sq = self.up_channels // r, self.low_channels // r

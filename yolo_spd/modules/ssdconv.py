@@ -178,8 +178,10 @@ class SSDConv(nn.Module):
             require_positive_int(name, value, "SSDConv")
         require_odd_kernel(k, "SSDConv")
         require_stride(s, "SSDConv")
-        require(is_number(in_ratio) and 0.0 < in_ratio <= 1.0, f"SSDConv: in_ratio={in_ratio!r} is not allowed; expected 0 < in_ratio <= 1")
-        require(is_number(out_ratio) and 0.0 < out_ratio < 1.0, f"SSDConv: out_ratio={out_ratio!r} is not allowed; expected 0 < out_ratio < 1")
+        require(is_number(in_ratio) and 0.0 < in_ratio <= 1.0,
+                f"SSDConv: in_ratio={in_ratio!r} is not allowed; expected 0 < in_ratio <= 1")
+        require(is_number(out_ratio) and 0.0 < out_ratio < 1.0,
+                f"SSDConv: out_ratio={out_ratio!r} is not allowed; expected 0 < out_ratio < 1")
         base_out = math.ceil(c2 * out_ratio)
         diversity_out = c2 - base_out
         require(
