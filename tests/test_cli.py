@@ -277,6 +277,7 @@ def bad_inputs(tmp_path_factory):
     (root / "bad.yaml").write_text(BAD_MODEL_YAML)
     (root / "binary.yaml").write_bytes(b"\xff\xfe\x00lr0: 0.01\n")
     (root / "exported.onnx").write_bytes(b"")  # refused by name before anything reads it
+    (root / "resume.yaml").write_text("resume: ok.pt\n")  # resume=PATH from an overrides= file
     return root
 
 
@@ -341,6 +342,8 @@ NO_FOLDER = r"project=/dev/null/x: cannot create the output folder /dev/null/x/{
     (["train", "resume=ok.pt"], r"resume: ok.pt is no unfinished run's checkpoint"),
     (["train", "resume=True"], r"resume=True needs model=PATH/weights/last.pt, the checkpoint of the run to continue$"),
     (["train", "model=ok2.pt", "resume=ok.pt"], r"give the model once: model= or resume=, not both$"),
+    (["train", "model=ok.pt", "resume=ok.pt"], r"resume: ok.pt is no unfinished run's checkpoint"),  # the same file
+    (["train", "overrides=resume.yaml"], r"resume: ok.pt is no unfinished run's checkpoint"),  # named yolov5-spd-n.yaml
     # an export is exported from its .pt (Ultralytics raised a TypeError traceback)
     (["export", "model=exported.onnx", "format=onnx"], r"model=exported.onnx: not an accepted model form \(onnx\); "
                                                        r"expected a model YAML .* or a \.pt checkpoint$"),
@@ -438,8 +441,21 @@ def test_a_broken_pipe_other_than_stdout_keeps_its_traceback(tmp_path):
 
 def test_the_optimizer_check_takes_every_name_ultralytics_takes_and_lists_them_for_others():
     """optimizer= is checked by Ultralytics' own build_optimizer (on a one-layer model), so the names follow its
-    version (RMSProp in 8.4.67, RMSprop later; case-insensitive in both)."""
+    version (RMSProp in 8.4.67, RMSprop later; case-insensitive in both). The probe leaves torch's random numbers and
+    Ultralytics' log level as they were."""
+    import logging
+
+    import torch
+    from ultralytics.utils import LOGGER
+
     from yolo_spd.integration.training import unknown_optimizer
+
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    level = LOGGER.level
+    assert unknown_optimizer("SGD") is None and unknown_optimizer("Foo") is not None
+    assert torch.equal(torch.rand(3), expected) and LOGGER.level == level != logging.WARNING
 
     for name in ("SGD", "sgd", "Adam", "AdamW", "Adamax", "NAdam", "RAdam", "rmsprop", "auto", "AUTO", None):
         assert unknown_optimizer(name) is None, name

@@ -85,6 +85,18 @@ def test_non_integer_channels_are_refused_by_name(bad):
             build()
 
 
+def test_numpy_integers_are_integers():
+    """NumPy integers (a config computed with numpy) pass as integers, as they did before the checks named ints."""
+    import numpy as np
+
+    from yolo_spd.modules.spd import strided_geometry
+
+    assert SpaceToDepth(np.int64(4), np.int64(16)).scale == 2 and strided_geometry((np.int64(3), 3)).stride == 2
+    x = torch.randn(2, 16, 8, 8)
+    for module in (SCConv(16, 16, 3, np.int64(2)), SSDConv(16, 16, 3, np.int64(2)), SPDConv(np.int64(16), 16)):
+        assert module(x).shape == (2, 16, 4, 4)
+
+
 @pytest.mark.parametrize("c1,c2", [(0, 0), (-2, -8), (-2, None), (None, 0), (2.0, 8.0), (True, 4)])
 def test_space_to_depth_refuses_channel_counts_that_are_not_integers_from_one(c1, c2):
     """c2 = 4 c1 held for (0, 0), (-2, -8) and (2.0, 8.0), and a lone c1 was not checked at all (None: not given)."""

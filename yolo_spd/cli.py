@@ -366,14 +366,10 @@ def run_train(tokens: list[str]) -> None:
     mine, rest = split_ours(args, TRAIN_KEYS)
     settings = eval_settings(mine)  # refuse bad evaluation keys before training
     _, model = given_once({"cfg": mine["cfg"], "model": rest.pop("model", None)})
-    if isinstance(rest.get("resume"), str):  # resume=PATH, as Ultralytics takes it: the checkpoint is the model
-        _, model = given_once({"model": model, "resume": rest["resume"]})
-        rest["resume"] = True
-    if rest.get("resume") and model is None:  # not the default config: there is no run of it to continue
-        raise UsageError("resume=True needs model=PATH/weights/last.pt, the checkpoint of the run to continue")
-    model = resolve_model(model or DEFAULT_MODEL, "cfg")
-    if mine["overrides"]:
+    if mine["overrides"]:  # before resume=, which the file may hold
         rest = {**_read_overrides(mine["overrides"]), **rest}
+    model = _resumed_model(rest, model)
+    model = resolve_model(model or DEFAULT_MODEL, "cfg")
     check_ultralytics_values(rest)
     val_split = None
     if not rest.get("resume"):  # a resumed run takes its data and settings from the checkpoint
@@ -414,6 +410,22 @@ def run_train(tokens: list[str]) -> None:
                                 save_dir=str(trainer.save_dir), plots=False, **val_args)
     save_detections(evaluation, trainer.save_dir)
     _print_evaluation(evaluation.result, trainer.save_dir, mine["per_class"])
+
+
+def _resumed_model(args: dict, model):
+    """The model of a training command whose ``resume`` is in ``args`` (set to True there): ``resume=PATH``, as
+    Ultralytics takes it, names the checkpoint (the same file as ``model=`` or instead of it); resume needs one, as the
+    default config has no run to continue. Without resume, ``model`` as given."""
+    resume = args.get("resume")
+    if isinstance(resume, str) and resume.strip():
+        if model is not None and Path(str(model)).resolve() != Path(resume).resolve():
+            given_once({"model": model, "resume": resume})  # two different checkpoints: refused
+        model, args["resume"] = resume, True
+    elif resume == "":  # resume= with no value: a flag, as Ultralytics reads it
+        args["resume"] = True
+    if args.get("resume") and model is None:
+        raise UsageError("resume=True needs model=PATH/weights/last.pt, the checkpoint of the run to continue")
+    return model
 
 
 def _with_training_data(args: dict, model: str) -> dict:

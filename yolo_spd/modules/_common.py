@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -18,10 +20,15 @@ def require(condition: bool, message: str) -> None:
         raise ValueError(message)
 
 
+def is_int(value) -> bool:
+    """An integer (Python's or NumPy's), not a bool: ``True`` is not a channel count."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def require_positive_int(name: str, value, owner: str) -> None:
-    """Check that ``value`` is an int >= 1 (bools are rejected: ``True`` is not a channel count)."""
+    """Check that ``value`` is an integer >= 1 (:func:`is_int`)."""
     require(
-        isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+        is_int(value) and value >= 1,
         f"{owner}: {name}={value!r} is not allowed; expected an integer >= 1",
     )
 
@@ -29,13 +36,13 @@ def require_positive_int(name: str, value, owner: str) -> None:
 def require_odd_kernel(k, owner: str) -> None:
     """Odd kernels keep 'same' padding (k // 2) symmetric, so stride-1 outputs keep H x W exactly."""
     require(
-        isinstance(k, int) and not isinstance(k, bool) and k >= 1 and k % 2 == 1,
+        is_int(k) and k >= 1 and k % 2 == 1,
         f"{owner}: k={k!r} is not allowed; expected an odd kernel size (1, 3, 5, ...)",
     )
 
 
 def require_stride(s, owner: str) -> None:
-    require(isinstance(s, int) and not isinstance(s, bool) and s in (1, 2),
+    require(is_int(s) and s in (1, 2),
             f"{owner}: s={s!r} is not allowed; expected 1 or 2")
 
 

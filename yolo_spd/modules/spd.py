@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from ultralytics.nn.modules.conv import Conv, Focus
 
-from ._common import require, require_odd_kernel, require_positive_int
+from ._common import is_int, require, require_odd_kernel, require_positive_int
 
 
 class SpaceToDepth(nn.Module):
@@ -438,10 +438,9 @@ def strided_geometry(kernel_size: int | tuple[int, int], scale: int = 2) -> Stri
     """Kernel, stride and zero padding of the convolution :func:`spd_to_strided` gives for a ``kernel_size`` (odd)
     convolution after ``SpaceToDepth(scale)``: k = 3, s = 2 is a 6 x 6 convolution, stride 2, padding 2 (plus one
     row and column at the bottom and right for odd sizes); k = 1 a 2 x 2 convolution, stride 2, padding 0."""
-    sides = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size) if isinstance(
+    sides = (kernel_size, kernel_size) if is_int(kernel_size) else tuple(kernel_size) if isinstance(
         kernel_size, (tuple, list)) else ()
-    require(len(sides) == 2 and all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 and k % 2 == 1
-                                    for k in sides),
+    require(len(sides) == 2 and all(is_int(k) and k >= 1 and k % 2 == 1 for k in sides),
             f"strided_geometry: kernel_size={kernel_size!r} is not allowed; expected a positive odd int or a pair of "
             "them ('same' padding, k // 2 on both sides, needs odd kernel sides)")
     kh, kw = sides
