@@ -214,6 +214,18 @@ def test_overlap_is_the_tiles_and_the_slicings_as_given(tmp_path, extra, tile_ov
         assert (plan.tiles.min_visible, plan.tiles.empty, plan.tiles.format) == (0.5, 0.1, "png")
 
 
+@pytest.mark.parametrize("batch, scored", [("8", 8), ("-1", None), ("0.5", None)])
+def test_scoring_reuses_the_training_batch_only_where_validation_takes_it(tmp_path, batch, scored):
+    """batch=-1 (AutoBatch) and a GPU-memory fraction train; passed on to scoring they failed in its DataLoader
+    after every run had trained."""
+    from yolo_spd.cli import study_plan
+
+    data = make_yolo_dataset(tmp_path / "data", n_train=1, n_val=1, size=64)
+    plan = study_plan(["models=yolov5nu.yaml,yolov5-spd-n.yaml", f"data={data}", f"project={tmp_path}",
+                       f"batch={batch}"])
+    assert plan.val_keys.get("batch") == scored and plan.train["batch"] == float(batch)
+
+
 def test_a_run_that_left_no_checkpoint_starts_again_with_the_new_settings(tmp_path):
     """A recorded spec blocks a changed rerun only where the run trained something (a results.csv row, last.pt or
     done.json): a run that failed before its first epoch ended trained nothing, so it must not refuse the corrected

@@ -550,6 +550,10 @@ def study_plan(tokens: list[str]):
     # overlap= with tile= and without slice= is the tiles' alone; without either, slicing refuses it
     settings = eval_settings({**mine, "overlap": None} if tiles and mine["slice"] is None else mine)
     val_keys = {k: rest[k] for k in STUDY_VAL_KEYS if k in rest}
+    try:
+        check_inference_batch(val_keys)
+    except UsageError:  # AutoBatch (-1) or a memory fraction: training values; scoring takes Ultralytics' default
+        del val_keys["batch"]
     project, name = rest.pop("project", None), rest.pop("name", None)
     plan = StudyPlan(models=tuple(models), seeds=tuple(seeds), data=str(data), val=val, train=rest, tiles=tiles,
                      evaluation=settings, folder=Path(), resamples=mine["resamples"],
