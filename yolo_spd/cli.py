@@ -267,12 +267,17 @@ def load_model(model, mode_key: str, exports: bool | None = None):
     return load_model(model, mode_key, exports=mode_key != "cfg" if exports is None else exports)
 
 
-def check_inference_batch(keys: dict) -> None:
-    """``batch=`` of val, compare, predict and export: a whole number of images >= 1. Training also takes -1
+def is_inference_batch(batch) -> bool:
+    """A ``batch=`` that val, compare, predict and export take: a whole number of images >= 1. Training also takes -1
     (AutoBatch) and a fraction of GPU memory; Ultralytics' inference paths do not, and failed late (a DataLoader
     error, a division by zero, an export's reshape) or, sliced, scored nothing (a negative step)."""
+    return isinstance(batch, int) and not isinstance(batch, bool) and batch >= 1
+
+
+def check_inference_batch(keys: dict) -> None:
+    """Refuse a ``batch=`` in ``keys`` that is not :func:`is_inference_batch`."""
     batch = keys.get("batch")
-    if "batch" in keys and not (isinstance(batch, int) and not isinstance(batch, bool) and batch >= 1):
+    if "batch" in keys and not is_inference_batch(batch):
         raise UsageError(f"batch={batch}: expected a whole number of images >= 1 (batch=-1, AutoBatch, is for train)")
 
 
@@ -550,10 +555,8 @@ def study_plan(tokens: list[str]):
     # overlap= with tile= and without slice= is the tiles' alone; without either, slicing refuses it
     settings = eval_settings({**mine, "overlap": None} if tiles and mine["slice"] is None else mine)
     val_keys = {k: rest[k] for k in STUDY_VAL_KEYS if k in rest}
-    try:
-        check_inference_batch(val_keys)
-    except UsageError:  # AutoBatch (-1) or a memory fraction: training values; scoring takes Ultralytics' default
-        del val_keys["batch"]
+    if "batch" in val_keys and not is_inference_batch(val_keys["batch"]):  # AutoBatch (-1), a memory fraction: they
+        del val_keys["batch"]  # train; scoring takes Ultralytics' default batch
     project, name = rest.pop("project", None), rest.pop("name", None)
     plan = StudyPlan(models=tuple(models), seeds=tuple(seeds), data=str(data), val=val, train=rest, tiles=tiles,
                      evaluation=settings, folder=Path(), resamples=mine["resamples"],

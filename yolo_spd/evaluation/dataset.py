@@ -24,7 +24,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from ..configs import packaged_dataset
 from ..errors import UsageError
 

@@ -100,13 +100,12 @@ def unknown_optimizer(name) -> str | None:
         return None
     import torch
     from ultralytics.engine.trainer import BaseTrainer
+    from ultralytics.utils import LOGGER
 
     model = torch.nn.Module()
     with torch.random.fork_rng(devices=[]):  # the layer's initialisation must not move the caller's random numbers
         model.model = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 1))  # MuSGD looks up the head as model.model[-1]
     trainer = SimpleNamespace(args=SimpleNamespace(lr0=0.01, optimizer=name, warmup_bias_lr=0.0), data={"nc": 1})
-    from ultralytics.utils import LOGGER
-
     level = LOGGER.level
     LOGGER.setLevel(logging.WARNING)  # the probe's "optimizer: SGD(...)" line is not the run's
     try:

@@ -42,14 +42,13 @@ def require_odd_kernel(k, owner: str) -> None:
 
 
 def require_stride(s, owner: str) -> None:
-    require(is_int(s) and s in (1, 2),
-            f"{owner}: s={s!r} is not allowed; expected 1 or 2")
+    require(is_int(s) and s in (1, 2), f"{owner}: s={s!r} is not allowed; expected 1 or 2")
 
 
 def is_number(value) -> bool:
-    """An int or float, not a bool: what ratio and threshold arguments take (checked before comparing them, so that
-    a string gets the argument's own error, not a TypeError)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A real number (Python's or NumPy's), not a bool: what ratio and threshold arguments take (checked before
+    comparing them, so that a string gets the argument's own error, not a TypeError)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def differentiable_backward(plain, inputs: tuple, grads: tuple) -> tuple:

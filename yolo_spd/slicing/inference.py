@@ -220,6 +220,11 @@ def model_stride(model) -> int:
         return int(stride)
 
 
+def _height_width(imgsz) -> tuple:
+    """An Ultralytics ``imgsz`` (one size, or height and width) as (height, width)."""
+    return (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)
+
+
 class SlicedPredictor:
     """Predict full images window by window with an Ultralytics ``YOLO`` and merge the boxes.
 
@@ -257,15 +262,13 @@ class SlicedPredictor:
         backend = self.model.predictor.model
         if not ((getattr(backend, "metadata", None) or {}).get("args") or {}).get("dynamic"):
             self.batch = min(self.batch, int(getattr(backend, "batch", None) or 1))
-        used = self.model.predictor.args.imgsz
-        used = [used, used] if isinstance(used, int) else list(used)
-        asked = self.args["imgsz"]
-        if used != ([asked, asked] if isinstance(asked, int) else list(asked)):
-            size = used[0] if used[0] == used[1] else f"{used[0]}x{used[1]}"
+        asked, (height, width) = self.args["imgsz"], _height_width(self.model.predictor.args.imgsz)
+        if (height, width) != _height_width(asked):
+            size = height if height == width else f"{height}x{width}"
             print(f"yolo-spd: note: {self.model.model} takes a fixed {size} px input (exported without dynamic=True), "
                   f"so each {self.settings.size} px window is resized to it, not to imgsz={asked}; export it with "
                   f"imgsz={self.settings.size} (or dynamic=True) to predict windows at their own size", file=sys.stderr)
-            self.args["imgsz"] = size if isinstance(size, int) else used
+            self.args["imgsz"] = height if height == width else [height, width]
 
     def _predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
         results = self.model.predict(images, **self.args)
