@@ -14,6 +14,7 @@ import pytest
 from yolo_spd.errors import UsageError
 from yolo_spd.evaluation import build_ground_truth, evaluate_predictions, resolve_split, run_cocoeval, size_ranges
 from yolo_spd.evaluation.ground_truth import GroundTruth, image_size, label_path, labels_ground_truth
+from yolo_spd.evaluation.predictions import align_predictions, read_predictions
 
 from .conftest import SHARED, make_yolo_dataset
 
@@ -276,6 +277,20 @@ def test_no_detections_scores_zero(dataset, tmp_path):
     assert result.metrics["AP"] == 0 and result.metrics["AR100"] == 0 and result.detections == 0
 
 
+def test_ids_written_as_whole_floats_score_as_integers(dataset, tmp_path):
+    """NumPy conversions write ids as 1.0: they name the same image and category as 1, and come out as integers."""
+    split = resolve_split(dataset)
+    detections = perturbed_detections(build_ground_truth(split).coco["annotations"], seed=3)
+    as_int, as_float = tmp_path / "int.json", tmp_path / "float.json"
+    as_int.write_text(json.dumps(detections))
+    as_float.write_text(json.dumps([{**d, "image_id": float(d["image_id"]), "category_id": float(d["category_id"])}
+                                    for d in detections]))
+    assert '.0, "category_id": ' in as_float.read_text()
+    a, b = evaluate_predictions(split, as_int), evaluate_predictions(split, as_float)
+    assert a.metrics == b.metrics and a.metrics["AP"] > 0
+    aligned = align_predictions(read_predictions(as_float), build_ground_truth(split), "predictions=float.json")
+    assert all(type(d["category_id"]) is int for d in aligned)
+
 @pytest.mark.parametrize(
     "content, message",
     [
@@ -287,6 +302,11 @@ def test_no_detections_scores_zero(dataset, tmp_path):
         ('[{"image_id": 0, "category_id": 1, "bbox": [0, 0, 1, 1], "score": "high"}]', "score='high'"),
         ('[{"image_id": 999, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 1}]', "names image 999"),
         ('[{"image_id": 0, "category_id": 7, "bbox": [0, 0, 1, 1], "score": 1}]', "category_id=7"),
+        ('[{"image_id": [0], "category_id": 1, "bbox": [0, 0, 1, 1], "score": 1}]', "image_id=\\[0\\]"),
+        ('[{"image_id": 0, "category_id": [1], "bbox": [0, 0, 1, 1], "score": 1}]', "category_id=\\[1\\]"),
+        ('[{"image_id": 0, "category_id": true, "bbox": [0, 0, 1, 1], "score": 1}]', "category_id=True"),
+        ('[{"image_id": 0, "category_id": 1.5, "bbox": [0, 0, 1, 1], "score": 1}]', "category_id=1.5"),
+        ('[{"image_id": 0, "file_name": {}, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 1}]', "file_name=\\{\\}"),
     ],
 )
 def test_malformed_predictions_get_one_clear_error(dataset, tmp_path, content, message):

@@ -46,6 +46,12 @@ def _problem(det) -> str | None:
     missing = [k for k in REQUIRED_KEYS if k not in det]
     if missing:
         return f"lacks {', '.join(missing)}"
+    if not _is_id(det["image_id"], str):
+        return f"has image_id={det['image_id']!r} (expected a number or a file name)"
+    if not _is_id(det["category_id"]):
+        return f"has category_id={det['category_id']!r} (expected a whole number)"
+    if "file_name" in det and not isinstance(det["file_name"], str):
+        return f"has file_name={det['file_name']!r} (expected a string)"
     box = det["bbox"]
     if not (isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)):
         return f"has bbox={box!r} (expected [x, y, width, height] numbers)"
@@ -58,6 +64,12 @@ def _problem(det) -> str | None:
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_id(value, *also: type) -> bool:
+    """An id as JSON gives it: a whole number (``1.0`` too, as NumPy conversions write it; never ``true``) or,
+    where ``also`` allows, a string."""
+    return isinstance(value, also) or (_is_number(value) and float(value).is_integer())
 
 
 def _image_lookup(truth: GroundTruth) -> dict:
@@ -88,7 +100,7 @@ def align_predictions(detections: list[dict], truth: GroundTruth, where: str) ->
                 f"{where}: detection {i} has category_id={det['category_id']!r}; the ground truth's ids are "
                 f"{min(categories)}..{max(categories)} ({truth.source})"
             )
-        aligned.append({**det, "image_id": image_id})
+        aligned.append({**det, "image_id": image_id, "category_id": int(det["category_id"])})
     return aligned
 
 
