@@ -34,7 +34,7 @@ def setup_constants() -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=40, help="interpreter starts per variant (default 40)")
     args = parser.parse_args()
     constants = setup_constants()

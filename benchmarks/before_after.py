@@ -35,7 +35,7 @@ HEADER = ["module @px", "Conv eval ms", "eval before", "eval after", "Conv train
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--before", default=BEFORE, help=f"git revision of the 'before' modules (default {BEFORE})")
     parser.add_argument("--batch", type=positive_int, default=8)
     parser.add_argument("--repeats", type=positive_int,

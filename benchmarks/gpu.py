@@ -64,7 +64,7 @@ def fail(message: str) -> None:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (default cuda)")
     parser.add_argument("--data", help="YOLO data.yaml (or its folder) for the training part, e.g. a copy of "
                                        "aerial-cars; not needed without the train part")

@@ -40,7 +40,7 @@ def write_dataset(root: Path, count: int) -> list[Path]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=2000)
     add_write_docs(parser, BLOCK)
     args = parser.parse_args()

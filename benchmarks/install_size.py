@@ -153,7 +153,7 @@ def note(wheels: list[Wheel], index_url: str, pip_version: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="install_size.py", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="install_size.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--index-url", default=PYPI, help=f"the package index pip resolves against (default {PYPI})")
     parser.add_argument("--packages", action="store_true", help="also list every wheel")
     args = parser.parse_args(argv)

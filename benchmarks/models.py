@@ -39,7 +39,7 @@ GFLOPS_COLUMNS = ("GFLOPs", "GFLOPs ratio")  # the same on every machine; every 
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", help="config names (default: packaged n/s configs and baselines)")
     add_clock_options(parser)
     parser.add_argument("--imgsz", type=int, default=640)

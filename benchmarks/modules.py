@@ -33,7 +33,7 @@ SCALE_N_SHAPES = [(16, 160), (32, 80), (64, 40), (128, 20)]
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, help="interleaved rounds per comparison (default 9; 5 with --quick)")
     parser.add_argument("--warmup", type=int, help="untimed calls per candidate first (default 2-3)")

@@ -35,7 +35,7 @@ def rows(model_yaml: str, nc: int) -> list[list[object]]:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", nargs="?", default="yolov5-scconv-n.yaml")
     parser.add_argument("--nc", type=int, default=80, help="classes (the groups do not depend on it)")
     args = parser.parse_args(argv)

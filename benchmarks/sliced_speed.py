@@ -88,7 +88,7 @@ def sahi_detections(sahi_model, split, truth, args, batch_size: int) -> list[dic
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--weights", default=None)
     parser.add_argument("--slice", type=int, default=320)

@@ -36,7 +36,7 @@ COLUMNS = ("AP", "AP50", "AP_small", "AP_medium", "AR_small", f"{AITOD}AP_veryti
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--models", nargs="+", default=None, help="model YAMLs (default: baseline + packaged n-scale)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])

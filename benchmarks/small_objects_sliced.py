@@ -78,7 +78,7 @@ def restore_runs(archive: Path, folder: Path) -> list[str]:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--score-only", action="store_true", help="train and resume nothing; score what has finished")
     parser.add_argument("--runs", type=lambda p: Path(p).resolve(), default=HERE / "runs",
                         help="the study folder's parent (the study is <runs>/small_objects_sliced)")

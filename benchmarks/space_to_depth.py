@@ -33,7 +33,7 @@ HEADER = ["input", "layout", "clone ms", "eval / clone", "train / copy both ways
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=positive_int, default=8)
     parser.add_argument("--repeats", type=positive_int,
                         help="interleaved rounds per input (default 61; 9 with --quick)")

@@ -48,7 +48,7 @@ REARRANGING = {
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated config names")
     parser.add_argument("--formats", default="onnx,openvino,ncnn", help="graphs to inspect (onnx is always timed)")
     parser.add_argument("--threads", type=int, default=1)

@@ -31,7 +31,7 @@ TIMED_BLOCKS = ("modules", "space-to-depth", "models-speed", "spd_fold", "info-l
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--page", default=str(REPO / "docs" / "speed.md"), help="the page whose blocks are read")
     parser.add_argument("--gpu", default=str(REPO / "benchmarks" / "results" / "gpu.json"),
                         help="benchmarks/gpu.py's results, where it has run")
