@@ -257,8 +257,9 @@ BAD_MODEL_YAML = "nc: 2\nbackbone:\n  - [-1, 1, Conv, [16, 3, 2]\n  - [-1, 1, Co
 
 @pytest.fixture(scope="module")
 def bad_inputs(tmp_path_factory):
-    """A folder with a dataset, a real 2-class checkpoint (ok.pt, and a copy ok2.pt) and the bad inputs: a text file named x.pt, a
-    PyTorch file holding only a state_dict (state.pt), a model YAML with a syntax error (bad.yaml)."""
+    """A folder with a dataset, a real 2-class checkpoint (ok.pt, and a copy ok2.pt) and the bad inputs: a text file
+    named x.pt, a PyTorch file holding only a state_dict (state.pt), a TorchScript archive (script.pt), a model YAML
+    with a syntax error (bad.yaml)."""
     import torch
     from ultralytics import YOLO
     from ultralytics.nn.tasks import DetectionModel
@@ -274,6 +275,7 @@ def bad_inputs(tmp_path_factory):
     model.save(root / "ok2.pt")
     (root / "x.pt").write_text("these are not weights\n")
     torch.save(model.model.state_dict(), root / "state.pt")
+    torch.jit.trace(torch.nn.Identity(), torch.zeros(1)).save(root / "script.pt")  # an export renamed .pt
     (root / "bad.yaml").write_text(BAD_MODEL_YAML)
     (root / "binary.yaml").write_bytes(b"\xff\xfe\x00lr0: 0.01\n")
     (root / "exported.onnx").write_bytes(b"")  # refused by name before anything reads it
@@ -297,6 +299,10 @@ NO_FOLDER = r"project=/dev/null/x: cannot create the output folder /dev/null/x/{
     (["compare", "weights=ok.pt,x.pt", *DATA], "weights=x.pt: " + NOT_TORCH),
     (["val", "weights=state.pt", *DATA], r"weights=state.pt: a PyTorch file but not an Ultralytics checkpoint \(.+\); "
                                          r"expected a \.pt checkpoint written by Ultralytics"),
+    # torch.load of a TorchScript archive printed two torch warnings before the error line
+    (["val", "weights=script.pt", *DATA], r"weights=script.pt: not a PyTorch checkpoint \(a TorchScript archive, "
+                                          r"which torch.jit.save writes: an export, read under its .torchscript "
+                                          r"name\)"),
     (["val", "weights=ok.pt", *DATA, "project=/dev/null/x"], NO_FOLDER.format("val")),
     (["val", "weights=ok.pt", *DATA, "project=/dev/null/x", "slice=32"], NO_FOLDER.format("val")),
     (["predict", "model=ok.pt", *SOURCE, "project=/dev/null/x"], NO_FOLDER.format("predict")),

@@ -96,14 +96,21 @@ def resolve_model(model: str | Path, key: str, exports: bool = True) -> str:
 
 def check_torch_file(path: Path, what: str) -> None:
     """Refuse a ``.pt`` that torch.save did not write (a text file, an image, an archive renamed ``.pt``, an empty or
-    truncated file) before anything unpickles it. torch.save writes a zip archive with a ``<name>/data.pkl`` record
-    (torch >= 1.6), or, in the legacy format, a pickle that begins with torch's magic number."""
+    truncated file, a TorchScript archive) before anything unpickles it. torch.save writes a zip archive with a
+    ``<name>/data.pkl`` record (torch >= 1.6), or, in the legacy format, a pickle that begins with torch's magic number;
+    torch.jit.save's archive has that record too, beside ``constants.pkl`` and the ``code/`` folder (torch.load of it
+    printed two torch warnings before the error line)."""
     try:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as archive:
-                if any(n == "data.pkl" or n.endswith("/data.pkl") for n in archive.namelist()):
-                    return
-            problem = "a zip archive without torch.save's data.pkl"
+                names = archive.namelist()
+            if any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names):
+                problem = ("a TorchScript archive, which torch.jit.save writes: an export, read under its "
+                           ".torchscript name")
+            elif any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+                return
+            else:
+                problem = "a zip archive without torch.save's data.pkl"
         else:
             with open(path, "rb") as f:
                 head = f.read(len(LEGACY_TORCH_MAGIC))
@@ -118,9 +125,9 @@ def check_torch_file(path: Path, what: str) -> None:
 def load_model(model: str | Path, key: str, exports: bool = True):
     """``YOLO(model)`` for a value :func:`resolve_model` accepts (checked here again).
 
-    A ``.pt`` that is a PyTorch file but holds no Ultralytics model (a bare ``state_dict``, a tensor, a TorchScript
-    archive, or under ``ULTRALYTICS_SAFE_LOAD`` classes outside the allow-list) is refused by Ultralytics' checkpoint
-    reader with a TypeError (AttributeError or KeyError in some releases); that error, raised there, becomes a
+    A ``.pt`` that is a PyTorch file but holds no Ultralytics model (a bare ``state_dict``, a tensor, or under
+    ``ULTRALYTICS_SAFE_LOAD`` classes outside the allow-list) is refused by Ultralytics' checkpoint reader with a
+    TypeError (AttributeError or KeyError in some releases); that error, raised there, becomes a
     :class:`~yolo_spd.errors.UsageError` naming the file. The same exception types raised anywhere else are bugs and
     propagate unchanged.
     """
