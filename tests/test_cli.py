@@ -350,6 +350,10 @@ NO_FOLDER = r"project=/dev/null/x: cannot create the output folder /dev/null/x/{
     (["train", "model=ok2.pt", "resume=ok.pt"], r"give the model once: model= or resume=, not both$"),
     (["train", "model=ok.pt", "resume=ok.pt"], r"resume: ok.pt is no unfinished run's checkpoint"),  # the same file
     (["train", "overrides=resume.yaml"], r"resume: ok.pt is no unfinished run's checkpoint"),  # named yolov5-spd-n.yaml
+    # a deprecated key a mode does not take: no Ultralytics deprecation warning before the line; a deprecated key's
+    # value Ultralytics refuses (8.4.190: "Deprecated 'end2end' must be a bool." with no value; 8.4.67 lists the key)
+    (["slice", "data=data/data.yaml", "tile=32", "hide_labels=True"], r"'hide_labels' is not a valid yolo-spd "),
+    (["predict", "model=ok.pt", *SOURCE, "end2end=3"], r"end2end=3.* must be a bool"),
     # an export is exported from its .pt (Ultralytics raised a TypeError traceback)
     (["export", "model=exported.onnx", "format=onnx"], r"model=exported.onnx: not an accepted model form \(onnx\); "
                                                        r"expected a model YAML .* or a \.pt checkpoint$"),

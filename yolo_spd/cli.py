@@ -148,11 +148,11 @@ def key_name(text: str) -> str:
     return text.strip().lstrip("-").replace("-", "_")
 
 
-def _current_keys(key: str, value) -> dict | None:
+def _current_keys(key: str, value, allowed: set[str]) -> dict | None:
     """Ultralytics' current keys for one of its deprecated keys (:mod:`yolo_spd.integration.deprecated_keys`)."""
     from .integration.deprecated_keys import current_keys
 
-    return current_keys(key, value)
+    return current_keys(key, value, allowed)
 
 
 def parse_pairs(tokens: list[str], allowed: set[str], flags: frozenset[str] | None = None) -> dict:
@@ -167,8 +167,9 @@ def parse_pairs(tokens: list[str], allowed: set[str], flags: frozenset[str] | No
             sep, value = "=", "True"
         if not sep and key in allowed:
             raise UsageError(f"'{token}' needs a value: {key}=VALUE; see yolo-spd help")
-        current = None if key in allowed or not key else _current_keys(key, parse_value(value.strip()) if sep else True)
-        if current is not None and set(current) <= allowed:  # a deprecated key (half=True), mapped as `yolo` maps it
+        current = None if key in allowed or not key else _current_keys(
+            key, parse_value(value.strip()) if sep else True, allowed)
+        if current is not None:  # a deprecated key (half=True), mapped as `yolo` maps it
             for name, mapped in current.items():  # a current key given too wins, as in Ultralytics (quantize=8 half)
                 args.setdefault(name, mapped)
             continue
