@@ -609,10 +609,19 @@ def run_predict_or_export(mode: str, tokens: list[str]) -> None:
         if unsupported:
             raise UsageError(f"{unsupported[0]}= is not supported with slice=; sliced predict takes "
                              f"{', '.join(SLICED_PREDICT_KEYS)}, {', '.join(PREDICT_KEYS)}")
+    if mode == "export" and args.get("data"):  # INT8 calibration images, resolved here so nothing downloads them
+        from .evaluation.dataset import resolve_split
+
+        args["data"] = str(resolve_split(named_data(args["data"]), args.get("split") or "val").yaml_file)
     model = load_model(args.pop("model"), key, exports=mode != "export")  # an export is exported from its .pt
     if mode == "export":
+        from .integration.exporting import ExportGuard
+
         check_offline_export(str(args.get("format", "torchscript")))
-        model.export(**args)
+        guard = ExportGuard(data_given=bool(args.get("data")))
+        model.add_callback("on_export_start", guard.on_export_start)
+        with guard:  # a failed export leaves no files, and the earlier ones as they were
+            model.export(**args)
         return
     args.setdefault("save", True)  # as `yolo predict`
     if not any(args.get(key) for key in PREDICT_OUTPUT_KEYS):
@@ -725,8 +734,10 @@ def main(argv: list[str] | None = None) -> int:
                 suggestion = f" (did you mean {close[0]}?)" if close else ""
                 raise UsageError(f"'{mode}' is not a yolo-spd mode; choose from {', '.join(MODES)}{suggestion}")
             import yolo_spd  # noqa: F401 - registers the modules
+            from .integration.autoinstall import without_autoinstall
 
-            RUNNERS.get(mode, lambda t: run_predict_or_export(mode, t))(tokens)
+            with without_autoinstall():  # a missing package is named below, never pip-installed
+                RUNNERS.get(mode, lambda t: run_predict_or_export(mode, t))(tokens)
         except ModuleNotFoundError as error:
             raise _missing_package(error, mode, tokens) from error
         except (SyntaxError, TypeError, FileNotFoundError, ValueError, ConnectionError, AssertionError) as error:

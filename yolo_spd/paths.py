@@ -75,3 +75,52 @@ def save_figure(fig, file: Path) -> Path:
     finally:
         plt.close(fig)
     return Path(file)
+
+
+@contextlib.contextmanager
+def restored_if_failed(file: Path):
+    """Run a block that writes files named after ``file`` (an export of ``best.pt`` writes ``best.onnx``,
+    ``best_openvino_model/``, ... beside it), leaving the folder as it was if the block fails.
+
+    The paths in ``file``'s folder named ``<stem>.*`` or ``<stem>_*`` (other than ``file``) are set aside first: renamed
+    into a new hidden folder beside them, which costs no copy. If the block raises, whatever it wrote under such names
+    is removed and the set-aside paths return. If it succeeds, a set-aside path it wrote again is dropped (as the block
+    would have overwritten it) and the others return.
+    """
+    file = Path(file)
+    folder = file.parent
+
+    def named_after() -> list[Path]:
+        return sorted(p for p in folder.iterdir() if p.name != file.name and p.name.startswith((f"{file.stem}.",
+                                                                                                   f"{file.stem}_")))
+
+    before = named_after() if folder.is_dir() else []
+    aside = folder / f".yolo-spd-aside-{file.stem}-{os.getpid()}-{secrets.token_hex(4)}" if before else None
+    if aside is not None:
+        aside.mkdir()
+        for path in before:
+            path.rename(aside / path.name)
+    try:
+        yield
+    except BaseException:
+        for path in named_after() if folder.is_dir() else []:
+            _remove(path)
+        raise
+    finally:
+        if aside is not None:
+            for kept in sorted(aside.iterdir()):
+                target = folder / kept.name
+                if target.exists() or target.is_symlink():  # written again by the block, which succeeded
+                    _remove(kept)
+                else:
+                    kept.rename(target)
+            aside.rmdir()
+
+
+def _remove(path: Path) -> None:
+    import shutil
+
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)

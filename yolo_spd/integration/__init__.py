@@ -13,14 +13,18 @@ Ultralytics exactly:
 5. :mod:`~yolo_spd.integration.fuse` - ``BaseModel.fuse`` folds yolo_spd's modules first.
 6. :mod:`~yolo_spd.integration.fonts` - ``check_font`` offline.
 
-Four more parts change nothing at registration:
+Six more parts change nothing at registration:
 
 7. :mod:`~yolo_spd.integration.validator` - :func:`validate_collecting_detections`, called per evaluation run.
 8. :mod:`~yolo_spd.integration.predictor` - :func:`announcing_predictor`, handed to ``YOLO.predict`` by
    ``yolo-spd predict`` so it prints the device line and model summary as ``yolo predict`` does.
 9. :mod:`~yolo_spd.integration.deprecated_keys` - :func:`current_keys`, Ultralytics' deprecated keys (``half=``)
    mapped as its ``yolo`` command maps them, for the CLI's key check.
-10. The autoload hook, the top-level module :mod:`_yolo_spd_autoload` (outside this package because it runs at
+10. :mod:`~yolo_spd.integration.exporting` - :class:`~.exporting.ExportGuard`, joined to ``yolo-spd export`` by
+    Ultralytics' ``on_export_start`` callback: no calibration dataset downloaded, nothing left by a failed export.
+11. :mod:`~yolo_spd.integration.autoinstall` - :func:`~.autoinstall.without_autoinstall`, Ultralytics' AutoUpdate
+    off while a ``yolo-spd`` command runs.
+12. The autoload hook, the top-level module :mod:`_yolo_spd_autoload` (outside this package because it runs at
     interpreter start, where importing yolo_spd would import torch): an installed yolo_spd's ``.pth`` file lets it
     import yolo_spd the first time ``ultralytics.nn.tasks`` is imported, so stock ``yolo`` and ``YOLO()`` know the
     modules. ``YOLO_SPD_AUTOLOAD=0`` turns it off.
