@@ -401,17 +401,29 @@ def test_onnx_export_matches_pytorch(name, tmp_path, monkeypatch):
 
 
 def test_the_docs_yaml_examples_build_in_order():
-    """The "after" rows of docs/modules.md's "Using the modules in your own YAML" guide, stacked into one backbone."""
+    """The "after" rows of docs/modules.md's "Using the modules in your own YAML" guide, stacked into one backbone,
+    then its standalone rows (SCConv's c2 must exceed c1 / 4 there: the example once broke that rule)."""
     import yaml
 
     from .conftest import REPO
 
-    rows = [yaml.safe_load(line.split("#")[0])[0] for line in (REPO / "docs" / "modules.md").read_text().splitlines()
+    page = (REPO / "docs" / "modules.md").read_text()
+    rows = [yaml.safe_load(line.split("#")[0])[0] for line in page.splitlines()
             if line.startswith("- [") and "# after" in line]  # fmt: skip
     assert [row[2] for row in rows] == ["SPDConv", "C2f_SCConv23", "C3_SSDConv"]
+    standalone = page.split("can also stand alone in a row", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
+    alone = [yaml.safe_load(line.split("#")[0])[0] for line in standalone.strip().splitlines()]
+    assert [row[2] for row in alone] == ["SCConv", "SSDConv", "Conv", "SpaceToDepth"]
     d = {"nc": 1, "depth_multiple": 0.33, "width_multiple": 0.25, "backbone": [[-1, 1, "Conv", [64, 3, 2]], *rows]}
     built_layers = tasks.parse_model({**d, "head": []}, ch=3, verbose=False)[0]
     assert [type(m).__name__ for m in built_layers[1:]] == ["SPDConv", "C2f_SCConv23", "C3_SSDConv"]
     assert [len(m.m) for m in built_layers[2:]] == [2, 3]  # round(6 * 0.33), round(9 * 0.33)
     y = built_layers[3](built_layers[2](built_layers[1](built_layers[0](torch.zeros(1, 3, 64, 64)))))
     assert y.shape == (1, 128, 16, 16)
+    for width in (0.25, 1.0):
+        layers = tasks.parse_model({**d, "width_multiple": width, "backbone": [*d["backbone"], *alone], "head": []},
+                                   ch=3, verbose=False)[0]
+        y = torch.zeros(1, 3, 64, 64)
+        for layer in layers:
+            y = layer(y)
+        assert y.shape == (1, int(512 * width), 4, 4)
