@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from yolo_spd.errors import UsageError
+
 from .conftest import REPO, child_env, make_yolo_dataset
 
 TINY = ["epochs=1", "imgsz=64", "batch=4", "device=cpu", "workers=0", "resamples=200"]
@@ -119,17 +121,59 @@ def test_a_study_moved_with_its_data_to_another_place_reuses_its_runs_and_refuse
     shutil.copytree(data.parent, moved / "data", copy_function=shutil.copy)  # shutil.copy: fresh mtimes
     yaml_file = moved / "data" / data.name
     yaml_file.write_text(yaml_file.read_text().replace(f"path: {data.parent}", f"path: {moved / 'data'}"))
-    shutil.copytree(folder, moved / "runs" / "ablation")
+    # without the checkpoints, as benchmarks/small_objects_sliced.py archives a study: its scoring is kept too (it
+    # recorded the val YAML's path, so every run was scored again, and without weights that was a traceback)
+    shutil.copytree(folder, moved / "runs" / "ablation", ignore=shutil.ignore_patterns("weights"))
     moved_args = [f"data={yaml_file}" if a.startswith("data=") else
                   f"project={moved / 'runs'}" if a.startswith("project=") else a for a in args]
     again = study(moved_args, moved, root / "config")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Starting training" not in again.stdout and again.stdout.count("(done;") == 4
+    assert "updated" not in again.stdout  # nothing scored again
+    rescore = study([*moved_args, "max_dets=50"], moved, root / "config")
+    line = error_line(rescore)
+    assert "has no weights/best.pt or last.pt to score" in line and "max_dets=100->50" in line
     label = sorted((moved / "data" / "labels" / "train").glob("*.txt"))[0]
     first, rest = label.read_text().split(" ", 1)
     label.write_text(f"{1 - int(first)} {rest}")
     line = error_line(study(moved_args, moved, root / "config"))
     assert "yolov5nu-seed0" in line and "the training data" in line and "label" in line
+
+
+@pytest.mark.slow
+def test_a_run_stopped_during_its_final_validation_is_marked_done_not_trained_again(finished):
+    """Ultralytics strips last.pt of its optimizer state when the last epoch ends, then validates best.pt: a study
+    stopped there left a run with last.pt and no done.json, which was resumed: Ultralytics trained anew on its default
+    data (coco8: a download, and a stray runs/detect/train folder)."""
+    import shutil
+
+    root, _, args, folder, _, _, _, _ = finished
+    copy = root / "stopped"
+    shutil.copytree(folder, copy / "ablation")
+    (copy / "ablation" / "yolov5-spd-n-seed1" / "done.json").unlink()
+    again = study([f"project={copy}" if a.startswith("project=") else a for a in args], copy, root / "config")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "yolov5-spd-n-seed1 (trained, stopped during its final validation; marked done and scored)" in again.stdout
+    assert "Starting training" not in again.stdout and "Resuming" not in again.stdout
+    assert (copy / "ablation" / "yolov5-spd-n-seed1" / "done.json").is_file() and not (copy / "runs").exists()
+
+
+def test_scoring_recorded_by_the_val_yaml_path_is_kept_and_recorded_by_content(tmp_path, monkeypatch):
+    """Studies recorded their scoring by the val YAML's absolute path until December 2026: such a record, at that
+    path, is the same scoring (nothing is scored again, and no weights are needed) and is rewritten by content."""
+    from yolo_spd.study.plan import EVAL_SPEC, score_run
+
+    plan, _, _ = fabricated_study(tmp_path, monkeypatch, ["models=yolov5nu.yaml,yolov5-spd-n.yaml", "seeds=0"],
+                                  n_val=3, data_seed=1, rng_seed=1)
+    run = plan.folder / "yolov5nu-seed0"
+    spec_file = run / plan.eval_name / EVAL_SPEC
+    spec_file.write_text(json.dumps(plan.path_eval_spec()))
+    assert score_run(plan, run) == (run / plan.eval_name, False)
+    assert json.loads(spec_file.read_text()) == plan.eval_spec() and "data" not in plan.eval_spec()
+    spec_file.write_text(json.dumps({**plan.path_eval_spec(), "data": str(tmp_path / "elsewhere" / "data.yaml")}))
+    with pytest.raises(UsageError, match=r"yolov5nu-seed0 in .* has no weights/best.pt or last.pt to score, and it "
+                                         r"was scored with other settings \(the val data\)"):
+        score_run(plan, run)
 
 
 @pytest.mark.slow

@@ -386,9 +386,9 @@ def run_train(tokens: list[str]) -> None:
 
     yolo = load_model(model, "cfg")
     if rest.get("resume"):  # the checkpoint names its run folder and its data
-        checkpoint = getattr(yolo, "ckpt", None) or {}
-        if checkpoint.get("epoch", -1) < 0 or checkpoint.get("optimizer") is None:  # Ultralytics' own test (8.4.190)
-            # 8.4.190 then trains anew on its default data (coco8) with a warning, 8.4.67 asserts: both after a folder
+        from .model_source import is_resumable
+
+        if not is_resumable(yolo):  # Ultralytics would train anew on coco8 or assert, after making a folder
             raise UsageError(f"resume: {model} is no unfinished run's checkpoint (it has no epoch and optimizer state: "
                              "a finished run's weights, or not written by training); give an interrupted run's "
                              "last.pt, or train without resume")

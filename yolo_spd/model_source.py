@@ -143,6 +143,15 @@ def load_model(model: str | Path, key: str, exports: bool = True):
                          f"({_reason(error, text)}); expected {CHECKPOINT}") from error
 
 
+def is_resumable(yolo) -> bool:
+    """Whether a loaded ``YOLO`` holds an unfinished run's checkpoint: its epoch and optimizer state, Ultralytics' own
+    test in ``Model.train(resume=True)`` (8.4.190). Training strips both from ``last.pt`` and ``best.pt`` when its last
+    epoch ends, before its final validation; from such a file 8.4.190 trains anew on its default data (coco8) with a
+    warning, and 8.4.67 asserts."""
+    checkpoint = getattr(yolo, "ckpt", None) or {}
+    return checkpoint.get("epoch", -1) >= 0 and checkpoint.get("optimizer") is not None
+
+
 #: Ultralytics' checkpoint reader (ultralytics/nn/tasks.py): the functions that read a .pt and check what it holds.
 CHECKPOINT_READERS = ("torch_safe_load", "load_checkpoint", "attempt_load_one_weight", "attempt_load_weights")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from ..errors import UsageError
@@ -90,9 +91,30 @@ class StudyPlan:
     def eval_name(self) -> str:
         return f"sliced-val-{self.evaluation.slicing.size}" if self.evaluation.slicing else "val"
 
+    @cached_property
+    def val_key(self) -> str:
+        """The val split's content key (:func:`yolo_spd.evaluation.ground_truth.content_key`: images, labels, class
+        names), with the COCO JSON's bytes when scoring reads one: the same wherever the data lies."""
+        import hashlib
+
+        from ..evaluation.ground_truth import content_key
+
+        official = self.val.coco_json is not None and self.evaluation.gt != "labels"
+        extra = {"coco_json": hashlib.sha256(self.val.coco_json.read_bytes()).hexdigest()} if official else {}
+        return content_key({"val": self.val}, extra)
+
     def eval_spec(self) -> dict:
-        return {"data": str(self.val.yaml_file.resolve()), "split": self.val.split, **self.evaluation.as_dict(),
+        """What decides a run's scores besides its weights: the val data's content (not its path, so a study copied
+        beside the same data elsewhere keeps its scoring) and every scoring setting."""
+        return {"val_data": self.val_key, "split": self.val.split, **self.evaluation.as_dict(),
                 **{k: v for k, v in sorted(self.val_keys.items())}}
+
+    def path_eval_spec(self) -> dict:
+        """:meth:`eval_spec` as studies recorded it until December 2026: the val YAML's absolute path, not its content.
+        A scoring recorded so at this path is still this scoring (and is recorded again in the current form)."""
+        spec = self.eval_spec()
+        del spec["val_data"]
+        return {"data": str(self.val.yaml_file.resolve()), **spec}
 
 
 @dataclass(frozen=True)
@@ -146,11 +168,20 @@ def score_run(plan: StudyPlan, folder: Path) -> tuple[Path, bool]:
     out = folder / plan.eval_name
     spec = plan.eval_spec()
     files = [out / name for name in ("coco_eval.json", "coco_predictions.json", EVAL_SPEC)]
-    if all(f.is_file() for f in files) and json.loads(files[2].read_text(encoding="utf-8")) == json.loads(json.dumps(spec)):
+    recorded = json.loads(files[2].read_text(encoding="utf-8")) if all(f.is_file() for f in files) else None
+    if recorded == json.loads(json.dumps(spec)):
+        return out, False
+    if recorded == json.loads(json.dumps(plan.path_eval_spec())):  # the same scoring, recorded by its path
+        write_atomic(files[2], json.dumps(spec, indent=1) + "\n")
         return out, False
     weights = folder / "weights" / "best.pt"
     if not weights.is_file():
         weights = folder / "weights" / "last.pt"
+    if not weights.is_file():
+        said = f"it was scored with other settings ({'; '.join(_differences(recorded, spec))})" if recorded else \
+            "it was never scored"
+        raise UsageError(f"{folder.name} in {folder.parent} has no weights/best.pt or last.pt to score, and {said}; "
+                         "copy its weights, or score with the settings it was scored with")
     evaluation = evaluate_model(YOLO(str(weights)), plan.val, plan.evaluation, save_dir=str(out), plots=False,
                                 **plan.val_keys)
     report.save(evaluation.result, evaluation.save_dir)
@@ -174,6 +205,8 @@ def run_study(plan: StudyPlan, train: bool = True) -> dict:
         state = study_runs.run_state(folder)
         if state == "done":  # trained by an earlier call: its own training time, nothing to wait for
             said = f"done; trained in {study_runs.training_minutes(folder):.1f} min"
+        elif state == "trained":
+            said = "trained, stopped during its final validation; marked done and scored"
         else:
             said = f"{state}; minutes per run so far: {', '.join(f'{m:.1f}' for m in minutes) or 'none yet'}"
         print(f"\nStudy {plan.folder.name}: run {k} of {len(order)}: {spec.name} ({said})")
@@ -181,7 +214,7 @@ def run_study(plan: StudyPlan, train: bool = True) -> dict:
             study_runs.train_run(spec, plan.folder)
         else:
             study_runs.check_spec(spec, folder)
-            if state != "done":
+            if state not in ("done", "trained"):
                 continue
         out, scored_now = score_run(plan, folder)
         minutes.append(study_runs.training_minutes(folder))
@@ -190,3 +223,12 @@ def run_study(plan: StudyPlan, train: bool = True) -> dict:
             print(f"Study {plan.folder.name}: {spec.name} scored ({out / 'coco_eval.json'}); study.json/.md/.png "
                   "updated")
     return report.write(plan, data)
+
+
+def _differences(recorded: dict, wanted: dict) -> list[str]:
+    """The scoring settings that differ between a recorded scoring and the wanted one, as key=old->new."""
+    said = [f"{k}={recorded.get(k)!r}->{wanted.get(k)!r}" for k in sorted(set(recorded) | set(wanted))
+            if recorded.get(k) != wanted.get(k) and k not in ("data", "val_data")]
+    if recorded.get("val_data", recorded.get("data")) != wanted.get("val_data"):
+        said.insert(0, "the val data")
+    return said

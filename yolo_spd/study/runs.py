@@ -8,7 +8,9 @@ A run lives in ``<study folder>/<model stem>-seed<k>/``: Ultralytics' own traini
   when the spec is identical, so a finished run is reused only if it is exactly what the command would train (a run
   that left neither a checkpoint nor a ``results.csv`` trained nothing and starts again with the new spec);
 - ``done.json``, written when Ultralytics' ``train()`` returns: the run is finished and is skipped from then on
-  (a run with ``weights/last.pt`` and no ``done.json`` was interrupted and resumes from ``last.pt``);
+  (a run with ``weights/last.pt`` and no ``done.json`` was interrupted and resumes from ``last.pt``, unless its
+  training had ended: a study stopped during Ultralytics' final validation left a ``last.pt`` without optimizer
+  state, and that run is marked done);
 - ``<eval name>/``: the scoring of ``weights/best.pt`` (``coco_eval.json``, ``coco_predictions.json``).
 
 Every file is written through :func:`yolo_spd.paths.write_atomic`.
@@ -81,11 +83,17 @@ def training_kwargs(spec: RunSpec, study_folder: Path) -> dict:
 
 
 def run_state(folder: Path) -> str:
-    """``done``, ``interrupted`` (has ``weights/last.pt``), or ``new``."""
+    """``done``; ``interrupted`` (``weights/last.pt`` can be resumed); ``trained`` (its ``last.pt`` is a finished
+    training's: stopped during Ultralytics' final validation, before ``done.json``); or ``new``."""
     if (folder / DONE_FILE).is_file():
         return "done"
-    if (folder / "weights" / "last.pt").is_file():
-        return "interrupted"
+    last = folder / "weights" / "last.pt"
+    if last.is_file():
+        from ultralytics import YOLO
+
+        from ..model_source import is_resumable
+
+        return "interrupted" if is_resumable(YOLO(str(last))) else "trained"
     return "new"
 
 
@@ -136,7 +144,9 @@ def train_run(spec: RunSpec, study_folder: Path) -> Path:
     if state == "done":
         return folder
     start = time.time()
-    if state == "interrupted":
+    if state == "trained":
+        pass  # every epoch ran; what was stopped is the validation that scoring repeats anyway
+    elif state == "interrupted":
         YOLO(str(folder / "weights" / "last.pt")).train(resume=True)
     else:
         write_atomic(folder / SPEC_FILE, json.dumps(spec.as_dict(), indent=1) + "\n")
