@@ -36,7 +36,8 @@ def test_values_parse_like_ultralytics(text, value):
     assert cli.parse_value(text) == value
 
 
-@pytest.mark.parametrize("argv", [["help"], ["--help"], ["train", "--help"], []])
+@pytest.mark.parametrize("argv", [["help"], ["--help"], ["train", "--help"], [], ["train", "help"], ["study", "help"],
+                                  ["info", "help"]])  # `yolo train help` prints help too; `mode help` was refused
 def test_help_names_the_modes_and_which_cfg_is_which(argv):
     code, out, _ = run(*argv)
     assert code == 0
@@ -94,6 +95,12 @@ def test_cfg_must_be_a_model_yaml_and_overrides_is_ultralytics_cfg(tmp_path):
     settings.write_text("epochs: 3\nimgsz: 64\n")
     code, _, err = run("train", f"cfg={settings}")
     assert code == 2 and "is not a model YAML" in err and "overrides=" in err
+    dataset = tmp_path / "data.yaml"
+    dataset.write_text("train: images/train\nval: images/val\nnames: [a]\n")
+    code, _, err = run("study", f"models=yolov5nu.yaml,{dataset}", f"data={dataset}")
+    assert code == 2 and err.strip().endswith("is not a model YAML (it has no 'backbone:'); a dataset YAML goes in data=")
+    code, _, err = run("predict", f"model={settings}")  # overrides= is train's key: not pointed to elsewhere
+    assert code == 2 and err.strip().endswith("is not a model YAML (it has no 'backbone:')")
     bad = tmp_path / "bad.yaml"
     bad.write_text("epochz: 3\n")
     code, _, err = run("train", "cfg=yolov5-spd-n.yaml", f"overrides={bad}")

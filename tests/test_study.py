@@ -218,6 +218,8 @@ def test_a_study_killed_mid_run_resumes_that_run_from_last_pt(tmp_path):
     (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "lr0=2x"], "'lr0=2x' is of invalid type"),
     (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "gt=json"], "gt=json: "),
     (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "seed=3"], "seed= is set by the study"),
+    (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "split=train"], "split=train: a study trains on data='s train split "
+                                                                "and scores every run on its val split"),
     (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "model=yolov5nu.yaml"], "give the model once: models= or model=, not "
                                                                        "both"),
     (["model=yolov5nu.yaml,yolov5-spd-n"], "model=yolov5-spd-n: not found; the packaged config is "

@@ -533,6 +533,9 @@ def study_plan(tokens: list[str]):
     for key in ("resamples", "bootstrap_seed"):
         if isinstance(mine[key], bool) or not isinstance(mine[key], int):
             raise UsageError(f"{key}={mine[key]}: give a whole number")
+    if "split" in rest:  # Ultralytics' val split key: a study's runs train on train and are scored on val
+        raise UsageError(f"split={rest['split']}: a study trains on data='s train split and scores every run on its val "
+                         "split; point the YAML's val: at the images to score")
     given = sorted(k for k in STUDY_OWN_TRAIN_KEYS if k in rest and k not in ("data", "project", "name"))
     if given:
         raise UsageError(f"{given[0]}= is set by the study for each run; give models=, seeds= and data= instead")
@@ -723,8 +726,8 @@ def check_offline_export(fmt: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run one ``yolo-spd`` command; returns the exit status (2 for bad input, with one error line on stderr)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if not argv or argv[0] in ("help", "--help", "-h") or "--help" in argv or "-h" in argv:
-        print(HELP)
+    if not argv or argv[0] in ("help", "--help", "-h") or {"help", "--help", "-h"} & set(argv[1:]):
+        print(HELP)  # `yolo-spd train help`, as `yolo train help`
         return 0
     mode, tokens = argv[0], argv[1:]
     try:
