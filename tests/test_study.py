@@ -305,6 +305,17 @@ def test_tile_on_a_dataset_without_labels_is_one_line(tmp_path):
     line = error_line(study(["models=yolov5nu.yaml,yolov5-spd-n.yaml", f"data={data}", "tile=32",
                              f"project={tmp_path}"], tmp_path, tmp_path / "c"))
     assert "no label files" in line
+    assert not (tmp_path / "study").exists()  # the study folder it had made is gone (it was left empty)
+
+
+def test_a_new_study_that_fails_before_training_leaves_no_folder(tmp_path):
+    """device=3 on a machine without that GPU: one line from Ultralytics' device check, and no folder holding the
+    first run's study_run.json behind."""
+    data = make_yolo_dataset(tmp_path / "data", n_train=2, n_val=1, size=64)
+    line = error_line(study(["models=yolov5nu.yaml,yolov5-spd-n.yaml", f"data={data}", "device=3", *TINY[:2],
+                             f"project={tmp_path / 'p'}", "name=x"], tmp_path, tmp_path / "c"))
+    assert "device=3" in line.replace("'", "")
+    assert list((tmp_path / "p").iterdir()) == []
 
 
 def test_the_compute_matched_control_is_within_5_percent_of_yolov5_spd_n():

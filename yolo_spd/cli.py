@@ -11,6 +11,7 @@ import difflib
 import importlib.util
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -577,7 +578,14 @@ def run_study(tokens: list[str]) -> None:
     from .study.plan import run_study as run
 
     plan = study_plan(tokens)
-    run(plan)
+    fresh = not any(plan.folder.iterdir())  # made (or found empty) just now
+    try:
+        run(plan)
+    except BaseException:
+        # a new study that stopped before any run trained (device=3, unlabelled data for tile=) leaves no folder
+        if fresh and not any(plan.folder.glob("*/results.csv")) and not any(plan.folder.glob("*/weights/*.pt")):
+            shutil.rmtree(plan.folder, ignore_errors=True)
+        raise
     print(f"Study results saved to {plan.folder} (study.json, study.md, study.png)")
 
 #: Ultralytics' predict keys that write into the run folder; with none of them set, predict creates no folder.
