@@ -108,7 +108,7 @@ def check_spec(spec: RunSpec, folder: Path) -> None:
         raise UsageError(f"{folder} exists but is not a study run (no {SPEC_FILE}); use another name= for the study")
     recorded = json.loads(file.read_text(encoding="utf-8"))
     wanted = spec.as_dict()
-    trained = run_state(folder) != "new" or (folder / "results.csv").is_file()
+    trained = any((folder / name).is_file() for name in (DONE_FILE, "weights/last.pt", "results.csv"))
     if recorded != wanted and trained:
         changes = "; ".join(_differences(recorded, wanted))
         raise UsageError(f"{folder.name} in {folder.parent} was trained differently ({changes}); "
