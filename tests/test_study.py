@@ -61,6 +61,7 @@ def test_the_study_writes_runs_tables_intervals_and_a_plot(finished):
         assert "64px" in (run / "args.yaml").read_text()  # trained on the tiles
         assert (run / "sliced-val-64" / "coco_eval.json").is_file()  # scored by sliced val on the full images
     res = json.loads((folder / "study.json").read_text())
+    assert [r["resumed"] for r in res["runs"]] == [False] * 4 and "Resumed" not in (folder / "study.md").read_text()
     assert res["partial"] is False and res["missing"] == [] and res["planned_runs"] == 4
     assert [(r["model"], r["seed"]) for r in res["runs"]] == [("yolov5nu", 0), ("yolov5-spd-n", 0),
                                                               ("yolov5nu", 1), ("yolov5-spd-n", 1)]
@@ -200,7 +201,10 @@ def test_a_study_killed_mid_run_resumes_that_run_from_last_pt(tmp_path):
 
     with open(run / "results.csv", encoding="utf-8") as f:
         assert [int(float(r["epoch"])) for r in csv.DictReader(f)] == [1, 2, 3]
-    assert len(json.loads((tmp_path / "runs" / "study" / "study.json").read_text())["runs"]) == 2
+    runs = json.loads((tmp_path / "runs" / "study" / "study.json").read_text())["runs"]
+    assert [(r["model"], r["resumed"]) for r in runs] == [("yolov5nu", True), ("yolov5-spd-n", False)]
+    assert ("Resumed after an interruption: yolov5nu-seed0 (Ultralytics does not restore the random state"
+            in (tmp_path / "runs" / "study" / "study.md").read_text())
 
 
 @pytest.mark.parametrize("args, names", [
@@ -640,3 +644,17 @@ def test_a_study_with_scores_has_no_zero_warning(tmp_path, monkeypatch):
     md = (plan.folder / "study.md").read_text()
     assert all(r["metrics"]["AP"] > 0 for r in res["runs"]) and "Every run scored AP 0.000" not in md
     assert "no spread" not in md and "±" in md
+
+
+def test_the_tile_count_says_when_fraction_trains_on_a_part_of_them(tmp_path, monkeypatch):
+    """study.md gave the full tile count as what the runs trained on, also with fraction=0.2."""
+    from yolo_spd.study.report import markdown
+
+    _, res, _ = fabricated_study(tmp_path, monkeypatch, ["models=yolov5nu.yaml,yolov5-spd-n.yaml", "seeds=0"],
+                                 n_val=3, data_seed=1, rng_seed=1)
+    tiles = {"tile": 320, "overlap": 0.2, "min_visible": 0.5, "train_tiles": 574}
+    whole = markdown({**res, "settings": {**res["settings"], "tiles": tiles}})
+    part = markdown({**res, "settings": {**res["settings"], "tiles": tiles,
+                                         "train": {**res["settings"]["train"], "fraction": 0.2}}})
+    assert "min_visible 0.5: 574 train tiles) with" in whole
+    assert "min_visible 0.5: 574 train tiles, of which fraction=0.2 trains on a part) with" in part

@@ -71,14 +71,14 @@ def _run_rows(plan) -> tuple[list[dict], list[str]]:
     for model, seed in plan.order:
         folder = plan.folder / study_runs.run_name(model, seed)
         scored = folder / plan.eval_name / "coco_eval.json"
-        if study_runs.run_state(folder) != "done" or not scored.is_file():
+        if study_runs.run_state(folder) not in ("done", "trained") or not scored.is_file():
             missing.append(folder.name)
             continue
         evaluation = json.loads(scored.read_text(encoding="utf-8"))
         rows.append({"model": study_runs.model_stem(model), "seed": seed, "metrics": evaluation["metrics"],
                      "per_class": [{k: v for k, v in c.items() if k != "class"} for c in evaluation["per_class"]],
                      "train_minutes": round(study_runs.training_minutes(folder), 2),
-                     "eval": str(scored.relative_to(plan.folder))})
+                     "resumed": study_runs.was_resumed(folder), "eval": str(scored.relative_to(plan.folder))})
     return rows, missing
 
 
@@ -240,12 +240,18 @@ def markdown(res: dict) -> str:
                "full val images" if ev.get("slicing") else "COCO's evaluator on the val images")
     train = ", ".join(f"{k}={v}" for k, v in settings["train"].items())
     tiles = settings.get("tiles")
+    fraction = settings["train"].get("fraction", 1.0)
+    part = "" if fraction in (1, 1.0) else f", of which fraction={fraction} trains on a part"
     tiled = (f" on {tiles['tile']}-px tiles (overlap {tiles['overlap']}, min_visible {tiles['min_visible']}: "
-             f"{tiles['train_tiles']} train tiles)" if tiles else "")
+             f"{tiles['train_tiles']} train tiles{part})" if tiles else "")
     few = _few
     described = (f"Trained{tiled} with {train}; scored by {scoring} ({ev['backend']}, sizes {ev['sizes']}, max_dets "
                  f"{ev['max_dets']}). Val: {val['images']} images, {few(val['total']['all'])} instances, "
                  f"{few(val['total'][s])} {s}. {FLAG}: fewer than {FEW_INSTANCES} val instances behind the number.")
+    resumed = [f"{r['model']}-seed{r['seed']}" for r in runs if r.get("resumed")]
+    if resumed:  # Ultralytics restores no random state on resume: these are not the seed's uninterrupted runs
+        status += (f" Resumed after an interruption: {', '.join(resumed)} (Ultralytics does not restore the random "
+                   "state on resume, so such a run differs from an uninterrupted one with the same seed).")
     lines = [f"`{res['command']}`", "", status, described, "", *_nothing_learned(runs), verdict(res), ""]
     columns = _columns(labels)
     mean_rows = []

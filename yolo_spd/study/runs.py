@@ -152,15 +152,34 @@ def train_run(spec: RunSpec, study_folder: Path) -> Path:
         write_atomic(folder / SPEC_FILE, json.dumps(spec.as_dict(), indent=1) + "\n")
         YOLO(spec.model).train(**training_kwargs(spec, study_folder))
     write_atomic(folder / DONE_FILE, json.dumps({"finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                                 "seconds_last_session": round(time.time() - start)}) + "\n")
+                                                 "seconds_last_session": round(time.time() - start),
+                                                 "resumed": state == "interrupted"}) + "\n")
     return folder
+
+
+def _epoch_times(folder: Path) -> list[float]:
+    """The ``time`` column of a run's ``results.csv``: seconds since the start of the session that ran each epoch.
+    Ultralytics restarts it when a run resumes."""
+    import csv
+
+    with open(folder / "results.csv", newline="") as f:
+        return [float(row["time"]) for row in csv.DictReader(f, skipinitialspace=True)]
+
+
+def was_resumed(folder: Path) -> bool:
+    """Whether a run was resumed after an interruption: ``done.json`` says so, or its epoch times restart (the only
+    trace in runs finished before ``done.json`` recorded it; a resume after an early epoch can leave none). Ultralytics
+    restores the weights, optimizer and epoch on resume but not the random state, so a resumed run differs from an
+    uninterrupted one with the same seed."""
+    done = folder / DONE_FILE
+    if done.is_file() and json.loads(done.read_text(encoding="utf-8")).get("resumed"):
+        return True
+    times = _epoch_times(folder)
+    return any(later < earlier for earlier, later in zip(times, times[1:]))
 
 
 def training_minutes(folder: Path) -> float:
     """Wall-clock minutes of a run's epochs from its ``results.csv``. Ultralytics restarts the ``time`` column when a
     run resumes, so this sums the last value of each segment."""
-    import csv
-
-    with open(folder / "results.csv", newline="") as f:
-        times = [float(row["time"]) for row in csv.DictReader(f, skipinitialspace=True)]
+    times = _epoch_times(folder)
     return sum(t for t, following in zip(times, times[1:] + [0.0]) if following < t) / 60
