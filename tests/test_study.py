@@ -355,6 +355,7 @@ def fabricate_run(plan, model: str, seed: int, truth, rng, miss: bool = False) -
     from yolo_spd.evaluation.cocoeval import run_cocoeval
     from yolo_spd.evaluation.report import save
     from yolo_spd.study import runs
+    from yolo_spd.study.plan import EVAL_SPEC
 
     folder = plan.folder / runs.run_name(model, seed)
     (folder / plan.eval_name).mkdir(parents=True)
@@ -376,6 +377,7 @@ def fabricate_run(plan, model: str, seed: int, truth, rng, miss: bool = False) -
         detections = [{**d, "bbox": [d["bbox"][0] + 1000, d["bbox"][1] + 1000, *d["bbox"][2:]]} for d in detections]
     save(run_cocoeval(truth, detections), folder / plan.eval_name)
     (folder / plan.eval_name / "coco_predictions.json").write_text(json.dumps(detections))
+    (folder / plan.eval_name / EVAL_SPEC).write_text(json.dumps(plan.eval_spec()))  # scored with the plan's settings
 
 
 def fabricated_study(tmp_path, monkeypatch, args: list[str], n_val: int, data_seed: int, rng_seed: int,
@@ -658,3 +660,27 @@ def test_the_tile_count_says_when_fraction_trains_on_a_part_of_them(tmp_path, mo
                                          "train": {**res["settings"]["train"], "fraction": 0.2}}})
     assert "min_visible 0.5: 574 train tiles) with" in whole
     assert "min_visible 0.5: 574 train tiles, of which fraction=0.2 trains on a part) with" in part
+
+
+def test_seeds_added_to_a_finished_study_make_it_partial_before_the_new_runs_train(tmp_path, monkeypatch):
+    """A study stopped during the first added run still said "All 2 runs finished and scored." (partial: false)."""
+    from yolo_spd.cli import study_plan
+    from yolo_spd.study import plan as study_plan_module
+
+    plan, res, _ = fabricated_study(tmp_path, monkeypatch, ["models=yolov5nu.yaml,yolov5-spd-n.yaml", "seeds=0"],
+                                    n_val=3, data_seed=1, rng_seed=1)
+    assert "All 2 runs finished and scored." in (plan.folder / "study.md").read_text() and not res["partial"]
+    more = study_plan(["models=yolov5nu.yaml,yolov5-spd-n.yaml", "seeds=0,1", f"data={plan.data}",
+                       f"project={tmp_path / 'runs'}"])
+
+    def stopped(spec, folder):
+        if not (folder / spec.name / "done.json").is_file():
+            raise KeyboardInterrupt  # Ctrl-C during the first new run
+
+    monkeypatch.setattr(study_plan_module.study_runs, "train_run", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        study_plan_module.run_study(more)
+    res = json.loads((plan.folder / "study.json").read_text())
+    assert res["partial"] and res["planned_runs"] == 4 and res["settings"]["seeds"] == [0, 1]
+    assert "**Partial**: 2 of 4 runs finished and scored; missing: yolov5nu-seed1, yolov5-spd-n-seed1." in (
+        plan.folder / "study.md").read_text()

@@ -179,7 +179,7 @@ def score_run(plan: StudyPlan, folder: Path) -> tuple[Path, bool]:
         weights = folder / "weights" / "last.pt"
     if not weights.is_file():
         said = f"it was scored with other settings ({'; '.join(_differences(recorded, spec))})" if recorded else \
-            "it was never scored"
+            f"it has no scoring on record ({plan.eval_name}/{EVAL_SPEC} and its results)"
         raise UsageError(f"{folder.name} in {folder.parent} has no weights/best.pt or last.pt to score, and {said}; "
                          "copy its weights, or score with the settings it was scored with")
     evaluation = evaluate_model(YOLO(str(weights)), plan.val, plan.evaluation, save_dir=str(out), plots=False,
@@ -198,6 +198,8 @@ def run_study(plan: StudyPlan, train: bool = True) -> dict:
     data = training_data(plan)
     print("\n".join(data.summary))
     plan.folder.mkdir(parents=True, exist_ok=True)
+    if _plans_other_runs(plan):  # study.json of fewer runs said "all finished": partial until the new runs are in
+        report.write(plan, data, echo=False)
     order, minutes = plan.order, []
     for k, (model, seed) in enumerate(order, start=1):
         spec = spec_of(plan, data, model, seed)
@@ -232,3 +234,12 @@ def _differences(recorded: dict, wanted: dict) -> list[str]:
     if recorded.get("val_data", recorded.get("data")) != wanted.get("val_data"):
         said.insert(0, "the val data")
     return said
+
+
+def _plans_other_runs(plan: StudyPlan) -> bool:
+    """Whether the study folder's ``study.json`` was written for other runs than ``plan``'s (models or seeds added)."""
+    file = plan.folder / "study.json"
+    if not file.is_file():
+        return False
+    settings = json.loads(file.read_text(encoding="utf-8")).get("settings", {})
+    return (settings.get("models"), settings.get("seeds")) != (list(plan.models), list(plan.seeds))
