@@ -313,6 +313,8 @@ NO_FOLDER = r"project=/dev/null/x: cannot create the output folder /dev/null/x/{
     (["val", "weights=ok.pt", *DATA, "project=/dev/null/x"], NO_FOLDER.format("val")),
     (["val", "weights=ok.pt", *DATA, "project=/dev/null/x", "slice=32"], NO_FOLDER.format("val")),
     (["predict", "model=ok.pt", *SOURCE, "project=/dev/null/x"], NO_FOLDER.format("predict")),
+    # a source that is not there: Ultralytics' loader named the path, not the key
+    (["predict", "model=ok.pt", "source=nope/", "imgsz=64"], r"^yolo-spd: error: source=nope/: nope/ does not exist$"),
     (["predict", "model=ok.pt", *SOURCE, "project=/dev/null/x", "slice=32"], NO_FOLDER.format("predict")),
     (["compare", "weights=ok.pt,ok2.pt", *DATA, "project=/dev/null/x"], NO_FOLDER.format("compare")),
     (["compare", "weights=ok.pt,ok2.pt,./ok.pt", *DATA], r"weights=ok.pt,ok2.pt,./ok.pt: ok.pt is listed twice; give "

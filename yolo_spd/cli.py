@@ -653,8 +653,13 @@ def _predict(model, slicing, args: dict) -> None:
     if args.get("save_dir"):
         args = {**args, "save_dir": str(args["save_dir"])}
     # consumed, not kept, as `yolo predict` does; with its device line and model summary first
-    for _ in model.predict(stream=True, predictor=announcing_predictor(model), **args):
-        pass
+    try:
+        for _ in model.predict(stream=True, predictor=announcing_predictor(model), **args):
+            pass
+    except FileNotFoundError as error:  # Ultralytics' loaders name the path but not the key ("nope/ does not exist")
+        if "source" not in args or not _raised_checking_user_input(error) or os.environ.get(TRACEBACK_ENV):
+            raise
+        raise UsageError(f"source={args['source']}: {' '.join(str(error).split())}") from error
 
 
 #: ``yolo-spd info`` flags from before it took ``key=value`` (its ``python -m yolo_spd.info`` form keeps them), read as
