@@ -101,6 +101,9 @@ def test_cfg_must_be_a_model_yaml_and_overrides_is_ultralytics_cfg(tmp_path):
     assert code == 2 and err.strip().endswith("is not a model YAML (it has no 'backbone:'); a dataset YAML goes in data=")
     code, _, err = run("predict", f"model={settings}")  # overrides= is train's key: not pointed to elsewhere
     assert code == 2 and err.strip().endswith("is not a model YAML (it has no 'backbone:')")
+    settings.write_text("epochs: 3\nval: false\n")  # val: a training key here, not a dataset split
+    code, _, err = run("train", f"cfg={settings}")
+    assert code == 2 and err.strip().endswith("for an Ultralytics settings-override file use overrides=")
     bad = tmp_path / "bad.yaml"
     bad.write_text("epochz: 3\n")
     code, _, err = run("train", "cfg=yolov5-spd-n.yaml", f"overrides={bad}")
@@ -387,6 +390,7 @@ def test_bad_weights_folders_and_model_yamls_are_one_error_line(bad_inputs, tmp_
     lines = out.stderr.splitlines()
     assert out.returncode == 2 and len(lines) == 1 and lines[0].startswith("yolo-spd: error: "), out.stderr[-3000:]
     assert re.search(message, lines[0]), lines[0]
+    assert "is deprecated" not in out.stdout  # Ultralytics' logger writes its warnings there
     assert not (tmp_path / "runs").exists() and sorted(bad_inputs.rglob("*")) == before
 
 

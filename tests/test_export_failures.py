@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -26,24 +27,41 @@ def listing(folder: Path) -> dict[str, str]:
 
 
 def exported_folder(tmp_path: Path) -> Path:
-    """best.pt with earlier exports beside it, named as Ultralytics names them, and a file of another stem."""
+    """best.pt with earlier exports beside it, named as Ultralytics names them, a file of the user's named after the
+    same stem, and a file of another stem."""
     folder = tmp_path / "weights"
     (folder / "best_openvino_model").mkdir(parents=True)
     (folder / "best.onnx").write_bytes(b"the user's dynamic ONNX")
     (folder / "best_openvino_model" / "best.xml").write_text("<net/>")
     (folder / "best.pt").write_bytes(b"weights")
+    (folder / "best_calib.yaml").write_text("val: images\n")
     (folder / "last.onnx").write_bytes(b"another stem")
     return folder
 
 
+def guarded(file: Path):
+    from yolo_spd.integration.exporting import output_names
+
+    return restored_if_failed(file, output_names(Path(file).stem))
+
+
 # --- the guard itself ------------------------------------------------------------------------------------------------
+
+def test_export_names_come_from_ultralytics_format_table():
+    from yolo_spd.integration.exporting import output_names
+
+    names = output_names("best")
+    assert {"best.onnx", "best_openvino_model", "best_ncnn_model", "best.torchscript", "best_int8.onnx"} <= names
+    assert "best.pt" not in names and "best_calib.yaml" not in names
+
 
 def test_a_failed_block_leaves_the_folder_as_it_was(tmp_path):
     folder = exported_folder(tmp_path)
     before = listing(folder)
     with pytest.raises(RuntimeError, match="converter missing"):
-        with restored_if_failed(folder / "best.pt"):
-            assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == ["best.pt", "last.onnx"]
+        with guarded(folder / "best.pt"):
+            visible = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+            assert visible == ["best.pt", "best_calib.yaml", "last.onnx"]  # the user's own file stays in reach
             (folder / "best.onnx").write_bytes(b"a static ONNX written on the way")
             (folder / "best_mnn_model").mkdir()
             (folder / "best_mnn_model" / "part").write_bytes(b"half")
@@ -53,12 +71,12 @@ def test_a_failed_block_leaves_the_folder_as_it_was(tmp_path):
 
 def test_a_successful_block_replaces_what_it_wrote_and_keeps_the_rest(tmp_path):
     folder = exported_folder(tmp_path)
-    with restored_if_failed(folder / "best.pt"):
+    with guarded(folder / "best.pt"):
         (folder / "best.onnx").write_bytes(b"new ONNX")
         (folder / "best.mnn").write_bytes(b"new MNN")
     after = listing(folder)
-    assert sorted(after) == ["best.mnn", "best.onnx", "best.pt", "best_openvino_model", "best_openvino_model/best.xml",
-                             "last.onnx"]
+    assert sorted(after) == ["best.mnn", "best.onnx", "best.pt", "best_calib.yaml", "best_openvino_model",
+                             "best_openvino_model/best.xml", "last.onnx"]
     assert (folder / "best.onnx").read_bytes() == b"new ONNX"
     assert (folder / "best_openvino_model" / "best.xml").read_text() == "<net/>"
 
@@ -70,11 +88,48 @@ def test_a_model_yaml_exports_into_the_working_directory_and_its_own_yaml_stays(
     monkeypatch.chdir(tmp_path)
     before = listing(tmp_path)
     with pytest.raises(KeyboardInterrupt):
-        with restored_if_failed(Path("net.yaml")):
+        with guarded(Path("net.yaml")):
             assert (tmp_path / "net.yaml").is_file() and not (tmp_path / "net.onnx").exists()
             (tmp_path / "net.onnx").write_bytes(b"half")
             raise KeyboardInterrupt
     assert listing(tmp_path) == before
+
+
+def test_a_file_without_a_stem_guards_nothing_and_touches_nothing(tmp_path, monkeypatch):
+    """Ultralytics names a model built from a dict after an empty path: '.' and '_' prefixes must not set the
+    working folder's dotfiles aside (nor delete them on failure)."""
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "_notes.txt").write_text("mine")
+    monkeypatch.chdir(tmp_path)
+    before = listing(tmp_path)
+    with pytest.raises(RuntimeError):
+        with restored_if_failed(Path(""), {".onnx", "_openvino_model"}):
+            assert listing(tmp_path) == before
+            raise RuntimeError
+    assert listing(tmp_path) == before
+
+
+def test_what_cannot_be_set_aside_stays_and_a_killed_exports_files_come_back(tmp_path, monkeypatch):
+    folder = exported_folder(tmp_path)
+    before = listing(folder)
+    # a killed export (its pid gone) left the user's ONNX in its hidden folder
+    stale = folder / ".yolo-spd-aside-best-999999999-0000abcd"
+    stale.mkdir()
+    (folder / "best.onnx").rename(stale / "best.onnx")
+    real_rename = Path.rename
+
+    def refusing(self, target):  # a folder without write permission cannot be moved (EACCES; root moves anything)
+        if self.name == "best_openvino_model":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", refusing)
+    with pytest.raises(RuntimeError):
+        with guarded(folder / "best.pt"):
+            assert (folder / "best_openvino_model").is_dir() and not (folder / "best.onnx").exists()
+            (folder / "best.onnx").write_bytes(b"half")
+            raise RuntimeError
+    assert listing(folder) == before
 
 
 # --- the command -----------------------------------------------------------------------------------------------------
@@ -170,9 +225,12 @@ def test_autoinstall_is_restored_in_every_ultralytics_module_afterwards(monkeypa
     from yolo_spd.integration.autoinstall import without_autoinstall
 
     original = ultralytics.utils.AUTOINSTALL
+    monkeypatch.delenv("YOLO_AUTOINSTALL", raising=False)
     with without_autoinstall():
         assert ultralytics.utils.AUTOINSTALL is False and ultralytics.utils.checks.AUTOINSTALL is False
+        assert os.environ["YOLO_AUTOINSTALL"] == "False"  # a process it starts (multi-GPU workers) imports it so
         late = types.ModuleType("ultralytics._imported_during_the_command")
         late.AUTOINSTALL = ultralytics.utils.AUTOINSTALL
         monkeypatch.setitem(sys.modules, late.__name__, late)
     assert ultralytics.utils.AUTOINSTALL == ultralytics.utils.checks.AUTOINSTALL == late.AUTOINSTALL == original
+    assert "YOLO_AUTOINSTALL" not in os.environ

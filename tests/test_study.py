@@ -154,7 +154,7 @@ def test_a_run_stopped_during_its_final_validation_is_marked_done_not_trained_ag
     (copy / "ablation" / "yolov5-spd-n-seed1" / "done.json").unlink()
     again = study([f"project={copy}" if a.startswith("project=") else a for a in args], copy, root / "config")
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "yolov5-spd-n-seed1 (trained, stopped during its final validation; marked done and scored)" in again.stdout
+    assert "yolov5-spd-n-seed1 (trained, stopped during its final validation; scored as finished)" in again.stdout
     assert "Starting training" not in again.stdout and "Resuming" not in again.stdout
     assert (copy / "ablation" / "yolov5-spd-n-seed1" / "done.json").is_file() and not (copy / "runs").exists()
 
@@ -173,7 +173,10 @@ def test_scoring_recorded_by_the_val_yaml_path_is_kept_and_recorded_by_content(t
     assert json.loads(spec_file.read_text()) == plan.eval_spec() and "data" not in plan.eval_spec()
     spec_file.write_text(json.dumps({**plan.path_eval_spec(), "data": str(tmp_path / "elsewhere" / "data.yaml")}))
     with pytest.raises(UsageError, match=r"yolov5nu-seed0 in .* has no weights/best.pt or last.pt to score, and it "
-                                         r"was scored with other settings \(the val data\)"):
+                                         r"was scored with other settings \(the val data\); copy its weights"):
+        score_run(plan, run)
+    spec_file.write_text(json.dumps({**plan.path_eval_spec(), "max_dets": 50}))  # an old record, another setting
+    with pytest.raises(UsageError, match=r"scored with other settings \(max_dets=50->100\); copy"):
         score_run(plan, run)
 
 
@@ -319,7 +322,11 @@ def test_a_new_study_that_fails_before_training_leaves_no_folder(tmp_path):
     line = error_line(study(["models=yolov5nu.yaml,yolov5-spd-n.yaml", f"data={data}", "device=3", *TINY[:2],
                              f"project={tmp_path / 'p'}", "name=x"], tmp_path, tmp_path / "c"))
     assert "device=3" in line.replace("'", "")
-    assert list((tmp_path / "p").iterdir()) == []
+    assert not (tmp_path / "p").exists()  # the study folder and the project folder made for it
+    (tmp_path / "mine").mkdir()  # a folder of the user's, empty: it stays
+    error_line(study(["models=yolov5nu.yaml,yolov5-spd-n.yaml", f"data={data}", "device=3", *TINY[:2],
+                      f"project={tmp_path}", "name=mine"], tmp_path, tmp_path / "c"))
+    assert (tmp_path / "mine").is_dir()
 
 
 def test_the_compute_matched_control_is_within_5_percent_of_yolov5_spd_n():

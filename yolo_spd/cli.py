@@ -11,7 +11,6 @@ import difflib
 import importlib.util
 import os
 import re
-import shutil
 import sys
 from pathlib import Path
 
@@ -507,7 +506,7 @@ def study_plan(tokens: list[str]):
     """The :class:`~yolo_spd.study.plan.StudyPlan` the ``yolo-spd study`` arguments describe, every value checked."""
     from .evaluation import check_ground_truth
     from .evaluation.dataset import resolve_split
-    from .run_folders import run_folder
+    from .run_folders import created_run_folder
     from .slicing.tiles import TileSettings
     from .study.plan import StudyPlan
 
@@ -570,21 +569,23 @@ def study_plan(tokens: list[str]):
                      train_split=train_split)
     # every value is checked above, before the folder is made
     # exist_ok: the folder is the study's state, so the same name continues it (a study resumes; it never numbers)
-    return dataclasses.replace(plan, folder=run_folder(project, name, "study", exist_ok=True))
+    folder, created = created_run_folder(project, name, "study", exist_ok=True)
+    return dataclasses.replace(plan, folder=folder, created=created)
 
 
 def run_study(tokens: list[str]) -> None:
     """``yolo-spd study models=... seeds=... data=... [keys]``: see :mod:`yolo_spd.study`."""
+    from .run_folders import remove_created
     from .study.plan import run_study as run
 
     plan = study_plan(tokens)
-    fresh = not any(plan.folder.iterdir())  # made (or found empty) just now
     try:
         run(plan)
     except BaseException:
         # a new study that stopped before any run trained (device=3, unlabelled data for tile=) leaves no folder
-        if fresh and not any(plan.folder.glob("*/results.csv")) and not any(plan.folder.glob("*/weights/*.pt")):
-            shutil.rmtree(plan.folder, ignore_errors=True)
+        new = plan.created[:1] == (plan.folder,)
+        if new and not any(plan.folder.glob("*/results.csv")) and not any(plan.folder.glob("*/weights/*.pt")):
+            remove_created(plan.created)
         raise
     print(f"Study results saved to {plan.folder} (study.json, study.md, study.png)")
 

@@ -182,7 +182,8 @@ def _resolve_yaml(text: str, path: Path, key: str) -> str:
                          "among Ultralytics' own (yolov5nu.yaml, yolov8n.yaml, ...)")
     content = read_yaml(file, f"{key}={text}")
     if not (isinstance(content, dict) and "backbone" in content):
-        dataset = isinstance(content, dict) and bool({"train", "val", "names"} & set(content))
+        dataset = isinstance(content, dict) and ("names" in content or "nc" in content or any(
+            isinstance(content.get(k), (str, list)) for k in ("train", "val")))  # val: false is a training key
         hint = ("; a dataset YAML goes in data=" if dataset else
                 "; for an Ultralytics settings-override file use overrides=" if key == "cfg" else "")  # train's key
         raise UsageError(f"{key}={text} is not a model YAML (it has no 'backbone:'){hint}")

@@ -6,6 +6,7 @@ import contextlib
 import os
 import secrets
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -77,44 +78,84 @@ def save_figure(fig, file: Path) -> Path:
     return Path(file)
 
 
+ASIDE_PREFIX = ".yolo-spd-aside-"
+
+
 @contextlib.contextmanager
-def restored_if_failed(file: Path):
+def restored_if_failed(file: Path, outputs: Iterable[str]):
     """Run a block that writes files named after ``file`` (an export of ``best.pt`` writes ``best.onnx``,
     ``best_openvino_model/``, ... beside it), leaving the folder as it was if the block fails.
 
-    The paths in ``file``'s folder named ``<stem>.*`` or ``<stem>_*`` (other than ``file``) are set aside first: renamed
-    into a new hidden folder beside them, which costs no copy. If the block raises, whatever it wrote under such names
-    is removed and the set-aside paths return. If it succeeds, a set-aside path it wrote again is dropped (as the block
-    would have overwritten it) and the others return.
+    ``outputs`` are the names the block may write over. Those present are set aside first: renamed into a new
+    hidden folder beside them, which costs no copy. If the block raises, every path named ``<stem>.*`` or ``<stem>_*``
+    that was not there before is removed and the set-aside paths return; if it succeeds, a set-aside path it wrote
+    again is dropped (as the block would have overwritten it) and the others return. Other files named after the
+    stem (``best_calib.yaml``) stay where they are throughout. A set-aside folder left by a killed process (its pid
+    gone) is emptied back first, where its paths have not been written again.
     """
     file = Path(file)
-    folder = file.parent
+    folder, stem = file.parent, file.stem
+    if not stem or not folder.is_dir():  # nothing to name outputs after (a model built from a dict)
+        yield
+        return
 
-    def named_after() -> list[Path]:
-        return sorted(p for p in folder.iterdir() if p.name != file.name and p.name.startswith((f"{file.stem}.",
-                                                                                                   f"{file.stem}_")))
+    def named_after() -> set[Path]:
+        return {p for p in folder.iterdir() if p.name != file.name and p.name.startswith((f"{stem}.", f"{stem}_"))}
 
-    before = named_after() if folder.is_dir() else []
-    aside = folder / f".yolo-spd-aside-{file.stem}-{os.getpid()}-{secrets.token_hex(4)}" if before else None
-    if aside is not None:
-        aside.mkdir()
-        for path in before:
-            path.rename(aside / path.name)
+    for stale in folder.glob(f"{ASIDE_PREFIX}{stem}-*"):
+        if not _alive(stale.name.rsplit("-", 2)[-2]):
+            _put_back(stale, folder, drop_written=False)
+    before = named_after()
+    wanted = sorted(p for p in before if p.name in set(outputs))
+    aside = folder / f"{ASIDE_PREFIX}{stem}-{os.getpid()}-{secrets.token_hex(4)}"
+    kept = []
+    try:
+        if wanted:
+            aside.mkdir()
+        for path in wanted:
+            try:
+                path.rename(aside / path.name)
+                kept.append(path)
+            except OSError:  # e.g. a folder without write permission: it stays, unguarded, as without this
+                pass
+    except OSError:  # a folder this process cannot write in: nothing is guarded (the export will say why it fails)
+        pass
     try:
         yield
     except BaseException:
-        for path in named_after() if folder.is_dir() else []:
+        for path in named_after() - (before - set(kept)):  # new, or written over a set-aside one
             _remove(path)
+        if aside.is_dir():
+            _put_back(aside, folder, drop_written=False)
         raise
-    finally:
-        if aside is not None:
-            for kept in sorted(aside.iterdir()):
-                target = folder / kept.name
-                if target.exists() or target.is_symlink():  # written again by the block, which succeeded
-                    _remove(kept)
-                else:
-                    kept.rename(target)
-            aside.rmdir()
+    if kept:
+        _put_back(aside, folder, drop_written=True)
+    elif aside.is_dir():
+        aside.rmdir()
+
+
+def _put_back(aside: Path, folder: Path, drop_written: bool) -> None:
+    """Return ``aside``'s paths into ``folder`` and remove ``aside``; a path whose name is taken again in ``folder``
+    is dropped if ``drop_written``, else left in ``aside`` (which then stays)."""
+    for kept in sorted(aside.iterdir()):
+        target = folder / kept.name
+        if not (target.exists() or target.is_symlink()):
+            kept.rename(target)
+        elif drop_written:
+            _remove(kept)
+    with contextlib.suppress(OSError):
+        aside.rmdir()
+
+
+def _alive(pid: str) -> bool:
+    """Whether the process ``pid`` (text) still runs; an unreadable pid counts as alive (its folder is left alone)."""
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, PermissionError):
+        return True
+    except OSError:
+        return False
+    return True
 
 
 def _remove(path: Path) -> None:

@@ -44,6 +44,27 @@ def run_folder(project: str | os.PathLike | None, name: str | None, default_name
     return _create(project, name, default_name, exist_ok, task)[0]
 
 
+def created_run_folder(project: str | os.PathLike | None, name: str | None, default_name: str, exist_ok: bool = False,
+                       *, task: str = "detect") -> tuple[Path, tuple[Path, ...]]:
+    """:func:`run_folder`, and the folders it created: the run folder first (if it was new), then its new parents
+    upward; :func:`remove_created` takes them away again."""
+    folder, created = _create(project, name, default_name, exist_ok, task)
+    return folder, tuple(created)
+
+
+def remove_created(created: tuple[Path, ...]) -> None:
+    """Remove folders :func:`created_run_folder` made: the first with what is in it, then each parent while empty."""
+    import shutil
+
+    if created:
+        shutil.rmtree(created[0], ignore_errors=True)
+    for parent in created[1:]:
+        try:
+            parent.rmdir()
+        except OSError:
+            break
+
+
 @contextlib.contextmanager
 def run_output(project: str | os.PathLike | None, name: str | None, default_name: str, exist_ok: bool = False, *,
                task: str = "detect") -> Iterator[Path]:

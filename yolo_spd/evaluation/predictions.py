@@ -47,7 +47,7 @@ def _problem(det) -> str | None:
     if missing:
         return f"lacks {', '.join(missing)}"
     if not _is_id(det["image_id"], str):
-        return f"has image_id={det['image_id']!r} (expected a number or a file name)"
+        return f"has image_id={det['image_id']!r} (expected a whole number or a file name)"
     if not _is_id(det["category_id"]):
         return f"has category_id={det['category_id']!r} (expected a whole number)"
     if "file_name" in det and not isinstance(det["file_name"], str):

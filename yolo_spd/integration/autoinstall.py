@@ -13,7 +13,10 @@ CLI names the package and its ``pip install`` command, online as offline.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
+
+ENV = "YOLO_AUTOINSTALL"  # Ultralytics' switch, read when it is imported
 
 
 @contextlib.contextmanager
@@ -25,15 +28,20 @@ def without_autoinstall():
 
     if not hasattr(ultralytics.utils, "AUTOINSTALL"):  # every supported version has it (tested)
         raise AttributeError("ultralytics.utils.AUTOINSTALL is gone; yolo_spd.integration.autoinstall needs updating")
-    original = ultralytics.utils.AUTOINSTALL
+    original, environment = ultralytics.utils.AUTOINSTALL, os.environ.get(ENV)
     saved = {name: module.AUTOINSTALL for name, module in _holders()}
     for _, module in _holders():
         module.AUTOINSTALL = False
+    os.environ[ENV] = "False"  # and in the processes it starts (a multi-GPU launch's workers import Ultralytics anew)
     try:
         yield
     finally:
         for name, module in _holders():
             module.AUTOINSTALL = saved.get(name, original)
+        if environment is None:
+            os.environ.pop(ENV, None)
+        else:
+            os.environ[ENV] = environment
 
 
 def _holders() -> list:

@@ -46,6 +46,8 @@ class StudyPlan:
         command: the command line that reproduces the study, recorded in its results.
         control: one of ``models`` (not the first), or None; with it the results add the paired differences of every
             other variant from it (a compute-matched control: does a module beat spending its compute elsewhere?).
+        created: the folders the command created for the study (:func:`yolo_spd.run_folders.created_run_folder`),
+            removed again if it stops before any run trained.
     """
 
     models: tuple[str, ...]
@@ -62,6 +64,7 @@ class StudyPlan:
     val_keys: dict = field(default_factory=dict)
     control: str | None = None
     train_split: DatasetSplit | None = None
+    created: tuple[Path, ...] = ()
 
     def __post_init__(self):
         if len(self.models) < 2:
@@ -178,7 +181,8 @@ def score_run(plan: StudyPlan, folder: Path) -> tuple[Path, bool]:
     if not weights.is_file():
         weights = folder / "weights" / "last.pt"
     if not weights.is_file():
-        said = f"it was scored with other settings ({'; '.join(_differences(recorded, spec))})" if recorded else \
+        wanted = plan.path_eval_spec() if recorded and "data" in recorded else spec  # compared in the record's form
+        said = f"it was scored with other settings ({'; '.join(_differences(recorded, wanted))})" if recorded else \
             f"it has no scoring on record ({plan.eval_name}/{EVAL_SPEC} and its results)"
         raise UsageError(f"{folder.name} in {folder.parent} has no weights/best.pt or last.pt to score, and {said}; "
                          "copy its weights, or score with the settings it was scored with")
@@ -208,7 +212,7 @@ def run_study(plan: StudyPlan, train: bool = True) -> dict:
         if state == "done":  # trained by an earlier call: its own training time, nothing to wait for
             said = f"done; trained in {study_runs.training_minutes(folder):.1f} min"
         elif state == "trained":
-            said = "trained, stopped during its final validation; marked done and scored"
+            said = "trained, stopped during its final validation; scored as finished"
         else:
             said = f"{state}; minutes per run so far: {', '.join(f'{m:.1f}' for m in minutes) or 'none yet'}"
         print(f"\nStudy {plan.folder.name}: run {k} of {len(order)}: {spec.name} ({said})")
@@ -229,9 +233,10 @@ def run_study(plan: StudyPlan, train: bool = True) -> dict:
 
 def _differences(recorded: dict, wanted: dict) -> list[str]:
     """The scoring settings that differ between a recorded scoring and the wanted one, as key=old->new."""
+    data = ("data", "val_data")  # the val data by path (records until December 2026) or by content
     said = [f"{k}={recorded.get(k)!r}->{wanted.get(k)!r}" for k in sorted(set(recorded) | set(wanted))
-            if recorded.get(k) != wanted.get(k) and k not in ("data", "val_data")]
-    if recorded.get("val_data", recorded.get("data")) != wanted.get("val_data"):
+            if recorded.get(k) != wanted.get(k) and k not in data]
+    if [recorded.get(k) for k in data] != [wanted.get(k) for k in data]:
         said.insert(0, "the val data")
     return said
 

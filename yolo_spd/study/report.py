@@ -71,7 +71,7 @@ def _run_rows(plan) -> tuple[list[dict], list[str]]:
     for model, seed in plan.order:
         folder = plan.folder / study_runs.run_name(model, seed)
         scored = folder / plan.eval_name / "coco_eval.json"
-        if study_runs.run_state(folder) not in ("done", "trained") or not scored.is_file():
+        if not scored.is_file() or study_runs.run_state(folder) not in ("done", "trained"):
             missing.append(folder.name)
             continue
         evaluation = json.loads(scored.read_text(encoding="utf-8"))

@@ -93,7 +93,11 @@ def run_state(folder: Path) -> str:
 
         from ..model_source import is_resumable
 
-        return "interrupted" if is_resumable(YOLO(str(last))) else "trained"
+        try:
+            checkpoint = YOLO(str(last))
+        except Exception:  # unreadable (a kill while Ultralytics wrote it): the resume will say so, as it did
+            return "interrupted"
+        return "interrupted" if is_resumable(checkpoint) else "trained"
     return "new"
 
 
