@@ -680,7 +680,7 @@ def test_seeds_added_to_a_finished_study_make_it_partial_before_the_new_runs_tra
     more = study_plan(["models=yolov5nu.yaml,yolov5-spd-n.yaml", "seeds=0,1", f"data={plan.data}",
                        f"project={tmp_path / 'runs'}"])
 
-    def stopped(spec, folder):
+    def stopped(spec, folder, state=None):
         if not (folder / spec.name / "done.json").is_file():
             raise KeyboardInterrupt  # Ctrl-C during the first new run
 

@@ -106,7 +106,8 @@ def restored_if_failed(file: Path, outputs: Iterable[str]):
         if not _alive(stale.name.rsplit("-", 2)[-2]):
             _put_back(stale, folder, drop_written=False)
     before = named_after()
-    wanted = sorted(p for p in before if p.name in set(outputs))
+    outputs = set(outputs)
+    wanted = sorted(p for p in before if p.name in outputs)
     aside = folder / f"{ASIDE_PREFIX}{stem}-{os.getpid()}-{secrets.token_hex(4)}"
     kept = []
     try:

@@ -217,7 +217,7 @@ def run_study(plan: StudyPlan, train: bool = True) -> dict:
             said = f"{state}; minutes per run so far: {', '.join(f'{m:.1f}' for m in minutes) or 'none yet'}"
         print(f"\nStudy {plan.folder.name}: run {k} of {len(order)}: {spec.name} ({said})")
         if train:
-            study_runs.train_run(spec, plan.folder)
+            study_runs.train_run(spec, plan.folder, state)
         else:
             study_runs.check_spec(spec, folder)
             if state not in ("done", "trained"):

@@ -138,13 +138,14 @@ def _differences(recorded: dict, wanted: dict) -> list[str]:
     return said
 
 
-def train_run(spec: RunSpec, study_folder: Path) -> Path:
-    """Train, resume or skip one run; return its folder."""
+def train_run(spec: RunSpec, study_folder: Path, state: str | None = None) -> Path:
+    """Train, resume or skip one run; return its folder. ``state`` is its :func:`run_state` where the caller has it
+    (telling an interrupted run from a finished one loads ``last.pt``)."""
     from ultralytics import YOLO
 
     folder = study_folder / spec.name
     check_spec(spec, folder)
-    state = run_state(folder)
+    state = state or run_state(folder)
     if state == "done":
         return folder
     start = time.time()
