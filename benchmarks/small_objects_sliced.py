@@ -7,9 +7,10 @@
 It runs exactly ``yolo-spd study`` (:data:`STUDY`, on ``../shared/data/aerial-cars``): yolov5nu, the three yolo_spd
 n configs and a compute-matched control (``yolov5nu-wide.yaml``: yolov5nu at width 0.32, within 5% of yolov5-spd-n's
 GFLOPs) train from scratch on 320-px tiles at native resolution, 3 seeds each, and every run is scored by sliced
-inference on the full val images. Then ``study.{json,md,png}`` are copied to ``results/small_objects_sliced.*`` and
-the table into the ``small_objects_sliced`` block of ``docs/evidence.md``. The study resumes run by run, so the
-command is the same for a first start, after a stop, and to publish partial results; they say they are partial.
+inference on the full val images. Then ``study.{json,md,tex,csv,png}`` and ``study_paired.csv`` are copied to
+``results/small_objects_sliced*`` and the table into the ``small_objects_sliced`` block of ``docs/evidence.md``. The
+study resumes run by run, so the command is the same for a first start, after a stop, and to publish partial
+results; they say they are partial.
 
 Run folders hold checkpoints and are not committed, so each finished run's record is archived beside the results
 (``results/small_objects_sliced-runs/<run>/``: its spec, done marker, ``results.csv`` and scoring, about 0.3 MB, no
@@ -29,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 DATA = REPO.parent / "shared" / "data" / "aerial-cars" / "data.yaml"
 STEM = "small_objects_sliced"
+SUFFIXES = (".json", ".md", ".tex", ".csv", "_paired.csv", ".png")  # the study's files, as report.save names them
 MODELS = ("yolov5nu.yaml", "yolov5-spd-n.yaml", "yolov5-scconv-n.yaml", "yolov5-ssdconv-n.yaml",
           "benchmarks/yolov5nu-wide.yaml")
 # 15 epochs, AdamW lr 0.004, no warm-up: the recipe that learns on these tiles (issue 13's planning runs);
@@ -105,7 +107,7 @@ def publish(folder: Path, out: Path, docs: Path) -> None:
     from yolo_spd.markdown import write_blocks
     from yolo_spd.paths import atomic_target
 
-    for suffix in (".json", ".md", ".png"):
+    for suffix in SUFFIXES:
         source = folder / f"study{suffix}"
         if source.is_file():
             with atomic_target(out / f"{STEM}{suffix}") as tmp:
@@ -129,7 +131,8 @@ def main(argv=None) -> None:
     run_study(plan, train=not args.score_only)
     archive_runs(plan.folder, args.archive, plan.eval_name)
     publish(plan.folder, args.out, args.docs)
-    print(f"small_objects_sliced.py: published {args.out / STEM}.{{json,md,png}} and the block in {args.docs}")
+    published = ", ".join(f"{STEM}{suffix}" for suffix in SUFFIXES)
+    print(f"small_objects_sliced.py: published {published} in {args.out} and the block in {args.docs}")
 
 
 if __name__ == "__main__":

@@ -198,6 +198,19 @@ def test_blocks_copied_from_results_files_are_the_committed_files(page, stem):
     assert read_block(REPO / "docs" / page, stem) == expected, f"copy benchmarks/results/{stem}.md into docs/{page}"
 
 
+def test_the_published_studys_tables_are_what_the_report_writes_from_its_json():
+    """benchmarks/results/small_objects_sliced.{md,tex,csv} and _paired.csv: each is what yolo_spd.study.report
+    renders from the committed study.json now (so a report change republishes them, or this fails)."""
+    from yolo_spd.study import report
+
+    folder = REPO / "benchmarks" / "results"
+    res = json.loads((folder / "small_objects_sliced.json").read_text(encoding="utf-8"))
+    written = {".md": report.markdown(res) + "\n", ".tex": report.latex(res) + "\n", ".csv": report.runs_csv(res),
+               "_paired.csv": report.paired_csv(res)}
+    for suffix, text in written.items():
+        assert (folder / f"small_objects_sliced{suffix}").read_text(encoding="utf-8") == text, suffix
+
+
 def test_the_scconv_layer_block_is_what_the_script_prints_now(tmp_path):
     out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "scconv_layers.py")], cwd=tmp_path,
                          env=child_env(), capture_output=True, text=True, timeout=300)

@@ -38,10 +38,12 @@ def test_publish_copies_the_study_files_and_writes_the_docs_block(script, tmp_pa
     (folder / "study.json").write_text(json.dumps({"partial": True}))
     (folder / "study.md").write_text("`yolo-spd study ...`\n\n**Partial**: 2 of 15 runs\n")
     (folder / "study.png").write_bytes(b"\x89PNG fake")
+    for suffix in (".tex", ".csv", "_paired.csv"):
+        (folder / f"study{suffix}").write_text(f"the study's {suffix}\n")
     docs.write_text("# Evidence\n\n<!-- BEGIN generated: small_objects_sliced -->\nold\n"
                     "<!-- END generated: small_objects_sliced -->\n\nafter\n")
     script.publish(folder, out, docs)
-    for suffix in (".json", ".md", ".png"):
+    for suffix in (".json", ".md", ".tex", ".csv", "_paired.csv", ".png"):
         assert (out / f"small_objects_sliced{suffix}").read_bytes() == (folder / f"study{suffix}").read_bytes()
     text = docs.read_text()
     assert "**Partial**: 2 of 15 runs" in text and "old" not in text and text.endswith("after\n")

@@ -506,6 +506,113 @@ def test_a_control_adds_every_other_variants_paired_difference_from_it(tmp_path,
     assert mean_markers(plot(without, tmp_path / "without.png"))[0] == metrics * 2
 
 
+def test_the_figure_lists_variants_top_down_as_the_tables_do_and_names_each_axis(tmp_path, monkeypatch):
+    """study.png reads like study.md: the first variant on top (the y axis runs downwards), and each panel's x axis
+    says what the difference is (the metric of the variant minus that row's baseline or control)."""
+    import matplotlib.pyplot as plt
+
+    from yolo_spd.study.report import figure
+
+    args = ["models=yolov5nu.yaml,yolov5-spd-n.yaml,yolov5-scconv-n.yaml,yolov5-ssdconv-n.yaml", "seeds=0,1",
+            "control=yolov5-ssdconv-n.yaml", "resamples=100"]
+    _, res, _ = fabricated_study(tmp_path, monkeypatch, args, 6, 3, 2)
+    fig = figure(res)
+    try:
+        metrics = res["paired"]["metrics"]
+        rows = [res["paired"], res["paired_control"]]
+        assert len(fig.axes) == len(metrics) * len(rows)
+        for r, pair in enumerate(rows):
+            first = fig.axes[r * len(metrics)]
+            assert first.yaxis_inverted()
+            ticks = sorted(zip(first.get_yticks(), (t.get_text() for t in first.get_yticklabels())))
+            assert [label for _, label in ticks] == list(pair["variants"])  # y = 0 (drawn on top) is the first
+            for ax, metric in zip(fig.axes[r * len(metrics):], metrics):
+                assert ax.get_xlabel() == f"{metric} of variant - {pair['baseline']}"
+    finally:
+        plt.close(fig)
+
+
+def latex_tables(tex: str) -> list[list[list[str]]]:
+    """Every tabular of ``tex`` as rows of cells read back to plain text (pylatexenc), header row first."""
+    from pylatexenc.latex2text import LatexNodes2Text
+
+    text = LatexNodes2Text(math_mode="text").latex_to_text
+    found = re.findall(r"\\begin\{tabular\}\{[lrc]+\}\n\\toprule\n(.*?)\n\\bottomrule", tex, re.S)
+    return [[[text(c).replace("^†", "†") for c in line.removesuffix(r" \\").split(" & ")]
+             for line in body.splitlines() if line != r"\midrule"] for body in found]
+
+
+def test_the_tex_and_csv_files_hold_the_markdown_tables_and_the_json_numbers(tmp_path, monkeypatch):
+    """study.tex has every table of study.md, cell for cell once read back as text, each in a captioned, labelled
+    table that parses as LaTeX; study.csv holds every run's metrics and study_paired.csv every paired difference, as
+    study.json has them."""
+    import csv
+
+    pytest.importorskip("pylatexenc")
+    from pylatexenc.latexwalker import LatexWalker
+
+    from yolo_spd.markdown import table_cells
+
+    args = ["models=yolov5nu.yaml,yolov5-spd-n.yaml,yolov5-scconv-n.yaml", "seeds=0,1,2",
+            "control=yolov5-scconv-n.yaml", "resamples=100"]
+    plan, res, _ = fabricated_study(tmp_path, monkeypatch, args, 6, 3, 2)
+    md = (plan.folder / "study.md").read_text()
+    tex = (plan.folder / "study.tex").read_text()
+    md_tables = [[headers, *body] for chunk in md.split("\n\n") if chunk.startswith("|")
+                 for headers, body in [table_cells(chunk)]]
+    assert len(md_tables) == 7  # means, 2 x (paired, resolvable), classes, runs
+    unbold = [[[c.replace("**", "") for c in row] for row in t] for t in md_tables]
+    assert latex_tables(tex) == unbold
+    LatexWalker(tex, tolerant_parsing=False).get_latex_nodes()  # balanced braces and environments
+    labels = re.findall(r"\\label\{(.+?)\}", tex)
+    assert len(labels) == len(set(labels)) == tex.count(r"\begin{table}") == tex.count(r"\caption{") == 7
+    assert r"\caption{Scores of each model, mean $\pm$ sd over seeds." in tex and r"\usepackage{booktabs}" in tex
+
+    with open(plan.folder / "study.csv", newline="") as f:
+        runs = list(csv.DictReader(f))
+    assert [(r["model"], int(r["seed"])) for r in runs] == [(r["model"], r["seed"]) for r in res["runs"]]
+    for row, run in zip(runs, res["runs"]):
+        assert {k: float(row[k]) for k in run["metrics"]} == run["metrics"]
+        assert float(row["train_minutes"]) == run["train_minutes"] and row["resumed"] == str(run["resumed"])
+    with open(plan.folder / "study_paired.csv", newline="") as f:
+        paired = list(csv.DictReader(f))
+    expected = [(p["baseline"], scope or "all", v, m, e[m]) for scope, _, p in report_blocks(res)
+                for v, e in p["variants"].items() for m in p["metrics"]]
+    assert len(paired) == len(expected) == (2 + 1) * 4  # two variants from the baseline, one from the control
+    for row, (baseline, scope, variant, metric, entry) in zip(paired, expected):
+        assert (row["baseline"], row["class"], row["variant"], row["metric"]) == (baseline, scope, variant, metric)
+        assert float(row["mean"]) == entry["mean"] and int(row["seeds"]) == len(entry["seeds"])
+        assert [float(row["bootstrap_low"]), float(row["bootstrap_high"])] == entry["bootstrap"]["ci"]
+        assert [float(row["t_low"]), float(row["t_high"])] == entry["t"]["ci"]
+        assert row["resolved"] == str(entry["resolved"])
+
+
+def report_blocks(res):
+    from yolo_spd.study.report import paired_blocks
+
+    return paired_blocks(res)
+
+
+def test_latex_cells_read_back_as_the_markdown_text_and_bad_arguments_are_refused():
+    """yolo_spd.latex: special characters escaped, bold and the tables' symbols converted, minus signs only before
+    numbers; a wrong column count, alignment letter or label character is one ValueError naming it."""
+    pytest.importorskip("pylatexenc")
+    from yolo_spd import latex
+
+    cells = ["yolov5-spd-n", "**-0.034** [-0.042, -0.030] (t [-0.081, +0.013])", "a_b & c 95% #1 $x {y}",
+             "0.342 ± 0.120", "Δ AP_small", "12†", r"back\slash ~"]
+    tex = latex.table(["h", *cells[1:]], [cells], caption="**Bold**: resolved", label="tab:x-1")
+    assert latex_tables(tex) == [[["h", *(c.replace("**", "") for c in cells[1:])],
+                                  [c.replace("**", "") for c in cells]]]
+    assert r"\textbf{$-$0.034} [$-$0.042, $-$0.030] (t [$-$0.081, $+$0.013])" in tex and "yolov5-spd-n &" in tex
+    assert r"\caption{\textbf{Bold}: resolved}" in tex and r"\label{tab:x-1}" in tex
+    for bad, needle in ((dict(align="lx"), "align='lx'"), (dict(label="tab x"), "label='tab x'")):
+        with pytest.raises(ValueError, match=re.escape(needle)):
+            latex.table(["a", "b"], [[1, 2]], **bad)
+    with pytest.raises(ValueError, match="has 1 cells; expected 2"):
+        latex.table(["a", "b"], [[1]])
+
+
 def test_the_data_content_key_follows_bytes_not_paths_or_file_times(tmp_path, monkeypatch, capsys):
     """content_key: a copy elsewhere with fresh modification times has the same key; one changed label byte, a
     renamed image or other extra settings give another; the second call on unchanged files reads from the cache."""

@@ -61,7 +61,7 @@ A study (yolo-spd study models=a.yaml,b.yaml seeds=0,1,2 data=X.yaml [train keys
   models=A,B[,...]      model YAMLs (or .pt to fine-tune); the first is the baseline of every paired difference
   seeds=0,1,2           one run per model and seed; tile=320 trains on tiles (yolo-spd slice; overlap= shared)
   control=C             one of models= (not the first): also every other variant's paired difference from C
-  resamples=1000        paired bootstrap over val images (bootstrap_seed=0); results in study.json/.md/.png
+  resamples=1000        paired bootstrap over val images (bootstrap_seed=0); results in study.json/.md/.tex/.csv/.png
 Every other key is Ultralytics' (epochs, imgsz, batch, device, project, name, ...): https://docs.ultralytics.com/usage/cfg/
 Each run writes into one folder named as Ultralytics names its own: runs/detect/MODE, MODE-2, ... (project=, name=)
 The model table (yolo-spd info [pattern] key=value; no Ultralytics keys):
@@ -587,7 +587,7 @@ def run_study(tokens: list[str]) -> None:
         if new and not any(plan.folder.glob("*/results.csv")) and not any(plan.folder.glob("*/weights/*.pt")):
             remove_created(plan.created)
         raise
-    print(f"Study results saved to {plan.folder} (study.json, study.md, study.png)")
+    print(f"Study results saved to {plan.folder} (study.json, study.md, study.tex, study.csv, study_paired.csv, study.png)")
 
 #: Ultralytics' predict keys that write into the run folder; with none of them set, predict creates no folder.
 PREDICT_OUTPUT_KEYS = ("save", "save_txt", "save_crop", "save_frames", "visualize")

@@ -1,5 +1,7 @@
-"""A study's results: ``study.json`` (everything), ``study.md`` (tables to paste into a paper) and ``study.png``
-(the paired differences with both intervals), rewritten after every scored run.
+"""A study's results: ``study.json`` (everything), ``study.md`` (the report, its tables in Markdown), ``study.tex``
+(the same tables in LaTeX, to paste into a paper), ``study.csv`` (one row per run) and ``study_paired.csv`` (every
+paired difference, long form), and ``study.png`` (the paired differences with both intervals), rewritten after every
+scored run.
 
 Headline rule: a difference is *resolved* when both intervals exclude 0 on the same side (:data:`RULE`). The paired
 image bootstrap (:mod:`.stats`) counts the sampling of the val images, which a seed-only interval cannot; the seed-level
@@ -14,8 +16,12 @@ paired on its own (``paired_classes``; at most :data:`MAX_CLASS_SCOPES`), when m
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import re
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -228,7 +234,22 @@ def _interval(entry: dict) -> str:
     return "n<2" if entry.get("ci") is None else f"[{entry['ci'][0]:+.3f}, {entry['ci'][1]:+.3f}]"
 
 
-def markdown(res: dict) -> str:
+@dataclass
+class Table:
+    """One table of the report: its ``headers`` and ``rows`` of cells (Markdown, as :func:`yolo_spd.markdown.table`
+    takes them), the paragraph that introduces it in ``study.md`` (``intro``, also its LaTeX caption unless
+    ``caption`` gives a shorter one) and a LaTeX label suffix (``name``)."""
+
+    headers: list[str]
+    rows: list[list]
+    name: str
+    intro: str | None = None
+    caption: str | None = None
+
+
+def document(res: dict) -> list[str | Table]:
+    """The report in reading order: paragraphs (str; "" is a blank line) and :class:`Table` objects, which
+    :func:`markdown` and :func:`latex` render."""
     settings, val, runs = res["settings"], res["val"], res["runs"]
     labels = tuple(k for k in val["total"] if k != "all")
     models = [study_runs.model_stem(m) for m in settings["models"]]
@@ -252,7 +273,8 @@ def markdown(res: dict) -> str:
     if resumed:  # Ultralytics restores no random state on resume: these are not the seed's uninterrupted runs
         status += (f" Resumed after an interruption: {', '.join(resumed)} (Ultralytics does not restore the random "
                    "state on resume, so such a run differs from an uninterrupted one with the same seed).")
-    lines = [f"`{res['command']}`", "", status, described, "", *_nothing_learned(runs), verdict(res), ""]
+    parts: list[str | Table] = [f"`{res['command']}`", "", status, described, "", *_nothing_learned(runs),
+                                verdict(res), ""]
     columns = _columns(labels)
     mean_rows = []
     for model in models:
@@ -268,17 +290,18 @@ def markdown(res: dict) -> str:
                 cells.append(f"{values[0]:.3f}" if values else "-")
         minutes = [r["train_minutes"] for r in mine]
         mean_rows.append([model, len(mine), *cells, f"{statistics.fmean(minutes):.1f}"])
-    lines += [table(["model (mean ± sd over seeds)", "seeds", *columns, "train min/run"], mean_rows), ""]
+    parts += [Table(["model (mean ± sd over seeds)", "seeds", *columns, "train min/run"], mean_rows, "means",
+                    caption=f"Scores of each model, mean ± sd over seeds. {described}"), ""]
     blocks = paired_blocks(res)
     for scope, control, pair in blocks:  # all classes
         if scope is None:
-            lines += _paired_tables(pair, control=control)
+            parts += _paired_tables(pair, control=control)
     averaged = _class_average_line(val, labels, list(res.get("paired_classes", {})))
     if averaged:  # what the class averages rest on, and why some classes are paired alone
-        lines += [averaged, ""]
+        parts += [averaged, ""]
     for scope, control, pair in blocks:  # each class alone
         if scope is not None:
-            lines += _paired_tables(pair, control=control, scope=scope)
+            parts += _paired_tables(pair, control=control, scope=scope)
     class_rows = []
     for k, row in enumerate(val["per_class"]):
         cells = []
@@ -289,12 +312,39 @@ def markdown(res: dict) -> str:
                 pair_of.append(_cell(statistics.fmean(valid)) if valid else "-")
             cells.append(" / ".join(pair_of))
         class_rows.append([row["name"], few(row["all"]), few(row[s]), *cells])
-    lines += [f"Per class: val instances (all sizes, {s}), and each model's AP / AP_{s} (means over seeds):", "",
-              table(["class", "val instances", s, *models], class_rows), ""]
+    parts += [Table(["class", "val instances", s, *models], class_rows, "classes",
+                    intro=f"Per class: val instances (all sizes, {s}), and each model's AP / AP_{s} (means over "
+                          "seeds):"), ""]
     per_run = [[r["model"], r["seed"], *(_cell(r["metrics"][c]) for c in columns), f"{r['train_minutes']:.1f}"]
                for r in runs]
-    lines.append(table(["model", "seed", *columns, "train min"], per_run))
+    parts.append(Table(["model", "seed", *columns, "train min"], per_run, "runs",
+                       caption="Scores of every run (model and training seed)."))
+    return parts
+
+
+def markdown(res: dict) -> str:
+    """``study.md``: the report's paragraphs and its tables in Markdown."""
+    lines = []
+    for part in document(res):
+        if isinstance(part, Table):
+            lines += [part.intro, ""] if part.intro else []
+            lines.append(table(part.headers, part.rows))
+        else:
+            lines.append(part)
     return "\n".join(lines)
+
+
+def latex(res: dict) -> str:
+    """``study.tex``: every table of the report as a LaTeX ``table`` (booktabs), captioned by the paragraph that
+    introduces it in ``study.md``, labelled ``tab:study-<name>``; the command and status as comments on top."""
+    from .. import latex as tex
+
+    parts = document(res)
+    head = [f"% {line}" for line in (res["command"], parts[2].replace("**", ""), "Needs \\usepackage{booktabs}. The paired tables "
+                                     "are wide: wrap one in \\resizebox{\\linewidth}{!}{...} to fit a column.")]
+    tables = [tex.table(p.headers, p.rows, caption=p.caption or p.intro, label=f"tab:study-{p.name}")
+              for p in parts if isinstance(p, Table)]
+    return "\n\n".join(["\n".join(head), *tables])
 
 
 def _nothing_learned(runs: list[dict]) -> list[str]:
@@ -326,9 +376,9 @@ def verdict(res: dict) -> str:
     return f"**Resolved differences** (both intervals exclude 0): {'; '.join(found)}."
 
 
-def _paired_tables(pair: dict, control: bool = False, scope: str | None = None) -> list[str]:
-    """The paired-difference table and the resolvable-difference table of one ``paired()`` result, as lines; ``scope``
-    names the class the result is restricted to."""
+def _paired_tables(pair: dict, control: bool = False, scope: str | None = None) -> list[str | Table]:
+    """The paired-difference table and the resolvable-difference table of one ``paired()`` result, as report parts;
+    ``scope`` names the class the result is restricted to."""
     metrics = pair["metrics"]
     rows, resolvable = [], []
     for variant, entry in pair["variants"].items():
@@ -349,11 +399,18 @@ def _paired_tables(pair: dict, control: bool = False, scope: str | None = None) 
                  "(variant - control), with the same two intervals and the same rule. Against a compute-matched "
                  "control, a resolved positive difference means the variant beats spending the same compute the "
                  "control's way.")
-    return [intro, "",
-            table(["variant", "seeds", *(f"Δ {m}" for m in metrics)], rows), "",
-            "Smallest difference this design resolves (interval half-widths, bootstrap / t; a difference must "
-            "exceed both):", "",
-            table(["variant", *metrics], resolvable), ""]
+    name = f"{'control' if control else 'paired'}{f'-{_label(scope)}' if scope else ''}"
+    return [Table(["variant", "seeds", *(f"Δ {m}" for m in metrics)], rows, name, intro=intro), "",
+            Table(["variant", *metrics], resolvable, f"{name}-resolvable",
+                  intro="Smallest difference this design resolves (interval half-widths, bootstrap / t; a difference "
+                        "must exceed both):",
+                  caption=f"Smallest difference{alone} from {pair['baseline']} this design resolves (interval "
+                          "half-widths, bootstrap / t; a difference must exceed both)."), ""]
+
+
+def _label(name: str) -> str:
+    """A class name as part of a LaTeX label: letters and digits kept, every other run of characters as one '-'."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-") or "class"
 
 
 def _resolution(entry: dict) -> str:
@@ -389,9 +446,14 @@ def _class_average_line(val: dict, labels: tuple[str, ...], classes: list[str]) 
 
 
 def plot(res: dict, file: Path) -> Path:
+    """Draw :func:`figure` into the PNG ``file``."""
+    return save_figure(figure(res), file)
+
+
+def figure(res: dict):
     """One panel per paired metric: each variant's mean difference (a filled dot when resolved), bootstrap interval
-    (thick) and t interval (thin); a row of panels with the differences from the baseline, one from the control when
-    the study names one, and the same for each class paired alone."""
+    (thick) and t interval (thin), variants top to bottom in the tables' order; a row of panels with the differences
+    from the baseline, one from the control when the study names one, and the same for each class paired alone."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -399,7 +461,7 @@ def plot(res: dict, file: Path) -> Path:
 
     pairs = [(scope, pair) for scope, _, pair in paired_blocks(res)]
     metrics = pairs[0][1]["metrics"]
-    heights = [0.9 + 0.55 * max(len(pair["variants"]), 1) for _, pair in pairs]
+    heights = [1.1 + 0.55 * max(len(pair["variants"]), 1) for _, pair in pairs]
     fig, axes = plt.subplots(len(pairs), len(metrics), figsize=(3.0 * len(metrics), sum(heights) + 0.3), dpi=150,
                              squeeze=False, gridspec_kw={"height_ratios": heights})
     for row, (scope, pair) in zip(axes, pairs):
@@ -408,7 +470,7 @@ def plot(res: dict, file: Path) -> Path:
     fig.suptitle(f"Paired differences: mean over seeds (filled: resolved, both intervals exclude 0), 95% bootstrap "
                  f"over val images (thick), seed t interval (thin; an arrowhead where it runs off the panel){partial}",
                  fontsize=8)
-    return save_figure(fig, file)
+    return fig
 
 
 def _plot_row(axes, pair: dict, scope: str | None = None) -> None:
@@ -443,7 +505,8 @@ def _plot_row(axes, pair: dict, scope: str | None = None) -> None:
         ax.set_title(f"Δ {metric}{f' on {scope}' if scope else ''} from {pair['baseline']}", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.spines[["top", "right"]].set_visible(False)
-        ax.set_ylim(-0.6, len(variants) - 0.4)
+        ax.set_xlabel(f"{metric} of variant - {pair['baseline']}", fontsize=7)
+        ax.set_ylim(len(variants) - 0.4, -0.6)  # the first variant on top, in the tables' order
         ax.set_yticks(range(len(variants)), variants if ax is axes[0] else [], fontsize=7)
 
 
@@ -459,17 +522,54 @@ def _reach(entries: list[dict]) -> float:
 
 
 def write(plan, data, echo: bool = True) -> dict:
-    """Compute the results and write ``study.json``, ``study.md`` and ``study.png`` into the study folder (and print
-    the tables with ``echo``)."""
+    """Compute the results and write them into the study folder with :func:`save` (and print the tables with
+    ``echo``)."""
     res = results(plan, data)
     save(res, plan.folder, echo=echo)
     return res
 
 
+def runs_csv(res: dict) -> str:
+    """``study.csv``: one row per finished run (model, seed, whether it was resumed, training minutes, then every
+    COCO metric at full precision; -1 where the val data has no object of that size, as COCOeval reports it)."""
+    metrics = list(res["runs"][0]["metrics"]) if res["runs"] else []
+    return _csv(["model", "seed", "resumed", "train_minutes", *metrics],
+                [[r["model"], r["seed"], r.get("resumed", False), r["train_minutes"], *(r["metrics"][m] for m in metrics)]
+                 for r in res["runs"]])
+
+
+def paired_csv(res: dict) -> str:
+    """``study_paired.csv``: every paired difference in long form, one row per (baseline, class, variant, metric):
+    the mean over seeds, both 95% intervals and whether the difference is resolved (empty where not computable)."""
+    rows = []
+    for scope, _, pair in paired_blocks(res):
+        for variant, entry in pair["variants"].items():
+            for metric in pair["metrics"]:
+                e = entry[metric]
+                boot, t = e["bootstrap"]["ci"] or ("", ""), e["t"]["ci"] or ("", "")
+                rows.append([pair["baseline"], scope or "all", variant, metric, len(e["seeds"]),
+                             "" if e["mean"] is None else e["mean"], *boot, *t, bool(e.get("resolved"))])
+    return _csv(["baseline", "class", "variant", "metric", "seeds", "mean", "bootstrap_low", "bootstrap_high",
+                 "t_low", "t_high", "resolved"], rows)
+
+
+def _csv(headers: list[str], rows: list[list]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(headers)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
 def save(res: dict, folder: Path, stem: str = "study", echo: bool = True) -> list[Path]:
+    """Write ``<stem>.json``, ``.md``, ``.tex``, ``.csv``, ``_paired.csv`` and (once a run is scored) ``.png`` into
+    ``folder``; print the Markdown with ``echo``."""
     text = markdown(res)
     files = [write_atomic(folder / f"{stem}.json", json.dumps(res, indent=1) + "\n"),
-             write_atomic(folder / f"{stem}.md", text + "\n")]
+             write_atomic(folder / f"{stem}.md", text + "\n"),
+             write_atomic(folder / f"{stem}.tex", latex(res) + "\n"),
+             write_atomic(folder / f"{stem}.csv", runs_csv(res)),
+             write_atomic(folder / f"{stem}_paired.csv", paired_csv(res))]
     if res["runs"]:
         files.append(plot(res, folder / f"{stem}.png"))
     if echo:
