@@ -195,6 +195,13 @@ def test_compare_puts_models_side_by_side_and_refuses_other_class_lists(trained_
     assert "AP_verytiny" in saved["models"][0]["metrics"] and "| a/best |" in out
     header = (runs / "cmp" / "compare.csv").read_text().splitlines()[0].split(",")
     assert header[:4] == ["model", "weights", "params", "AP"] and "AP_tiny" in header and "AR_small" in header
+    tex = (runs / "cmp" / "compare.tex").read_text()  # the screen's table, cell for cell, in LaTeX
+    md_rows = [[c.strip() for c in line.strip("|").split("|")] for line in out.splitlines()
+               if line.startswith("| a/best |") or line.startswith("| model |")]
+    tex_rows = [line.removesuffix(r" \\").replace(r"\_", "_").replace(r"\#", "#").split(" & ")
+                for line in tex.splitlines() if " & " in line]
+    assert tex_rows[:2] == md_rows and len(tex_rows) == 3 and r"\label{tab:compare}" in tex
+    assert f"scored alike on {data.parent.name if data.stem == 'data' else data.stem} (val split;" in tex
     assert (runs / "cmp" / "compare_ap_by_size.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     checkpoint = torch.load(best, weights_only=False)

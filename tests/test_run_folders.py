@@ -19,7 +19,7 @@ from yolo_spd.run_folders import run_folder, run_output
 
 from .conftest import child_env, make_yolo_dataset
 
-SUMMARY = {"compare.csv", "compare.json", "compare_ap_by_size.png"}
+SUMMARY = {"compare.csv", "compare.json", "compare.tex", "compare_ap_by_size.png"}
 
 
 # --- run_folder ------------------------------------------------------------------------------------------------------

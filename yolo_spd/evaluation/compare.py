@@ -2,9 +2,9 @@
 
 Each model is validated on one resolved :class:`~yolo_spd.evaluation.DatasetSplit` and scored by
 :func:`yolo_spd.evaluation.evaluate_model` with one :class:`~yolo_spd.evaluation.EvalSettings`, so the settings are
-identical by construction. The table (Markdown on screen, ``compare.csv`` and ``compare.json`` on disk) and the bar plot
-(``compare_ap_by_size.png``) go to one run folder; each model's own validation output, with its ``coco_eval.json``
-and ``coco_predictions.json``, sits in a subfolder.
+identical by construction. The table (Markdown on screen; ``compare.csv``, ``compare.tex`` (LaTeX) and
+``compare.json`` on disk) and the bar plot (``compare_ap_by_size.png``) go to one run folder; each model's own
+validation output, with its ``coco_eval.json`` and ``coco_predictions.json``, sits in a subfolder.
 """
 
 from __future__ import annotations
@@ -75,13 +75,27 @@ def table_columns(range_labels: tuple[str, ...]) -> list[str]:
     return columns
 
 
-def markdown_table(scores: list[ModelScore], columns: list[str]) -> str:
-    from ..markdown import table
+def table_rows(scores: list[ModelScore], columns: list[str]) -> tuple[list[str], list[list[str]]]:
+    """The side-by-side table's headers and cells (3 decimals; "-" for a size range without val objects, and for an
+    export's parameter count, which Ultralytics does not expose)."""
     from .report import metric_cell
 
     rows = [[s.label, "-" if s.params is None else f"{s.params:,}", *(metric_cell(s.metrics[c]) for c in columns)]
             for s in scores]
-    return table(["model", "params", *columns], rows)
+    return ["model", "params", *columns], rows
+
+
+def markdown_table(scores: list[ModelScore], columns: list[str]) -> str:
+    from ..markdown import table
+
+    return table(*table_rows(scores, columns))
+
+
+def latex_table(scores: list[ModelScore], columns: list[str], caption: str | None = None) -> str:
+    """``compare.tex``: the side-by-side table in LaTeX (booktabs; labelled ``tab:compare``)."""
+    from .. import latex
+
+    return latex.table(*table_rows(scores, columns), caption=caption, label="tab:compare")
 
 
 def to_csv(scores: list[ModelScore], columns: list[str]) -> str:
@@ -142,8 +156,14 @@ def _bounds(low: float, high: float) -> str:
 def save(scores: list[ModelScore], columns: list[str], ranges, folder: Path, settings: dict) -> list[Path]:
     payload = {"settings": settings, "models": [
         {"model": s.label, "weights": str(s.weights), "params": s.params, "metrics": s.metrics} for s in scores]}
+    sliced = settings.get("slicing")
+    how = (f"sliced inference ({sliced['slice']}-px windows, overlap {sliced['overlap']}), " if sliced else "")
+    caption = (f"Every model scored alike on {_dataset_title(Path(settings['data']))} ({settings['split']} split; "
+               f"{how}{settings['backend']}, sizes {settings['sizes']}, max_dets {settings['max_dets']}). "
+               "-: no val object of that size.")
     return [
         write_atomic(folder / "compare.csv", to_csv(scores, columns)),
+        write_atomic(folder / "compare.tex", latex_table(scores, columns, caption) + "\n"),
         write_atomic(folder / "compare.json", json.dumps(payload, indent=2) + "\n"),
         plot_ap_by_size(scores, ranges, folder / "compare_ap_by_size.png", title=_dataset_title(Path(settings["data"]))),
     ]
