@@ -305,6 +305,28 @@ def test_a_run_that_left_no_checkpoint_starts_again_with_the_new_settings(tmp_pa
     check_spec(spec(1), folder)  # the same settings continue it
 
 
+def test_a_training_key_written_out_at_its_default_value_continues_the_study(tmp_path):
+    """patience=100 (Ultralytics' default) given on a rerun of a study that left it unset, or left out on a rerun of
+    one that gave it, trains the same run: it is reused; any other value is still refused, naming the key."""
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
+    from yolo_spd.errors import UsageError
+    from yolo_spd.study.runs import SPEC_FILE, RunSpec, check_spec
+
+    def spec(**train):
+        return RunSpec("yolov5nu.yaml", 0, tmp_path / "data.yaml", "key", {"epochs": 1, **train})
+
+    default = DEFAULT_CFG_DICT["patience"]
+    folder = tmp_path / spec().name
+    (folder / "weights").mkdir(parents=True)
+    (folder / "done.json").write_text("{}")
+    for recorded, rerun in ((spec(), spec(patience=default)), (spec(patience=default), spec())):
+        (folder / SPEC_FILE).write_text(json.dumps(recorded.as_dict()))
+        check_spec(rerun, folder)  # no refusal: the same training
+        with pytest.raises(UsageError, match=f"patience={default!r}->{default + 1!r}|patience=None->{default + 1!r}"):
+            check_spec(spec(patience=default + 1), folder)
+
+
 def test_tile_on_a_dataset_without_labels_is_one_line(tmp_path):
     data = make_yolo_dataset(tmp_path / "data", n_train=2, n_val=1, size=64)
     for label in (tmp_path / "data" / "labels").rglob("*.txt"):

@@ -110,13 +110,22 @@ def check_spec(spec: RunSpec, folder: Path) -> None:
         return
     if not file.is_file():
         raise UsageError(f"{folder} exists but is not a study run (no {SPEC_FILE}); use another name= for the study")
-    recorded = json.loads(file.read_text(encoding="utf-8"))
-    wanted = spec.as_dict()
+    recorded = _without_defaults(json.loads(file.read_text(encoding="utf-8")))
+    wanted = _without_defaults(spec.as_dict())
     trained = any((folder / name).is_file() for name in (DONE_FILE, "weights/last.pt", "results.csv"))
     if recorded != wanted and trained:
         changes = "; ".join(_differences(recorded, wanted))
         raise UsageError(f"{folder.name} in {folder.parent} was trained differently ({changes}); "
                          "continue it with the same settings, or give the study another name=")
+
+
+def _without_defaults(spec: dict) -> dict:
+    """``spec`` without the training keys set to Ultralytics' default value: ``patience=100`` written out trains what
+    leaving it unset trains, so the two specs are the same run."""
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
+    train = {k: v for k, v in spec.get("train", {}).items() if k not in DEFAULT_CFG_DICT or v != DEFAULT_CFG_DICT[k]}
+    return {**spec, "train": train} if "train" in spec else spec
 
 
 def _differences(recorded: dict, wanted: dict) -> list[str]:
