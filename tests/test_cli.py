@@ -297,6 +297,7 @@ def bad_inputs(tmp_path_factory):
     (root / "binary.yaml").write_bytes(b"\xff\xfe\x00lr0: 0.01\n")
     (root / "exported.onnx").write_bytes(b"")  # refused by name before anything reads it
     (root / "resume.yaml").write_text("resume: ok.pt\n")  # resume=PATH from an overrides= file
+    (root / "values.yaml").write_text("epochs: abc\noptimizer: Foo\n")  # values Ultralytics refuses, in a file
     return root
 
 
@@ -347,6 +348,14 @@ NO_FOLDER = r"project=/dev/null/x: cannot create the output folder /dev/null/x/{
     (["train", "cfg=yolov5-spd-n.yaml", *DATA, "overrides=binary.yaml"],
      r"overrides=binary.yaml: binary.yaml is not a text file \(not UTF-8\), so not a YAML file$"),
     (["val", "weights=ok.pt", "data=binary.yaml"], r"data=binary.yaml: binary.yaml is not a text file \(not UTF-8\)"),
+    # a value Ultralytics refuses says it came from the overrides= file (it named only the key); one the command line
+    # sets is not read from the file
+    (["train", "cfg=yolov5-spd-n.yaml", *DATA, "overrides=values.yaml"],
+     r"error: overrides=values.yaml: 'epochs=abc' is of invalid type str"),
+    (["train", "cfg=yolov5-spd-n.yaml", *DATA, "overrides=values.yaml", "epochs=1"],
+     r"error: overrides=values.yaml: optimizer=Foo: not an optimizer Ultralytics' trainer knows"),
+    (["train", "cfg=yolov5-spd-n.yaml", *DATA, "overrides=values.yaml", "epochs=1", "optimizer=Bar"],
+     r"error: optimizer=Bar: not an optimizer "),
     # Ultralytics refuses an unknown optimizer only after writing the run folder and args.yaml (a traceback)
     (["train", "cfg=yolov5-spd-n.yaml", *DATA, "optimizer=Foo"],
      r"^yolo-spd: error: optimizer=Foo: not an optimizer Ultralytics' trainer knows; choose from Adam, .*SGD"),

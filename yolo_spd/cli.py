@@ -373,7 +373,7 @@ def run_train(tokens: list[str]) -> None:
     settings = eval_settings(mine)  # refuse bad evaluation keys before training
     _, model = given_once({"cfg": mine["cfg"], "model": rest.pop("model", None)})
     if mine["overrides"]:  # before resume=, which the file may hold
-        rest = {**_read_overrides(mine["overrides"]), **rest}
+        rest = {**_read_overrides(mine["overrides"], given=rest), **rest}
     model = _resumed_model(rest, model)
     model = resolve_model(model or DEFAULT_MODEL, "cfg")
     check_ultralytics_values(rest)
@@ -449,7 +449,9 @@ def _with_training_data(args: dict, model: str) -> dict:
     return args
 
 
-def _read_overrides(file) -> dict:
+def _read_overrides(file, given: dict) -> dict:
+    """The Ultralytics keys of an ``overrides=`` file, checked as command-line values are; a bad value is named
+    with the file (where the command line does not set the same key, which wins)."""
     path = Path(str(file))
     if not path.is_file():
         raise UsageError(f"overrides={file}: file not found")
@@ -461,6 +463,10 @@ def _read_overrides(file) -> dict:
     unknown = sorted(set(content) - ultralytics_keys())
     if unknown:
         raise UsageError(f"overrides={file}: unknown Ultralytics keys {', '.join(unknown)}")
+    try:
+        check_ultralytics_values({k: v for k, v in content.items() if k not in given})
+    except UsageError as e:
+        raise UsageError(f"overrides={file}: {e}") from None
     return content
 
 
