@@ -291,6 +291,38 @@ def test_ids_written_as_whole_floats_score_as_integers(dataset, tmp_path):
     aligned = align_predictions(read_predictions(as_float), build_ground_truth(split), "predictions=float.json")
     assert all(type(d["category_id"]) is int for d in aligned)
 
+def test_numeric_image_ids_name_the_image_the_files_convention_means(tmp_path):
+    """A split with 2.jpg and x.jpg: ground-truth ids 1 (2.jpg) and 2 (x.jpg), so the number 2 is both 2.jpg's stem
+    and x.jpg's id. Ultralytics' convention (stem 2 and "x") and the ground truth's ids (coco_predictions.json) both
+    score the exact boxes as AP 1; a file of numbers alone that reads either way is refused, naming both images (it
+    scored 2.jpg's boxes on x.jpg: AP 0.27, exit 0)."""
+    data = make_yolo_dataset(tmp_path / "data", n_train=1, n_val=2, size=96, seed=4)
+    val = data.parent / "images" / "val"
+    for old, new in (("000", "2"), ("001", "x")):
+        (val / f"{old}.jpg").rename(val / f"{new}.jpg")
+        label_path(val / f"{old}.jpg").rename(label_path(val / f"{new}.jpg"))
+    split = resolve_split(data)
+    truth = build_ground_truth(split)
+    assert truth.image_ids == {"2.jpg": 1, "x.jpg": 2}
+    anns = truth.coco["annotations"]
+    stem_of = {1: 2, 2: "x"}
+    exact = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 0.9}
+             for a in anns]
+    files = {"ultralytics.json": [{**d, "image_id": stem_of[d["image_id"]]} for d in exact],
+             "ground-truth-ids.json": exact}
+    for name, detections in files.items():
+        (tmp_path / name).write_text(json.dumps(detections))
+        assert evaluate_predictions(split, tmp_path / name).metrics["AP"] == pytest.approx(1.0), name
+    named = [{**d, "image_id": 2, "file_name": "x.jpg"} for d in exact if d["image_id"] == 2]
+    assert {d["image_id"] for d in align_predictions(named, truth, "w")} == {2}  # the file_name decides
+    only_2 = [{**d, "image_id": 2} for d in exact if d["image_id"] == 1]  # 2.jpg's boxes: by stem, or x.jpg's id?
+    (tmp_path / "ambiguous.json").write_text(json.dumps(only_2))
+    with pytest.raises(UsageError, match=r'ambiguous.json: image_id=2 is ambiguous: the file stem of 2.jpg and the '
+                                         r"ground truth's image id of x.jpg; give each detection its file_name, or "
+                                         r'write the image ids as file names \("2.jpg"\)$'):
+        evaluate_predictions(split, tmp_path / "ambiguous.json")
+
+
 @pytest.mark.parametrize(
     "content, message",
     [
@@ -307,11 +339,12 @@ def test_ids_written_as_whole_floats_score_as_integers(dataset, tmp_path):
         ('[{"image_id": 0, "category_id": true, "bbox": [0, 0, 1, 1], "score": 1}]', "category_id=True"),
         ('[{"image_id": 0, "category_id": 1.5, "bbox": [0, 0, 1, 1], "score": 1}]', "category_id=1.5"),
         ('[{"image_id": 0, "file_name": {}, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 1}]', "file_name=\\{\\}"),
+        ('[]'.encode("utf-16"), r"bad.json is not a text file \(not UTF-8\), so not a JSON file$"),  # a traceback
     ],
 )
 def test_malformed_predictions_get_one_clear_error(dataset, tmp_path, content, message):
     file = tmp_path / "bad.json"
-    file.write_text(content)
+    file.write_bytes(content) if isinstance(content, bytes) else file.write_text(content)
     with pytest.raises(UsageError, match=message) as error:
         evaluate_predictions(resolve_split(dataset), file)
     assert "\n" not in str(error.value) and "predictions=" in str(error.value)

@@ -3,7 +3,9 @@
 A detection is ``{"image_id", "category_id", "bbox": [x, y, w, h] in px, "score"}``. In a file given to
 ``yolo-spd val predictions=...`` the ids are the ground truth's: the official COCO ids for a dataset with a COCO
 JSON; for label-derived ground truth, the image id is the file stem (as a number when numeric, as Ultralytics
-writes it) or the file name, and the category id is the YOLO class index + 1 (Ultralytics' ``save_json`` convention).
+writes it), the file name, or the ground truth's own id (as ``coco_predictions.json`` holds it), and the category id
+is the YOLO class index + 1 (Ultralytics' ``save_json`` convention). A ``file_name`` key names the image outright;
+where a number is one image's stem and another's id, :func:`_number_meaning` reads the file as a whole.
 """
 
 from __future__ import annotations
@@ -24,7 +26,10 @@ def read_predictions(file: str | Path) -> list[dict]:
     where = f"predictions={file}"
     if not file.is_file():
         raise UsageError(f"{where}: file not found")
-    text = file.read_text(encoding="utf-8")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"{where}: {file.name} is not a text file (not UTF-8), so not a JSON file") from None
     if not text.strip():
         raise UsageError(f"{where}: the file is empty (an evaluation with no detections is a JSON list: [])")
     try:
@@ -72,27 +77,53 @@ def _is_id(value, *also: type) -> bool:
     return isinstance(value, also) or (_is_number(value) and float(value).is_integer())
 
 
-def _image_lookup(truth: GroundTruth) -> dict:
-    """Every way a detection may name an image -> its ground-truth id."""
+def _name_lookup(truth: GroundTruth) -> dict:
+    """Every way a detection may name an image by its file -> its ground-truth id: the file name, the stem, and a
+    numeric stem as a number (Ultralytics' ``image_id``)."""
     lookup = {}
     for file_name, image_id in truth.image_ids.items():
         stem = Path(file_name).stem
-        lookup[file_name] = image_id
-        lookup[stem] = image_id
+        lookup[file_name] = lookup[stem] = image_id
         if stem.isdigit():
             lookup[int(stem)] = image_id
-    for image_id in truth.image_ids.values():
-        lookup[image_id] = image_id
     return lookup
 
 
+def _number_meaning(detections: list[dict], truth: GroundTruth, where: str) -> dict:
+    """What a numeric ``image_id`` of this file means -> the ground-truth id it names.
+
+    A number is either a ground-truth image id (``coco_predictions.json``, a COCO JSON's ids) or a numeric file stem
+    (Ultralytics' ``predictions.json``). Where the two name different images for a number the file uses, the file
+    decides as a whole: a file that names any image by a string follows Ultralytics' convention (stems); else the one
+    reading under which every number names an image; if both do, the file is refused as ambiguous."""
+    names, ids = _name_lookup(truth), {i: i for i in truth.image_ids.values()}
+    numbered = [d for d in detections if "file_name" not in d and not isinstance(d["image_id"], str)]
+    numbers = {int(d["image_id"]) for d in numbered}
+    clash = sorted(n for n in numbers if n in names and n in ids and names[n] != ids[n])
+    if not clash:
+        return {**names, **ids}
+    by_stem, by_id = numbers <= names.keys(), numbers <= ids.keys()
+    if any(isinstance(d["image_id"], str) for d in detections) or (by_stem and not by_id):
+        return {**ids, **names}
+    if by_id and not by_stem:
+        return {**names, **ids}
+    file_of = {image_id: name for name, image_id in truth.image_ids.items()}
+    n = clash[0]
+    raise UsageError(f"{where}: image_id={n} is ambiguous: the file stem of {file_of[names[n]]} and the ground truth's "
+                     f"image id of {file_of[ids[n]]}; give each detection its file_name, or write the image ids as "
+                     f"file names (\"{file_of[names[n]]}\")")
+
+
 def align_predictions(detections: list[dict], truth: GroundTruth, where: str) -> list[dict]:
-    """Detections from a user's file with their image ids mapped onto ``truth``'s; unknown ids are refused."""
-    images = _image_lookup(truth)
+    """Detections from a user's file with their image ids mapped onto ``truth``'s (a ``file_name`` first, then the
+    ``image_id``: a file name or stem, or a number as :func:`_number_meaning` reads it); unknown ids are refused."""
+    names = _name_lookup(truth)
+    numbers = _number_meaning(detections, truth, where)
     categories = set(truth.category_ids)
     aligned = []
     for i, det in enumerate(detections):
-        image_id = images.get(det.get("file_name"), images.get(det["image_id"]))
+        key = det["image_id"]
+        image_id = names.get(det.get("file_name"), names.get(key) if isinstance(key, str) else numbers.get(int(key)))
         if image_id is None:
             raise UsageError(f"{where}: detection {i} names image {det['image_id']!r}, which is not in the evaluated split")
         if det["category_id"] not in categories:
@@ -111,7 +142,7 @@ def from_validator(jdict: list[dict], class_map: list[int], truth: GroundTruth) 
     to the class index and the file, then onto the ground truth's ids (the official COCO ids when there is a JSON).
     """
     class_of = {category: index for index, category in enumerate(class_map)}
-    images = _image_lookup(truth)
+    images = _name_lookup(truth)  # Ultralytics names the image by file (and stem): never by a ground-truth id
     detections = []
     for det in jdict:
         image_id = images.get(det.get("file_name"), images.get(det["image_id"]))
