@@ -209,7 +209,15 @@ def test_compare_puts_models_side_by_side_and_refuses_other_class_lists(trained_
     other = tmp_path / "other.pt"
     torch.save(checkpoint, other)
     code, _, err = run("compare", f"weights={a},{other}", f"data={data}", *common)
-    assert code == 2 and "other detects 2 classes [cat, dog] but the data has 2 [red, green]" in err
+    assert code == 2 and "other's class 0 is 'cat' but the data names it 'red'; compare only models trained" in err
+    code, _, err = run("val", f"weights={other}", f"data={data}", *common)  # val scored 'cat' boxes as 'red', exit 0
+    assert code == 2 and err.strip().splitlines() == [
+        f"yolo-spd: error: the weights' class 0 is 'cat' but data={data} names class 0 'red'; evaluate on the dataset "
+        "the model was trained for"]
+    checkpoint["model"].names = {0: "red"}
+    torch.save(checkpoint, other)
+    code, _, err = run("compare", f"weights={a},{other}", f"data={data}", *common)
+    assert code == 2 and "other detects 1 classes [red] but the data has 2 [red, green]" in err
 
 
 def test_info_prints_the_model_table_with_baseline_ratios():

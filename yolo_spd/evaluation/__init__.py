@@ -160,11 +160,25 @@ SLICED_IGNORED_QUIETLY = ("plots", "verbose", "save_json", "workers")  # set by 
 
 
 def check_classes(model_names: dict, dataset: DatasetSplit) -> None:
+    """Refuse a model whose class list is not the data's: another count, or another name at some index (its
+    detections of one class would be scored, and reported, as another)."""
     if len(model_names) != len(dataset.names):
         raise UsageError(
             f"the weights detect {len(model_names)} classes but data={dataset.yaml_file} has "
             f"{len(dataset.names)}; evaluate on the dataset the model was trained for"
         )
+    index = first_difference(model_names, dataset.names)
+    if index is not None:
+        raise UsageError(
+            f"the weights' class {index} is {model_names[sorted(model_names)[index]]!r} but data={dataset.yaml_file} "
+            f"names class {index} {dataset.names[index]!r}; evaluate on the dataset the model was trained for"
+        )
+
+
+def first_difference(model_names: dict, data_names) -> int | None:
+    """The first class index at which a model's names (``{index: name}``) and the data's differ, or None."""
+    listed = [model_names[i] for i in sorted(model_names)]
+    return next((i for i, (a, b) in enumerate(zip(listed, data_names)) if a != b), None)
 
 
 def save_detections(evaluation: ModelEvaluation, folder: Path) -> Path:

@@ -54,13 +54,21 @@ def model_folders(labels: list[str]) -> list[str]:
 
 def check_same_classes(names_by_model: dict[str, dict], data_names: tuple[str, ...]) -> None:
     """Refuse models whose class lists differ from each other or from the data's."""
+    from . import first_difference
+
     expected = list(data_names)
     for label, names in names_by_model.items():
         listed = [names[i] for i in sorted(names)]
-        if listed != expected:
+        if len(listed) != len(expected):
             raise UsageError(
                 f"{label} detects {len(listed)} classes {_short(listed)} but the data has {len(expected)} "
                 f"{_short(expected)}; compare only models trained on the same class list"
+            )
+        index = first_difference(names, expected)
+        if index is not None:  # the lists' first four names may agree: name the class that differs
+            raise UsageError(
+                f"{label}'s class {index} is {listed[index]!r} but the data names it {expected[index]!r}; compare only "
+                "models trained on the same class list"
             )
 
 
