@@ -306,6 +306,7 @@ def bad_inputs(tmp_path_factory):
     (root / "exported.onnx").write_bytes(b"")  # refused by name before anything reads it
     (root / "resume.yaml").write_text("resume: ok.pt\n")  # resume=PATH from an overrides= file
     (root / "values.yaml").write_text("epochs: abc\noptimizer: Foo\n")  # values Ultralytics refuses, in a file
+    (root / "broken.onnx").write_bytes(b"\x08\x07" + bytes(range(256)) * 4)  # a truncated or corrupt export
     return root
 
 
@@ -390,6 +391,11 @@ NO_FOLDER = r"project=/dev/null/x: cannot create the output folder /dev/null/x/{
     # value Ultralytics refuses (8.4.190: "Deprecated 'end2end' must be a bool." with no value; 8.4.67 lists the key)
     (["slice", "data=data/data.yaml", "tile=32", "hide_labels=True"], r"'hide_labels' is not a valid yolo-spd "),
     (["predict", "model=ok.pt", *SOURCE, "end2end=3"], r"end2end=3.* must be a bool"),
+    # an ONNX file ONNX Runtime cannot parse (a TypeError traceback from 8.4.190, InvalidProtobuf from 8.4.67)
+    (["val", "weights=broken.onnx", *DATA], r"error: broken.onnx: not an ONNX model ONNX Runtime can read \(empty, "
+                                            r"truncated or not ONNX\); export it again from its .pt "),
+    (["compare", "weights=ok.pt,broken.onnx", *DATA], r"error: broken.onnx: not an ONNX model ONNX Runtime can "),
+    (["predict", "model=broken.onnx", *SOURCE], r"error: broken.onnx: not an ONNX model ONNX Runtime can read"),
     # an export is exported from its .pt (Ultralytics raised a TypeError traceback)
     (["export", "model=exported.onnx", "format=onnx"], r"model=exported.onnx: not an accepted model form \(onnx\); "
                                                        r"expected a model YAML .* or a \.pt checkpoint$"),

@@ -763,8 +763,13 @@ def main(argv: list[str] | None = None) -> int:
                 RUNNERS.get(mode, lambda t: run_predict_or_export(mode, t))(tokens)
         except ModuleNotFoundError as error:
             raise _missing_package(error, mode, tokens) from error
-        except (SyntaxError, TypeError, FileNotFoundError, ValueError, ConnectionError, AssertionError) as error:
-            if not _raised_checking_user_input(error):
+        except Exception as error:
+            unparsable = _unparsable_onnx(error)
+            if unparsable is not None and not os.environ.get(TRACEBACK_ENV):
+                raise UsageError(f"{unparsable}: not an ONNX model ONNX Runtime can read (empty, truncated or not "
+                                 f"ONNX); export it again from its .pt (set {TRACEBACK_ENV}=1 for the traceback)"
+                                 ) from error
+            if not isinstance(error, USER_ERROR_TYPES) or not _raised_checking_user_input(error):
                 raise
             if os.environ.get(TRACEBACK_ENV):
                 raise
@@ -796,6 +801,7 @@ USER_INPUT_CHECKS = {
     ConnectionError: ("ultralytics/utils/downloads.py:safe_download",),
     AssertionError: ("ultralytics/engine/exporter.py:validate_args",),
 }
+USER_ERROR_TYPES = tuple(USER_INPUT_CHECKS)
 # Export packages tested together in an extra that pins numpy, protobuf or onnx below what the rest is tested with, so
 # a plain `pip install tensorflow` (or quark: an unrelated PyPI package) here would not give a working set:
 # import name -> (the extra, why it needs a venv of its own).
@@ -809,6 +815,16 @@ OWN_VENV_EXTRAS = {**dict.fromkeys(("tensorflow", "tf_keras", "onnx2tf", "sng4on
 PIP_NAMES = {"paddle": "paddlepaddle", "rknn": "rknn-toolkit2", "cv2": "opencv-python", "PIL": "pillow",
              "coreai": "coreai-torch",
              "sklearn": "scikit-learn", "yaml": "pyyaml"}
+
+
+def _unparsable_onnx(error: BaseException) -> str | None:
+    """The file named by ONNX Runtime's InvalidProtobuf (an .onnx it cannot parse), raised itself (Ultralytics 8.4.67)
+    or as the cause of Ultralytics' TypeError (8.4.190); None for any other error."""
+    for e in (error, error.__cause__):
+        if type(e).__name__ == "InvalidProtobuf" and type(e).__module__.startswith("onnxruntime"):
+            found = re.search(r"Load model from (.+?) failed", str(e))
+            return found.group(1) if found else "the ONNX model"
+    return None
 
 
 def _raised_checking_user_input(error: BaseException) -> bool:
