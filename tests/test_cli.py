@@ -306,6 +306,10 @@ def bad_inputs(tmp_path_factory):
     (root / "exported.onnx").write_bytes(b"")  # refused by name before anything reads it
     (root / "resume.yaml").write_text("resume: ok.pt\n")  # resume=PATH from an overrides= file
     (root / "values.yaml").write_text("epochs: abc\noptimizer: Foo\n")  # values Ultralytics refuses, in a file
+    other = {"images": [{"id": 7, "file_name": "elsewhere.jpg", "width": 64, "height": 64}], "annotations": [],
+             "categories": [{"id": 1, "name": "red"}, {"id": 2, "name": "green"}]}
+    (root / "data" / "other.json").write_text(json.dumps(other))  # a COCO JSON of other images
+    (root / "data" / "cocojson.yaml").write_text((root / "data" / "data.yaml").read_text() + "coco_json: other.json\n")
     (root / "broken.onnx").write_bytes(b"\x08\x07" + bytes(range(256)) * 4)  # a truncated or corrupt export
     return root
 
@@ -391,6 +395,12 @@ NO_FOLDER = r"project=/dev/null/x: cannot create the output folder /dev/null/x/{
     # value Ultralytics refuses (8.4.190: "Deprecated 'end2end' must be a bool." with no value; 8.4.67 lists the key)
     (["slice", "data=data/data.yaml", "tile=32", "hide_labels=True"], r"'hide_labels' is not a valid yolo-spd "),
     (["predict", "model=ok.pt", *SOURCE, "end2end=3"], r"end2end=3.* must be a bool"),
+    # a coco_json that does not describe the split: refused before validating or training (val found it after the
+    # whole validation, leaving a run folder of plots; train after training)
+    (["val", "weights=ok.pt", "data=data/cocojson.yaml", "imgsz=64"], r"error: coco_json=.*other.json does not "
+                                                                       r"describe 2 image\(s\) of the split, e.g. "),
+    (["train", "cfg=yolov5-spd-n.yaml", "data=data/cocojson.yaml", "imgsz=64", "epochs=1"],
+     r"error: coco_json=.*other.json does not describe 2 image"),
     # an ONNX file ONNX Runtime cannot parse (a TypeError traceback from 8.4.190, InvalidProtobuf from 8.4.67)
     (["val", "weights=broken.onnx", *DATA], r"error: broken.onnx: not an ONNX model ONNX Runtime can read \(empty, "
                                             r"truncated or not ONNX\); export it again from its .pt "),

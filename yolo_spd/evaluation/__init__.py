@@ -56,12 +56,16 @@ def build_ground_truth(split: DatasetSplit, gt: str = "auto", images: list[Path]
 
 
 def check_ground_truth(split: DatasetSplit, gt: str) -> None:
-    """Refuse ``gt=json`` for a split without a COCO JSON: before a validation or a training run, not after it."""
+    """Refuse ``gt=json`` for a split without a COCO JSON, and a COCO JSON that is not an instances file, lacks a
+    category or an image of the split: before a validation or a training run, not after it (the JSON is read once
+    per process, so scoring reads it again for free)."""
     if gt == "json" and split.coco_json is None:
         raise UsageError(
             f"gt=json: {split.yaml_file} names no COCO JSON and none was found in {split.root / 'annotations'}; "
             "add a 'coco_json:' key"
         )
+    if gt != "labels" and split.coco_json is not None:
+        official_ground_truth(split.coco_json, list(split.images), list(split.names))
 
 
 def evaluate_predictions(split: DatasetSplit, predictions: str | Path,
