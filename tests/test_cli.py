@@ -201,7 +201,7 @@ def test_compare_puts_models_side_by_side_and_refuses_other_class_lists(trained_
     tex_rows = [line.removesuffix(r" \\").replace(r"\_", "_").replace(r"\#", "#").split(" & ")
                 for line in tex.splitlines() if " & " in line]
     assert tex_rows[:2] == md_rows and len(tex_rows) == 3 and r"\label{tab:compare}" in tex
-    assert f"scored alike on {data.parent.name if data.stem == 'data' else data.stem} (val split;" in tex
+    assert f"scored by the same evaluator on {data.parent.name if data.stem == 'data' else data.stem} (val split;" in tex
     assert (runs / "cmp" / "compare_ap_by_size.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     checkpoint = torch.load(best, weights_only=False)

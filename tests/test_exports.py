@@ -6,6 +6,7 @@ file or folder as ``model=``/``weights=`` (:mod:`yolo_spd.model_source`). The he
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import subprocess
 import sys
@@ -167,6 +168,33 @@ def test_compare_takes_exports(tiny_exports, tmp_path):
                  "yolov5-spd-n_ncnn_model"):
         assert rows[name] == "-"  # an export's parameters are not known: left blank, not counted as 0
     assert rows["yolov5-spd-n.pt"].replace(",", "").isdigit()
+
+
+@pytest.mark.slow
+def test_compare_says_when_a_static_export_ran_at_another_size(tiny_exports, tmp_path):
+    """A static ONNX export at imgsz=64 compared at imgsz=96: Ultralytics 8.4.190 runs it at 64 anyway, so compare
+    records each model's size and says they differ (compare.json claimed 96 for both); 8.4.67 feeds it 96 and ONNX
+    Runtime refuses, which is one error line (it was a traceback) and leaves no empty model folder."""
+    from importlib.metadata import version
+
+    weights, exports, data = tiny_exports
+    onnx = next(e for e in exports if str(e).endswith(".onnx"))
+    done = run_cli("compare", f"weights={weights},{onnx}", f"data={data}", f"imgsz={IMGSZ + 32}", "batch=1",
+                   "device=cpu", f"project={tmp_path}", "name=compare", cwd=tmp_path)
+    if tuple(int(v) for v in version("ultralytics").split(".")[:3]) >= (8, 4, 190):
+        assert done.returncode == 0, done.stderr[-2000:]
+        saved = json.loads((tmp_path / "compare" / "compare.json").read_text())
+        assert [m["imgsz"] for m in saved["models"]] == [IMGSZ + 32, IMGSZ]
+        assert (f"note: the models ran at different input sizes (yolov5-spd-n.pt at {IMGSZ + 32}, yolov5-spd-n.onnx "
+                f"at {IMGSZ}): a static export keeps the size it was exported at") in done.stderr
+        assert "Note: the models ran at different input sizes" in (tmp_path / "compare" / "compare.tex").read_text()
+        assert not (tmp_path / "compare" / "yolov5-spd-n.pt" / "predictions.json").exists()  # save_json not asked
+    else:
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and lines[-1].startswith(
+            f"yolo-spd: error: a static ONNX export was given another input shape than it was exported for "
+            f"(dimension 2: {IMGSZ + 32}, expected {IMGSZ}; dimension 3: {IMGSZ + 32}, expected {IMGSZ}); "), lines
+        assert not (tmp_path / "compare" / "yolov5-spd-n.onnx").exists()
 
 
 # ---------------------------------------------------------------------------------------------------- export forms

@@ -764,11 +764,15 @@ def main(argv: list[str] | None = None) -> int:
         except ModuleNotFoundError as error:
             raise _missing_package(error, mode, tokens) from error
         except Exception as error:
-            unparsable = _unparsable_onnx(error)
+            unparsable, shape = _unparsable_onnx(error), _onnx_input_shape(error)
             if unparsable is not None and not os.environ.get(TRACEBACK_ENV):
                 raise UsageError(f"{unparsable}: not an ONNX model ONNX Runtime can read (empty, truncated or not "
                                  f"ONNX); export it again from its .pt (set {TRACEBACK_ENV}=1 for the traceback)"
                                  ) from error
+            if shape is not None and not os.environ.get(TRACEBACK_ENV):
+                raise UsageError(f"a static ONNX export was given another input shape than it was exported for "
+                                 f"({shape}); give the imgsz= (and batch=) it was exported at, or export it with "
+                                 f"dynamic=True (set {TRACEBACK_ENV}=1 for the traceback)") from error
             if not isinstance(error, USER_ERROR_TYPES) or not _raised_checking_user_input(error):
                 raise
             if os.environ.get(TRACEBACK_ENV):
@@ -825,6 +829,17 @@ def _unparsable_onnx(error: BaseException) -> str | None:
             found = re.search(r"Load model from (.+?) failed", str(e))
             return found.group(1) if found else "the ONNX model"
     return None
+
+
+def _onnx_input_shape(error: BaseException) -> str | None:
+    """ONNX Runtime's InvalidArgument for an input of another shape than a static export's (Ultralytics 8.4.67 runs
+    one at imgsz=, 8.4.190 at its own size), as "index 2: 320, expected 256; ..."; None for any other error."""
+    if type(error).__name__ != "InvalidArgument" or not type(error).__module__.startswith("onnxruntime"):
+        return None
+    found = re.findall(r"index: (\d+) Got: (\d+) Expected: (\d+)", str(error))
+    if "Got invalid dimensions for input" not in str(error) or not found:
+        return None
+    return "; ".join(f"dimension {i}: {got}, expected {want}" for i, got, want in found)
 
 
 def _raised_checking_user_input(error: BaseException) -> bool:

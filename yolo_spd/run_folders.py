@@ -75,6 +75,11 @@ def run_output(project: str | os.PathLike | None, name: str | None, default_name
     try:
         yield folder
     except BaseException:
+        if created:  # made by this run: the empty folders it made inside go too (compare's per-model folders)
+            for sub in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+                if sub.is_dir() and not sub.is_symlink():
+                    with contextlib.suppress(OSError):
+                        sub.rmdir()
         for made in created:  # the run folder first, then the parents made for it; only empty ones go
             try:
                 made.rmdir()

@@ -85,6 +85,7 @@ class ModelEvaluation:
     detections: list[dict]
     save_dir: Path
     metrics: object  # Ultralytics' DetMetrics from the same run; None for sliced validation
+    imgsz: object = None  # the input size Ultralytics' validator ran the model at; None for sliced validation
 
 
 def evaluate_model(model, split: DatasetSplit, settings: EvalSettings | None = None, **val_args) -> ModelEvaluation:
@@ -108,7 +109,7 @@ def evaluate_model(model, split: DatasetSplit, settings: EvalSettings | None = N
     truth = build_ground_truth(split, settings.gt, images=kept)
     detections = from_validator(collected.detections, collected.class_map, truth)
     result = run_cocoeval(truth, detections, settings.sizes, settings.backend, settings.max_dets)
-    return ModelEvaluation(result, truth, detections, collected.save_dir, collected.metrics)
+    return ModelEvaluation(result, truth, detections, collected.save_dir, collected.metrics, collected.imgsz)
 
 
 def evaluate_sliced(model, split: DatasetSplit, settings: EvalSettings, project=None, name=None, exist_ok=False,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ class ModelScore:
     weights: Path
     params: int | None  # None for an export, whose parameters Ultralytics does not expose
     metrics: dict[str, float]
+    imgsz: object = None  # the input size it ran at (a static export runs at its own); None for sliced validation
 
 
 def model_labels(weights: list[Path]) -> list[str]:
@@ -163,12 +165,14 @@ def _bounds(low: float, high: float) -> str:
 
 def save(scores: list[ModelScore], columns: list[str], ranges, folder: Path, settings: dict) -> list[Path]:
     payload = {"settings": settings, "models": [
-        {"model": s.label, "weights": str(s.weights), "params": s.params, "metrics": s.metrics} for s in scores]}
+        {"model": s.label, "weights": str(s.weights), "params": s.params, "imgsz": s.imgsz, "metrics": s.metrics}
+        for s in scores]}
     sliced = settings.get("slicing")
     how = (f"sliced inference ({sliced['slice']}-px windows, overlap {sliced['overlap']}), " if sliced else "")
-    caption = (f"Every model scored alike on {_dataset_title(Path(settings['data']))} ({settings['split']} split; "
+    unlike = sizes_differ(scores)
+    caption = (f"Every model scored by the same evaluator on {_dataset_title(Path(settings['data']))} ({settings['split']} split; "
                f"{how}{settings['backend']}, sizes {settings['sizes']}, max_dets {settings['max_dets']}). "
-               "-: no val object of that size.")
+               "-: no val object of that size." + (f" Note: {unlike}." if unlike else ""))
     return [
         write_atomic(folder / "compare.csv", to_csv(scores, columns)),
         write_atomic(folder / "compare.tex", latex_table(scores, columns, caption) + "\n"),
@@ -207,8 +211,30 @@ def compare(weights: list[Path], split: DatasetSplit, folder: Path, settings: Ev
         report.save(evaluation.result, evaluation.save_dir)  # each model's own scores and detections beside its run
         save_detections(evaluation, evaluation.save_dir)
         params = parameter_count(model)
-        scores.append(ModelScore(label, file, params, evaluation.result.metrics))
+        scores.append(ModelScore(label, file, params, evaluation.result.metrics, _size(evaluation.imgsz)))
     columns = table_columns(settings.sizes.labels)
     recorded = {"data": str(split.yaml_file), "split": split.split, **settings.as_dict(),
                 "ground_truth": evaluation.result.ground_truth, **{k: str(v) for k, v in val_args.items()}}
+    unlike = sizes_differ(scores)
+    if unlike:
+        print(f"yolo-spd: note: {unlike}", file=sys.stderr)
     return scores, columns, save(scores, columns, settings.sizes, folder, recorded)
+
+
+def _size(imgsz) -> int | list[int] | None:
+    """An input size as the result files give it: one number for a square input, else [height, width]."""
+    if imgsz is None:
+        return None
+    sizes = [int(v) for v in imgsz] if isinstance(imgsz, (list, tuple)) else [int(imgsz)]
+    return sizes[0] if len(set(sizes)) == 1 else sizes
+
+
+def sizes_differ(scores: list[ModelScore]) -> str | None:
+    """A sentence naming each model's input size when they are not all the same (a static export runs at the size
+    it was exported at, whatever imgsz= says), else None."""
+    sizes = [s.imgsz for s in scores if s.imgsz is not None]
+    if len({json.dumps(v) for v in sizes}) < 2:
+        return None
+    listed = ", ".join(f"{s.label} at {s.imgsz}" for s in scores if s.imgsz is not None)
+    return (f"the models ran at different input sizes ({listed}): a static export keeps the size it was exported "
+            "at; export with dynamic=True, or at the same imgsz, to compare them alike")

@@ -21,6 +21,7 @@ class CollectedValidation:
     image_files: list[str]  # the images the dataloader kept, in order
     save_dir: Path
     metrics: object  # Ultralytics' DetMetrics
+    imgsz: object  # the input size the model ran at: a static export's own (8.4.190 takes it from the export)
 
 
 def validate_collecting_detections(model, **overrides) -> CollectedValidation:
@@ -43,10 +44,13 @@ def validate_collecting_detections(model, **overrides) -> CollectedValidation:
     finally:
         model.callbacks["on_val_end"].remove(seen.append)
     validator = seen[-1]
+    if not overrides.get("save_json"):  # Ultralytics' predictions.json, written only because save_json is forced on
+        (Path(validator.save_dir) / "predictions.json").unlink(missing_ok=True)
     return CollectedValidation(
         detections=list(validator.jdict),
         class_map=list(validator.class_map),
         image_files=list(validator.dataloader.dataset.im_files),
         save_dir=Path(validator.save_dir),
         metrics=metrics,
+        imgsz=validator.args.imgsz,
     )
