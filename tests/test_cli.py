@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -310,6 +311,14 @@ def bad_inputs(tmp_path_factory):
              "categories": [{"id": 1, "name": "red"}, {"id": 2, "name": "green"}]}
     (root / "data" / "other.json").write_text(json.dumps(other))  # a COCO JSON of other images
     (root / "data" / "cocojson.yaml").write_text((root / "data" / "data.yaml").read_text() + "coco_json: other.json\n")
+    for sub in ("a", "b"):  # two val images with the same file name, in different folders
+        (root / "dup" / "images" / "val" / sub).mkdir(parents=True)
+        (root / "dup" / "labels" / "val" / sub).mkdir(parents=True)
+        image = next((root / "data" / "images" / "val").glob("*.jpg"))
+        shutil.copy(image, root / "dup" / "images" / "val" / sub / "im.jpg")
+        (root / "dup" / "labels" / "val" / sub / "im.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (root / "dup" / "data.yaml").write_text(f"path: {root / 'dup'}\ntrain: images/val\nval: images/val\n"
+                                            "names:\n  0: red\n  1: green\n")
     (root / "broken.onnx").write_bytes(b"\x08\x07" + bytes(range(256)) * 4)  # a truncated or corrupt export
     return root
 
@@ -401,6 +410,12 @@ NO_FOLDER = r"project=/dev/null/x: cannot create the output folder /dev/null/x/{
                                                                        r"describe 2 image\(s\) of the split, e.g. "),
     (["train", "cfg=yolov5-spd-n.yaml", "data=data/cocojson.yaml", "imgsz=64", "epochs=1"],
      r"error: coco_json=.*other.json does not describe 2 image"),
+    # two val images with one file name: their detections were scored on one image (AP 0.18 for 0.57), also sliced
+    (["val", "weights=ok.pt", "data=dup/data.yaml", "imgsz=64"], r"error: data=.*dup/data.yaml: the val split has two "
+                                                                 r"images named im.jpg \(.*a/im.jpg and .*b/im.jpg\); "
+                                                                 r"COCO evaluation names each image by its file name"),
+    (["val", "weights=ok.pt", "data=dup/data.yaml", "imgsz=64", "slice=32"], r"the val split has two images named "),
+    (["train", "cfg=yolov5-spd-n.yaml", "data=dup/data.yaml", "imgsz=64", "epochs=1"], r"two images named im.jpg"),
     # an ONNX file ONNX Runtime cannot parse (a TypeError traceback from 8.4.190, InvalidProtobuf from 8.4.67)
     (["val", "weights=broken.onnx", *DATA], r"error: broken.onnx: not an ONNX model ONNX Runtime can read \(empty, "
                                             r"truncated or not ONNX\); export it again from its .pt "),

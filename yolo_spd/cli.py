@@ -593,7 +593,8 @@ def run_study(tokens: list[str]) -> None:
         if new and not any(plan.folder.glob("*/results.csv")) and not any(plan.folder.glob("*/weights/*.pt")):
             remove_created(plan.created)
         raise
-    print(f"Study results saved to {plan.folder} (study.json, study.md, study.tex, study.csv, study_paired.csv, study.png)")
+    print(f"Study results saved to {plan.folder} (study.json, study.md, study.tex, study.csv, study_paired.csv, "
+          "study.png)")
 
 #: Ultralytics' predict keys that write into the run folder; with none of them set, predict creates no folder.
 PREDICT_OUTPUT_KEYS = ("save", "save_txt", "save_crop", "save_frames", "visualize")

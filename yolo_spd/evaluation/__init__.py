@@ -56,14 +56,24 @@ def build_ground_truth(split: DatasetSplit, gt: str = "auto", images: list[Path]
 
 
 def check_ground_truth(split: DatasetSplit, gt: str) -> None:
-    """Refuse ``gt=json`` for a split without a COCO JSON, and a COCO JSON that is not an instances file, lacks a
-    category or an image of the split: before a validation or a training run, not after it (the JSON is read once
-    per process, so scoring reads it again for free)."""
+    """Refuse ``gt=json`` for a split without a COCO JSON, two images of the split with the same file name (in
+    different folders), and a COCO JSON that is not an instances file, lacks a category or an image of the split:
+    before a validation or a training run, not after it (the JSON is read once per process, so scoring reads it
+    again for free)."""
     if gt == "json" and split.coco_json is None:
         raise UsageError(
             f"gt=json: {split.yaml_file} names no COCO JSON and none was found in {split.root / 'annotations'}; "
             "add a 'coco_json:' key"
         )
+    seen: dict[str, Path] = {}
+    for image in split.images:  # COCO's ground truth and Ultralytics' detections name an image by its file name
+        other = seen.setdefault(image.name, image)
+        if other != image:
+            raise UsageError(
+                f"data={split.yaml_file}: the {split.split} split has two images named {image.name} ({other} and "
+                f"{image}); COCO evaluation names each image by its file name, so their boxes would be mixed up: "
+                "rename one"
+            )
     if gt != "labels" and split.coco_json is not None:
         official_ground_truth(split.coco_json, list(split.images), list(split.names))
 

@@ -170,14 +170,15 @@ def save(scores: list[ModelScore], columns: list[str], ranges, folder: Path, set
     sliced = settings.get("slicing")
     how = (f"sliced inference ({sliced['slice']}-px windows, overlap {sliced['overlap']}), " if sliced else "")
     unlike = sizes_differ(scores)
-    caption = (f"Every model scored by the same evaluator on {_dataset_title(Path(settings['data']))} ({settings['split']} split; "
+    title = _dataset_title(Path(settings["data"]))
+    caption = (f"Every model scored by the same evaluator on {title} ({settings['split']} split; "
                f"{how}{settings['backend']}, sizes {settings['sizes']}, max_dets {settings['max_dets']}). "
                "-: no val object of that size." + (f" Note: {unlike}." if unlike else ""))
     return [
         write_atomic(folder / "compare.csv", to_csv(scores, columns)),
         write_atomic(folder / "compare.tex", latex_table(scores, columns, caption) + "\n"),
         write_atomic(folder / "compare.json", json.dumps(payload, indent=2) + "\n"),
-        plot_ap_by_size(scores, ranges, folder / "compare_ap_by_size.png", title=_dataset_title(Path(settings["data"]))),
+        plot_ap_by_size(scores, ranges, folder / "compare_ap_by_size.png", title=title),
     ]
 
 
