@@ -429,6 +429,16 @@ def test_sliced_predict_line_and_picture_for_an_image_without_detections(tmp_pat
     assert txt.returncode == 0, txt.stderr[-2000:]
     assert txt.stdout.strip().splitlines()[-1] == f"0 labels saved to {tmp_path / 'txt' / 'labels'}"
     assert (tmp_path / "txt" / "labels").is_dir() and not any((tmp_path / "txt" / "labels").iterdir())  # named: made
+    mpo = tmp_path / "folder" / "b.mpo"  # a format OpenCV reads but cannot write: a cv2.error traceback, 1 of 2 saved
+    mpo.parent.mkdir()
+    Image.new("RGB", (96, 64), (90, 120, 90)).save(mpo, format="JPEG")
+    image.rename(mpo.parent / image.name)
+    both = cli("predict", f"model={tmp_path / 'untrained.pt'}", f"source={mpo.parent}", "slice=64", "conf=0.99",
+               f"project={tmp_path}", "name=both", cwd=tmp_path)
+    assert both.returncode == 0, both.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "both").iterdir()) == ["a.png", "b.jpg"]
+    with Image.open(tmp_path / "both" / "b.jpg") as saved:
+        assert saved.format == "JPEG" and saved.size == (96, 64)
 
 
 def test_an_export_of_fixed_size_predicts_windows_at_that_size_and_says_so(tmp_path):

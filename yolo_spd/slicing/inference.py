@@ -142,6 +142,14 @@ class SliceSettings:
         return {("slice" if k == "size" else k): v for k, v in asdict(self).items()}
 
 
+def picture_suffix(file: Path) -> str:
+    """The suffix of the picture saved for ``file``: its own where OpenCV writes that format (PNG and TIFF stay
+    sharp), else ``.jpg``, as ``yolo predict`` saves every picture (OpenCV reads .mpo and .dng but writes neither)."""
+    import cv2
+
+    return file.suffix if file.suffix and cv2.haveImageWriter(f"x{file.suffix}") else ".jpg"
+
+
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -384,8 +392,8 @@ def predict_sliced(model, settings: SliceSettings, source, project=None, name=No
         if folder is not None:
             base = _output_stem(file.stem, stems)
             if save:
-                result.save(str(folder / f"{base}{file.suffix}"), line_width=line_width, labels=show_labels,
-                            conf=show_conf)
+                result.save(str(folder / f"{base}{picture_suffix(file)}"), line_width=line_width,
+                            labels=show_labels, conf=show_conf)
             if save_txt:
                 label = folder / "labels" / f"{base}.txt"
                 label.unlink(missing_ok=True)  # replace, never append to, an earlier run's file (exist_ok=True)
