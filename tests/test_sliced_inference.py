@@ -441,6 +441,28 @@ def test_sliced_predict_line_and_picture_for_an_image_without_detections(tmp_pat
         assert saved.format == "JPEG" and saved.size == (96, 64)
 
 
+def test_a_window_size_off_the_stride_is_rounded_once_and_reported_as_used(tmp_path):
+    """slice=48 on a stride-32 model: windows run at 64, which the header reports (it said 48), with one note instead
+    of Ultralytics' warning for every image; an imgsz= given is named as such."""
+    from PIL import Image
+    from ultralytics import YOLO
+
+    YOLO("yolov5-spd-n.yaml").save(tmp_path / "untrained.pt")
+    for i in range(3):
+        Image.new("RGB", (96, 64), (90, 120, 40 * i)).save(tmp_path / f"{i}.png")
+    args = [f"model={tmp_path / 'untrained.pt'}", f"source={tmp_path}", "save=False", "conf=0.99"]
+    out = cli("predict", *args, "slice=48", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "Sliced prediction: slice 48 px, overlap 0.2, imgsz 64, " in out.stdout
+    notes = [line for line in out.stderr.splitlines() if "stride" in line]
+    assert notes == ["yolo-spd: note: the slice size, 48 px, is not a multiple of the model's stride 32; windows run at "
+                     "imgsz=64, as Ultralytics rounds it"], out.stderr
+    assert "must be multiple" not in out.stdout + out.stderr
+    given = cli("predict", *args, "slice=64", "imgsz=70", cwd=tmp_path)
+    assert given.returncode == 0 and "imgsz 96, " in given.stdout
+    assert "yolo-spd: note: imgsz=70 is not a multiple of the model's stride 32; windows run at imgsz=96" in given.stderr
+
+
 def test_an_export_of_fixed_size_predicts_windows_at_that_size_and_says_so(tmp_path):
     """Ultralytics' predictor runs an export without dynamic shapes at its export size whatever imgsz= says, so the
     windows are resized to it; the header used to print imgsz as the slice size (compare then showed the same weights

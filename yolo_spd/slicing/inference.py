@@ -44,6 +44,7 @@ Deviations from SAHI, each deliberate:
 from __future__ import annotations
 
 import glob
+import math
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -246,7 +247,8 @@ class SlicedPredictor:
 
     def __init__(self, model: YOLO, settings: SliceSettings, predict_args: dict | None = None,
                  default_conf: float = 0.25):
-        settings.check_stride(model_stride(model))
+        stride = model_stride(model)
+        settings.check_stride(stride)
         args = {k: v for k, v in (predict_args or {}).items() if v is not None}
         self.model, self.settings = model, settings
         self.batch = int(args.pop("batch", None) or 16)
@@ -256,7 +258,25 @@ class SlicedPredictor:
                      "save": False}
         self.merge, self.metric = settings.merging(self.conf)
         self.most_windows = self.last_windows = 0
+        self._round_to_stride(stride, given=bool(args.get("imgsz")))
         self._use_export_size()
+
+    def _round_to_stride(self, stride: int, given: bool) -> None:
+        """``imgsz`` up to a multiple of the model's stride, as Ultralytics rounds it, once, with one note: Ultralytics
+        would warn on every call (once per image), and :meth:`describe` would report the size asked, not the one
+        used (slice=100 runs at 128)."""
+        asked = self.args["imgsz"]
+        try:
+            sizes = _height_width(int(asked) if isinstance(asked, (int, float, str)) else [int(v) for v in asked])
+        except (TypeError, ValueError):
+            return  # a form Ultralytics reads itself ("640,480"): left to it
+        rounded = tuple(math.ceil(v / stride) * stride for v in sizes)
+        if rounded != sizes:
+            used = rounded[0] if rounded[0] == rounded[1] else list(rounded)
+            what = f"imgsz={asked}" if given else f"the slice size, {asked} px,"
+            print(f"yolo-spd: note: {what} is not a multiple of the model's stride {stride}; windows run at "
+                  f"imgsz={used}, as Ultralytics rounds it", file=sys.stderr)
+            self.args["imgsz"] = used
 
     def _use_export_size(self) -> None:
         """An export without dynamic shapes predicts at the size it was exported at, whatever ``imgsz`` says
