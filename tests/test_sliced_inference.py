@@ -433,10 +433,12 @@ def test_sliced_predict_line_and_picture_for_an_image_without_detections(tmp_pat
     mpo.parent.mkdir()
     Image.new("RGB", (96, 64), (90, 120, 90)).save(mpo, format="JPEG")
     image.rename(mpo.parent / image.name)
+    (mpo.parent / "0.png").write_bytes(b"not an image")  # yolo predict warns and goes on; sliced predict stopped here
     both = cli("predict", f"model={tmp_path / 'untrained.pt'}", f"source={mpo.parent}", "slice=64", "conf=0.99",
                f"project={tmp_path}", "name=both", cwd=tmp_path)
     assert both.returncode == 0, both.stderr[-2000:]
     assert sorted(p.name for p in (tmp_path / "both").iterdir()) == ["a.png", "b.jpg"]
+    assert f"yolo-spd: warning: cannot read image {mpo.parent / '0.png'}; skipped" in both.stderr
     with Image.open(tmp_path / "both" / "b.jpg") as saved:
         assert saved.format == "JPEG" and saved.size == (96, 64)
 

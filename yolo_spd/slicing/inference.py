@@ -326,16 +326,20 @@ class SlicedPredictor:
                                   self.settings.class_agnostic)
         return merged[: self.max_det]
 
-    def run(self, files: list[Path], desc: str = "sliced", progress: bool = True):
+    def run(self, files: list[Path], desc: str = "sliced", progress: bool = True, skip_unreadable: bool = False):
         """Yield ``(file, image, detections)`` for each image file, with an Ultralytics-style progress bar unless
-        ``progress`` is False; an unreadable file is a :class:`UsageError`. Says once, at the end, when every image
-        fitted in one window."""
+        ``progress`` is False; an unreadable file is a :class:`UsageError`, or with ``skip_unreadable`` (predict, as
+        ``yolo predict`` does) a warning, and the next file is read. Says once, at the end, when every image fitted
+        in one window."""
         from ultralytics.utils import TQDM
         from ultralytics.utils.patches import imread
 
         self.most_windows = 0
         for file in TQDM(files, desc=desc, unit="image") if progress else files:
             image = imread(str(file))
+            if image is None and skip_unreadable:
+                print(f"yolo-spd: warning: cannot read image {file}; skipped", file=sys.stderr)
+                continue
             if image is None:
                 raise UsageError(f"cannot read image {file}")
             yield file, image, self.predict(image)
@@ -403,7 +407,7 @@ def predict_sliced(model, settings: SliceSettings, source, project=None, name=No
     print(f"Sliced prediction: {predictor.describe()}")
     labels, stems = 0, set()
     started = time.perf_counter()
-    for i, (file, image, detections) in enumerate(predictor.run(files, desc="predict", progress=False), 1):
+    for i, (file, image, detections) in enumerate(predictor.run(files, desc="predict", progress=False, skip_unreadable=True), 1):
         elapsed = (time.perf_counter() - started) * 1e3  # reading, windows, merging
         result = Results(image, path=str(file), names=model.names, boxes=torch.from_numpy(detections).float())
         if verbose:  # Ultralytics' per-image line, with the window count where it gives the input shape
