@@ -50,6 +50,18 @@ def test_merging_is_per_class_unless_class_agnostic():
     np.testing.assert_allclose(agnostic, found[:1])  # one box, the higher-scored box's class
 
 
+@pytest.mark.parametrize("args, message", [
+    (("nms", "IOU", 0.5), "merge='nms' is not allowed; expected one of GREEDYNMM, NMM, NMS"),  # ran greedy NMM
+    (("NMS", "iou", 0.5), "metric='iou' is not allowed; expected one of IOS, IOU"),  # ran IoS
+    (("NMS", "IOU", 5), r"threshold=5 is not allowed; expected a number in \[0, 1\]"),
+    (("NMS", "IOU", float("nan")), "threshold=nan is not allowed"),
+])
+def test_merge_detections_refuses_names_and_thresholds_it_does_not_know(args, message):
+    """merge_detections ran greedy NMM by IoS for any merge or metric it did not recognise (lower case included)."""
+    with pytest.raises(ValueError, match=message):
+        merge_detections(dets([0, 0, 10, 10, 0.9, 0], [0, 0, 10, 20, 0.8, 0]), *args)
+
+
 def test_nmm_merges_a_chain_transitively_and_greedy_nmm_does_not():
     # A chain along x: IoS(A, B) = 0.75, IoS(B, C) = 0.5, but IoS(A, C) = 0.25, under the threshold 0.3.
     a, b, c = [0, 0, 10, 10, 0.9, 0], [2.5, 0, 12.5, 10, 0.8, 0], [7.5, 0, 17.5, 10, 0.7, 0]

@@ -173,7 +173,18 @@ def overlaps(box: np.ndarray, boxes: np.ndarray, metric: str) -> np.ndarray:
 def merge_detections(detections: np.ndarray, merge: str = "GREEDYNMM", metric: str = "IOS", threshold: float = 0.5,
                      class_agnostic: bool = False) -> np.ndarray:
     """Merge or suppress matching boxes (see the module docstring). ``detections``: (N, 6) rows of x0, y0, x1, y1,
-    score, class in one image's pixels; returns rows in the same layout, highest score first (ties as in SAHI)."""
+    score, class in one image's pixels; returns rows in the same layout, highest score first (ties as in SAHI).
+
+    Raises:
+        ValueError: ``merge`` is not one of :data:`MERGE_TYPES`, ``metric`` not one of :data:`MATCH_METRICS` (both
+            upper case, as SAHI spells them), or ``threshold`` not a number in [0, 1].
+    """
+    if merge not in MERGE_TYPES:
+        raise ValueError(f"merge={merge!r} is not allowed; expected one of {', '.join(MERGE_TYPES)}")
+    if metric not in MATCH_METRICS:
+        raise ValueError(f"metric={metric!r} is not allowed; expected one of {', '.join(MATCH_METRICS)}")
+    if not _is_number(threshold) or not 0 <= threshold <= 1:
+        raise ValueError(f"threshold={threshold!r} is not allowed; expected a number in [0, 1]")
     detections = np.asarray(detections, dtype=np.float64).reshape(-1, 6)
     if class_agnostic or len(detections) == 0:
         merged = _merge_group(detections, merge, metric, threshold)
