@@ -64,7 +64,8 @@ class TileSettings:
     """How a dataset is tiled.
 
     Attributes:
-        tile (int): tile side in pixels (>= 32); a border tile is shorter where the image ends.
+        tile (int): tile side in pixels (>= 32); the last tile of a row or column is moved back to end at the
+            image's border, so every tile is full size, except where the image is smaller than ``tile``.
         overlap (float): fraction of ``tile`` that neighbouring tiles share, in [0, 1).
         min_visible (float): a box cut by a tile border is kept when at least this fraction of its area is inside,
             in (0, 1].
