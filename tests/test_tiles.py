@@ -211,6 +211,10 @@ def test_the_slice_command_writes_a_dataset_and_says_where(tmp_path):
     (["unlabelled"], "the train images have no label files"),
     (["min_visible=0"], "min_visible=0: must be a number in (0, 1]"),
     (["tiles=64"], "'tiles' is not a valid yolo-spd argument; similar keys: tile"),
+    # a split without tiles wrote a data.yaml that training then refused ("no images in .../images/val"), exit 0
+    (["unreadable val"], "the val split gives no tiles (1 of its 1 image skipped, e.g. "),
+    (["no val boxes", "empty=0"], "the val split gives no tiles (1 image; none of its 9 tiles without boxes was kept "
+                                  "(empty=0)); there would be nothing to train or validate on"),
 ])
 def test_bad_input_gets_one_error_line(tmp_path, args, message):
     data = make_yolo_dataset(tmp_path / "src", n_train=1, n_val=1, size=64)
@@ -218,6 +222,12 @@ def test_bad_input_gets_one_error_line(tmp_path, args, message):
         for label in (tmp_path / "src" / "labels").rglob("*.txt"):
             label.unlink()
         args = []
+    if args[:1] == ["unreadable val"]:
+        next((tmp_path / "src" / "images" / "val").iterdir()).write_bytes(b"not an image")
+        args = ["tile=32"]
+    if args[:1] == ["no val boxes"]:
+        next((tmp_path / "src" / "labels" / "val").iterdir()).write_text("")
+        args = ["tile=32", *args[1:]]
     out = slice_cli(tmp_path, f"data={data}", *args)
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and out.stderr.startswith("yolo-spd: error: ")
     assert message in out.stderr

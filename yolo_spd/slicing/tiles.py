@@ -320,6 +320,15 @@ def slice_dataset(data: str | os.PathLike, settings: TileSettings | None = None,
         raise UsageError(f"out={folder} exists and is not a folder written by yolo-spd slice (no {MANIFEST}); "
                          "give a new or empty folder")
     plans = [plan_split(split, settings) for split in splits.values()]
+    for plan in plans:  # a split without tiles: a data.yaml Ultralytics cannot train or validate on
+        if not plan.tiles:
+            total = len(plan.skipped) + plan.images
+            why = (f"{len(plan.skipped)} of its {total} image{'s' * (total != 1)} skipped, e.g. {plan.skipped[0]}"
+                   if plan.skipped else f"{plan.images} image{'s' * (plan.images != 1)}")
+            kept = (f"; none of its {plan.empty_tiles} tiles without boxes was kept (empty={settings.empty})"
+                    if plan.empty_tiles else "")
+            raise UsageError(f"data={data}: the {plan.split} split gives no tiles ({why}{kept}); there would be "
+                             "nothing to train or validate on")
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         build = Path(tempfile.mkdtemp(prefix=f".{folder.name}.build-{os.getpid()}-", dir=folder.parent))
