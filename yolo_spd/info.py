@@ -57,10 +57,12 @@ class Latency:
 
     @property
     def torch_ms(self) -> float:
+        """Median PyTorch latency over the rounds, in ms."""
         return statistics.median(self.torch_rounds)
 
     @property
     def onnx_ms(self) -> float:
+        """Median ONNX Runtime latency over the rounds, in ms."""
         return statistics.median(self.onnx_rounds)
 
     def ratios_to(self, base: Latency) -> tuple[float, float]:
@@ -241,6 +243,7 @@ def cached_stats(name: str, imgsz: int) -> ModelStats | None:
 
 
 def store_stats(stats: ModelStats, imgsz: int) -> None:
+    """Cache ``stats`` on disk (for :func:`model_stats`), keyed by the config's content and ``imgsz``."""
     key = stats_key(stats.name, imgsz)
     if key is not None:
         write_atomic(_cache_file(key), json.dumps(asdict(stats)))

@@ -90,6 +90,9 @@ def evaluate_predictions(split: DatasetSplit, predictions: str | Path,
 
 @dataclass
 class ModelEvaluation:
+    """What :func:`evaluate_model` gives: the COCO result, the ground truth it was scored on, the detections in that
+    ground truth's ids, the run folder, Ultralytics' own metrics and the input size the model ran at."""
+
     result: EvalResult
     truth: GroundTruth
     detections: list[dict]

@@ -85,6 +85,9 @@ def size_ranges(spec: str = "coco") -> SizeRanges:
 
 @dataclass
 class EvalResult:
+    """One COCO evaluation: the evaluator, the size ranges, the metrics (-1 where the ground truth has no object of
+    that size, as COCOeval reports it), per-class rows, and what was counted."""
+
     backend: str
     ranges: SizeRanges
     metrics: dict[str, float]  # AP, AP50, AP75, AP_<range>..., AR1, AR10, AR100, AR_<range>...
@@ -96,6 +99,7 @@ class EvalResult:
     max_dets: tuple[int, ...] = (1, 10, COCO_MAX_DETS)  # COCOeval's maxDets; AP is taken at the last
 
     def as_dict(self) -> dict:
+        """The result as plain values: what ``coco_eval.json`` holds."""
         return {
             "backend": self.backend,
             "size_ranges": {"preset": self.ranges.name, **{lb: list(b) for lb, b in zip(self.ranges.labels, self.ranges.bounds)}},

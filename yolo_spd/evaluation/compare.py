@@ -24,6 +24,8 @@ from .settings import EvalSettings
 
 @dataclass
 class ModelScore:
+    """One row of the side-by-side table: the model's label, weights file, parameter count, metrics and input size."""
+
     label: str
     weights: Path
     params: int | None  # None for an export, whose parameters Ultralytics does not expose
@@ -79,6 +81,7 @@ def _short(names: list[str]) -> str:
 
 
 def table_columns(range_labels: tuple[str, ...]) -> list[str]:
+    """The table's metric columns: AP, AP50, AP75, AP of every size range, AR of the first (and AR_small)."""
     columns = ["AP", "AP50", "AP75", *(f"AP_{r}" for r in range_labels), f"AR_{range_labels[0]}"]
     if "small" in range_labels and "AR_small" not in columns:
         columns.append("AR_small")
@@ -96,6 +99,7 @@ def table_rows(scores: list[ModelScore], columns: list[str]) -> tuple[list[str],
 
 
 def markdown_table(scores: list[ModelScore], columns: list[str]) -> str:
+    """The side-by-side table as Markdown (what compare prints)."""
     from ..markdown import table
 
     return table(*table_rows(scores, columns))
@@ -109,6 +113,7 @@ def latex_table(scores: list[ModelScore], columns: list[str], caption: str | Non
 
 
 def to_csv(scores: list[ModelScore], columns: list[str]) -> str:
+    """``compare.csv``: one row per model, its weights file and parameters, the metrics at full precision."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["model", "weights", "params", *columns])
@@ -164,6 +169,7 @@ def _bounds(low: float, high: float) -> str:
 
 
 def save(scores: list[ModelScore], columns: list[str], ranges, folder: Path, settings: dict) -> list[Path]:
+    """Write ``compare.csv``, ``compare.tex``, ``compare.json`` (with ``settings``) and the AP-by-size plot."""
     payload = {"settings": settings, "models": [
         {"model": s.label, "weights": str(s.weights), "params": s.params, "imgsz": s.imgsz, "metrics": s.metrics}
         for s in scores]}

@@ -34,6 +34,9 @@ IMAGE_SUFFIXES = frozenset(
 
 @dataclass(frozen=True)
 class DatasetSplit:
+    """One split of a YOLO dataset, resolved once (:func:`resolve_split`) and passed on: its YAML, root folder, split
+    name, sorted image files, class names and the COCO JSON that describes it, if any."""
+
     yaml_file: Path
     root: Path
     split: str

@@ -48,6 +48,7 @@ _applied: list = []  # the parts applied so far, in order
 
 
 def is_registered() -> bool:
+    """Whether :func:`register` has patched Ultralytics (and :func:`unregister` has not undone it since)."""
     return bool(_applied)
 
 

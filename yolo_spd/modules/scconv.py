@@ -133,6 +133,7 @@ DEFAULT_GN_GROUPS = {"paper": 16, "release": 4}  # deviation 2 and R2
 
 
 def require_variant(variant) -> None:
+    """Refuse an SCConv ``variant`` other than :data:`VARIANTS` (a ValueError naming it)."""
     require(variant in VARIANTS, f"SCConv: variant={variant!r} is not allowed; expected one of {', '.join(VARIANTS)}")
 
 
@@ -207,6 +208,7 @@ class SRU(nn.Module):
 
     @property
     def threshold_logit(self) -> float:
+        """The gate threshold as a logit: W > threshold exactly where the pre-sigmoid value > this."""
         return math.log(self.gate_threshold / (1.0 - self.gate_threshold))
 
     def reconstructed_halves(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -385,6 +387,7 @@ class CRU(nn.Module):
 
     @property
     def pool_is_identity(self) -> bool:
+        """True at stride 1, where the upper path pools nothing."""
         return isinstance(self.pool, nn.Identity)
 
     def upper(self, x_up: torch.Tensor) -> torch.Tensor:
@@ -440,6 +443,7 @@ class CRU(nn.Module):
         return out
 
     def transform_and_fuse(self, x_up: torch.Tensor, x_low: torch.Tensor) -> torch.Tensor:
+        """Eqs. 5-8 on the squeezed halves: the upper and lower transforms, then their fusion."""
         return self.fuse_parts(self.upper(x_up), self.lower_parts(x_low))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -136,10 +136,12 @@ class SliceSettings:
         return merge, metric
 
     def check_stride(self, stride: int) -> None:
+        """Refuse a slice smaller than the model's ``stride`` (a UsageError naming both)."""
         if self.size < stride:
             raise UsageError(f"slice={self.size}: smaller than the model's stride ({stride} px); use slice >= {stride}")
 
     def as_dict(self) -> dict:
+        """The settings as plain values under the CLI's names (``slice`` for the size), for result files."""
         return {("slice" if k == "size" else k): v for k, v in asdict(self).items()}
 
 
@@ -359,6 +361,7 @@ class SlicedPredictor:
                   "was predicted as one window", file=sys.stderr)
 
     def describe(self) -> str:
+        """The settings line printed before a sliced run (slice, overlap, the imgsz used, conf, merging)."""
         s = self.settings
         full = " + whole image" if s.full else ""
         return (f"slice {s.size} px, overlap {s.overlap:g}{full}, imgsz {self.args['imgsz']}, conf {self.conf:g}, "

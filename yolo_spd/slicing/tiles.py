@@ -111,6 +111,8 @@ class Tile:
 
 @dataclass
 class SplitPlan:
+    """The tiles one split will give (:func:`plan_split`), with the counts the manifest records."""
+
     split: str
     tiles: list[Tile] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # "<image>: <reason>"
@@ -122,12 +124,15 @@ class SplitPlan:
 
 @dataclass
 class TiledDataset:
+    """A written tile dataset: its ``data.yaml``, its manifest, and whether an earlier run's tiles were reused."""
+
     data_yaml: Path
     manifest: dict
     reused: bool
 
     @property
     def folder(self) -> Path:
+        """The tile folder (where ``data.yaml`` is)."""
         return self.data_yaml.parent
 
 
@@ -264,6 +269,7 @@ def default_folder(yaml_file: Path, settings: TileSettings) -> Path:
 
 
 def read_manifest(folder: Path) -> dict | None:
+    """The manifest of a tile folder, or None where there is none (or it does not parse)."""
     try:
         return json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):

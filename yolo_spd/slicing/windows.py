@@ -24,10 +24,12 @@ class Window(NamedTuple):
 
     @property
     def width(self) -> int:
+        """The window's width in pixels."""
         return self.x1 - self.x0
 
     @property
     def height(self) -> int:
+        """The window's height in pixels."""
         return self.y1 - self.y0
 
 

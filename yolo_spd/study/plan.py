@@ -92,6 +92,7 @@ class StudyPlan:
 
     @property
     def eval_name(self) -> str:
+        """The scoring subfolder of each run: ``val``, or ``sliced-val-<size>`` with ``slice=``."""
         return f"sliced-val-{self.evaluation.slicing.size}" if self.evaluation.slicing else "val"
 
     @cached_property
@@ -158,6 +159,7 @@ def training_data(plan: StudyPlan) -> TrainingData:
 
 
 def spec_of(plan: StudyPlan, data: TrainingData, model: str, seed: int) -> study_runs.RunSpec:
+    """The spec of the run of ``model`` with ``seed`` in ``plan``, on the training ``data``."""
     return study_runs.RunSpec(model, seed, data.yaml_file, data.key, dict(plan.train))
 
 

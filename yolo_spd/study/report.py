@@ -42,6 +42,7 @@ def focus_range(labels: tuple[str, ...]) -> str:
 
 
 def paired_metrics(labels: tuple[str, ...]) -> tuple[str, ...]:
+    """The metrics every paired difference is computed for: AP, AP50, and AP and AR of the focus size range."""
     s = focus_range(labels)
     return ("AP", "AP50", f"AP_{s}", f"AR_{s}")
 

@@ -32,10 +32,12 @@ DONE_FILE = "done.json"
 
 
 def model_stem(model: str) -> str:
+    """A model's name in the study: its file stem (``yolov5-spd-n`` for ``cfg/yolov5-spd-n.yaml``)."""
     return Path(str(model)).stem
 
 
 def run_name(model: str, seed: int) -> str:
+    """A run's folder name: ``<model stem>-seed<seed>``."""
     return f"{model_stem(model)}-seed{seed}"
 
 
@@ -69,9 +71,11 @@ class RunSpec:
 
     @property
     def name(self) -> str:
+        """The run's folder name (:func:`run_name`)."""
         return run_name(self.model, self.seed)
 
     def as_dict(self) -> dict:
+        """The spec as ``study_run.json`` holds it (the model by content, the training keys sorted)."""
         return {"model": model_identity(self.model), "seed": self.seed, "data_key": self.data_key,
                 "train": dict(sorted(self.train.items()))}
 

@@ -33,6 +33,7 @@ BOOTSTRAP_METRICS = ("AP", "AP50", "AP_small", "AR_small")
 
 
 def t_quantile(p: float, dof: int) -> float:
+    """The ``p`` quantile of Student's t with ``dof`` degrees of freedom (scipy)."""
     from scipy.stats import t
 
     return float(t.ppf(p, dof))
@@ -214,6 +215,7 @@ def replicate_scopes(matches: PerImageMatches, counts: np.ndarray, metrics: tupl
 
 
 def percentile_interval(samples: np.ndarray, level: float = T_LEVEL) -> list[float]:
+    """The central ``level`` percentile interval of ``samples`` (numpy's linear percentiles)."""
     tail = (1 - level) / 2 * 100
     return [float(np.percentile(samples, tail)), float(np.percentile(samples, 100 - tail))]
 
