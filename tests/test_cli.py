@@ -12,6 +12,7 @@ import pytest
 
 from yolo_spd import cli
 from yolo_spd.evaluation import build_ground_truth, evaluate_predictions, resolve_split, run_cocoeval
+from yolo_spd.markdown import parse_table
 
 from .conftest import make_yolo_dataset
 
@@ -204,6 +205,16 @@ def test_compare_puts_models_side_by_side_and_refuses_other_class_lists(trained_
     assert tex_rows[:2] == md_rows and len(tex_rows) == 3 and r"\label{tab:compare}" in tex
     assert f"scored by the same evaluator on {data.parent.name if data.stem == 'data' else data.stem} (val split;" in tex
     assert (runs / "cmp" / "compare_ap_by_size.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    code, out, err = run("compare", f"weights={a},{b}", f"data={data}", "name=cmp", "per_class", "conf=0.001",
+                         *common)  # per_class was accepted and printed nothing
+    assert code == 0, err
+    per_class = out.split("Per class, AP / AP_small of each model:")[1]
+    rows = {r["class"]: r for r in parse_table(per_class)}
+    saved = json.loads((runs / "cmp-2" / "compare.json").read_text())
+    for k, name in enumerate(("red", "green")):
+        row = saved["models"][0]["per_class"][k]
+        cell = " / ".join("-" if row[m] < 0 else f"{row[m]:.3f}" for m in ("AP", "AP_small"))
+        assert rows[name]["a/best"] == rows[name]["b/best"] == cell and rows[name]["instances"] == str(row["instances"])
 
     checkpoint = torch.load(best, weights_only=False)
     checkpoint["model"].names = {0: "cat", 1: "dog"}

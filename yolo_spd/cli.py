@@ -471,7 +471,7 @@ def _read_overrides(file, given: dict) -> dict:
 
 
 def run_compare(tokens: list[str]) -> None:
-    from .evaluation.compare import compare, markdown_table
+    from .evaluation.compare import compare, markdown_table, per_class_table
 
     args = parse_pairs(tokens, set(COMPARE_KEYS) | ultralytics_keys())
     mine, rest = split_ours(args, COMPARE_KEYS)
@@ -491,6 +491,8 @@ def run_compare(tokens: list[str]) -> None:
     with output_folder(rest, "compare") as folder:
         scores, columns, saved = compare(weights, split, folder, settings, **rest)
     print(markdown_table(scores, columns))
+    if mine["per_class"]:
+        print(per_class_table(scores, settings.sizes.labels))
     print(f"Saved {', '.join(f.name for f in saved)} to {folder}")
     print(f"Results saved to {folder}")  # after each model's own line for its subfolder
 

@@ -13,7 +13,7 @@ import csv
 import io
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UsageError
@@ -31,6 +31,7 @@ class ModelScore:
     params: int | None  # None for an export, whose parameters Ultralytics does not expose
     metrics: dict[str, float]
     imgsz: object = None  # the input size it ran at (a static export runs at its own); None for sliced validation
+    per_class: list[dict] = field(default_factory=list)  # the evaluation's per-class rows (EvalResult.per_class)
 
 
 def model_labels(weights: list[Path]) -> list[str]:
@@ -105,6 +106,20 @@ def markdown_table(scores: list[ModelScore], columns: list[str]) -> str:
     return table(*table_rows(scores, columns))
 
 
+def per_class_table(scores: list[ModelScore], range_labels: tuple[str, ...]) -> str:
+    """``per_class=True``: one row per class with its val instances, then each model's AP / AP of the focus size
+    range (``small`` where the ranges have it, else the first), side by side (Markdown)."""
+    from ..markdown import table
+    from .report import metric_cell
+
+    focus = "small" if "small" in range_labels else range_labels[0]
+    rows = [[row["name"], row["instances"], *(" / ".join(metric_cell(s.per_class[k][m]) for m in ("AP", f"AP_{focus}"))
+                                              for s in scores)]
+            for k, row in enumerate(scores[0].per_class)]
+    return f"Per class, AP / AP_{focus} of each model:\n\n" + table(["class", "instances", *(s.label for s in scores)],
+                                                                    rows)
+
+
 def latex_table(scores: list[ModelScore], columns: list[str], caption: str | None = None) -> str:
     """``compare.tex``: the side-by-side table in LaTeX (booktabs; labelled ``tab:compare``)."""
     from .. import latex
@@ -171,8 +186,8 @@ def _bounds(low: float, high: float) -> str:
 def save(scores: list[ModelScore], columns: list[str], ranges, folder: Path, settings: dict) -> list[Path]:
     """Write ``compare.csv``, ``compare.tex``, ``compare.json`` (with ``settings``) and the AP-by-size plot."""
     payload = {"settings": settings, "models": [
-        {"model": s.label, "weights": str(s.weights), "params": s.params, "imgsz": s.imgsz, "metrics": s.metrics}
-        for s in scores]}
+        {"model": s.label, "weights": str(s.weights), "params": s.params, "imgsz": s.imgsz, "metrics": s.metrics,
+         "per_class": s.per_class} for s in scores]}
     sliced = settings.get("slicing")
     how = (f"sliced inference ({sliced['slice']}-px windows, overlap {sliced['overlap']}), " if sliced else "")
     unlike = sizes_differ(scores)
@@ -218,7 +233,8 @@ def compare(weights: list[Path], split: DatasetSplit, folder: Path, settings: Ev
         report.save(evaluation.result, evaluation.save_dir)  # each model's own scores and detections beside its run
         save_detections(evaluation, evaluation.save_dir)
         params = parameter_count(model)
-        scores.append(ModelScore(label, file, params, evaluation.result.metrics, _size(evaluation.imgsz)))
+        scores.append(ModelScore(label, file, params, evaluation.result.metrics, _size(evaluation.imgsz),
+                                 evaluation.result.per_class))
     columns = table_columns(settings.sizes.labels)
     recorded = {"data": str(split.yaml_file), "split": split.split, **settings.as_dict(),
                 "ground_truth": evaluation.result.ground_truth, **{k: str(v) for k, v in val_args.items()}}
