@@ -129,6 +129,12 @@ def test_val_on_a_predictions_file_writes_the_run_folder(tmp_path):
     assert header.split(",")[2:] == list(saved["metrics"]) and float(values.split(",")[2]) == pytest.approx(
         saved["metrics"]["AP"], abs=1e-6)
     assert not list((tmp_path / "runs" / "v").glob(".*tmp"))  # no temporary files left behind
+    assert "note:" not in err
+    code, _, err = run("val", f"predictions={preds}", f"data={data}", f"project={tmp_path / 'runs'}", "name=v",
+                       "exist_ok", "conf=0.5", "max_det=5", "imgsz=999")  # ignored silently: all detections scored
+    assert code == 0 and err.strip() == ("yolo-spd: note: val predictions= scores the file's detections as they are "
+                                         "and ignores conf=, imgsz=, max_det= (Ultralytics' keys for running a model)")
+    assert json.loads((tmp_path / "runs" / "v" / "coco_eval.json").read_text())["metrics"] == saved["metrics"]
 
 
 @pytest.fixture(scope="module")

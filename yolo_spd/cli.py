@@ -354,6 +354,10 @@ def run_val(tokens: list[str]) -> None:
         raise UsageError("slice= runs a model window by window; give weights=, not predictions=")
     split = required_split(rest)
     if mine["predictions"]:
+        ignored = sorted(k for k in rest if k not in ("project", "name", "exist_ok"))
+        if ignored:  # they set how a model runs; the file's detections are scored as they are
+            print(f"yolo-spd: note: val predictions= scores the file's detections as they are and ignores "
+                  f"{', '.join(f'{k}=' for k in ignored)} (Ultralytics' keys for running a model)", file=sys.stderr)
         result = evaluate_predictions(split, mine["predictions"], settings)
         with output_folder(rest, "val") as folder:
             _print_evaluation(result, folder, mine["per_class"])
