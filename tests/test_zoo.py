@@ -312,6 +312,8 @@ def test_info_divides_each_config_by_its_own_baseline_and_times_each_group_toget
     pairs = info.Latency((1.0, 1.0, 9.0), (1.0,) * 3).ratios_to(info.Latency((1.0, 2.0, 9.0), (1.0,) * 3))
     assert pairs == (1.0, 1.0)  # per-round ratios 1, 0.5, 1 (median 1); the medians' ratio would be 0.5
     assert "PyTorch" not in info.markdown_table(info.compare(["yolov8-spd-n"], imgsz=64))
+    # below 1 GFLOP (a small imgsz) three significant digits, not a 0.0 beside a ratio
+    assert [info.gflops_cell(v) for v in (0.0312, 0.2, 0.999, 1.0, 12.25)] == ["0.0312", "0.2", "0.999", "1.0", "12.2"]
 
 
 def test_info_main_prints_ratios_measured_by_ultralytics_counter(capsys):

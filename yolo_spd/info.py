@@ -321,6 +321,12 @@ def _progress(total: int, show: bool):
 TIMING_COLUMNS = ("PyTorch ms", "PyTorch / base", "ONNX RT ms", "ONNX RT / base")
 
 
+def gflops_cell(gflops: float) -> str:
+    """GFLOPs as the table shows them: one decimal, or three significant digits below 1 (a small ``imgsz``: 0.0 beside
+    a ratio of 1.56 said nothing)."""
+    return f"{gflops:.1f}" if gflops >= 1 else f"{gflops:.3g}"
+
+
 def markdown_table(rows: list[Comparison], imgsz: int = 640) -> str:
     """The comparison as a Markdown table; ratio columns are this model's figure divided by its baseline's."""
     header = [
@@ -334,7 +340,7 @@ def markdown_table(rows: list[Comparison], imgsz: int = 640) -> str:
     for row in rows:
         m, b = row.model, row.base
         line = [
-            m.name, b.name, str(m.layers), f"{m.params:,}", f"{m.params_before_detect:,}", f"{m.gflops:.1f}",
+            m.name, b.name, str(m.layers), f"{m.params:,}", f"{m.params_before_detect:,}", gflops_cell(m.gflops),
             f"{m.params / b.params:.2f}", f"{m.gflops / b.gflops:.2f}",
         ]  # fmt: skip
         if with_latency:
