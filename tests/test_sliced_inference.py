@@ -361,6 +361,10 @@ def test_sliced_compare_scores_every_model_with_the_same_slicing(trained, tmp_pa
     assert out.returncode == 0, out.stderr[-2000:]
     saved = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     assert saved["settings"]["slicing"]["slice"] == SLICE and saved["settings"]["slicing"]["overlap"] == 0.25
+    slicing = saved["settings"]["slicing"]  # merge/metric given as None (auto): what conf=0.01 chose is recorded
+    assert (slicing["merge"], slicing["metric"], slicing["merge_used"], slicing["metric_used"]) == (
+        None, None, "NMS", "IOU")
+    assert "merge NMS/IOU >= 0.5" in out.stdout  # as the header said
     last = [line for line in out.stdout.splitlines() if line.startswith("Results saved to")][-1]
     assert last == f"Results saved to {tmp_path / 'cmp'}"  # the compare folder, after each model's own subfolder
     first, second = (m["metrics"] for m in saved["models"])

@@ -238,6 +238,10 @@ def compare(weights: list[Path], split: DatasetSplit, folder: Path, settings: Ev
     columns = table_columns(settings.sizes.labels)
     recorded = {"data": str(split.yaml_file), "split": split.split, **settings.as_dict(),
                 "ground_truth": evaluation.result.ground_truth, **{k: str(v) for k, v in val_args.items()}}
+    if settings.slicing:  # merge and metric None mean "chosen by conf": record what was used
+        conf = val_args.get("conf")
+        merge, metric = settings.slicing.merging(0.001 if conf is None else float(conf))
+        recorded["slicing"] = {**recorded["slicing"], "merge_used": merge, "metric_used": metric}
     unlike = sizes_differ(scores)
     if unlike:
         print(f"yolo-spd: note: {unlike}", file=sys.stderr)
