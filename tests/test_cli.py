@@ -433,6 +433,9 @@ NO_FOLDER = r"project=/dev/null/x: cannot create the output folder /dev/null/x/{
                                                                  r"COCO evaluation names each image by its file name"),
     (["val", "weights=ok.pt", "data=dup/data.yaml", "imgsz=64", "slice=32"], r"the val split has two images named "),
     (["train", "cfg=yolov5-spd-n.yaml", "data=dup/data.yaml", "imgsz=64", "epochs=1"], r"two images named im.jpg"),
+    # a device this machine lacks, named as given (Ultralytics' line says device=7 for cuda:7)
+    pytest.param(["val", "weights=ok.pt", *DATA, "device=cuda:7"], r"error: device=cuda:7: Invalid CUDA 'device=7' ",
+                 marks=pytest.mark.skipif(__import__("torch").cuda.device_count() > 7, reason="8 GPUs here")),
     # an ONNX file ONNX Runtime cannot parse (a TypeError traceback from 8.4.190, InvalidProtobuf from 8.4.67)
     (["val", "weights=broken.onnx", *DATA], r"error: broken.onnx: not an ONNX model ONNX Runtime can read \(empty, "
                                             r"truncated or not ONNX\); export it again from its .pt "),

@@ -786,6 +786,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise
             message = " ".join(str(error).split()) or type(error).__name__
             message = re.sub(r"^ERROR\W*", "", message)  # Ultralytics' "ERROR ❌️ " prefix: the line says error once
+            given = next((t.split("=", 1)[1] for t in tokens if t.startswith("device=")), None)
+            if given and "'device=" in message and f"'device={given}'" not in message:  # select_device rewrote it
+                message = f"device={given}: {message}"  # (cuda:0 -> 0): name the value as the user gave it
             raise UsageError(f"{message} (set {TRACEBACK_ENV}=1 for the traceback)") from error
     except UsageError as e:  # includes yolo_spd.model_yaml.ModelYAMLError
         print(f"yolo-spd: error: {e}", file=sys.stderr)
