@@ -479,6 +479,10 @@ def test_a_window_size_off_the_stride_is_rounded_once_and_reported_as_used(tmp_p
     given = cli("predict", *args, "slice=64", "imgsz=70", cwd=tmp_path)
     assert given.returncode == 0 and "imgsz 96, " in given.stdout
     assert "yolo-spd: note: imgsz=70 is not a multiple of the model's stride 32; windows run at imgsz=96" in given.stderr
+    for listed, used in (("[70]", "96"), ("[64]", "[64]"), ("[40,70]", "[64, 96]")):  # [70] was an IndexError
+        out = cli("predict", *args, "slice=64", f"imgsz={listed}", cwd=tmp_path)
+        assert out.returncode == 0 and f"imgsz {used}, " in out.stdout, out.stderr[-2000:]
+        assert ("note:" in out.stderr) == (listed != "[64]")  # [64] is 64 x 64: nothing to round, nothing to say
 
 
 def test_an_export_of_fixed_size_predicts_windows_at_that_size_and_says_so(tmp_path):

@@ -243,8 +243,11 @@ def model_stride(model) -> int:
 
 
 def _height_width(imgsz) -> tuple:
-    """An Ultralytics ``imgsz`` (one size, or height and width) as (height, width)."""
-    return (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)
+    """An Ultralytics ``imgsz`` (one size, a one-item list, or height and width) as (height, width)."""
+    if isinstance(imgsz, (int, str)):
+        return (int(imgsz), int(imgsz))
+    sizes = tuple(int(v) for v in imgsz)
+    return (sizes[0], sizes[-1])
 
 
 class SlicedPredictor:
@@ -262,6 +265,7 @@ class SlicedPredictor:
                  default_conf: float = 0.25):
         stride = model_stride(model)
         settings.check_stride(stride)
+        self.window_imgsz = math.ceil(settings.size / stride) * stride  # a window's own size, as the model takes it
         args = {k: v for k, v in (predict_args or {}).items() if v is not None}
         self.model, self.settings = model, settings
         self.batch = int(args.pop("batch", None) or 16)
@@ -271,34 +275,40 @@ class SlicedPredictor:
                      "save": False}
         self.merge, self.metric = settings.merging(self.conf)
         self.most_windows = self.last_windows = 0
-        self._round_to_stride(stride, given=bool(args.get("imgsz")))
-        self._use_export_size()
+        rounded = self._round_to_stride(stride, given=bool(args.get("imgsz")))
+        if not self._use_export_size() and rounded:  # a fixed-size export's own note says what size it runs at
+            print(f"yolo-spd: note: {rounded}", file=sys.stderr)
 
-    def _round_to_stride(self, stride: int, given: bool) -> None:
-        """``imgsz`` up to a multiple of the model's stride, as Ultralytics rounds it, once, with one note: Ultralytics
-        would warn on every call (once per image), and :meth:`describe` would report the size asked, not the one
-        used (slice=100 runs at 128)."""
+    def _round_to_stride(self, stride: int, given: bool) -> str | None:
+        """``imgsz`` up to a multiple of the model's stride, as Ultralytics rounds it, once: Ultralytics would warn
+        on every call (once per image), and :meth:`describe` would report the size asked, not the one used
+        (slice=100 runs at 128). Returns the note that says so, or None where nothing was rounded."""
         asked = self.args["imgsz"]
         try:
-            sizes = _height_width(int(asked) if isinstance(asked, (int, float, str)) else [int(v) for v in asked])
+            sizes = [int(asked)] if isinstance(asked, (int, str)) else [int(v) for v in asked]
         except (TypeError, ValueError):
-            return  # a form Ultralytics reads itself ("640,480"): left to it
+            return None  # a form Ultralytics reads itself ("640,480") or refuses (64.5): left to it
+        if not 1 <= len(sizes) <= 2:
+            return None
+        sizes = (sizes[0], sizes[-1])  # [640] is 640 x 640, as Ultralytics reads it
         rounded = tuple(math.ceil(v / stride) * stride for v in sizes)
-        if rounded != sizes:
-            used = rounded[0] if rounded[0] == rounded[1] else list(rounded)
-            what = f"imgsz={asked}" if given else f"the slice size, {asked} px,"
-            print(f"yolo-spd: note: {what} is not a multiple of the model's stride {stride}; windows run at "
-                  f"imgsz={used}, as Ultralytics rounds it", file=sys.stderr)
-            self.args["imgsz"] = used
+        if rounded == sizes:
+            return None
+        used = rounded[0] if rounded[0] == rounded[1] else list(rounded)
+        self.args["imgsz"] = used
+        what = f"imgsz={asked}" if given else f"the slice size, {asked} px,"
+        return (f"{what} is not a multiple of the model's stride {stride}; windows run at imgsz={used}, as "
+                "Ultralytics rounds it")
 
-    def _use_export_size(self) -> None:
+    def _use_export_size(self) -> bool:
         """An export without dynamic shapes predicts at the size it was exported at, whatever ``imgsz`` says
         (Ultralytics' predictor takes it from the export's metadata): windows are resized to it. That size goes into
         :attr:`args`, so :meth:`describe` reports the size used, with a note where it is not the one asked for. Such
         an export also takes its export batch (1 by default) and no more: windows go through it that many at a time
-        (Ultralytics 8.4.67 passed the whole batch on, which ONNX Runtime refused)."""
+        (Ultralytics 8.4.67 passed the whole batch on, which ONNX Runtime refused). True where the export's size
+        replaced ``imgsz``."""
         if not isinstance(self.model.model, (str, Path)):  # a PyTorch model: any size
-            return
+            return False
         self.model.predict([np.zeros((32, 32, 3), np.uint8)], **self.args)  # sets up the predictor and its size
         backend = self.model.predictor.model
         if not ((getattr(backend, "metadata", None) or {}).get("args") or {}).get("dynamic"):
@@ -308,8 +318,11 @@ class SlicedPredictor:
             size = height if height == width else f"{height}x{width}"
             print(f"yolo-spd: note: {self.model.model} takes a fixed {size} px input (exported without dynamic=True), "
                   f"so each {self.settings.size} px window is resized to it, not to imgsz={asked}; export it with "
-                  f"imgsz={self.settings.size} (or dynamic=True) to predict windows at their own size", file=sys.stderr)
+                  f"imgsz={self.window_imgsz} (or dynamic=True) to predict windows at their own size",
+                  file=sys.stderr)
             self.args["imgsz"] = height if height == width else [height, width]
+            return True
+        return False
 
     def _predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
         results = self.model.predict(images, **self.args)
