@@ -321,6 +321,30 @@ def test_numeric_image_ids_name_the_image_the_files_convention_means(tmp_path):
                                          r"ground truth's image id of x.jpg; give each detection its file_name, or "
                                          r'write the image ids as file names \("2.jpg"\)$'):
         evaluate_predictions(split, tmp_path / "ambiguous.json")
+    with_unknown = [*only_2, {**only_2[0], "image_id": 99}]  # 99 names no image: that is the error, not 2
+    with pytest.raises(UsageError, match=f"detection {len(only_2)} names image 99, which is not in the evaluated "):
+        align_predictions(with_unknown, truth, "w")
+
+
+def test_the_detections_file_val_writes_scores_again_where_its_ids_are_other_images_stems(tmp_path):
+    """coco_predictions.json (ground-truth ids) carries each image's file_name: boxes found only on x.jpg (id 2, and
+    2 is 2.jpg's stem) score again under val predictions= as they scored the first time; without the file names
+    the file was refused as ambiguous."""
+    from yolo_spd.evaluation import ModelEvaluation, save_detections
+
+    data = make_yolo_dataset(tmp_path / "data", n_train=1, n_val=2, size=96, seed=4)
+    val = data.parent / "images" / "val"
+    for old, new in (("000", "2"), ("001", "x")):
+        (val / f"{old}.jpg").rename(val / f"{new}.jpg")
+        label_path(val / f"{old}.jpg").rename(label_path(val / f"{new}.jpg"))
+    split = resolve_split(data)
+    truth = build_ground_truth(split)
+    found = [{"image_id": 2, "category_id": a["category_id"], "bbox": a["bbox"], "score": 0.9}
+             for a in truth.coco["annotations"] if a["image_id"] == 2]
+    first = run_cocoeval(truth, found)
+    written = save_detections(ModelEvaluation(first, truth, found, tmp_path, None), tmp_path)
+    assert {d["file_name"] for d in json.loads(written.read_text())} == {"x.jpg"}
+    assert evaluate_predictions(split, written).metrics == first.metrics
 
 
 @pytest.mark.parametrize(

@@ -200,5 +200,9 @@ def first_difference(model_names: dict, data_names) -> int | None:
 
 
 def save_detections(evaluation: ModelEvaluation, folder: Path) -> Path:
-    """``coco_predictions.json``: the detections in the ground truth's ids, loadable by pycocotools as they are."""
-    return write_atomic(Path(folder) / "coco_predictions.json", json.dumps(evaluation.detections))
+    """``coco_predictions.json``: the detections in the ground truth's ids, loadable by pycocotools as they are, each
+    with its image's ``file_name`` too, so the file scores again on the same data (``val predictions=``) even where
+    an id is also another image's numeric file stem."""
+    file_of = {image_id: name for name, image_id in evaluation.truth.image_ids.items()}
+    rows = [{**det, "file_name": file_of[det["image_id"]]} for det in evaluation.detections]
+    return write_atomic(Path(folder) / "coco_predictions.json", json.dumps(rows))

@@ -100,7 +100,7 @@ def _number_meaning(detections: list[dict], truth: GroundTruth, where: str) -> d
     numbered = [d for d in detections if "file_name" not in d and not isinstance(d["image_id"], str)]
     numbers = {int(d["image_id"]) for d in numbered}
     clash = sorted(n for n in numbers if n in names and n in ids and names[n] != ids[n])
-    if not clash:
+    if not clash or not numbers <= names.keys() | ids.keys():  # a number naming no image: align says which
         return {**names, **ids}
     by_stem, by_id = numbers <= names.keys(), numbers <= ids.keys()
     if any(isinstance(d["image_id"], str) for d in detections) or (by_stem and not by_id):
