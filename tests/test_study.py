@@ -325,6 +325,15 @@ def test_a_training_key_written_out_at_its_default_value_continues_the_study(tmp
         check_spec(rerun, folder)  # no refusal: the same training
         with pytest.raises(UsageError, match=f"patience={default!r}->{default + 1!r}|patience=None->{default + 1!r}"):
             check_spec(spec(patience=default + 1), folder)
+    # a .pt brings its own imgsz (and single_cls) when they are unset: imgsz=640 written out is not "unset" there
+    tuned = RunSpec("best.pt", 0, tmp_path / "data.yaml", "key", {"epochs": 1})
+    (folder.parent / tuned.name).mkdir()
+    (folder.parent / tuned.name / "done.json").write_text("{}")
+    (folder.parent / tuned.name / SPEC_FILE).write_text(json.dumps(tuned.as_dict()))
+    imgsz = DEFAULT_CFG_DICT["imgsz"]
+    with pytest.raises(UsageError, match=f"imgsz=None->{imgsz}"):
+        check_spec(RunSpec("best.pt", 0, tmp_path / "data.yaml", "key", {"epochs": 1, "imgsz": imgsz}),
+                   folder.parent / tuned.name)
 
 
 def test_tile_on_a_dataset_without_labels_is_one_line(tmp_path):

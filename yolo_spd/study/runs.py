@@ -114,8 +114,9 @@ def check_spec(spec: RunSpec, folder: Path) -> None:
         return
     if not file.is_file():
         raise UsageError(f"{folder} exists but is not a study run (no {SPEC_FILE}); use another name= for the study")
-    recorded = _without_defaults(json.loads(file.read_text(encoding="utf-8")))
-    wanted = _without_defaults(spec.as_dict())
+    kept = CHECKPOINT_KEYS if Path(str(spec.model)).suffix == ".pt" else ()
+    recorded = _without_defaults(json.loads(file.read_text(encoding="utf-8")), kept)
+    wanted = _without_defaults(spec.as_dict(), kept)
     trained = any((folder / name).is_file() for name in (DONE_FILE, "weights/last.pt", "results.csv"))
     if recorded != wanted and trained:
         changes = "; ".join(_differences(recorded, wanted))
@@ -123,12 +124,19 @@ def check_spec(spec: RunSpec, folder: Path) -> None:
                          "continue it with the same settings, or give the study another name=")
 
 
-def _without_defaults(spec: dict) -> dict:
+#: The training keys a ``.pt`` model brings from its checkpoint (Ultralytics' ``Model._reset_ckpt_args``, less
+#: ``data`` and ``task``, which a study sets): left unset, they take the checkpoint's value, not the default.
+CHECKPOINT_KEYS = ("imgsz", "single_cls")
+
+
+def _without_defaults(spec: dict, kept: tuple[str, ...] = ()) -> dict:
     """``spec`` without the training keys set to Ultralytics' default value: ``patience=100`` written out trains what
-    leaving it unset trains, so the two specs are the same run."""
+    leaving it unset trains, so the two specs are the same run. Keys in ``kept`` stay (a ``.pt``'s
+    :data:`CHECKPOINT_KEYS`: its unset ``imgsz`` is the checkpoint's, so ``imgsz=640`` may train another run)."""
     from ultralytics.cfg import DEFAULT_CFG_DICT
 
-    train = {k: v for k, v in spec.get("train", {}).items() if k not in DEFAULT_CFG_DICT or v != DEFAULT_CFG_DICT[k]}
+    train = {k: v for k, v in spec.get("train", {}).items()
+             if k in kept or k not in DEFAULT_CFG_DICT or v != DEFAULT_CFG_DICT[k]}
     return {**spec, "train": train} if "train" in spec else spec
 
 
