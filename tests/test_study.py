@@ -567,7 +567,13 @@ def latex_tables(tex: str) -> list[list[list[str]]]:
     """Every tabular of ``tex`` as rows of cells read back to plain text (pylatexenc), header row first."""
     from pylatexenc.latex2text import LatexNodes2Text
 
-    text = LatexNodes2Text(math_mode="text").latex_to_text
+    convert = LatexNodes2Text(math_mode="text").latex_to_text
+    known = {r"\textless{}": "<", r"\textgreater{}": ">", r"\textbar{}": "|"}  # LaTeX's own; unknown to pylatexenc
+
+    def text(cell: str) -> str:
+        for macro, char in known.items():
+            cell = cell.replace(macro, char)
+        return convert(cell)
     found = re.findall(r"\\begin\{tabular\}\{[lrc]+\}\n\\toprule\n(.*?)\n\\bottomrule", tex, re.S)
     return [[[text(c).replace("^†", "†") for c in line.removesuffix(r" \\").split(" & ")]
              for line in body.splitlines() if line != r"\midrule"] for body in found]
@@ -631,12 +637,13 @@ def test_latex_cells_read_back_as_the_markdown_text_and_bad_arguments_are_refuse
     from yolo_spd import latex
 
     cells = ["yolov5-spd-n", "**-0.034** [-0.042, -0.030] (t [-0.081, +0.013])", "a_b & c 95% #1 $x {y}",
-             "0.342 ± 0.120", "Δ AP_small", "12†", r"back\slash ~"]
+             "0.342 ± 0.120", "Δ AP_small", "12†", r"back\slash ~", "+0.010 [n<2] (t > 1 | 2)"]
     tex = latex.table(["h", *cells[1:]], [cells], caption="**Bold**: resolved", label="tab:x-1")
     assert latex_tables(tex) == [[["h", *(c.replace("**", "") for c in cells[1:])],
                                   [c.replace("**", "") for c in cells]]]
     assert r"\textbf{$-$0.034} [$-$0.042, $-$0.030] (t [$-$0.081, $+$0.013])" in tex and "yolov5-spd-n &" in tex
     assert r"\caption{\textbf{Bold}: resolved}" in tex and r"\label{tab:x-1}" in tex
+    assert r"[n\textless{}2] (t \textgreater{} 1 \textbar{} 2)" in tex  # OT1 prints < > | as other glyphs
     for bad, needle in ((dict(align="lx"), "align='lx'"), (dict(label="tab x"), "label='tab x'")):
         with pytest.raises(ValueError, match=re.escape(needle)):
             latex.table(["a", "b"], [[1, 2]], **bad)

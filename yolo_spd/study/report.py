@@ -343,8 +343,14 @@ def latex(res: dict) -> str:
     parts = document(res)
     head = [f"% {line}" for line in (res["command"], parts[2].replace("**", ""), "Needs \\usepackage{booktabs}. The paired tables "
                                      "are wide: wrap one in \\resizebox{\\linewidth}{!}{...} to fit a column.")]
-    tables = [tex.table(p.headers, p.rows, caption=p.caption or p.intro, label=f"tab:study-{p.name}")
-              for p in parts if isinstance(p, Table)]
+    tables, labels = [], set()
+    for p in parts:
+        if isinstance(p, Table):
+            label = f"tab:study-{p.name}"
+            while label in labels:  # two class names with one label form ("small car", "small-car")
+                label += "-2"
+            labels.add(label)
+            tables.append(tex.table(p.headers, p.rows, caption=p.caption or p.intro, label=label))
     return "\n\n".join(["\n".join(head), *tables])
 
 
