@@ -165,6 +165,14 @@ def test_train_then_val_predict_export_end_to_end(trained_run, tmp_path):
     assert saved["detections"] == len(detections) > 0
     rescored = run_cocoeval(build_ground_truth(resolve_split(data)), detections)  # the files reproduce the numbers
     assert rescored.metrics == pytest.approx(saved["metrics"], abs=1e-9)
+    # Ultralytics' predictions.json (yolo-spd forces save_json on to collect detections) only when asked for; an
+    # earlier run's stays where this run wrote none (exist_ok, no detections at conf=1)
+    assert not (val_dir / "predictions.json").exists()
+    code, _, err = run("val", f"weights={best}", f"data={data}", "name=val", "exist_ok", "save_json", *common)
+    assert code == 0 and (val_dir / "predictions.json").is_file(), err
+    asked = (val_dir / "predictions.json").read_bytes()
+    code, _, err = run("val", f"weights={best}", f"data={data}", "name=val", "exist_ok", "conf=1.0", *common)
+    assert code == 0 and (val_dir / "predictions.json").read_bytes() == asked, err
 
     wrong = tmp_path / "three.yaml"
     wrong.write_text(f"path: {data.parent}\ntrain: images/train\nval: images/val\nnames: [a, b, c]\n")

@@ -24,6 +24,15 @@ class CollectedValidation:
     imgsz: object  # the input size the model ran at: a static export's own (8.4.190 takes it from the export)
 
 
+def _stat(file: Path) -> tuple | None:
+    """(size, modification time) of ``file``, or None where there is none."""
+    try:
+        st = file.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
 def validate_collecting_detections(model, **overrides) -> CollectedValidation:
     """Run ``model.val(**overrides)`` collecting COCO-format detections, without Ultralytics' own JSON scoring.
 
@@ -37,15 +46,22 @@ def validate_collecting_detections(model, **overrides) -> CollectedValidation:
         def eval_json(self, stats):
             return stats
 
-    seen = []
+    seen, earlier = [], {}
+
+    def before(validator) -> None:  # an earlier run's predictions.json (exist_ok) is not this run's to remove
+        earlier["stat"] = _stat(Path(validator.save_dir) / "predictions.json")
+
+    model.add_callback("on_val_start", before)
     model.add_callback("on_val_end", seen.append)
     try:
         metrics = model.val(validator=DetectionsCollector, **{**overrides, "save_json": True})
     finally:
         model.callbacks["on_val_end"].remove(seen.append)
+        model.callbacks["on_val_start"].remove(before)
     validator = seen[-1]
-    if not overrides.get("save_json"):  # Ultralytics' predictions.json, written only because save_json is forced on
-        (Path(validator.save_dir) / "predictions.json").unlink(missing_ok=True)
+    written = Path(validator.save_dir) / "predictions.json"
+    if not overrides.get("save_json") and _stat(written) not in (None, earlier.get("stat")):
+        written.unlink()  # Ultralytics' file, written only because save_json is forced on (an earlier run's stays)
     return CollectedValidation(
         detections=list(validator.jdict),
         class_map=list(validator.class_map),
