@@ -455,6 +455,8 @@ def test_sliced_predict_line_and_picture_for_an_image_without_detections(tmp_pat
     assert both.returncode == 0, both.stderr[-2000:]
     assert sorted(p.name for p in (tmp_path / "both").iterdir()) == ["a.png", "b.jpg"]
     assert f"yolo-spd: warning: cannot read image {mpo.parent / '0.png'}; skipped" in both.stderr
+    counted = [line.split(" ")[1] for line in both.stdout.splitlines() if line.startswith("image ")]
+    assert counted == ["2/3", "3/3"]  # the skipped file keeps its place: the count ends at N/N
     with Image.open(tmp_path / "both" / "b.jpg") as saved:
         assert saved.format == "JPEG" and saved.size == (96, 64)
 

@@ -434,7 +434,9 @@ def predict_sliced(model, settings: SliceSettings, source, project=None, name=No
     print(f"Sliced prediction: {predictor.describe()}")
     labels, stems = 0, set()
     started = time.perf_counter()
-    for i, (file, image, detections) in enumerate(predictor.run(files, desc="predict", progress=False, skip_unreadable=True), 1):
+    position = {file: k for k, file in enumerate(files, 1)}  # "image i/N" counts a skipped unreadable file too
+    for file, image, detections in predictor.run(files, desc="predict", progress=False, skip_unreadable=True):
+        i = position[file]
         elapsed = (time.perf_counter() - started) * 1e3  # reading, windows, merging
         result = Results(image, path=str(file), names=model.names, boxes=torch.from_numpy(detections).float())
         if verbose:  # Ultralytics' per-image line, with the window count where it gives the input shape
