@@ -62,6 +62,23 @@ def test_run_output_removes_the_folders_it_made_when_the_run_fails_before_writin
         with run_output(tmp_path, "kept", "predict", exist_ok=True):
             raise KeyError("a reused folder")
     assert (tmp_path / "kept").is_dir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    with pytest.raises(KeyError):  # empty folders made inside (compare's per-model folders) go too
+        with run_output(tmp_path, "nested", "compare") as folder:
+            (folder / "a" / "b").mkdir(parents=True)
+            (folder / "link").symlink_to(outside)
+            raise KeyError("stopped before writing")
+    assert (tmp_path / "nested").is_dir() and [p.name for p in (tmp_path / "nested").iterdir()] == ["link"]
+    assert outside.is_dir()  # a symlinked folder is not this run's to remove, nor what it points to
+    (tmp_path / "nested" / "link").unlink()
+    with pytest.raises(KeyError):
+        with run_output(tmp_path, "written", "compare") as folder:
+            (folder / "a").mkdir()
+            (folder / "b").mkdir()
+            (folder / "a" / "coco_eval.json").write_text("{}")
+            raise KeyError("stopped after the first model")
+    assert sorted(p.name for p in (tmp_path / "written").iterdir()) == ["a"]  # the finished model's scores stay
 
 
 # --- the command --------------------------------------------------------------------------------------------------
