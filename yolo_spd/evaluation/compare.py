@@ -228,11 +228,11 @@ def compare(weights: list[Path], split: DatasetSplit, folder: Path, settings: Ev
     val_args = {k: v for k, v in val_args.items() if k not in ("project", "name", "exist_ok", "plots", "save_dir")}
     scores = []
     for (label, model), file, subfolder in zip(models.items(), weights, model_folders(labels)):
+        params = parameter_count(model)  # before validation: Ultralytics 8.4.67's validator fuses the model in place
         evaluation = evaluate_model(model, split, settings, save_dir=str(Path(folder) / subfolder), plots=False,
                                     **val_args)
         report.save(evaluation.result, evaluation.save_dir)  # each model's own scores and detections beside its run
         save_detections(evaluation, evaluation.save_dir)
-        params = parameter_count(model)
         scores.append(ModelScore(label, file, params, evaluation.result.metrics, _size(evaluation.imgsz),
                                  evaluation.result.per_class))
     columns = table_columns(settings.sizes.labels)
