@@ -291,18 +291,23 @@ def test_ids_written_as_whole_floats_score_as_integers(dataset, tmp_path):
     aligned = align_predictions(read_predictions(as_float), build_ground_truth(split), "predictions=float.json")
     assert all(type(d["category_id"]) is int for d in aligned)
 
-def test_numeric_image_ids_name_the_image_the_files_convention_means(tmp_path):
-    """A split with 2.jpg and x.jpg: ground-truth ids 1 (2.jpg) and 2 (x.jpg), so the number 2 is both 2.jpg's stem
-    and x.jpg's id. Ultralytics' convention (stem 2 and "x") and the ground truth's ids (coco_predictions.json) both
-    score the exact boxes as AP 1; a file of numbers alone that reads either way is refused, naming both images (it
-    scored 2.jpg's boxes on x.jpg: AP 0.27, exit 0)."""
+def stem_and_id_clash(tmp_path):
+    """(split, ground truth) of a val split of 2.jpg and x.jpg: ground-truth ids 1 and 2, so 2 is also 2.jpg's stem."""
     data = make_yolo_dataset(tmp_path / "data", n_train=1, n_val=2, size=96, seed=4)
     val = data.parent / "images" / "val"
     for old, new in (("000", "2"), ("001", "x")):
         (val / f"{old}.jpg").rename(val / f"{new}.jpg")
         label_path(val / f"{old}.jpg").rename(label_path(val / f"{new}.jpg"))
     split = resolve_split(data)
-    truth = build_ground_truth(split)
+    return split, build_ground_truth(split)
+
+
+def test_numeric_image_ids_name_the_image_the_files_convention_means(tmp_path):
+    """A split with 2.jpg and x.jpg: ground-truth ids 1 (2.jpg) and 2 (x.jpg), so the number 2 is both 2.jpg's stem
+    and x.jpg's id. Ultralytics' convention (stem 2 and "x") and the ground truth's ids (coco_predictions.json) both
+    score the exact boxes as AP 1; a file of numbers alone that reads either way is refused, naming both images (it
+    scored 2.jpg's boxes on x.jpg: AP 0.27, exit 0)."""
+    split, truth = stem_and_id_clash(tmp_path)
     assert truth.image_ids == {"2.jpg": 1, "x.jpg": 2}
     anns = truth.coco["annotations"]
     stem_of = {1: 2, 2: "x"}
@@ -332,13 +337,7 @@ def test_the_detections_file_val_writes_scores_again_where_its_ids_are_other_ima
     the file was refused as ambiguous."""
     from yolo_spd.evaluation import ModelEvaluation, save_detections
 
-    data = make_yolo_dataset(tmp_path / "data", n_train=1, n_val=2, size=96, seed=4)
-    val = data.parent / "images" / "val"
-    for old, new in (("000", "2"), ("001", "x")):
-        (val / f"{old}.jpg").rename(val / f"{new}.jpg")
-        label_path(val / f"{old}.jpg").rename(label_path(val / f"{new}.jpg"))
-    split = resolve_split(data)
-    truth = build_ground_truth(split)
+    split, truth = stem_and_id_clash(tmp_path)
     found = [{"image_id": 2, "category_id": a["category_id"], "bbox": a["bbox"], "score": 0.9}
              for a in truth.coco["annotations"] if a["image_id"] == 2]
     first = run_cocoeval(truth, found)
