@@ -172,29 +172,70 @@ def test_compare_takes_exports(tiny_exports, tmp_path):
 
 @pytest.mark.slow
 def test_compare_says_when_a_static_export_ran_at_another_size(tiny_exports, tmp_path):
-    """A static ONNX export at imgsz=64 compared at imgsz=96: Ultralytics 8.4.190 runs it at 64 anyway, so compare
-    records each model's size and says they differ (compare.json claimed 96 for both); 8.4.67 feeds it 96 and ONNX
-    Runtime refuses, which is one error line (it was a traceback) and leaves no empty model folder."""
-    from importlib.metadata import version
+    """Static exports at imgsz=64 compared at imgsz=96: each runs at its own size, as Ultralytics 8.4.178+ runs it
+    (8.4.67 fed them 96: ONNX Runtime refused, TorchScript and OpenVINO raised), and compare records each model's
+    size and says they differ (compare.json claimed 96 for all)."""
+    weights, exports, data = tiny_exports
+    done = run_cli("compare", "weights=" + ",".join(map(str, [weights, *exports])), f"data={data}",
+                   f"imgsz={IMGSZ + 32}", "batch=1", "device=cpu", f"project={tmp_path}", "name=compare", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    saved = json.loads((tmp_path / "compare" / "compare.json").read_text())
+    assert [m["imgsz"] for m in saved["models"]] == [IMGSZ + 32] + [IMGSZ] * len(exports)
+    assert (f"note: the models ran at different input sizes (yolov5-spd-n.pt at {IMGSZ + 32}, yolov5-spd-n.torchscript "
+            f"at {IMGSZ}, ") in done.stderr
+    assert "Note: the models ran at different input sizes" in (tmp_path / "compare" / "compare.tex").read_text()
+    assert not (tmp_path / "compare" / "yolov5-spd-n.pt" / "predictions.json").exists()  # save_json not asked
+
+
+@pytest.mark.slow
+def test_a_static_onnx_without_its_size_given_another_size_is_one_error_line(tiny_exports, tmp_path):
+    """An ONNX export whose metadata lacks imgsz (another exporter's, or edited) runs at imgsz= on every release;
+    ONNX Runtime refuses a 96-px input to a 64-px graph, which is one error line naming both sizes (a traceback)."""
+    import onnx
 
     weights, exports, data = tiny_exports
-    onnx = next(e for e in exports if str(e).endswith(".onnx"))
-    done = run_cli("compare", f"weights={weights},{onnx}", f"data={data}", f"imgsz={IMGSZ + 32}", "batch=1",
-                   "device=cpu", f"project={tmp_path}", "name=compare", cwd=tmp_path)
-    if tuple(int(v) for v in version("ultralytics").split(".")[:3]) >= (8, 4, 190):
+    graph = onnx.load(str(next(e for e in exports if str(e).endswith(".onnx"))))
+    kept = [p for p in graph.metadata_props if p.key != "imgsz"]
+    assert len(kept) == len(graph.metadata_props) - 1
+    del graph.metadata_props[:]
+    graph.metadata_props.extend(kept)
+    onnx.save(graph, str(tmp_path / "sizeless.onnx"))
+    done = run_cli("val", "weights=sizeless.onnx", f"data={data}", f"imgsz={IMGSZ + 32}", "batch=1", "device=cpu",
+                   f"project={tmp_path}", "name=val", cwd=tmp_path)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and lines[-1].startswith(
+        f"yolo-spd: error: a static ONNX export was given another input shape than it was exported for "
+        f"(dimension 2: {IMGSZ + 32}, expected {IMGSZ}; dimension 3: {IMGSZ + 32}, expected {IMGSZ}); "), lines
+    assert "Traceback" not in done.stderr
+
+
+def top_detections(run) -> dict:
+    """image_id -> the highest-scoring detection of a val run folder's coco_predictions.json."""
+    best = {}
+    for det in json.loads((run / "coco_predictions.json").read_text()):
+        if det["image_id"] not in best or det["score"] > best[det["image_id"]]["score"]:
+            best[det["image_id"]] = det
+    return best
+
+
+@pytest.mark.slow
+def test_val_runs_a_static_export_at_its_own_size_without_imgsz(tiny_exports, tmp_path):
+    """val of a 64-px export with no imgsz= finds what the .pt finds at imgsz=64. Ultralytics 8.4.67 ran it at 640:
+    the NCNN export scored near AP 0 with exit 0, and TorchScript and OpenVINO ended in a traceback."""
+    weights, exports, data = tiny_exports
+    runs = {}
+    for model, size in [(weights, [f"imgsz={IMGSZ}"]), *((e, []) for e in exports)]:
+        name = str(model).rstrip("/").rsplit("/", 1)[-1]
+        done = run_cli("val", f"weights={model}", f"data={data}", *size, "batch=1", "device=cpu",
+                       f"project={tmp_path}", f"name={name}", cwd=tmp_path)
         assert done.returncode == 0, done.stderr[-2000:]
-        saved = json.loads((tmp_path / "compare" / "compare.json").read_text())
-        assert [m["imgsz"] for m in saved["models"]] == [IMGSZ + 32, IMGSZ]
-        assert (f"note: the models ran at different input sizes (yolov5-spd-n.pt at {IMGSZ + 32}, yolov5-spd-n.onnx "
-                f"at {IMGSZ}): a static export keeps the size it was exported at") in done.stderr
-        assert "Note: the models ran at different input sizes" in (tmp_path / "compare" / "compare.tex").read_text()
-        assert not (tmp_path / "compare" / "yolov5-spd-n.pt" / "predictions.json").exists()  # save_json not asked
-    else:
-        lines = done.stderr.strip().splitlines()
-        assert done.returncode == 2 and lines[-1].startswith(
-            f"yolo-spd: error: a static ONNX export was given another input shape than it was exported for "
-            f"(dimension 2: {IMGSZ + 32}, expected {IMGSZ}; dimension 3: {IMGSZ + 32}, expected {IMGSZ}); "), lines
-        assert not (tmp_path / "compare" / "yolov5-spd-n.onnx").exists()
+        runs[name] = top_detections(tmp_path / name)
+    expected = runs.pop(weights.name)
+    for name, found in runs.items():
+        assert found.keys() == expected.keys(), name
+        for image_id, det in found.items():
+            assert det["category_id"] == expected[image_id]["category_id"], name
+            assert np.allclose(det["bbox"], expected[image_id]["bbox"], atol=0.5), (name, det, expected[image_id])
 
 
 # ---------------------------------------------------------------------------------------------------- export forms

@@ -17,16 +17,25 @@ class UnsupportedUltralyticsError(ImportError):
     """The installed Ultralytics is outside the range whose internals the integration was written and tested against."""
 
 
+def release(version: str | None = None) -> tuple[int, int, int] | None:
+    """``version`` (default: the installed Ultralytics') as (major, minor, patch), or None if it names no release."""
+    if version is None:
+        import ultralytics
+
+        version = ultralytics.__version__
+    match = re.match(r"(\d+)\.(\d+)\.(\d+)", version)
+    return tuple(int(part) for part in match.groups()) if match else None
+
+
 def check_ultralytics_version(version: str | None = None) -> None:
     """Raise :class:`UnsupportedUltralyticsError` unless ``version`` (default: installed) is in the supported range."""
     if version is None:
         import ultralytics
 
         version = ultralytics.__version__
-    match = re.match(r"(\d+)\.(\d+)\.(\d+)", version)
-    release = tuple(int(part) for part in match.groups()) if match else None
+    found = release(version)
     low, high = SUPPORTED_ULTRALYTICS
-    if release is None or not low <= release < high:
+    if found is None or not low <= found < high:
         raise UnsupportedUltralyticsError(
             f"yolo_spd supports {SUPPORTED_TEXT}, but ultralytics {version} is installed; "
             f"install a supported version: pip install '{SUPPORTED_TEXT}'"
