@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def setup(threads: int) -> None:
     """Import yolo_spd (and tests.reference) from this checkout, offline, with a fixed torch thread count."""
-    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_OFFLINE", "true")
     sys.path.insert(0, str(REPO))
     import torch
 

@@ -342,7 +342,7 @@ def run_cell(weights: Path, fmt: str, imgsz: int, timeout: int, workdir: Path, d
             return {"status": "missing", "error": f"missing: {', '.join(missing)}; run it in its own venv with "
                                                   f'pip install -e ".[{OWN_ENV[fmt]}]" (docs/export.md)'}
         return {"status": "missing", "error": f"missing: pip install {' '.join(missing)}"}
-    env = dict(os.environ, YOLO_OFFLINE="1", YOLO_AUTOINSTALL="false")  # never pip-install from inside a cell
+    env = dict(os.environ, YOLO_OFFLINE="true", YOLO_AUTOINSTALL="false")  # never pip-install from inside a cell
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", str(weights), fmt, str(imgsz), data or ""]
     start = time.perf_counter()

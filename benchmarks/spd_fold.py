@@ -367,7 +367,7 @@ def main(argv=None) -> None:
         return
     from yolo_spd.info import quiet_ultralytics
 
-    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_OFFLINE", "true")
     with quiet_ultralytics():
         results = measure(args)
         where = where_spd_computes(args.imgsz)

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 
-os.environ.setdefault("YOLO_OFFLINE", "1")  # Ultralytics: no connectivity probes, hub calls or asset downloads
+os.environ.setdefault("YOLO_OFFLINE", "true")  # Ultralytics: no connectivity probes, hub calls or asset downloads
 
 from pathlib import Path
 
@@ -193,7 +193,7 @@ def load_script(name: str):
 
 def child_env(**extra: str) -> dict:
     """Environment for subprocesses: offline, the repo importable, plus ``extra``."""
-    env = dict(os.environ, YOLO_OFFLINE="1", **extra)
+    env = dict(os.environ, YOLO_OFFLINE="true", **extra)
     env.pop("PYTEST_CURRENT_TEST", None)  # else Ultralytics thinks it runs inside its own tests and moves run folders
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
     return env

@@ -683,7 +683,7 @@ def test_calibration_set_is_a_dataset_ultralytics_reads_offline(tmp_path, monkey
     from ultralytics.data.build import build_yolo_dataset
     from ultralytics.data.utils import check_det_dataset
 
-    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    monkeypatch.setenv("YOLO_OFFLINE", "true")
     names = {0: "person", 1: "bus"}
     path = bench.calibration_dataset(tmp_path, names, count=6, size=96)
     images = sorted((tmp_path / "calibration" / "images").glob("*.jpg"))
