@@ -611,6 +611,8 @@ def test_image_sizes_read_imgsz_as_ultralytics_does(imgsz, sizes):
 
 @pytest.mark.parametrize("mode, bad, message", [
     ("train", "epochs=abc", "'epochs=abc' is of invalid type str"),
+    ("train", "epochs=0", "'epochs=0' is an invalid value. 'epochs' must be >= 1."),  # 8.4.67 trained 100 epochs
+    ("val", "max_det=0", "'max_det=0' is an invalid value. 'max_det' must be >= 1."),  # 8.4.67 took it
     ("train", "momentum=2", "'momentum=2' is an invalid value"),
     ("train", "conf=2", "'conf=2' is an invalid value. Valid 'conf' values are between 0.0 and 1.0"),
     ("train", "imgsz=abc", "imgsz=abc: expected a positive image size"),

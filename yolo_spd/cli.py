@@ -204,6 +204,11 @@ def given_once(names: dict) -> tuple[str, object]:
     return given[0] if given else (next(iter(names)), None)
 
 
+#: Counts Ultralytics 8.4.67 takes below their meaningful range (``epochs=0`` trained 100 epochs, ``max_det=0`` keeps
+#: no box); later releases refuse them (``CFG_INT_MIN``), so every supported release does here.
+COUNT_MINIMUMS = {"epochs": 1, "patience": 0, "nbs": 1, "max_det": 1, "mask_ratio": 1, "vid_stride": 1, "seed": 0}
+
+
 def check_ultralytics_values(keys: dict) -> None:
     """Ultralytics' own type and range checks of its keys (``check_cfg``: ``conf=2``, ``lr0=abc``; 8.4.190 also refuses
     ``epochs=0``, 8.4.67 does not) and ``imgsz`` in a form Ultralytics reads with sizes > 0, before a model is loaded or
@@ -216,6 +221,10 @@ def check_ultralytics_values(keys: dict) -> None:
         check_cfg(dict(keys), hard=True)
     except (TypeError, ValueError, SyntaxError) as e:
         raise UsageError(str(e)) from None
+    for key, least in COUNT_MINIMUMS.items():  # 8.4.190 checks these itself, in the same words; 8.4.67 does not
+        value = keys.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < least:
+            raise UsageError(f"'{key}={value}' is an invalid value. '{key}' must be >= {least}.")
     if "optimizer" in keys:
         from .integration.training import unknown_optimizer
 
