@@ -294,6 +294,7 @@ def test_sliced_val_cli_writes_the_run_folder_and_agrees_with_sahi(trained, tmp_
 
     unbatched = evaluate_model(YOLO(weights), resolve_split(data), EvalSettings.from_keys(slice=SLICE), conf=0.01,
                                batch=1, project=str(tmp_path), name="unbatched")
+    assert unbatched.save_dir == tmp_path / "unbatched" and not unbatched.save_dir.exists()  # nothing written there
     assert_same_detections(unbatched.detections, theirs)
     ap_ours, ap_sahi = pycocotools_ap_small(truth, ours), pycocotools_ap_small(truth, theirs)
     print(f"AP_S yolo_spd {ap_ours:.4f} (its report: {saved['metrics']['AP_small']:.4f}), SAHI {ap_sahi:.4f}")

@@ -132,12 +132,14 @@ def evaluate_sliced(model, split: DatasetSplit, settings: EvalSettings, project=
     scored against the full images' ground truth, so AP_S refers to objects as they are in the original images.
 
     The run folder is ``save_dir`` if given, else the one :func:`yolo_spd.run_folders.run_folder` picks from
-    ``project``/``name``/``exist_ok`` as Ultralytics would (default ``runs/detect/val``, ``val-2``, ...).
+    ``project``/``name``/``exist_ok`` as Ultralytics would (default ``runs/detect/val``, ``val-2``, ...). Sliced
+    validation itself writes nothing there (the CLI saves the scores and detections into it), so a folder it picked
+    and found empty at the end is taken away again: ``save_dir`` names where results would go.
     Of ``val_args``, Ultralytics' prediction keys are used (``imgsz`` defaults to the slice size, ``conf`` to
     Ultralytics' val default 0.001, ``batch`` is windows per forward pass); the others (``workers``, ``plots``, ...)
     concern Ultralytics' dataloader and plots and are ignored, with a note.
     """
-    from ..run_folders import run_folder
+    from ..run_folders import created_run_folder, remove_created
     from ..slicing.inference import PREDICT_KEYS, SlicedPredictor
 
     assert settings.slicing is not None
@@ -148,7 +150,7 @@ def evaluate_sliced(model, split: DatasetSplit, settings: EvalSettings, project=
               "loader keys)", file=sys.stderr)
     predictor = SlicedPredictor(model, settings.slicing, {k: v for k, v in val_args.items() if k in PREDICT_KEYS},
                                 default_conf=0.001)
-    folder = Path(save_dir) if save_dir else run_folder(project, name, "val", exist_ok)
+    folder, created = (Path(save_dir), ()) if save_dir else created_run_folder(project, name, "val", exist_ok)
     folder.mkdir(parents=True, exist_ok=True)
     files = [image for image in split.images if image.name in truth.image_ids]
     print(f"Sliced val on {len(files)} images of {split.yaml_file.name} ({split.split}): {predictor.describe()}")
@@ -160,6 +162,8 @@ def evaluate_sliced(model, split: DatasetSplit, settings: EvalSettings, project=
                                "bbox": [round(x0, 3), round(y0, 3), round(x1 - x0, 3), round(y1 - y0, 3)],
                                "score": round(score, 5)})
     result = run_cocoeval(truth, detections, settings.sizes, settings.backend, settings.max_dets)
+    if created and not any(folder.iterdir()):
+        remove_created(created)  # an empty runs/detect/val per Python call: the caller writes into it, if anything
     return ModelEvaluation(result, truth, detections, folder, None)
 
 
