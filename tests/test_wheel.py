@@ -101,6 +101,12 @@ def test_wheel_installs_and_resolves_bare_config_names_from_site_packages(wheel_
     assert command.returncode == 2, command.stderr  # the packaged coco.yaml was found; its images are not here
     assert "data=coco.yaml: val images not found at" in command.stderr and "never downloads" in command.stderr
 
+    dist_info = next(purelib(wheel_venv).glob("yolo_spd-*.dist-info"))  # the licence travels with the package
+    assert "License-Expression: AGPL-3.0-or-later" in (dist_info / "METADATA").read_text()
+    assert (dist_info / "licenses" / "LICENSE").read_text() == (REPO / "LICENSE").read_text()
+    assert (REPO / "LICENSE").read_text().split("\n", 2)[:2] == [
+        "                    GNU AFFERO GENERAL PUBLIC LICENSE", "                       Version 3, 19 November 2007"]
+
 
 def test_a_process_without_ultralytics_imports_nothing_of_yolo_spd_or_torch(wheel_venv, tmp_path):
     assert (purelib(wheel_venv) / "yolo_spd_autoload.pth").is_file()
