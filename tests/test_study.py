@@ -180,6 +180,24 @@ def test_scoring_recorded_by_the_val_yaml_path_is_kept_and_recorded_by_content(t
         score_run(plan, run)
 
 
+@pytest.mark.parametrize("times, resumes, minutes", [
+    ([30, 60, 90], None, 90),  # one session
+    ([30, 60, 20, 50], None, 110),  # a resume shows as a drop in the time column
+    ([30, 60, 65, 95], [2], 155),  # a resume whose first epoch took longer than the time before it: no drop
+    ([30, 60, 20, 50], [2], 110),  # both traces of one resume count it once
+    ([30, 60, 90], [0], 90),  # resumed before its first epoch finished
+])
+def test_training_minutes_add_every_session_of_a_resumed_run(tmp_path, times, resumes, minutes):
+    from yolo_spd.study.runs import training_minutes, was_resumed
+
+    rows = "".join(f"{k + 1},{t}\n" for k, t in enumerate(times))
+    (tmp_path / "results.csv").write_text(f"epoch,time\n{rows}")
+    if resumes is not None:
+        (tmp_path / "resumed_at.json").write_text(json.dumps(resumes))
+    assert training_minutes(tmp_path) == pytest.approx(minutes / 60)
+    assert was_resumed(tmp_path) == (resumes is not None or minutes != times[-1])
+
+
 @pytest.mark.slow
 def test_a_study_killed_mid_run_resumes_that_run_from_last_pt(tmp_path):
     data = make_yolo_dataset(tmp_path / "data", n_train=96, n_val=2, size=64)
@@ -206,6 +224,10 @@ def test_a_study_killed_mid_run_resumes_that_run_from_last_pt(tmp_path):
         assert [int(float(r["epoch"])) for r in csv.DictReader(f)] == [1, 2, 3]
     runs = json.loads((tmp_path / "runs" / "study" / "study.json").read_text())["runs"]
     assert [(r["model"], r["resumed"]) for r in runs] == [("yolov5nu", True), ("yolov5-spd-n", False)]
+    with open(run / "results.csv", encoding="utf-8") as f:
+        times = [float(r["time"]) for r in csv.DictReader(f, skipinitialspace=True)]
+    (before,) = json.loads((run / "resumed_at.json").read_text())  # the epochs done when it was killed
+    assert 1 <= before < 3 and runs[0]["train_minutes"] == round((times[before - 1] + times[-1]) / 60, 2)
     assert ("Resumed after an interruption: yolov5nu-seed0 (Ultralytics does not restore the random state"
             in (tmp_path / "runs" / "study" / "study.md").read_text())
 

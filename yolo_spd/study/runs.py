@@ -29,6 +29,7 @@ from ..paths import write_atomic
 
 SPEC_FILE = "study_run.json"
 DONE_FILE = "done.json"
+RESUMES_FILE = "resumed_at.json"  # the epochs in results.csv each time the study resumed the run
 
 
 def model_stem(model: str) -> str:
@@ -173,6 +174,7 @@ def train_run(spec: RunSpec, study_folder: Path, state: str | None = None) -> Pa
     if state == "trained":
         pass  # every epoch ran; what was stopped is the validation that scoring repeats anyway
     elif state == "interrupted":
+        _record_resume(folder)
         YOLO(str(folder / "weights" / "last.pt")).train(resume=True)
     else:
         write_atomic(folder / SPEC_FILE, json.dumps(spec.as_dict(), indent=1) + "\n")
@@ -181,6 +183,19 @@ def train_run(spec: RunSpec, study_folder: Path, state: str | None = None) -> Pa
                                                  "seconds_last_session": round(time.time() - start),
                                                  "resumed": state == "interrupted"}) + "\n")
     return folder
+
+
+def _resumes(folder: Path) -> list[int]:
+    """How many epochs ``results.csv`` held each time the study resumed the run (:data:`RESUMES_FILE`)."""
+    file = folder / RESUMES_FILE
+    return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else []
+
+
+def _record_resume(folder: Path) -> None:
+    """Add the epochs finished so far to :data:`RESUMES_FILE`, before the run resumes: the resumed session's epoch
+    times start again from 0, which is not always a visible drop (a resume after epoch 1 can start above it)."""
+    done = len(_epoch_times(folder)) if (folder / "results.csv").is_file() else 0
+    write_atomic(folder / RESUMES_FILE, json.dumps([*_resumes(folder), done]) + "\n")
 
 
 def _epoch_times(folder: Path) -> list[float]:
@@ -198,7 +213,7 @@ def was_resumed(folder: Path) -> bool:
     restores the weights, optimizer and epoch on resume but not the random state, so a resumed run differs from an
     uninterrupted one with the same seed."""
     done = folder / DONE_FILE
-    if done.is_file() and json.loads(done.read_text(encoding="utf-8")).get("resumed"):
+    if _resumes(folder) or (done.is_file() and json.loads(done.read_text(encoding="utf-8")).get("resumed")):
         return True
     times = _epoch_times(folder)
     return any(later < earlier for earlier, later in zip(times, times[1:]))
@@ -206,6 +221,9 @@ def was_resumed(folder: Path) -> bool:
 
 def training_minutes(folder: Path) -> float:
     """Wall-clock minutes of a run's epochs from its ``results.csv``. Ultralytics restarts the ``time`` column when a
-    run resumes, so this sums the last value of each segment."""
+    run resumes, so this sums the last value of each session: a session ends before each resume the study recorded
+    (:data:`RESUMES_FILE`) and wherever the time drops (a resume made outside the study)."""
     times = _epoch_times(folder)
-    return sum(t for t, following in zip(times, times[1:] + [0.0]) if following < t) / 60
+    starts = {k for k in _resumes(folder) if 0 < k < len(times)}
+    starts |= {k for k in range(1, len(times)) if times[k] < times[k - 1]}
+    return (sum(times[k - 1] for k in starts) + (times[-1] if times else 0.0)) / 60
