@@ -44,6 +44,7 @@ STUDY = (f"models={','.join(MODELS)}", "control=benchmarks/yolov5nu-wide.yaml",
 #: A finished run's record: enough for the study to reuse it (spec, done marker, epoch times) and to compute its
 #: statistics again (its scoring in the evaluation folder), without the checkpoints.
 RUN_RECORD = ("study_run.json", "done.json", "results.csv")
+RUN_RECORD_IF_ANY = ("resumed_at.json",)  # a resumed run's sessions, for its training minutes
 EVAL_RECORD = ("coco_eval.json", "coco_predictions.json", "study_eval.json")
 
 
@@ -56,7 +57,7 @@ def archive_runs(folder: Path, archive: Path, eval_name: str) -> list[str]:
         files = [run / name for name in RUN_RECORD] + [run / eval_name / name for name in EVAL_RECORD]
         if not all(f.is_file() for f in files):
             continue
-        for f in files:
+        for f in files + [run / name for name in RUN_RECORD_IF_ANY if (run / name).is_file()]:
             target = archive / f.relative_to(folder)
             if not target.is_file() or target.read_bytes() != f.read_bytes():
                 with atomic_target(target) as tmp:

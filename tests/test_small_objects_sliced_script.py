@@ -61,9 +61,10 @@ def test_finished_runs_are_archived_without_weights_and_restored_only_where_miss
         for name in ("coco_eval.json", "coco_predictions.json", "study_eval.json"):
             (run / "sliced-val-320" / name).write_text(f"{run.name} {name}")
     (done / "done.json").write_text("{}")  # the other one is still training: no done marker
+    (done / "resumed_at.json").write_text("[4]\n")  # kept where there is one: the run's training minutes need it
     assert script.archive_runs(study, archive, "sliced-val-320") == ["yolov5nu-seed0"]
     archived = sorted(str(p.relative_to(archive)) for p in archive.rglob("*") if p.is_file())
-    assert archived == ["yolov5nu-seed0/done.json", "yolov5nu-seed0/results.csv",
+    assert archived == ["yolov5nu-seed0/done.json", "yolov5nu-seed0/results.csv", "yolov5nu-seed0/resumed_at.json",
                         "yolov5nu-seed0/sliced-val-320/coco_eval.json",
                         "yolov5nu-seed0/sliced-val-320/coco_predictions.json",
                         "yolov5nu-seed0/sliced-val-320/study_eval.json", "yolov5nu-seed0/study_run.json"]
