@@ -179,6 +179,22 @@ def test_release_variant_groupnorm_asks_for_4_groups_and_the_paper_form_for_16(c
     assert SCConv(c, c, gn_groups=8, variant="release").sru.gn.num_groups == math.gcd(c, 8)  # explicit count wins
 
 
+@pytest.mark.parametrize("variant", ["paper", "release"])
+def test_the_documented_width_rule_at_the_papers_defaults_is_the_one_scconv_applies(variant):
+    """The docstring's rule (deviation 3, Args): at alpha 1/2, r 2, g 2, c1 even, >= 8 and 0 or 2 modulo 8; c2 even
+    and above c1 / 4. (It used to say every even channel count works, which holds for SRU alone.)"""
+    for c1 in range(1, 41):
+        for c2 in range(1, 41):
+            documented = c1 % 2 == 0 and c1 >= 8 and c1 % 8 in (0, 2) and c2 % 2 == 0 and c2 > c1 // 4
+            try:
+                SCConv(c1, c2, variant=variant)
+                built = True
+            except ValueError:
+                built = False
+            assert built == documented, (c1, c2)
+    assert all(SRU(c).gn.num_groups >= 1 for c in range(2, 41, 2))  # SRU alone: every even width
+
+
 def eq11_params(c1, c2, alpha=0.5, r=2, g=2, k=3):
     a, b = alpha * c1, (1 - alpha) * c1
     return a * a / r + k * k * (a / (g * r)) * (c2 / g) * g + a / r * c2 + b * b / r + b / r * (c2 - b / r)

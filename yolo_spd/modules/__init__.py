@@ -48,7 +48,8 @@ FUSABLE = (SCConv, SPDConv, SSDConv)
 
 
 def fuse_modules(model: nn.Module, example: torch.Tensor | None = None, fold_spd: bool = True) -> nn.Module:
-    """Fuse every SCConv, SPDConv and SSDConv inside ``model`` (any nesting) for inference; eval mode, idempotent.
+    """Fuse every SCConv, SPDConv and SSDConv inside ``model`` (any nesting) for inference; idempotent. Call it on a
+    model in eval mode (it does not switch modes): BatchNorms fold with their running statistics.
 
     Every Ultralytics ``Focus`` stem becomes the equivalent ``SPDConv`` first (:func:`spd.replace_focus`): the same
     outputs, but exportable where Focus's step-2 slices are not (NCNN), and foldable like any SPDConv.

@@ -13,17 +13,24 @@ Two forms, chosen by one argument, ``variant``:
 
 Deviations of this module from the paper, each with its reason:
 
-1. Hard gate gradient (SRU, eq. 3; paper form). The paper's gate maps weights above the threshold to exactly 1 (W1)
-   and the rest to 0 (W2). Such a step has zero gradient, so the GroupNorm scale gamma - the very importance measure
-   of eq. 2 - would never train. The forward pass here is the exact 0/1 gate; the backward pass uses a
-   straight-through estimator (W1 = step + sigmoid - stop_gradient(sigmoid), W2 = 1 - W1), so gamma and beta learn.
+1. Hard gate gradient (SRU, eq. 3; paper form). The paper: "We set those weights above the threshold to 1 to obtain
+   the informative weights W_1 while setting them to 0 to gain the non-informative weights W_2", which "separate[s]
+   the input features into two parts". The paper form reads this as two complementary 0/1 masks: W1 is 1 above the
+   threshold and 0 elsewhere, W2 = 1 - W1. (The sentence does not spell out the entries below the threshold; the
+   public code reads it otherwise, R1.) Such a step has zero gradient, so the GroupNorm scale gamma - the very
+   importance measure of eq. 2 - would never train. The forward pass here is the exact 0/1 gate; the backward pass
+   uses a straight-through estimator (W1 = step + sigmoid - stop_gradient(sigmoid), W2 = 1 - W1), so gamma and beta
+   learn.
 2. GroupNorm group count (SRU, eq. 1). The paper gives none. With ``gn_groups=None`` the paper form asks for 16,
    the count of the public code's first revision and this package's default before ``variant`` existed, kept so that
    models built by earlier versions are unchanged; the release form asks for 4 (R2).
 3. GroupNorm groups that do not divide C. The public code builds ``nn.GroupNorm(4, C)``, which raises unless 4 divides
    C. Here the group count is gcd(C, gn_groups): exactly gn_groups whenever it divides C, otherwise the largest
-   count dividing both, so every even channel count works: 24 or 40, say, which 16 groups do not divide, and 6 or
-   10, which 4 do not. The chosen count is ``sru.gn.num_groups``.
+   count dividing both, so SRU takes every even channel count: 24 or 40, say, which 16 groups do not divide, and 6
+   or 10, which 4 do not. The chosen count is ``sru.gn.num_groups``. (CRU has its own limits, which SCConv checks:
+   g must divide the squeezed upper width and c2. At the paper's alpha = 1/2, r = 2, g = 2 that means an even c1 of
+   at least 8 that is 0 or 2 modulo 8, e.g. 8, 10, 16, 18, 24 but not 6, 12 or 20, and an even c2 > c1 / 4. The
+   packaged configs' widths are multiples of 8.)
 4. c1 != c2 and stride 2 (the paper's SCConv and the public code map C -> C at stride 1). SRU works on c1 channels.
    CRU maps c1 -> c2 exactly as eq. 11 counts it (GWC and PWC1 output c2; PWC2 outputs c2 - (1 - alpha) c1 / r,
    concatenated with the reused X_low). At stride 2 the k x k GWC is strided and sees the full-resolution X_up; the
@@ -33,12 +40,16 @@ Deviations of this module from the paper, each with its reason:
    follow it. As a YOLO row replaces Ultralytics' ``Conv`` (conv + BN + SiLU), ``bn=True, act=True`` (default) adds
    that BatchNorm and activation; ``bn=False, act=False`` is the bare module (the paper's, or the public code's).
 
-Where the public code ``cheng-haha/ScConv`` differs from the paper (checked against its current ``ScConv.py``; the
-file changed several times in July 2023), each reproduced by ``variant="release"`` only, as that code does it, so
-that the two can be compared; the paper form follows the paper:
+Where the public code ``cheng-haha/ScConv`` differs from the paper, each reproduced by ``variant="release"`` only, as
+that code does it, so that the two can be compared; the paper form follows the paper. The file changed several times
+in July 2023; R1-R4 describe the revision that other projects copy (``torch.where`` gate, ``nn.GroupNorm``). Its
+revisions of 22 and 27 July gated differently (27 July: a 0/1 mask of the sigmoid value times GN(X); 22 July: a 0/1
+mask of W_gamma times the sigmoid value times X) and normalised with a hand-written GroupBatchnorm2d; those are not
+reproduced:
 
 R1. Gate (SRU, eq. 3). W1 = 1 where Sigmoid(W_gamma GN(X)) > threshold, elsewhere the sigmoid value itself; W2 = 0
-    there, elsewhere the sigmoid value. The paper's W1 and W2 are 0/1 masks everywhere; here the uninformative
+    there, elsewhere the sigmoid value: a literal reading of the paper's sentence (deviation 1), which sets only the
+    weights above the threshold. The paper form's W1 and W2 are 0/1 masks everywhere; here the uninformative
     elements enter both X1w and X2w, scaled by their weight. (Gradients flow through the sigmoid values, so no
     straight-through estimator is needed.)
 R2. GroupNorm groups (SRU, eq. 1). ``torch.nn.GroupNorm`` with 4 groups (its ``ScConv`` passes 4; its ``SRU`` alone
@@ -535,8 +546,8 @@ class SCConv(nn.Module):
     public code's behaviour: ``[-1, 1, SCConv, [c2, 3, 1, 0.5, 2, 2, null, 0.5, release]]``.
 
     Args:
-        c1 (int): Input channels (even).
-        c2 (int): Output channels.
+        c1 (int): Input channels (even; with the default alpha, r and g also >= 8 and 0 or 2 modulo 8).
+        c2 (int): Output channels (a multiple of g, and more than the (1 - alpha) c1 / r channels eq. 6 reuses).
         k (int): GWC kernel size (odd).
         s (int): Stride, 1 or 2.
         alpha (float): CRU split ratio (paper: 1/2).
