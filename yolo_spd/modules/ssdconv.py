@@ -52,7 +52,8 @@ another order).
   (main_in + exp_out channels, 109 at c = 64) is never built: each diversity group reads its own X_m channels and
   X_e (:meth:`SSDConv.diversity_input_ranges`), one convolution per group (grouped NCHW convolutions measured about
   twice as slow per multiply-add on CPU). With the base convolution that is 0.85x the multiply-adds of the replaced
-  ``Conv`` at 64 channels (the step form: 1.20x for c2 = c1, 1.70x for c2 = 2 c1, at either stride).
+  ``Conv`` at 64 channels (the step form's k x k convolutions: 1.20x for c2 = c1, 1.70x for c2 = 2 c1, at either
+  stride; 1.24x and 1.74x with its 1 x 1 expansion).
 * Residual: down(expand(X_e)) as one 1 x 1 map of X_e (:meth:`SSDConv.residual_weight`).
 * Eval without gradients (:meth:`SSDConv.forward_inference`): BN_div and BN_main fold into the convolutions' weights
   and bias (running statistics), the attention's softmax is torch's fused kernel (:func:`similarity_feature`), and the
@@ -108,9 +109,9 @@ channels of [X_m U Y_e].)
 
 Speed (issue 19; ``benchmarks/modules.py``, CPU time at one thread, ratios to the Ultralytics ``Conv`` of the same
 shape): the fast forms' convolutions have 0.85/0.68/0.55x the ``Conv``'s multiply-adds for c1 = 64/128/256 and
-c2 = c1 or 2 c1 (the step form's: 1.20/0.78/0.56x for c2 = c1, 1.70/1.03/0.69x for c2 = 2 c1); what remains above
-that is the attention's softmax, the residual's 1 x 1 map, the second BatchNorm and, in training, their backward
-passes. ``docs/speed.md`` has the measured ratios.
+c2 = c1 or 2 c1 (the step form's k x k convolutions: 1.20/0.78/0.56x for c2 = c1, 1.70/1.03/0.69x for c2 = 2 c1);
+what remains above that is the attention's softmax, the residual's 1 x 1 map, the second BatchNorm and, in
+training, their backward passes. ``docs/speed.md`` has the measured ratios.
 """
 
 from __future__ import annotations
