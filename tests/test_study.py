@@ -619,12 +619,23 @@ def test_the_tex_and_csv_files_hold_the_markdown_tables_and_the_json_numbers(tmp
     tex = (plan.folder / "study.tex").read_text()
     md_tables = [[headers, *body] for chunk in md.split("\n\n") if chunk.startswith("|")
                  for headers, body in [table_cells(chunk)]]
-    assert len(md_tables) == 7  # means, 2 x (paired, resolvable), classes, runs
+    assert len(md_tables) == 9  # means, 2 x (paired, resolvable, per seed), classes, runs
     unbold = [[[c.replace("**", "") for c in row] for row in t] for t in md_tables]
     assert latex_tables(tex) == unbold
     LatexWalker(tex, tolerant_parsing=False).get_latex_nodes()  # balanced braces and environments
     labels = re.findall(r"\\label\{(.+?)\}", tex)
-    assert len(labels) == len(set(labels)) == tex.count(r"\begin{table}") == tex.count(r"\caption{") == 7
+    assert len(labels) == len(set(labels)) == tex.count(r"\begin{table}") == tex.count(r"\caption{") == 9
+
+    # the per-seed tables: each seed's AP_small difference, whose mean is the paired table's, and the seeds ahead
+    per_seed = [t for t in md_tables if t[0][:2] == ["variant", "seed 0"]]
+    assert len(per_seed) == 2 and all(t[0] == ["variant", "seed 0", "seed 1", "seed 2", "ahead on"] for t in per_seed)
+    for t, (_, _, pair) in zip(per_seed, report_blocks(res)):
+        for row in t[1:]:
+            entry = pair["variants"][row[0]]["AP_small"]
+            values = [float(c) for c in row[1:4]]
+            assert values == pytest.approx(entry["differences"], abs=5e-4)
+            assert sum(values) / 3 == pytest.approx(entry["mean"], abs=5e-4)
+            assert row[4] == f"{sum(v > 0 for v in entry['differences'])} of 3"
     assert r"\caption{Scores of each model, mean $\pm$ sd over seeds." in tex and r"\usepackage{booktabs}" in tex
 
     with open(plan.folder / "study.csv", newline="") as f:

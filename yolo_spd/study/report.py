@@ -412,7 +412,24 @@ def _paired_tables(pair: dict, control: bool = False, scope: str | None = None) 
                   intro="Smallest difference this design resolves (interval half-widths, bootstrap / t; a difference "
                         "must exceed both):",
                   caption=f"Smallest difference{alone} from {pair['baseline']} this design resolves (interval "
-                          "half-widths, bootstrap / t; a difference must exceed both)."), ""]
+                          "half-widths, bootstrap / t; a difference must exceed both)."), "",
+            *_per_seed_table(pair, metrics[2], name, alone)]
+
+
+def _per_seed_table(pair: dict, metric: str, name: str, alone: str) -> list[str | Table]:
+    """The focus metric's paired difference on each seed (what the t interval is built from), and on how many seeds
+    the variant is ahead: a mean can come from one seed, a consistent sign cannot."""
+    seeds = sorted({s for entry in pair["variants"].values() for s in entry[metric]["seeds"]})
+    if not seeds:
+        return []
+    rows = []
+    for variant, entry in pair["variants"].items():
+        by_seed = dict(zip(entry[metric]["seeds"], entry[metric]["differences"]))
+        ahead = sum(d > 0 for d in by_seed.values())
+        rows.append([variant, *(_signed(by_seed.get(s)) for s in seeds), f"{ahead} of {len(by_seed)}"])
+    intro = (f"Δ {metric}{alone} from {pair['baseline']} on each seed (variant - {pair['baseline']}, the values the "
+             "t interval is built from), and on how many seeds the variant is ahead:")
+    return [Table(["variant", *(f"seed {s}" for s in seeds), "ahead on"], rows, f"{name}-seeds", intro=intro), ""]
 
 
 def _label(name: str) -> str:
