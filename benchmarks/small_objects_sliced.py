@@ -6,7 +6,7 @@
 
 It runs exactly ``yolo-spd study`` (:data:`STUDY`, on ``../shared/data/aerial-cars``): yolov5nu, the three yolo_spd
 n configs and a compute-matched control (``yolov5nu-wide.yaml``: yolov5nu at width 0.32, within 5% of yolov5-spd-n's
-GFLOPs) train from scratch on 320-px tiles at native resolution, 3 seeds each, and every run is scored by sliced
+GFLOPs) train from scratch on 320-px tiles at native resolution, 5 seeds each, and every run is scored by sliced
 inference on the full val images. Then ``study.{json,md,tex,csv,png}`` and ``study_paired.csv`` are copied to
 ``results/small_objects_sliced*`` and the table into the ``small_objects_sliced`` block of ``docs/evidence.md``. The
 study resumes run by run, so the command is the same for a first start, after a stop, and to publish partial
@@ -35,7 +35,7 @@ MODELS = ("yolov5nu.yaml", "yolov5-spd-n.yaml", "yolov5-scconv-n.yaml", "yolov5-
           "benchmarks/yolov5nu-wide.yaml")
 # 15 epochs, AdamW lr 0.004, no warm-up: the recipe that learns on these tiles (issue 13's planning runs);
 # workers=2 is recorded because Ultralytics seeds its loader workers by index.
-RECIPE = ("seeds=0,1,2", "tile=320", "overlap=0.2", "slice=320", "epochs=15", "imgsz=320", "batch=16",
+RECIPE = ("seeds=0,1,2,3,4", "tile=320", "overlap=0.2", "slice=320", "epochs=15", "imgsz=320", "batch=16",
           "optimizer=AdamW", "lr0=0.004", "warmup_epochs=0", "device=cpu", "workers=2")
 STUDY = (f"models={','.join(MODELS)}", "control=benchmarks/yolov5nu-wide.yaml",
          "data=../shared/data/aerial-cars/data.yaml", *RECIPE)

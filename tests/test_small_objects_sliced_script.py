@@ -22,7 +22,7 @@ def test_the_plan_is_the_recipe_with_every_module_and_the_control(script, tmp_pa
                                                            "yolov5-scconv-n.yaml", "yolov5-ssdconv-n.yaml",
                                                            "yolov5nu-wide.yaml"]
     assert plan.control == plan.models[-1]  # every module is also compared with the compute-matched control
-    assert plan.seeds == (0, 1, 2) and plan.folder == tmp_path / "runs" / "small_objects_sliced"
+    assert plan.seeds == (0, 1, 2, 3, 4) and plan.folder == tmp_path / "runs" / "small_objects_sliced"
     assert plan.train == {"epochs": 15, "imgsz": 320, "batch": 16, "optimizer": "AdamW", "lr0": 0.004,
                           "warmup_epochs": 0, "device": "cpu", "workers": 2}
     assert (plan.tiles.tile, plan.tiles.overlap, plan.tiles.min_visible) == (320, 0.2, 0.5)
