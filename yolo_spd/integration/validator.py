@@ -34,15 +34,6 @@ class CollectedValidation:
     imgsz: object  # the input size the model ran at: a static export's own (8.4.190 takes it from the export)
 
 
-def _stat(file: Path) -> tuple | None:
-    """(size, modification time) of ``file``, or None where there is none."""
-    try:
-        st = file.stat()
-    except OSError:
-        return None
-    return st.st_size, st.st_mtime_ns
-
-
 def static_export_size(model, device=None) -> list[int] | None:
     """The input size [height, width] a static export loaded by ``model`` (a ``YOLO``) was made at, read from its
     metadata by Ultralytics' own backend on ``device``; None for a PyTorch model, a dynamic export, or an export
@@ -77,26 +68,25 @@ def validate_collecting_detections(model, **overrides) -> CollectedValidation:
         if size is not None:
             overrides = {**overrides, "imgsz": size[0] if size[0] == size[-1] else max(size)}
 
+    keep_json = bool(overrides.get("save_json"))
+
     class DetectionsCollector(DetectionValidator):
         def eval_json(self, stats):
             return stats
 
-    seen, earlier = [], {}
+        def finalize_metrics(self):
+            super().finalize_metrics()
+            # save_json is forced on so that every batch's detections are collected (jdict); after the last batch
+            # it only writes Ultralytics' predictions.json, which the caller did not ask for (and is told of)
+            self.args.save_json = keep_json
 
-    def before(validator) -> None:  # an earlier run's predictions.json (exist_ok) is not this run's to remove
-        earlier["stat"] = _stat(Path(validator.save_dir) / "predictions.json")
-
-    model.add_callback("on_val_start", before)
+    seen = []
     model.add_callback("on_val_end", seen.append)
     try:
         metrics = model.val(validator=DetectionsCollector, **{**overrides, "save_json": True})
     finally:
         model.callbacks["on_val_end"].remove(seen.append)
-        model.callbacks["on_val_start"].remove(before)
     validator = seen[-1]
-    written = Path(validator.save_dir) / "predictions.json"
-    if not overrides.get("save_json") and _stat(written) not in (None, earlier.get("stat")):
-        written.unlink()  # Ultralytics' file, written only because save_json is forced on (an earlier run's stays)
     return CollectedValidation(
         detections=list(validator.jdict),
         class_map=list(validator.class_map),
