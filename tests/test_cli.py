@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import shutil
 
 import numpy as np
@@ -36,6 +37,24 @@ def run(*argv: str) -> tuple[int, str, str]:
 )
 def test_values_parse_like_ultralytics(text, value):
     assert cli.parse_value(text) == value
+
+
+@pytest.mark.parametrize("tokens, parsed", [
+    (["epochs", "=", "3"], {"epochs": 3}), (["epochs", "=3"], {"epochs": 3}), (["epochs=", "3"], {"epochs": 3}),
+    (["imgsz=[320,", "256]", "epochs=2"], {"imgsz": [320, 256], "epochs": 2}),
+    (["imgsz", "=", "[320,", "256]"], {"imgsz": [320, 256]}),
+    (["name=", "save_txt"], {"name": "", "save_txt": True}),  # a bare flag after `k=` is an argument of its own
+])
+def test_arguments_the_shell_split_are_joined_as_yolo_joins_them(tokens, parsed):
+    """``epochs = 3`` and ``imgsz=[320, 256]`` (unquoted) were refused; Ultralytics' ``yolo`` joins them."""
+    allowed = set(cli.TRAIN_KEYS) | cli.ultralytics_keys()
+    assert cli.parse_pairs(tokens, allowed) == parsed
+
+
+def test_an_unclosed_bracket_is_one_error_not_a_swallowed_command():
+    code, _, err = run("train", "imgsz=[320,", "epochs=2")
+    assert code == 2 and err.strip() == ("yolo-spd: error: 'imgsz=[320,epochs=2' has an unmatched bracket; give a "
+                                         "list as key=[a,b] (quoted if it has spaces)")
 
 
 @pytest.mark.parametrize("argv", [["help"], ["--help"], ["train", "--help"], [], ["train", "help"], ["study", "help"],
@@ -151,13 +170,16 @@ def trained_run(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_train_then_val_predict_export_end_to_end(trained_run, tmp_path):
+def test_train_then_val_predict_export_end_to_end(trained_run, tmp_path, caplog):
     data, runs, common = trained_run
     train_eval = json.loads((runs / "train" / "coco_eval.json").read_text())
     assert train_eval["ground_truth"].startswith("YOLO labels") and "AP_small" in train_eval["metrics"]
     best = runs / "train" / "weights" / "best.pt"
 
-    code, out, err = run("val", f"weights={best}", f"data={data}", "name=val", "conf=0.001", *common)
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        code, out, err = run("val", f"weights={best}", f"data={data}", "name=val", "conf=0.001", *common)
+    logged = caplog.text  # Ultralytics' logger, not redirected with sys.stdout
     assert code == 0, err
     val_dir = runs / "val"
     saved = json.loads((val_dir / "coco_eval.json").read_text())
@@ -166,8 +188,10 @@ def test_train_then_val_predict_export_end_to_end(trained_run, tmp_path):
     rescored = run_cocoeval(build_ground_truth(resolve_split(data)), detections)  # the files reproduce the numbers
     assert rescored.metrics == pytest.approx(saved["metrics"], abs=1e-9)
     # Ultralytics' predictions.json (yolo-spd forces save_json on to collect detections) only when asked for; an
-    # earlier run's stays where this run wrote none (exist_ok, no detections at conf=1)
-    assert not (val_dir / "predictions.json").exists()
+    # earlier run's stays where this run wrote none (exist_ok, no detections at conf=1); the log does not say it saves
+    # a file the run does not keep
+    assert not (val_dir / "predictions.json").exists() and not re.search(r"Saving \S*predictions\.json", logged)
+    assert "Results saved to" in logged
     code, _, err = run("val", f"weights={best}", f"data={data}", "name=val", "exist_ok", "save_json", *common)
     assert code == 0 and (val_dir / "predictions.json").is_file(), err
     asked = (val_dir / "predictions.json").read_bytes()
@@ -345,6 +369,18 @@ def bad_inputs(tmp_path_factory):
     (root / "dup" / "data.yaml").write_text(f"path: {root / 'dup'}\ntrain: images/val\nval: images/val\n"
                                             "names:\n  0: red\n  1: green\n")
     (root / "broken.onnx").write_bytes(b"\x08\x07" + bytes(range(256)) * 4)  # a truncated or corrupt export
+    good_val = root / "data" / "images" / "val"
+    for name, split, label in (("nolabels", "val", None), ("badclass", "val", "5 0.5 0.5 0.2 0.2\n"),
+                               ("trainbad", "train", "5 0.5 0.5 0.2 0.2\n"), ("trainnolabels", "train", None)):
+        shutil.copytree(good_val, root / name / "images" / split)  # a split with no labels, or only refused ones
+        if label:
+            (root / name / "labels" / split).mkdir(parents=True)
+            for image in good_val.glob("*.jpg"):
+                (root / name / "labels" / split / f"{image.stem}.txt").write_text(label)
+        # the other split is the labelled one of data/
+        train, val = ("images/train", good_val) if split == "train" else (root / "data" / "images" / "train", "images/val")
+        (root / name / "data.yaml").write_text(f"path: {root / name}\ntrain: {train}\nval: {val}\n"
+                                               "names:\n  0: red\n  1: green\n")
     return root
 
 
@@ -356,6 +392,7 @@ NO_FOLDER = r"project=/dev/null/x: cannot create the output folder /dev/null/x/{
 
 @pytest.mark.parametrize("argv, message", [
     (["val", "weights=x.pt", *DATA], "weights=x.pt: " + NOT_TORCH),
+    (["val", "weights", "=", "x.pt", *DATA], "weights=x.pt: " + NOT_TORCH),  # spaced, as `yolo` takes it
     (["predict", "model=x.pt", *SOURCE], "model=x.pt: " + NOT_TORCH),
     (["predict", "model=x.pt", *SOURCE, "slice=32"], "model=x.pt: " + NOT_TORCH),
     (["export", "model=x.pt", "format=onnx"], "model=x.pt: " + NOT_TORCH),
@@ -441,6 +478,36 @@ NO_FOLDER = r"project=/dev/null/x: cannot create the output folder /dev/null/x/{
                                                                  r"COCO evaluation names each image by its file name"),
     (["val", "weights=ok.pt", "data=dup/data.yaml", "imgsz=64", "slice=32"], r"the val split has two images named "),
     (["train", "cfg=yolov5-spd-n.yaml", "data=dup/data.yaml", "imgsz=64", "epochs=1"], r"two images named im.jpg"),
+    # a val split with nothing to score: no labels (val exited 0 with -1 for every metric), or every label refused
+    # (Ultralytics' RuntimeError traceback); refused before validating or training
+    (["val", "weights=ok.pt", "data=nolabels/data.yaml", "imgsz=64"], r"error: data=.*nolabels/data.yaml: the val "
+     r"split has no labelled object: none of its 2 images has a label row in .*nolabels/labels/val; there is nothing "
+     r"to score \(COCO gives -1 for every metric\): point 'val:' at labelled images$"),
+    (["val", "weights=ok.pt", "data=nolabels/data.yaml", "imgsz=64", "slice=32"], r"val split has no labelled object"),
+    (["compare", "weights=ok.pt,ok2.pt", "data=nolabels/data.yaml", "imgsz=64"], r"val split has no labelled object"),
+    (["study", "models=yolov5nu.yaml,yolov5-spd-n.yaml", "data=nolabels/data.yaml", "imgsz=64"],
+     r"val split has no labelled object"),
+    (["train", "cfg=yolov5-spd-n.yaml", "data=nolabels/data.yaml", "imgsz=64", "epochs=1"],
+     r"val split has no labelled object"),
+    (["val", "weights=ok.pt", "data=badclass/data.yaml", "imgsz=64"], r"error: data=.*badclass/data.yaml: the val split "
+     r"has no image Ultralytics would load: every one is skipped, e.g. .*badclass/images/val/\d+.jpg: class 5 is out "
+     r"of range for 2 classes \(0-1\) \(and 1 more\); fix the labels or the images$"),
+    # a train split with no labels (8.4.190: a ValueError traceback once training was set up, leaving a run folder
+    # with args.yaml; 8.4.67 trained on nothing), or with every label refused (a RuntimeError traceback)
+    (["train", "cfg=yolov5-spd-n.yaml", "data=trainnolabels/data.yaml", "imgsz=64", "epochs=1"],
+     r"error: data=.*trainnolabels/data.yaml: the train split has no labelled image: none of its 2 images has a label "
+     r"row in .*trainnolabels/labels/train; there is nothing to train on$"),
+    (["study", "models=yolov5nu.yaml,yolov5-spd-n.yaml", "data=trainnolabels/data.yaml", "imgsz=64"],
+     r"the train split has no labelled image"),
+    (["train", "cfg=yolov5-spd-n.yaml", "data=trainbad/data.yaml", "imgsz=64", "epochs=1"],
+     r"^yolo-spd: error: data=trainbad/data.yaml: No valid images found in \S+trainbad/labels/train.cache\. train: "
+     r"\S+trainbad/images/train/\d+.jpg: ignoring corrupt image/label: .*class 5 .*\(and 1 more\) \(set "
+     r"YOLO_SPD_TRACEBACK=1 for the traceback\)$"),
+    # a dataset folder for its YAML, and a missing checkpoint named by the key that gave it (it said cfg=)
+    (["val", "weights=ok.pt", "data=data", "imgsz=64"], r"error: data=data is a folder; give the dataset YAML file "
+                                                        r"\(train:, val:, names:\); it holds cocojson.yaml, data.yaml$"),
+    (["train", "model=gone.pt", "resume=True"], r"error: model=gone.pt: file not found"),
+    (["train", "resume=gone.pt"], r"error: resume=gone.pt: file not found"),
     # a device this machine lacks, named as given (Ultralytics' line says device=7 for cuda:7)
     pytest.param(["val", "weights=ok.pt", *DATA, "device=cuda:7"], r"error: device=cuda:7: Invalid CUDA 'device=7' ",
                  marks=pytest.mark.skipif(__import__("torch").cuda.device_count() > 7, reason="8 GPUs here")),

@@ -155,12 +155,36 @@ def _current_keys(key: str, value, allowed: set[str]) -> dict | None:
     return current_keys(key, value, allowed)
 
 
+def joined_tokens(tokens: list[str], allowed: set[str]) -> list[str]:
+    """The arguments as Ultralytics' ``yolo`` joins what the shell split: ``k = v``, ``k =v`` and ``k= v`` are
+    ``k=v`` (``k= v`` only where ``v`` is no argument itself: ``resume= save_txt`` stays two), and a list split at
+    its spaces (``imgsz=[320,`` ``256]``) is one argument. An unclosed ``[`` is an error, not a swallowed command."""
+    out, i = [], 0
+    while i < len(tokens):
+        token, following = tokens[i], tokens[i + 1:]
+        if "=" not in token and following[:1] == ["="] and len(following) > 1:  # k = v
+            token, i = f"{token}={following[1]}", i + 3
+        elif "=" not in token and following and following[0].startswith("=") and following[0] != "=":  # k =v
+            token, i = token + following[0], i + 2
+        elif (token.endswith("=") and token.count("=") == 1 and following and "=" not in following[0]
+              and key_name(following[0]) not in allowed):  # k= v
+            token, i = token + following[0], i + 2
+        else:
+            i += 1
+        while token.count("[") > token.count("]") and i < len(tokens):  # imgsz=[320, 256]
+            token, i = token + tokens[i], i + 1
+        if token.count("[") != token.count("]"):
+            raise UsageError(f"'{token}' has an unmatched bracket; give a list as key=[a,b] (quoted if it has spaces)")
+        out.append(token)
+    return out
+
+
 def parse_pairs(tokens: list[str], allowed: set[str], flags: frozenset[str] | None = None) -> dict:
     """``key=value`` tokens -> dict, refusing malformed tokens and unknown keys with a close-match suggestion. A bare
     key among ``flags`` (default :func:`boolean_keys`) means ``key=True``, as Ultralytics' ``yolo`` reads it."""
     flags = boolean_keys() if flags is None else flags
     args = {}
-    for token in tokens:
+    for token in joined_tokens(tokens, allowed):
         key, sep, value = token.partition("=")
         key = key_name(key)
         if not sep and key in flags and key in allowed:
@@ -384,11 +408,14 @@ def run_train(tokens: list[str]) -> None:
     args = parse_pairs(tokens, set(TRAIN_KEYS) | ultralytics_keys())
     mine, rest = split_ours(args, TRAIN_KEYS)
     settings = eval_settings(mine)  # refuse bad evaluation keys before training
-    _, model = given_once({"cfg": mine["cfg"], "model": rest.pop("model", None)})
+    key, model = given_once({"cfg": mine["cfg"], "model": rest.pop("model", None)})
     if mine["overrides"]:  # before resume=, which the file may hold
         rest = {**_read_overrides(mine["overrides"], given=rest), **rest}
+    resume = rest.get("resume")
     model = _resumed_model(rest, model)
-    model = resolve_model(model or DEFAULT_MODEL, "cfg")
+    if isinstance(resume, str) and resume.strip() and model == resume:
+        key = "resume"  # the checkpoint came from resume=PATH: errors name it so
+    model = resolve_model(model or DEFAULT_MODEL, key or "cfg")
     check_ultralytics_values(rest)
     val_split = None
     if not rest.get("resume"):  # a resumed run takes its data and settings from the checkpoint
@@ -397,7 +424,7 @@ def run_train(tokens: list[str]) -> None:
         check_ground_truth(val_split, settings.gt)
     from ultralytics import YOLO
 
-    yolo = load_model(model, "cfg")
+    yolo = load_model(model, key or "cfg")
     if rest.get("resume"):  # the checkpoint names its run folder and its data
         from .model_source import is_resumable
 
@@ -449,7 +476,7 @@ def _resumed_model(args: dict, model):
 
 def _with_training_data(args: dict, model: str) -> dict:
     """``args`` with ``data`` resolved to a checked YAML; without ``data``, the demo dataset and its defaults."""
-    from .evaluation.dataset import resolve_split
+    from .evaluation.dataset import check_train_labels, resolve_split
 
     if args.get("data"):
         args = {**args, "data": resolve_data(args["data"])}
@@ -458,7 +485,7 @@ def _with_training_data(args: dict, model: str) -> dict:
         demo = {**DEMO_TRAIN_ARGS, **({"epochs": int(epochs)} if epochs else {})}
         args = {**demo, **args, "data": resolve_data("demo")}
         print(f"yolo-spd: no data= given, training {model} on the built-in demo dataset {args['data']}")
-    resolve_split(args["data"], "train")  # fail before training, never download
+    check_train_labels(resolve_split(args["data"], "train"))  # fail before training, never download
     return args
 
 
@@ -526,7 +553,7 @@ def _listed(value, key: str) -> list[str]:
 def study_plan(tokens: list[str]):
     """The :class:`~yolo_spd.study.plan.StudyPlan` the ``yolo-spd study`` arguments describe, every value checked."""
     from .evaluation import check_ground_truth
-    from .evaluation.dataset import resolve_split
+    from .evaluation.dataset import check_train_labels, resolve_split
     from .run_folders import created_run_folder
     from .slicing.tiles import TileSettings
     from .study.plan import StudyPlan
@@ -568,6 +595,7 @@ def study_plan(tokens: list[str]):
     data = named_data(rest.pop("data"))
     val, train_split = resolve_split(data, "val"), resolve_split(data, "train")
     check_ground_truth(val, mine["gt"])
+    check_train_labels(train_split)
     tiles = None
     if mine["tile"] is not None:  # overlap= is shared with slice=
         given = {key: mine[key] for key in ("overlap", *STUDY_TILE_KEYS) if mine[key] is not None}
@@ -793,11 +821,14 @@ def main(argv: list[str] | None = None) -> int:
                 raise
             if os.environ.get(TRACEBACK_ENV):
                 raise
-            message = " ".join(str(error).split()) or type(error).__name__
+            message = one_line(str(error)) or type(error).__name__
             message = re.sub(r"^ERROR\W*", "", message)  # Ultralytics' "ERROR ❌️ " prefix: the line says error once
             given = next((t.split("=", 1)[1] for t in tokens if t.startswith("device=")), None)
             if given and "'device=" in message and f"'device={given}'" not in message:  # select_device rewrote it
                 message = f"device={given}: {message}"  # (cuda:0 -> 0): name the value as the user gave it
+            data = next((t.split("=", 1)[1] for t in tokens if t.startswith("data=")), None)
+            if data and _raised_in(error, "ultralytics/data/dataset.py"):  # the label scan: name the dataset
+                message = f"data={data}: {message}"
             raise UsageError(f"{message} (set {TRACEBACK_ENV}=1 for the traceback)") from error
     except UsageError as e:  # includes yolo_spd.model_yaml.ModelYAMLError
         print(f"yolo-spd: error: {e}", file=sys.stderr)
@@ -810,7 +841,9 @@ RUNNERS = {"train": run_train, "val": run_val, "compare": run_compare, "info": r
 TRACEBACK_ENV = "YOLO_SPD_TRACEBACK"
 # Where Ultralytics checks the user's arguments, files and datasets, and the exceptions it raises there: check_cfg
 # (TypeError) and check_dict_alignment (SyntaxError) in ultralytics/cfg, check_file/check_yaml in utils/checks.py and
-# check_det_dataset in data/ (FileNotFoundError), select_device (ValueError: device=0 without that GPU), the
+# check_det_dataset in data/ (FileNotFoundError), the dataset's label scan (data/dataset.py: RuntimeError "No valid
+# images found" when every image or label is corrupt, ValueError "No labels found" for a train split without labels,
+# 8.4.190), select_device (ValueError: device=0 without that GPU), the
 # exporter's argument checks in Exporter.__call__ (ValueError: an unknown format, an option a format lacks) and
 # validate_args (AssertionError: a key the format does not take, such as data= for TorchScript); and its downloader,
 # offline (ConnectionError: e.g. the sample-image file its TensorFlow exports fetch before converting). A place is a
@@ -820,7 +853,9 @@ USER_INPUT_CHECKS = {
     SyntaxError: ("ultralytics/cfg/",),
     TypeError: ("ultralytics/cfg/",),
     FileNotFoundError: ("ultralytics/cfg/", "ultralytics/utils/checks.py", "ultralytics/data/"),
-    ValueError: ("ultralytics/utils/torch_utils.py:select_device", "ultralytics/engine/exporter.py:__call__"),
+    ValueError: ("ultralytics/utils/torch_utils.py:select_device", "ultralytics/engine/exporter.py:__call__",
+                 "ultralytics/data/dataset.py:cache_labels"),
+    RuntimeError: ("ultralytics/data/dataset.py:get_labels",),
     ConnectionError: ("ultralytics/utils/downloads.py:safe_download",),
     AssertionError: ("ultralytics/engine/exporter.py:validate_args",),
 }
@@ -838,6 +873,17 @@ OWN_VENV_EXTRAS = {**dict.fromkeys(("tensorflow", "tf_keras", "onnx2tf", "sng4on
 PIP_NAMES = {"paddle": "paddlepaddle", "rknn": "rknn-toolkit2", "cv2": "opencv-python", "PIL": "pillow",
              "coreai": "coreai-torch",
              "sklearn": "scikit-learn", "yaml": "pyyaml"}
+
+
+def one_line(message: str, listed: int = 1) -> str:
+    """An Ultralytics error message as one line: colour codes and help links dropped, and of a message that lists one
+    issue per line after its first (the label scan's corrupt images) the first ``listed`` issues and a count."""
+    lines = [" ".join(line.split()) for line in re.sub(r"\x1b\[[0-9;]*m", "", message).splitlines()]
+    lines = [re.sub(r"\s*See https?://\S+[^.]*\.?", "", line) for line in lines]  # Ultralytics' help links
+    lines = [line for line in lines if line]
+    if len(lines) > 2 + listed - 1:
+        lines = [*lines[:1 + listed], f"(and {len(lines) - 1 - listed} more)"]
+    return " ".join(lines)
 
 
 def _unparsable_onnx(error: BaseException) -> str | None:
@@ -861,12 +907,23 @@ def _onnx_input_shape(error: BaseException) -> str | None:
     return "; ".join(f"dimension {i}: {got}, expected {want}" for i, got, want in found)
 
 
-def _raised_checking_user_input(error: BaseException) -> bool:
-    """Was ``error`` raised (innermost frame) by one of Ultralytics' argument, file or dataset checks?"""
-    places = next((p for kind, p in USER_INPUT_CHECKS.items() if isinstance(error, kind)), ())
+def _innermost_frame(error: BaseException):
     traceback = error.__traceback__
     while traceback is not None and traceback.tb_next is not None:
         traceback = traceback.tb_next
+    return traceback
+
+
+def _raised_in(error: BaseException, path: str) -> bool:
+    """Was ``error`` raised (innermost frame) in the file ``path`` (a suffix, such as ``ultralytics/data/x.py``)?"""
+    traceback = _innermost_frame(error)
+    return traceback is not None and path in Path(traceback.tb_frame.f_code.co_filename).as_posix()
+
+
+def _raised_checking_user_input(error: BaseException) -> bool:
+    """Was ``error`` raised (innermost frame) by one of Ultralytics' argument, file or dataset checks?"""
+    places = next((p for kind, p in USER_INPUT_CHECKS.items() if isinstance(error, kind)), ())
+    traceback = _innermost_frame(error)
     if traceback is None:
         return False
     if isinstance(error, ConnectionError) and not isinstance(error.__cause__, (OSError, type(None))):

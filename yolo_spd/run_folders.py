@@ -65,12 +65,18 @@ def remove_created(created: tuple[Path, ...]) -> None:
             break
 
 
+#: What Ultralytics' trainer writes into its run folder as it is set up, before it reads the data: a folder holding
+#: nothing else is a run that never started (a dataset it refused, a typo), and records nothing worth keeping.
+SETUP_ONLY = ("args.yaml",)
+
+
 @contextlib.contextmanager
 def run_output(project: str | os.PathLike | None, name: str | None, default_name: str, exist_ok: bool = False, *,
                task: str = "detect") -> Iterator[Path]:
     """:func:`run_folder` for the duration of one run: if the run fails before anything was written into the folder,
     the folders it created are removed again, so a run that stops at a typo (``source=``) leaves nothing behind and
-    does not push the next one to ``<name>-2``. A folder that existed before (``exist_ok``) is left as it is."""
+    does not push the next one to ``<name>-2``; so is a training run's ``args.yaml`` when nothing else was written
+    (:data:`SETUP_ONLY`). A folder that existed before (``exist_ok``) is left as it is."""
     folder, created = _create(project, name, default_name, exist_ok, task)
     try:
         yield folder
@@ -80,6 +86,10 @@ def run_output(project: str | os.PathLike | None, name: str | None, default_name
                 if sub.is_dir() and not sub.is_symlink():
                     with contextlib.suppress(OSError):
                         sub.rmdir()
+            if folder.is_dir() and {p.name for p in folder.iterdir()} <= set(SETUP_ONLY):
+                for name in SETUP_ONLY:  # a training run that stopped before its first epoch wrote nothing else
+                    with contextlib.suppress(FileNotFoundError):
+                        (folder / name).unlink()
         for made in created:  # the run folder first, then the parents made for it; only empty ones go
             try:
                 made.rmdir()

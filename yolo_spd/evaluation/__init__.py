@@ -21,8 +21,8 @@ from pathlib import Path
 from ..errors import UsageError
 from ..paths import write_atomic
 from .cocoeval import BACKENDS, SIZE_PRESETS, EvalResult, run_cocoeval, size_ranges
-from .dataset import DatasetSplit, resolve_split
-from .ground_truth import GroundTruth, labels_ground_truth, official_ground_truth
+from .dataset import DatasetSplit, plural, resolve_split
+from .ground_truth import GroundTruth, label_path, labels_ground_truth, official_ground_truth
 from .predictions import align_predictions, from_validator, read_predictions
 from .settings import GT_CHOICES, EvalSettings
 
@@ -48,18 +48,24 @@ def build_ground_truth(split: DatasetSplit, gt: str = "auto", images: list[Path]
     """Ground truth for ``split`` (restricted to ``images`` if given): the official JSON when there is one and
     ``gt`` is ``auto`` or ``json``, label-derived when ``gt=labels``."""
     assert gt in GT_CHOICES, gt  # checked by EvalSettings
-    images = list(images) if images is not None else list(split.images)
-    check_ground_truth(split, gt)
+    whole = check_ground_truth(split, gt)
+    if images is None:
+        return whole
+    return _ground_truth(split, gt, list(images))
+
+
+def _ground_truth(split: DatasetSplit, gt: str, images: list[Path]) -> GroundTruth:
     if gt != "labels" and split.coco_json is not None:
         return official_ground_truth(split.coco_json, images, list(split.names))
     return labels_ground_truth(images, list(split.names))
 
 
-def check_ground_truth(split: DatasetSplit, gt: str) -> None:
-    """Refuse ``gt=json`` for a split without a COCO JSON, two images of the split with the same file name (in
-    different folders), and a COCO JSON that is not an instances file, lacks a category or an image of the split:
-    before a validation or a training run, not after it (the JSON is read once per process, so scoring reads it
-    again for free)."""
+def check_ground_truth(split: DatasetSplit, gt: str) -> GroundTruth:
+    """The whole split's ground truth, after refusing ``gt=json`` for a split without a COCO JSON, two images of the
+    split with the same file name (in different folders), a COCO JSON that is not an instances file, lacks a category
+    or an image of the split, and a split with nothing to score (every image skipped, or no labelled object): before
+    a validation or a training run, not after it (the JSON is read once per process and label-derived ground truth
+    is cached, so scoring reads it again for free)."""
     if gt == "json" and split.coco_json is None:
         raise UsageError(
             f"gt=json: {split.yaml_file} names no COCO JSON and none was found in {split.root / 'annotations'}; "
@@ -74,8 +80,20 @@ def check_ground_truth(split: DatasetSplit, gt: str) -> None:
                 f"{image}); COCO evaluation names each image by its file name, so their boxes would be mixed up: "
                 "rename one"
             )
-    if gt != "labels" and split.coco_json is not None:
-        official_ground_truth(split.coco_json, list(split.images), list(split.names))
+    truth = _ground_truth(split, gt, list(split.images))
+    where = f"data={split.yaml_file}: the {split.split} split"
+    if not truth.coco["images"]:  # Ultralytics' loader would stop with "No valid images found"
+        more = f" (and {len(truth.skipped) - 1} more)" if len(truth.skipped) > 1 else ""
+        raise UsageError(f"{where} has no image Ultralytics would load: every one is skipped, e.g. "
+                         f"{truth.skipped[0]}{more}; fix the labels or the images")
+    if not truth.coco["annotations"]:  # COCO's evaluator would print -1 for every score
+        images = plural(len(truth.coco["images"]), "image")
+        source = (f"coco_json={split.coco_json} annotates none of its {images}" if truth.is_official else
+                  f"has no labelled object: none of its {images} has a label row in "
+                  f"{label_path(split.images[0]).parent}")
+        raise UsageError(f"{where} {source}; there is nothing to score (COCO gives -1 for every metric): point "
+                         f"'{split.split}:' at labelled images")
+    return truth
 
 
 def evaluate_predictions(split: DatasetSplit, predictions: str | Path,

@@ -48,6 +48,10 @@ class DatasetSplit:
 def load_yaml(data: str | os.PathLike) -> tuple[Path, dict]:
     """Find and read a dataset YAML: a path, or a bare name of one of the packaged ``data/`` YAMLs."""
     file = Path(data)
+    if file.is_dir():  # Ultralytics takes a folder as a classification dataset; a detection one needs its YAML
+        yamls = sorted(p.name for p in file.glob("*.y*ml"))
+        hint = f"; it holds {', '.join(yamls[:3])}" if yamls else ""
+        raise UsageError(f"data={data} is a folder; give the dataset YAML file (train:, val:, names:){hint}")
     if not file.is_file():
         packaged = packaged_dataset(str(data))
         if packaged is None:
@@ -172,3 +176,25 @@ def resolve_split(data: str | os.PathLike, split: str = "val") -> DatasetSplit:
         names=class_names(content, where),
         coco_json=_coco_json(root, content, split, sources, images, where),
     )
+
+
+def check_train_labels(split: DatasetSplit) -> None:
+    """Refuse a split to train on where no image has a label row: Ultralytics 8.4.190 stops with "No labels found"
+    once training is set up, 8.4.67 trains on nothing. Stops at the first labelled image (one file check per image
+    at most). The labels themselves are Ultralytics' to check: one that refuses every image is an error line too
+    (:data:`yolo_spd.cli.USER_INPUT_CHECKS`)."""
+    from .ground_truth import label_path
+
+    for image in split.images:
+        label = label_path(image)
+        if label.is_file() and label.stat().st_size and label.read_text(encoding="utf-8", errors="replace").strip():
+            return
+    raise UsageError(f"data={split.yaml_file}: the {split.split} split has no labelled image: none of its "
+                     f"{plural(len(split.images), 'image')} has a label row in {label_path(split.images[0]).parent}; "
+                     "there is nothing to train on")
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 image``, ``2 images``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
