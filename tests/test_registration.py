@@ -75,8 +75,9 @@ def test_unregister_restores_ultralytics_exactly(unregistered):
 
 def ultralytics_state() -> dict:
     """Everything any integration part may change, by identity."""
+    from ultralytics.utils import dist, torch_utils
+
     from yolo_spd.integration.fonts import FONT_USERS
-    from ultralytics.utils import dist
 
     return {
         "tasks": snapshot(tasks),
@@ -85,6 +86,7 @@ def ultralytics_state() -> dict:
         "callbacks": callback_snapshot(),
         "ddp": id(dist.generate_ddp_file),
         "fonts": [id(sys.modules[name].check_font) for name in FONT_USERS],
+        "flops": id(torch_utils.get_flops),
     }
 
 
@@ -101,12 +103,10 @@ def test_each_part_changes_ultralytics_and_undoes_exactly_what_it_changed(unregi
 
 
 def test_a_part_that_fails_undoes_the_parts_applied_before_it(unregistered, monkeypatch):
-    from yolo_spd.integration import fonts
-
     def fail():
         raise RuntimeError("simulated failure in the last part")
 
-    monkeypatch.setattr(fonts, "apply", fail)
+    monkeypatch.setattr(integration.PARTS[-1], "apply", fail)
     pristine = ultralytics_state()
     with pytest.raises(RuntimeError, match="simulated"):
         yolo_spd.register()
@@ -263,3 +263,23 @@ def test_one_scale_yamls_get_their_scale_letter(d, scale):
 
     scale_from_file_name(d)
     assert (d.get("scale") or None) == scale
+
+
+@pytest.mark.parametrize("cfg", ["yolov5-spd-n.yaml", "yolov8-spd-n.yaml", "yolo11-spd-n.yaml", "yolov5-scconv-n.yaml",
+                                 "yolov5nu.yaml"])
+def test_the_model_summary_has_the_gflops_of_a_three_channel_image(cfg):
+    """Ultralytics' get_flops sized its dummy image by the first weight's input channels: 12 for a Focus stem, so the
+    SPD configs' summary line (and yolo train's logged model/GFLOPs) had no GFLOPs. Registered, it profiles the
+    3-channel image; other models get exactly what Ultralytics computes."""
+    import thop
+    from ultralytics import YOLO
+    from ultralytics.utils import torch_utils
+
+    model = YOLO(cfg).model
+    direct = thop.profile(model, inputs=[torch.empty(1, 3, 640, 640)], verbose=False)[0] * 2 / 1e9  # no proxies
+    flops = torch_utils.get_flops(model, 640)  # 8.4.67 extrapolates from one stride-sized image: 0.5% off for some
+    assert flops == pytest.approx(direct, rel=0.01) and direct > 1
+    assert model.info()[3] == flops  # the summary line: (layers, parameters, gradients, GFLOPs)
+    original = torch_utils.get_flops.__wrapped__
+    starts_with_space_to_depth = next(model.parameters()).shape[1] != 3
+    assert (original(model, 640) == 0.0) == starts_with_space_to_depth  # what the part is there for

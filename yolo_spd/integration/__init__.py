@@ -12,19 +12,21 @@ Ultralytics exactly:
    DDP launch file.
 5. :mod:`~yolo_spd.integration.fuse` - ``BaseModel.fuse`` folds yolo_spd's modules first.
 6. :mod:`~yolo_spd.integration.fonts` - ``check_font`` offline.
+7. :mod:`~yolo_spd.integration.flops` - ``get_flops`` profiles a model with a space-to-depth first layer on an
+   image of the right channel count (the model summary showed no GFLOPs for the SPD configs).
 
 Six more parts change nothing at registration:
 
-7. :mod:`~yolo_spd.integration.validator` - :func:`validate_collecting_detections`, called per evaluation run.
-8. :mod:`~yolo_spd.integration.predictor` - :func:`announcing_predictor`, handed to ``YOLO.predict`` by
+8. :mod:`~yolo_spd.integration.validator` - :func:`validate_collecting_detections`, called per evaluation run.
+9. :mod:`~yolo_spd.integration.predictor` - :func:`announcing_predictor`, handed to ``YOLO.predict`` by
    ``yolo-spd predict`` so it prints the device line and model summary as ``yolo predict`` does.
-9. :mod:`~yolo_spd.integration.deprecated_keys` - :func:`current_keys`, Ultralytics' deprecated keys (``half=``)
-   mapped as its ``yolo`` command maps them, for the CLI's key check.
-10. :mod:`~yolo_spd.integration.exporting` - :class:`~.exporting.ExportGuard`, joined to ``yolo-spd export`` by
+10. :mod:`~yolo_spd.integration.deprecated_keys` - :func:`current_keys`, Ultralytics' deprecated keys (``half=``)
+    mapped as its ``yolo`` command maps them, for the CLI's key check.
+11. :mod:`~yolo_spd.integration.exporting` - :class:`~.exporting.ExportGuard`, joined to ``yolo-spd export`` by
     Ultralytics' ``on_export_start`` callback: no calibration dataset downloaded, nothing left by a failed export.
-11. :mod:`~yolo_spd.integration.autoinstall` - :func:`~.autoinstall.without_autoinstall`, Ultralytics' AutoUpdate
+12. :mod:`~yolo_spd.integration.autoinstall` - :func:`~.autoinstall.without_autoinstall`, Ultralytics' AutoUpdate
     off while a ``yolo-spd`` command runs.
-12. The autoload hook, the top-level module :mod:`_yolo_spd_autoload` (outside this package because it runs at
+13. The autoload hook, the top-level module :mod:`_yolo_spd_autoload` (outside this package because it runs at
     interpreter start, where importing yolo_spd would import torch): an installed yolo_spd's ``.pth`` file lets it
     import yolo_spd the first time ``ultralytics.nn.tasks`` is imported, so stock ``yolo`` and ``YOLO()`` know the
     modules. ``YOLO_SPD_AUTOLOAD=0`` turns it off.
@@ -37,12 +39,12 @@ instead of building wrong models.
 
 from __future__ import annotations
 
-from . import checkpoints, fonts, fuse, names, training, yaml_loading
+from . import checkpoints, flops, fonts, fuse, names, training, yaml_loading
 from .validator import CollectedValidation, validate_collecting_detections
 from .version import SUPPORTED_TEXT, SUPPORTED_ULTRALYTICS, UnsupportedUltralyticsError, check_ultralytics_version
 
 #: The parts :func:`register` applies, in order (:func:`unregister` undoes them in reverse).
-PARTS = (names, yaml_loading, checkpoints, training, fuse, fonts)
+PARTS = (names, yaml_loading, checkpoints, training, fuse, fonts, flops)
 
 _applied: list = []  # the parts applied so far, in order
 

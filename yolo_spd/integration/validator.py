@@ -1,4 +1,4 @@
-"""Part 7: the validator hook - what yolo_spd's COCO evaluation needs from Ultralytics' validator.
+"""Part 8: the validator hook - what yolo_spd's COCO evaluation needs from Ultralytics' validator.
 
 :func:`validate_collecting_detections` runs ``model.val(save_json=True)`` with a validator subclass whose
 ``eval_json`` (Ultralytics' own COCO-JSON scoring step) is switched off, and reads back the detections, class map and
