@@ -369,6 +369,7 @@ def bad_inputs(tmp_path_factory):
     (root / "dup" / "data.yaml").write_text(f"path: {root / 'dup'}\ntrain: images/val\nval: images/val\n"
                                             "names:\n  0: red\n  1: green\n")
     (root / "broken.onnx").write_bytes(b"\x08\x07" + bytes(range(256)) * 4)  # a truncated or corrupt export
+    (root / "bad.onnx.bak").write_bytes(b"")  # a backup copy: no model form
     good_val = root / "data" / "images" / "val"
     for name, split, label in (("nolabels", "val", None), ("badclass", "val", "5 0.5 0.5 0.2 0.2\n"),
                                ("trainbad", "train", "5 0.5 0.5 0.2 0.2\n"), ("trainnolabels", "train", None)):
@@ -508,6 +509,13 @@ NO_FOLDER = r"project=/dev/null/x: cannot create the output folder /dev/null/x/{
                                                         r"\(train:, val:, names:\); it holds cocojson.yaml, data.yaml$"),
     (["train", "model=gone.pt", "resume=True"], r"error: model=gone.pt: file not found"),
     (["train", "resume=gone.pt"], r"error: resume=gone.pt: file not found"),
+    # a model YAML to resume (it said "a finished run's weights"), a folder for a model (it said "(unknown)")
+    (["train", "model=yolov5-spd-n.yaml", "resume=True"], r"error: resume: yolov5-spd-n.yaml is a model YAML, which "
+                                                          r"starts a new run; give an interrupted run's last.pt"),
+    (["predict", "model=data", *SOURCE], r"error: model=data: a folder that is no export \(an export folder's name "
+                                         r"ends as listed\); expected a model YAML"),
+    (["predict", "model=bad.onnx.bak", *SOURCE], r"error: model=bad.onnx.bak: not an accepted model form \(a .bak "
+                                                 r"file\); expected a model YAML"),
     # a device this machine lacks, named as given (Ultralytics' line says device=7 for cuda:7)
     pytest.param(["val", "weights=ok.pt", *DATA, "device=cuda:7"], r"error: device=cuda:7: Invalid CUDA 'device=7' ",
                  marks=pytest.mark.skipif(__import__("torch").cuda.device_count() > 7, reason="8 GPUs here")),

@@ -70,7 +70,7 @@ def test_unknown_or_missing_forms_name_the_value_and_list_the_accepted_ones(tmp_
     with pytest.raises(UsageError) as error:
         resolve_model(odd, "model")
     message = str(error.value)
-    assert message.startswith(f"model={odd}: not an accepted model form (unknown); expected ")
+    assert message.startswith(f"model={odd}: not an accepted model form (a .bin file); expected ")
     for form in ("*.torchscript", "*.onnx", "*_openvino_model/", "*_ncnn_model/", "*.mlpackage", ".pt checkpoint"):
         assert form in message and form in accepted_forms()
     with pytest.raises(UsageError, match=r"best_ncnn_model: file not found \(yolo_spd never downloads weights\)"):
@@ -88,7 +88,7 @@ def test_cli_names_an_unknown_model_form_in_one_line(tmp_path):
     done = run_cli("predict", f"model={odd}", cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        f"yolo-spd: error: model={odd}: not an accepted model form (unknown); expected {accepted_forms()}"]
+        f"yolo-spd: error: model={odd}: not an accepted model form (a .bin file); expected {accepted_forms()}"]
 
 
 # ---------------------------------------------------------------------------------------------------- exports

@@ -428,6 +428,9 @@ def run_train(tokens: list[str]) -> None:
     if rest.get("resume"):  # the checkpoint names its run folder and its data
         from .model_source import is_resumable
 
+        if str(model).lower().endswith((".yaml", ".yml")):  # a new model: nothing to continue
+            raise UsageError(f"resume: {model} is a model YAML, which starts a new run; give an interrupted run's "
+                             "last.pt (runs/detect/NAME/weights/last.pt), or train without resume")
         if not is_resumable(yolo):  # Ultralytics would train anew on coco8 or assert, after making a folder
             raise UsageError(f"resume: {model} is no unfinished run's checkpoint (it has no epoch and optimizer state: "
                              "a finished run's weights, or not written by training); give an interrupted run's "

@@ -84,7 +84,9 @@ def resolve_model(model: str | Path, key: str, exports: bool = True) -> str:
     if not allowed or (fmt == "pt" and not path.is_file()):
         from .configs import packaged_config
 
-        what = "not found" if not path.exists() else f"not an accepted model form ({fmt or 'unknown'})"
+        what = ("not found" if not path.exists() else f"not an accepted model form ({fmt})" if fmt else
+                "a folder that is no export (an export folder's name ends as listed)" if path.is_dir() else
+                f"not an accepted model form (a {path.suffix or 'suffix-less'} file)")
         if not path.exists() and fmt is None and packaged_config(f"{text}.yaml") is not None:
             # a name as `yolo-spd info` lists it: the config's file name has the suffix, as YOLO() needs it
             raise UsageError(f"{key}={text}: not found; the packaged config is {key}={text}.yaml")
