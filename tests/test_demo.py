@@ -175,3 +175,21 @@ def test_train_with_no_arguments_runs_the_offline_demo(tmp_path):
     assert {key: args[key] for key in cli.DEMO_TRAIN_ARGS if key != "epochs"} == {
         key: value for key, value in cli.DEMO_TRAIN_ARGS.items() if key != "epochs"}
     assert args["epochs"] == 1 and Path(args["data"]).parent.name == demo.DEMO_NAME
+
+
+@pytest.mark.parametrize("given", [{}, {"data": "demo"}, {"data": "demo", "epochs": 3, "imgsz": 128}])
+def test_train_on_the_demo_takes_its_recipe_whether_or_not_data_is_given(given, capsys):
+    """`yolo-spd train data=demo` trained with Ultralytics' defaults (100 epochs at 640 px) where `yolo-spd train`
+    alone takes the demo's recipe; now both do, and a key given wins."""
+    args = cli._with_training_data(dict(given), cli.DEFAULT_MODEL)
+    expected = {**cli.DEMO_TRAIN_ARGS, **{k: v for k, v in given.items() if k != "data"}}
+    assert {k: args[k] for k in expected} == expected and Path(args["data"]).parent.name == demo.DEMO_NAME
+    out = capsys.readouterr().out
+    assert "built-in demo dataset" in out and ("epochs=12" in out) == ("epochs" not in given)
+
+
+def test_train_on_other_data_takes_ultralytics_defaults(tmp_path):
+    from .conftest import make_yolo_dataset
+
+    data = make_yolo_dataset(tmp_path, n_train=1, n_val=1, size=32)
+    assert cli._with_training_data({"data": str(data)}, cli.DEFAULT_MODEL) == {"data": str(data)}

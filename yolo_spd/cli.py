@@ -478,16 +478,21 @@ def _resumed_model(args: dict, model):
 
 
 def _with_training_data(args: dict, model: str) -> dict:
-    """``args`` with ``data`` resolved to a checked YAML; without ``data``, the demo dataset and its defaults."""
+    """``args`` with ``data`` resolved to a checked YAML; without ``data`` (or with ``data=demo``), the demo dataset
+    and its recipe (:data:`DEMO_TRAIN_ARGS`; a key given wins)."""
+    from .demo import DEMO_DATA_NAME
     from .evaluation.dataset import check_train_labels, resolve_split
 
-    if args.get("data"):
+    if args.get("data") and str(args["data"]) != DEMO_DATA_NAME:
         args = {**args, "data": resolve_data(args["data"])}
-    else:
+    else:  # Ultralytics' defaults (100 epochs at 640) would take hours on these 256-px images for nothing
         epochs = os.environ.get(DEMO_EPOCHS_ENV)
         demo = {**DEMO_TRAIN_ARGS, **({"epochs": int(epochs)} if epochs else {})}
-        args = {**demo, **args, "data": resolve_data("demo")}
-        print(f"yolo-spd: no data= given, training {model} on the built-in demo dataset {args['data']}")
+        how = "data=demo" if args.get("data") else "no data= given"
+        kept = ", ".join(f"{k}={v}" for k, v in demo.items() if k not in args)
+        args = {**demo, **args, "data": resolve_data(DEMO_DATA_NAME)}
+        print(f"yolo-spd: {how}, training {model} on the built-in demo dataset {args['data']}"
+              + (f" with the demo's settings ({kept})" if kept else ""))
     check_train_labels(resolve_split(args["data"], "train"))  # fail before training, never download
     return args
 
