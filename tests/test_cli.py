@@ -51,6 +51,17 @@ def test_arguments_the_shell_split_are_joined_as_yolo_joins_them(tokens, parsed)
     assert cli.parse_pairs(tokens, allowed) == parsed
 
 
+def test_ultralytics_messages_become_one_line_and_only_the_label_scan_is_cut():
+    scan = ("No valid images found in /d/labels/train.cache.\n  \x1b[34m\x1b[1mtrain: \x1b[0m/d/a.jpg: class 5\n"
+            "  train: /d/b.jpg: class 5\n  train: /d/c.jpg: class 5\nSee https://docs.ultralytics.com/datasets for "
+            "dataset formatting guidance.")
+    assert cli.one_line(scan, listed=1) == ("No valid images found in /d/labels/train.cache. train: /d/a.jpg: class 5 "
+                                            "(and 2 more)")
+    device = "Invalid CUDA 'device=0' requested.\ntorch.cuda.is_available(): False\ntorch.cuda.device_count(): 0\n"
+    assert cli.one_line(device) == ("Invalid CUDA 'device=0' requested. torch.cuda.is_available(): False "
+                                    "torch.cuda.device_count(): 0")
+
+
 def test_an_unclosed_bracket_is_one_error_not_a_swallowed_command():
     code, _, err = run("train", "imgsz=[320,", "epochs=2")
     assert code == 2 and err.strip() == ("yolo-spd: error: 'imgsz=[320,epochs=2' has an unmatched bracket; give a "
@@ -482,8 +493,9 @@ NO_FOLDER = r"project=/dev/null/x: cannot create the output folder /dev/null/x/{
     # a val split with nothing to score: no labels (val exited 0 with -1 for every metric), or every label refused
     # (Ultralytics' RuntimeError traceback); refused before validating or training
     (["val", "weights=ok.pt", "data=nolabels/data.yaml", "imgsz=64"], r"error: data=.*nolabels/data.yaml: the val "
-     r"split has no labelled object: none of its 2 images has a label row in .*nolabels/labels/val; there is nothing "
-     r"to score \(COCO gives -1 for every metric\): point 'val:' at labelled images$"),
+     r"split has no labelled object: none of the 2 images Ultralytics would load has a label row in "
+     r".*nolabels/labels/val; there is nothing to score \(COCO gives -1 for every metric\): point 'val:' at labelled "
+     r"images, or add save_json=True to keep only the detections$"),
     (["val", "weights=ok.pt", "data=nolabels/data.yaml", "imgsz=64", "slice=32"], r"val split has no labelled object"),
     (["compare", "weights=ok.pt,ok2.pt", "data=nolabels/data.yaml", "imgsz=64"], r"val split has no labelled object"),
     (["study", "models=yolov5nu.yaml,yolov5-spd-n.yaml", "data=nolabels/data.yaml", "imgsz=64"],
@@ -550,6 +562,21 @@ def test_bad_weights_folders_and_model_yamls_are_one_error_line(bad_inputs, tmp_
     assert re.search(message, lines[0]), lines[0]
     assert "is deprecated" not in out.stdout  # Ultralytics' logger writes its warnings there
     assert not (tmp_path / "runs").exists() and sorted(bad_inputs.rglob("*")) == before
+
+
+@pytest.mark.parametrize("extra", [[], ["slice=32"]])
+def test_an_unlabelled_split_is_run_for_its_detections_with_save_json(bad_inputs, tmp_path, monkeypatch, extra):
+    """A test split without labels (COCO test-dev) is run for a benchmark server's file: with save_json=True it is not
+    refused; a note says nothing is scored."""
+    monkeypatch.chdir(bad_inputs)
+    code, _, err = run("val", "weights=ok.pt", "data=nolabels/data.yaml", "imgsz=64", "save_json=True",
+                       f"project={tmp_path}", "name=v", *extra)
+    assert code == 0, err
+    assert "yolo-spd: note: the val split of data.yaml has no labelled object: nothing is scored" in err
+    saved = json.loads((tmp_path / "v" / "coco_eval.json").read_text())
+    assert saved["annotations"] == 0 and saved["metrics"]["AP_small"] == -1
+    assert (tmp_path / "v" / "coco_predictions.json").is_file()
+    assert (tmp_path / "v" / "predictions.json").is_file() == (not extra)  # Ultralytics' file, from its validator
 
 
 def test_a_pt_is_checked_to_be_what_torch_save_writes_before_anything_unpickles_it(tmp_path):

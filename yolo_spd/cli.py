@@ -829,7 +829,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise
             if os.environ.get(TRACEBACK_ENV):
                 raise
-            message = one_line(str(error)) or type(error).__name__
+            message = one_line(str(error), listed=1 if _raised_in(error, "ultralytics/data/dataset.py") else None)
+            message = message or type(error).__name__
             message = re.sub(r"^ERROR\W*", "", message)  # Ultralytics' "ERROR ❌️ " prefix: the line says error once
             given = next((t.split("=", 1)[1] for t in tokens if t.startswith("device=")), None)
             if given and "'device=" in message and f"'device={given}'" not in message:  # select_device rewrote it
@@ -883,13 +884,14 @@ PIP_NAMES = {"paddle": "paddlepaddle", "rknn": "rknn-toolkit2", "cv2": "opencv-p
              "sklearn": "scikit-learn", "yaml": "pyyaml"}
 
 
-def one_line(message: str, listed: int = 1) -> str:
-    """An Ultralytics error message as one line: colour codes and help links dropped, and of a message that lists one
-    issue per line after its first (the label scan's corrupt images) the first ``listed`` issues and a count."""
+def one_line(message: str, listed: int | None = None) -> str:
+    """An Ultralytics error message as one line: colour codes and help links dropped; with ``listed``, of a message
+    that lists one issue per line after its first (the label scan's corrupt images) the first ``listed`` issues and a
+    count of the others."""
     lines = [" ".join(line.split()) for line in re.sub(r"\x1b\[[0-9;]*m", "", message).splitlines()]
     lines = [re.sub(r"\s*See https?://\S+[^.]*\.?", "", line) for line in lines]  # Ultralytics' help links
     lines = [line for line in lines if line]
-    if len(lines) > 2 + listed - 1:
+    if listed is not None and len(lines) > 1 + listed:
         lines = [*lines[:1 + listed], f"(and {len(lines) - 1 - listed} more)"]
     return " ".join(lines)
 

@@ -44,11 +44,13 @@ __all__ = (
 )
 
 
-def build_ground_truth(split: DatasetSplit, gt: str = "auto", images: list[Path] | None = None) -> GroundTruth:
+def build_ground_truth(split: DatasetSplit, gt: str = "auto", images: list[Path] | None = None,
+                       unlabelled_ok: bool = False) -> GroundTruth:
     """Ground truth for ``split`` (restricted to ``images`` if given): the official JSON when there is one and
-    ``gt`` is ``auto`` or ``json``, label-derived when ``gt=labels``."""
+    ``gt`` is ``auto`` or ``json``, label-derived when ``gt=labels``; ``unlabelled_ok`` as in
+    :func:`check_ground_truth`."""
     assert gt in GT_CHOICES, gt  # checked by EvalSettings
-    whole = check_ground_truth(split, gt)
+    whole = check_ground_truth(split, gt, unlabelled_ok)
     if images is None:
         return whole
     return _ground_truth(split, gt, list(images))
@@ -60,12 +62,13 @@ def _ground_truth(split: DatasetSplit, gt: str, images: list[Path]) -> GroundTru
     return labels_ground_truth(images, list(split.names))
 
 
-def check_ground_truth(split: DatasetSplit, gt: str) -> GroundTruth:
+def check_ground_truth(split: DatasetSplit, gt: str, unlabelled_ok: bool = False) -> GroundTruth:
     """The whole split's ground truth, after refusing ``gt=json`` for a split without a COCO JSON, two images of the
     split with the same file name (in different folders), a COCO JSON that is not an instances file, lacks a category
-    or an image of the split, and a split with nothing to score (every image skipped, or no labelled object): before
-    a validation or a training run, not after it (the JSON is read once per process and label-derived ground truth
-    is cached, so scoring reads it again for free)."""
+    or an image of the split, and a split with nothing to score (every image skipped, or, unless ``unlabelled_ok``,
+    no labelled object): before a validation or a training run, not after it (the JSON is read once per process and
+    label-derived ground truth is cached, so scoring reads it again for free). ``unlabelled_ok`` is for a run that
+    is there for its detections (``save_json=True`` on a test split, for a benchmark server)."""
     if gt == "json" and split.coco_json is None:
         raise UsageError(
             f"gt=json: {split.yaml_file} names no COCO JSON and none was found in {split.root / 'annotations'}; "
@@ -86,13 +89,15 @@ def check_ground_truth(split: DatasetSplit, gt: str) -> GroundTruth:
         more = f" (and {len(truth.skipped) - 1} more)" if len(truth.skipped) > 1 else ""
         raise UsageError(f"{where} has no image Ultralytics would load: every one is skipped, e.g. "
                          f"{truth.skipped[0]}{more}; fix the labels or the images")
-    if not truth.coco["annotations"]:  # COCO's evaluator would print -1 for every score
+    if not truth.coco["annotations"] and not unlabelled_ok:  # COCO's evaluator would print -1 for every score
         images = plural(len(truth.coco["images"]), "image")
+        skipped = (f" ({plural(len(truth.skipped), 'other')} skipped, e.g. {truth.skipped[0]})" if truth.skipped
+                   else "")
         source = (f"coco_json={split.coco_json} annotates none of its {images}" if truth.is_official else
-                  f"has no labelled object: none of its {images} has a label row in "
+                  f"has no labelled object: none of the {images} Ultralytics would load{skipped} has a label row in "
                   f"{label_path(split.images[0]).parent}")
         raise UsageError(f"{where} {source}; there is nothing to score (COCO gives -1 for every metric): point "
-                         f"'{split.split}:' at labelled images")
+                         f"'{split.split}:' at labelled images, or add save_json=True to keep only the detections")
     return truth
 
 
@@ -130,14 +135,17 @@ def evaluate_model(model, split: DatasetSplit, settings: EvalSettings | None = N
 
     settings = settings or EvalSettings()
     check_classes(model.names, split)
-    check_ground_truth(split, settings.gt)
+    unlabelled_ok = bool(val_args.get("save_json"))  # wanted for the detections, scored or not
+    if not check_ground_truth(split, settings.gt, unlabelled_ok).coco["annotations"]:
+        print(f"yolo-spd: note: the {split.split} split of {split.yaml_file.name} has no labelled object: nothing is "
+              "scored (COCO gives -1 for every metric); the detections are saved (save_json=True)", file=sys.stderr)
     val_args = with_detection_limit(val_args, settings.max_dets)
     if settings.slicing is not None:
         return evaluate_sliced(model, split, settings, **val_args)
     val_args = {k: v for k, v in val_args.items() if k not in ("data", "split")}
     collected = validate_collecting_detections(model, data=str(split.yaml_file), split=split.split, **val_args)
     kept = [Path(f).resolve() for f in collected.image_files]
-    truth = build_ground_truth(split, settings.gt, images=kept)
+    truth = build_ground_truth(split, settings.gt, images=kept, unlabelled_ok=unlabelled_ok)
     detections = from_validator(collected.detections, collected.class_map, truth)
     result = run_cocoeval(truth, detections, settings.sizes, settings.backend, settings.max_dets)
     return ModelEvaluation(result, truth, detections, collected.save_dir, collected.metrics, collected.imgsz)
@@ -161,7 +169,7 @@ def evaluate_sliced(model, split: DatasetSplit, settings: EvalSettings, project=
     from ..slicing.inference import PREDICT_KEYS, SlicedPredictor
 
     assert settings.slicing is not None
-    truth = build_ground_truth(split, settings.gt)
+    truth = build_ground_truth(split, settings.gt, unlabelled_ok=bool(val_args.get("save_json")))
     ignored = sorted(k for k, v in val_args.items() if k not in PREDICT_KEYS and k not in SLICED_IGNORED_QUIETLY)
     if ignored:
         print(f"yolo-spd: note: sliced val ignores {', '.join(f'{k}=' for k in ignored)} (Ultralytics' validation "
