@@ -360,11 +360,11 @@ def test_a_training_key_written_out_at_its_default_value_continues_the_study(tmp
 
 def test_tile_on_a_dataset_without_labels_is_one_line(tmp_path):
     data = make_yolo_dataset(tmp_path / "data", n_train=2, n_val=1, size=64)
-    for label in (tmp_path / "data" / "labels").rglob("*.txt"):
-        label.unlink()
+    for label in (tmp_path / "data" / "labels" / "train").rglob("*.txt"):
+        label.unlink()  # refused before tiling, as without tile=
     line = error_line(study(["models=yolov5nu.yaml,yolov5-spd-n.yaml", f"data={data}", "tile=32",
                              f"project={tmp_path}"], tmp_path, tmp_path / "c"))
-    assert "no label files" in line
+    assert "the train split has no labelled image" in line
     assert not (tmp_path / "study").exists()  # the study folder it had made is gone (it was left empty)
 
 
