@@ -80,60 +80,66 @@ def restore_runs(archive: Path, folder: Path) -> list[str]:
     return names
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_args(argv=None, stem: str = STEM, doc: str = __doc__) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--score-only", action="store_true", help="train and resume nothing; score what has finished")
     parser.add_argument("--runs", type=lambda p: Path(p).resolve(), default=HERE / "runs",
-                        help="the study folder's parent (the study is <runs>/small_objects_sliced)")
+                        help=f"the study folder's parent (the study is <runs>/{stem})")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--docs", type=Path, default=REPO / "docs" / "evidence.md")
-    parser.add_argument("--archive", type=Path, default=HERE / "results" / f"{STEM}-runs",
+    parser.add_argument("--archive", type=Path, default=HERE / "results" / f"{stem}-runs",
                         help="where finished runs' records (no weights) are kept and restored from")
     return parser.parse_args(argv)
 
 
-def plan_for(runs: Path):
-    """The study's plan, as ``yolo-spd study`` builds it from :data:`STUDY` (paths resolved from the repo root)."""
+def plan_for(runs: Path, study: tuple[str, ...] = STUDY, stem: str = STEM):
+    """The plan of ``study`` (default :data:`STUDY`), as ``yolo-spd study`` builds it (paths resolved from the repo
+    root), in ``runs/stem``."""
     from yolo_spd.cli import study_plan
 
     tokens = [token.replace("data=../shared/data/aerial-cars/data.yaml", f"data={DATA}")
-              .replace("benchmarks/yolov5nu-wide.yaml", str(HERE / "yolov5nu-wide.yaml")) for token in STUDY]
-    plan = study_plan([*tokens, f"project={runs}", f"name={STEM}"])
-    command = f"yolo-spd study {' '.join(STUDY)} (python benchmarks/small_objects_sliced.py)"
+              .replace("benchmarks/yolov5nu-wide.yaml", str(HERE / "yolov5nu-wide.yaml")) for token in study]
+    plan = study_plan([*tokens, f"project={runs}", f"name={stem}"])
+    command = f"yolo-spd study {' '.join(study)} (python benchmarks/{stem}.py)"
     return dataclasses.replace(plan, command=command)
 
 
-def publish(folder: Path, out: Path, docs: Path) -> None:
-    """Copy the study's files to ``out/small_objects_sliced.*`` and its table into ``docs``' generated block."""
+def publish(folder: Path, out: Path, docs: Path | None, stem: str = STEM) -> None:
+    """Copy the study's files to ``out/<stem>.*`` and its table into ``docs``' generated block ``stem`` (if
+    ``docs``)."""
     from yolo_spd.markdown import write_blocks
     from yolo_spd.paths import atomic_target
 
     for suffix in SUFFIXES:
         source = folder / f"study{suffix}"
         if source.is_file():
-            with atomic_target(out / f"{STEM}{suffix}") as tmp:
+            with atomic_target(out / f"{stem}{suffix}") as tmp:
                 shutil.copyfile(source, tmp)
-    write_blocks([docs], STEM, (out / f"{STEM}.md").read_text(encoding="utf-8").strip("\n"))
+    if docs is not None:
+        write_blocks([docs], stem, (out / f"{stem}.md").read_text(encoding="utf-8").strip("\n"))
 
 
-def main(argv=None) -> None:
-    args = parse_args(argv)
+def main(argv=None, study: tuple[str, ...] = STUDY, stem: str = STEM, doc: str = __doc__,
+         docs_block: bool = True) -> None:
+    """Train or resume, score and publish ``study`` (default: this page's) as ``stem``; ``docs_block``: also write
+    the table into ``--docs``."""
+    args = parse_args(argv, stem, doc)
+    script = f"{stem}.py"
     if not DATA.is_file():
-        sys.exit(f"small_objects_sliced.py: {DATA} not found (the study trains on ../shared/data/aerial-cars)")
+        sys.exit(f"{script}: {DATA} not found (the study trains on ../shared/data/aerial-cars)")
     import yolo_spd  # noqa: F401 - registers the modules
     from yolo_spd.study.plan import run_study
 
-    plan = plan_for(args.runs)
+    plan = plan_for(args.runs, study, stem)
     plan.folder.mkdir(parents=True, exist_ok=True)
     restored = restore_runs(args.archive, plan.folder)
     if restored:
-        print(f"small_objects_sliced.py: restored {len(restored)} finished runs from {args.archive}: "
-              f"{', '.join(restored)}")
+        print(f"{script}: restored {len(restored)} finished runs from {args.archive}: {', '.join(restored)}")
     run_study(plan, train=not args.score_only)
     archive_runs(plan.folder, args.archive, plan.eval_name)
-    publish(plan.folder, args.out, args.docs)
-    published = ", ".join(f"{STEM}{suffix}" for suffix in SUFFIXES)
-    print(f"small_objects_sliced.py: published {published} in {args.out} and the block in {args.docs}")
+    publish(plan.folder, args.out, args.docs if docs_block else None, stem)
+    published = ", ".join(f"{stem}{suffix}" for suffix in SUFFIXES)
+    print(f"{script}: published {published} in {args.out}" + (f" and the block in {args.docs}" if docs_block else ""))
 
 
 if __name__ == "__main__":

@@ -80,3 +80,17 @@ def test_finished_runs_are_archived_without_weights_and_restored_only_where_miss
     assert script.restore_runs(archive, fresh) == []  # a run folder that exists is never overwritten
     assert (fresh / "yolov5nu-seed0" / "results.csv").read_text() == "continued here"
     assert script.restore_runs(tmp_path / "no-archive", fresh) == []
+
+
+@pytest.mark.skipif(not (SHARED / "data" / "aerial-cars" / "data.yaml").is_file(), reason="needs ../shared")
+def test_the_scconv_width_study_is_the_published_recipe_at_scale_s(script, tmp_path):
+    """benchmarks/scconv_width.py: the same recipe, tiles and scoring as the published study; yolov5su against
+    yolov5-scconv-s, three seeds, its own folder and results."""
+    width = load_script("scconv_width")
+    plan, published = script.plan_for(tmp_path, width.STUDY, width.STEM), script.plan_for(tmp_path)
+    assert [m.rsplit("/", 1)[-1] for m in plan.models] == ["yolov5su.yaml", "yolov5-scconv-s.yaml"]
+    assert plan.seeds == (0, 1, 2) and plan.control is None and plan.folder == tmp_path / "scconv_width"
+    assert plan.train == published.train and plan.tiles == published.tiles
+    assert plan.eval_spec() == published.eval_spec()
+    assert plan.command.startswith("yolo-spd study models=yolov5su.yaml,yolov5-scconv-s.yaml ")
+    assert plan.command.endswith("(python benchmarks/scconv_width.py)")
