@@ -495,7 +495,7 @@ NO_FOLDER = r"project=/dev/null/x: cannot create the output folder /dev/null/x/{
     (["val", "weights=ok.pt", "data=nolabels/data.yaml", "imgsz=64"], r"error: data=.*nolabels/data.yaml: the val "
      r"split has no labelled object: none of the 2 images Ultralytics would load has a label row in "
      r".*nolabels/labels/val; there is nothing to score \(COCO gives -1 for every metric\): point 'val:' at labelled "
-     r"images, or add save_json=True to keep only the detections$"),
+     r"images \(`val save_json=True` runs an unlabelled split for its detections alone\)$"),
     (["val", "weights=ok.pt", "data=nolabels/data.yaml", "imgsz=64", "slice=32"], r"val split has no labelled object"),
     (["compare", "weights=ok.pt,ok2.pt", "data=nolabels/data.yaml", "imgsz=64"], r"val split has no labelled object"),
     (["study", "models=yolov5nu.yaml,yolov5-spd-n.yaml", "data=nolabels/data.yaml", "imgsz=64"],

@@ -97,7 +97,8 @@ def check_ground_truth(split: DatasetSplit, gt: str, unlabelled_ok: bool = False
                   f"has no labelled object: none of the {images} Ultralytics would load{skipped} has a label row in "
                   f"{label_path(split.images[0]).parent}")
         raise UsageError(f"{where} {source}; there is nothing to score (COCO gives -1 for every metric): point "
-                         f"'{split.split}:' at labelled images, or add save_json=True to keep only the detections")
+                         f"'{split.split}:' at labelled images (`val save_json=True` runs an unlabelled split for its "
+                         "detections alone)")
     return truth
 
 
