@@ -137,7 +137,8 @@ def evaluate_model(model, split: DatasetSplit, settings: EvalSettings | None = N
     settings = settings or EvalSettings()
     check_classes(model.names, split)
     unlabelled_ok = bool(val_args.get("save_json"))  # wanted for the detections, scored or not
-    if not check_ground_truth(split, settings.gt, unlabelled_ok).coco["annotations"]:
+    whole = check_ground_truth(split, settings.gt, unlabelled_ok)
+    if not whole.coco["annotations"]:
         print(f"yolo-spd: note: the {split.split} split of {split.yaml_file.name} has no labelled object: nothing is "
               "scored (COCO gives -1 for every metric); the detections are saved (save_json=True)", file=sys.stderr)
     val_args = with_detection_limit(val_args, settings.max_dets)
@@ -146,7 +147,7 @@ def evaluate_model(model, split: DatasetSplit, settings: EvalSettings | None = N
     val_args = {k: v for k, v in val_args.items() if k not in ("data", "split")}
     collected = validate_collecting_detections(model, data=str(split.yaml_file), split=split.split, **val_args)
     kept = [Path(f).resolve() for f in collected.image_files]
-    truth = build_ground_truth(split, settings.gt, images=kept, unlabelled_ok=unlabelled_ok)
+    truth = whole if set(kept) == set(split.images) else _ground_truth(split, settings.gt, kept)  # checked above
     detections = from_validator(collected.detections, collected.class_map, truth)
     result = run_cocoeval(truth, detections, settings.sizes, settings.backend, settings.max_dets)
     return ModelEvaluation(result, truth, detections, collected.save_dir, collected.metrics, collected.imgsz)
