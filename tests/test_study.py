@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from yolo_spd.errors import UsageError
 
@@ -869,3 +870,24 @@ def test_seeds_added_to_a_finished_study_make_it_partial_before_the_new_runs_tra
     assert res["partial"] and res["planned_runs"] == 4 and res["settings"]["seeds"] == [0, 1]
     assert "**Partial**: 2 of 4 runs finished and scored; missing: yolov5nu-seed1, yolov5-spd-n-seed1." in (
         plan.folder / "study.md").read_text()
+
+
+def test_the_report_gives_each_models_cost_beside_its_scores(tmp_path, monkeypatch):
+    """"At what cost?": parameters and GFLOPs of one training-size image per model, built for the data's classes,
+    with the multiple of the baseline's, in study.json and the means table; the GFLOPs are a direct 3-channel count."""
+    import thop
+    from ultralytics.nn.tasks import DetectionModel
+
+    plan, res, _ = fabricated_study(tmp_path, monkeypatch, ["models=yolov5nu.yaml,yolov5-spd-n.yaml", "seeds=0,1",
+                                                            "imgsz=128", "resamples=100"], 4, 2, 0)
+    for name, cost in res["cost"].items():
+        model = DetectionModel(f"{name}.yaml", nc=2, verbose=False)
+        direct = thop.profile(model, inputs=[torch.empty(1, 3, 128, 128)], verbose=False)[0] * 2 / 1e9
+        assert cost["imgsz"] == 128 and cost["gflops"] == pytest.approx(direct, abs=1e-4)
+        assert cost["params"] == sum(p.numel() for p in model.parameters())
+    spd, base = res["cost"]["yolov5-spd-n"], res["cost"]["yolov5nu"]
+    assert spd["gflops"] / base["gflops"] > 1.4  # SPD-Conv's full-resolution convolutions
+    md = (plan.folder / "study.md").read_text()
+    assert "| params | GFLOPs @128 | train min/run |" in md
+    assert f"{spd['params'] / 1e6:.2f}M ({spd['params'] / base['params']:.2f}x)" in md
+    assert f"({spd['gflops'] / base['gflops']:.2f}x) |" in md and "(1.00x)" in md

@@ -73,6 +73,24 @@ def instance_counts(truth_coco: dict, ranges) -> dict:
     return {"images": len(truth_coco["images"]), "total": total, "per_class": list(per_class.values())}
 
 
+def model_costs(plan) -> dict[str, dict]:
+    """What each model costs, from its YAML built for the data's classes: parameters, and GFLOPs of one image at the
+    training size (a tile's, with tiling; each sliced window costs that much), counted as ``yolo-spd info`` counts
+    them. The same on every machine, unlike training minutes."""
+    from ultralytics.nn.tasks import DetectionModel
+
+    from ..info import gflops, quiet_ultralytics
+
+    imgsz = int(plan.train.get("imgsz", 640))
+    costs = {}
+    with quiet_ultralytics():
+        for model in plan.models:
+            built = DetectionModel(str(model), nc=len(plan.val.names), verbose=False)
+            costs[study_runs.model_stem(model)] = {"params": sum(p.numel() for p in built.parameters()),
+                                                   "gflops": round(gflops(built, imgsz), 4), "imgsz": imgsz}
+    return costs
+
+
 def _run_rows(plan) -> tuple[list[dict], list[str]]:
     rows, missing = [], []
     for model, seed in plan.order:
@@ -211,6 +229,7 @@ def results(plan, data) -> dict:
                      "train": dict(plan.train), "tiles": data.tiles, "evaluation": plan.eval_spec(),
                      "resamples": plan.resamples, "bootstrap_seed": plan.bootstrap_seed},
         "val": val,
+        "cost": model_costs(plan),
         "runs": rows,
         **pairs(None),
         **({"control": study_runs.model_stem(plan.control)} if plan.control else {}),
@@ -290,9 +309,17 @@ def document(res: dict) -> list[str | Table]:
             else:  # one seed has no spread to show
                 cells.append(f"{values[0]:.3f}" if values else "-")
         minutes = [r["train_minutes"] for r in mine]
-        mean_rows.append([model, len(mine), *cells, f"{statistics.fmean(minutes):.1f}"])
-    parts += [Table(["model (mean ± sd over seeds)", "seeds", *columns, "train min/run"], mean_rows, "means",
-                    caption=f"Scores of each model, mean ± sd over seeds. {described}"), ""]
+        mean_rows.append([model, len(mine), *cells, *_cost_cells(res.get("cost", {}), model, models[0]),
+                          f"{statistics.fmean(minutes):.1f}"])
+    cost = res.get("cost", {})
+    size = next(iter(cost.values()))["imgsz"] if cost else None
+    cost_headers = ["params", f"GFLOPs @{size}"] if cost else []
+    parts += [Table(["model (mean ± sd over seeds)", "seeds", *columns, *cost_headers, "train min/run"], mean_rows,
+                    "means", caption=f"Scores of each model, mean ± sd over seeds. {described}"), ""]
+    if cost:
+        parts += [f"Cost: parameters and GFLOPs of one {size}-px image (each model built for the data's classes), "
+                  f"in brackets as a multiple of {models[0]}'s; the same on every machine. Training minutes are wall "
+                  "time on the machine that trained, as loaded as it was.", ""]
     blocks = paired_blocks(res)
     for scope, control, pair in blocks:  # all classes
         if scope is None:
@@ -381,6 +408,17 @@ def verdict(res: dict) -> str:
         return ("**Resolved differences** (both intervals exclude 0): none. A difference smaller than the larger "
                 "interval half-width in the tables below is not told apart from none by this design.")
     return f"**Resolved differences** (both intervals exclude 0): {'; '.join(found)}."
+
+
+def _cost_cells(cost: dict, model: str, baseline: str) -> list[str]:
+    """The params and GFLOPs cells of ``model``, each with its multiple of the baseline's; none without costs."""
+    if model not in cost:
+        return ["-", "-"] if cost else []
+    mine, base = cost[model], cost.get(baseline, cost[model])
+    from ..info import gflops_cell
+
+    return [f"{mine['params'] / 1e6:.2f}M ({mine['params'] / base['params']:.2f}x)",
+            f"{gflops_cell(mine['gflops'])} ({mine['gflops'] / base['gflops']:.2f}x)"]
 
 
 def _paired_tables(pair: dict, control: bool = False, scope: str | None = None) -> list[str | Table]:
