@@ -62,6 +62,19 @@ def test_ultralytics_messages_become_one_line_and_only_the_label_scan_is_cut():
                                     "torch.cuda.device_count(): 0")
 
 
+@pytest.mark.parametrize("mode", ["study", "train"])
+def test_ctrl_c_in_a_command_that_continues_says_how_instead_of_a_traceback(monkeypatch, mode):
+    def interrupted(tokens):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli.RUNNERS, mode, interrupted)
+    code, _, err = run(mode, "epochs=1")
+    assert code == 130 and err.splitlines() == [f"yolo-spd: interrupted; {cli.CONTINUE_AFTER_INTERRUPT[mode]}"]
+    monkeypatch.setitem(cli.RUNNERS, "val", interrupted)
+    with pytest.raises(KeyboardInterrupt):  # nothing to continue: as Python ends it
+        run("val", "weights=x.pt")
+
+
 def test_an_unclosed_bracket_is_one_error_not_a_swallowed_command():
     code, _, err = run("train", "imgsz=[320,", "epochs=2")
     assert code == 2 and err.strip() == ("yolo-spd: error: 'imgsz=[320,epochs=2' has an unmatched bracket; give a "

@@ -842,7 +842,20 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:  # includes yolo_spd.model_yaml.ModelYAMLError
         print(f"yolo-spd: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: no bug, so no traceback where the command says how to go on
+        if mode not in CONTINUE_AFTER_INTERRUPT:
+            raise
+        print(f"yolo-spd: interrupted; {CONTINUE_AFTER_INTERRUPT[mode]}", file=sys.stderr)
+        return 130  # the shell's status for SIGINT
     return 0
+
+
+#: What to do after Ctrl-C, for the commands that can continue where they stopped.
+CONTINUE_AFTER_INTERRUPT = {
+    "study": "run the same command again to continue: finished runs are kept and the interrupted one resumes from its "
+             "last.pt",
+    "train": "continue with yolo-spd train resume=True model=RUN/weights/last.pt (RUN: the run folder printed above)",
+}
 
 
 RUNNERS = {"train": run_train, "val": run_val, "compare": run_compare, "info": run_info, "slice": run_slice,
