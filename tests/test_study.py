@@ -891,3 +891,15 @@ def test_the_report_gives_each_models_cost_beside_its_scores(tmp_path, monkeypat
     assert "| params | GFLOPs @128 | train min/run |" in md
     assert f"{spd['params'] / 1e6:.2f}M ({spd['params'] / base['params']:.2f}x)" in md
     assert f"({spd['gflops'] / base['gflops']:.2f}x) |" in md and "(1.00x)" in md
+    assert "**Few val images (4)**: the bootstrap interval resamples only these" in md  # 4 images: coarse
+
+
+def test_a_resolvable_width_beyond_any_score_difference_says_add_seeds():
+    from yolo_spd.study.report import _resolution
+
+    def entry(boot, t):
+        return {"bootstrap": {"half_width": boot}, "t": {"half_width": t}}
+
+    assert _resolution(entry(0.004, 1.176)) == "±0.004 / ±1.176 (none: add seeds)"  # two seeds, t multiplier 12.7
+    assert _resolution(entry(0.004, 0.039)) == "±0.004 / ±0.039"
+    assert _resolution(entry(0.004, None)) == "±0.004 / -"

@@ -32,6 +32,9 @@ from . import runs as study_runs
 from . import stats
 
 FEW_INSTANCES = 30
+#: Below this many val images, the report says the image bootstrap is coarse: it resamples so few images that its
+#: interval moves in large steps and can exclude 0 on the chance of which images were drawn.
+FEW_IMAGES = 20
 FLAG = "†"
 MODEL_COLUMNS = ("AP", "AP50", "AP_{s}", "AP_{m}", "AR_{s}")
 
@@ -294,7 +297,7 @@ def document(res: dict) -> list[str | Table]:
         status += (f" Resumed after an interruption: {', '.join(resumed)} (Ultralytics does not restore the random "
                    "state on resume, so such a run differs from an uninterrupted one with the same seed).")
     parts: list[str | Table] = [f"`{res['command']}`", "", status, described, "", *_nothing_learned(runs),
-                                verdict(res), ""]
+                                verdict(res), "", *_few_images(val["images"])]
     columns = _columns(labels)
     mean_rows = []
     for model in models:
@@ -475,12 +478,24 @@ def _label(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-") or "class"
 
 
+def _few_images(images: int) -> list[str]:
+    if images >= FEW_IMAGES:
+        return []
+    return [f"**Few val images ({images})**: the bootstrap interval resamples only these, so it is coarse and can "
+            "exclude 0 by the chance of which images were drawn; a difference counts only where the seed t interval "
+            "agrees, and the per-seed tables show how the seeds split.", ""]
+
+
 def _resolution(entry: dict) -> str:
     """The half-widths of one paired difference's intervals, bootstrap / t; "no spread" where both are 0 (every
-    paired run scored the same on every drawn image set: a width of 0 there measures no noise, it resolves nothing)."""
+    paired run scored the same on every drawn image set: a width of 0 there measures no noise, it resolves nothing);
+    "none: add seeds" where the t half-width is 1 or more (two seeds give a multiplier of 12.7), more than any two
+    scores can differ."""
     boot, t = entry["bootstrap"]["half_width"], entry["t"]["half_width"]
     if boot == 0 and not t:
         return "no spread (identical scores)"
+    if t is not None and t >= 1:  # no two scores in [0, 1] differ by more: nothing can be resolved
+        return f"±{boot:.3f} / ±{t:.3f} (none: add seeds)"
     return f"±{boot:.3f} / " + ("-" if t is None else f"±{t:.3f}")
 
 
