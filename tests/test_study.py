@@ -820,6 +820,7 @@ def test_a_study_whose_runs_all_score_zero_says_so_and_claims_no_resolution(tmp_
     assert all(r["metrics"]["AP"] == 0 for r in res["runs"]) and len(res["runs"]) == 4
     md = (plan.folder / "study.md").read_text()
     assert "**Every run scored AP 0.000**: no model detects anything" in md
+    assert "train on tiles at native resolution (tile=, scored with slice=)" in md  # the usual cause on aerial images
     assert "no spread (identical scores)" in md and "±0.000 / ±0.000" not in md
     assert plan.train["imgsz"] == 128 and "imgsz=128" in md and "imgsz=100" not in md.split("`")[2]  # past the command
     assert "; scored by COCO's evaluator on the val images (pycocotools, sizes coco, max_dets 100)." in md

@@ -390,7 +390,9 @@ def _nothing_learned(runs: list[dict]) -> list[str]:
     if not runs or any(r["metrics"]["AP"] > 0 for r in runs):
         return []
     return ["**Every run scored AP 0.000**: no model detects anything on the val images yet, so the differences "
-            "and intervals below compare nothing. Train longer (epochs=) or check the data before reading them.", ""]
+            "and intervals below compare nothing. Train longer (epochs=), check the data, or, for small objects in "
+            "large images, train on tiles at native resolution (tile=, scored with slice=) rather than shrinking "
+            "whole images to imgsz, before reading them.", ""]
 
 
 def paired_blocks(res: dict) -> list[tuple[str | None, bool, dict]]:
