@@ -193,9 +193,23 @@ def _resumes(folder: Path) -> list[int]:
 
 def _record_resume(folder: Path) -> None:
     """Add the epochs finished so far to :data:`RESUMES_FILE`, before the run resumes: the resumed session's epoch
-    times start again from 0, which is not always a visible drop (a resume after epoch 1 can start above it)."""
+    times start again from 0, which is not always a visible drop (a resume after epoch 1 can start above it). The
+    session starts after the epoch ``last.pt`` holds, which is one behind results.csv when the run was killed between
+    writing an epoch's row and its checkpoint (that row is then trained and written again)."""
     done = len(_epoch_times(folder)) if (folder / "results.csv").is_file() else 0
-    write_atomic(folder / RESUMES_FILE, json.dumps([*_resumes(folder), done]) + "\n")
+    saved = _checkpoint_epochs(folder / "weights" / "last.pt")
+    write_atomic(folder / RESUMES_FILE, json.dumps([*_resumes(folder), done if saved is None else min(done, saved)])
+                 + "\n")
+
+
+def _checkpoint_epochs(last: Path) -> int | None:
+    """How many epochs the training checkpoint ``last`` holds (its ``epoch`` + 1); None where it cannot be read."""
+    import torch
+
+    try:
+        return int(torch.load(last, map_location="cpu", weights_only=False)["epoch"]) + 1
+    except Exception:  # noqa: BLE001 - no checkpoint, or none Ultralytics could resume either: results.csv decides
+        return None
 
 
 def _epoch_times(folder: Path) -> list[float]:
