@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -143,6 +144,52 @@ def test_a_study_moved_with_its_data_to_another_place_reuses_its_runs_and_refuse
 
 
 @pytest.mark.slow
+def test_checkpoint_last_scores_each_runs_last_pt_into_its_own_folder_without_training(finished):
+    """checkpoint=last scores last.pt (best.pt made unreadable here: it is never opened), into <eval>-last/ beside the
+    best.pt scoring, which stays; no run trains again, and the report says which checkpoint it scored."""
+    import shutil
+
+    root, _, args, folder, _, _, _, _ = finished
+    copy = root / "last"
+    shutil.copytree(folder, copy / "ablation")
+    kept = {p: p.read_bytes() for p in (copy / "ablation").glob("*/sliced-val-64/*")}
+    for best in (copy / "ablation").glob("*/weights/best.pt"):
+        best.write_bytes(b"not a checkpoint")
+    moved = [f"project={copy}" if a.startswith("project=") else a for a in args]
+    last = study([*moved, "checkpoint=last"], copy, root / "config")
+    assert last.returncode == 0, last.stderr[-3000:]
+    assert "Starting training" not in last.stdout and last.stdout.count(" scored (") == 4
+    assert {p: p.read_bytes() for p in (copy / "ablation").glob("*/sliced-val-64/*")} == kept
+    res = json.loads((copy / "ablation" / "study.json").read_text())
+    assert res["settings"]["checkpoint"] == "last" and res["settings"]["evaluation"]["checkpoint"] == "last"
+    assert [r["eval"].split("/")[1] for r in res["runs"]] == ["sliced-val-64-last"] * 4
+    assert [(r["scored_epoch"], r["epochs"]) for r in res["runs"]] == [(1, 1)] * 4
+    assert "Scored: each run's `last.pt`" in (copy / "ablation" / "study.md").read_text()
+    broken = study(moved, copy, root / "config")  # best.pt again: its recorded scoring is reused, nothing opened
+    assert broken.returncode == 0 and "Scored: each run's `best.pt`" in (copy / "ablation" / "study.md").read_text()
+
+
+def test_the_scored_epoch_is_ultralytics_best_pt_pick_or_the_last_epoch(tmp_path):
+    """best.pt is the first epoch of highest mAP50-95 in results.csv (Ultralytics' fitness on the supported versions,
+    checked against its DetMetrics here); an epoch written twice (killed between row and checkpoint) counts once."""
+    from ultralytics.utils.metrics import DetMetrics
+
+    from yolo_spd.study.runs import FITNESS_COLUMN, scored_epoch
+
+    metrics = DetMetrics()
+    metrics.box.mean_results = lambda: [0.9, 0.8, 0.7, 0.25]  # P, R, mAP50, mAP50-95
+    assert metrics.fitness == 0.25 and FITNESS_COLUMN in metrics.keys
+    run = tmp_path / "run"
+    run.mkdir()
+    head = f"epoch,time,metrics/mAP50(B),{FITNESS_COLUMN}\n"
+    (run / "results.csv").write_text(head + "1,10,0.9,0.1\n2,20,0.1,0.3\n3,30,0.2,0.2\n3,31,0.2,0.3\n4,40,0.3,0.25\n")
+    assert scored_epoch(run) == (2, 4)  # 3's later row ties 2: the earlier epoch stays best, as in Ultralytics
+    assert scored_epoch(run, "last") == (4, 4)
+    (run / "results.csv").write_text("epoch,time\n1,10\n2,20\n")
+    assert scored_epoch(run) == (None, 2) and scored_epoch(run, "last") == (2, 2)
+
+
+@pytest.mark.slow
 def test_a_run_stopped_during_its_final_validation_is_marked_done_not_trained_again(finished):
     """Ultralytics strips last.pt of its optimizer state when the last epoch ends, then validates best.pt: a study
     stopped there left a run with last.pt and no done.json, which was resumed: Ultralytics trained anew on its default
@@ -265,6 +312,7 @@ def test_a_study_killed_mid_run_resumes_that_run_from_last_pt(tmp_path):
     (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "min_visible=0.3"], "min_visible= applies to the tiles only; add "),
     (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "overlap=0.3"], "overlap= applies to sliced inference only; add "),
     (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "tile=64", "format=gif"], "format=gif: allowed values are png, jpg"),
+    (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "checkpoint=final"], "checkpoint=final: give best (best.pt, "),
 ])
 def test_bad_study_arguments_are_one_line(tmp_path, args, names):
     data = make_yolo_dataset(tmp_path / "data", n_train=1, n_val=1, size=64)
@@ -421,7 +469,10 @@ def fabricate_run(plan, model: str, seed: int, truth, rng, miss: bool = False) -
     folder = plan.folder / runs.run_name(model, seed)
     (folder / plan.eval_name).mkdir(parents=True)
     (folder / "done.json").write_text("{}")
-    (folder / "results.csv").write_text("epoch,time\n1,60\n2,120\n")
+    # Ultralytics' val mAP50-95 per epoch (best.pt is epoch 1 in about half the runs), from its own generator so that
+    # the detections drawn from rng stay what they were
+    fitness = np.random.default_rng(zlib.crc32(folder.name.encode())).random(2)
+    (folder / "results.csv").write_text(f"epoch,time,metrics/mAP50-95(B)\n1,60,{fitness[0]}\n2,120,{fitness[1]}\n")
     detections = []
     for ann in truth.coco["annotations"]:
         if rng.random() < 0.8:
@@ -645,6 +696,13 @@ def test_the_tex_and_csv_files_hold_the_markdown_tables_and_the_json_numbers(tmp
     for row, run in zip(runs, res["runs"]):
         assert {k: float(row[k]) for k in run["metrics"]} == run["metrics"]
         assert float(row["train_minutes"]) == run["train_minutes"] and row["resumed"] == str(run["resumed"])
+        fitness = [float(line.split(",")[2]) for line in
+                   (plan.folder / f"{run['model']}-seed{run['seed']}" / "results.csv").read_text().splitlines()[1:]]
+        assert int(row["scored_epoch"]) == run["scored_epoch"] == (1 if fitness[0] >= fitness[1] else 2)
+        assert int(row["epochs"]) == run["epochs"] == 2
+    earlier = sum(r["scored_epoch"] == 1 for r in res["runs"])
+    assert 0 < earlier < 9 and f"an earlier epoch than the last in {earlier} of 9 runs" in md
+    assert md.count("| 1/2 |") == earlier and md.count("| 2/2 |") == 9 - earlier  # the runs table's scored epoch
     with open(plan.folder / "study_paired.csv", newline="") as f:
         paired = list(csv.DictReader(f))
     expected = [(p["baseline"], scope or "all", v, m, e[m]) for scope, _, p in report_blocks(res)

@@ -61,6 +61,7 @@ A study (yolo-spd study models=a.yaml,b.yaml seeds=0,1,2 data=X.yaml [train keys
   models=A,B[,...]      model YAMLs (or .pt to fine-tune); the first is the baseline of every paired difference
   seeds=0,1,2           one run per model and seed; tile=320 trains on tiles (yolo-spd slice; overlap= shared)
   control=C             one of models= (not the first): also every other variant's paired difference from C
+  checkpoint=best       score each run's best.pt (picked by Ultralytics on the val split) or last (last.pt)
   resamples=1000        paired bootstrap over val images (bootstrap_seed=0); results in study.json/.md/.tex/.csv/.png
 Every other key is Ultralytics' (epochs, imgsz, batch, device, project, name, ...): https://docs.ultralytics.com/usage/cfg/
 Each run writes into one folder named as Ultralytics names its own: runs/detect/MODE, MODE-2, ... (project=, name=)
@@ -93,8 +94,9 @@ EVAL_KEYS = {"sizes": "coco", "backend": "pycocotools", "gt": "auto", "max_dets"
 TRAIN_KEYS = {"cfg": None, "overrides": None, **EVAL_KEYS}
 VAL_KEYS = {"weights": None, "predictions": None, **EVAL_KEYS, **SLICE_KEYS}
 COMPARE_KEYS = {"weights": None, **EVAL_KEYS, **SLICE_KEYS}
-STUDY_KEYS = {"models": None, "seeds": "0,1,2", "control": None, "resamples": 1000, "bootstrap_seed": 0, "tile": None,
-              "min_visible": None, "empty": None, "format": None, **EVAL_KEYS, **SLICE_KEYS}
+STUDY_KEYS = {"models": None, "seeds": "0,1,2", "control": None, "checkpoint": "best", "resamples": 1000,
+              "bootstrap_seed": 0, "tile": None, "min_visible": None, "empty": None, "format": None, **EVAL_KEYS,
+              **SLICE_KEYS}
 STUDY_TILE_KEYS = ("min_visible", "empty", "format")  # tile='s own (None: not given; TileSettings' defaults)
 # Keys the study sets per run (or for the whole study), not the user: they would make runs differ or collide.
 STUDY_OWN_TRAIN_KEYS = ("model", "data", "seed", "project", "name", "exist_ok", "resume")
@@ -623,7 +625,7 @@ def study_plan(tokens: list[str]):
                      evaluation=settings, folder=Path(), resamples=mine["resamples"],
                      bootstrap_seed=mine["bootstrap_seed"], command=" ".join(["yolo-spd study", *tokens]),
                      val_keys=val_keys, control=None if control is None else models[control],
-                     train_split=train_split)
+                     train_split=train_split, checkpoint=str(mine["checkpoint"]))
     # every value is checked above, before the folder is made
     # exist_ok: the folder is the study's state, so the same name continues it (a study resumes; it never numbers)
     folder, created = created_run_folder(project, name, "study", exist_ok=True)

@@ -48,6 +48,9 @@ class StudyPlan:
             other variant from it (a compute-matched control: does a module beat spending its compute elsewhere?).
         created: the folders the command created for the study (:func:`yolo_spd.run_folders.created_run_folder`),
             removed again if it stops before any run trained.
+        checkpoint: which weights of each run are scored: ``best`` (``best.pt``, the epoch Ultralytics picked on the
+            val split; the default, as ``yolo train`` reports it) or ``last`` (``last.pt``, the final epoch, free of
+            that selection; scored into its own folder, so both scorings are kept).
     """
 
     models: tuple[str, ...]
@@ -65,6 +68,7 @@ class StudyPlan:
     control: str | None = None
     train_split: DatasetSplit | None = None
     created: tuple[Path, ...] = ()
+    checkpoint: str = "best"
 
     def __post_init__(self):
         if len(self.models) < 2:
@@ -81,6 +85,9 @@ class StudyPlan:
                              "(numpy's seed range), e.g. seeds=0,1,2")
         if not 0 <= self.bootstrap_seed <= MAX_SEED:
             raise UsageError(f"bootstrap_seed={self.bootstrap_seed}: give a whole number from 0 to {MAX_SEED}")
+        if self.checkpoint not in study_runs.CHECKPOINTS:
+            raise UsageError(f"checkpoint={self.checkpoint}: give best (best.pt, the epoch Ultralytics picked on the "
+                             "val split; default) or last (last.pt, the final epoch)")
         if self.resamples < 100:
             raise UsageError(f"resamples={self.resamples}: the bootstrap needs at least 100 replicates (default "
                              f"{DEFAULT_RESAMPLES})")
@@ -92,8 +99,10 @@ class StudyPlan:
 
     @property
     def eval_name(self) -> str:
-        """The scoring subfolder of each run: ``val``, or ``sliced-val-<size>`` with ``slice=``."""
-        return f"sliced-val-{self.evaluation.slicing.size}" if self.evaluation.slicing else "val"
+        """The scoring subfolder of each run: ``val``, or ``sliced-val-<size>`` with ``slice=``; ``-last`` added
+        with ``checkpoint=last``."""
+        name = f"sliced-val-{self.evaluation.slicing.size}" if self.evaluation.slicing else "val"
+        return f"{name}-last" if self.checkpoint == "last" else name
 
     @cached_property
     def val_key(self) -> str:
@@ -109,9 +118,11 @@ class StudyPlan:
 
     def eval_spec(self) -> dict:
         """What decides a run's scores besides its weights: the val data's content (not its path, so a study copied
-        beside the same data elsewhere keeps its scoring) and every scoring setting."""
+        beside the same data elsewhere keeps its scoring), every scoring setting, and ``checkpoint: last`` where it
+        scores ``last.pt`` (absent for ``best.pt``, as every scoring recorded before the key existed)."""
         return {"val_data": self.val_key, "split": self.val.split, **self.evaluation.as_dict(),
-                **{k: v for k, v in sorted(self.val_keys.items())}}
+                **{k: v for k, v in sorted(self.val_keys.items())},
+                **({"checkpoint": self.checkpoint} if self.checkpoint != "best" else {})}
 
     def path_eval_spec(self) -> dict:
         """:meth:`eval_spec` as studies recorded it until December 2026: the val YAML's absolute path, not its content.
@@ -164,7 +175,8 @@ def spec_of(plan: StudyPlan, data: TrainingData, model: str, seed: int) -> study
 
 
 def score_run(plan: StudyPlan, folder: Path) -> tuple[Path, bool]:
-    """Score ``folder``'s ``weights/best.pt`` on the val split (reused when already scored with the same settings);
+    """Score ``folder``'s ``weights/best.pt`` (``last.pt`` with ``checkpoint=last``) on the val split (reused when
+    already scored with the same settings);
     returns the scoring folder (``coco_eval.json``, ``coco_predictions.json``) and whether it was scored now."""
     from ultralytics import YOLO
 
@@ -179,14 +191,15 @@ def score_run(plan: StudyPlan, folder: Path) -> tuple[Path, bool]:
     if recorded == json.loads(json.dumps(plan.path_eval_spec())):  # the same scoring, recorded by its path
         write_atomic(files[2], json.dumps(spec, indent=1) + "\n")
         return out, False
-    weights = folder / "weights" / "best.pt"
-    if not weights.is_file():
+    weights = folder / "weights" / f"{plan.checkpoint}.pt"
+    if not weights.is_file():  # no best.pt: Ultralytics saved none (it always does after a validated epoch)
         weights = folder / "weights" / "last.pt"
     if not weights.is_file():
         wanted = plan.path_eval_spec() if recorded and "data" in recorded else spec  # compared in the record's form
         said = f"it was scored with other settings ({'; '.join(_differences(recorded, wanted))})" if recorded else \
             f"it has no scoring on record ({plan.eval_name}/{EVAL_SPEC} and its results)"
-        raise UsageError(f"{folder.name} in {folder.parent} has no weights/best.pt or last.pt to score, and {said}; "
+        wanted_file = "last.pt" if plan.checkpoint == "last" else "best.pt or last.pt"
+        raise UsageError(f"{folder.name} in {folder.parent} has no weights/{wanted_file} to score, and {said}; "
                          "copy its weights, or score with the settings it was scored with")
     evaluation = evaluate_model(YOLO(str(weights)), plan.val, plan.evaluation, save_dir=str(out), plots=False,
                                 **plan.val_keys)

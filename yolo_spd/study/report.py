@@ -103,10 +103,12 @@ def _run_rows(plan) -> tuple[list[dict], list[str]]:
             missing.append(folder.name)
             continue
         evaluation = json.loads(scored.read_text(encoding="utf-8"))
+        epoch, epochs = study_runs.scored_epoch(folder, plan.checkpoint)
         rows.append({"model": study_runs.model_stem(model), "seed": seed, "metrics": evaluation["metrics"],
                      "per_class": [{k: v for k, v in c.items() if k != "class"} for c in evaluation["per_class"]],
                      "train_minutes": round(study_runs.training_minutes(folder), 2),
-                     "resumed": study_runs.was_resumed(folder), "eval": str(scored.relative_to(plan.folder))})
+                     "resumed": study_runs.was_resumed(folder), "scored_epoch": epoch, "epochs": epochs,
+                     "eval": str(scored.relative_to(plan.folder))})
     return rows, missing
 
 
@@ -230,7 +232,8 @@ def results(plan, data) -> dict:
         "missing": missing,
         "settings": {"models": list(plan.models), "seeds": list(plan.seeds), "data": str(plan.data),
                      "train": dict(plan.train), "tiles": data.tiles, "evaluation": plan.eval_spec(),
-                     "resamples": plan.resamples, "bootstrap_seed": plan.bootstrap_seed},
+                     "resamples": plan.resamples, "bootstrap_seed": plan.bootstrap_seed,
+                     "checkpoint": plan.checkpoint},
         "val": val,
         "cost": model_costs(plan),
         "runs": rows,
@@ -296,7 +299,9 @@ def document(res: dict) -> list[str | Table]:
     if resumed:  # Ultralytics restores no random state on resume: these are not the seed's uninterrupted runs
         status += (f" Resumed after an interruption: {', '.join(resumed)} (Ultralytics does not restore the random "
                    "state on resume, so such a run differs from an uninterrupted one with the same seed).")
-    parts: list[str | Table] = [f"`{res['command']}`", "", status, described, "", *_nothing_learned(runs),
+    parts: list[str | Table] = [f"`{res['command']}`", "", status, described, "",
+                                *_scored_checkpoint(settings.get("checkpoint", "best"), runs, bool(tiles)),
+                                *_nothing_learned(runs),
                                 verdict(res), "", *_few_images(val["images"])]
     columns = _columns(labels)
     mean_rows = []
@@ -346,10 +351,11 @@ def document(res: dict) -> list[str | Table]:
     parts += [Table(["class", "val instances", s, *models], class_rows, "classes",
                     intro=f"Per class: val instances (all sizes, {s}), and each model's AP / AP_{s} (means over "
                           "seeds):"), ""]
-    per_run = [[r["model"], r["seed"], *(_cell(r["metrics"][c]) for c in columns), f"{r['train_minutes']:.1f}"]
-               for r in runs]
-    parts.append(Table(["model", "seed", *columns, "train min"], per_run, "runs",
-                       caption="Scores of every run (model and training seed)."))
+    per_run = [[r["model"], r["seed"], *(_cell(r["metrics"][c]) for c in columns), _epoch_cell(r),
+                f"{r['train_minutes']:.1f}"] for r in runs]
+    parts.append(Table(["model", "seed", *columns, "scored epoch", "train min"], per_run, "runs",
+                       caption="Scores of every run (model and training seed), and the epoch its scored checkpoint "
+                               "holds of those it trained."))
     return parts
 
 
@@ -382,6 +388,28 @@ def latex(res: dict) -> str:
             labels.add(label)
             tables.append(tex.table(p.headers, p.rows, caption=p.caption or p.intro, label=label))
     return "\n\n".join(["\n".join(head), *tables])
+
+
+def _epoch_cell(run: dict) -> str:
+    """``12/15``: the epoch the scored checkpoint holds, of the epochs trained ("-" where not known)."""
+    return "-" if run.get("scored_epoch") is None else f"{run['scored_epoch']}/{run['epochs']}"
+
+
+def _scored_checkpoint(checkpoint: str, runs: list[dict], tiles: bool) -> list[str]:
+    """Which checkpoint of each run is scored, and for ``best.pt``, in how many runs Ultralytics' pick (made on the
+    study's own val images) is an earlier epoch than the last: a selection neither interval counts."""
+    if checkpoint == "last":
+        return ["Scored: each run's `last.pt`, its last epoch (`checkpoint=last`), so no run was picked on the val "
+                "images it is scored on.", ""]
+    known = [r for r in runs if r.get("scored_epoch") is not None]
+    earlier = sum(r["scored_epoch"] < r["epochs"] for r in known)
+    where = "these val images' tiles" if tiles else "these val images"
+    said = (f"an earlier epoch than the last in {earlier} of {len(known)} runs" if earlier else
+            f"the last epoch in all {len(known)} runs, so the pick changed nothing here")
+    return [f"Scored: each run's `best.pt`, the epoch of highest mAP50-95 that Ultralytics measured on {where}: "
+            f"{said} (`scored epoch` in the last table). Picking on the scored images favours every run a little, and "
+            "neither interval counts it; `checkpoint=last` scores the last epochs instead (no run trains again).", ""] \
+        if known else []
 
 
 def _nothing_learned(runs: list[dict]) -> list[str]:
@@ -609,12 +637,14 @@ def write(plan, data, echo: bool = True) -> dict:
 
 
 def runs_csv(res: dict) -> str:
-    """``study.csv``: one row per finished run (model, seed, whether it was resumed, training minutes, then every
+    """``study.csv``: one row per finished run (model, seed, whether it was resumed, training minutes, the epoch its
+    scored checkpoint holds and the epochs it trained (empty where not known), then every
     COCO metric at full precision; -1 where the val data has no object of that size, as COCOeval reports it)."""
     metrics = list(res["runs"][0]["metrics"]) if res["runs"] else []
-    return _csv(["model", "seed", "resumed", "train_minutes", *metrics],
-                [[r["model"], r["seed"], r.get("resumed", False), r["train_minutes"], *(r["metrics"][m] for m in metrics)]
-                 for r in res["runs"]])
+    return _csv(["model", "seed", "resumed", "train_minutes", "scored_epoch", "epochs", *metrics],
+                [[r["model"], r["seed"], r.get("resumed", False), r["train_minutes"],
+                  *("" if r.get(k) is None else r[k] for k in ("scored_epoch", "epochs")),
+                  *(r["metrics"][m] for m in metrics)] for r in res["runs"]])
 
 
 def paired_csv(res: dict) -> str:

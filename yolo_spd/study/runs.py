@@ -11,7 +11,8 @@ A run lives in ``<study folder>/<model stem>-seed<k>/``: Ultralytics' own traini
   (a run with ``weights/last.pt`` and no ``done.json`` was interrupted and resumes from ``last.pt``, unless its
   training had ended: a study stopped during Ultralytics' final validation left a ``last.pt`` without optimizer
   state, and that run is marked done);
-- ``<eval name>/``: the scoring of ``weights/best.pt`` (``coco_eval.json``, ``coco_predictions.json``).
+- ``<eval name>/``: the scoring of ``weights/best.pt`` (``coco_eval.json``, ``coco_predictions.json``), or of
+  ``weights/last.pt`` with the study's ``checkpoint=last`` (in ``<eval name>-last/``).
 
 Every file is written through :func:`yolo_spd.paths.write_atomic`.
 """
@@ -30,6 +31,11 @@ from ..paths import write_atomic
 SPEC_FILE = "study_run.json"
 DONE_FILE = "done.json"
 RESUMES_FILE = "resumed_at.json"  # the epochs in results.csv each time the study resumed the run
+CHECKPOINTS = ("best", "last")  # the study's checkpoint=: which of a run's weights it scores
+#: The results.csv column Ultralytics picks ``best.pt`` by: its fitness is this metric alone on the supported versions
+#: (``DetMetrics.fitness`` weighs [P, R, mAP50, mAP50-95] as [0, 0, 0, 1]; tests/test_study.py checks it), and a
+#: later epoch replaces the best only when strictly fitter.
+FITNESS_COLUMN = "metrics/mAP50-95(B)"
 
 
 def model_stem(model: str) -> str:
@@ -219,6 +225,27 @@ def _epoch_times(folder: Path) -> list[float]:
 
     with open(folder / "results.csv", newline="") as f:
         return [float(row["time"]) for row in csv.DictReader(f, skipinitialspace=True)]
+
+
+def scored_epoch(folder: Path, checkpoint: str = "best") -> tuple[int | None, int]:
+    """(the epoch the scored checkpoint holds, the epochs trained), 1-based, from the run's ``results.csv``.
+
+    ``best.pt`` is the epoch of highest :data:`FITNESS_COLUMN` (the first of equals, as Ultralytics keeps the earlier
+    one), which Ultralytics measured on the study's own val images (their tiles, with ``tile=``): a selection that
+    favours every run a little and that neither of the study's intervals counts. ``last.pt`` is the last epoch. An epoch
+    trained twice (a run killed between writing its row and its checkpoint) counts once, as its later row. The epoch
+    is None where no row has the column (a run whose every validation was skipped)."""
+    import csv
+
+    rows: dict[int, dict] = {}
+    with open(folder / "results.csv", newline="") as f:
+        for row in csv.DictReader(f, skipinitialspace=True):
+            rows[int(float(row["epoch"]))] = row
+    epochs = max(rows, default=0)
+    if checkpoint == "last":
+        return epochs or None, epochs
+    fitness = {e: float(r[FITNESS_COLUMN]) for e, r in sorted(rows.items()) if r.get(FITNESS_COLUMN) not in (None, "")}
+    return (max(fitness, key=fitness.get) if fitness else None), epochs
 
 
 def was_resumed(folder: Path) -> bool:
