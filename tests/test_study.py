@@ -190,6 +190,29 @@ def test_the_scored_epoch_is_ultralytics_best_pt_pick_or_the_last_epoch(tmp_path
 
 
 @pytest.mark.slow
+def test_operational_keys_changed_reuse_the_runs_and_the_report_names_what_they_were_trained_with(finished):
+    """device, workers, plots, save_period and verbose decide where and how a run computes: changed, the finished runs
+    are reused (they were refused, with Python reprs), and study.md names the runs trained with other values."""
+    import shutil
+
+    root, _, args, folder, _, _, _, _ = finished
+    copy = root / "operational"
+    shutil.copytree(folder, copy / "ablation")
+    moved = [f"project={copy}" if a.startswith("project=") else a for a in args]
+    again = study([a if a != "workers=0" else "workers=1" for a in moved] + ["plots=False", "verbose=False"], copy,
+                  root / "config")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Starting training" not in again.stdout and again.stdout.count("(done; trained in ") == 4
+    md = (copy / "ablation" / "study.md").read_text()
+    assert ("other operational settings than this command's (workers=0, plots=unset, verbose=unset: "
+            "yolov5nu-seed0, yolov5-spd-n-seed0, yolov5nu-seed1, yolov5-spd-n-seed1)") in md
+    assert "operational" not in (folder / "study.md").read_text()  # the command as trained: nothing to say
+    line = error_line(study([a if a != "imgsz=64" else "imgsz=96" for a in moved] + ["optimizer=SGD"], copy,
+                            root / "config"))
+    assert "imgsz=64->96; optimizer=unset->SGD)" in line  # as typed, not as Python reprs
+
+
+@pytest.mark.slow
 def test_a_run_stopped_during_its_final_validation_is_marked_done_not_trained_again(finished):
     """Ultralytics strips last.pt of its optimizer state when the last epoch ends, then validates best.pt: a study
     stopped there left a run with last.pt and no done.json, which was resumed: Ultralytics trained anew on its default
@@ -263,9 +286,11 @@ def test_a_study_killed_mid_run_resumes_that_run_from_last_pt(tmp_path):
     process.send_signal(signal.SIGKILL)
     process.communicate(timeout=120)
     assert not (run / "done.json").exists()
-    resumed = study(args, tmp_path, tmp_path / "config")
+    # continued with another workers= (an operational key, as Ultralytics' resume allows): resumed, not refused
+    resumed = study([a if a != "workers=0" else "workers=1" for a in args], tmp_path, tmp_path / "config")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "run 1 of 2: yolov5nu-seed0 (interrupted" in resumed.stdout and "Resuming training" in resumed.stdout
+    assert "workers: 1" in (run / "args.yaml").read_text()  # passed on to the resumed training
     import csv
 
     with open(run / "results.csv", encoding="utf-8") as f:
@@ -276,8 +301,9 @@ def test_a_study_killed_mid_run_resumes_that_run_from_last_pt(tmp_path):
         times = [float(r["time"]) for r in csv.DictReader(f, skipinitialspace=True)]
     (before,) = json.loads((run / "resumed_at.json").read_text())  # the epochs done when it was killed
     assert 1 <= before < 3 and runs[0]["train_minutes"] == round((times[before - 1] + times[-1]) / 60, 2)
-    assert ("Resumed after an interruption: yolov5nu-seed0 (Ultralytics does not restore the random state"
-            in (tmp_path / "runs" / "study" / "study.md").read_text())
+    md = (tmp_path / "runs" / "study" / "study.md").read_text()
+    assert "Resumed after an interruption: yolov5nu-seed0 (Ultralytics does not restore the random state" in md
+    assert "other operational settings than this command's (workers=0: yolov5nu-seed0)" in md
 
 
 @pytest.mark.parametrize("args, names", [
@@ -394,15 +420,17 @@ def test_a_training_key_written_out_at_its_default_value_continues_the_study(tmp
     for recorded, rerun in ((spec(), spec(patience=default)), (spec(patience=default), spec())):
         (folder / SPEC_FILE).write_text(json.dumps(recorded.as_dict()))
         check_spec(rerun, folder)  # no refusal: the same training
-        with pytest.raises(UsageError, match=f"patience={default!r}->{default + 1!r}|patience=None->{default + 1!r}"):
+        with pytest.raises(UsageError, match=f"patience=unset->{default + 1}\\)"):
             check_spec(spec(patience=default + 1), folder)
+    (folder / SPEC_FILE).write_text(json.dumps(spec(device="cpu", workers=8, save_period=1).as_dict()))
+    check_spec(spec(device="0", workers=2), folder)  # where and how it computes: a study continued on another machine
     # a .pt brings its own imgsz (and single_cls) when they are unset: imgsz=640 written out is not "unset" there
     tuned = RunSpec("best.pt", 0, tmp_path / "data.yaml", "key", {"epochs": 1})
     (folder.parent / tuned.name).mkdir()
     (folder.parent / tuned.name / "done.json").write_text("{}")
     (folder.parent / tuned.name / SPEC_FILE).write_text(json.dumps(tuned.as_dict()))
     imgsz = DEFAULT_CFG_DICT["imgsz"]
-    with pytest.raises(UsageError, match=f"imgsz=None->{imgsz}"):
+    with pytest.raises(UsageError, match=f"imgsz=unset->{imgsz}\\)"):
         check_spec(RunSpec("best.pt", 0, tmp_path / "data.yaml", "key", {"epochs": 1, "imgsz": imgsz}),
                    folder.parent / tuned.name)
 

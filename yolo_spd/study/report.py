@@ -108,7 +108,9 @@ def _run_rows(plan) -> tuple[list[dict], list[str]]:
                      "per_class": [{k: v for k, v in c.items() if k != "class"} for c in evaluation["per_class"]],
                      "train_minutes": round(study_runs.training_minutes(folder), 2),
                      "resumed": study_runs.was_resumed(folder), "scored_epoch": epoch, "epochs": epochs,
-                     "eval": str(scored.relative_to(plan.folder))})
+                     "eval": str(scored.relative_to(plan.folder)),
+                     **({"trained_with": other} if (other := study_runs.operational_differences(plan.train, folder))
+                        else {})})
     return rows, missing
 
 
@@ -299,6 +301,7 @@ def document(res: dict) -> list[str | Table]:
     if resumed:  # Ultralytics restores no random state on resume: these are not the seed's uninterrupted runs
         status += (f" Resumed after an interruption: {', '.join(resumed)} (Ultralytics does not restore the random "
                    "state on resume, so such a run differs from an uninterrupted one with the same seed).")
+    status += _trained_otherwise(runs)
     parts: list[str | Table] = [f"`{res['command']}`", "", status, described, "",
                                 *_scored_checkpoint(settings.get("checkpoint", "best"), runs, bool(tiles)),
                                 *_nothing_learned(runs),
@@ -388,6 +391,21 @@ def latex(res: dict) -> str:
             labels.add(label)
             tables.append(tex.table(p.headers, p.rows, caption=p.caption or p.intro, label=label))
     return "\n\n".join(["\n".join(head), *tables])
+
+
+def _trained_otherwise(runs: list[dict]) -> str:
+    """A sentence naming the runs trained with other operational keys than the command's
+    (:data:`yolo_spd.study.runs.OPERATIONAL_KEYS`), grouped by what they were trained with ("" where none)."""
+    groups: dict[str, list[str]] = {}
+    for r in runs:
+        if r.get("trained_with"):
+            said = ", ".join(f"{k}={study_runs.shown(v)}" for k, v in r["trained_with"].items())
+            groups.setdefault(said, []).append(f"{r['model']}-seed{r['seed']}")
+    if not groups:
+        return ""
+    listed = "; ".join(f"{said}: {', '.join(names)}" for said, names in groups.items())
+    return (f" Trained with other operational settings than this command's ({listed}); they change where and how a "
+            "run computes (device and workers: its floating-point and data-loading random streams), not its settings.")
 
 
 def _epoch_cell(run: dict) -> str:

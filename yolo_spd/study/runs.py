@@ -31,6 +31,13 @@ from ..paths import write_atomic
 SPEC_FILE = "study_run.json"
 DONE_FILE = "done.json"
 RESUMES_FILE = "resumed_at.json"  # the epochs in results.csv each time the study resumed the run
+#: Training keys that decide where and how a run computes, not what it is trained to do: Ultralytics lets a resume
+#: change the first four (``BaseTrainer.check_resume``), and the study passes them on when it resumes a run. A run
+#: trained with other values is reused (a study continued on another machine, ``workers=`` lowered for memory);
+#: ``device`` and ``workers`` change the floating-point and data-loader random streams, so the report names the runs
+#: trained with values other than the command's (:func:`operational_differences`).
+OPERATIONAL_KEYS = ("device", "workers", "plots", "save_period", "verbose")
+RESUME_KEYS = OPERATIONAL_KEYS[:4]
 CHECKPOINTS = ("best", "last")  # the study's checkpoint=: which of a run's weights it scores
 #: The results.csv column Ultralytics picks ``best.pt`` by: its fitness is this metric alone on the supported versions
 #: (``DetMetrics.fitness`` weighs [P, R, mAP50, mAP50-95] as [0, 0, 0, 1]; tests/test_study.py checks it), and a
@@ -122,8 +129,8 @@ def check_spec(spec: RunSpec, folder: Path) -> None:
     if not file.is_file():
         raise UsageError(f"{folder} exists but is not a study run (no {SPEC_FILE}); use another name= for the study")
     kept = CHECKPOINT_KEYS if Path(str(spec.model)).suffix == ".pt" else ()
-    recorded = _without_defaults(json.loads(file.read_text(encoding="utf-8")), kept)
-    wanted = _without_defaults(spec.as_dict(), kept)
+    recorded = _design(_without_defaults(json.loads(file.read_text(encoding="utf-8")), kept))
+    wanted = _design(_without_defaults(spec.as_dict(), kept))
     trained = any((folder / name).is_file() for name in (DONE_FILE, "weights/last.pt", "results.csv"))
     if recorded != wanted and trained:
         changes = "; ".join(_differences(recorded, wanted))
@@ -134,6 +141,35 @@ def check_spec(spec: RunSpec, folder: Path) -> None:
 #: The training keys a ``.pt`` model brings from its checkpoint (Ultralytics' ``Model._reset_ckpt_args``, less
 #: ``data`` and ``task``, which a study sets): left unset, they take the checkpoint's value, not the default.
 CHECKPOINT_KEYS = ("imgsz", "single_cls")
+
+
+def _design(spec: dict) -> dict:
+    """``spec`` without its :data:`OPERATIONAL_KEYS`: what must be the same for a run to be reused."""
+    return {**spec, "train": {k: v for k, v in spec["train"].items() if k not in OPERATIONAL_KEYS}} \
+        if "train" in spec else spec
+
+
+def operational_differences(spec_train: dict, folder: Path) -> dict:
+    """The :data:`OPERATIONAL_KEYS` the run in ``folder`` was trained with where they differ from ``spec_train``'s
+    (the command's), as ``{key: recorded value}`` (None: left unset); {} where the run has no spec on record."""
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
+    file = folder / SPEC_FILE
+    if not file.is_file():
+        return {}
+    recorded = json.loads(file.read_text(encoding="utf-8")).get("train", {})
+
+    def value(train: dict, key: str):
+        v = train.get(key)
+        return None if v == DEFAULT_CFG_DICT.get(key) else v  # written out at the default = left unset
+
+    return {k: recorded.get(k) for k in OPERATIONAL_KEYS if value(recorded, k) != value(spec_train, k)}
+
+
+def shown(value) -> str:
+    """A key's value as a user writes it on the command line (``unset`` for a key left unset, or written out at
+    Ultralytics' default, which is the same run)."""
+    return "unset" if value is None else str(value)
 
 
 def _without_defaults(spec: dict, kept: tuple[str, ...] = ()) -> dict:
@@ -155,14 +191,14 @@ def _differences(recorded: dict, wanted: dict) -> list[str]:
             continue
         if key == "train":
             old, new = recorded.get("train", {}), wanted["train"]
-            said += [f"{k}={old.get(k)!r}->{new.get(k)!r}" for k in sorted(set(old) | set(new))
+            said += [f"{k}={shown(old.get(k))}->{shown(new.get(k))}" for k in sorted(set(old) | set(new))
                      if old.get(k) != new.get(k)]
         elif key == "data_key":
             said.append("the training data: a train or val image, label or tile setting differs")
         elif key == "model":
             said.append(f"the model file {wanted['model'].get('name')} has other content")
         else:
-            said.append(f"{key}={recorded.get(key)!r}->{wanted[key]!r}")
+            said.append(f"{key}={shown(recorded.get(key))}->{shown(wanted[key])}")
     return said
 
 
@@ -180,8 +216,9 @@ def train_run(spec: RunSpec, study_folder: Path, state: str | None = None) -> Pa
     if state == "trained":
         pass  # every epoch ran; what was stopped is the validation that scoring repeats anyway
     elif state == "interrupted":
-        _record_resume(folder)
-        YOLO(str(folder / "weights" / "last.pt")).train(resume=True)
+        _record_resume(folder)  # where and how it computes may change on resume, as Ultralytics allows
+        YOLO(str(folder / "weights" / "last.pt")).train(resume=True, **{k: spec.train[k] for k in RESUME_KEYS
+                                                                         if k in spec.train})
     else:
         write_atomic(folder / SPEC_FILE, json.dumps(spec.as_dict(), indent=1) + "\n")
         YOLO(spec.model).train(**training_kwargs(spec, study_folder))
