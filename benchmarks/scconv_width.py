@@ -14,7 +14,7 @@ If the loss is the narrow layers', it shrinks here; if it is the module's, it st
 
 Results go to ``results/scconv_width.{json,md,tex,csv,png}`` and ``results/scconv_width_paired.csv``, and each
 finished run's record (no weights) to ``results/scconv_width-runs/``, restored from there into a study folder that
-lacks it, as for the published study. The docs quote the results once the study has finished.
+lacks it, as for the published study, and the report into docs/evidence.md's block ``scconv_width``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ STUDY = (f"models={','.join(MODELS)}", "data=../shared/data/aerial-cars/data.yam
 
 
 def main(argv=None) -> None:
-    run_aerial_study(argv, study=STUDY, stem=STEM, doc=__doc__, docs_block=False)
+    run_aerial_study(argv, study=STUDY, stem=STEM, doc=__doc__)
 
 
 if __name__ == "__main__":

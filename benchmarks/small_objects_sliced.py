@@ -119,10 +119,9 @@ def publish(folder: Path, out: Path, docs: Path | None, stem: str = STEM) -> Non
         write_blocks([docs], stem, (out / f"{stem}.md").read_text(encoding="utf-8").strip("\n"))
 
 
-def main(argv=None, study: tuple[str, ...] = STUDY, stem: str = STEM, doc: str = __doc__,
-         docs_block: bool = True) -> None:
-    """Train or resume, score and publish ``study`` (default: this page's) as ``stem``; ``docs_block``: also write
-    the table into ``--docs``."""
+def main(argv=None, study: tuple[str, ...] = STUDY, stem: str = STEM, doc: str = __doc__) -> None:
+    """Train or resume, score and publish ``study`` (default: this page's) as ``stem``, its report also into
+    ``--docs``' block ``stem``."""
     args = parse_args(argv, stem, doc)
     script = f"{stem}.py"
     if not DATA.is_file():
@@ -137,9 +136,9 @@ def main(argv=None, study: tuple[str, ...] = STUDY, stem: str = STEM, doc: str =
         print(f"{script}: restored {len(restored)} finished runs from {args.archive}: {', '.join(restored)}")
     run_study(plan, train=not args.score_only)
     archive_runs(plan.folder, args.archive, plan.eval_name)
-    publish(plan.folder, args.out, args.docs if docs_block else None, stem)
+    publish(plan.folder, args.out, args.docs, stem)
     published = ", ".join(f"{stem}{suffix}" for suffix in SUFFIXES)
-    print(f"{script}: published {published} in {args.out}" + (f" and the block in {args.docs}" if docs_block else ""))
+    print(f"{script}: published {published} in {args.out} and the block in {args.docs}")
 
 
 if __name__ == "__main__":

@@ -77,7 +77,7 @@ def test_the_site_builds_strict_offline_and_its_pages_render(tmp_path):
 # --- the generated blocks ------------------------------------------------------------------------------------------
 
 CHECKED = {"info", "info-latency", "models-speed", "modules", "ground-truth-speed", "small_objects",
-           "small_objects-adamw", "exports", "small_objects_sliced", "scconv-layers", "spd_fold",
+           "small_objects-adamw", "exports", "small_objects_sliced", "scconv_width", "scconv-layers", "spd_fold",
            "install-size", "space-to-depth", "targets", "before-after"}  # fmt: skip
 
 
@@ -88,7 +88,8 @@ def test_every_generated_block_is_checked_here_and_every_page_has_its_blocks():
             ("docs/speed.md", "models-speed"), ("docs/speed.md", "modules"),
             ("docs/evaluation.md", "ground-truth-speed"), ("docs/evidence.md", "small_objects"),
             ("docs/evidence.md", "small_objects-adamw"), ("docs/export.md", "exports"),
-            ("docs/evidence.md", "small_objects_sliced"), ("docs/evidence.md", "scconv-layers"),
+            ("docs/evidence.md", "small_objects_sliced"), ("docs/evidence.md", "scconv_width"),
+            ("docs/evidence.md", "scconv-layers"),
             ("README.md", "install-size"), ("docs/speed.md", "space-to-depth"), ("docs/speed.md", "targets"),
             ("docs/speed.md", "before-after")} <= set(found)
     assert all(text.strip() for text in found.values()), "an empty block: run its command"
@@ -192,7 +193,7 @@ def test_study_blocks_are_what_replot_writes_from_the_committed_results(stem):
 
 
 @pytest.mark.parametrize("page,stem", [("export.md", "exports"), ("evidence.md", "small_objects_sliced"),
-                                       ("speed.md", "spd_fold")])
+                                       ("evidence.md", "scconv_width"), ("speed.md", "spd_fold")])
 def test_blocks_copied_from_results_files_are_the_committed_files(page, stem):
     expected = (REPO / "benchmarks" / "results" / f"{stem}.md").read_text(encoding="utf-8").strip("\n")
     assert read_block(REPO / "docs" / page, stem) == expected, f"copy benchmarks/results/{stem}.md into docs/{page}"
@@ -227,17 +228,18 @@ def test_every_public_name_on_the_api_pages_has_a_docstring():
     assert missing == []
 
 
-def test_the_published_studys_tables_are_what_the_report_writes_from_its_json():
-    """benchmarks/results/small_objects_sliced.{md,tex,csv} and _paired.csv: each is what yolo_spd.study.report
-    renders from the committed study.json now (so a report change republishes them, or this fails)."""
+@pytest.mark.parametrize("stem", ["small_objects_sliced", "scconv_width"])
+def test_the_published_studys_tables_are_what_the_report_writes_from_its_json(stem):
+    """benchmarks/results/<stem>.{md,tex,csv} and _paired.csv: each is what yolo_spd.study.report renders from the
+    committed study.json now (so a report change republishes them, or this fails)."""
     from yolo_spd.study import report
 
     folder = REPO / "benchmarks" / "results"
-    res = json.loads((folder / "small_objects_sliced.json").read_text(encoding="utf-8"))
+    res = json.loads((folder / f"{stem}.json").read_text(encoding="utf-8"))
     written = {".md": report.markdown(res) + "\n", ".tex": report.latex(res) + "\n", ".csv": report.runs_csv(res),
                "_paired.csv": report.paired_csv(res)}
     for suffix, text in written.items():
-        assert (folder / f"small_objects_sliced{suffix}").read_text(encoding="utf-8") == text, suffix
+        assert (folder / f"{stem}{suffix}").read_text(encoding="utf-8") == text, suffix
 
 
 def test_the_scconv_layer_block_is_what_the_script_prints_now(tmp_path):
