@@ -3,6 +3,7 @@
     python benchmarks/small_objects_sliced.py                # train or resume every run, score, publish (hours)
     python benchmarks/small_objects_sliced.py --score-only   # score the finished runs, publish partial results
     python benchmarks/small_objects_sliced.py --runs DIR     # the folder that holds the study (default benchmarks/runs)
+    python benchmarks/small_objects_sliced.py --score-only --checkpoint last   # score last.pt: results/<stem>-last.*
 
 It runs exactly ``yolo-spd study`` (:data:`STUDY`, on ``../shared/data/aerial-cars``): yolov5nu, the three yolo_spd
 n configs and a compute-matched control (``yolov5nu-wide.yaml``: yolov5nu at width 0.32, within 5% of yolov5-spd-n's
@@ -16,6 +17,10 @@ Run folders hold checkpoints and are not committed, so each finished run's recor
 (``results/small_objects_sliced-runs/<run>/``: its spec, done marker, ``results.csv`` and scoring, about 0.3 MB, no
 weights). A study folder without a run gets it back from there before the study starts, so a fresh clone continues
 the study instead of training finished runs again; the study's own spec check still decides whether a run is reused.
+
+``--checkpoint last`` scores each run's ``last.pt`` instead of ``best.pt`` (``yolo-spd study checkpoint=last``: the
+final epoch, not the one Ultralytics picked on the same val images). That scoring needs the weights once; its record
+is archived with the run's, and it is published as ``results/<stem>-last.*``, without a docs block.
 """
 
 from __future__ import annotations
@@ -89,18 +94,22 @@ def parse_args(argv=None, stem: str = STEM, doc: str = __doc__) -> argparse.Name
     parser.add_argument("--docs", type=Path, default=REPO / "docs" / "evidence.md")
     parser.add_argument("--archive", type=Path, default=HERE / "results" / f"{stem}-runs",
                         help="where finished runs' records (no weights) are kept and restored from")
+    parser.add_argument("--checkpoint", choices=("best", "last"), default="best",
+                        help="score best.pt (published as <stem>.*, and the docs block) or last.pt (<stem>-last.*)")
     return parser.parse_args(argv)
 
 
-def plan_for(runs: Path, study: tuple[str, ...] = STUDY, stem: str = STEM):
+def plan_for(runs: Path, study: tuple[str, ...] = STUDY, stem: str = STEM, checkpoint: str = "best"):
     """The plan of ``study`` (default :data:`STUDY`), as ``yolo-spd study`` builds it (paths resolved from the repo
-    root), in ``runs/stem``."""
+    root), in ``runs/stem``, scoring each run's ``checkpoint`` (``best`` or ``last``)."""
     from yolo_spd.cli import study_plan
 
+    last = ("checkpoint=last",) if checkpoint == "last" else ()
     tokens = [token.replace("data=../shared/data/aerial-cars/data.yaml", f"data={DATA}")
               .replace("benchmarks/yolov5nu-wide.yaml", str(HERE / "yolov5nu-wide.yaml")) for token in study]
-    plan = study_plan([*tokens, f"project={runs}", f"name={stem}"])
-    command = f"yolo-spd study {' '.join(study)} (python benchmarks/{stem}.py)"
+    plan = study_plan([*tokens, *last, f"project={runs}", f"name={stem}"])
+    command = (f"yolo-spd study {' '.join((*study, *last))} (python benchmarks/{stem}.py"
+               f"{' --checkpoint last' if last else ''})")
     return dataclasses.replace(plan, command=command)
 
 
@@ -129,16 +138,18 @@ def main(argv=None, study: tuple[str, ...] = STUDY, stem: str = STEM, doc: str =
     import yolo_spd  # noqa: F401 - registers the modules
     from yolo_spd.study.plan import run_study
 
-    plan = plan_for(args.runs, study, stem)
+    plan = plan_for(args.runs, study, stem, args.checkpoint)
     plan.folder.mkdir(parents=True, exist_ok=True)
     restored = restore_runs(args.archive, plan.folder)
     if restored:
         print(f"{script}: restored {len(restored)} finished runs from {args.archive}: {', '.join(restored)}")
     run_study(plan, train=not args.score_only)
     archive_runs(plan.folder, args.archive, plan.eval_name)
-    publish(plan.folder, args.out, args.docs, stem)
-    published = ", ".join(f"{stem}{suffix}" for suffix in SUFFIXES)
-    print(f"{script}: published {published} in {args.out} and the block in {args.docs}")
+    best = args.checkpoint == "best"
+    name = stem if best else f"{stem}-last"
+    publish(plan.folder, args.out, args.docs if best else None, name)
+    published = ", ".join(f"{name}{suffix}" for suffix in SUFFIXES)
+    print(f"{script}: published {published} in {args.out}" + (f" and the block in {args.docs}" if best else ""))
 
 
 if __name__ == "__main__":

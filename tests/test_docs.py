@@ -228,7 +228,7 @@ def test_every_public_name_on_the_api_pages_has_a_docstring():
     assert missing == []
 
 
-@pytest.mark.parametrize("stem", ["small_objects_sliced", "scconv_width"])
+@pytest.mark.parametrize("stem", ["small_objects_sliced", "scconv_width", "scconv_width-last"])
 def test_the_published_studys_tables_are_what_the_report_writes_from_its_json(stem):
     """benchmarks/results/<stem>.{md,tex,csv} and _paired.csv: each is what yolo_spd.study.report renders from the
     committed study.json now (so a report change republishes them, or this fails)."""

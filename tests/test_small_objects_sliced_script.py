@@ -94,3 +94,6 @@ def test_the_scconv_width_study_is_the_published_recipe_at_scale_s(script, tmp_p
     assert plan.eval_spec() == published.eval_spec()
     assert plan.command.startswith("yolo-spd study models=yolov5su.yaml,yolov5-scconv-s.yaml ")
     assert plan.command.endswith("(python benchmarks/scconv_width.py)")
+    last = script.plan_for(tmp_path, width.STUDY, width.STEM, "last")  # --checkpoint last: last.pt, its own scoring
+    assert last.checkpoint == "last" and last.eval_name == "sliced-val-320-last" and last.train == plan.train
+    assert last.command.endswith(" checkpoint=last (python benchmarks/scconv_width.py --checkpoint last)")
