@@ -15,7 +15,7 @@ from yolo_spd import cli
 from yolo_spd.evaluation import build_ground_truth, evaluate_predictions, resolve_split, run_cocoeval
 from yolo_spd.markdown import parse_table
 
-from .conftest import make_yolo_dataset
+from .conftest import REPO, make_yolo_dataset
 
 
 @pytest.fixture(autouse=True)
@@ -81,13 +81,31 @@ def test_an_unclosed_bracket_is_one_error_not_a_swallowed_command():
                                          "list as key=[a,b] (quoted if it has spaces)")
 
 
-@pytest.mark.parametrize("argv", [["help"], ["--help"], ["train", "--help"], [], ["train", "help"], ["study", "help"],
-                                  ["info", "help"]])  # `yolo train help` prints help too; `mode help` was refused
+@pytest.mark.parametrize("argv", [["help"], ["--help"], [], ["-h"]])
 def test_help_names_the_modes_and_which_cfg_is_which(argv):
     code, out, _ = run(*argv)
     assert code == 0
     assert all(mode in out for mode in cli.MODES)
     assert "cfg=MODEL.yaml" in out and "overrides=FILE.yaml" in out
+
+
+@pytest.mark.parametrize("mode", [m for m in cli.MODES if m != "help"])
+def test_mode_help_gives_every_key_of_that_mode_and_no_other_modes_keys(mode):
+    """`yolo-spd study help` printed the whole help (as `yolo train help` does), where the study's keys are one
+    section among six: now each mode's help has each of its own keys, those of no feature it lacks, its examples and
+    its docs page."""
+    code, out, _ = run(mode, "help")
+    assert code == 0 and out.startswith(f"yolo-spd {mode}: ")
+    assert run(mode, "--help")[1] == out
+    missing = [key for key in cli.mode_keys(mode) if f"{key}=" not in out]
+    assert missing == []
+    foreign = {"cfg=MODEL.yaml": "train", "latency=False": "info", "slice=640": "val compare predict study",
+               "tile=640": "slice study", "models=A,B": "study", "predictions=FILE.json": "val"}
+    assert [k for k, modes in foreign.items() if (k in out) != (mode in modes.split())] == []
+    examples = out.split("Examples:\n", 1)[1].split("\n\n")[0].splitlines()
+    assert examples and all(line.lstrip().startswith(f"yolo-spd {mode}") for line in examples)
+    assert out.rstrip().endswith(f"More: {cli.MODE_PAGES[mode]}; every mode: yolo-spd help")
+    assert (REPO / cli.MODE_PAGES[mode]).is_file()
 
 
 def test_a_bare_boolean_key_means_true_as_in_ultralytics():

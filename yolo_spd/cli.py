@@ -797,11 +797,65 @@ def check_offline_export(fmt: str) -> None:
                          f"before converting, and YOLO_OFFLINE is set; copy the file here or export online")
 
 
+#: Each mode's docs page (``yolo-spd MODE help`` ends with it).
+MODE_PAGES = {"train": "docs/cli.md", "val": "docs/evaluation.md", "compare": "docs/evidence.md",
+              "predict": "docs/cli.md", "export": "docs/export.md", "info": "docs/models.md",
+              "slice": "docs/small-objects.md", "study": "docs/study.md"}
+
+
+def mode_keys(mode: str) -> set[str]:
+    """The keys ``mode`` takes besides Ultralytics' own (those :data:`HELP` documents)."""
+    from .info import InfoRequest
+    from .slicing.tiles import CLI_KEYS
+
+    return set({"train": TRAIN_KEYS, "val": VAL_KEYS, "compare": COMPARE_KEYS, "study": STUDY_KEYS,
+                "predict": {"weights": None, **SLICE_KEYS}, "export": {"weights": None}, "slice": CLI_KEYS,
+                "info": {f.name: None for f in dataclasses.fields(InfoRequest)}}[mode])
+
+
+def mode_help(mode: str) -> str:
+    """``yolo-spd MODE help``: the mode's line of :data:`HELP`, the entries of its keys (each under its section's
+    title), its examples, and its docs page. (``yolo train help`` prints Ultralytics' whole help; one mode's keys are
+    what its reader is after, and ``yolo-spd help`` still prints all.) A section after the first lists the keys of
+    one feature, shown to the modes that take its first key (``slice=`` for sliced inference, ``tile=`` for tiles)."""
+    keys, lines = mode_keys(mode), HELP.splitlines()
+    summary = next(line.strip() for line in lines if line.startswith(f"  {mode} "))
+    out = [f"yolo-spd {summary.split(None, 1)[0]}: {summary.split(None, 1)[1]}", "",
+           f"Usage:  yolo-spd {mode} key=value ...", ""]
+    title, entry, shown_titles, first = None, [], set(), None
+
+    def flush():
+        nonlocal first
+        key = re.match(r"\s*(\w+)", entry[0]).group(1) if entry else None
+        first = first or key
+        if key in keys and (title == "Keys that differ from Ultralytics':" or first in keys):
+            if title not in shown_titles:
+                out.append(title)
+                shown_titles.add(title)
+            out.extend(entry)
+
+    examples = [line for line in lines if line.lstrip().startswith(f"yolo-spd {mode}")]
+    for line in lines[lines.index("Keys that differ from Ultralytics':"):lines.index("Examples:")]:
+        if line.startswith("    "):  # an entry's continuation
+            entry.append(line)
+            continue
+        flush()
+        entry = []
+        if line.startswith("  "):
+            entry = [line]
+        elif line.endswith(":"):
+            title, first = line, None
+        elif line.startswith("Every other key is Ultralytics'") and mode not in ("info", "slice"):
+            out.append(line)  # the mode takes Ultralytics' keys too
+    flush()
+    return "\n".join([*out, "Examples:", *examples, "", f"More: {MODE_PAGES[mode]}; every mode: yolo-spd help"])
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one ``yolo-spd`` command; returns the exit status (2 for bad input, with one error line on stderr)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("help", "--help", "-h") or {"help", "--help", "-h"} & set(argv[1:]):
-        print(HELP)  # `yolo-spd train help`, as `yolo train help`
+        print(mode_help(argv[0]) if argv and argv[0] in MODE_PAGES else HELP)  # `yolo-spd study help`: its keys
         return 0
     mode, tokens = argv[0], argv[1:]
     try:
