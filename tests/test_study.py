@@ -330,8 +330,8 @@ def test_a_study_killed_mid_run_resumes_that_run_from_last_pt(tmp_path):
     (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "resamples=5"], "resamples=5"),
     (["models=yolov5nu.yaml,yolov5nu.yaml"], "same file name"),
     (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "control=yolov5nu.yaml"],
-     "control=yolov5nu.yaml: name one of models= other than the first (the baseline), as written there: "
-     "yolov5-spd-n.yaml"),
+     "control=yolov5nu.yaml: name one of models= other than the first (the baseline), as written there "
+     "(yolov5-spd-n.yaml), or control=wide"),
     (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "control=wide.yaml"], "control=wide.yaml: name one of models="),
     # the tiles' own keys without tile= (format=gif was accepted and ignored)
     (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "format=gif"], "format= applies to the tiles only; add tile=SIZE"),
@@ -339,6 +339,11 @@ def test_a_study_killed_mid_run_resumes_that_run_from_last_pt(tmp_path):
     (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "overlap=0.3"], "overlap= applies to sliced inference only; add "),
     (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "tile=64", "format=gif"], "format=gif: allowed values are png, jpg"),
     (["models=yolov5nu.yaml,yolov5-spd-n.yaml", "checkpoint=final"], "checkpoint=final: give best (best.pt, "),
+    (["models=yolov5-spd-n.yaml,yolov5nu.yaml", "control=wide"], "control=wide: no variant costs more GFLOPs than "
+                                                                 "yolov5-spd-n at imgsz=640 (the most, yolov5nu: "),
+    ([f"models=yolov5nu.yaml,yolov5-spd-n.yaml,{REPO / 'benchmarks' / 'yolov5nu-wide.yaml'}", "control=wide"],
+     "control=wide: makes yolov5nu-wide.yaml, and models= already has a yolov5nu-wide"),
+    (["models=yolov5nu.pt,yolov5-spd-n.yaml", "control=wide"], "models=yolov5nu.pt"),  # no such file: named first
 ])
 def test_bad_study_arguments_are_one_line(tmp_path, args, names):
     data = make_yolo_dataset(tmp_path / "data", n_train=1, n_val=1, size=64)
@@ -457,6 +462,52 @@ def test_a_new_study_that_fails_before_training_leaves_no_folder(tmp_path):
     error_line(study(["models=yolov5nu.yaml,yolov5-spd-n.yaml", f"data={data}", "device=3", *TINY[:2],
                       f"project={tmp_path}", "name=mine"], tmp_path, tmp_path / "c"))
     assert (tmp_path / "mine").is_dir()
+
+
+def test_control_wide_widens_the_baseline_to_the_nearest_gflops_step_of_the_costliest_variant():
+    """control=wide's model: at 640 px and 80 classes it is the published hand-made control (width 0.32, within 5% of
+    yolov5-spd-n); at 320 px and 5 classes, where channel rounding moves GFLOPs in steps, no width near it is closer;
+    its YAML builds, in Ultralytics, to the GFLOPs it states."""
+    import yaml as pyyaml
+
+    from yolo_spd.study.control import model_gflops, single_scale, wide_control
+
+    published = wide_control("yolov5nu.yaml", ["yolov5-scconv-n.yaml", "yolov5-spd-n.yaml"], 80, 640)
+    assert published.matched == "yolov5-spd-n" and published.base_width == 0.25
+    assert published.width == pytest.approx(0.32, abs=0.001) and abs(published.gflops / published.target - 1) < 0.05
+    hand_made = pyyaml.safe_load((REPO / "benchmarks" / "yolov5nu-wide.yaml").read_text())
+    assert published.gflops == pytest.approx(model_gflops(hand_made, 80, 640), rel=1e-6)
+
+    small = wide_control("yolov5nu.yaml", ["yolov5-spd-n.yaml"], 5, 320)
+    base = single_scale("yolov5nu.yaml")
+    error = abs(small.gflops - small.target)
+    grid = [0.28 + 0.0025 * k for k in range(33)]
+    assert all(abs(model_gflops({**base, "width_multiple": w}, 5, 320) - small.target) >= error - 1e-9 for w in grid)
+    assert small.text.startswith("# yolov5nu widened to yolov5-spd-n's compute")
+    loaded = pyyaml.safe_load(small.text)
+    assert loaded["width_multiple"] == small.width and loaded["backbone"] == base["backbone"]
+    assert model_gflops(loaded, 5, 320) == pytest.approx(small.gflops, rel=1e-9)
+
+
+@pytest.mark.slow
+def test_a_study_with_control_wide_trains_the_control_it_made_and_keeps_it_on_a_rerun(tmp_path):
+    data = make_yolo_dataset(tmp_path / "data", n_train=4, n_val=2, size=64)
+    args = ["models=yolov5nu.yaml,yolov5-spd-n.yaml", "control=wide", "seeds=0", f"data={data}", *TINY,
+            f"project={tmp_path / 'runs'}"]
+    first = study(args, tmp_path, tmp_path / "config")
+    assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
+    folder = tmp_path / "runs" / "study"
+    control = folder / "yolov5nu-wide.yaml"
+    assert f"control=wide: {control}: yolov5nu at width " in first.stdout and "against yolov5-spd-n's" in first.stdout
+    assert first.stdout.count("Starting training") == 3 and (folder / "yolov5nu-wide-seed0" / "done.json").is_file()
+    res = json.loads((folder / "study.json").read_text())
+    assert res["control"] == "yolov5nu-wide" and res["settings"]["models"][-1] == str(control)
+    assert "paired_control" in res and set(res["cost"]) == {"yolov5nu", "yolov5-spd-n", "yolov5nu-wide"}
+    made = control.read_bytes()
+    again = study(args, tmp_path, tmp_path / "config")
+    assert again.returncode == 0 and "Starting training" not in again.stdout
+    assert f"control=wide: {control} (made when this study started; kept)" in again.stdout
+    assert control.read_bytes() == made
 
 
 def test_the_compute_matched_control_is_within_5_percent_of_yolov5_spd_n():

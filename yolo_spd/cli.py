@@ -17,7 +17,9 @@ from pathlib import Path
 import yaml
 
 from .errors import UsageError
+from .paths import write_atomic
 from .slicing.inference import SLICE_KEYS
+from .study.control import CONTROL_WIDE
 
 HELP = """\
 yolo-spd: Ultralytics YOLO with SPD-Conv, SCConv and SSDConv, and COCO small-object (AP_S) evaluation.
@@ -60,7 +62,8 @@ Sliced inference (val, compare, predict), after SAHI; val and compare score the 
 A study (yolo-spd study models=a.yaml,b.yaml seeds=0,1,2 data=X.yaml [train keys]); reruns continue it:
   models=A,B[,...]      model YAMLs (or .pt to fine-tune); the first is the baseline of every paired difference
   seeds=0,1,2           one run per model and seed; tile=320 trains on tiles (yolo-spd slice; overlap= shared)
-  control=C             one of models= (not the first): also every other variant's paired difference from C
+  control=C             one of models= (not the first): also every other variant's paired difference from C;
+                        control=wide makes C: the baseline widened to the costliest variant's GFLOPs
   checkpoint=best       score each run's best.pt (picked by Ultralytics on the val split) or last (last.pt)
   resamples=1000        paired bootstrap over val images (bootstrap_seed=0); results in study.json/.md/.tex/.csv/.png
 Every other key is Ultralytics' (epochs, imgsz, batch, device, project, name, ...): https://docs.ultralytics.com/usage/cfg/
@@ -574,12 +577,12 @@ def study_plan(tokens: list[str]):
     models = _listed(listed, models_key)
     if not models:
         raise UsageError("study needs models=A.yaml,B.yaml[,...] (the first is the baseline)")
-    control = None
-    if mine["control"] is not None:
+    control, wide = None, str(mine["control"]) == CONTROL_WIDE
+    if mine["control"] is not None and not wide:
         given_control = str(mine["control"])
         if given_control not in models[1:]:
             raise UsageError(f"control={given_control}: name one of models= other than the first (the baseline), "
-                             f"as written there: {', '.join(models[1:]) or 'none'}")
+                             f"as written there ({', '.join(models[1:]) or 'none'}), or control=wide")
         control = models.index(given_control)
     models = [resolve_model(m, models_key, exports=False) for m in models]
     seeds = []
@@ -621,6 +624,16 @@ def study_plan(tokens: list[str]):
     if "batch" in val_keys and not is_inference_batch(val_keys["batch"]):  # AutoBatch (-1), a memory fraction: they
         del val_keys["batch"]  # train; scoring takes Ultralytics' default batch
     project, name = rest.pop("project", None), rest.pop("name", None)
+    made = None
+    if wide:  # the baseline widened to the costliest variant's GFLOPs, written into the study folder below
+        from .study.control import wide_control
+        from .study.runs import model_stem
+
+        stem = f"{model_stem(models[0])}-wide"
+        if stem in map(model_stem, models):
+            raise UsageError(f"control=wide: makes {stem}.yaml, and models= already has a {stem}; name it control= "
+                             "instead, or rename it")
+        made = wide_control(models[0], models[1:], len(val.names), int(rest.get("imgsz", 640)))
     plan = StudyPlan(models=tuple(models), seeds=tuple(seeds), data=str(data), val=val, train=rest, tiles=tiles,
                      evaluation=settings, folder=Path(), resamples=mine["resamples"],
                      bootstrap_seed=mine["bootstrap_seed"], command=" ".join(["yolo-spd study", *tokens]),
@@ -629,6 +642,17 @@ def study_plan(tokens: list[str]):
     # every value is checked above, before the folder is made
     # exist_ok: the folder is the study's state, so the same name continues it (a study resumes; it never numbers)
     folder, created = created_run_folder(project, name, "study", exist_ok=True)
+    if made is not None:
+        file = folder / made.name
+        if file.is_file():  # made when the study started: kept, so that its runs stay the same runs
+            print(f"control=wide: {file} (made when this study started; kept)")
+        else:
+            write_atomic(file, made.text)
+            print(f"control=wide: {file}: {made.name.removesuffix('.yaml').removesuffix('-wide')} at width "
+                  f"{made.width:g} (from {made.base_width:g}), {made.gflops:.2f} GFLOPs against {made.matched}'s "
+                  f"{made.target:.2f} ({made.gflops / made.target:.2f}x) at imgsz={made.imgsz}, {made.nc} classes")
+        models = [*models, str(file)]
+        return dataclasses.replace(plan, models=tuple(models), control=str(file), folder=folder, created=created)
     return dataclasses.replace(plan, folder=folder, created=created)
 
 
