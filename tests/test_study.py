@@ -551,7 +551,8 @@ def fabricate_run(plan, model: str, seed: int, truth, rng, miss: bool = False) -
     # Ultralytics' val mAP50-95 per epoch (best.pt is epoch 1 in about half the runs), from its own generator so that
     # the detections drawn from rng stay what they were
     fitness = np.random.default_rng(zlib.crc32(folder.name.encode())).random(2)
-    (folder / "results.csv").write_text(f"epoch,time,metrics/mAP50-95(B)\n1,60,{fitness[0]}\n2,120,{fitness[1]}\n")
+    seconds = 120 + 600 * fitness[1]  # training time differs from run to run
+    (folder / "results.csv").write_text(f"epoch,time,metrics/mAP50-95(B)\n1,60,{fitness[0]}\n2,{seconds},{fitness[1]}\n")
     detections = []
     for ann in truth.coco["annotations"]:
         if rng.random() < 0.8:
@@ -1030,6 +1031,12 @@ def test_the_report_gives_each_models_cost_beside_its_scores(tmp_path, monkeypat
     assert f"{spd['params'] / 1e6:.2f}M ({spd['params'] / base['params']:.2f}x)" in md
     assert f"({spd['gflops'] / base['gflops']:.2f}x) |" in md and "(1.00x)" in md
     assert "**Few val images (4)**: the bootstrap interval resamples only these" in md  # 4 images: coarse
+    import statistics
+
+    for name in res["cost"]:  # training minutes per run: mean ± sd over the seeds, as the scores
+        minutes = [r["train_minutes"] for r in res["runs"] if r["model"] == name]
+        assert len(set(minutes)) == 2 and (f"| {statistics.fmean(minutes):.1f} ± {statistics.stdev(minutes):.1f} |"
+                                           in md.split(f"| {name} | 2 |", 1)[1].splitlines()[0] + "|")
 
 
 def test_a_resolvable_width_beyond_any_score_difference_says_add_seeds():

@@ -320,8 +320,9 @@ def document(res: dict) -> list[str | Table]:
             else:  # one seed has no spread to show
                 cells.append(f"{values[0]:.3f}" if values else "-")
         minutes = [r["train_minutes"] for r in mine]
+        spread = f" ± {statistics.stdev(minutes):.1f}" if len(minutes) > 1 else ""
         mean_rows.append([model, len(mine), *cells, *_cost_cells(res.get("cost", {}), model, models[0]),
-                          f"{statistics.fmean(minutes):.1f}"])
+                          f"{statistics.fmean(minutes):.1f}{spread}"])
     cost = res.get("cost", {})
     size = next(iter(cost.values()))["imgsz"] if cost else None
     cost_headers = ["params", f"GFLOPs @{size}"] if cost else []
