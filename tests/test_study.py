@@ -1039,6 +1039,23 @@ def test_the_report_gives_each_models_cost_beside_its_scores(tmp_path, monkeypat
                                            in md.split(f"| {name} | 2 |", 1)[1].splitlines()[0] + "|")
 
 
+def test_a_study_that_fine_tunes_a_checkpoint_gives_its_cost_too(tmp_path, monkeypatch):
+    """models= may name a .pt to fine-tune: its cost is its architecture's, built for the data's classes (the cost
+    columns crashed such a study with Ultralytics' "acceptable suffix is ('.yaml', '.yml')" after its first run)."""
+    import shutil
+
+    from ultralytics.nn.tasks import DetectionModel
+
+    checkpoint = tmp_path / "demo.pt"
+    shutil.copyfile(REPO / "weights" / "yolov5-spd-n-demo.pt", checkpoint)
+    before = checkpoint.read_bytes()
+    _, res, _ = fabricated_study(tmp_path, monkeypatch, [f"models=yolov5nu.yaml,{checkpoint}", "seeds=0,1",
+                                                         "imgsz=128", "resamples=100"], 4, 2, 0)
+    same = DetectionModel("yolov5-spd-n.yaml", nc=2, verbose=False)  # the demo's architecture, for 2 classes
+    assert res["cost"]["demo"]["params"] == sum(p.numel() for p in same.parameters())
+    assert res["cost"]["demo"]["gflops"] > res["cost"]["yolov5nu"]["gflops"] and checkpoint.read_bytes() == before
+
+
 def test_a_resolvable_width_beyond_any_score_difference_says_add_seeds():
     from yolo_spd.study.report import _resolution
 
