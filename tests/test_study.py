@@ -477,6 +477,8 @@ def test_control_wide_widens_the_baseline_to_the_nearest_gflops_step_of_the_cost
     assert published.width == pytest.approx(0.32, abs=0.001) and abs(published.gflops / published.target - 1) < 0.05
     hand_made = pyyaml.safe_load((REPO / "benchmarks" / "yolov5nu-wide.yaml").read_text())
     assert published.gflops == pytest.approx(model_gflops(hand_made, 80, 640), rel=1e-6)
+    tuned = wide_control("yolov5nu.yaml", [str(REPO / "weights" / "yolov5-spd-n-demo.pt")], 80, 640)  # a .pt variant
+    assert (tuned.matched, tuned.width, tuned.gflops) == ("yolov5-spd-n-demo", published.width, published.gflops)
 
     small = wide_control("yolov5nu.yaml", ["yolov5-spd-n.yaml"], 5, 320)
     base = single_scale("yolov5nu.yaml")

@@ -212,6 +212,19 @@ def model_file(model: str | Path) -> Path | None:
     return Path(text) if Path(text).is_file() else None
 
 
+def architecture(model: str | Path) -> str | dict:
+    """What Ultralytics' ``DetectionModel`` builds ``model``'s architecture from: its YAML, or a ``.pt`` checkpoint's
+    model dict (``DetectionModel`` takes no checkpoint), copied so that building it for other classes leaves the
+    loaded checkpoint as it was."""
+    if Path(str(model)).suffix != ".pt":
+        return str(model)
+    import copy
+
+    from ultralytics import YOLO
+
+    return copy.deepcopy(YOLO(str(model)).model.yaml)
+
+
 def read_yaml(file: Path, what: str):
     """The content of a YAML file; a file that cannot be read or parsed raises UsageError naming ``what`` (the
     argument), the file and, for a syntax error, the line and column, as PyYAML reports them."""

@@ -72,15 +72,18 @@ def single_scale(model: str) -> dict:
 
 
 def model_gflops(cfg: dict | str, nc: int, imgsz: int) -> float:
-    """GFLOPs of one ``imgsz`` image through ``cfg`` built for ``nc`` classes (:func:`yolo_spd.info.gflops`)."""
+    """GFLOPs of one ``imgsz`` image through ``cfg`` (a model dict, YAML or ``.pt``) built for ``nc`` classes
+    (:func:`yolo_spd.info.gflops`)."""
     import copy
 
     from ultralytics.nn.tasks import DetectionModel
 
     from ..info import gflops, quiet_ultralytics
+    from ..model_source import architecture
 
     with quiet_ultralytics():
-        built = DetectionModel(copy.deepcopy(cfg) if isinstance(cfg, dict) else str(cfg), nc=nc, verbose=False)
+        built = DetectionModel(copy.deepcopy(cfg) if isinstance(cfg, dict) else architecture(cfg), nc=nc,
+                               verbose=False)
         return gflops(built, imgsz)
 
 

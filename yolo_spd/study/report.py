@@ -83,27 +83,16 @@ def model_costs(plan) -> dict[str, dict]:
     from ultralytics.nn.tasks import DetectionModel
 
     from ..info import gflops, quiet_ultralytics
+    from ..model_source import architecture
 
     imgsz = int(plan.train.get("imgsz", 640))
     costs = {}
     with quiet_ultralytics():
         for model in plan.models:
-            built = DetectionModel(_architecture(model), nc=len(plan.val.names), verbose=False)
+            built = DetectionModel(architecture(model), nc=len(plan.val.names), verbose=False)
             costs[study_runs.model_stem(model)] = {"params": sum(p.numel() for p in built.parameters()),
                                                    "gflops": round(gflops(built, imgsz), 4), "imgsz": imgsz}
     return costs
-
-
-def _architecture(model) -> str | dict:
-    """What to build ``model``'s architecture from: its YAML, or a ``.pt`` checkpoint's model dict (a study that
-    fine-tunes; DetectionModel takes no checkpoint), copied so that building for other classes leaves it as it is."""
-    if Path(str(model)).suffix != ".pt":
-        return str(model)
-    import copy
-
-    from ultralytics import YOLO
-
-    return copy.deepcopy(YOLO(str(model)).model.yaml)
 
 
 def _run_rows(plan) -> tuple[list[dict], list[str]]:
