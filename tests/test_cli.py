@@ -96,16 +96,21 @@ def test_mode_help_gives_every_key_of_that_mode_and_no_other_modes_keys(mode):
     its docs page."""
     code, out, _ = run(mode, "help")
     assert code == 0 and out.startswith(f"yolo-spd {mode}: ")
-    assert run(mode, "--help")[1] == out
+    assert run(mode, "--help")[1] == run("help", mode)[1] == out
     missing = [key for key in cli.mode_keys(mode) if f"{key}=" not in out]
     assert missing == []
     foreign = {"cfg=MODEL.yaml": "train", "latency=False": "info", "slice=640": "val compare predict study",
-               "tile=640": "slice study", "models=A,B": "study", "predictions=FILE.json": "val"}
+               "tile=640": "slice study", "models=A,B": "study", "predictions=FILE.json": "val", "out=DIR": "slice"}
     assert [k for k, modes in foreign.items() if (k in out) != (mode in modes.split())] == []
     examples = out.split("Examples:\n", 1)[1].split("\n\n")[0].splitlines()
     assert examples and all(line.lstrip().startswith(f"yolo-spd {mode}") for line in examples)
     assert out.rstrip().endswith(f"More: {cli.MODE_PAGES[mode]}; every mode: yolo-spd help")
     assert (REPO / cli.MODE_PAGES[mode]).is_file()
+
+
+def test_help_after_a_misspelled_mode_is_the_did_you_mean_error_not_the_help():
+    code, out, err = run("stduy", "help")
+    assert code == 2 and out == "" and "'stduy' is not a yolo-spd mode" in err and "did you mean study?" in err
 
 
 def test_a_bare_boolean_key_means_true_as_in_ultralytics():

@@ -170,8 +170,9 @@ def test_checkpoint_last_scores_each_runs_last_pt_into_its_own_folder_without_tr
 
 
 def test_the_scored_epoch_is_ultralytics_best_pt_pick_or_the_last_epoch(tmp_path):
-    """best.pt is the first epoch of highest mAP50-95 in results.csv (Ultralytics' fitness on the supported versions,
-    checked against its DetMetrics here); an epoch written twice (killed between row and checkpoint) counts once."""
+    """best.pt is the epoch of highest mAP50-95 in results.csv (Ultralytics' fitness on the supported versions,
+    checked against its DetMetrics here), the last of equals (Ultralytics saves best.pt again on a tie: a run that
+    learned nothing holds its last epoch); an epoch written twice (killed between row and checkpoint) counts once."""
     from ultralytics.utils.metrics import DetMetrics
 
     from yolo_spd.study.runs import FITNESS_COLUMN, scored_epoch
@@ -183,8 +184,12 @@ def test_the_scored_epoch_is_ultralytics_best_pt_pick_or_the_last_epoch(tmp_path
     run.mkdir()
     head = f"epoch,time,metrics/mAP50(B),{FITNESS_COLUMN}\n"
     (run / "results.csv").write_text(head + "1,10,0.9,0.1\n2,20,0.1,0.3\n3,30,0.2,0.2\n3,31,0.2,0.3\n4,40,0.3,0.25\n")
-    assert scored_epoch(run) == (2, 4)  # 3's later row ties 2: the earlier epoch stays best, as in Ultralytics
+    assert scored_epoch(run) == (3, 4)  # 3's later row ties 2, and a tie saves best.pt again
     assert scored_epoch(run, "last") == (4, 4)
+    (run / "results.csv").write_text(head + "1,10,0,0\n2,20,0,0\n3,30,0,0\n")
+    assert scored_epoch(run) == (3, 3)  # nothing learned: every epoch ties, best.pt is the last
+    (run / "results.csv").write_text(head + "1,10,0,nan\n2,20,0,0.1\n")
+    assert scored_epoch(run) == (2, 2)
     (run / "results.csv").write_text("epoch,time\n1,10\n2,20\n")
     assert scored_epoch(run) == (None, 2) and scored_epoch(run, "last") == (2, 2)
 
@@ -203,6 +208,7 @@ def test_operational_keys_changed_reuse_the_runs_and_the_report_names_what_they_
                   root / "config")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Starting training" not in again.stdout and again.stdout.count("(done; trained in ") == 4
+    assert " scored (" not in again.stdout  # nor scored again: workers is how a scoring runs, not what it scores
     md = (copy / "ablation" / "study.md").read_text()
     assert ("other operational settings than this command's (workers=0, plots=unset, verbose=unset: "
             "yolov5nu-seed0, yolov5-spd-n-seed0, yolov5nu-seed1, yolov5-spd-n-seed1)") in md
@@ -344,6 +350,8 @@ def test_a_study_killed_mid_run_resumes_that_run_from_last_pt(tmp_path):
     ([f"models=yolov5nu.yaml,yolov5-spd-n.yaml,{REPO / 'benchmarks' / 'yolov5nu-wide.yaml'}", "control=wide"],
      "control=wide: makes yolov5nu-wide.yaml, and models= already has a yolov5nu-wide"),
     (["models=yolov5nu.pt,yolov5-spd-n.yaml", "control=wide"], "models=yolov5nu.pt"),  # no such file: named first
+    ([f"models={REPO / 'weights' / 'yolov5-spd-n-demo.pt'},yolov5nu.yaml", "control=wide"],
+     "is not a model YAML; a wider control is made from the baseline's YAML"),
 ])
 def test_bad_study_arguments_are_one_line(tmp_path, args, names):
     data = make_yolo_dataset(tmp_path / "data", n_train=1, n_val=1, size=64)
@@ -429,6 +437,11 @@ def test_a_training_key_written_out_at_its_default_value_continues_the_study(tmp
             check_spec(spec(patience=default + 1), folder)
     (folder / SPEC_FILE).write_text(json.dumps(spec(device="cpu", workers=8, save_period=1).as_dict()))
     check_spec(spec(device="0", workers=2), folder)  # where and how it computes: a study continued on another machine
+    from yolo_spd.study.runs import resume_overrides
+
+    assert resume_overrides(spec(device="cpu")) == {"device": "cpu", "workers": DEFAULT_CFG_DICT["workers"],
+                                                    "plots": DEFAULT_CFG_DICT["plots"],
+                                                    "save_period": DEFAULT_CFG_DICT["save_period"]}
     # a .pt brings its own imgsz (and single_cls) when they are unset: imgsz=640 written out is not "unset" there
     tuned = RunSpec("best.pt", 0, tmp_path / "data.yaml", "key", {"epochs": 1})
     (folder.parent / tuned.name).mkdir()
@@ -508,8 +521,23 @@ def test_a_study_with_control_wide_trains_the_control_it_made_and_keeps_it_on_a_
     made = control.read_bytes()
     again = study(args, tmp_path, tmp_path / "config")
     assert again.returncode == 0 and "Starting training" not in again.stdout
-    assert f"control=wide: {control} (made when this study started; kept)" in again.stdout
-    assert control.read_bytes() == made
+    assert f"control=wide: {control} (made when this study started; kept): " in again.stdout
+    assert "not the match it was made as" not in again.stdout and control.read_bytes() == made
+
+
+def test_a_kept_wide_control_is_reused_and_says_when_it_no_longer_matches(tmp_path, capsys):
+    from yolo_spd.cli import wide_control_file
+
+    models = ["yolov5nu.yaml", "yolov5-scconv-n.yaml", "yolov5-spd-n.yaml"]
+    file = wide_control_file(tmp_path, models, 80, 640)
+    made, first = file.read_bytes(), capsys.readouterr().out
+    assert file == tmp_path / "yolov5nu-wide.yaml" and "yolov5nu at width 0.32 (from 0.25)" in first
+    assert wide_control_file(tmp_path, models, 80, 640) == file and file.read_bytes() == made
+    kept = capsys.readouterr().out
+    assert "(made when this study started; kept): 1.00x yolov5-spd-n's GFLOPs at imgsz=640" in kept
+    assert "not the match" not in kept
+    wide_control_file(tmp_path, models, 5, 320)  # other classes and size: kept, and said to match no longer
+    assert "not the match it was made as" in capsys.readouterr().out and file.read_bytes() == made
 
 
 def test_the_compute_matched_control_is_within_5_percent_of_yolov5_spd_n():

@@ -49,7 +49,8 @@ Keys that differ from Ultralytics':
   max_dets=100          detections scored per image (COCO 100; dense scenes: VisDrone 500, AI-TOD 1500)
   per_class=False       also print a per-class AP table (Markdown)
 Tiled training data (yolo-spd slice data=X.yaml ...):
-  tile=640              tile side in px (>= 32); overlap=0.2 shared fraction in [0, 1); out=DIR (default: cache)
+  tile=640              tile side in px (>= 32); overlap=0.2 shared fraction in [0, 1)
+  out=DIR               slice: the folder to write (default: yolo_spd's cache, $YOLO_SPD_CACHE)
   min_visible=0.5       keep a box cut by a tile border when this fraction of its area is inside
   empty=0.1             fraction of tiles without boxes to keep (deterministic); format=png (lossless) or jpg
 Sliced inference (val, compare, predict), after SAHI; val and compare score the merged boxes on the full images:
@@ -567,7 +568,7 @@ def study_plan(tokens: list[str]):
     """The :class:`~yolo_spd.study.plan.StudyPlan` the ``yolo-spd study`` arguments describe, every value checked."""
     from .evaluation import check_ground_truth
     from .evaluation.dataset import check_train_labels, resolve_split
-    from .run_folders import created_run_folder
+    from .run_folders import created_run_folder, remove_created
     from .slicing.tiles import TileSettings
     from .study.plan import StudyPlan
 
@@ -624,16 +625,15 @@ def study_plan(tokens: list[str]):
     if "batch" in val_keys and not is_inference_batch(val_keys["batch"]):  # AutoBatch (-1), a memory fraction: they
         del val_keys["batch"]  # train; scoring takes Ultralytics' default batch
     project, name = rest.pop("project", None), rest.pop("name", None)
-    made = None
-    if wide:  # the baseline widened to the costliest variant's GFLOPs, written into the study folder below
-        from .study.control import wide_control
+    if wide:  # the baseline widened to the costliest variant's GFLOPs, made in the study folder below
+        from .study.control import single_scale
         from .study.runs import model_stem
 
         stem = f"{model_stem(models[0])}-wide"
         if stem in map(model_stem, models):
             raise UsageError(f"control=wide: makes {stem}.yaml, and models= already has a {stem}; name it control= "
                              "instead, or rename it")
-        made = wide_control(models[0], models[1:], len(val.names), int(rest.get("imgsz", 640)))
+        single_scale(models[0])  # a baseline it cannot widen is refused before the folder is made
     plan = StudyPlan(models=tuple(models), seeds=tuple(seeds), data=str(data), val=val, train=rest, tiles=tiles,
                      evaluation=settings, folder=Path(), resamples=mine["resamples"],
                      bootstrap_seed=mine["bootstrap_seed"], command=" ".join(["yolo-spd study", *tokens]),
@@ -642,18 +642,41 @@ def study_plan(tokens: list[str]):
     # every value is checked above, before the folder is made
     # exist_ok: the folder is the study's state, so the same name continues it (a study resumes; it never numbers)
     folder, created = created_run_folder(project, name, "study", exist_ok=True)
-    if made is not None:
-        file = folder / made.name
-        if file.is_file():  # made when the study started: kept, so that its runs stay the same runs
-            print(f"control=wide: {file} (made when this study started; kept)")
-        else:
-            write_atomic(file, made.text)
-            print(f"control=wide: {file}: {made.name.removesuffix('.yaml').removesuffix('-wide')} at width "
-                  f"{made.width:g} (from {made.base_width:g}), {made.gflops:.2f} GFLOPs against {made.matched}'s "
-                  f"{made.target:.2f} ({made.gflops / made.target:.2f}x) at imgsz={made.imgsz}, {made.nc} classes")
-        models = [*models, str(file)]
-        return dataclasses.replace(plan, models=tuple(models), control=str(file), folder=folder, created=created)
+    if wide:
+        try:
+            file = wide_control_file(folder, models, len(val.names), int(rest.get("imgsz", 640)))
+        except BaseException:
+            remove_created(created)  # nothing of a study that never started is left behind
+            raise
+        return dataclasses.replace(plan, models=(*models, str(file)), control=str(file), folder=folder,
+                                   created=created)
     return dataclasses.replace(plan, folder=folder, created=created)
+
+
+def wide_control_file(folder: Path, models: list[str], nc: int, imgsz: int) -> Path:
+    """``control=wide``'s YAML in the study ``folder``: made there by :func:`yolo_spd.study.control.wide_control` the
+    first time, then kept (its runs stay the same runs), saying how well it still matches the costliest variant."""
+    from .study.control import model_gflops, wide_control
+    from .study.runs import model_stem
+
+    file = folder / f"{model_stem(models[0])}-wide.yaml"
+    if not file.is_file():
+        made = wide_control(models[0], models[1:], nc, imgsz)
+        write_atomic(file, made.text)
+        print(f"control=wide: {file}: {model_stem(models[0])} at width {made.width:g} (from {made.base_width:g}), "
+              f"{made.gflops:.2f} GFLOPs against {made.matched}'s {made.target:.2f} ({made.gflops / made.target:.2f}x) "
+              f"at imgsz={imgsz}, {nc} classes")
+        return file
+    costs = {model_stem(m): model_gflops(m, nc, imgsz) for m in models[1:]}
+    costliest = max(costs, key=costs.get)
+    ratio = model_gflops(str(file), nc, imgsz) / costs[costliest]
+    made = re.search(r"against (\S+)'s [\d.]+ \(([\d.]+)x\)", file.read_text(encoding="utf-8"))  # its header
+    drift = "" if made and made[1] == costliest and abs(float(made[2]) - ratio) < 0.01 else (
+        "; not the match it was made as (models=, imgsz= or the data's classes changed): delete it to make it "
+        "again, and its runs train again")
+    print(f"control=wide: {file} (made when this study started; kept): {ratio:.2f}x {costliest}'s GFLOPs at "
+          f"imgsz={imgsz}{drift}")
+    return file
 
 
 def run_study(tokens: list[str]) -> None:
@@ -878,8 +901,10 @@ def mode_help(mode: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run one ``yolo-spd`` command; returns the exit status (2 for bad input, with one error line on stderr)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if not argv or argv[0] in ("help", "--help", "-h") or {"help", "--help", "-h"} & set(argv[1:]):
-        print(mode_help(argv[0]) if argv and argv[0] in MODE_PAGES else HELP)  # `yolo-spd study help`: its keys
+    helps = {"help", "--help", "-h"}
+    asked = [a for a in argv if a in MODE_PAGES][:1] if argv and argv[0] in helps else argv[:1]
+    if not argv or argv[0] in helps or (helps & set(argv[1:]) and argv[0] in MODE_PAGES):
+        print(mode_help(asked[0]) if asked and asked[0] in MODE_PAGES else HELP)  # `yolo-spd study help`: its keys
         return 0
     mode, tokens = argv[0], argv[1:]
     try:

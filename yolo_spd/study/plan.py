@@ -186,9 +186,10 @@ def score_run(plan: StudyPlan, folder: Path) -> tuple[Path, bool]:
     spec = plan.eval_spec()
     files = [out / name for name in ("coco_eval.json", "coco_predictions.json", EVAL_SPEC)]
     recorded = json.loads(files[2].read_text(encoding="utf-8")) if all(f.is_file() for f in files) else None
-    if recorded == json.loads(json.dumps(spec)):
+    same = study_runs.without_operational  # device and workers: where and how it was scored, not what
+    if recorded is not None and same(recorded) == same(json.loads(json.dumps(spec))):
         return out, False
-    if recorded == json.loads(json.dumps(plan.path_eval_spec())):  # the same scoring, recorded by its path
+    if recorded is not None and same(recorded) == same(json.loads(json.dumps(plan.path_eval_spec()))):  # by path
         write_atomic(files[2], json.dumps(spec, indent=1) + "\n")
         return out, False
     weights = folder / "weights" / f"{plan.checkpoint}.pt"
@@ -249,8 +250,9 @@ def run_study(plan: StudyPlan, train: bool = True) -> dict:
 def _differences(recorded: dict, wanted: dict) -> list[str]:
     """The scoring settings that differ between a recorded scoring and the wanted one, as key=old->new."""
     data = ("data", "val_data")  # the val data by path (records until December 2026) or by content
-    said = [f"{k}={recorded.get(k)!r}->{wanted.get(k)!r}" for k in sorted(set(recorded) | set(wanted))
-            if recorded.get(k) != wanted.get(k) and k not in data]
+    shown = study_runs.shown
+    said = [f"{k}={shown(recorded.get(k))}->{shown(wanted.get(k))}" for k in sorted(set(recorded) | set(wanted))
+            if recorded.get(k) != wanted.get(k) and k not in data and k not in study_runs.OPERATIONAL_KEYS]
     if [recorded.get(k) for k in data] != [wanted.get(k) for k in data]:
         said.insert(0, "the val data")
     return said

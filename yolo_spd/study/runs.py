@@ -40,8 +40,8 @@ OPERATIONAL_KEYS = ("device", "workers", "plots", "save_period", "verbose")
 RESUME_KEYS = OPERATIONAL_KEYS[:4]
 CHECKPOINTS = ("best", "last")  # the study's checkpoint=: which of a run's weights it scores
 #: The results.csv column Ultralytics picks ``best.pt`` by: its fitness is this metric alone on the supported versions
-#: (``DetMetrics.fitness`` weighs [P, R, mAP50, mAP50-95] as [0, 0, 0, 1]; tests/test_study.py checks it), and a
-#: later epoch replaces the best only when strictly fitter.
+#: (``DetMetrics.fitness`` weighs [P, R, mAP50, mAP50-95] as [0, 0, 0, 1]; tests/test_study.py checks it), and an
+#: epoch as fit as the best saves ``best.pt`` again (``BaseTrainer.save_model``), so of equals the later one is kept.
 FITNESS_COLUMN = "metrics/mAP50-95(B)"
 
 
@@ -145,13 +145,19 @@ CHECKPOINT_KEYS = ("imgsz", "single_cls")
 
 def _design(spec: dict) -> dict:
     """``spec`` without its :data:`OPERATIONAL_KEYS`: what must be the same for a run to be reused."""
-    return {**spec, "train": {k: v for k, v in spec["train"].items() if k not in OPERATIONAL_KEYS}} \
-        if "train" in spec else spec
+    return {**spec, "train": without_operational(spec["train"])} if "train" in spec else spec
+
+
+def without_operational(keys: dict) -> dict:
+    """``keys`` without the :data:`OPERATIONAL_KEYS` (also what a scoring record is compared by: device and workers
+    change where and how a run is scored, not its scores)."""
+    return {k: v for k, v in keys.items() if k not in OPERATIONAL_KEYS}
 
 
 def operational_differences(spec_train: dict, folder: Path) -> dict:
-    """The :data:`OPERATIONAL_KEYS` the run in ``folder`` was trained with where they differ from ``spec_train``'s
-    (the command's), as ``{key: recorded value}`` (None: left unset); {} where the run has no spec on record."""
+    """The :data:`OPERATIONAL_KEYS` the run in ``folder`` started with (its ``study_run.json``, which a resume leaves
+    as it was) where they differ from ``spec_train``'s (the command's), as ``{key: recorded value}`` (None: left
+    unset); {} where the run has no spec on record."""
     from ultralytics.cfg import DEFAULT_CFG_DICT
 
     file = folder / SPEC_FILE
@@ -217,8 +223,7 @@ def train_run(spec: RunSpec, study_folder: Path, state: str | None = None) -> Pa
         pass  # every epoch ran; what was stopped is the validation that scoring repeats anyway
     elif state == "interrupted":
         _record_resume(folder)  # where and how it computes may change on resume, as Ultralytics allows
-        YOLO(str(folder / "weights" / "last.pt")).train(resume=True, **{k: spec.train[k] for k in RESUME_KEYS
-                                                                         if k in spec.train})
+        YOLO(str(folder / "weights" / "last.pt")).train(resume=True, **resume_overrides(spec))
     else:
         write_atomic(folder / SPEC_FILE, json.dumps(spec.as_dict(), indent=1) + "\n")
         YOLO(spec.model).train(**training_kwargs(spec, study_folder))
@@ -226,6 +231,15 @@ def train_run(spec: RunSpec, study_folder: Path, state: str | None = None) -> Pa
                                                  "seconds_last_session": round(time.time() - start),
                                                  "resumed": state == "interrupted"}) + "\n")
     return folder
+
+
+def resume_overrides(spec: RunSpec) -> dict:
+    """The :data:`RESUME_KEYS` a resumed run takes from the command: each as given, or Ultralytics' default where the
+    command leaves it unset (a resume keeps the checkpoint's value of any key it is not given, so a run started with
+    ``device=0`` would look for that GPU on the machine that continues it without ``device=``)."""
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
+    return {k: spec.train.get(k, DEFAULT_CFG_DICT[k]) for k in RESUME_KEYS}
 
 
 def _resumes(folder: Path) -> list[int]:
@@ -267,11 +281,11 @@ def _epoch_times(folder: Path) -> list[float]:
 def scored_epoch(folder: Path, checkpoint: str = "best") -> tuple[int | None, int]:
     """(the epoch the scored checkpoint holds, the epochs trained), 1-based, from the run's ``results.csv``.
 
-    ``best.pt`` is the epoch of highest :data:`FITNESS_COLUMN` (the first of equals, as Ultralytics keeps the earlier
-    one), which Ultralytics measured on the study's own val images (their tiles, with ``tile=``): a selection that
+    ``best.pt`` is the epoch of highest :data:`FITNESS_COLUMN` (the last of equals, which Ultralytics saves again; a
+    tie in results.csv's 5 decimals is taken for one), which Ultralytics measured on the study's own val images (their tiles, with ``tile=``): a selection that
     favours every run a little and that neither of the study's intervals counts. ``last.pt`` is the last epoch. An epoch
     trained twice (a run killed between writing its row and its checkpoint) counts once, as its later row. The epoch
-    is None where no row has the column (a run whose every validation was skipped)."""
+    is None where no row has the column (a run whose every validation was skipped); a NaN row is never the best."""
     import csv
 
     rows: dict[int, dict] = {}
@@ -282,7 +296,8 @@ def scored_epoch(folder: Path, checkpoint: str = "best") -> tuple[int | None, in
     if checkpoint == "last":
         return epochs or None, epochs
     fitness = {e: float(r[FITNESS_COLUMN]) for e, r in sorted(rows.items()) if r.get(FITNESS_COLUMN) not in (None, "")}
-    return (max(fitness, key=fitness.get) if fitness else None), epochs
+    fitness = {e: f for e, f in fitness.items() if f == f}  # NaN: never fitter, never equal
+    return (max(reversed(fitness), key=fitness.get) if fitness else None), epochs
 
 
 def was_resumed(folder: Path) -> bool:
