@@ -336,7 +336,9 @@ def test_info_prints_the_model_table_with_baseline_ratios():
     (["--latency", "--no-cache", "--quiet", "--wall-time", "--imgsz=64"], {"latency": True, "cache": False,
                                                                           "verbose": False, "wall_time": True,
                                                                           "imgsz": 64}),
-], ids=["pattern", "bare-boolean", "keys", "file-name", "as-typed", "old-flags"])
+    # split by the shell, joined as yolo joins them (info took "imgsz" alone as a key without a value)
+    (["yolov5-spd-*", "imgsz", "=", "320", "repeats=", "3"], {"pattern": "yolov5-spd-*", "imgsz": 320, "repeats": 3}),
+], ids=["pattern", "bare-boolean", "keys", "file-name", "as-typed", "old-flags", "shell-split"])
 def test_info_reads_key_value_arguments_like_the_other_modes(argv, request_, monkeypatch):
     from yolo_spd import info
 

@@ -785,7 +785,7 @@ def run_info(tokens: list[str]) -> None:
     keys = {field.name: field.default for field in dataclasses.fields(InfoRequest)}
     booleans = frozenset(key for key, default in keys.items() if isinstance(default, bool))
     pairs, patterns, unknown = [], [], []
-    for token in tokens:
+    for token in joined_tokens(tokens, set(keys)):  # imgsz = 320, as yolo joins it
         token = INFO_FLAGS.get(token, token)
         key, sep, value = token.partition("=")
         name = key_name(key)
