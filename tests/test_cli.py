@@ -404,6 +404,7 @@ def bad_inputs(tmp_path_factory):
     (root / "binary.yaml").write_bytes(b"\xff\xfe\x00lr0: 0.01\n")
     (root / "exported.onnx").write_bytes(b"")  # refused by name before anything reads it
     (root / "resume.yaml").write_text("resume: ok.pt\n")  # resume=PATH from an overrides= file
+    (root / "gone.yaml").write_text("resume: gone.pt\n")  # a missing checkpoint, named by the file that gave it
     (root / "values.yaml").write_text("epochs: abc\noptimizer: Foo\n")  # values Ultralytics refuses, in a file
     other = {"images": [{"id": 7, "file_name": "elsewhere.jpg", "width": 64, "height": 64}], "annotations": [],
              "categories": [{"id": 1, "name": "red"}, {"id": 2, "name": "green"}]}
@@ -559,6 +560,7 @@ NO_FOLDER = r"project=/dev/null/x: cannot create the output folder /dev/null/x/{
                                                         r"\(train:, val:, names:\); it holds cocojson.yaml, data.yaml$"),
     (["train", "model=gone.pt", "resume=True"], r"error: model=gone.pt: file not found"),
     (["train", "resume=gone.pt"], r"error: resume=gone.pt: file not found"),
+    (["train", "overrides=gone.yaml"], r"error: overrides=gone.yaml: resume=gone.pt: file not found"),  # from the file
     # a model YAML to resume (it said "a finished run's weights"), a folder for a model (it said "(unknown)")
     (["train", "model=yolov5-spd-n.yaml", "resume=True"], r"error: resume: yolov5-spd-n.yaml is a model YAML, which "
                                                           r"starts a new run; give an interrupted run's last.pt"),

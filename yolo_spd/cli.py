@@ -415,12 +415,14 @@ def run_train(tokens: list[str]) -> None:
     mine, rest = split_ours(args, TRAIN_KEYS)
     settings = eval_settings(mine)  # refuse bad evaluation keys before training
     key, model = given_once({"cfg": mine["cfg"], "model": rest.pop("model", None)})
+    typed = "resume" in rest
     if mine["overrides"]:  # before resume=, which the file may hold
         rest = {**_read_overrides(mine["overrides"], given=rest), **rest}
     resume = rest.get("resume")
     model = _resumed_model(rest, model)
     if isinstance(resume, str) and resume.strip() and model == resume:
-        key = "resume"  # the checkpoint came from resume=PATH: errors name it so
+        # the checkpoint came from resume=PATH, typed or in the overrides file: errors name where it was given
+        key = "resume" if typed else f"overrides={mine['overrides']}: resume"
     model = resolve_model(model or DEFAULT_MODEL, key or "cfg")
     check_ultralytics_values(rest)
     val_split = None
