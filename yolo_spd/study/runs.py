@@ -272,26 +272,27 @@ def _checkpoint_epochs(last: Path) -> int | None:
 def _epoch_times(folder: Path) -> list[float]:
     """The ``time`` column of a run's ``results.csv``: seconds since the start of the session that ran each epoch.
     Ultralytics restarts it when a run resumes."""
+    return [float(row["time"]) for row in _results(folder)]
+
+
+def _results(folder: Path) -> list[dict]:
+    """The rows of a run's ``results.csv`` (Ultralytics writes one per epoch, its columns padded with spaces)."""
     import csv
 
     with open(folder / "results.csv", newline="") as f:
-        return [float(row["time"]) for row in csv.DictReader(f, skipinitialspace=True)]
+        return list(csv.DictReader(f, skipinitialspace=True))
 
 
 def scored_epoch(folder: Path, checkpoint: str = "best") -> tuple[int | None, int]:
     """(the epoch the scored checkpoint holds, the epochs trained), 1-based, from the run's ``results.csv``.
 
     ``best.pt`` is the epoch of highest :data:`FITNESS_COLUMN` (the last of equals, which Ultralytics saves again; a
-    tie in results.csv's 5 decimals is taken for one), which Ultralytics measured on the study's own val images (their tiles, with ``tile=``): a selection that
-    favours every run a little and that neither of the study's intervals counts. ``last.pt`` is the last epoch. An epoch
-    trained twice (a run killed between writing its row and its checkpoint) counts once, as its later row. The epoch
-    is None where no row has the column (a run whose every validation was skipped); a NaN row is never the best."""
-    import csv
-
-    rows: dict[int, dict] = {}
-    with open(folder / "results.csv", newline="") as f:
-        for row in csv.DictReader(f, skipinitialspace=True):
-            rows[int(float(row["epoch"]))] = row
+    tie in results.csv's 5 decimals is taken for one), which Ultralytics measured on the study's own val images (their
+    tiles, with ``tile=``): a selection that favours every run a little and that neither of the study's intervals
+    counts. ``last.pt`` is the last epoch. An epoch trained twice (a run killed between writing its row and its
+    checkpoint) counts once, as its later row. The epoch is None where no row has the column (a run whose every
+    validation was skipped); a NaN row is never the best."""
+    rows = {int(float(row["epoch"])): row for row in _results(folder)}  # a later row of an epoch replaces it
     epochs = max(rows, default=0)
     if checkpoint == "last":
         return epochs or None, epochs
