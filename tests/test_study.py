@@ -526,17 +526,17 @@ def test_a_study_with_control_wide_trains_the_control_it_made_and_keeps_it_on_a_
 
 
 def test_a_kept_wide_control_is_reused_and_says_when_it_no_longer_matches(tmp_path, capsys):
-    from yolo_spd.cli import wide_control_file
+    from yolo_spd.study.control import control_file
 
     models = ["yolov5nu.yaml", "yolov5-scconv-n.yaml", "yolov5-spd-n.yaml"]
-    file = wide_control_file(tmp_path, models, 80, 640)
+    file = control_file(tmp_path, models, 80, 640)
     made, first = file.read_bytes(), capsys.readouterr().out
     assert file == tmp_path / "yolov5nu-wide.yaml" and "yolov5nu at width 0.32 (from 0.25)" in first
-    assert wide_control_file(tmp_path, models, 80, 640) == file and file.read_bytes() == made
+    assert control_file(tmp_path, models, 80, 640) == file and file.read_bytes() == made
     kept = capsys.readouterr().out
     assert "(made when this study started; kept): 1.00x yolov5-spd-n's GFLOPs at imgsz=640" in kept
     assert "not the match" not in kept
-    wide_control_file(tmp_path, models, 5, 320)  # other classes and size: kept, and said to match no longer
+    control_file(tmp_path, models, 5, 320)  # other classes and size: kept, and said to match no longer
     assert "not the match it was made as" in capsys.readouterr().out and file.read_bytes() == made
 
 

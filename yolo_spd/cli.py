@@ -17,7 +17,6 @@ from pathlib import Path
 import yaml
 
 from .errors import UsageError
-from .paths import write_atomic
 from .slicing.inference import SLICE_KEYS
 from .study.control import CONTROL_WIDE
 
@@ -628,7 +627,7 @@ def study_plan(tokens: list[str]):
         del val_keys["batch"]  # train; scoring takes Ultralytics' default batch
     project, name = rest.pop("project", None), rest.pop("name", None)
     if wide:  # the baseline widened to the costliest variant's GFLOPs, made in the study folder below
-        from .study.control import single_scale
+        from .study.control import control_file, single_scale
         from .study.runs import model_stem
 
         stem = f"{model_stem(models[0])}-wide"
@@ -646,39 +645,13 @@ def study_plan(tokens: list[str]):
     folder, created = created_run_folder(project, name, "study", exist_ok=True)
     if wide:
         try:
-            file = wide_control_file(folder, models, len(val.names), int(rest.get("imgsz", 640)))
+            file = control_file(folder, models, len(val.names), int(rest.get("imgsz", 640)))
         except BaseException:
             remove_created(created)  # nothing of a study that never started is left behind
             raise
         return dataclasses.replace(plan, models=(*models, str(file)), control=str(file), folder=folder,
                                    created=created)
     return dataclasses.replace(plan, folder=folder, created=created)
-
-
-def wide_control_file(folder: Path, models: list[str], nc: int, imgsz: int) -> Path:
-    """``control=wide``'s YAML in the study ``folder``: made there by :func:`yolo_spd.study.control.wide_control` the
-    first time, then kept (its runs stay the same runs), saying how well it still matches the costliest variant."""
-    from .study.control import model_gflops, wide_control
-    from .study.runs import model_stem
-
-    file = folder / f"{model_stem(models[0])}-wide.yaml"
-    if not file.is_file():
-        made = wide_control(models[0], models[1:], nc, imgsz)
-        write_atomic(file, made.text)
-        print(f"control=wide: {file}: {model_stem(models[0])} at width {made.width:g} (from {made.base_width:g}), "
-              f"{made.gflops:.2f} GFLOPs against {made.matched}'s {made.target:.2f} ({made.gflops / made.target:.2f}x) "
-              f"at imgsz={imgsz}, {nc} classes")
-        return file
-    costs = {model_stem(m): model_gflops(m, nc, imgsz) for m in models[1:]}
-    costliest = max(costs, key=costs.get)
-    ratio = model_gflops(str(file), nc, imgsz) / costs[costliest]
-    made = re.search(r"against (\S+)'s [\d.]+ \(([\d.]+)x\)", file.read_text(encoding="utf-8"))  # its header
-    drift = "" if made and made[1] == costliest and abs(float(made[2]) - ratio) < 0.01 else (
-        "; not the match it was made as (models=, imgsz= or the data's classes changed): delete it to make it "
-        "again, and its runs train again")
-    print(f"control=wide: {file} (made when this study started; kept): {ratio:.2f}x {costliest}'s GFLOPs at "
-          f"imgsz={imgsz}{drift}")
-    return file
 
 
 def run_study(tokens: list[str]) -> None:

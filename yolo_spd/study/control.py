@@ -128,3 +128,31 @@ def wide_control(baseline: str, variants: list[str], nc: int, imgsz: int) -> Wid
         body += [f"{part}:", *(f"  - {json.dumps(row)}" for row in base[part])]
     text = "".join(f"# {line}\n" for line in head) + "\n".join(body) + "\n"
     return WideControl(name, text, width, base_width, gflops, target, model_stem(matched), imgsz, nc)
+
+
+def control_file(folder: Path, models: list[str], nc: int, imgsz: int) -> Path:
+    """``control=wide``'s YAML in the study ``folder``: made there by :func:`wide_control` the
+    first time, then kept (its runs stay the same runs), saying how well it still matches the costliest variant."""
+    import re
+
+    from ..paths import write_atomic
+    from .runs import model_stem
+
+    file = folder / f"{model_stem(models[0])}-wide.yaml"
+    if not file.is_file():
+        made = wide_control(models[0], models[1:], nc, imgsz)
+        write_atomic(file, made.text)
+        print(f"control=wide: {file}: {model_stem(models[0])} at width {made.width:g} (from {made.base_width:g}), "
+              f"{made.gflops:.2f} GFLOPs against {made.matched}'s {made.target:.2f} ({made.gflops / made.target:.2f}x) "
+              f"at imgsz={imgsz}, {nc} classes")
+        return file
+    costs = {model_stem(m): model_gflops(m, nc, imgsz) for m in models[1:]}
+    costliest = max(costs, key=costs.get)
+    ratio = model_gflops(str(file), nc, imgsz) / costs[costliest]
+    made = re.search(r"against (\S+)'s [\d.]+ \(([\d.]+)x\)", file.read_text(encoding="utf-8"))  # its header
+    drift = "" if made and made[1] == costliest and abs(float(made[2]) - ratio) < 0.01 else (
+        "; not the match it was made as (models=, imgsz= or the data's classes changed): delete it to make it "
+        "again, and its runs train again")
+    print(f"control=wide: {file} (made when this study started; kept): {ratio:.2f}x {costliest}'s GFLOPs at "
+          f"imgsz={imgsz}{drift}")
+    return file
