@@ -8,4 +8,5 @@ first, seed by seed, with two intervals: a seed-level Student t interval and a p
 - :mod:`.runs`: one run's folder, spec, training, resumption and reuse rules.
 - :mod:`.stats`: the intervals, and COCO's accumulation re-run on bootstrap draws of the val images.
 - :mod:`.report`: ``study.json``, ``study.md`` and ``study.png``.
+- :mod:`.control`: ``control=wide``, the baseline widened to the costliest variant's GFLOPs.
 """
