@@ -66,10 +66,12 @@ def write_atomic(file: Path, data: str | bytes) -> Path:
 
 
 def save_figure(fig, file: Path) -> Path:
-    """Save a Matplotlib figure as PNG through :func:`atomic_target`, then close it (also when saving fails)."""
+    """Save a Matplotlib figure as PNG through :func:`atomic_target`, then close it (also when saving fails); laid out
+    by ``tight_layout`` unless the figure has its own layout engine."""
     import matplotlib.pyplot as plt
 
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     try:
         with atomic_target(file) as tmp:
             fig.savefig(tmp, format="png")

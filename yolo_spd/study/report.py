@@ -589,8 +589,10 @@ def figure(res: dict):
     pairs = [(scope, pair) for scope, _, pair in paired_blocks(res)]
     metrics = pairs[0][1]["metrics"]
     heights = [1.1 + 0.55 * max(len(pair["variants"]), 1) for _, pair in pairs]
+    # constrained layout keeps the suptitle clear of the top row's titles however tall the figure (tight_layout, which
+    # save_figure applies to figures without a layout engine, laid a 16-row figure's first titles over it)
     fig, axes = plt.subplots(len(pairs), len(metrics), figsize=(3.0 * len(metrics), sum(heights) + 0.3), dpi=150,
-                             squeeze=False, gridspec_kw={"height_ratios": heights})
+                             squeeze=False, gridspec_kw={"height_ratios": heights}, layout="constrained")
     for row, (scope, pair) in zip(axes, pairs):
         _plot_row(row, pair, scope)
     partial = " (partial)" if res["partial"] else ""
