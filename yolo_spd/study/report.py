@@ -422,14 +422,15 @@ def _scored_checkpoint(checkpoint: str, runs: list[dict], tiles: bool) -> list[s
         return ["Scored: each run's `last.pt`, its last epoch (`checkpoint=last`), so no run was picked on the val "
                 "images it is scored on.", ""]
     known = [r for r in runs if r.get("scored_epoch") is not None]
+    if not known:
+        return []
     earlier = sum(r["scored_epoch"] < r["epochs"] for r in known)
     where = "these val images' tiles" if tiles else "these val images"
     said = (f"an earlier epoch than the last in {earlier} of {len(known)} runs" if earlier else
             f"the last epoch in all {len(known)} runs, so the pick changed nothing here")
     return [f"Scored: each run's `best.pt`, the epoch of highest mAP50-95 that Ultralytics measured on {where}: "
             f"{said} (`scored epoch` in the last table). Picking on the scored images favours every run a little, and "
-            "neither interval counts it; `checkpoint=last` scores the last epochs instead (no run trains again).", ""] \
-        if known else []
+            "neither interval counts it; `checkpoint=last` scores the last epochs instead (no run trains again).", ""]
 
 
 def _nothing_learned(runs: list[dict]) -> list[str]:
@@ -590,7 +591,7 @@ def figure(res: dict):
     metrics = pairs[0][1]["metrics"]
     heights = [1.1 + 0.55 * max(len(pair["variants"]), 1) for _, pair in pairs]
     # constrained layout keeps the suptitle clear of the top row's titles however tall the figure (tight_layout, which
-    # save_figure applies to figures without a layout engine, laid a 16-row figure's first titles over it)
+    # save_figure applies to figures without a layout engine, laid an 8-row figure's first titles over it)
     fig, axes = plt.subplots(len(pairs), len(metrics), figsize=(3.0 * len(metrics), sum(heights) + 0.3), dpi=150,
                              squeeze=False, gridspec_kw={"height_ratios": heights}, layout="constrained")
     for row, (scope, pair) in zip(axes, pairs):

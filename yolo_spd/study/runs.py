@@ -158,18 +158,13 @@ def operational_differences(spec_train: dict, folder: Path) -> dict:
     """The :data:`OPERATIONAL_KEYS` the run in ``folder`` started with (its ``study_run.json``, which a resume leaves
     as it was) where they differ from ``spec_train``'s (the command's), as ``{key: recorded value}`` (None: left
     unset); {} where the run has no spec on record."""
-    from ultralytics.cfg import DEFAULT_CFG_DICT
-
     file = folder / SPEC_FILE
     if not file.is_file():
         return {}
     recorded = json.loads(file.read_text(encoding="utf-8")).get("train", {})
-
-    def value(train: dict, key: str):
-        v = train.get(key)
-        return None if v == DEFAULT_CFG_DICT.get(key) else v  # written out at the default = left unset
-
-    return {k: recorded.get(k) for k in OPERATIONAL_KEYS if value(recorded, k) != value(spec_train, k)}
+    # a key written out at Ultralytics' default is the key left unset, as for reuse
+    old, new = (_without_defaults({"train": train})["train"] for train in (recorded, spec_train))
+    return {k: recorded.get(k) for k in OPERATIONAL_KEYS if old.get(k) != new.get(k)}
 
 
 def shown(value) -> str:
