@@ -262,10 +262,14 @@ class _GatedCrossReconstruction(torch.autograd.Function):
         if torch.is_grad_enabled():  # create_graph: a backward that can be differentiated again
             return differentiable_backward(gated_cross_reconstruction, (x, z, ctx.threshold_logit),
                                            (grad_first, grad_second))
-        (x1, x2), (m1, m2) = x.chunk(2, dim=1), mask.chunk(2, dim=1)
+        # Under CUDA autocast, GroupNorm runs in float32 (its fp32 list) while X comes half from a convolution: the
+        # outputs, and so their gradients, are float32 (type promotion, as in the reference). lerp's out= needs one
+        # dtype; autograd casts grad_x back to X's dtype. The 0/1 mask is exact in any dtype.
+        dtype = grad_first.dtype
+        (x1, x2), (m1, m2) = x.chunk(2, dim=1), mask.to(dtype).chunk(2, dim=1)
         half = x1.shape[1]
         difference = grad_first - grad_second
-        grad_x = torch.empty_like(x)
+        grad_x = torch.empty_like(x, dtype=dtype)
         torch.lerp(grad_second, grad_first, m1, out=grad_x[:, :half])
         torch.lerp(grad_first, grad_second, m2, out=grad_x[:, half:])
         sig = torch.sigmoid(z + ctx.threshold_logit)
