@@ -17,7 +17,9 @@ short keeps what it measured:
 - models: each packaged n config and its stock baseline (yolov5-spd/scconv/ssdconv-n vs yolov5nu, yolov8-spd-n vs
   yolov8n, yolo11-spd-n vs yolo11n) built from YAML, no weights. Eval: ``fuse()``d and cast, batch 1 at
   ``--imgsz`` (latency); train: ``--train-batch`` images under autocast, forward + backward of the mean of every
-  output tensor (the model's compute without the loss's target assignment).
+  output tensor (the model's compute without the loss's target assignment), under Ultralytics' deterministic
+  training settings, in NCHW and in channels-last (Ultralytics 8.4's trainer converts the model to channels-last
+  on CUDA); and the first train step of each model alone (cuDNN's first-call costs for a new input shape).
 - train: one epoch of Ultralytics training with AMP on ``--data`` for each of those eight models (images cached
   in RAM and mosaic kept, so the epoch times the model and augmentation, not PNG decoding or a loader restart);
   epoch time from the trainer's epoch-start to epoch-end callbacks, images/s over the epoch and after its first
@@ -363,20 +365,45 @@ def build_model(name: str):
         return YOLO(f"{name}.yaml").model.float()
 
 
+def trainer_uses_channels_last(device) -> bool:
+    """Whether the installed Ultralytics trainer converts the model to channels-last on this device: from 8.4.x its
+    ``channels_last`` setting (default None: on for CUDA outside Windows); older versions have no such setting."""
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
+    setting = DEFAULT_CFG_DICT.get("channels_last", False)
+    return device.type == "cuda" and (setting is True or (setting is None and platform.system() != "Windows"))
+
+
+@contextlib.contextmanager
+def deterministic_as_the_trainer():
+    """Ultralytics' training setup (``deterministic=True``, its default): deterministic algorithms and cuDNN, undone
+    after."""
+    from ultralytics.utils.torch_utils import init_seeds, unset_deterministic
+
+    init_seeds(0, deterministic=True)
+    try:
+        yield
+    finally:
+        unset_deterministic()
+
+
 def model_part(args, log) -> list[dict]:
     """One row per (pair, precision): eval latency and train-step ratios of the config to its baseline, all eight
-    models interleaved in one run per precision and mode."""
+    models interleaved in one run per precision and mode. The train step is timed in both memory formats (NCHW, and
+    channels-last as Ultralytics' trainer runs on CUDA) under the trainer's deterministic settings; the first step of
+    each model (channels-last, first precision), with cuDNN's first-call costs for its shapes, is timed alone."""
     import torch
 
     device, inner = args.device, args.inner or (1 if args.quick else 3)
-    fused, train_models = {}, {}
+    fused, train_models = {}, {"nchw": {}, "channels_last": {}}
     for name in MODELS:
         model = build_model(name)
         fused[name] = copy.deepcopy(model).eval().fuse(verbose=False)
-        train_models[name] = model.train().to(device)
+        train_models["nchw"][name] = model.train().to(device)
+        train_models["channels_last"][name] = copy.deepcopy(model).to(memory_format=torch.channels_last)
     image = torch.rand(1, 3, args.imgsz, args.imgsz, device=device)
     batch = torch.rand(args.train_batch, 3, args.imgsz, args.imgsz, device=device)
-    rows = []
+    rows, first_steps = [], {}
     for precision in args.precisions:
         dtype = DTYPES[precision]
         eval_models = {name: copy.deepcopy(m).to(device=device, dtype=dtype) for name, m in fused.items()}
@@ -392,15 +419,36 @@ def model_part(args, log) -> list[dict]:
             return run
 
         eval_t = timed_rounds({n: evaluate(m, image.to(dtype)) for n, m in eval_models.items()}, args, inner, device)
-        train_t = timed_rounds({n: train(m) for n, m in train_models.items()}, args, inner, device)
+        with deterministic_as_the_trainer():
+            if not first_steps:
+                first_steps = {n: first_call_ms(train(m), device) for n, m in train_models["channels_last"].items()}
+            train_t = {fmt: timed_rounds({n: train(m) for n, m in models.items()}, args, inner, device)
+                       for fmt, models in train_models.items()}
         for name, base in PAIRS:
+            nchw, last = train_t["nchw"], train_t["channels_last"]
             rows.append({"model": name, "baseline": base, "precision": precision,
                          "eval_ms": eval_t.ms(name), "eval_base_ms": eval_t.ms(base),
-                         "eval_ratio": eval_t.ratio(name, base), "train_ms": train_t.ms(name),
-                         "train_base_ms": train_t.ms(base), "train_ratio": train_t.ratio(name, base)})
+                         "eval_ratio": eval_t.ratio(name, base), "train_ms": nchw.ms(name),
+                         "train_base_ms": nchw.ms(base), "train_ratio": nchw.ratio(name, base),
+                         "train_cl_ms": last.ms(name), "train_cl_base_ms": last.ms(base),
+                         "train_cl_ratio": last.ratio(name, base),
+                         "first_step_ms": first_steps[name], "first_step_base_ms": first_steps[base]})
             log(f"models: {name} / {base} {precision}: eval {rows[-1]['eval_ratio']:.2f}x, "
-                f"train {rows[-1]['train_ratio']:.2f}x")
+                f"train {rows[-1]['train_ratio']:.2f}x (channels-last {rows[-1]['train_cl_ratio']:.2f}x)")
     return rows
+
+
+def first_call_ms(run, device) -> float:
+    """The wall time of one call, synchronised on both sides (ms)."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    run()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - start) * 1e3
 
 
 # ---------------------------------------------------------------------------------------------------- training
@@ -540,13 +588,21 @@ def markdown(results: dict) -> str:
                              f"**{r['eval_ratio']:.2f}×**", f"{r['train_base_ms']:.3f}", f"**{r['train_ratio']:.2f}×**"]
                             for r in results["modules"]], align="lllrrrr"))
     if results.get("models"):
+        trainer_format = "channels-last" if s.get("trainer_channels_last") else "NCHW"
         lines += ["", f"## n configs against their baselines (eval: fused and cast, batch 1 at {s['imgsz']}; "
-                      f"train: autocast, batch {s['train_batch']} at {s['imgsz']}, forward + backward)", ""]
-        lines.append(table(["pair", "precision", "eval: baseline ms", "eval latency ratio", "train: baseline ms",
-                            "train step ratio"],
+                      f"train: autocast, batch {s['train_batch']} at {s['imgsz']}, forward + backward)", "",
+                  "Train steps under Ultralytics' deterministic training settings, in NCHW and in channels-last (the "
+                  f"installed Ultralytics trainer uses {trainer_format} on this device). First step: one step of a "
+                  "new model at a new input shape (channels-last, first precision), which holds cuDNN's first-call "
+                  "costs; Ultralytics pays it once per input shape (the epoch's last, smaller batch and each "
+                  "rectangular val shape are new shapes).", ""]
+        lines.append(table(["pair", "precision", "eval: baseline ms", "eval latency ratio", "train NCHW: baseline ms",
+                            "train NCHW ratio", "train channels-last: baseline ms", "train channels-last ratio",
+                            "first step ms (model / baseline)"],
                            [[f"{r['model']} / {r['baseline']}", r["precision"], f"{r['eval_base_ms']:.2f}",
-                             f"**{r['eval_ratio']:.2f}×**", f"{r['train_base_ms']:.2f}", f"**{r['train_ratio']:.2f}×**"]
-                            for r in results["models"]], align="llrrrr"))
+                             f"**{r['eval_ratio']:.2f}×**", f"{r['train_base_ms']:.2f}", f"**{r['train_ratio']:.2f}×**",
+                             *cl_cells(r), first_step_cell(r)]
+                            for r in results["models"]], align="llrrrrrrr"))
     if results.get("training"):
         data = Path(s["data"]).parent.name if s.get("data") else "?"
         lines += ["", f"## One training epoch with AMP on {data} (batch {s['train_batch']}, imgsz {s['imgsz']}, "
@@ -566,6 +622,19 @@ def markdown(results: dict) -> str:
     if errors:
         lines += ["", "## Parts that failed", "", *errors]
     return "\n".join(lines) + "\n"
+
+
+def cl_cells(row: dict) -> list[str]:
+    """The channels-last train cells (a gpu.json written before they were measured has none)."""
+    if "train_cl_ratio" not in row:
+        return ["—", "—"]
+    return [f"{row['train_cl_base_ms']:.2f}", f"**{row['train_cl_ratio']:.2f}×**"]
+
+
+def first_step_cell(row: dict) -> str:
+    if "first_step_ms" not in row:
+        return "—"
+    return f"{row['first_step_ms']:.0f} / {row['first_step_base_ms']:.0f}"
 
 
 @contextlib.contextmanager
@@ -612,7 +681,8 @@ def main(argv=None) -> int:
     if args.device.type == "cuda":
         torch.cuda.set_device(args.device)
     settings = {key: value for key, value in vars(args).items() if key != "device"}
-    settings.update(device=str(args.device), command=" ".join(argv))
+    settings.update(device=str(args.device), command=" ".join(argv),
+                    trainer_channels_last=trainer_uses_channels_last(args.device))
     results = {"device": device_info(args.device), "settings": settings}
     out = Path(args.out)
     write_results(results, out)  # the device is named even if a part fails

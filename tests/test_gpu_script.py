@@ -52,6 +52,8 @@ def test_the_cpu_check_writes_every_row(cpu_run):
     def positive(value):
         return isinstance(value, float) and math.isfinite(value) and value > 0
 
+    assert all({"train_cl_ratio", "first_step_ms", "first_step_base_ms"} <= set(row) for row in results["models"])
+    assert results["settings"]["trainer_channels_last"] is False  # Ultralytics' trainer: channels-last on CUDA only
     for row in results["modules"] + results["models"]:
         assert all(positive(row[key]) for key in row if key.endswith(("_ms", "_ratio"))), row
     for row in results["training"]:
