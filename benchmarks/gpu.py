@@ -2,6 +2,7 @@
 
     python benchmarks/gpu.py --data DATA.yaml --out DIR           # on a CUDA GPU: all parts, sized for < 10 minutes
     python benchmarks/gpu.py --device cpu --quick --data DATA.yaml --out DIR   # the CPU check tests/ runs
+    python benchmarks/gpu.py --from-json benchmarks/results/gpu.json --write-docs docs/speed.md  # publish a run
 
 Three parts (``--parts``), each written to ``DIR/gpu.json`` and ``DIR/gpu.md`` as soon as it ends, so a run cut
 short keeps what it measured:
@@ -47,7 +48,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _timing import REPO, Timings, interleaved, non_negative_int, positive_int, setup
+from _timing import REPO, Timings, add_write_docs, check_docs, interleaved, non_negative_int, positive_int, setup, write_docs
 
 PAIRS = [("yolov5-spd-n", "yolov5nu"), ("yolov5-scconv-n", "yolov5nu"), ("yolov5-ssdconv-n", "yolov5nu"),
          ("yolov8-spd-n", "yolov8n"), ("yolo11-spd-n", "yolo11n")]  # fmt: skip
@@ -87,6 +88,10 @@ def parse_args(argv=None):
     parser.add_argument("--budget", type=float, default=480.0,
                         help="seconds (from the start of measuring) after which the training part skips the models "
                              "not yet trained (default 480: a 10-minute command with room for one more run)")
+    parser.add_argument("--from-json", metavar="FILE",
+                        help="measure nothing: write FILE's Markdown beside it (FILE.md) from a gpu.json a run wrote, "
+                             "and with --write-docs its docs block (named as FILE's stem: gpu, gpu-models)")
+    add_write_docs(parser, "gpu")
     args = parser.parse_args(argv)
     quick = args.quick
     args.repeats = args.repeats or (2 if quick else 21)
@@ -567,18 +572,23 @@ def train_one_epoch(name: str, args, runs: str, workers: int) -> dict:
 
 
 def markdown(results: dict) -> str:
-    """gpu.md: the device, then one table per part that ran."""
+    """gpu.md: a title naming the device, then :func:`docs_body`."""
+    return f"# benchmarks/gpu.py on {results['device']['name']}\n\n" + docs_body(results, "##")
+
+
+def docs_body(results: dict, section: str = "###") -> str:
+    """The device and the command, then one table per part that ran, under ``section`` headings (the docs page
+    holds them inside its own "On a GPU" section)."""
     from yolo_spd.markdown import table
 
     d, s = results["device"], results["settings"]
     versions = ", ".join(f"{key} {d[key]}" for key in ("driver", "cuda", "cudnn", "torch", "ultralytics", "yolo_spd")
                          if d.get(key) is not None)
-    lines = [f"# benchmarks/gpu.py on {d['name']}", "",
-             f"{d['name']} ({versions}; Python {d['python']}, {d['cpu_count']} CPU cores), {d['date']}. "
+    lines = [f"{d['name']} ({versions}; Python {d['python']}, {d['cpu_count']} CPU cores), {d['date']}. "
              f"`python benchmarks/gpu.py {s['command']}`; {s['repeats']} interleaved rounds, medians; a ratio above 1 "
              "is slower than the baseline."]
     if results.get("modules"):
-        lines += ["", f"## Modules (batch {s['module_batch']}, NCHW)", "",
+        lines += ["", f"{section} Modules (batch {s['module_batch']}, NCHW)", "",
                   "Eval: inference forms cast to the precision, no gradients; train: forward under autocast + "
                   "backward (input and parameter gradients). SpaceToDepth: eval against `clone()`, train against "
                   "a copy both ways.", ""]
@@ -588,14 +598,18 @@ def markdown(results: dict) -> str:
                              f"**{r['eval_ratio']:.2f}×**", f"{r['train_base_ms']:.3f}", f"**{r['train_ratio']:.2f}×**"]
                             for r in results["modules"]], align="lllrrrr"))
     if results.get("models"):
-        trainer_format = "channels-last" if s.get("trainer_channels_last") else "NCHW"
-        lines += ["", f"## n configs against their baselines (eval: fused and cast, batch 1 at {s['imgsz']}; "
-                      f"train: autocast, batch {s['train_batch']} at {s['imgsz']}, forward + backward)", "",
-                  "Train steps under Ultralytics' deterministic training settings, in NCHW and in channels-last (the "
-                  f"installed Ultralytics trainer uses {trainer_format} on this device). First step: one step of a "
-                  "new model at a new input shape (channels-last, first precision), which holds cuDNN's first-call "
-                  "costs; Ultralytics pays it once per input shape (the epoch's last, smaller batch and each "
-                  "rectangular val shape are new shapes).", ""]
+        lines += ["", f"{section} n configs against their baselines (eval: fused and cast, batch 1 at {s['imgsz']}; "
+                      f"train: autocast, batch {s['train_batch']} at {s['imgsz']}, forward + backward)", ""]
+        if "trainer_channels_last" in s:
+            trainer_format = "channels-last" if s["trainer_channels_last"] else "NCHW"
+            lines += ["Train steps under Ultralytics' deterministic training settings, in NCHW and in channels-last "
+                      f"(the installed Ultralytics trainer uses {trainer_format} on this device). First step: one step "
+                      "of a new model at a new input shape (channels-last, first precision), which holds cuDNN's "
+                      "first-call costs; Ultralytics pays it once per input shape (the epoch's last, smaller batch "
+                      "and each rectangular val shape are new shapes).", ""]
+        else:
+            lines += ["Train steps in NCHW only: the script of this run timed no channels-last step and no first "
+                      "step (columns —).", ""]
         lines.append(table(["pair", "precision", "eval: baseline ms", "eval latency ratio", "train NCHW: baseline ms",
                             "train NCHW ratio", "train channels-last: baseline ms", "train channels-last ratio",
                             "first step ms (model / baseline)"],
@@ -605,7 +619,7 @@ def markdown(results: dict) -> str:
                             for r in results["models"]], align="llrrrrrrr"))
     if results.get("training"):
         data = Path(s["data"]).parent.name if s.get("data") else "?"
-        lines += ["", f"## One training epoch with AMP on {data} (batch {s['train_batch']}, imgsz {s['imgsz']}, "
+        lines += ["", f"{section} One training epoch with AMP on {data} (batch {s['train_batch']}, imgsz {s['imgsz']}, "
                       "images cached in RAM)", ""]
         rows = []
         for r in results["training"]:
@@ -620,7 +634,7 @@ def markdown(results: dict) -> str:
                            rows, align="lrrrrl"))
     errors = [f"- {key.removesuffix('_error')}: {value}" for key, value in results.items() if key.endswith("_error")]
     if errors:
-        lines += ["", "## Parts that failed", "", *errors]
+        lines += ["", f"{section} Parts that failed", "", *errors]
     return "\n".join(lines) + "\n"
 
 
@@ -658,13 +672,41 @@ def log_to_stderr():
 
 def write_results(results: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "gpu.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-    (out / "gpu.md").write_text(markdown(results), encoding="utf-8")
+    write_text(out / "gpu.json", json.dumps(results, indent=1) + "\n")
+    write_text(out / "gpu.md", markdown(results))
+
+
+def publish(results_file: str, pages: list[str]) -> int:
+    """``--from-json``: the Markdown of a run's results, beside them and in the docs block named as their stem."""
+    path = Path(results_file)
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        fail(f"--from-json {results_file}: {e}")
+    if not isinstance(results, dict) or "device" not in results or "settings" not in results:
+        fail(f"--from-json {results_file}: not a gpu.json of benchmarks/gpu.py (no device and settings)")
+    check_docs(pages, path.stem)
+    write_text(path.with_suffix(".md"), markdown(results))
+    write_docs(pages, path.stem, docs_body(results))
+    print(markdown(results))
+    return 0
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write through a temporary file in the same folder, then rename: never a half-written file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    if args.from_json:
+        setup(1)
+        return publish(args.from_json, args.write_docs)
+    if args.write_docs:
+        fail("--write-docs goes with --from-json: a run's figures reach the docs once they are committed")
     setup(1 if args.device == "cpu" else os.cpu_count())  # the CPU check: one thread, as the other CPU benchmarks
     check_args(args)
     import torch

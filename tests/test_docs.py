@@ -78,7 +78,7 @@ def test_the_site_builds_strict_offline_and_its_pages_render(tmp_path):
 
 CHECKED = {"info", "info-latency", "models-speed", "modules", "ground-truth-speed", "small_objects",
            "small_objects-adamw", "exports", "small_objects_sliced", "scconv_width", "scconv-layers", "spd_fold",
-           "install-size", "space-to-depth", "targets", "before-after"}  # fmt: skip
+           "install-size", "space-to-depth", "targets", "before-after", "gpu", "gpu-models"}  # fmt: skip
 
 
 def test_every_generated_block_is_checked_here_and_every_page_has_its_blocks():
@@ -91,7 +91,7 @@ def test_every_generated_block_is_checked_here_and_every_page_has_its_blocks():
             ("docs/evidence.md", "small_objects_sliced"), ("docs/evidence.md", "scconv_width"),
             ("docs/evidence.md", "scconv-layers"),
             ("README.md", "install-size"), ("docs/speed.md", "space-to-depth"), ("docs/speed.md", "targets"),
-            ("docs/speed.md", "before-after")} <= set(found)
+            ("docs/speed.md", "before-after"), ("docs/speed.md", "gpu"), ("docs/speed.md", "gpu-models")} <= set(found)
     assert all(text.strip() for text in found.values()), "an empty block: run its command"
 
 
@@ -190,6 +190,16 @@ def test_study_blocks_are_what_replot_writes_from_the_committed_results(stem):
     expected = study.markdown(saved["mean_std"], saved["seeds"])
     assert read_block(REPO / "docs" / "evidence.md", stem) == expected
     assert (STUDY_RESULTS / f"{stem}.md").read_text().split("\n\n", 1)[1].strip() == expected  # the script's own .md
+
+
+@pytest.mark.parametrize("stem", ["gpu", "gpu-models"])
+def test_the_gpu_blocks_and_files_are_what_gpu_py_writes_from_the_committed_runs(stem):
+    """benchmarks/results/gpu*.md and the docs blocks are rendered from the runs' gpu*.json (--from-json)."""
+    gpu = load_script("gpu")
+    results = json.loads((REPO / "benchmarks" / "results" / f"{stem}.json").read_text(encoding="utf-8"))
+    assert results["device"]["type"] == "cuda" and results["device"]["name"]  # a GPU's run, never the CPU check's
+    assert (REPO / "benchmarks" / "results" / f"{stem}.md").read_text(encoding="utf-8") == gpu.markdown(results)
+    assert read_block(REPO / "docs" / "speed.md", stem) == gpu.docs_body(results).strip("\n")
 
 
 @pytest.mark.parametrize("page,stem", [("export.md", "exports"), ("evidence.md", "small_objects_sliced"),

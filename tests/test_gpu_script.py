@@ -98,3 +98,32 @@ def test_results_csv_is_read_without_polars(tmp_path):
     assert columns["epoch"] == [1.0, 2.0] and columns["train/box_loss"] == [1.25, 1.0]
     assert math.isnan(columns["metrics/mAP50(B)"][1])
     assert gpu.results_csv_without_polars(SimpleNamespace(csv=tmp_path / "none.csv")) == {}
+
+
+def test_from_json_renders_a_run_and_refuses_what_is_not_one(tmp_path):
+    """--from-json measures nothing: it writes FILE.md from a run's gpu.json (and the docs block with --write-docs);
+    a missing file or another JSON is one error line, and nothing is written."""
+    source = REPO / "benchmarks" / "results" / "gpu-models.json"
+    run = tmp_path / "gpu-models.json"
+    run.write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
+    page = tmp_path / "page.md"
+    page.write_text("# p\n\n<!-- BEGIN generated: gpu-models -->\nSTALE-TEXT\n<!-- END generated: gpu-models -->\n")
+    done = run_script("--from-json", run, "--write-docs", page, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    gpu = load_script("gpu")
+    results = json.loads(source.read_text(encoding="utf-8"))
+    assert (tmp_path / "gpu-models.md").read_text(encoding="utf-8") == gpu.markdown(results)
+    assert "STALE-TEXT" not in page.read_text() and "| yolo11-spd-n / yolo11n | fp16 |" in page.read_text()
+    assert "### n configs against their baselines" in page.read_text()  # a section inside the page's own
+
+    other = tmp_path / "other.json"
+    other.write_text('{"rows": []}')
+    for args, message in [(["--from-json", tmp_path / "none.json"], "none.json"),
+                          (["--from-json", other], "not a gpu.json of benchmarks/gpu.py"),
+                          (["--device", "cpu", "--out", "o", "--parts", "modules", "--write-docs", page],
+                           "--write-docs goes with --from-json")]:
+        done = run_script(*args, cwd=tmp_path, timeout=120)
+        assert done.returncode == 2 and "Traceback" not in done.stderr
+        last = done.stderr.strip().splitlines()[-1]
+        assert last.startswith("gpu.py: error: ") and message in last, done.stderr
+    assert not (tmp_path / "other.md").exists() and not (tmp_path / "o").exists()
