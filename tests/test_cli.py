@@ -338,7 +338,8 @@ def test_info_prints_the_model_table_with_baseline_ratios():
                                                                           "imgsz": 64}),
     # split by the shell, joined as yolo joins them (info took "imgsz" alone as a key without a value)
     (["yolov5-spd-*", "imgsz", "=", "320", "repeats=", "3"], {"pattern": "yolov5-spd-*", "imgsz": 320, "repeats": 3}),
-], ids=["pattern", "bare-boolean", "keys", "file-name", "as-typed", "old-flags", "shell-split"])
+    (["model=my.yaml", "baseline=yolov5nu.yaml"], {"model": "my.yaml", "baseline": "yolov5nu.yaml"}),
+], ids=["pattern", "bare-boolean", "keys", "file-name", "as-typed", "old-flags", "shell-split", "model"])
 def test_info_reads_key_value_arguments_like_the_other_modes(argv, request_, monkeypatch):
     from yolo_spd import info
 
@@ -360,7 +361,12 @@ def test_info_reads_key_value_arguments_like_the_other_modes(argv, request_, mon
     (["--imgsz", "64"], r"'--imgsz' needs a value: imgsz=VALUE \(yolo-spd info\)$"),
     (["imgsz", "320"], r"'imgsz' needs a value: imgsz=VALUE \(yolo-spd info\)$"),
     (["--bogus"], r"'--bogus' is not a key=value argument of yolo-spd info; keys: pattern, "),
-    (["epochs=3"], r"'epochs' is not a yolo-spd info key; keys: pattern, latency, .* \(no Ultralytics keys\)$"),
+    (["epochs=3"], r"'epochs' is not a yolo-spd info key; keys: pattern, model, baseline, latency, .* \(no Ultralytics "
+                   r"keys\)$"),
+    (["baseline=yolov5nu.yaml"], r"baseline=yolov5nu.yaml needs model=: the packaged configs have their own"),
+    (["yolov5-*", "model=yolov5-spd-n.yaml"], r"give a pattern \(yolov5-\*\) or model=yolov5-spd-n.yaml, not both"),
+    (["model=missing.yaml"], r"model=missing.yaml: no such model YAML here"),
+    (["model=yolov5-spd-n.yaml", "baseline=best.onnx"], r"baseline=best.onnx: file not found"),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else "")
 def test_info_bad_arguments_are_one_error_line_from_the_command(argv, message, tmp_path):
     """As typed in a shell: exit 2, one line naming the value, before any model is built (nothing in the cache)."""

@@ -68,3 +68,44 @@ def test_a_changed_config_or_library_version_or_a_damaged_entry_is_measured_agai
     info.main(["yolov8-spd-n", "--quiet"])
     assert capsys.readouterr().out == first and built[3:] == ["yolov8-spd-n"]
     assert info.cached_stats("yolov8-spd-n", 640) is not None
+
+
+def test_info_takes_your_model_and_baseline_from_the_command_line(tmp_path):
+    """``yolo-spd info model=FILE baseline=FILE`` as a user types it: a model YAML of their own (here the packaged
+    yolov5-spd-n under another name) gets the packaged config's row, named by its file; a .pt checkpoint is counted as
+    it was built (its classes); without baseline= the ratio cells say none."""
+    import shutil
+    import subprocess
+    import sys
+
+    from ultralytics import YOLO
+
+    from yolo_spd.markdown import parse_table
+
+    from .conftest import child_env
+
+    mine = tmp_path / "my-spd.yaml"
+    shutil.copy(REPO / "cfg" / "yolov5-spd-n.yaml", mine)
+    env = {**child_env(), "YOLO_SPD_CACHE": str(tmp_path / "cache")}
+
+    def table(*args):
+        done = subprocess.run([sys.executable, "-m", "yolo_spd", "info", *args, "imgsz=320", "verbose=False"],
+                              capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return parse_table(done.stdout)
+
+    [row] = table(f"model={mine}", "baseline=yolov5nu.yaml")
+    [packaged] = parse_table(info.markdown_table(info.compare(["yolov5-spd-n"], 320), 320))
+    assert row["model"] == "my-spd.yaml" and row["baseline"] == "yolov5nu.yaml"
+    assert {k: v for k, v in row.items() if k not in ("model", "baseline")} == \
+        {k: v for k, v in packaged.items() if k not in ("model", "baseline")}
+
+    yolo = YOLO(str(mine))
+    checkpoint = tmp_path / "best.pt"
+    yolo.save(checkpoint)
+    [row] = table(f"model={checkpoint}")
+    assert row["model"] == "best.pt" and row["baseline"] == row["params / base"] == row["GFLOPs / base"] == "—"
+    assert row["params"] == packaged["params"]
+    [row] = table("model=yolov5-spd-n.yaml")  # a packaged config's name: its own baseline
+    assert row["baseline"] == "yolov5nu.yaml" and row["GFLOPs / base"] == packaged["GFLOPs / base"]
+    assert not (tmp_path / "cache").exists()  # rows of files are never cached

@@ -33,7 +33,7 @@ Modes:
   export   `yolo export` with the yolo_spd modules registered (all keys as in Ultralytics)
   study    train every model x every seed alike, score them alike, paired differences with intervals
   slice    cut a YOLO dataset's train/val images into tiles at native resolution: a tiled dataset + its data.yaml
-  info     table of the packaged model configs: yolo-spd info [pattern] latency=False imgsz=640 ...
+  info     params/GFLOPs table of the packaged configs, or of your model: yolo-spd info [pattern] | model=my.yaml
   help     this text
 
 Keys that differ from Ultralytics':
@@ -70,6 +70,8 @@ Every other key is Ultralytics' (epochs, imgsz, batch, device, project, name, ..
 Each run writes into one folder named as Ultralytics names its own: runs/detect/MODE, MODE-2, ... (project=, name=)
 The model table (yolo-spd info [pattern] key=value; no Ultralytics keys):
   pattern=*             shell-style filter on the packaged config names, e.g. yolov5-spd-* (a bare first word works too)
+  model=                instead: your model YAML or .pt; baseline= what it is compared with (unset: a packaged
+                        config's own baseline, else none), e.g. model=my-spd.yaml baseline=yolov5nu.yaml
   latency=False         add CPU latency at batch 1, PyTorch and ONNX Runtime (repeats=10 threads=1 wall_time=False)
   imgsz=640             input size, a multiple of 32; cache=True reuses earlier rows; verbose=False hides the bar
 
@@ -85,6 +87,7 @@ Examples:
   yolo-spd predict model=best.pt source=images/ slice=640 save_txt=True
   yolo-spd export model=best.pt format=onnx
   yolo-spd info yolov5-spd-* latency=True
+  yolo-spd info model=my-spd.yaml baseline=yolov5nu.yaml imgsz=320
   yolo-spd slice data=aerial.yaml tile=320 overlap=0.2   # prints where the tiled data.yaml is
   yolo-spd study models=yolov5nu.yaml,yolov5-spd-n.yaml seeds=0,1,2 data=aerial.yaml tile=320 slice=320 epochs=15
 

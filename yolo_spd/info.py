@@ -1,4 +1,5 @@
-"""Model statistics for the packaged configs: ``python -m yolo_spd.info [pattern] [--latency]`` prints a Markdown table.
+"""Model statistics for the packaged configs: ``python -m yolo_spd.info [pattern] [--latency]`` prints a Markdown table
+(``--model FILE [--baseline FILE]``: the same row for any model YAML or checkpoint).
 
 Every config is compared with its Ultralytics baseline at the same scale (:func:`yolo_spd.configs.baseline`):
 yolov5-* with yolov5{n,s,m,l}u, yolov8-* with yolov8{n,s,m,l}, yolo11-* with yolo11{n,s,m,l}. Parameters are
@@ -75,10 +76,10 @@ class Latency:
 
 @dataclass(frozen=True)
 class Comparison:
-    """A packaged config next to its baseline; the latencies are None unless measured."""
+    """A model next to its baseline (None: a ``model=`` without one); the latencies are None unless measured."""
 
     model: ModelStats
-    base: ModelStats
+    base: ModelStats | None
     latency: Latency | None = None
     base_latency: Latency | None = None
 
@@ -296,6 +297,31 @@ def compare(
     ]
 
 
+def compare_sources(request: InfoRequest, progress: bool = False, **latency_args) -> Comparison:
+    """``model=`` (a model YAML path or name, or a ``.pt`` checkpoint) next to ``baseline=`` (the same forms; unset:
+    the packaged config's baseline where ``model=`` names one, else none). Never cached: a file's rows would be keyed
+    by what it builds, which is what is measured here."""
+    from .model_source import load_model
+
+    sources = {"model": request.model, "baseline": request.baseline_source()}
+    sources = {key: source for key, source in sources.items() if source}
+    bar = _progress(len(sources), progress)
+    yolos, stats = {}, {}
+    try:
+        for key, source in sources.items():
+            bar.set_description(f"yolo-spd info: building {source}")
+            yolos[key] = load_model(source, key, exports=False)
+            stats[key] = model_stats(Path(source).name, request.imgsz, yolos[key])
+            bar.update()
+        latencies = {}
+        if request.latency:
+            bar.set_description("yolo-spd info: timing")
+            latencies = measure_latency(yolos, request.imgsz, **latency_args)
+    finally:
+        bar.close()
+    return Comparison(stats["model"], stats.get("baseline"), latencies.get("model"), latencies.get("baseline"))
+
+
 class _NoBar:
     def set_description(self, text):
         pass
@@ -340,13 +366,13 @@ def markdown_table(rows: list[Comparison], imgsz: int = 640) -> str:
     for row in rows:
         m, b = row.model, row.base
         line = [
-            m.name, b.name, str(m.layers), f"{m.params:,}", f"{m.params_before_detect:,}", gflops_cell(m.gflops),
-            f"{m.params / b.params:.2f}", f"{m.gflops / b.gflops:.2f}",
+            m.name, b.name if b else "—", str(m.layers), f"{m.params:,}", f"{m.params_before_detect:,}",
+            gflops_cell(m.gflops), f"{m.params / b.params:.2f}" if b else "—", f"{m.gflops / b.gflops:.2f}" if b else "—",
         ]  # fmt: skip
         if with_latency:
             lat = row.latency
-            torch_ratio, onnx_ratio = lat.ratios_to(row.base_latency)
-            line += [f"{lat.torch_ms:.1f}", f"{torch_ratio:.2f}", f"{lat.onnx_ms:.1f}", f"{onnx_ratio:.2f}"]
+            ratios = [f"{r:.2f}" for r in lat.ratios_to(row.base_latency)] if row.base_latency else ["—", "—"]
+            line += [f"{lat.torch_ms:.1f}", ratios[0], f"{lat.onnx_ms:.1f}", ratios[1]]
         cells.append(line)
     return table(header, cells, align="ll" + "r" * (len(header) - 2))
 
@@ -379,6 +405,10 @@ class InfoRequest:
 
     Args:
         pattern (str): Shell-style filter on the packaged config names (``yolov5-spd-*``); ``*`` is every config.
+        model (str): Instead of the packaged configs, this model: a model YAML (path, or a packaged or Ultralytics
+            name) or a ``.pt`` checkpoint.
+        baseline (str): What ``model`` is compared with (the same forms); unset, a packaged config's own baseline,
+            else no comparison.
         latency (bool): Add PyTorch eager and ONNX Runtime CPU latency at batch 1 (never cached).
         imgsz (int): Square input size for GFLOPs and latency, a multiple of 32 (the models' largest stride).
         repeats (int): Timed runs per model and runtime; the table shows medians.
@@ -389,6 +419,8 @@ class InfoRequest:
     """
 
     pattern: str = "*"
+    model: str = ""
+    baseline: str = ""
     latency: bool = False
     imgsz: int = 640
     repeats: int = 10
@@ -410,10 +442,36 @@ class InfoRequest:
         if self.imgsz % 32:
             raise UsageError(f"imgsz={self.imgsz} is not allowed; expected a multiple of 32 (the models' largest "
                              "stride)")
+        if self.model or self.baseline:
+            return self._check_sources()
         names = list_models(str(self.pattern))
         if not names:
             raise UsageError(f"no packaged config matches {self.pattern!r}; available: {', '.join(list_models())}")
         return names
+
+
+    def _check_sources(self) -> list[str]:
+        """``model=`` / ``baseline=``: both accepted model forms (not exports: they have no model to count), and
+        without a pattern; returns no packaged names."""
+        from .model_source import resolve_model
+
+        if not self.model:
+            raise UsageError(f"baseline={self.baseline} needs model=: the packaged configs have their own baselines")
+        if str(self.pattern) != "*":
+            raise UsageError(f"give a pattern ({self.pattern}) or model={self.model}, not both")
+        for key, value in (("model", self.model), ("baseline", self.baseline)):
+            if value:
+                resolve_model(value, key, exports=False)
+        return []
+
+    def baseline_source(self) -> str:
+        """``baseline=``, or for a ``model=`` that names a packaged config (``yolov5-spd-n.yaml``, a path to a file of
+        that name too) its baseline's YAML name, else ""."""
+        if self.baseline:
+            return self.baseline
+        name = Path(self.model).name
+        stem = name.rsplit(".", 1)[0] if name.lower().endswith((".yaml", ".yml")) else ""
+        return f"{baseline(stem)}.yaml" if stem in list_models() else ""
 
 
 def run(request: InfoRequest, write_docs: list[Path] = ()) -> str:
@@ -428,8 +486,11 @@ def run(request: InfoRequest, write_docs: list[Path] = ()) -> str:
             raise UsageError(f"{file}: {e.strerror or e}; expected a Markdown file with the block to write") from None
     latency_args = ({"repeats": request.repeats, "threads": request.threads, "wall_time": request.wall_time}
                     if request.latency else {})
-    rows = compare(names, request.imgsz, request.latency, cache=request.cache, progress=request.verbose,
-                   **latency_args)
+    if request.model:
+        rows = [compare_sources(request, progress=request.verbose, **latency_args)]
+    else:
+        rows = compare(names, request.imgsz, request.latency, cache=request.cache, progress=request.verbose,
+                       **latency_args)
     text = markdown_table(rows, request.imgsz)
     print(text)
     if write_docs:
@@ -446,6 +507,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m yolo_spd.info", description=__doc__.splitlines()[0])
     parser.add_argument("pattern", nargs="?", default=defaults.pattern,
                         help="shell-style filter on config names (default: all)")
+    parser.add_argument("--model", default="", help="instead of the packaged configs: this model YAML or .pt")
+    parser.add_argument("--baseline", default="", help="what --model is compared with (default: a packaged config's "
+                                                       "own baseline, else none)")
     parser.add_argument("--latency", action="store_true", help="add PyTorch eager and ONNX Runtime CPU latency")
     parser.add_argument("--imgsz", type=int, default=defaults.imgsz, help="square input size for GFLOPs and latency")
     parser.add_argument("--repeats", type=int, default=defaults.repeats,
@@ -461,8 +525,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="also write the table into the generated block 'info' ('info-latency' with --latency) "
                              "of each Markdown FILE, e.g. docs/models.md")
     args = parser.parse_args(argv)
-    request = InfoRequest(args.pattern, args.latency, args.imgsz, args.repeats, args.threads, args.wall_time,
-                          cache=not args.no_cache, verbose=not args.quiet)
+    request = InfoRequest(args.pattern, args.model, args.baseline, args.latency, args.imgsz, args.repeats,
+                          args.threads, args.wall_time, cache=not args.no_cache, verbose=not args.quiet)
     try:
         run(request, args.write_docs)
     except UsageError as e:
