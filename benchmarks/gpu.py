@@ -48,7 +48,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _timing import REPO, Timings, add_write_docs, check_docs, interleaved, non_negative_int, positive_int, setup, write_docs
+from _timing import REPO, Timings, add_write_docs, interleaved, non_negative_int, positive_int, setup, write_docs
 
 PAIRS = [("yolov5-spd-n", "yolov5nu"), ("yolov5-scconv-n", "yolov5nu"), ("yolov5-ssdconv-n", "yolov5nu"),
          ("yolov8-spd-n", "yolov8n"), ("yolo11-spd-n", "yolo11n")]  # fmt: skip
@@ -426,7 +426,7 @@ def model_part(args, log) -> list[dict]:
         eval_t = timed_rounds({n: evaluate(m, image.to(dtype)) for n, m in eval_models.items()}, args, inner, device)
         with deterministic_as_the_trainer():
             if not first_steps:
-                first_steps = {n: first_call_ms(train(m), device) for n, m in train_models["channels_last"].items()}
+                first_steps = first_steps_ms(train_models["channels_last"], train, device)
             train_t = {fmt: timed_rounds({n: train(m) for n, m in models.items()}, args, inner, device)
                        for fmt, models in train_models.items()}
         for name, base in PAIRS:
@@ -441,6 +441,25 @@ def model_part(args, log) -> list[dict]:
             log(f"models: {name} / {base} {precision}: eval {rows[-1]['eval_ratio']:.2f}x, "
                 f"train {rows[-1]['train_ratio']:.2f}x (channels-last {rows[-1]['train_cl_ratio']:.2f}x)")
     return rows
+
+
+#: How the first steps are ordered (settings.first_steps in gpu.json; a run without it timed them in MODELS order,
+#: yolov5-spd-n first, whose step then also held the process's own first-call costs).
+FIRST_STEPS = "after one step of a small net, baselines first"
+
+
+def first_steps_ms(models: dict, train, device) -> dict[str, float]:
+    """Each model's first train step alone, in ms: after one untimed step of a small convolution net (so the
+    process's own first-call costs, CUDA context, cuBLAS/cuDNN handles and the allocator, fall on none of them), the
+    baselines first, so that a config's first step holds what its own layer shapes add to its baseline's."""
+    import torch
+
+    warm = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, 2, 1), torch.nn.BatchNorm2d(8), torch.nn.SiLU(),
+                               torch.nn.Conv2d(8, 8, 3, 1, 1)).to(device).to(memory_format=torch.channels_last)
+    train(warm)()
+    baselines = {base for _, base in PAIRS}
+    order = sorted(models, key=lambda name: name not in baselines)  # stable: baselines, then configs, as listed
+    return {name: first_call_ms(train(models[name]), device) for name in order}
 
 
 def first_call_ms(run, device) -> float:
@@ -602,11 +621,14 @@ def docs_body(results: dict, section: str = "###") -> str:
                       f"train: autocast, batch {s['train_batch']} at {s['imgsz']}, forward + backward)", ""]
         if "trainer_channels_last" in s:
             trainer_format = "channels-last" if s["trainer_channels_last"] else "NCHW"
+            order = (f"timed {s['first_steps']}" if s.get("first_steps") else
+                     f"timed in the order {', '.join(MODELS)}, so the first also holds the process's own first-call "
+                     "costs and a baseline's reuses what its config set up for shared shapes")
             lines += ["Train steps under Ultralytics' deterministic training settings, in NCHW and in channels-last "
                       f"(the installed Ultralytics trainer uses {trainer_format} on this device). First step: one step "
                       "of a new model at a new input shape (channels-last, first precision), which holds cuDNN's "
                       "first-call costs; Ultralytics pays it once per input shape (the epoch's last, smaller batch "
-                      "and each rectangular val shape are new shapes).", ""]
+                      f"and each rectangular val shape are new shapes); {order}.", ""]
         else:
             lines += ["Train steps in NCHW only: the script of this run timed no channels-last step and no first "
                       "step (columns —).", ""]
@@ -677,18 +699,30 @@ def write_results(results: dict, out: Path) -> None:
 
 
 def publish(results_file: str, pages: list[str]) -> int:
-    """``--from-json``: the Markdown of a run's results, beside them and in the docs block named as their stem."""
+    """``--from-json``: the Markdown of a run's results, beside them and in the docs block named as their stem;
+    everything is rendered and every page checked before the first file is written."""
+    from yolo_spd.errors import UsageError
+    from yolo_spd.markdown import read_block
+
     path = Path(results_file)
     try:
         results = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         fail(f"--from-json {results_file}: {e}")
-    if not isinstance(results, dict) or "device" not in results or "settings" not in results:
+    if not isinstance(results, dict) or not all(isinstance(results.get(k), dict) for k in ("device", "settings")):
         fail(f"--from-json {results_file}: not a gpu.json of benchmarks/gpu.py (no device and settings)")
-    check_docs(pages, path.stem)
-    write_text(path.with_suffix(".md"), markdown(results))
-    write_docs(pages, path.stem, docs_body(results))
-    print(markdown(results))
+    try:
+        text, body = markdown(results), docs_body(results)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:  # a field missing or of another type
+        fail(f"--from-json {results_file}: not a complete gpu.json of benchmarks/gpu.py ({type(e).__name__}: {e})")
+    for page in pages:  # every page has the block before anything is written
+        try:
+            read_block(page, path.stem)
+        except (UsageError, OSError) as e:
+            fail(f"--write-docs {page}: {e}")
+    write_text(path.with_suffix(".md"), text)
+    write_docs(pages, path.stem, body)
+    print(text)
     return 0
 
 
@@ -724,7 +758,7 @@ def main(argv=None) -> int:
         torch.cuda.set_device(args.device)
     settings = {key: value for key, value in vars(args).items() if key != "device"}
     settings.update(device=str(args.device), command=" ".join(argv),
-                    trainer_channels_last=trainer_uses_channels_last(args.device))
+                    trainer_channels_last=trainer_uses_channels_last(args.device), first_steps=FIRST_STEPS)
     results = {"device": device_info(args.device), "settings": settings}
     out = Path(args.out)
     write_results(results, out)  # the device is named even if a part fails

@@ -116,14 +116,18 @@ def test_from_json_renders_a_run_and_refuses_what_is_not_one(tmp_path):
     assert "STALE-TEXT" not in page.read_text() and "| yolo11-spd-n / yolo11n | fp16 |" in page.read_text()
     assert "### n configs against their baselines" in page.read_text()  # a section inside the page's own
 
-    other = tmp_path / "other.json"
+    other, empty = tmp_path / "other.json", tmp_path / "empty.json"
     other.write_text('{"rows": []}')
+    empty.write_text('{"device": {}, "settings": {}}')
     for args, message in [(["--from-json", tmp_path / "none.json"], "none.json"),
                           (["--from-json", other], "not a gpu.json of benchmarks/gpu.py"),
+                          (["--from-json", empty], "not a complete gpu.json of benchmarks/gpu.py (KeyError"),
+                          (["--from-json", run, "--write-docs", tmp_path / "nopage.md"], "--write-docs"),
                           (["--device", "cpu", "--out", "o", "--parts", "modules", "--write-docs", page],
                            "--write-docs goes with --from-json")]:
         done = run_script(*args, cwd=tmp_path, timeout=120)
         assert done.returncode == 2 and "Traceback" not in done.stderr
         last = done.stderr.strip().splitlines()[-1]
         assert last.startswith("gpu.py: error: ") and message in last, done.stderr
-    assert not (tmp_path / "other.md").exists() and not (tmp_path / "o").exists()
+    assert not any((tmp_path / f"{name}.md").exists() for name in ("other", "empty", "nopage"))
+    assert not (tmp_path / "o").exists()

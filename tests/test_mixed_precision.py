@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from yolo_spd import SCConv, SRU, SSDConv
+from yolo_spd import SCConv, SPDConv, SRU, SSDConv
 
 #: Ops CUDA autocast runs in float32 (PyTorch's "CUDA Ops that can autocast to float32"), by the names the Python
 #: API calls them (functions, Tensor methods and operators).
@@ -78,11 +78,13 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("make", [lambda: SRU(16, gn_groups=4), lambda: SCConv(16, 32, gn_groups=4),
-                                  lambda: SCConv(16, 32, 3, 2, gn_groups=4), lambda: SSDConv(16, 32)],
-                         ids=["SRU", "SCConv", "SCConv-s2", "SSDConv"])
+                                  lambda: SCConv(16, 32, 3, 2, gn_groups=4),
+                                  lambda: SCConv(16, 32, gn_groups=4, variant="release"),
+                                  lambda: SSDConv(16, 32), lambda: SPDConv(16, 32)],
+                         ids=["SRU", "SCConv", "SCConv-s2", "SCConv-release", "SSDConv", "SPDConv"])
 def test_a_half_input_trains_under_cudas_autocast_with_the_float32_gradients(make, dtype):
-    """A half-precision input (what the layer before gives under autocast): forward and backward run, the input's
-    gradient comes back in its dtype, and the gradients point where float32's do."""
+    """A half-precision input (what the layer before gives under autocast): forward and backward run, and the
+    gradients of the input and the parameters point where float32's do."""
     torch.manual_seed(0)
     module = make().train()
     x = torch.randn(2, 16, 12, 12)
@@ -94,34 +96,39 @@ def test_a_half_input_trains_under_cudas_autocast_with_the_float32_gradients(mak
 
     module.zero_grad()
     low = x.to(dtype).requires_grad_(True)
-    with cuda_autocast_policy(dtype):
+    with cuda_autocast_policy(dtype) as policy:
         y = module(low)
     (y.float() * target).sum().backward()
-    assert low.grad.dtype == dtype
+    assert policy.cast > 0 or isinstance(module, SPDConv)  # SPD-Conv calls none of CUDA's float32 ops
     assert torch.isfinite(low.grad).all()
     assert cosine(low.grad, exact_x.grad) > 0.98
     assert cosine(parameter_gradients(module), exact) > 0.98
 
 
+@pytest.mark.parametrize("channels_last", [False, True], ids=["NCHW", "channels-last"])
 @pytest.mark.parametrize("name", ["yolov5-scconv-n", "yolov5-ssdconv-n", "yolov5-spd-n", "yolov8-spd-n",
                                   "yolo11-spd-n"])
-def test_every_n_config_takes_a_training_step_under_cudas_autocast(name):
+def test_every_n_config_takes_a_training_step_under_cudas_autocast(name, channels_last):
     """Ultralytics' AMP step on a GPU, here: forward under the CUDA policy, Ultralytics' detection loss, backward,
-    an SGD step; every gradient is finite and the step moves the weights."""
+    an SGD step; every gradient is finite and the step moves the weights. Also in channels-last, the memory format
+    Ultralytics 8.4's trainer gives the model on CUDA."""
     from ultralytics import YOLO
     from ultralytics.cfg import DEFAULT_CFG, get_cfg
 
     torch.manual_seed(0)
     model = YOLO(f"{name}.yaml").model.float().train()
     model.args = get_cfg(DEFAULT_CFG)  # the loss reads its gains (box, cls, dfl) from here, as a trainer sets them
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     images = torch.rand(2, 3, 64, 64)
     batch = {"batch_idx": torch.tensor([0.0, 1.0]), "cls": torch.tensor([[0.0], [0.0]]),
              "bboxes": torch.tensor([[0.5, 0.5, 0.2, 0.2], [0.3, 0.4, 0.1, 0.15]]), "img": images}
     before = [p.detach().clone() for p in model.parameters()]
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    with cuda_autocast_policy(torch.float16):
+    with cuda_autocast_policy(torch.float16) as policy:
         loss, _ = model.loss(batch)
     loss.sum().backward()
+    assert policy.cast > 0  # the policy met float16 tensors on CUDA's float32 ops
     gradients = [p.grad for p in model.parameters() if p.grad is not None]
     assert gradients and all(torch.isfinite(g).all() for g in gradients)
     optimizer.step()
