@@ -1,4 +1,4 @@
-"""GPU speed of the modules and n configs in fp16/bf16 autocast, and one AMP training epoch per n config (issue 19).
+"""GPU speed of the modules and n configs in fp16/bf16 autocast, and AMP training epochs of each n config (issue 19).
 
     python benchmarks/gpu.py --data DATA.yaml --out DIR           # on a CUDA GPU: all parts, sized for < 10 minutes
     python benchmarks/gpu.py --device cpu --quick --data DATA.yaml --out DIR   # the CPU check tests/ runs
@@ -21,10 +21,11 @@ short keeps what it measured:
   output tensor (the model's compute without the loss's target assignment), under Ultralytics' deterministic
   training settings, in NCHW and in channels-last (Ultralytics 8.4's trainer converts the model to channels-last
   on CUDA); and the first train step of each model alone (cuDNN's first-call costs for a new input shape).
-- train: one epoch of Ultralytics training with AMP on ``--data`` for each of those eight models (images cached
-  in RAM and mosaic kept, so the epoch times the model and augmentation, not PNG decoding or a loader restart);
-  epoch time from the trainer's epoch-start to epoch-end callbacks, images/s over the epoch and after its first
-  batch (which holds cuDNN's and the allocator's first-call costs). Ultralytics' final validation is not timed.
+- train: ``--epochs`` epochs (default 2) of Ultralytics training with AMP on ``--data`` for each of those eight
+  models (images cached in RAM and mosaic kept, so an epoch times the model and augmentation, not PNG decoding or a
+  loader restart); epoch times from the trainer's epoch-start to epoch-end callbacks (validation between epochs is
+  not timed): the first epoch's time, images/s and images/s after its first batch (which hold cuDNN's and the
+  allocator's first-call costs of each new input shape), and the last epoch's images/s, the steady throughput.
 
 Timing: every candidate of a comparison runs once per round, in alternating order, ``--repeats`` rounds after
 ``--warmup`` calls; a round times ``--inner`` back-to-back calls between two CUDA events (wall clock on the CPU) and
@@ -84,6 +85,9 @@ def parse_args(argv=None):
     parser.add_argument("--imgsz", type=positive_int, help="model and training image size (default 640; 32)")
     parser.add_argument("--train-batch", type=positive_int, help="batch of the models' train step and of the "
                                                                  "training epoch (default 16; 2 with --quick)")
+    parser.add_argument("--epochs", type=positive_int, default=2,
+                        help="training epochs per model (default 2: the first holds cuDNN's first-call costs of each "
+                             "new input shape, the last gives the steady images/s)")
     parser.add_argument("--workers", type=non_negative_int, help="training dataloader workers (default 8; 0)")
     parser.add_argument("--budget", type=float, default=480.0,
                         help="seconds (from the start of measuring) after which the training part skips the models "
@@ -519,7 +523,8 @@ def offline_trainer():
 
 
 def train_part(args, log, started: float, save) -> list[dict]:
-    """One epoch of AMP training per model on ``--data``; a model left when ``--budget`` has passed is skipped.
+    """``--epochs`` epochs of AMP training per model on ``--data``; a model left when ``--budget`` has passed is
+    skipped.
     ``save(rows)`` runs after each model, so a run stopped from outside keeps the models trained so far."""
     rows = []
     with tempfile.TemporaryDirectory() as runs, offline_trainer():
@@ -553,12 +558,15 @@ def retry_without_workers(name: str, args, runs: str, error: Exception, log) -> 
 
 
 def train_one_epoch(name: str, args, runs: str, workers: int) -> dict:
+    """``--epochs`` epochs of AMP training of ``name``. The first epoch's figures (epoch time, images/s, images/s
+    after its first batch) hold the first-call costs of every new input shape (cuDNN's setup: seconds for some
+    models on the H200); the last epoch's images/s, its shapes all seen before, is the steady training throughput."""
     import torch
     from ultralytics import YOLO
 
     device = args.device
     marks: dict[str, float] = {}
-    batches = []
+    starts, ends, batches = [], [], []  # per epoch; batches: the first epoch's batch-end times
 
     def now():
         if device.type == "cuda":
@@ -566,25 +574,30 @@ def train_one_epoch(name: str, args, runs: str, workers: int) -> dict:
         return time.perf_counter()
 
     def epoch_start(trainer):
-        marks.setdefault("start", now())
+        starts.append(now())
         marks.setdefault("images", len(trainer.train_loader.dataset))
         marks.setdefault("batch", trainer.batch_size)
 
+    def batch_end(trainer):
+        if len(starts) == 1:
+            batches.append(now())
+
     yolo = YOLO(f"{name}.yaml")
     yolo.add_callback("on_train_epoch_start", epoch_start)
-    yolo.add_callback("on_train_batch_end", lambda trainer: batches.append(now()))
-    yolo.add_callback("on_train_epoch_end", lambda trainer: marks.setdefault("end", now()))
+    yolo.add_callback("on_train_batch_end", batch_end)
+    yolo.add_callback("on_train_epoch_end", lambda trainer: ends.append(now()))
     device_arg = "cpu" if device.type == "cpu" else str(device.index or 0)
     with log_to_stderr():
-        yolo.train(data=args.data, epochs=1, imgsz=args.imgsz, batch=args.train_batch, device=device_arg, amp=True,
-                   workers=workers, cache="ram", close_mosaic=0, plots=False, project=runs, name=name,
+        yolo.train(data=args.data, epochs=args.epochs, imgsz=args.imgsz, batch=args.train_batch, device=device_arg,
+                   amp=True, workers=workers, cache="ram", close_mosaic=0, plots=False, project=runs, name=name,
                    exist_ok=True, verbose=False, seed=0)
     images, batch = int(marks["images"]), int(marks["batch"])
-    epoch = marks["end"] - marks["start"]
-    after_first = (images - min(batch, images)) / (marks["end"] - batches[0]) if len(batches) > 1 else None
+    epoch = ends[0] - starts[0]
+    after_first = (images - min(batch, images)) / (ends[0] - batches[0]) if len(batches) > 1 else None
     return {"model": name, "status": "ok", "images": images, "batch": batch, "batches": len(batches),
             "workers": workers, "imgsz": args.imgsz, "amp": bool(yolo.trainer.amp), "epoch_s": epoch,
-            "images_per_s": images / epoch, "images_per_s_after_first_batch": after_first}
+            "images_per_s": images / epoch, "images_per_s_after_first_batch": after_first, "epochs": len(ends),
+            "last_epoch_s": ends[-1] - starts[-1], "images_per_s_last_epoch": images / (ends[-1] - starts[-1])}
 
 
 # ---------------------------------------------------------------------------------------------------- report
@@ -641,19 +654,26 @@ def docs_body(results: dict, section: str = "###") -> str:
                             for r in results["models"]], align="llrrrrrrr"))
     if results.get("training"):
         data = Path(s["data"]).parent.name if s.get("data") else "?"
-        lines += ["", f"{section} One training epoch with AMP on {data} (batch {s['train_batch']}, imgsz {s['imgsz']}, "
-                      "images cached in RAM)", ""]
+        epochs = s.get("epochs", 1)
+        lines += ["", f"{section} {'One training epoch' if epochs == 1 else f'{epochs} training epochs'} with AMP on "
+                      f"{data} (batch {s['train_batch']}, imgsz {s['imgsz']}, images cached in RAM)", ""]
+        if epochs > 1:
+            lines += ["The first epoch holds the first-call costs of every new input shape; the last epoch's images/s "
+                      "is the steady training throughput.", ""]
         rows = []
         for r in results["training"]:
             if not r["status"].startswith("ok"):
-                rows.append([r["model"], "—", "—", "—", "—", r["status"]])
+                rows.append([r["model"], "—", "—", "—", "—", *(["—"] if epochs > 1 else []), r["status"]])
                 continue
             after = r["images_per_s_after_first_batch"]
             status = r["status"] + ("" if r["amp"] else ", AMP off")
+            last = [f"{r['images_per_s_last_epoch']:.1f}"] if epochs > 1 else []
             rows.append([r["model"], str(r["images"]), f"{r['epoch_s']:.2f}", f"{r['images_per_s']:.1f}",
-                         "—" if after is None else f"{after:.1f}", status])
-        lines.append(table(["model", "images", "epoch s", "images/s", "images/s after the first batch", "status"],
-                           rows, align="lrrrrl"))
+                         "—" if after is None else f"{after:.1f}", *last, status])
+        header = ["model", "images", "first epoch s" if epochs > 1 else "epoch s",
+                  "images/s, first epoch" if epochs > 1 else "images/s", "images/s after the first batch",
+                  *([f"images/s, epoch {epochs}"] if epochs > 1 else []), "status"]
+        lines.append(table(header, rows, align="l" + "r" * (len(header) - 2) + "l"))
     errors = [f"- {key.removesuffix('_error')}: {value}" for key, value in results.items() if key.endswith("_error")]
     if errors:
         lines += ["", f"{section} Parts that failed", "", *errors]

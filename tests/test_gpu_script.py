@@ -59,11 +59,12 @@ def test_the_cpu_check_writes_every_row(cpu_run):
     for row in results["training"]:
         assert row["status"] == "ok" and row["images"] == 4 and row["batches"] == 2, row
         assert positive(row["epoch_s"]) and positive(row["images_per_s"]) and row["amp"] is False  # no AMP on CPU
+        assert row["epochs"] == 2 and positive(row["images_per_s_last_epoch"])  # the steady epoch, after the first
 
     report = (out / "gpu.md").read_text()
     assert report == gpu.markdown(results) and report.strip() in done.stdout  # stdout is the report alone
     assert report.startswith(f"# benchmarks/gpu.py on {device['name']}")
-    for heading in ("## Modules", "## n configs against their baselines", "## One training epoch with AMP"):
+    for heading in ("## Modules", "## n configs against their baselines", "## 2 training epochs with AMP"):
         assert heading in report
     for name in gpu.MODELS:
         assert f"| {name} | 4 |" in report
