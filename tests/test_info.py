@@ -73,12 +73,14 @@ def test_a_changed_config_or_library_version_or_a_damaged_entry_is_measured_agai
 def test_info_takes_your_model_and_baseline_from_the_command_line(tmp_path):
     """``yolo-spd info model=FILE baseline=FILE`` as a user types it: a model YAML of their own (here the packaged
     yolov5-spd-n under another name) gets the packaged config's row, named by its file; a .pt checkpoint is counted as
-    it was built (its classes); without baseline= the ratio cells say none."""
+    it was built (its classes), and a YAML baseline is built for those classes; without baseline= the ratio cells say
+    none."""
     import shutil
     import subprocess
     import sys
 
     from ultralytics import YOLO
+    from ultralytics.nn.tasks import DetectionModel
 
     from yolo_spd.markdown import parse_table
 
@@ -100,12 +102,17 @@ def test_info_takes_your_model_and_baseline_from_the_command_line(tmp_path):
     assert {k: v for k, v in row.items() if k not in ("model", "baseline")} == \
         {k: v for k, v in packaged.items() if k not in ("model", "baseline")}
 
-    yolo = YOLO(str(mine))
+    yolo = YOLO(str(mine))  # a 5-class checkpoint, as training on aerial-cars leaves
+    yolo.model = DetectionModel(str(mine), nc=5, verbose=False)
     checkpoint = tmp_path / "best.pt"
     yolo.save(checkpoint)
+    five = {name: sum(p.numel() for p in DetectionModel(f"{name}.yaml", nc=5, verbose=False).parameters())
+            for name in ("yolov5-spd-n", "yolov5nu")}
     [row] = table(f"model={checkpoint}")
     assert row["model"] == "best.pt" and row["baseline"] == row["params / base"] == row["GFLOPs / base"] == "—"
-    assert row["params"] == packaged["params"]
+    assert row["params"] == f"{five['yolov5-spd-n']:,}"
+    [row] = table(f"model={checkpoint}", "baseline=yolov5nu.yaml")  # the baseline YAML built for its 5 classes
+    assert row["params / base"] == f"{five['yolov5-spd-n'] / five['yolov5nu']:.2f}" != packaged["params / base"]
     [row] = table("model=yolov5-spd-n.yaml")  # a packaged config's name: its own baseline
     assert row["baseline"] == "yolov5nu.yaml" and row["GFLOPs / base"] == packaged["GFLOPs / base"]
     assert not (tmp_path / "cache").exists()  # rows of files are never cached

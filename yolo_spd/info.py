@@ -299,9 +299,11 @@ def compare(
 
 def compare_sources(request: InfoRequest, progress: bool = False, **latency_args) -> Comparison:
     """``model=`` (a model YAML path or name, or a ``.pt`` checkpoint) next to ``baseline=`` (the same forms; unset:
-    the packaged config's baseline where ``model=`` names one, else none). Never cached: a file's rows would be keyed
-    by what it builds, which is what is measured here."""
-    from .model_source import load_model
+    the packaged config's baseline where ``model=`` names one, else none). Where one side is a checkpoint and the
+    other a YAML, the YAML is built for the checkpoint's classes, so that the ratios compare like with like (the
+    Detect head's size follows the class count). Never cached: a file's rows would be keyed by what it builds, which
+    is what is measured here."""
+    from .model_source import load_model, model_format
 
     sources = {"model": request.model, "baseline": request.baseline_source()}
     sources = {key: source for key, source in sources.items() if source}
@@ -311,8 +313,14 @@ def compare_sources(request: InfoRequest, progress: bool = False, **latency_args
         for key, source in sources.items():
             bar.set_description(f"yolo-spd info: building {source}")
             yolos[key] = load_model(source, key, exports=False)
-            stats[key] = model_stats(Path(source).name, request.imgsz, yolos[key])
             bar.update()
+        checkpoints = [key for key, source in sources.items() if model_format(Path(source)) == "pt"]
+        if len(checkpoints) == 1 and len(sources) == 2:
+            nc = len(yolos[checkpoints[0]].model.names)
+            other = next(key for key in sources if key not in checkpoints)
+            yolos[other].model = with_classes(yolos[other].model, nc)
+        for key, source in sources.items():
+            stats[key] = model_stats(Path(source).name, request.imgsz, yolos[key])
         latencies = {}
         if request.latency:
             bar.set_description("yolo-spd info: timing")
@@ -320,6 +328,16 @@ def compare_sources(request: InfoRequest, progress: bool = False, **latency_args
     finally:
         bar.close()
     return Comparison(stats["model"], stats.get("baseline"), latencies.get("model"), latencies.get("baseline"))
+
+
+def with_classes(model, nc: int):
+    """``model`` (built from a YAML) built again for ``nc`` classes; itself if it has them already."""
+    from ultralytics.nn.tasks import DetectionModel
+
+    if len(model.names) == nc:
+        return model
+    with quiet_ultralytics():
+        return DetectionModel(deepcopy(model.yaml), nc=nc, verbose=False)
 
 
 class _NoBar:
