@@ -157,7 +157,10 @@ def pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None =
     """
     n, _, h, w = x.shape
     matrix = weight.flatten(1)
-    if x.device.type != "cpu" or is_exporting():  # export targets know a 1 x 1 convolution, not all know baddbmm
+    # Export targets know a 1 x 1 convolution, not all know baddbmm; under torch.compile inductor makes its own
+    # kernel of the convolution, and the matrix-product views below met an inductor error with dynamic shapes
+    # ("cannot determine truth value of Relational" while ordering their symbolic strides; torch 2.14).
+    if x.device.type != "cpu" or is_exporting() or torch.compiler.is_compiling():
         return F.conv2d(x, weight, bias)
     if x.stride(1) == 1 and x.shape[1] > 1:  # channels innermost (channels-last, or a channel slice of it)
         return F.linear(x.permute(0, 2, 3, 1), matrix, bias).permute(0, 3, 1, 2)

@@ -94,6 +94,8 @@ class SpaceToDepth(nn.Module):
             return _NativeOnnxSpaceToDepth.apply(x, s)
         if torch.jit.is_tracing() and not onnx:
             return _space_to_depth_traced(x, s, row_major)
+        if torch.compiler.is_compiling():  # torch.compile / torch.export: step slices, see _space_to_depth_sliced
+            return _space_to_depth_sliced(x, s, row_major)
         # With gradients, is_exporting() reduces to the ONNX and tracing checks above (its torch.export clause needs
         # them off), so the cheap flags suffice; scripting cannot reach this Python forward.
         if x.requires_grad and torch.is_grad_enabled() and not onnx and not _is_channels_last(x):
@@ -197,6 +199,15 @@ def _space_to_depth_channels_last(x: torch.Tensor, s: int, row_major: bool = Fal
     order = (0, 1, 3, 2, 4, 5) if row_major else (0, 1, 3, 4, 2, 5)  # (N, H', W', i, j, C) or (N, H', W', j, i, C)
     blocks = pixels.permute(order).reshape(n, h // s, w // s, s * s * c)
     return blocks.permute(0, 3, 1, 2)
+
+
+def _space_to_depth_sliced(x: torch.Tensor, s: int, row_major: bool = False) -> torch.Tensor:
+    """The sub-maps f_{i,j} = X[i::s, j::s] concatenated along channels in the layer's block order: the form under
+    ``torch.compile``. Inductor fuses it into one kernel, and the 6-D view chain of :func:`_space_to_depth` met an
+    inductor error with dynamic shapes ("cannot determine truth value of Relational" while ordering its symbolic
+    strides; torch 2.14), which Ultralytics' ``compile=True`` turns on after a recompile. Bit-identical: a copy."""
+    blocks = [(i, j) for i in range(s) for j in range(s)] if row_major else [(i, j) for j in range(s) for i in range(s)]
+    return torch.cat([x[..., i::s, j::s] for i, j in blocks], dim=1)
 
 
 def _space_to_depth_traced(x: torch.Tensor, s: int, row_major: bool = False) -> torch.Tensor:
