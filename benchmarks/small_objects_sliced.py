@@ -143,7 +143,13 @@ def main(argv=None, study: tuple[str, ...] = STUDY, stem: str = STEM, doc: str =
     restored = restore_runs(args.archive, plan.folder)
     if restored:
         print(f"{script}: restored {len(restored)} finished runs from {args.archive}: {', '.join(restored)}")
-    run_study(plan, train=not args.score_only)
+    from yolo_spd.errors import UsageError
+
+    try:
+        run_study(plan, train=not args.score_only)
+    except UsageError as e:  # e.g. a run with no weights to score and no scoring on record: one line, exit 2
+        print(f"{script}: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     archive_runs(plan.folder, args.archive, plan.eval_name)
     best = args.checkpoint == "best"
     name = stem if best else f"{stem}-last"
