@@ -714,8 +714,10 @@ def log_to_stderr():
 
 def write_results(results: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    write_text(out / "gpu.json", json.dumps(results, indent=1) + "\n")
-    write_text(out / "gpu.md", markdown(results))
+    from yolo_spd.paths import write_atomic
+
+    write_atomic(out / "gpu.json", json.dumps(results, indent=1) + "\n")
+    write_atomic(out / "gpu.md", markdown(results))
 
 
 def publish(results_file: str, pages: list[str]) -> int:
@@ -740,17 +742,12 @@ def publish(results_file: str, pages: list[str]) -> int:
             read_block(page, path.stem)
         except (UsageError, OSError) as e:
             fail(f"--write-docs {page}: {e}")
-    write_text(path.with_suffix(".md"), text)
+    from yolo_spd.paths import write_atomic
+
+    write_atomic(path.with_suffix(".md"), text)
     write_docs(pages, path.stem, body)
     print(text)
     return 0
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write through a temporary file in the same folder, then rename: never a half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def main(argv=None) -> int:
