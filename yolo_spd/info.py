@@ -467,7 +467,6 @@ class InfoRequest:
             raise UsageError(f"no packaged config matches {self.pattern!r}; available: {', '.join(list_models())}")
         return names
 
-
     def _check_sources(self) -> list[str]:
         """``model=`` / ``baseline=``: both accepted model forms (not exports: they have no model to count), and
         without a pattern; returns no packaged names."""

@@ -201,13 +201,18 @@ def _space_to_depth_channels_last(x: torch.Tensor, s: int, row_major: bool = Fal
     return blocks.permute(0, 3, 1, 2)
 
 
+def _block_offsets(s: int, row_major: bool) -> list[tuple[int, int]]:
+    """The (row, column) offsets of the s x s sub-maps in the layer's block order: column-major (the authors') or
+    row-major (ONNX's)."""
+    return [(i, j) for i in range(s) for j in range(s)] if row_major else [(i, j) for j in range(s) for i in range(s)]
+
+
 def _space_to_depth_sliced(x: torch.Tensor, s: int, row_major: bool = False) -> torch.Tensor:
     """The sub-maps f_{i,j} = X[i::s, j::s] concatenated along channels in the layer's block order: the form under
     ``torch.compile``. Inductor fuses it into one kernel, and the 6-D view chain of :func:`_space_to_depth` met an
     inductor error with dynamic shapes ("cannot determine truth value of Relational" while ordering its symbolic
     strides; torch 2.14), which Ultralytics' ``compile=True`` turns on after a recompile. Bit-identical: a copy."""
-    blocks = [(i, j) for i in range(s) for j in range(s)] if row_major else [(i, j) for j in range(s) for i in range(s)]
-    return torch.cat([x[..., i::s, j::s] for i, j in blocks], dim=1)
+    return torch.cat([x[..., i::s, j::s] for i, j in _block_offsets(s, row_major)], dim=1)
 
 
 def _space_to_depth_traced(x: torch.Tensor, s: int, row_major: bool = False) -> torch.Tensor:
@@ -220,8 +225,7 @@ def _space_to_depth_traced(x: torch.Tensor, s: int, row_major: bool = False) -> 
     every export target. A 1 x 1 max pooling selects, it does not compute, so this equals :func:`_space_to_depth`
     bit for bit. Used whenever ``torch.jit.trace`` runs outside an ONNX export (TorchScript, OpenVINO, pnnx/NCNN,
     x2paddle, CoreML)."""
-    blocks = [(i, j) for i in range(s) for j in range(s)] if row_major else [(i, j) for j in range(s) for i in range(s)]
-    return torch.cat([F.max_pool2d(x[..., i:, j:], 1, s) for i, j in blocks], dim=1)
+    return torch.cat([F.max_pool2d(x[..., i:, j:], 1, s) for i, j in _block_offsets(s, row_major)], dim=1)
 
 
 class _NativeOnnxSpaceToDepth(torch.autograd.Function):
