@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from yolo_spd import info
+from yolo_spd import info, list_models
 from yolo_spd.errors import UsageError
 from yolo_spd.markdown import blocks, parse_table, read_block, replace_block, table
 
@@ -78,7 +78,8 @@ def test_the_site_builds_strict_offline_and_its_pages_render(tmp_path):
 
 CHECKED = {"info", "info-latency", "models-speed", "modules", "ground-truth-speed", "small_objects",
            "small_objects-adamw", "exports", "small_objects_sliced", "scconv_width", "scconv-layers", "spd_fold",
-           "install-size", "space-to-depth", "targets", "before-after", "gpu", "gpu-models"}  # fmt: skip
+           "install-size", "space-to-depth", "targets", "before-after", "gpu", "gpu-models", "model-floor",
+           "model-floor-malloc"}  # fmt: skip
 
 
 def test_every_generated_block_is_checked_here_and_every_page_has_its_blocks():
@@ -91,7 +92,8 @@ def test_every_generated_block_is_checked_here_and_every_page_has_its_blocks():
             ("docs/evidence.md", "small_objects_sliced"), ("docs/evidence.md", "scconv_width"),
             ("docs/evidence.md", "scconv-layers"),
             ("README.md", "install-size"), ("docs/speed.md", "space-to-depth"), ("docs/speed.md", "targets"),
-            ("docs/speed.md", "before-after"), ("docs/speed.md", "gpu"), ("docs/speed.md", "gpu-models")} <= set(found)
+            ("docs/speed.md", "before-after"), ("docs/speed.md", "gpu"), ("docs/speed.md", "gpu-models"),
+            ("docs/speed.md", "model-floor"), ("docs/speed.md", "model-floor-malloc")} <= set(found)
     assert all(text.strip() for text in found.values()), "an empty block: run its command"
 
 
@@ -319,6 +321,30 @@ def test_the_space_to_depth_block_has_the_scripts_current_table(tmp_path):
     assert setting_line(published) == setting_line(now)
 
 
+@pytest.mark.parametrize("block", ["model-floor", "model-floor-malloc"])
+def test_the_model_floor_blocks_have_the_scripts_tables_and_consistent_verdicts(block):
+    """benchmarks/model_floor.py's blocks: its two headers, a row per packaged n config and baseline, each pair's
+    'bound by' what the script's rule gives for the row's own figures, and the allocator the block's name says."""
+    floor = load_script("model_floor")
+    published = read_block(REPO / "docs" / "speed.md", block)
+    first = published.splitlines()[0]
+    assert re.sub(r"\d+", "N", first.split(";")[0]) == "N x N, batch N, fused, PyTorch eager, N interleaved rounds"
+    assert "process CPU time, 1 thread(s)" in first
+    assert ("allocator: glibc's defaults." in first) == (block == floor.BLOCK)
+    if block == floor.MALLOC_BLOCK:
+        assert all(name in first for name in floor.MALLOC_SETTINGS)
+    models = parse_table(published)
+    assert list(models[0]) == floor.MODEL_HEADER
+    packaged = list_models("*-n")
+    assert {row["model"] for row in models} == set(packaged) | {"yolov5nu", "yolov8n", "yolo11n"}
+    pairs = parse_table(published[published.index("| pair |"):])
+    assert list(pairs[0]) == floor.PAIR_HEADER and len(pairs) == len(packaged)
+    for row in pairs:
+        figures = {key: float(value) for key, value in row.items() if key not in ("pair", "bound by")}
+        assert row["bound by"] == floor.bound_by(figures["latency ratio"], figures["GFLOPs ratio"],
+                                                 figures["the target leaves"], figures["baseline's other passes"]), row
+
+
 def quick_speed_block(script: str, block: str, tmp_path: Path) -> tuple[str, str]:
     """(what ``benchmarks/SCRIPT.py --quick`` prints now, one round at batch 1; the published block of speed.md)."""
     out = subprocess.run([sys.executable, str(REPO / "benchmarks" / f"{script}.py"), "--quick", "--repeats", "1",
@@ -386,6 +412,32 @@ def test_the_targets_follow_the_figures_they_rest_on(tmp_path):
     out = run_targets(tmp_path / "missing.md", gpu)
     assert out.returncode != 0 and out.stderr.strip().splitlines() == [
         f"targets.py: error: --page {tmp_path / 'missing.md'}: no such file; expected docs/speed.md or a copy of it"]
+
+
+def test_the_whole_model_target_names_what_bounds_each_missed_pair(tmp_path):
+    """The model_floor blocks' 'bound by' reaches the targets table: a missed pair names it (both settings where they
+    differ), and a pair met in the whole-model block but not in a floor run is named as such."""
+    page = tmp_path / "speed.md"
+    text = (REPO / "docs" / "speed.md").read_text(encoding="utf-8")
+    floor = read_block(REPO / "docs" / "speed.md", "model-floor")
+    line = next(line for line in floor.splitlines() if line.startswith("| yolov5-scconv-n / yolov5nu"))
+    assert line.endswith("| compute |")
+    other = line.replace("| compute |", "| other passes |")
+    page.write_text(text.replace(line, other, 1), encoding="utf-8")
+    out = run_targets(page, REPO / "benchmarks" / "results" / "gpu.json")
+    assert out.returncode == 0, out.stderr[-2000:]
+    row = next(row for row in parse_table(out.stdout) if row["target"].startswith("whole n models"))
+    assert "yolov5-scconv-n 1.04/1.06 against 0.87, bound by other passes (glibc's defaults) and compute (allocator " \
+           "tuned)" in row["figures"]
+    published = next(row for row in parse_table(read_block(REPO / "docs" / "speed.md", "targets"))
+                     if row["target"].startswith("whole n models"))
+    pairs = {r["pair"].split(" / ")[0]: r for r in parse_table(floor[floor.index("| pair |"):])}
+    models = read_block(REPO / "docs" / "speed.md", "models-speed")
+    for r in parse_table(models[models.index("| pair |"):]):
+        model = r["pair"].split(" / ")[0]
+        met_here = "(not met)" not in r["PyTorch latency ratio"] + r["ONNX Runtime latency ratio"]
+        if model in pairs and met_here and pairs[model]["bound by"] != "— (met)":
+            assert f"{model} (glibc's defaults {pairs[model]['latency ratio']}" in published["figures"]
 
 
 def has_revision(revision: str) -> bool:
