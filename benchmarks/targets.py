@@ -4,7 +4,7 @@
     python benchmarks/targets.py --write-docs docs/speed.md        # also into that page's generated block 'targets'
 
 Every figure comes from another generated block of the page (``modules``, ``space-to-depth``, ``models-speed``,
-``spd_fold``, ``info-latency``, ``before-after``, ``model-floor``, ``model-floor-malloc``) or from ``benchmarks/results/gpu.json``, so the verdicts change
+``spd_fold``, ``info-latency``, ``before-after``, and model_floor.py's ``model-floor`` blocks) or from ``benchmarks/results/gpu.json``, so the verdicts change
 exactly when one of those is re-measured, and nobody keeps a range by hand. ``tests/test_docs.py`` checks that the
 published block is this script's output for the published blocks. The figures are as machine-dependent as the
 blocks they come from.
@@ -27,10 +27,11 @@ SPACE_TO_DEPTH_LIMIT = 1.25  # SpaceToDepth against a copy of the same tensor
 SPACE_TO_DEPTH_NODES = {"onnx": ("SpaceToDepth", "DepthToSpace"), "openvino": ("SpaceToDepth", "MaxPool"),
                         "ncnn": ("Reorg", "Pooling", "Crop")}
 #: The measured blocks whose setting line must name the clock (target 5: process CPU time at a fixed thread count).
-TIMED_BLOCKS = ("modules", "space-to-depth", "models-speed", "spd_fold", "info-latency", "before-after", "model-floor",
-                "model-floor-malloc")
-#: benchmarks/model_floor.py's blocks: what bounds each pair, under glibc's default allocator and with it tuned.
-FLOOR_BLOCKS = {"model-floor": "glibc's defaults", "model-floor-malloc": "allocator tuned"}
+#: benchmarks/model_floor.py's blocks (what bounds each pair), and how a row of each is named here.
+FLOOR_BLOCKS = {"model-floor": "{runtime}, ONNX export in the process", "model-floor-pytorch": "PyTorch-only process",
+                "model-floor-pytorch-malloc": "PyTorch-only process, allocator tuned"}
+TIMED_BLOCKS = ("modules", "space-to-depth", "models-speed", "spd_fold", "info-latency", "before-after",
+                *FLOOR_BLOCKS)
 
 
 def parse_args(argv=None):
@@ -144,8 +145,11 @@ def model_rows(blocks: dict[str, str]) -> list[list[str]]:
     training throughput reported."""
     pairs = table_with(blocks["models-speed"], "GFLOPs ratio")
     runtimes = ("PyTorch latency ratio", "ONNX Runtime latency ratio")
-    floors = {setting: {row["pair"].split(" / ")[0]: row for row in table_with(blocks[name], "bound by")}
-              for name, setting in FLOOR_BLOCKS.items()}
+    floors = {}  # {model: {"PyTorch, glibc's defaults": row, ...}} from benchmarks/model_floor.py's blocks
+    for name, setting in FLOOR_BLOCKS.items():
+        for floor_row in table_with(blocks[name], "bound by"):
+            where = setting.format(runtime=floor_row["runtime"])
+            floors.setdefault(floor_row["pair"].split(" / ")[0], {})[where] = floor_row
     missed, met, unsteady = [], [], []
     for row in pairs:
         if "-n /" not in row["pair"]:
@@ -157,14 +161,14 @@ def model_rows(blocks: dict[str, str]) -> list[list[str]]:
         if max(latency) <= gflops:
             met.append(figures)
         else:
-            bounds = {setting: floor[model]["bound by"] for setting, floor in floors.items() if model in floor}
+            bounds = {where: floor_row["bound by"] for where, floor_row in floors.get(model, {}).items()}
             if len(set(bounds.values())) == 1:
                 figures += f", bound by {next(iter(bounds.values()))}"
             elif bounds:
-                figures += ", bound by " + " and ".join(f"{bound} ({setting})" for setting, bound in bounds.items())
+                figures += ", bound by " + "; ".join(f"{bound} ({where})" for where, bound in bounds.items())
             missed.append(figures)
-        elsewhere = [f"{setting} {floor[model]['latency ratio']}" for setting, floor in floors.items()
-                     if model in floor and floor[model]["bound by"] != "— (met)"]
+        elsewhere = [f"{where} {floor_row['latency ratio']}" for where, floor_row in floors.get(model, {}).items()
+                     if floor_row["bound by"] != "— (met)"]
         if max(latency) <= gflops and elsewhere:
             unsteady.append(f"{model} ({', '.join(elsewhere)})")
     throughput = [number(row["training throughput ratio"]) for row in pairs if "-n /" in row["pair"]]

@@ -79,7 +79,7 @@ def test_the_site_builds_strict_offline_and_its_pages_render(tmp_path):
 CHECKED = {"info", "info-latency", "models-speed", "modules", "ground-truth-speed", "small_objects",
            "small_objects-adamw", "exports", "small_objects_sliced", "scconv_width", "scconv-layers", "spd_fold",
            "install-size", "space-to-depth", "targets", "before-after", "gpu", "gpu-models", "model-floor",
-           "model-floor-malloc"}  # fmt: skip
+           "model-floor-pytorch", "model-floor-pytorch-malloc"}  # fmt: skip
 
 
 def test_every_generated_block_is_checked_here_and_every_page_has_its_blocks():
@@ -93,7 +93,8 @@ def test_every_generated_block_is_checked_here_and_every_page_has_its_blocks():
             ("docs/evidence.md", "scconv-layers"),
             ("README.md", "install-size"), ("docs/speed.md", "space-to-depth"), ("docs/speed.md", "targets"),
             ("docs/speed.md", "before-after"), ("docs/speed.md", "gpu"), ("docs/speed.md", "gpu-models"),
-            ("docs/speed.md", "model-floor"), ("docs/speed.md", "model-floor-malloc")} <= set(found)
+            ("docs/speed.md", "model-floor"), ("docs/speed.md", "model-floor-pytorch"),
+            ("docs/speed.md", "model-floor-pytorch-malloc")} <= set(found)
     assert all(text.strip() for text in found.values()), "an empty block: run its command"
 
 
@@ -321,26 +322,36 @@ def test_the_space_to_depth_block_has_the_scripts_current_table(tmp_path):
     assert setting_line(published) == setting_line(now)
 
 
-@pytest.mark.parametrize("block", ["model-floor", "model-floor-malloc"])
+FLOOR_BLOCKS = {"model-floor": (False, False), "model-floor-pytorch": (True, False),
+                "model-floor-pytorch-malloc": (True, True)}  # block: (--no-onnx, allocator set)
+
+
+@pytest.mark.parametrize("block", FLOOR_BLOCKS)
 def test_the_model_floor_blocks_have_the_scripts_tables_and_consistent_verdicts(block):
     """benchmarks/model_floor.py's blocks: its two headers, a row per packaged n config and baseline, each pair's
-    'bound by' what the script's rule gives for the row's own figures, and the allocator the block's name says."""
+    'bound by' what the script's rule gives for the row's own figures, and the runtimes and allocator the block's
+    name says."""
     floor = load_script("model_floor")
+    no_onnx, allocator_set = FLOOR_BLOCKS[block]
+    assert floor.block_name(no_onnx, allocator_set) == block
     published = read_block(REPO / "docs" / "speed.md", block)
     first = published.splitlines()[0]
-    assert re.sub(r"\d+", "N", first.split(";")[0]) == "N x N, batch N, fused, PyTorch eager, N interleaved rounds"
+    runtimes = "PyTorch only" if no_onnx else "PyTorch and ONNX Runtime"
+    assert re.sub(r"\d+", "N", first.split(";")[0]) == f"N x N, batch N, fused, {runtimes}, N interleaved rounds"
     assert "process CPU time, 1 thread(s)" in first
-    assert ("allocator: glibc's defaults." in first) == (block == floor.BLOCK)
-    if block == floor.MALLOC_BLOCK:
-        assert all(name in first for name in floor.MALLOC_SETTINGS)
+    assert ("allocator: glibc's defaults." in first) == (not allocator_set)
+    assert all(name in first for name in floor.MALLOC_SETTINGS) == allocator_set
     models = parse_table(published)
     assert list(models[0]) == floor.MODEL_HEADER
     packaged = list_models("*-n")
     assert {row["model"] for row in models} == set(packaged) | {"yolov5nu", "yolov8n", "yolo11n"}
     pairs = parse_table(published[published.index("| pair |"):])
-    assert list(pairs[0]) == floor.PAIR_HEADER and len(pairs) == len(packaged)
+    assert list(pairs[0]) == floor.PAIR_HEADER
+    runtimes = ("PyTorch",) if no_onnx else ("PyTorch", "ONNX Runtime")
+    assert sorted((row["pair"].split(" / ")[0], row["runtime"]) for row in pairs) == sorted(
+        (name, runtime) for name in packaged for runtime in runtimes)
     for row in pairs:
-        figures = {key: float(value) for key, value in row.items() if key not in ("pair", "bound by")}
+        figures = {key: float(value) for key, value in row.items() if key not in ("pair", "runtime", "bound by")}
         assert row["bound by"] == floor.bound_by(figures["latency ratio"], figures["GFLOPs ratio"],
                                                  figures["the target leaves"], figures["baseline's other passes"]), row
 
@@ -420,24 +431,26 @@ def test_the_whole_model_target_names_what_bounds_each_missed_pair(tmp_path):
     page = tmp_path / "speed.md"
     text = (REPO / "docs" / "speed.md").read_text(encoding="utf-8")
     floor = read_block(REPO / "docs" / "speed.md", "model-floor")
-    line = next(line for line in floor.splitlines() if line.startswith("| yolov5-scconv-n / yolov5nu"))
+    line = next(line for line in floor.splitlines() if line.startswith("| yolov5-scconv-n / yolov5nu | PyTorch |"))
     assert line.endswith("| compute |")
     other = line.replace("| compute |", "| other passes |")
     page.write_text(text.replace(line, other, 1), encoding="utf-8")
     out = run_targets(page, REPO / "benchmarks" / "results" / "gpu.json")
     assert out.returncode == 0, out.stderr[-2000:]
     row = next(row for row in parse_table(out.stdout) if row["target"].startswith("whole n models"))
-    assert "yolov5-scconv-n 1.04/1.06 against 0.87, bound by other passes (glibc's defaults) and compute (allocator " \
-           "tuned)" in row["figures"]
+    missed = row["figures"].split(". met:")[0]
+    assert "yolov5-scconv-n 1.04/1.06 against 0.87, bound by other passes (PyTorch, ONNX export in the process); " \
+           in missed
     published = next(row for row in parse_table(read_block(REPO / "docs" / "speed.md", "targets"))
                      if row["target"].startswith("whole n models"))
-    pairs = {r["pair"].split(" / ")[0]: r for r in parse_table(floor[floor.index("| pair |"):])}
+    alone = read_block(REPO / "docs" / "speed.md", "model-floor-pytorch")
+    pairs = {r["pair"].split(" / ")[0]: r for r in parse_table(alone[alone.index("| pair |"):])}
     models = read_block(REPO / "docs" / "speed.md", "models-speed")
     for r in parse_table(models[models.index("| pair |"):]):
         model = r["pair"].split(" / ")[0]
         met_here = "(not met)" not in r["PyTorch latency ratio"] + r["ONNX Runtime latency ratio"]
         if model in pairs and met_here and pairs[model]["bound by"] != "— (met)":
-            assert f"{model} (glibc's defaults {pairs[model]['latency ratio']}" in published["figures"]
+            assert f"{model} (PyTorch-only process {pairs[model]['latency ratio']}" in published["figures"]
 
 
 def has_revision(revision: str) -> bool:

@@ -68,7 +68,7 @@ def test_no_convolution_of_a_fused_model_escapes_the_recorder(name):
     """Counted from the other side: every nn.Conv2d module's output size times its weight's fan-in, by forward hooks.
     Stock models are convolution modules only, so the two counts agree exactly; the SCConv and SSDConv configs add
     matrix products and functional convolutions, so theirs is at least the hooks' count."""
-    _, model = floor.build(name, 128)
+    _, model, _ = floor.build_eager(name, 128)
     x = torch.rand(1, 3, 128, 128)
     with torch.no_grad():
         model(x)  # the modules' lazy caches, as the script does before recording
@@ -99,31 +99,42 @@ def test_the_script_prints_both_tables_and_a_consistent_pair_row(tmp_path):
     out = run("--quick", "--repeats", "2", "--warmup", "0", "--imgsz", "64")
     assert out.returncode == 0, out.stderr[-2000:]
     text = out.stdout
-    assert text.startswith("64 x 64, batch 1, fused, PyTorch eager, 2 interleaved rounds;")
+    assert text.startswith("64 x 64, batch 1, fused, PyTorch and ONNX Runtime, 2 interleaved rounds;")
     assert "allocator: glibc's defaults." in text.splitlines()[0]
     models = parse_table(text)
     assert [row["model"] for row in models] == ["yolov5-scconv-n", "yolov5nu"]
     assert list(models[0]) == floor.MODEL_HEADER
-    (pair,) = parse_table(text[text.index("| pair |"):])
-    assert list(pair) == floor.PAIR_HEADER and pair["pair"] == "yolov5-scconv-n / yolov5nu"
-    numbers = {key: float(value) for key, value in pair.items() if key not in ("pair", "bound by")}
-    assert pair["bound by"] == floor.bound_by(numbers["latency ratio"], numbers["GFLOPs ratio"],
-                                              numbers["the target leaves"], numbers["baseline's other passes"])
+    pairs = parse_table(text[text.index("| pair |"):])
+    assert list(pairs[0]) == floor.PAIR_HEADER
+    assert [(row["pair"], row["runtime"]) for row in pairs] == [
+        ("yolov5-scconv-n / yolov5nu", "PyTorch"), ("yolov5-scconv-n / yolov5nu", "ONNX Runtime")]
+    for pair in pairs:
+        numbers = {key: float(value) for key, value in pair.items() if key not in ("pair", "runtime", "bound by")}
+        assert pair["bound by"] == floor.bound_by(numbers["latency ratio"], numbers["GFLOPs ratio"],
+                                                  numbers["the target leaves"], numbers["baseline's other passes"])
+    for model in models:
+        assert 0 < float(model["PyTorch compute share"]) <= 1.5  # a cold replay can outlast the model at 64 px
+        assert 0 < float(model["ONNX Runtime compute share"]) < 1
 
 
-def test_the_allocator_settings_are_named_and_choose_the_block(tmp_path):
+def test_the_allocator_settings_and_no_onnx_are_named_and_choose_the_block(tmp_path):
     page = tmp_path / "page.md"
     page.write_text("<!-- BEGIN generated: model-floor -->\n<!-- END generated: model-floor -->\n")
-    out = run("--quick", "--repeats", "1", "--warmup", "0", "--imgsz", "64", "--write-docs", str(page),
-              MALLOC_TRIM_THRESHOLD_="4294967296")
+    quick = ("--quick", "--repeats", "1", "--warmup", "0", "--imgsz", "64", "--write-docs", str(page))
+    out = run(*quick, "--no-onnx", MALLOC_TRIM_THRESHOLD_="4294967296")
     assert out.returncode != 0 and "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines()[-1].startswith("model_floor.py: error: --write-docs")
-    assert "model-floor-malloc" in out.stderr
-    page.write_text("<!-- BEGIN generated: model-floor-malloc -->\n<!-- END generated: model-floor-malloc -->\n")
-    out = run("--quick", "--repeats", "1", "--warmup", "0", "--imgsz", "64", "--write-docs", str(page),
-              MALLOC_TRIM_THRESHOLD_="4294967296")
+    assert "model-floor-pytorch-malloc" in out.stderr
+    page.write_text("<!-- BEGIN generated: model-floor-pytorch-malloc -->\n"
+                    "<!-- END generated: model-floor-pytorch-malloc -->\n")
+    out = run(*quick, "--no-onnx", MALLOC_TRIM_THRESHOLD_="4294967296")
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "allocator: MALLOC_TRIM_THRESHOLD_=4294967296." in page.read_text().splitlines()[2]
+    written = page.read_text()
+    assert "PyTorch only" in written and "allocator: MALLOC_TRIM_THRESHOLD_=4294967296." in written.splitlines()[2]
+    assert [row["runtime"] for row in parse_table(written[written.index("| pair |"):])] == ["PyTorch"]
+    assert {row["ONNX Runtime ms"] for row in parse_table(written)} == {"—"}
+    assert floor.block_name(False, False) == "model-floor" and floor.block_name(True, False) == "model-floor-pytorch"
+    assert floor.block_name(False, True) == "model-floor-malloc"
 
 
 def test_an_unknown_model_is_one_error_line():
