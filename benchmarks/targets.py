@@ -4,8 +4,9 @@
     python benchmarks/targets.py --write-docs docs/speed.md        # also into that page's generated block 'targets'
 
 Every figure comes from another generated block of the page (``modules``, ``space-to-depth``, ``models-speed``,
-``spd_fold``, ``info-latency``, ``before-after``, and model_floor.py's ``model-floor`` blocks) or from ``benchmarks/results/gpu.json``, so the verdicts change
-exactly when one of those is re-measured, and nobody keeps a range by hand. ``tests/test_docs.py`` checks that the
+``spd_fold``, ``info-latency``, ``before-after``, and model_floor.py's ``model-floor`` blocks) or from
+``benchmarks/results/gpu.json``, so the verdicts change exactly when one of those is re-measured, and nobody keeps a
+range by hand. ``tests/test_docs.py`` checks that the
 published block is this script's output for the published blocks. The figures are as machine-dependent as the
 blocks they come from.
 """
@@ -30,6 +31,7 @@ SPACE_TO_DEPTH_NODES = {"onnx": ("SpaceToDepth", "DepthToSpace"), "openvino": ("
 #: benchmarks/model_floor.py's blocks (what bounds each pair), and how a row of each is named here.
 FLOOR_BLOCKS = {"model-floor": "{runtime}, ONNX export in the process", "model-floor-pytorch": "PyTorch-only process",
                 "model-floor-pytorch-malloc": "PyTorch-only process, allocator tuned"}
+MET_IN_FLOOR = "— (met)"  # model_floor.py's 'bound by' for a pair within its target
 TIMED_BLOCKS = ("modules", "space-to-depth", "models-speed", "spd_fold", "info-latency", "before-after",
                 *FLOOR_BLOCKS)
 
@@ -161,14 +163,15 @@ def model_rows(blocks: dict[str, str]) -> list[list[str]]:
         if max(latency) <= gflops:
             met.append(figures)
         else:
-            bounds = {where: floor_row["bound by"] for where, floor_row in floors.get(model, {}).items()}
+            bounds = {where: floor_row["bound by"] for where, floor_row in floors.get(model, {}).items()
+                      if floor_row["bound by"] != MET_IN_FLOOR}
             if len(set(bounds.values())) == 1:
                 figures += f", bound by {next(iter(bounds.values()))}"
             elif bounds:
                 figures += ", bound by " + "; ".join(f"{bound} ({where})" for where, bound in bounds.items())
             missed.append(figures)
         elsewhere = [f"{where} {floor_row['latency ratio']}" for where, floor_row in floors.get(model, {}).items()
-                     if floor_row["bound by"] != "— (met)"]
+                     if floor_row["bound by"] != MET_IN_FLOOR]
         if max(latency) <= gflops and elsewhere:
             unsteady.append(f"{model} ({', '.join(elsewhere)})")
     throughput = [number(row["training throughput ratio"]) for row in pairs if "-n /" in row["pair"]]
@@ -177,7 +180,7 @@ def model_rows(blocks: dict[str, str]) -> list[list[str]]:
                "[compute or other passes](#what-bounds-the-whole-model-ratios)): "
                + ("not met: " + "; ".join(missed) + ". " if missed else "")
                + ("met: " + "; ".join(met) if met else "")
-               + (". Met here but not in the PyTorch runs of [what bounds the ratios]"
+               + (". Met here but not in the runs of [what bounds the ratios]"
                   "(#what-bounds-the-whole-model-ratios): " + "; ".join(unsteady) if unsteady else ""))
     return [["whole n models: latency ratio ≤ GFLOPs ratio, PyTorch and ONNX Runtime", status, figures],
             ["training throughput of each n config against its baseline, reported", "**met**",

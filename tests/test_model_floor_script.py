@@ -25,7 +25,7 @@ class Mixed(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(4, 8, 3, stride=2, padding=1, groups=2)  # 8 * 5 * 5 outputs, 2 * 3 * 3 MACs each
         self.dilated = nn.Conv2d(8, 6, 3, padding=2, dilation=2, bias=False)  # 6 * 5 * 5 outputs, 8 * 9 each
-        self.up = nn.ConvTranspose2d(6, 4, 2, stride=2)  # 6 * 5 * 5 inputs, each meets 4 * 2 * 2 weights
+        self.up = nn.ConvTranspose2d(6, 4, 2, stride=2, groups=2)  # 6 * 5 * 5 inputs, each meets 2 * 2 * 2 weights
         self.linear = nn.Linear(4, 3)  # addmm: 100 rows, 4 * 3 each
 
     def forward(self, x):
@@ -45,7 +45,7 @@ def test_the_recorder_counts_each_compute_call_and_nothing_else():
     aten = torch.ops.aten
     assert [func for func, _, _ in calls] == [aten.convolution.default] * 3 + [
         aten.addmm.default, aten.mm.default, aten.bmm.default, aten.baddbmm.default]
-    expected = (8 * 5 * 5 * 2 * 9 + 6 * 5 * 5 * 8 * 9 + 6 * 5 * 5 * 4 * 2 * 2 + 100 * 4 * 3 + 4 * 100 * 4
+    expected = (8 * 5 * 5 * 2 * 9 + 6 * 5 * 5 * 8 * 9 + 6 * 5 * 5 * 2 * 2 * 2 + 100 * 4 * 3 + 4 * 100 * 4
                 + 4 * 100 * 4 + 4 * 4 * 4)
     assert macs == expected
 
@@ -78,10 +78,28 @@ def test_no_convolution_of_a_fused_model_escapes_the_recorder(name):
     calls, macs = floor.record(model, x)
     for handle in handles:
         handle.remove()
-    if name.startswith("yolov5-"):
+    if name.startswith("yolov5-"):  # and within a few percent of Ultralytics' count of the unfused model
         assert macs > sum(hooked) and len(calls) > len(hooked)
+        assert macs * 2 / 1e9 == pytest.approx(floor.build_eager(name, 128)[0], rel=0.05)
     else:
         assert macs == sum(hooked) and len(calls) == len(hooked) > 50
+
+
+def test_pair_row_arithmetic_on_known_rounds():
+    """Two rounds of made-up times with known answers: the model 1.2 s (compute 0.9) and 1.0 s (compute 0.8), the
+    baseline 1.0 (compute 0.85) and 1.0 (compute 0.8); GFLOPs ratio 0.9."""
+    rounds = {"m": [1.2, 1.0], "m compute": [0.9, 0.8], "b": [1.0, 1.0], "b compute": [0.85, 0.8]}
+    row = floor.pair_row("m", "b", "", 0.9, rounds)
+    cells = dict(zip(floor.PAIR_HEADER, row))
+    assert cells["pair"] == "m / b" and cells["runtime"] == "PyTorch"
+    assert cells["latency ratio"] == "1.10"  # median of 1.2 and 1.0
+    assert cells["compute alone ratio"] == f"{(0.9 / 0.85 + 1.0) / 2:.2f}"
+    assert cells["other passes"] == "0.25"  # (0.3 + 0.2) / 2
+    assert cells["the target leaves"] == "0.05"  # 0.9 - (0.9 + 0.8) / 2
+    assert cells["baseline's other passes"] == "0.17"  # (0.15 + 0.2) / 2: 0.175 in binary is just under it
+    assert cells["bound by"] == "compute"  # 0.05 left, below the baseline's own 0.17
+    onnx = {f"{key.split()[0]} onnx{' compute' if 'compute' in key else ''}": value for key, value in rounds.items()}
+    assert floor.pair_row("m", "b", " onnx", 0.9, onnx)[1:] == ["ONNX Runtime", *row[2:]]
 
 
 def test_bound_by_names_the_part_that_keeps_a_pair_over_its_target():
