@@ -85,11 +85,12 @@ def test_finished_runs_are_archived_without_weights_and_restored_only_where_miss
 @pytest.mark.skipif(not (SHARED / "data" / "aerial-cars" / "data.yaml").is_file(), reason="needs ../shared")
 def test_the_scconv_width_study_is_the_published_recipe_at_scale_s(script, tmp_path):
     """benchmarks/scconv_width.py: the same recipe, tiles and scoring as the published study; yolov5su against
-    yolov5-scconv-s, four seeds, its own folder and results."""
+    yolov5-scconv-s, the published study's five seeds, its own folder and results."""
     width = load_script("scconv_width")
     plan, published = script.plan_for(tmp_path, width.STUDY, width.STEM), script.plan_for(tmp_path)
     assert [m.rsplit("/", 1)[-1] for m in plan.models] == ["yolov5su.yaml", "yolov5-scconv-s.yaml"]
-    assert plan.seeds == (0, 1, 2, 3) and plan.control is None and plan.folder == tmp_path / "scconv_width"
+    assert plan.seeds == published.seeds == (0, 1, 2, 3, 4)
+    assert plan.control is None and plan.folder == tmp_path / "scconv_width"
     assert plan.train == published.train and plan.tiles == published.tiles
     assert plan.eval_spec() == published.eval_spec()
     assert plan.command.startswith("yolo-spd study models=yolov5su.yaml,yolov5-scconv-s.yaml ")
