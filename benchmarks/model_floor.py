@@ -287,10 +287,7 @@ def pair_row(name: str, base: str, suffix: str, flops_ratio: float, rounds: dict
     rounds, and which part keeps it above its target (if it is)."""
     model, model_compute = rounds[name + suffix], rounds[f"{name}{suffix} compute"]
     baseline, baseline_compute = rounds[base + suffix], rounds[f"{base}{suffix} compute"]
-
-    def median(values):
-        return statistics.median(list(values))
-
+    median = statistics.median  # of an iterable: the per-round values below
     latency = median(m / b for m, b in zip(model, baseline))
     compute = median(m / b for m, b in zip(model_compute, baseline_compute))
     other = median((m - c) / b for m, c, b in zip(model, model_compute, baseline))

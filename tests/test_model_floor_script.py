@@ -1,5 +1,6 @@
 """benchmarks/model_floor.py: the recorder finds every convolution and matrix product a model runs and counts their
-multiply-accumulates right, the replay runs exactly those calls, and the script's tables say which part bounds a pair."""
+multiply-accumulates right, the replay runs exactly those calls, and the script's tables say which part bounds a
+pair."""
 
 from __future__ import annotations
 
