@@ -124,6 +124,37 @@ def test_t_interval_against_scipy():
     assert stats.t_interval([0.1])["ci"] is None and stats.t_interval([0.1])["mean"] == 0.1
 
 
+def test_welch_interval_against_scipy_and_its_degenerate_cases():
+    from scipy import stats as scipy_stats
+
+    first, second = [-0.112, -0.051, -0.043, -0.110, -0.028], [-0.040, -0.042, 0.036, -0.034, 0.031, 0.002]
+    got = stats.welch_interval(first, second)
+    reference = scipy_stats.ttest_ind(second, first, equal_var=False)
+    assert got["ci"] == pytest.approx(list(reference.confidence_interval(0.95)), abs=1e-12)
+    assert got["dof"] == pytest.approx(reference.df, abs=1e-9) and got["n"] == [5, 6]
+    assert got["mean"] == pytest.approx(np.mean(second) - np.mean(first), abs=1e-15)  # second minus first
+    assert stats.welch_interval([0.1], second)["ci"] is None  # one value has no spread to estimate
+    assert stats.welch_interval([0.1, 0.1], [0.3, 0.3])["ci"] == pytest.approx([0.2, 0.2])  # nothing varies
+
+
+def test_contrast_bootstrap_scores_both_studies_on_each_replicates_draw():
+    """The statistic per replicate is (second's seed-mean difference) - (first's), replicate by replicate: the
+    same draw on both sides, so a study contrasted with itself gives exactly 0, and noise common to every run on a
+    draw cancels instead of widening the interval."""
+    rng = np.random.default_rng(1)
+    common = rng.normal(0, 0.05, (400, 2))  # what a draw of images does to every run alike
+    study = lambda shift: ({s: 0.3 + common + rng.normal(0, 0.002, (400, 2)) for s in (0, 1, 2)},  # noqa: E731
+                           {s: 0.3 + shift + common + rng.normal(0, 0.002, (400, 2)) for s in (0, 1, 2, 3)})
+    first, second = study(-0.06), study(-0.01)
+    out = stats.contrast_bootstrap(first, second, ("AP", "AP50"))
+    d = [np.mean([pair[1][s][:, 0] - pair[0][s][:, 0] for s in (0, 1, 2)], axis=0) for pair in (first, second)]
+    assert out["AP"]["ci"] == pytest.approx([np.quantile(d[1] - d[0], 0.025), np.quantile(d[1] - d[0], 0.975)])
+    assert out["AP"]["n"] == [3, 3]  # seeds with both runs: study two's seed 3 has no baseline
+    assert 0.04 < out["AP"]["ci"][0] and out["AP"]["half_width"] < 0.01  # the common noise cancelled
+    assert stats.contrast_bootstrap(first, first, ("AP",))["AP"]["ci"] == [0.0, 0.0]
+    assert stats.contrast_bootstrap(first, ({}, second[1]), ("AP",))["AP"]["ci"] is None
+
+
 def test_paired_bootstrap_is_the_percentile_interval_of_the_seed_mean_difference():
     rng = np.random.default_rng(0)
     base = {s: rng.normal(0.3, 0.02, (400, 2)) for s in (0, 1, 2)}

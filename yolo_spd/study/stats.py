@@ -12,6 +12,10 @@ The interval is the 2.5th and 97.5th percentile of that statistic over ``resampl
 bootstrap; Efron & Tibshirani 1993, ch. 13), drawn from ``numpy.random.default_rng(seed)``, so it is deterministic.
 It counts the sampling of the val images, which the t interval does not; it does not resample seeds.
 
+Two studies scored on the same val images (:mod:`.contrast`): :func:`welch_interval` over the two studies' per-seed
+differences (independent samples, unequal variances), and :func:`contrast_bootstrap`, whose replicate statistic is
+the difference of the two studies' paired means on one draw that every run of both is scored on.
+
 Scoring a replicate is COCO's own accumulation (``pycocotools.cocoeval.COCOeval.accumulate``) on the per-image
 matches that ``COCOeval.evaluate`` made once per run, with the drawn images' entries repeated as often as they were
 drawn (:func:`accumulate`). Repeating an image this way equals scoring a dataset that holds that many copies of it,
@@ -47,6 +51,22 @@ def t_interval(differences: list[float], level: float = T_LEVEL) -> dict:
         return {"n": n, "mean": mean, "ci": None, "half_width": None}
     half = t_quantile(0.5 + level / 2, n - 1) * statistics.stdev(differences) / math.sqrt(n)
     return {"n": n, "mean": mean, "ci": [mean - half, mean + half], "half_width": half}
+
+
+def welch_interval(first: list[float], second: list[float], level: float = T_LEVEL) -> dict:
+    """{"n": [n1, n2], "mean", "ci", "half_width", "dof"} of ``mean(second) - mean(first)`` for two independent
+    samples (Welch 1947): ``+- t(0.975, dof) * sqrt(v1/n1 + v2/n2)``, dof by the Welch-Satterthwaite equation. It
+    does not assume equal variances, nor that the i-th values of the two samples belong together."""
+    n1, n2 = len(first), len(second)
+    mean = statistics.fmean(second) - statistics.fmean(first) if n1 and n2 else None
+    if n1 < 2 or n2 < 2:
+        return {"n": [n1, n2], "mean": mean, "ci": None, "half_width": None, "dof": None}
+    a, b = statistics.variance(first) / n1, statistics.variance(second) / n2
+    if a + b == 0:  # both samples constant: no spread to scale by, the interval is the point
+        return {"n": [n1, n2], "mean": mean, "ci": [mean, mean], "half_width": 0.0, "dof": None}
+    dof = (a + b) ** 2 / (a * a / (n1 - 1) + b * b / (n2 - 1))
+    half = t_quantile(0.5 + level / 2, dof) * math.sqrt(a + b)
+    return {"n": [n1, n2], "mean": mean, "ci": [mean - half, mean + half], "half_width": half, "dof": dof}
 
 
 @dataclass
@@ -236,4 +256,28 @@ def paired_bootstrap(baseline: dict[int, np.ndarray], variant: dict[int, np.ndar
         stat = np.mean([variant[s][:, j] - baseline[s][:, j] for s in seeds], axis=0)
         low, high = percentile_interval(stat, level)
         out[metric] = {"n": len(seeds), "ci": [low, high], "half_width": (high - low) / 2}
+    return out
+
+
+def contrast_bootstrap(first: tuple[dict, dict], second: tuple[dict, dict], metrics: tuple[str, ...],
+                       level: float = T_LEVEL) -> dict[str, dict]:
+    """The image-bootstrap interval of (second study's paired mean) - (first study's), per metric.
+
+    ``first`` and ``second`` are each (baseline, variant) as :func:`paired_bootstrap` takes them, all four on the SAME
+    counts (two studies scored on the same val images), so a replicate draws one set of images for every run of both.
+    Returns {metric: {"n": [seeds in first, seeds in second], "ci", "half_width"}}.
+    """
+    def paired_means(pair: tuple[dict, dict], j: int) -> tuple[int, np.ndarray | None]:
+        baseline, variant = pair
+        seeds = sorted(set(baseline) & set(variant))
+        return len(seeds), (np.mean([variant[s][:, j] - baseline[s][:, j] for s in seeds], axis=0) if seeds else None)
+
+    out = {}
+    for j, metric in enumerate(metrics):
+        (n1, d1), (n2, d2) = paired_means(first, j), paired_means(second, j)
+        if d1 is None or d2 is None:
+            out[metric] = {"n": [n1, n2], "ci": None, "half_width": None}
+            continue
+        low, high = percentile_interval(d2 - d1, level)
+        out[metric] = {"n": [n1, n2], "ci": [low, high], "half_width": (high - low) / 2}
     return out
