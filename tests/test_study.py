@@ -1095,3 +1095,59 @@ def test_a_resolvable_width_beyond_any_score_difference_says_add_seeds():
     assert _resolution(entry(0.004, 1.176)) == "±0.004 / ±1.176 (none: add seeds)"  # two seeds, t multiplier 12.7
     assert _resolution(entry(0.004, 0.039)) == "±0.004 / ±0.039"
     assert _resolution(entry(0.004, None)) == "±0.004 / -"
+
+
+def test_a_contrast_of_two_studies_on_the_same_val_images(tmp_path, monkeypatch):
+    """yolo_spd.study.contrast: Δ(second) - Δ(first) from each study's own paired differences, Welch's interval as
+    scipy computes it from the per-seed differences, and a bootstrap in which both studies are scored on the same
+    draws; studies scored differently, a variant not in a study, or one seed, are one error line each."""
+    from scipy import stats as scipy_stats
+
+    from yolo_spd.study import contrast, report, stats
+
+    args = ["seeds=0,1,2", "resamples=100", "bootstrap_seed=4"]
+    first, res1, truth = fabricated_study(tmp_path / "a", monkeypatch, ["models=yolov5nu.yaml,yolov5-spd-n.yaml",
+                                                                        "name=n", *args], 8, 5, 0)
+    second, res2, _ = fabricated_study(tmp_path / "b", monkeypatch,
+                                       ["models=yolov5su.yaml,yolov5-scconv-s.yaml,yolov5-spd-s.yaml", "name=s", *args],
+                                       8, 5, 1)
+    res = contrast.contrast(first, second, second_variant="yolov5-scconv-s.yaml")
+    assert (res["first"]["variant"], res["second"]["variant"]) == ("yolov5-spd-n", "yolov5-scconv-s")
+    entry = res["scopes"]["all classes"]["AP50"]
+    d1 = res1["paired"]["variants"]["yolov5-spd-n"]["AP50"]["differences"]
+    d2 = res2["paired"]["variants"]["yolov5-scconv-s"]["AP50"]["differences"]
+    assert entry["first"]["differences"] == d1 and entry["second"]["differences"] == d2  # each study's own report
+    assert entry["contrast"] == pytest.approx(np.mean(d2) - np.mean(d1), abs=1e-6)
+    welch = scipy_stats.ttest_ind(d2, d1, equal_var=False).confidence_interval(0.95)
+    assert entry["t"]["ci"] == pytest.approx(list(welch), abs=1e-5)
+
+    counts = stats.bootstrap_counts(len(truth.coco["images"]), 100, seed=4)  # one set of draws for both studies
+    labels, metrics = ("all", *first.evaluation.sizes.labels), report.paired_metrics(first.evaluation.sizes.labels)
+    j = metrics.index("AP50")
+
+    def draws(plan, model, seed):
+        dets = json.loads((plan.folder / f"{model}-seed{seed}" / "val" / "coco_predictions.json").read_text())
+        matches = stats.per_image_matches(truth.coco, dets, first.evaluation.sizes.area_ranges(), labels)
+        return stats.replicate_metrics(matches, counts, metrics)[:, j]
+
+    means = [np.mean([draws(plan, v, s) - draws(plan, b, s) for s in (0, 1, 2)], axis=0)
+             for plan, b, v in ((first, "yolov5nu", "yolov5-spd-n"), (second, "yolov5su", "yolov5-scconv-s"))]
+    low, high = np.percentile(means[1] - means[0], [2.5, 97.5])
+    assert entry["bootstrap"]["ci"] == pytest.approx([low, high], abs=1e-5)
+    assert entry["resolved"] == report.resolved(entry)
+    text = contrast.markdown(res, "scale n", "scale s")
+    assert "| AP50 |" in text and "contrast scale s - scale n" in text and "Resolved contrasts" in text
+
+    other, _, _ = fabricated_study(tmp_path / "c", monkeypatch, ["models=yolov5nu.yaml,yolov5-spd-n.yaml", "name=o",
+                                                                 *args], 8, 6, 0)  # other val images
+    with pytest.raises(UsageError, match=r"scored differently \(val_data differ\)"):
+        contrast.contrast(first, other)
+    with pytest.raises(UsageError, match="second variant=yolov5nu.yaml: not a variant of that study; give one of "
+                                         "yolov5-scconv-s, yolov5-spd-s"):
+        contrast.contrast(first, second, second_variant="yolov5nu.yaml")
+    import dataclasses
+
+    with pytest.raises(UsageError, match="resamples=100 and resamples=200"):
+        contrast.contrast(first, dataclasses.replace(second, resamples=200))
+    with pytest.raises(UsageError, match=r"1 seed\(s\) with both yolov5nu and yolov5-spd-n scored"):
+        contrast.contrast(dataclasses.replace(first, seeds=(0,)), second)

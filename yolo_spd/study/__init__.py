@@ -9,4 +9,5 @@ first, seed by seed, with two intervals: a seed-level Student t interval and a p
 - :mod:`.stats`: the intervals, and COCO's accumulation re-run on bootstrap draws of the val images.
 - :mod:`.report`: ``study.json``, ``study.md`` and ``study.png``.
 - :mod:`.control`: ``control=wide``, the baseline widened to the costliest variant's GFLOPs.
+- :mod:`.contrast`: two studies on the same val images: does a variant's difference move between them?
 """

@@ -95,7 +95,9 @@ def model_costs(plan) -> dict[str, dict]:
     return costs
 
 
-def _run_rows(plan) -> tuple[list[dict], list[str]]:
+def scored_runs(plan) -> tuple[list[dict], list[str]]:
+    """(a row per scored run of ``plan``: model stem, seed, metrics, per class, training minutes, ...; the names of
+    the runs not yet trained and scored)."""
     rows, missing = [], []
     for model, seed in plan.order:
         folder = plan.folder / study_runs.run_name(model, seed)
@@ -215,7 +217,7 @@ def results(plan, data) -> dict:
     """The study's results as one dict (what ``study.json`` holds)."""
     from ..evaluation import build_ground_truth
 
-    rows, missing = _run_rows(plan)
+    rows, missing = scored_runs(plan)
     truth = build_ground_truth(plan.val, plan.evaluation.gt)
     val = instance_counts(truth.coco, plan.evaluation.sizes)
     classes = class_scopes(val, plan.evaluation.sizes.labels)

@@ -1,0 +1,157 @@
+"""Does a variant's difference from its baseline change between two studies? The contrast of two paired differences.
+
+Two studies scored on the same val images, each pairing a variant with its baseline seed by seed (say SCConv at scale
+n, yolov5-scconv-n against yolov5nu, and at scale s, yolov5-scconv-s against yolov5su). Per study, ``D`` is the mean
+over seeds of (variant - baseline), what its report prints; the contrast is ``D(second) - D(first)``: how much the
+variant's difference moved from the first study to the second (positive: less of a loss, or more of a gain).
+
+Two intervals, as for a paired difference (:mod:`.report`'s rule), each counting a noise the other cannot:
+
+- **Welch t over seeds** (:func:`.stats.welch_interval`) on the two studies' per-seed differences. The studies' runs
+  are different trainings, so they are independent samples: a seed number shared by two studies does not make their
+  runs belong together, and neither study's spread is assumed to equal the other's.
+- **Image bootstrap** (:func:`.stats.contrast_bootstrap`): each replicate draws one set of val images, every run of
+  both studies is scored on it, and the statistic is the replicate's contrast. This needs both studies to use the
+  same val data, scoring settings and bootstrap draws, which :func:`contrast` checks.
+
+The contrast is *resolved* when both intervals exclude 0 on the same side.
+"""
+
+from __future__ import annotations
+
+from ..errors import UsageError
+from ..markdown import table
+from . import report, stats
+from . import runs as study_runs
+
+RULE = ("resolved when the Welch t interval over the two studies' seeds and the image bootstrap interval both exclude "
+        "0 on the same side")
+
+
+def _pair(plan, variant: str | None, side: str) -> tuple[str, str]:
+    """(baseline stem, variant stem) of ``plan``: the baseline is its first model; ``variant`` defaults to its
+    second."""
+    stems = [study_runs.model_stem(m) for m in plan.models]
+    chosen = stems[1] if variant is None else study_runs.model_stem(variant)
+    if chosen not in stems[1:]:
+        raise UsageError(f"{side} variant={variant}: not a variant of that study; give one of {', '.join(stems[1:])}")
+    return stems[0], chosen
+
+
+def check_comparable(first, second) -> None:
+    """One error line unless the two plans score on the same val data with the same settings and bootstrap draws."""
+    a, b = first.eval_spec(), second.eval_spec()
+    if a != b:
+        keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        raise UsageError(f"the two studies are scored differently ({', '.join(keys)} differ): a contrast needs the "
+                         "same val data and scoring settings")
+    for key in ("resamples", "bootstrap_seed"):
+        if getattr(first, key) != getattr(second, key):
+            raise UsageError(f"{key}={getattr(first, key)} and {key}={getattr(second, key)}: a contrast needs the "
+                             "same bootstrap draws in both studies")
+
+
+def contrast(first, second, first_variant: str | None = None, second_variant: str | None = None) -> dict:
+    """The contrast of ``second``'s paired difference with ``first``'s (each a :class:`~.plan.StudyPlan` whose runs
+    are scored), over all classes and on each class the studies' reports pair alone; see the module docstring."""
+    from ..evaluation import build_ground_truth
+
+    check_comparable(first, second)
+    pairs = [_pair(first, first_variant, "first"), _pair(second, second_variant, "second")]
+    truth = build_ground_truth(first.val, first.evaluation.gt)
+    val = report.instance_counts(truth.coco, first.evaluation.sizes)
+    classes = report.class_scopes(val, first.evaluation.sizes.labels)
+    metrics = report.paired_metrics(first.evaluation.sizes.labels)
+    sides = []
+    for plan, (baseline, variant) in zip((first, second), pairs):  # both checked before the slow part
+        rows = [r for r in report.scored_runs(plan)[0] if r["model"] in (baseline, variant)]
+        seeds = sorted({r["seed"] for r in rows if r["model"] == variant} &
+                       {r["seed"] for r in rows if r["model"] == baseline})
+        if len(seeds) < 2:
+            raise UsageError(f"{plan.folder}: {len(seeds)} seed(s) with both {baseline} and {variant} scored; a "
+                             "contrast needs at least 2 in each study")
+        sides.append({"command": plan.command, "baseline": baseline, "variant": variant, "seeds": seeds,
+                      "rows": [r for r in rows if r["seed"] in seeds]})
+    for plan, side in zip((first, second), sides):
+        side["replicates"] = report.bootstrap_replicates(plan, side.pop("rows"), truth, tuple(classes))
+    scopes = {None: None, **report.scope_names(val, classes)}
+    out = {"first": {k: v for k, v in sides[0].items() if k != "replicates"},
+           "second": {k: v for k, v in sides[1].items() if k != "replicates"},
+           "metrics": list(metrics), "images": len(truth.coco["images"]), "resamples": first.resamples,
+           "bootstrap_seed": first.bootstrap_seed, "rule": RULE, "scopes": {}}
+    for scope, name in scopes.items():
+        out["scopes"][name or "all classes"] = _scope(sides, scope, metrics)
+    return out
+
+
+def _scope(sides: list[dict], scope: int | None, metrics: tuple[str, ...]) -> dict:
+    draws, values = [], []
+    for side in sides:
+        key = lambda model, seed: side["replicates"][(model, seed)][scope]  # noqa: E731 - (values, draws) of a run
+        draws.append(({s: key(side["baseline"], s)[1] for s in side["seeds"]},
+                      {s: key(side["variant"], s)[1] for s in side["seeds"]}))
+        values.append({m: [key(side["variant"], s)[0][m] - key(side["baseline"], s)[0][m] for s in side["seeds"]]
+                       for m in metrics})
+    boot = stats.contrast_bootstrap(draws[0], draws[1], metrics)
+    out = {}
+    for metric in metrics:
+        first, second = values[0][metric], values[1][metric]
+        entry = {"first": {"differences": _round(first), "t": _round(stats.t_interval(first))},
+                 "second": {"differences": _round(second), "t": _round(stats.t_interval(second))},
+                 "contrast": round(stats.welch_interval(first, second)["mean"], 6),
+                 "t": _round(stats.welch_interval(first, second)), "bootstrap": _round(boot[metric])}
+        entry["resolved"] = report.resolved(entry)
+        out[metric] = entry
+    return out
+
+
+def _round(value):
+    if isinstance(value, dict):
+        return {k: _round(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_round(v) for v in value]
+    return round(value, 6) if isinstance(value, float) else value
+
+
+def markdown(res: dict, first_label: str = "first", second_label: str = "second") -> str:
+    """The contrast as a Markdown report: what is compared, one table per scope, and the verdict."""
+    first, second = res["first"], res["second"]
+    lines = [f"Contrast of two studies scored on the same {res['images']} val images: Δ = mean over seeds of "
+             f"(variant - baseline) in each, and the contrast Δ({second_label}) - Δ({first_label}).", "",
+             f"- {first_label}: {first['variant']} - {first['baseline']}, seeds {_seeds(first['seeds'])} "
+             f"(`{first['command']}`)",
+             f"- {second_label}: {second['variant']} - {second['baseline']}, seeds {_seeds(second['seeds'])} "
+             f"(`{second['command']}`)", "",
+             f"Intervals (95%): in each study the seed t interval as its report prints it; for the contrast the image "
+             f"bootstrap ({res['resamples']} replicates, numpy default_rng({res['bootstrap_seed']}); every run of both "
+             "studies scored on each replicate's images) and, after t, the Welch t interval over the two studies' "
+             "per-seed differences (independent runs, unequal spreads). **Bold**: resolved, both contrast intervals "
+             "exclude 0.", ""]
+    found = []
+    for scope, entries in res["scopes"].items():
+        rows = []
+        for metric, e in entries.items():
+            mean = f"{e['contrast']:+.3f}"
+            if e["resolved"]:
+                mean = f"**{mean}**"
+                found.append(f"{metric} on {scope} {e['contrast']:+.3f}")
+            rows.append([metric, _with_t(e["first"]), _with_t(e["second"]),
+                         f"{mean} {_ci(e['bootstrap']['ci'])} (t {_ci(e['t']['ci'])})"])
+        lines += [f"On {scope}:", "", table(["metric", f"Δ {first_label}", f"Δ {second_label}",
+                                             f"contrast {second_label} - {first_label}"], rows), ""]
+    verdict = "; ".join(found) if found else "none"
+    lines.append(f"**Resolved contrasts** (both intervals exclude 0): {verdict}.")
+    return "\n".join(lines) + "\n"
+
+
+def _seeds(seeds: list[int]) -> str:
+    return ",".join(map(str, seeds))
+
+
+def _with_t(side: dict) -> str:
+    mean = sum(side["differences"]) / len(side["differences"])
+    return f"{mean:+.3f} (t {_ci(side['t']['ci'])})"
+
+
+def _ci(ci) -> str:
+    return "-" if ci is None else f"[{ci[0]:+.3f}, {ci[1]:+.3f}]"
