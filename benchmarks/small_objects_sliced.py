@@ -85,7 +85,8 @@ def restore_runs(archive: Path, folder: Path) -> list[str]:
     return names
 
 
-def parse_args(argv=None, stem: str = STEM, doc: str = __doc__) -> argparse.Namespace:
+def build_parser(stem: str = STEM, doc: str = __doc__) -> argparse.ArgumentParser:
+    """The options every study script takes (a script may add its own)."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--score-only", action="store_true", help="train and resume nothing; score what has finished")
     parser.add_argument("--runs", type=lambda p: Path(p).resolve(), default=HERE / "runs",
@@ -96,7 +97,11 @@ def parse_args(argv=None, stem: str = STEM, doc: str = __doc__) -> argparse.Name
                         help="where finished runs' records (no weights) are kept and restored from")
     parser.add_argument("--checkpoint", choices=("best", "last"), default="best",
                         help="score best.pt (published as <stem>.*, and the docs block) or last.pt (<stem>-last.*)")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv=None, stem: str = STEM, doc: str = __doc__) -> argparse.Namespace:
+    return build_parser(stem, doc).parse_args(argv)
 
 
 def plan_for(runs: Path, study: tuple[str, ...] = STUDY, stem: str = STEM, checkpoint: str = "best"):
@@ -128,10 +133,11 @@ def publish(folder: Path, out: Path, docs: Path | None, stem: str = STEM) -> Non
         write_blocks([docs], stem, (out / f"{stem}.md").read_text(encoding="utf-8").strip("\n"))
 
 
-def main(argv=None, study: tuple[str, ...] = STUDY, stem: str = STEM, doc: str = __doc__) -> None:
+def main(argv=None, study: tuple[str, ...] = STUDY, stem: str = STEM, doc: str = __doc__,
+         args: argparse.Namespace | None = None) -> None:
     """Train or resume, score and publish ``study`` (default: this page's) as ``stem``, its report also into
-    ``--docs``' block ``stem``."""
-    args = parse_args(argv, stem, doc)
+    ``--docs``' block ``stem``; ``args``: already parsed options (else parsed from ``argv``)."""
+    args = parse_args(argv, stem, doc) if args is None else args
     script = f"{stem}.py"
     if not DATA.is_file():
         sys.exit(f"{script}: {DATA} not found (the study trains on ../shared/data/aerial-cars)")

@@ -77,7 +77,8 @@ def test_the_site_builds_strict_offline_and_its_pages_render(tmp_path):
 # --- the generated blocks ------------------------------------------------------------------------------------------
 
 CHECKED = {"info", "info-latency", "models-speed", "modules", "ground-truth-speed", "small_objects",
-           "small_objects-adamw", "exports", "small_objects_sliced", "scconv_width", "scconv-layers", "spd_fold",
+           "small_objects-adamw", "exports", "small_objects_sliced", "scconv_width", "scconv_width-contrast",
+           "scconv-layers", "spd_fold",
            "install-size", "space-to-depth", "targets", "before-after", "gpu", "gpu-models", "model-floor",
            "model-floor-pytorch", "model-floor-pytorch-malloc"}  # fmt: skip
 
@@ -90,6 +91,7 @@ def test_every_generated_block_is_checked_here_and_every_page_has_its_blocks():
             ("docs/evaluation.md", "ground-truth-speed"), ("docs/evidence.md", "small_objects"),
             ("docs/evidence.md", "small_objects-adamw"), ("docs/export.md", "exports"),
             ("docs/evidence.md", "small_objects_sliced"), ("docs/evidence.md", "scconv_width"),
+            ("docs/evidence.md", "scconv_width-contrast"),
             ("docs/evidence.md", "scconv-layers"),
             ("README.md", "install-size"), ("docs/speed.md", "space-to-depth"), ("docs/speed.md", "targets"),
             ("docs/speed.md", "before-after"), ("docs/speed.md", "gpu"), ("docs/speed.md", "gpu-models"),
@@ -210,6 +212,23 @@ def test_the_gpu_blocks_and_files_are_what_gpu_py_writes_from_the_committed_runs
 def test_blocks_copied_from_results_files_are_the_committed_files(page, stem):
     expected = (REPO / "benchmarks" / "results" / f"{stem}.md").read_text(encoding="utf-8").strip("\n")
     assert read_block(REPO / "docs" / page, stem) == expected, f"copy benchmarks/results/{stem}.md into docs/{page}"
+
+
+def test_the_scale_contrast_block_is_the_committed_file_and_what_its_json_renders_to():
+    """docs/evidence.md's scconv_width-contrast block: benchmarks/results/scconv_width_contrast.md, which is what
+    yolo_spd.study.contrast renders from the committed JSON now; its two sides are the two published studies."""
+    from yolo_spd.study import contrast
+
+    folder = REPO / "benchmarks" / "results"
+    res = json.loads((folder / "scconv_width_contrast.json").read_text(encoding="utf-8"))
+    text = (folder / "scconv_width_contrast.md").read_text(encoding="utf-8")
+    assert text == contrast.markdown(res, "scale n", "scale s")
+    assert read_block(REPO / "docs" / "evidence.md", "scconv_width-contrast") == text.strip("\n")
+    assert (res["first"]["variant"], res["second"]["variant"]) == ("yolov5-scconv-n", "yolov5-scconv-s")
+    for side, stem in (("first", "small_objects_sliced"), ("second", "scconv_width")):
+        study = json.loads((folder / f"{stem}.json").read_text(encoding="utf-8"))
+        pair = study["paired_classes"]["car"]["paired"]["variants"][res[side]["variant"]]["AP_small"]
+        assert res["scopes"]["car"]["AP_small"][side]["differences"] == pair["differences"]  # the studies' own
 
 
 def test_every_public_name_on_the_api_pages_has_a_docstring():

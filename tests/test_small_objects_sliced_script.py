@@ -98,3 +98,28 @@ def test_the_scconv_width_study_is_the_published_recipe_at_scale_s(script, tmp_p
     last = script.plan_for(tmp_path, width.STUDY, width.STEM, "last")  # --checkpoint last: last.pt, its own scoring
     assert last.checkpoint == "last" and last.eval_name == "sliced-val-320-last" and last.train == plan.train
     assert last.command.endswith(" checkpoint=last (python benchmarks/scconv_width.py --checkpoint last)")
+
+
+@pytest.mark.skipif(not (SHARED / "data" / "aerial-cars" / "data.yaml").is_file(), reason="needs ../shared")
+def test_the_contrast_without_scale_s_runs_is_one_error_line_and_writes_nothing(tmp_path):
+    """``scconv_width.py --contrast`` restores the published study's records, finds no scale-s run on record (an
+    empty archive) and stops with one line before any bootstrap, leaving no results file or docs block behind."""
+    import subprocess
+    import sys
+
+    from .conftest import REPO, child_env
+
+    (tmp_path / "empty").mkdir()
+    docs = tmp_path / "evidence.md"
+    docs.write_text("<!-- BEGIN generated: scconv_width-contrast -->\n<!-- END generated: scconv_width-contrast -->\n")
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "scconv_width.py"), "--contrast",
+                          "--runs", str(tmp_path / "runs"), "--archive", str(tmp_path / "empty"),
+                          "--out", str(tmp_path / "out"), "--docs", str(docs)],
+                         cwd=tmp_path, env=child_env(YOLO_SPD_CACHE=str(tmp_path / "cache")), capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert out.stderr.strip().splitlines()[-1] == (
+        f"scconv_width.py: error: {tmp_path / 'runs' / 'scconv_width'}: 0 seed(s) with both yolov5su and "
+        "yolov5-scconv-s scored; a contrast needs at least 2 in each study")
+    assert "Traceback" not in out.stderr and not (tmp_path / "out").exists()
+    assert len(list((tmp_path / "runs" / "small_objects_sliced").iterdir())) == 25  # the published study's runs
