@@ -80,7 +80,8 @@ def main(argv=None) -> None:
     parser = aerial.build_parser(STEM, __doc__)
     parser.add_argument("--contrast", action="store_true",
                         help="score the contrast of this study's SCConv difference with scale n's (the published "
-                             "study's) from both studies' records, and publish it; trains nothing")
+                             "study's) from both studies' records, and publish it; trains nothing (scale n's records "
+                             "come from results/small_objects_sliced-runs, --archive is scale s's)")
     args = parser.parse_args(argv)
     if not args.contrast:
         aerial.main(study=STUDY, stem=STEM, doc=__doc__, args=args)

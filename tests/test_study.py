@@ -1120,6 +1120,8 @@ def test_a_contrast_of_two_studies_on_the_same_val_images(tmp_path, monkeypatch)
     assert entry["contrast"] == pytest.approx(np.mean(d2) - np.mean(d1), abs=1e-6)
     welch = scipy_stats.ttest_ind(d2, d1, equal_var=False).confidence_interval(0.95)
     assert entry["t"]["ci"] == pytest.approx(list(welch), abs=1e-5)
+    paired = scipy_stats.t.interval(0.95, 2, loc=np.mean(np.subtract(d2, d1)), scale=scipy_stats.sem(np.subtract(d2, d1)))
+    assert entry["seed_paired"]["ci"] == pytest.approx(list(paired), abs=1e-5)  # same seeds: shown, not in the rule
 
     counts = stats.bootstrap_counts(len(truth.coco["images"]), 100, seed=4)  # one set of draws for both studies
     labels, metrics = ("all", *first.evaluation.sizes.labels), report.paired_metrics(first.evaluation.sizes.labels)
@@ -1137,6 +1139,7 @@ def test_a_contrast_of_two_studies_on_the_same_val_images(tmp_path, monkeypatch)
     assert entry["resolved"] == report.resolved(entry)
     text = contrast.markdown(res, "scale n", "scale s")
     assert "| AP50 |" in text and "contrast scale s - scale n" in text and "Resolved contrasts" in text
+    assert "**Few val images (8)**" in text  # the bootstrap's caveat, as each study's report gives it
 
     other, _, _ = fabricated_study(tmp_path / "c", monkeypatch, ["models=yolov5nu.yaml,yolov5-spd-n.yaml", "name=o",
                                                                  *args], 8, 6, 0)  # other val images
@@ -1147,6 +1150,8 @@ def test_a_contrast_of_two_studies_on_the_same_val_images(tmp_path, monkeypatch)
         contrast.contrast(first, second, second_variant="yolov5nu.yaml")
     import dataclasses
 
+    with pytest.raises(UsageError, match=r"scored differently \(checkpoint differ\)"):
+        contrast.contrast(first, dataclasses.replace(second, checkpoint="last"))
     with pytest.raises(UsageError, match="resamples=100 and resamples=200"):
         contrast.contrast(first, dataclasses.replace(second, resamples=200))
     with pytest.raises(UsageError, match=r"1 seed\(s\) with both yolov5nu and yolov5-spd-n scored"):

@@ -7,9 +7,12 @@ variant's difference moved from the first study to the second (positive: less of
 
 Two intervals, as for a paired difference (:mod:`.report`'s rule), each counting a noise the other cannot:
 
-- **Welch t over seeds** (:func:`.stats.welch_interval`) on the two studies' per-seed differences. The studies' runs
-  are different trainings, so they are independent samples: a seed number shared by two studies does not make their
-  runs belong together, and neither study's spread is assumed to equal the other's.
+- **Welch t over seeds** (:func:`.stats.welch_interval`) on the two studies' per-seed differences, taken as
+  independent samples of unequal spread. That is an assumption: Ultralytics' ``seed=`` fixes the data order and
+  augmentation, so two studies' runs of one seed on the same data can share noise. Where they do (a positive
+  correlation of the two studies' per-seed differences), Welch's interval is the wider, conservative one. Where both
+  studies have the same seeds, the report also gives the t interval of the per-seed contrasts (``seed_paired``), for
+  reading only: the rule does not use it, since nothing guarantees that runs of one seed belong together.
 - **Image bootstrap** (:func:`.stats.contrast_bootstrap`): each replicate draws one set of val images, every run of
   both studies is scored on it, and the statistic is the replicate's contrast. This needs both studies to use the
   same val data, scoring settings and bootstrap draws, which :func:`contrast` checks.
@@ -96,10 +99,13 @@ def _scope(sides: list[dict], scope: int | None, metrics: tuple[str, ...]) -> di
     out = {}
     for metric in metrics:
         first, second = values[0][metric], values[1][metric]
+        welch = stats.welch_interval(first, second)
+        same_seeds = sides[0]["seeds"] == sides[1]["seeds"]
         entry = {"first": {"differences": _round(first), "t": _round(stats.t_interval(first))},
                  "second": {"differences": _round(second), "t": _round(stats.t_interval(second))},
-                 "contrast": round(stats.welch_interval(first, second)["mean"], 6),
-                 "t": _round(stats.welch_interval(first, second)), "bootstrap": _round(boot[metric])}
+                 "contrast": round(welch["mean"], 6), "t": _round(welch), "bootstrap": _round(boot[metric]),
+                 "seed_paired": _round(stats.t_interval([b - a for a, b in zip(first, second)])) if same_seeds
+                 else None}
         entry["resolved"] = report.resolved(entry)
         out[metric] = entry
     return out
@@ -126,7 +132,10 @@ def markdown(res: dict, first_label: str = "first", second_label: str = "second"
              f"bootstrap ({res['resamples']} replicates, numpy default_rng({res['bootstrap_seed']}); every run of both "
              "studies scored on each replicate's images) and, after t, the Welch t interval over the two studies' "
              "per-seed differences (independent runs, unequal spreads). **Bold**: resolved, both contrast intervals "
-             "exclude 0.", ""]
+             "exclude 0. The last column, where both studies have the same seeds, is the t interval of the per-seed "
+             "contrasts: narrower where runs of one seed share noise across the studies (same data order and "
+             "augmentation), for reading only, since the rule cannot assume they do.", "",
+             *report.few_images(res["images"], seed_tables=False)]
     found = []
     for scope, entries in res["scopes"].items():
         rows = []
@@ -136,9 +145,11 @@ def markdown(res: dict, first_label: str = "first", second_label: str = "second"
                 mean = f"**{mean}**"
                 found.append(f"{metric} on {scope} {e['contrast']:+.3f}")
             rows.append([metric, _with_t(e["first"]), _with_t(e["second"]),
-                         f"{mean} {_ci(e['bootstrap']['ci'])} (t {_ci(e['t']['ci'])})"])
+                         f"{mean} {_ci(e['bootstrap']['ci'])} (t {_ci(e['t']['ci'])})",
+                         "-" if e["seed_paired"] is None else _ci(e["seed_paired"]["ci"])])
         lines += [f"On {scope}:", "", table(["metric", f"Δ {first_label}", f"Δ {second_label}",
-                                             f"contrast {second_label} - {first_label}"], rows), ""]
+                                             f"contrast {second_label} - {first_label}", "paired by seed (t)"], rows),
+                  ""]
     verdict = "; ".join(found) if found else "none"
     lines.append(f"**Resolved contrasts** (both intervals exclude 0): {verdict}.")
     return "\n".join(lines) + "\n"

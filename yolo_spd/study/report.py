@@ -308,7 +308,7 @@ def document(res: dict) -> list[str | Table]:
     parts: list[str | Table] = [f"`{res['command']}`", "", status, described, "",
                                 *_scored_checkpoint(settings.get("checkpoint", "best"), runs, bool(tiles)),
                                 *_nothing_learned(runs),
-                                verdict(res), "", *_few_images(val["images"])]
+                                verdict(res), "", *few_images(val["images"])]
     columns = _columns(labels)
     mean_rows = []
     for model in models:
@@ -531,12 +531,15 @@ def _label(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-") or "class"
 
 
-def _few_images(images: int) -> list[str]:
+def few_images(images: int, seed_tables: bool = True) -> list[str]:
+    """The report's caveat on a val split of fewer than :data:`FEW_IMAGES` images (no lines from that many on);
+    ``seed_tables``: the report has per-seed tables to point to."""
     if images >= FEW_IMAGES:
         return []
+    split = ", and the per-seed tables show how the seeds split" if seed_tables else ""
     return [f"**Few val images ({images})**: the bootstrap interval resamples only these, so it is coarse and can "
-            "exclude 0 by the chance of which images were drawn; a difference counts only where the seed t interval "
-            "agrees, and the per-seed tables show how the seeds split.", ""]
+            f"exclude 0 by the chance of which images were drawn; a difference counts only where the seed t interval "
+            f"agrees{split}.", ""]
 
 
 def _resolution(entry: dict) -> str:

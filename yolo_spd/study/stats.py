@@ -13,7 +13,7 @@ bootstrap; Efron & Tibshirani 1993, ch. 13), drawn from ``numpy.random.default_r
 It counts the sampling of the val images, which the t interval does not; it does not resample seeds.
 
 Two studies scored on the same val images (:mod:`.contrast`): :func:`welch_interval` over the two studies' per-seed
-differences (independent samples, unequal variances), and :func:`contrast_bootstrap`, whose replicate statistic is
+differences (taken as independent samples of unequal variances), and :func:`contrast_bootstrap`, whose replicate statistic is
 the difference of the two studies' paired means on one draw that every run of both is scored on.
 
 Scoring a replicate is COCO's own accumulation (``pycocotools.cocoeval.COCOeval.accumulate``) on the per-image
@@ -36,7 +36,7 @@ T_LEVEL = 0.95
 BOOTSTRAP_METRICS = ("AP", "AP50", "AP_small", "AR_small")
 
 
-def t_quantile(p: float, dof: int) -> float:
+def t_quantile(p: float, dof: float) -> float:
     """The ``p`` quantile of Student's t with ``dof`` degrees of freedom (scipy)."""
     from scipy.stats import t
 
