@@ -114,6 +114,42 @@ def test_a_changed_training_key_is_refused_and_an_added_seed_reuses_the_rest(fin
 
 
 @pytest.mark.slow
+def test_contrast_with_another_study_folder_from_the_command_line(finished):
+    """``contrast=DIR``: a copy of the finished study (its records, no weights) run with contrast= the original reuses
+    every run, scores nothing, and writes contrast.json/.md: a study contrasted with itself is 0 with a bootstrap of
+    [0, 0]. Bad contrast keys are one line each, before anything is made."""
+    import shutil
+
+    root, _, args, folder, _, _, _, _ = finished
+    copy = root / "runs" / "ablation-copy"
+    shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("weights", "study.*"))
+    named = [a if not a.startswith("name=") else "name=ablation-copy" for a in args]
+    out = study([*named, f"contrast={folder}"], root, root / "config")
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    assert "Starting training" not in out.stdout and f"Contrast with {folder} saved to {copy}" in out.stdout
+    res = json.loads((copy / "contrast.json").read_text())
+    assert (res["first"]["variant"], res["second"]["variant"]) == ("yolov5-spd-n", "yolov5-spd-n")
+    for entry in res["scopes"]["all classes"].values():
+        assert entry["contrast"] == 0 and entry["bootstrap"]["ci"] == [0, 0] and not entry["resolved"]
+    md = (copy / "contrast.md").read_text()
+    assert "contrast ablation-copy - ablation" in md and "seeds 0,1" in md
+
+    bad = {f"contrast={root / 'nowhere'}": f"contrast={root / 'nowhere'}: no study.json there",
+           f"contrast={copy}": f"contrast={copy}: that is this study's own folder",
+           "contrast_variants=a.yaml,b.yaml": "contrast_variants=a.yaml,b.yaml: names the variants of a contrast; add "
+                                              "contrast=DIR",
+           f"contrast={folder} contrast_variants=yolov5-spd-n.yaml": "contrast_variants=yolov5-spd-n.yaml: give two",
+           f"contrast={folder} contrast_variants=yolov5nu.yaml,yolov5-spd-n.yaml":
+               "first variant=yolov5nu.yaml: not a variant of that study; give one of yolov5-spd-n"}
+    for keys, said in bad.items():
+        line = error_line(study([*named, *keys.split()], root, root / "config"))
+        assert said in line, line
+    scored_otherwise = [*named, f"contrast={folder}", "max_dets=50"]  # the other study was scored at 100
+    line = error_line(study(scored_otherwise, root, root / "config"))
+    assert "was scored otherwise than this study scores (max_dets=100->50)" in line, line
+
+
+@pytest.mark.slow
 def test_a_study_moved_with_its_data_to_another_place_reuses_its_runs_and_refuses_changed_labels(finished):
     """The runs record the data's content, not its paths or file times: data and runs copied elsewhere (new paths,
     new modification times, as on another machine) train nothing; one changed label byte is refused."""

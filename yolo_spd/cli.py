@@ -66,6 +66,8 @@ A study (yolo-spd study models=a.yaml,b.yaml seeds=0,1,2 data=X.yaml [train keys
                         control=wide makes C: the baseline widened to the costliest variant's GFLOPs
   checkpoint=best       score each run's best.pt (picked by Ultralytics on the val split) or last (last.pt)
   resamples=1000        paired bootstrap over val images (bootstrap_seed=0); results in study.json/.md/.tex/.csv/.png
+  contrast=DIR          also contrast this study's paired difference with the study in DIR (scored alike): does it
+                        move between them? contrast_variants=A,B picks the variants (default: each study's first)
 Every other key is Ultralytics' (epochs, imgsz, batch, device, project, name, ...): https://docs.ultralytics.com/usage/cfg/
 Each run writes into one folder named as Ultralytics names its own: runs/detect/MODE, MODE-2, ... (project=, name=)
 The model table (yolo-spd info [pattern] key=value; no Ultralytics keys):
@@ -101,6 +103,7 @@ TRAIN_KEYS = {"cfg": None, "overrides": None, **EVAL_KEYS}
 VAL_KEYS = {"weights": None, "predictions": None, **EVAL_KEYS, **SLICE_KEYS}
 COMPARE_KEYS = {"weights": None, **EVAL_KEYS, **SLICE_KEYS}
 STUDY_KEYS = {"models": None, "seeds": "0,1,2", "control": None, "checkpoint": "best", "resamples": 1000,
+              "contrast": None, "contrast_variants": None,
               "bootstrap_seed": 0, "tile": None, "min_visible": None, "empty": None, "format": None, **EVAL_KEYS,
               **SLICE_KEYS}
 STUDY_TILE_KEYS = ("min_visible", "empty", "format")  # tile='s own (None: not given; TileSettings' defaults)
@@ -638,11 +641,24 @@ def study_plan(tokens: list[str]):
             raise UsageError(f"control=wide: makes {stem}.yaml, and models= already has a {stem}; name it control= "
                              "instead, or rename it")
         single_scale(models[0])  # a baseline it cannot widen is refused before the folder is made
+    contrast_dir, contrast_variants = None, None
+    if mine["contrast"] is not None:
+        contrast_dir = Path(str(mine["contrast"]))
+    if mine["contrast_variants"] is not None:
+        if contrast_dir is None:
+            raise UsageError(f"contrast_variants={mine['contrast_variants']}: names the variants of a contrast; add "
+                             "contrast=DIR (the other study's folder)")
+        names = _listed(mine["contrast_variants"], "contrast_variants")
+        if len(names) != 2:
+            raise UsageError(f"contrast_variants={','.join(names)}: give two, A (a variant of the contrast= study) "
+                             "and B (one of models=), e.g. contrast_variants=yolov5-scconv-n.yaml,yolov5-scconv-s.yaml")
+        contrast_variants = (names[0], names[1])
     plan = StudyPlan(models=tuple(models), seeds=tuple(seeds), data=str(data), val=val, train=rest, tiles=tiles,
                      evaluation=settings, folder=Path(), resamples=mine["resamples"],
                      bootstrap_seed=mine["bootstrap_seed"], command=" ".join(["yolo-spd study", *tokens]),
                      val_keys=val_keys, control=None if control is None else models[control],
-                     train_split=train_split, checkpoint=str(mine["checkpoint"]))
+                     train_split=train_split, checkpoint=str(mine["checkpoint"]), contrast=contrast_dir,
+                     contrast_variants=contrast_variants)
     # every value is checked above, before the folder is made
     # exist_ok: the folder is the study's state, so the same name continues it (a study resumes; it never numbers)
     folder, created = created_run_folder(project, name, "study", exist_ok=True)
@@ -672,7 +688,7 @@ def run_study(tokens: list[str]) -> None:
             remove_created(plan.created)
         raise
     print(f"Study results saved to {plan.folder} (study.json, study.md, study.tex, study.csv, study_paired.csv, "
-          "study.png)")
+          f"study.png{', contrast.json, contrast.md' if plan.contrast is not None else ''})")
 
 #: Ultralytics' predict keys that write into the run folder; with none of them set, predict creates no folder.
 PREDICT_OUTPUT_KEYS = ("save", "save_txt", "save_crop", "save_frames", "visualize")

@@ -18,9 +18,19 @@ Two intervals, as for a paired difference (:mod:`.report`'s rule), each counting
   same val data, scoring settings and bootstrap draws, which :func:`contrast` checks.
 
 The contrast is *resolved* when both intervals exclude 0 on the same side.
+
+From the command line, ``yolo-spd study ... contrast=DIR`` contrasts the study it runs (the second) with the study in
+``DIR`` (the first), each with its first variant unless ``contrast_variants=A,B`` names them (A in ``DIR``'s study, B in
+this one), and writes ``contrast.json`` and ``contrast.md`` into the study folder (:func:`save`). ``DIR``'s runs must
+have been scored as this study scores (same val data by content, same scoring settings); they are read, never
+trained or scored again.
 """
 
 from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
 
 from ..errors import UsageError
 from ..markdown import table
@@ -166,3 +176,69 @@ def _with_t(side: dict) -> str:
 
 def _ci(ci) -> str:
     return "-" if ci is None else f"[{ci[0]:+.3f}, {ci[1]:+.3f}]"
+
+
+def other_study(plan):
+    """The study in ``plan.contrast`` as a plan scored as ``plan`` scores: its models, seeds, folder and command from
+    its ``study.json``, every scoring setting ``plan``'s. One error line unless it is a study folder whose scored runs
+    were scored with those settings."""
+    from .plan import EVAL_SPEC, _differences
+
+    folder = Path(plan.contrast)
+    file = folder / "study.json"
+    if not file.is_file():
+        raise UsageError(f"contrast={folder}: no study.json there; give the folder of a yolo-spd study "
+                         "(where its study.json and run folders are)")
+    if folder.resolve() == Path(plan.folder).resolve():
+        raise UsageError(f"contrast={folder}: that is this study's own folder; give another study's")
+    recorded = json.loads(file.read_text(encoding="utf-8"))
+    settings = recorded.get("settings", {})
+    try:
+        first = dataclasses.replace(plan, models=tuple(settings["models"]), seeds=tuple(settings["seeds"]),
+                                    folder=folder, command=recorded.get("command", ""), control=None, created=(),
+                                    contrast=None, contrast_variants=None)
+    except (KeyError, TypeError):
+        raise UsageError(f"contrast={folder}: its study.json names no models and seeds; give the folder of a "
+                         "yolo-spd study") from None
+    wanted = study_runs.without_operational(json.loads(json.dumps(plan.eval_spec())))
+    by_path = study_runs.without_operational(json.loads(json.dumps(plan.path_eval_spec())))
+    for model, seed in first.order:
+        run = folder / study_runs.run_name(model, seed)
+        if not (run / first.eval_name / "coco_eval.json").is_file():
+            continue  # not scored: the contrast leaves it out
+        spec_file = run / first.eval_name / EVAL_SPEC
+        spec = study_runs.without_operational(json.loads(spec_file.read_text(encoding="utf-8"))) \
+            if spec_file.is_file() else None
+        if spec is None or spec not in (wanted, by_path):
+            said = "; ".join(_differences(spec, wanted)) if spec is not None else f"no {EVAL_SPEC}"
+            raise UsageError(f"contrast={folder}: {run.name} was scored otherwise than this study scores ({said}); "
+                             "a contrast needs the same val data and scoring settings")
+    return first
+
+
+def check_study(plan) -> None:
+    """Before a study with ``contrast=`` trains: its contrast can be made (the other study is one, scored as this one
+    scores, and the variants are in the studies), or one error line."""
+    first = other_study(plan)
+    names = plan.contrast_variants or (None, None)
+    _pair(first, names[0], "first")
+    _pair(plan, names[1], "second")
+    if len(plan.seeds) < 2:
+        raise UsageError(f"contrast={plan.contrast}: seeds={','.join(map(str, plan.seeds))} gives one paired "
+                         "difference; a contrast needs at least 2 seeds (e.g. seeds=0,1,2)")
+
+
+def save(plan, echo: bool = True) -> dict:
+    """The contrast of ``plan`` (second) with the study in ``plan.contrast`` (first), written to the study folder's
+    ``contrast.json`` and ``contrast.md``; returns it."""
+    from ..paths import write_atomic
+
+    names = plan.contrast_variants or (None, None)
+    res = contrast(other_study(plan), plan, names[0], names[1])
+    labels = Path(plan.contrast).name, plan.folder.name
+    text = markdown(res, *(labels if labels[0] != labels[1] else ("first", "second")))
+    write_atomic(plan.folder / "contrast.json", json.dumps(res, indent=1) + "\n")
+    write_atomic(plan.folder / "contrast.md", text)
+    if echo:
+        print(f"\n{text}\nContrast with {plan.contrast} saved to {plan.folder} (contrast.json, contrast.md)")
+    return res

@@ -51,6 +51,9 @@ class StudyPlan:
         checkpoint: which weights of each run are scored: ``best`` (``best.pt``, the epoch Ultralytics picked on the
             val split; the default, as ``yolo train`` reports it) or ``last`` (``last.pt``, the final epoch, free of
             that selection; scored into its own folder, so both scorings are kept).
+        contrast: another study's folder, or None; with it the study also writes the contrast of its paired
+            difference with that study's (:mod:`.contrast`: ``contrast.json``, ``contrast.md``).
+        contrast_variants: (variant of the ``contrast`` study, variant of this one), or None: each study's first.
     """
 
     models: tuple[str, ...]
@@ -69,6 +72,8 @@ class StudyPlan:
     train_split: DatasetSplit | None = None
     created: tuple[Path, ...] = ()
     checkpoint: str = "best"
+    contrast: Path | None = None
+    contrast_variants: tuple[str, str] | None = None
 
     def __post_init__(self):
         if len(self.models) < 2:
@@ -213,8 +218,10 @@ def score_run(plan: StudyPlan, folder: Path) -> tuple[Path, bool]:
 def run_study(plan: StudyPlan, train: bool = True) -> dict:
     """Train (unless ``train`` is False: score what is finished), score, and rewrite the study's files after every run
     trained or scored now; returns the final results dict (:func:`yolo_spd.study.report.results`)."""
-    from . import report
+    from . import contrast, report
 
+    if plan.contrast is not None:  # refused before anything trains
+        contrast.check_study(plan)
     data = training_data(plan)
     print("\n".join(data.summary))
     plan.folder.mkdir(parents=True, exist_ok=True)
@@ -244,7 +251,10 @@ def run_study(plan: StudyPlan, train: bool = True) -> dict:
             report.write(plan, data, echo=False)
             print(f"Study {plan.folder.name}: {spec.name} scored ({out / 'coco_eval.json'}); study.json/.md/.png "
                   "updated")
-    return report.write(plan, data)
+    res = report.write(plan, data)
+    if plan.contrast is not None:
+        contrast.save(plan)
+    return res
 
 
 def _differences(recorded: dict, wanted: dict) -> list[str]:
