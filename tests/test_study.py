@@ -133,6 +133,8 @@ def test_contrast_with_another_study_folder_from_the_command_line(finished):
         assert entry["contrast"] == 0 and entry["bootstrap"]["ci"] == [0, 0] and not entry["resolved"]
     md = (copy / "contrast.md").read_text()
     assert "contrast ablation-copy - ablation" in md and "seeds 0,1" in md
+    assert res["first"]["command"] == json.loads((folder / "study.json").read_text())["command"]  # read from DIR
+    assert "name=ablation-copy" in res["second"]["command"] and "contrast=" in res["second"]["command"]
 
     bad = {f"contrast={root / 'nowhere'}": f"contrast={root / 'nowhere'}: no study.json there",
            f"contrast={copy}": f"contrast={copy}: that is this study's own folder",
@@ -140,13 +142,24 @@ def test_contrast_with_another_study_folder_from_the_command_line(finished):
                                               "contrast=DIR",
            f"contrast={folder} contrast_variants=yolov5-spd-n.yaml": "contrast_variants=yolov5-spd-n.yaml: give two",
            f"contrast={folder} contrast_variants=yolov5nu.yaml,yolov5-spd-n.yaml":
-               "first variant=yolov5nu.yaml: not a variant of that study; give one of yolov5-spd-n"}
+               f"yolov5nu.yaml: not a variant of the contrast= study ({folder}); give one of yolov5-spd-n",
+           f"contrast={folder} checkpoint=last": f"contrast={folder}: its runs are scored into sliced-val-64, this "
+                                                  "study scores into sliced-val-64-last (checkpoint= and slice= must "
+                                                  "match)"}
     for keys, said in bad.items():
         line = error_line(study([*named, *keys.split()], root, root / "config"))
         assert said in line, line
     scored_otherwise = [*named, f"contrast={folder}", "max_dets=50"]  # the other study was scored at 100
     line = error_line(study(scored_otherwise, root, root / "config"))
     assert "was scored otherwise than this study scores (max_dets=100->50)" in line, line
+    (root / "broken").mkdir()
+    (root / "broken" / "study.json").write_text("{")
+    line = error_line(study([*named, f"contrast={root / 'broken'}"], root, root / "config"))
+    assert f"contrast={root / 'broken'}: its study.json is not a yolo-spd study's" in line, line
+    one_seed = root / "runs" / "one-seed"  # the original's records with seed 1 gone: one paired difference there
+    shutil.copytree(folder, one_seed, ignore=shutil.ignore_patterns("weights", "*-seed1"))
+    line = error_line(study([*named, f"contrast={one_seed}"], root, root / "config"))
+    assert "1 seed(s) with both yolov5nu and yolov5-spd-n scored there" in line, line
 
 
 @pytest.mark.slow
@@ -1181,7 +1194,7 @@ def test_a_contrast_of_two_studies_on_the_same_val_images(tmp_path, monkeypatch)
                                                                  *args], 8, 6, 0)  # other val images
     with pytest.raises(UsageError, match=r"scored differently \(val_data differ\)"):
         contrast.contrast(first, other)
-    with pytest.raises(UsageError, match="second variant=yolov5nu.yaml: not a variant of that study; give one of "
+    with pytest.raises(UsageError, match=r"yolov5nu.yaml: not a variant of the second study \(.*\); give one of "
                                          "yolov5-scconv-s, yolov5-spd-s"):
         contrast.contrast(first, second, second_variant="yolov5nu.yaml")
     import dataclasses

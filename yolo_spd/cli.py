@@ -66,8 +66,9 @@ A study (yolo-spd study models=a.yaml,b.yaml seeds=0,1,2 data=X.yaml [train keys
                         control=wide makes C: the baseline widened to the costliest variant's GFLOPs
   checkpoint=best       score each run's best.pt (picked by Ultralytics on the val split) or last (last.pt)
   resamples=1000        paired bootstrap over val images (bootstrap_seed=0); results in study.json/.md/.tex/.csv/.png
-  contrast=DIR          also contrast this study's paired difference with the study in DIR (scored alike): does it
-                        move between them? contrast_variants=A,B picks the variants (default: each study's first)
+  contrast=DIR          also contrast this study's paired difference with the study in DIR (scored alike: same
+                        val data, slice=, checkpoint=): does it move between them? contrast_variants=A,B: A of
+                        DIR's study, B of this one (default: each study's first variant)
 Every other key is Ultralytics' (epochs, imgsz, batch, device, project, name, ...): https://docs.ultralytics.com/usage/cfg/
 Each run writes into one folder named as Ultralytics names its own: runs/detect/MODE, MODE-2, ... (project=, name=)
 The model table (yolo-spd info [pattern] key=value; no Ultralytics keys):

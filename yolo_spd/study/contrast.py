@@ -42,12 +42,13 @@ RULE = ("resolved when the Welch t interval over the two studies' seeds and the 
 
 
 def _pair(plan, variant: str | None, side: str) -> tuple[str, str]:
-    """(baseline stem, variant stem) of ``plan``: the baseline is its first model; ``variant`` defaults to its
-    second."""
+    """(baseline stem, variant stem) of ``plan``, which the error line calls ``side``: the baseline is its first
+    model; ``variant`` defaults to its second."""
     stems = [study_runs.model_stem(m) for m in plan.models]
     chosen = stems[1] if variant is None else study_runs.model_stem(variant)
     if chosen not in stems[1:]:
-        raise UsageError(f"{side} variant={variant}: not a variant of that study; give one of {', '.join(stems[1:])}")
+        raise UsageError(f"{variant}: not a variant of {side} ({plan.folder}); give one of "
+                         f"{', '.join(stems[1:])}")
     return stems[0], chosen
 
 
@@ -70,7 +71,7 @@ def contrast(first, second, first_variant: str | None = None, second_variant: st
     from ..evaluation import build_ground_truth
 
     check_comparable(first, second)
-    pairs = [_pair(first, first_variant, "first"), _pair(second, second_variant, "second")]
+    pairs = [_pair(first, first_variant, "the first study"), _pair(second, second_variant, "the second study")]
     truth = build_ground_truth(first.val, first.evaluation.gt)
     val = report.instance_counts(truth.coco, first.evaluation.sizes)
     classes = report.class_scopes(val, first.evaluation.sizes.labels)
@@ -191,28 +192,35 @@ def other_study(plan):
                          "(where its study.json and run folders are)")
     if folder.resolve() == Path(plan.folder).resolve():
         raise UsageError(f"contrast={folder}: that is this study's own folder; give another study's")
-    recorded = json.loads(file.read_text(encoding="utf-8"))
-    settings = recorded.get("settings", {})
     try:
+        recorded = json.loads(file.read_text(encoding="utf-8"))
+        settings = recorded["settings"]
         first = dataclasses.replace(plan, models=tuple(settings["models"]), seeds=tuple(settings["seeds"]),
                                     folder=folder, command=recorded.get("command", ""), control=None, created=(),
                                     contrast=None, contrast_variants=None)
-    except (KeyError, TypeError):
-        raise UsageError(f"contrast={folder}: its study.json names no models and seeds; give the folder of a "
-                         "yolo-spd study") from None
+    except (ValueError, KeyError, TypeError, AttributeError):  # not JSON, or not a study's
+        raise UsageError(f"contrast={folder}: its study.json is not a yolo-spd study's (no models and seeds in its "
+                         "settings); give the folder of a yolo-spd study") from None
     wanted = study_runs.without_operational(json.loads(json.dumps(plan.eval_spec())))
     by_path = study_runs.without_operational(json.loads(json.dumps(plan.path_eval_spec())))
-    for model, seed in first.order:
-        run = folder / study_runs.run_name(model, seed)
+    runs = [folder / study_runs.run_name(model, seed) for model, seed in first.order]
+    for run in runs:
         if not (run / first.eval_name / "coco_eval.json").is_file():
             continue  # not scored: the contrast leaves it out
-        spec_file = run / first.eval_name / EVAL_SPEC
-        spec = study_runs.without_operational(json.loads(spec_file.read_text(encoding="utf-8"))) \
-            if spec_file.is_file() else None
+        try:
+            spec = study_runs.without_operational(json.loads((run / first.eval_name / EVAL_SPEC).read_text("utf-8")))
+        except (OSError, ValueError, AttributeError):
+            spec = None
         if spec is None or spec not in (wanted, by_path):
-            said = "; ".join(_differences(spec, wanted)) if spec is not None else f"no {EVAL_SPEC}"
+            said = f"no readable {EVAL_SPEC}" if spec is None else \
+                "; ".join(_differences(spec, by_path if "data" in spec else wanted))
             raise UsageError(f"contrast={folder}: {run.name} was scored otherwise than this study scores ({said}); "
                              "a contrast needs the same val data and scoring settings")
+    if not any((run / first.eval_name / "coco_eval.json").is_file() for run in runs):
+        elsewhere = sorted({p.parent.name for run in runs for p in run.glob(f"*/{EVAL_SPEC}")})
+        said = (f"its runs are scored into {', '.join(elsewhere)}, this study scores into {first.eval_name} "
+                "(checkpoint= and slice= must match)") if elsewhere else "none of its runs is scored yet"
+        raise UsageError(f"contrast={folder}: {said}")
     return first
 
 
@@ -221,11 +229,16 @@ def check_study(plan) -> None:
     scores, and the variants are in the studies), or one error line."""
     first = other_study(plan)
     names = plan.contrast_variants or (None, None)
-    _pair(first, names[0], "first")
-    _pair(plan, names[1], "second")
+    baseline, variant = _pair(first, names[0], "the contrast= study")
+    _pair(plan, names[1], "this study")
     if len(plan.seeds) < 2:
         raise UsageError(f"contrast={plan.contrast}: seeds={','.join(map(str, plan.seeds))} gives one paired "
                          "difference; a contrast needs at least 2 seeds (e.g. seeds=0,1,2)")
+    scored = {(r["model"], r["seed"]) for r in report.scored_runs(first)[0]}
+    seeds = [s for s in first.seeds if (baseline, s) in scored and (variant, s) in scored]
+    if len(seeds) < 2:
+        raise UsageError(f"contrast={plan.contrast}: {len(seeds)} seed(s) with both {baseline} and {variant} scored "
+                         "there; a contrast needs at least 2 in each study")
 
 
 def save(plan, echo: bool = True) -> dict:
@@ -235,7 +248,7 @@ def save(plan, echo: bool = True) -> dict:
 
     names = plan.contrast_variants or (None, None)
     res = contrast(other_study(plan), plan, names[0], names[1])
-    labels = Path(plan.contrast).name, plan.folder.name
+    labels = Path(plan.contrast).resolve().name, plan.folder.name
     text = markdown(res, *(labels if labels[0] != labels[1] else ("first", "second")))
     write_atomic(plan.folder / "contrast.json", json.dumps(res, indent=1) + "\n")
     write_atomic(plan.folder / "contrast.md", text)
