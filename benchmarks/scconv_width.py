@@ -21,7 +21,7 @@ lacks it, as for the published study, and the report into docs/evidence.md's blo
 ``--contrast`` answers the question itself: from the two studies' run records (this one's and the published study's
 ``results/small_objects_sliced-runs/``, restored into ``--runs``), the contrast of yolov5-scconv-s - yolov5su with
 yolov5-scconv-n - yolov5nu, with a Welch t interval over the two studies' seeds and an image bootstrap that scores every
-run of both on the same draws (:mod:`yolo_spd.study.contrast`). It writes ``results/scconv_width_contrast.{json,md}``
+run of both on the same draws (:mod:`yolo_spd.study.contrast`). It writes ``results/scconv_width_contrast.{json,md,tex}``
 and docs/evidence.md's block ``scconv_width-contrast`` (with ``--checkpoint last``: ``scconv_width_contrast-last.*``
 and no block, if both studies have ``last.pt`` scorings).
 """
@@ -49,7 +49,7 @@ SCALE_N_VARIANT = "yolov5-scconv-n.yaml"
 
 def publish_contrast(args) -> Path:
     """Score the contrast of scale s with scale n from the two studies' records in ``args.runs``; write
-    ``<out>/scconv_width_contrast[-last].{json,md}`` and, for ``best.pt``, the docs block. Returns the .md."""
+    ``<out>/scconv_width_contrast[-last].{json,md,tex}`` and, for ``best.pt``, the docs block. Returns the .md."""
     import yolo_spd  # noqa: F401 - registers the modules
     from yolo_spd.errors import UsageError
     from yolo_spd.markdown import write_blocks
@@ -70,6 +70,7 @@ def publish_contrast(args) -> Path:
     text = contrast.markdown(res, "scale n", "scale s")
     write_atomic(args.out / f"{name}.json", json.dumps(res, indent=1) + "\n")
     write_atomic(args.out / f"{name}.md", text)
+    write_atomic(args.out / f"{name}.tex", contrast.latex(res, "scale n", "scale s"))
     if args.checkpoint == "best":
         write_blocks([args.docs], "scconv_width-contrast", text.strip("\n"))
     print(text)

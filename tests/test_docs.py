@@ -223,6 +223,8 @@ def test_the_scale_contrast_block_is_the_committed_file_and_what_its_json_render
     res = json.loads((folder / "scconv_width_contrast.json").read_text(encoding="utf-8"))
     text = (folder / "scconv_width_contrast.md").read_text(encoding="utf-8")
     assert text == contrast.markdown(res, "scale n", "scale s")
+    assert (folder / "scconv_width_contrast.tex").read_text(encoding="utf-8") == contrast.latex(res, "scale n",
+                                                                                                  "scale s")
     assert read_block(REPO / "docs" / "evidence.md", "scconv_width-contrast") == text.strip("\n")
     assert (res["first"]["variant"], res["second"]["variant"]) == ("yolov5-scconv-n", "yolov5-scconv-s")
     for side, stem in (("first", "small_objects_sliced"), ("second", "scconv_width")):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import signal
@@ -133,6 +134,7 @@ def test_contrast_with_another_study_folder_from_the_command_line(finished):
         assert entry["contrast"] == 0 and entry["bootstrap"]["ci"] == [0, 0] and not entry["resolved"]
     md = (copy / "contrast.md").read_text()
     assert "contrast ablation-copy - ablation" in md and "seeds 0,1" in md
+    assert r"\label{tab:contrast-all-classes}" in (copy / "contrast.tex").read_text()
     assert res["first"]["command"] == json.loads((folder / "study.json").read_text())["command"]  # read from DIR
     assert "name=ablation-copy" in res["second"]["command"] and "contrast=" in res["second"]["command"]
 
@@ -1189,6 +1191,18 @@ def test_a_contrast_of_two_studies_on_the_same_val_images(tmp_path, monkeypatch)
     text = contrast.markdown(res, "scale n", "scale s")
     assert "| AP50 |" in text and "contrast scale s - scale n" in text and "Resolved contrasts" in text
     assert "**Few val images (8)**" in text  # the bootstrap's caveat, as each study's report gives it
+    if importlib.util.find_spec("pylatexenc"):  # contrast.tex: the same tables, cell for cell, in parsing LaTeX
+        from pylatexenc.latexwalker import LatexWalker
+
+        from yolo_spd.markdown import table_cells
+
+        tex = contrast.latex(res, "scale n", "scale s")
+        md_tables = [[headers, *body] for chunk in text.split("\n\n") if chunk.startswith("|")
+                     for headers, body in [table_cells(chunk)]]
+        assert len(md_tables) == len(res["scopes"])  # one per scope: all classes, then each class paired alone
+        assert latex_tables(tex) == [[[c.replace("**", "") for c in row] for row in t] for t in md_tables]
+        LatexWalker(tex, tolerant_parsing=False).get_latex_nodes()
+        assert re.findall(r"\\label\{(.+?)\}", tex)[0] == "tab:contrast-all-classes"
 
     other, _, _ = fabricated_study(tmp_path / "c", monkeypatch, ["models=yolov5nu.yaml,yolov5-spd-n.yaml", "name=o",
                                                                  *args], 8, 6, 0)  # other val images

@@ -689,7 +689,7 @@ def run_study(tokens: list[str]) -> None:
             remove_created(plan.created)
         raise
     print(f"Study results saved to {plan.folder} (study.json, study.md, study.tex, study.csv, study_paired.csv, "
-          f"study.png{', contrast.json, contrast.md' if plan.contrast is not None else ''})")
+          f"study.png{', contrast.json, contrast.md, contrast.tex' if plan.contrast is not None else ''})")
 
 #: Ultralytics' predict keys that write into the run folder; with none of them set, predict creates no folder.
 PREDICT_OUTPUT_KEYS = ("save", "save_txt", "save_crop", "save_frames", "visualize")

@@ -21,9 +21,9 @@ The contrast is *resolved* when both intervals exclude 0 on the same side.
 
 From the command line, ``yolo-spd study ... contrast=DIR`` contrasts the study it runs (the second) with the study in
 ``DIR`` (the first), each with its first variant unless ``contrast_variants=A,B`` names them (A in ``DIR``'s study, B in
-this one), and writes ``contrast.json`` and ``contrast.md`` into the study folder (:func:`save`). ``DIR``'s runs must
-have been scored as this study scores (same val data by content, same scoring settings); they are read, never
-trained or scored again.
+this one), and writes ``contrast.json``, ``contrast.md`` and ``contrast.tex`` into the study folder (:func:`save`).
+``DIR``'s runs must have been scored as this study scores (same val data by content, same scoring settings); they are
+read, never trained or scored again.
 """
 
 from __future__ import annotations
@@ -130,10 +130,11 @@ def _round(value):
     return round(value, 6) if isinstance(value, float) else value
 
 
-def markdown(res: dict, first_label: str = "first", second_label: str = "second") -> str:
-    """The contrast as a Markdown report: what is compared, one table per scope, and the verdict."""
+def document(res: dict, first_label: str = "first", second_label: str = "second") -> list:
+    """The contrast in reading order: paragraphs (str; "" is a blank line) and :class:`~.report.Table` objects, one per
+    scope, which :func:`markdown` and :func:`latex` render; the last paragraph is the verdict."""
     first, second = res["first"], res["second"]
-    lines = [f"Contrast of two studies scored on the same {res['images']} val images: Δ = mean over seeds of "
+    parts = [f"Contrast of two studies scored on the same {res['images']} val images: Δ = mean over seeds of "
              f"(variant - baseline) in each, and the contrast Δ({second_label}) - Δ({first_label}).", "",
              f"- {first_label}: {first['variant']} - {first['baseline']}, seeds {_seeds(first['seeds'])} "
              f"(`{first['command']}`)",
@@ -148,6 +149,8 @@ def markdown(res: dict, first_label: str = "first", second_label: str = "second"
              "augmentation), for reading only, since the rule cannot assume they do.", "",
              *report.few_images(res["images"], seed_tables=False)]
     found = []
+    headers = ["metric", f"Δ {first_label}", f"Δ {second_label}", f"contrast {second_label} - {first_label}",
+               "paired by seed (t)"]
     for scope, entries in res["scopes"].items():
         rows = []
         for metric, e in entries.items():
@@ -158,12 +161,39 @@ def markdown(res: dict, first_label: str = "first", second_label: str = "second"
             rows.append([metric, _with_t(e["first"]), _with_t(e["second"]),
                          f"{mean} {_ci(e['bootstrap']['ci'])} (t {_ci(e['t']['ci'])})",
                          "-" if e["seed_paired"] is None else _ci(e["seed_paired"]["ci"])])
-        lines += [f"On {scope}:", "", table(["metric", f"Δ {first_label}", f"Δ {second_label}",
-                                             f"contrast {second_label} - {first_label}", "paired by seed (t)"], rows),
-                  ""]
+        caption = (f"Contrast Δ({second_label}) - Δ({first_label}) on {scope}: {second['variant']} - "
+                   f"{second['baseline']} against {first['variant']} - {first['baseline']}; bootstrap interval over "
+                   "val images, Welch t interval over seeds in brackets; **bold**: resolved.")
+        parts += [report.Table(headers, rows, f"contrast-{report.label_of(scope)}", intro=f"On {scope}:",
+                               caption=caption), ""]
     verdict = "; ".join(found) if found else "none"
-    lines.append(f"**Resolved contrasts** (both intervals exclude 0): {verdict}.")
+    parts.append(f"**Resolved contrasts** (both intervals exclude 0): {verdict}.")
+    return parts
+
+
+def markdown(res: dict, first_label: str = "first", second_label: str = "second") -> str:
+    """``contrast.md``: what is compared, one table per scope (all classes, then each class paired alone), and the
+    verdict."""
+    lines = []
+    for part in document(res, first_label, second_label):
+        if isinstance(part, report.Table):
+            lines += [part.intro, "", table(part.headers, part.rows)]
+        else:
+            lines.append(part)
     return "\n".join(lines) + "\n"
+
+
+def latex(res: dict, first_label: str = "first", second_label: str = "second") -> str:
+    """``contrast.tex``: each scope's table as a LaTeX ``table`` (booktabs), labelled ``tab:contrast-<scope>``, with
+    the two studies' commands and the verdict as comments on top."""
+    from .. import latex as tex
+
+    parts = document(res, first_label, second_label)
+    head = [f"% {first_label}: {res['first']['command']}", f"% {second_label}: {res['second']['command']}",
+            f"% {parts[-1].replace('**', '')}", "% Needs \\usepackage{booktabs}."]
+    tables = [tex.table(p.headers, p.rows, caption=p.caption, label=f"tab:{p.name}") for p in parts
+              if isinstance(p, report.Table)]
+    return "\n\n".join(["\n".join(head), *tables]) + "\n"
 
 
 def _seeds(seeds: list[int]) -> str:
@@ -243,15 +273,18 @@ def check_study(plan) -> None:
 
 def save(plan, echo: bool = True) -> dict:
     """The contrast of ``plan`` (second) with the study in ``plan.contrast`` (first), written to the study folder's
-    ``contrast.json`` and ``contrast.md``; returns it."""
+    ``contrast.json``, ``contrast.md`` and ``contrast.tex``; returns it."""
     from ..paths import write_atomic
 
     names = plan.contrast_variants or (None, None)
     res = contrast(other_study(plan), plan, names[0], names[1])
     labels = Path(plan.contrast).resolve().name, plan.folder.name
-    text = markdown(res, *(labels if labels[0] != labels[1] else ("first", "second")))
+    labels = labels if labels[0] != labels[1] else ("first", "second")
+    text = markdown(res, *labels)
     write_atomic(plan.folder / "contrast.json", json.dumps(res, indent=1) + "\n")
     write_atomic(plan.folder / "contrast.md", text)
+    write_atomic(plan.folder / "contrast.tex", latex(res, *labels))
     if echo:
-        print(f"\n{text}\nContrast with {plan.contrast} saved to {plan.folder} (contrast.json, contrast.md)")
+        print(f"\n{text}\nContrast with {plan.contrast} saved to {plan.folder} (contrast.json, contrast.md, "
+              "contrast.tex)")
     return res

@@ -52,7 +52,7 @@ class StudyPlan:
             val split; the default, as ``yolo train`` reports it) or ``last`` (``last.pt``, the final epoch, free of
             that selection; scored into its own folder, so both scorings are kept).
         contrast: another study's folder, or None; with it the study also writes the contrast of its paired
-            difference with that study's (:mod:`.contrast`: ``contrast.json``, ``contrast.md``).
+            difference with that study's (:mod:`.contrast`: ``contrast.json``, ``.md``, ``.tex``).
         contrast_variants: (variant of the ``contrast`` study, variant of this one), or None: each study's first.
     """
 

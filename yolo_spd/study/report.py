@@ -500,7 +500,7 @@ def _paired_tables(pair: dict, control: bool = False, scope: str | None = None) 
                  "(variant - control), with the same two intervals and the same rule. Against a compute-matched "
                  "control, a resolved positive difference means the variant beats spending the same compute the "
                  "control's way.")
-    name = f"{'control' if control else 'paired'}{f'-{_label(scope)}' if scope else ''}"
+    name = f"{'control' if control else 'paired'}{f'-{label_of(scope)}' if scope else ''}"
     return [Table(["variant", "seeds", *(f"Δ {m}" for m in metrics)], rows, name, intro=intro), "",
             Table(["variant", *metrics], resolvable, f"{name}-resolvable",
                   intro="Smallest difference this design resolves (interval half-widths, bootstrap / t; a difference "
@@ -526,7 +526,7 @@ def _per_seed_table(pair: dict, metric: str, name: str, alone: str) -> list[str 
     return [Table(["variant", *(f"seed {s}" for s in seeds), "ahead on"], rows, f"{name}-seeds", intro=intro), ""]
 
 
-def _label(name: str) -> str:
+def label_of(name: str) -> str:
     """A class name as part of a LaTeX label: letters and digits kept, every other run of characters as one '-'."""
     return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-") or "class"
 
