@@ -122,18 +122,32 @@ def test_contrast_with_another_study_folder_from_the_command_line(finished):
     import shutil
 
     root, _, args, folder, _, _, _, _ = finished
-    copy = root / "runs" / "ablation-copy"
-    shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("weights", "study.*"))
+
+    def records(target: Path, seeds: tuple[int, ...], study_files: bool = True) -> Path:
+        """The finished study's records (no weights) of ``seeds`` only: other tests of this module add seeds to it."""
+        keep = {f"{m}-seed{s}" for m in ("yolov5nu", "yolov5-spd-n") for s in seeds}
+
+        def ignore(where, names):
+            if Path(where) != folder:
+                return [n for n in names if n == "weights"]
+            return [n for n in names if ((folder / n).is_dir() and n not in keep)
+                    or (n.startswith("study.") and not study_files)]
+        shutil.copytree(folder, target, ignore=ignore)
+        return target
+
+    first = records(root / "runs" / "ablation-first", (0, 1))
+    copy = records(root / "runs" / "ablation-copy", (0, 1), study_files=False)
     named = [a if not a.startswith("name=") else "name=ablation-copy" for a in args]
-    out = study([*named, f"contrast={folder}"], root, root / "config")
+    out = study([*named, f"contrast={first}"], root, root / "config")
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
-    assert "Starting training" not in out.stdout and f"Contrast with {folder} saved to {copy}" in out.stdout
+    assert "Starting training" not in out.stdout and f"Contrast with {first} saved to {copy}" in out.stdout
     res = json.loads((copy / "contrast.json").read_text())
     assert (res["first"]["variant"], res["second"]["variant"]) == ("yolov5-spd-n", "yolov5-spd-n")
+    assert res["first"]["seeds"] == res["second"]["seeds"] == [0, 1]
     for entry in res["scopes"]["all classes"].values():
         assert entry["contrast"] == 0 and entry["bootstrap"]["ci"] == [0, 0] and not entry["resolved"]
     md = (copy / "contrast.md").read_text()
-    assert "contrast ablation-copy - ablation" in md and "seeds 0,1" in md
+    assert "contrast ablation-copy - ablation-first" in md and "seeds 0,1" in md
     assert r"\label{tab:contrast-all-classes}" in (copy / "contrast.tex").read_text()
     assert res["first"]["command"] == json.loads((folder / "study.json").read_text())["command"]  # read from DIR
     assert "name=ablation-copy" in res["second"]["command"] and "contrast=" in res["second"]["command"]
@@ -158,8 +172,7 @@ def test_contrast_with_another_study_folder_from_the_command_line(finished):
     (root / "broken" / "study.json").write_text("{")
     line = error_line(study([*named, f"contrast={root / 'broken'}"], root, root / "config"))
     assert f"contrast={root / 'broken'}: its study.json is not a yolo-spd study's" in line, line
-    one_seed = root / "runs" / "one-seed"  # the original's records with seed 1 gone: one paired difference there
-    shutil.copytree(folder, one_seed, ignore=shutil.ignore_patterns("weights", "*-seed1"))
+    one_seed = records(root / "runs" / "one-seed", (0,))  # one paired difference there
     line = error_line(study([*named, f"contrast={one_seed}"], root, root / "config"))
     assert "1 seed(s) with both yolov5nu and yolov5-spd-n scored there" in line, line
 
