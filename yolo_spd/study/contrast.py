@@ -33,7 +33,6 @@ import json
 from pathlib import Path
 
 from ..errors import UsageError
-from ..markdown import table
 from . import report, stats
 from . import runs as study_runs
 
@@ -174,13 +173,7 @@ def document(res: dict, first_label: str = "first", second_label: str = "second"
 def markdown(res: dict, first_label: str = "first", second_label: str = "second") -> str:
     """``contrast.md``: what is compared, one table per scope (all classes, then each class paired alone), and the
     verdict."""
-    lines = []
-    for part in document(res, first_label, second_label):
-        if isinstance(part, report.Table):
-            lines += [part.intro, "", table(part.headers, part.rows)]
-        else:
-            lines.append(part)
-    return "\n".join(lines) + "\n"
+    return report.parts_markdown(document(res, first_label, second_label)) + "\n"
 
 
 def latex(res: dict, first_label: str = "first", second_label: str = "second") -> str:

@@ -368,8 +368,13 @@ def document(res: dict) -> list[str | Table]:
 
 def markdown(res: dict) -> str:
     """``study.md``: the report's paragraphs and its tables in Markdown."""
+    return parts_markdown(document(res))
+
+
+def parts_markdown(parts: list[str | Table]) -> str:
+    """Paragraphs and :class:`Table` objects in Markdown, each table after its ``intro`` paragraph."""
     lines = []
-    for part in document(res):
+    for part in parts:
         if isinstance(part, Table):
             lines += [part.intro, ""] if part.intro else []
             lines.append(table(part.headers, part.rows))

@@ -13,8 +13,8 @@ bootstrap; Efron & Tibshirani 1993, ch. 13), drawn from ``numpy.random.default_r
 It counts the sampling of the val images, which the t interval does not; it does not resample seeds.
 
 Two studies scored on the same val images (:mod:`.contrast`): :func:`welch_interval` over the two studies' per-seed
-differences (taken as independent samples of unequal variances), and :func:`contrast_bootstrap`, whose replicate statistic is
-the difference of the two studies' paired means on one draw that every run of both is scored on.
+differences (taken as independent samples of unequal variances), and :func:`contrast_bootstrap`, whose replicate
+statistic is the difference of the two studies' paired means on one draw that every run of both is scored on.
 
 Scoring a replicate is COCO's own accumulation (``pycocotools.cocoeval.COCOeval.accumulate``) on the per-image
 matches that ``COCOeval.evaluate`` made once per run, with the drawn images' entries repeated as often as they were
@@ -247,16 +247,23 @@ def paired_bootstrap(baseline: dict[int, np.ndarray], variant: dict[int, np.ndar
     ``baseline`` and ``variant`` map a seed to that run's :func:`replicate_metrics` on the SAME counts; seeds both
     have are paired. Returns {metric: {"n", "ci", "half_width"}} (half of the interval's width).
     """
-    seeds = sorted(set(baseline) & set(variant))
     out = {}
     for j, metric in enumerate(metrics):
-        if not seeds:
+        n, stat = _seed_mean_difference(baseline, variant, j)
+        if stat is None:
             out[metric] = {"n": 0, "ci": None, "half_width": None}
             continue
-        stat = np.mean([variant[s][:, j] - baseline[s][:, j] for s in seeds], axis=0)
         low, high = percentile_interval(stat, level)
-        out[metric] = {"n": len(seeds), "ci": [low, high], "half_width": (high - low) / 2}
+        out[metric] = {"n": n, "ci": [low, high], "half_width": (high - low) / 2}
     return out
+
+
+def _seed_mean_difference(baseline: dict[int, np.ndarray], variant: dict[int, np.ndarray],
+                          j: int) -> tuple[int, np.ndarray | None]:
+    """(seeds paired, each replicate's mean over those seeds of variant - baseline in metric column ``j``; None
+    without a paired seed)."""
+    seeds = sorted(set(baseline) & set(variant))
+    return len(seeds), (np.mean([variant[s][:, j] - baseline[s][:, j] for s in seeds], axis=0) if seeds else None)
 
 
 def contrast_bootstrap(first: tuple[dict, dict], second: tuple[dict, dict], metrics: tuple[str, ...],
@@ -267,14 +274,9 @@ def contrast_bootstrap(first: tuple[dict, dict], second: tuple[dict, dict], metr
     counts (two studies scored on the same val images), so a replicate draws one set of images for every run of both.
     Returns {metric: {"n": [seeds in first, seeds in second], "ci", "half_width"}}.
     """
-    def paired_means(pair: tuple[dict, dict], j: int) -> tuple[int, np.ndarray | None]:
-        baseline, variant = pair
-        seeds = sorted(set(baseline) & set(variant))
-        return len(seeds), (np.mean([variant[s][:, j] - baseline[s][:, j] for s in seeds], axis=0) if seeds else None)
-
     out = {}
     for j, metric in enumerate(metrics):
-        (n1, d1), (n2, d2) = paired_means(first, j), paired_means(second, j)
+        (n1, d1), (n2, d2) = _seed_mean_difference(*first, j), _seed_mean_difference(*second, j)
         if d1 is None or d2 is None:
             out[metric] = {"n": [n1, n2], "ci": None, "half_width": None}
             continue
