@@ -187,30 +187,22 @@ def onnx_compute_share(onnx_path: str, feed: dict, runs: int, threads: int, work
     return statistics.median(shares)
 
 
-def build_eager(name: str, imgsz: int):
-    """(GFLOPs of the unfused model, the fused eval model, None): :func:`models.build` without the ONNX export."""
-    from ultralytics import YOLO
-
-    from yolo_spd.info import gflops, quiet_ultralytics
-
-    with quiet_ultralytics():
-        yolo = YOLO(f"{name}.yaml")
-    return gflops(yolo.model, imgsz), yolo.model.float().eval().fuse(verbose=False), None
-
-
-def check_names(names: list[str]) -> None:
-    """One error line for the first name Ultralytics finds no YAML for, before anything is built or timed."""
+def load(names: list[str]) -> dict:
+    """{name: its ``YOLO``}, built once here so that a name Ultralytics finds no YAML for is one error line before
+    anything is exported or timed."""
     from ultralytics import YOLO
 
     from yolo_spd.info import quiet_ultralytics
 
+    loaded = {}
     for name in names:
         try:
             with quiet_ultralytics():
-                YOLO(f"{name}.yaml")
+                loaded[name] = YOLO(f"{name}.yaml")
         except FileNotFoundError:
             sys.exit(f"model_floor.py: error: --models {name}: no such config; expected a packaged config "
                      "(yolo-spd info lists them) or a stock Ultralytics model name such as yolov5nu")
+    return loaded
 
 
 def main(argv=None) -> None:
@@ -218,16 +210,15 @@ def main(argv=None) -> None:
     setup(args.threads)
     check_docs(args.write_docs, args.block)
     import torch
-    from models import baseline_of, build, default_models
+    from models import baseline_of, default_models, prepare
 
     names = list(args.models or (QUICK_MODELS if args.quick else default_models("n")))
     x = torch.rand(1, 3, args.imgsz, args.imgsz, generator=torch.Generator().manual_seed(0))
     flops, gmacs, shares, candidates = {}, {}, {}, {}
     with tempfile.TemporaryDirectory() as workdir:
-        check_names(names)
+        loaded = load(names)
         for name in names:
-            flops[name], model, onnx_path = (build_eager(name, args.imgsz) if args.no_onnx else
-                                             build(name, workdir, args.imgsz))
+            flops[name], model, onnx_path = prepare(loaded[name], None if args.no_onnx else workdir, args.imgsz)
             with torch.no_grad():
                 model(x)  # first call outside the recorder: lazy caches (fused weights) are built here
             calls, count = record(model, x)

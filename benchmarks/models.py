@@ -83,18 +83,24 @@ def is_n_scale(name: str) -> bool:
     return name.rstrip("u").endswith("n")
 
 
-def build(name: str, workdir: str, imgsz: int):
-    """(GFLOPs, fused eval PyTorch model, ONNX path) for the config ``name``."""
+def build(name: str, workdir: str | None, imgsz: int):
+    """(GFLOPs, fused eval PyTorch model, ONNX path) for the config ``name``; :func:`prepare` of its ``YOLO``."""
     from ultralytics import YOLO
 
+    return prepare(YOLO(f"{name}.yaml"), workdir, imgsz)
+
+
+def prepare(yolo, workdir: str | None, imgsz: int):
+    """(GFLOPs of the unfused model, the fused eval model, its ONNX export in ``workdir``) of a loaded ``YOLO``;
+    without ``workdir`` nothing is exported and the path is None."""
     from yolo_spd.info import gflops
 
-    yolo = YOLO(f"{name}.yaml")
     flops = gflops(yolo.model, imgsz)
-    with contextlib.chdir(workdir), quiet_ultralytics():
-        onnx_file = yolo.export(format="onnx", imgsz=imgsz, device="cpu")
-    model = yolo.model.float().eval().fuse(verbose=False)
-    return flops, model, os.path.join(workdir, onnx_file)
+    onnx_path = None
+    if workdir is not None:
+        with contextlib.chdir(workdir), quiet_ultralytics():
+            onnx_path = os.path.join(workdir, yolo.export(format="onnx", imgsz=imgsz, device="cpu"))
+    return flops, yolo.model.float().eval().fuse(verbose=False), onnx_path
 
 
 def training_step(name: str, batch_size: int, imgsz: int):

@@ -6,9 +6,8 @@
 Every figure comes from another generated block of the page (``modules``, ``space-to-depth``, ``models-speed``,
 ``spd_fold``, ``info-latency``, ``before-after``, and model_floor.py's ``model-floor`` blocks) or from
 ``benchmarks/results/gpu.json``, so the verdicts change exactly when one of those is re-measured, and nobody keeps a
-range by hand. ``tests/test_docs.py`` checks that the
-published block is this script's output for the published blocks. The figures are as machine-dependent as the
-blocks they come from.
+range by hand. ``tests/test_docs.py`` checks that the published block is this script's output for the published
+blocks. The figures are as machine-dependent as the blocks they come from.
 """
 
 from __future__ import annotations
